@@ -1,0 +1,84 @@
+//! The `mesh` command line (clap derive). Human output by default, `--json` for scripts.
+//! Errors: one sentence on stderr, exit code 1 (2 for usage errors, from clap).
+
+mod join;
+mod registry;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// re6mesh: a resilient, scalable IPv6 mesh network.
+#[derive(Debug, Parser)]
+#[command(name = "mesh", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More logging (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The network's registry: certificate authority, prefixes, revocation, parameters.
+    #[command(subcommand)]
+    Registry(registry::RegistryCmd),
+    /// Join a network with a token from its registry.
+    Join(join::JoinArgs),
+}
+
+/// `--state-dir DIR`, shared by every command that touches on-disk state.
+#[derive(Debug, clap::Args, Clone)]
+pub struct StateDir {
+    /// State directory (default: /var/lib/re6mesh[/registry] as root, the user's data directory otherwise).
+    #[arg(long, value_name = "DIR", env = "MESH_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let result = match cli.command {
+        Command::Registry(cmd) => registry::run(cmd),
+        Command::Join(args) => join::run(args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {}", sentence(&e));
+            1
+        }
+    }
+}
+
+/// The error chain as one sentence ("what failed: why").
+fn sentence(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}

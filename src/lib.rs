@@ -1,0 +1,25 @@
+//! re6mesh: a resilient, scalable IPv6 mesh network in one binary.
+//!
+//! The crate is layered like this (see `docs/ARCHITECTURE.md` for the full map):
+//!
+//! * **Sans-IO cores** — no sockets, no tokio, no clock reads, no global RNG: [`params`]
+//!   (signed network parameters), [`token`] (join tokens), [`identity`] (certificate fields),
+//!   [`registry::allocator`] (prefix allocation), [`registry::mac`] (the MAC key cycle).
+//! * **IO shells** — [`registry`] (the CA and its HTTPS API), [`registry_client`] (the node's
+//!   side of that API), [`cli`] (the `mesh` command).
+//! * **Test and demo support** — [`netns`] (network namespaces with cleanup on every exit path).
+//!
+//! Only the TUN layer may use `unsafe`; everything else forbids it.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod fsutil;
+pub mod identity;
+pub mod netns;
+pub mod params;
+pub mod paths;
+pub mod registry;
+pub mod registry_api;
+pub mod registry_client;
+pub mod state;
+pub mod token;

@@ -1,0 +1,219 @@
+//! Signed, versioned network parameters (DESIGN §5, CONVENTIONS "Network parameters").
+//!
+//! The registry signs the exact bytes of a UTF-8 JSON document with the CA key (ECDSA P-256,
+//! SHA-256, ASN.1 DER signature). The document travels as those bytes plus the signature and
+//! is never re-serialised before verifying. Readers ignore unknown fields. Sans-IO.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use ipnet::Ipv6Net;
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// re6st's tunnel policy defaults.
+pub const DEFAULT_CLIENT_COUNT: u32 = 10;
+/// Maximum accepted incoming tunnels.
+pub const DEFAULT_MAX_CLIENTS: u32 = 20;
+/// Seconds between two tunnel refreshes.
+pub const DEFAULT_TUNNEL_REFRESH: u32 = 300;
+/// Babel Hello interval, seconds.
+pub const DEFAULT_HELLO_INTERVAL: u32 = 4;
+
+/// The network parameters document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkParams {
+    /// Strictly increasing version.
+    pub version: u64,
+    /// When the registry issued this version (Unix seconds).
+    pub issued_at: i64,
+    /// The whole network prefix (routed into the TUN device).
+    pub network: Ipv6Net,
+    /// Default node prefix length.
+    pub node_prefix_len: u8,
+    /// The registry's protocol version.
+    pub protocol: u32,
+    /// Nodes below this protocol version must stop.
+    pub min_protocol: u32,
+    /// Babel Hello interval on tunnels, seconds.
+    pub hello_interval: u32,
+    /// Tunnel manager policy.
+    pub tunnel: TunnelPolicy,
+    /// Country restrictions when choosing peers.
+    pub countries: CountryRules,
+    /// The CRL that is in force.
+    pub crl: CrlRef,
+    /// Ids of the Babel MAC keys (never key bytes).
+    pub mac: MacState,
+}
+
+/// Tunnel manager policy (re6st defaults: 10 / 20 / 300 s).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelPolicy {
+    /// Outgoing tunnels to keep.
+    pub client_count: u32,
+    /// Incoming tunnels to accept at most.
+    pub max_clients: u32,
+    /// Seconds between tunnel refreshes.
+    pub refresh: u32,
+}
+
+/// Country rules: nodes located in a `closed` country only open tunnels to nodes of the
+/// same country (re6st's country restriction).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountryRules {
+    /// ISO 3166 alpha-2 codes, upper case.
+    #[serde(default)]
+    pub closed: Vec<String>,
+}
+
+/// Reference to the CRL in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrlRef {
+    /// The CRL number (increases with every revocation).
+    pub number: u64,
+    /// SHA-256 of the CRL DER, lowercase hex.
+    pub sha256: String,
+}
+
+/// Which MAC keys are in force, by id (CONVENTIONS: the three-slot cycle).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MacState {
+    /// Key id used to sign outgoing Babel packets; `None` on a network without MAC.
+    pub sign: Option<String>,
+    /// Key id additionally accepted on incoming packets.
+    pub accept: Option<String>,
+    /// Unsigned packets are accepted (only in the transition that introduces MAC).
+    #[serde(default)]
+    pub accept_unsigned: bool,
+}
+
+/// A parameters document exactly as signed, plus its detached signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedParams {
+    /// The exact JSON bytes.
+    pub document: Vec<u8>,
+    /// ECDSA P-256 / SHA-256 signature (ASN.1 DER) by the CA key.
+    pub signature: Vec<u8>,
+}
+
+/// The JSON transport form of [`SignedParams`] (base64 fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedParamsJson {
+    /// base64 of the document bytes.
+    pub document: String,
+    /// base64 of the signature.
+    pub signature: String,
+}
+
+/// Why a parameters document is rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ParamsError {
+    /// The signature does not verify with the network CA.
+    #[error("the network parameters are not signed by this network's CA")]
+    BadSignature,
+    /// The transport encoding is broken.
+    #[error("the network parameters are malformed: {0}")]
+    Malformed(String),
+}
+
+impl SignedParams {
+    /// Verifies the signature with the CA certificate, then parses the document.
+    pub fn verify(&self, ca_der: &[u8]) -> Result<NetworkParams, ParamsError> {
+        crate::identity::verify_signature(ca_der, &self.document, &self.signature)
+            .map_err(|_| ParamsError::BadSignature)?;
+        serde_json::from_slice(&self.document).map_err(|e| ParamsError::Malformed(e.to_string()))
+    }
+
+    /// The transport form.
+    pub fn to_json(&self) -> SignedParamsJson {
+        SignedParamsJson {
+            document: B64.encode(&self.document),
+            signature: B64.encode(&self.signature),
+        }
+    }
+
+    /// Decodes the transport form (does not verify).
+    pub fn from_json(j: &SignedParamsJson) -> Result<Self, ParamsError> {
+        Ok(SignedParams {
+            document: B64
+                .decode(&j.document)
+                .map_err(|e| ParamsError::Malformed(e.to_string()))?,
+            signature: B64
+                .decode(&j.signature)
+                .map_err(|e| ParamsError::Malformed(e.to_string()))?,
+        })
+    }
+}
+
+impl NetworkParams {
+    /// Serialises the document (the registry signs these bytes).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serialising a struct of plain fields cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// True when `other` is a newer version than `self`.
+    pub fn is_older_than(&self, other: &NetworkParams) -> bool {
+        self.version < other.version
+    }
+
+    /// Names of the top-level fields that differ (for logs and "what changed").
+    pub fn diff(&self, other: &NetworkParams) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        macro_rules! cmp {
+            ($($f:ident),*) => { $( if self.$f != other.$f { out.push(stringify!($f)); } )* };
+        }
+        cmp!(network, node_prefix_len, protocol, min_protocol, hello_interval, tunnel, countries, crl, mac);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample(version: u64) -> NetworkParams {
+        NetworkParams {
+            version,
+            issued_at: 1_700_000_000,
+            network: "fd00:1::/48".parse().unwrap(),
+            node_prefix_len: 64,
+            protocol: 1,
+            min_protocol: 1,
+            hello_interval: 4,
+            tunnel: TunnelPolicy { client_count: 10, max_clients: 20, refresh: 300 },
+            countries: CountryRules::default(),
+            crl: CrlRef { number: 1, sha256: "00".into() },
+            mac: MacState { sign: Some("k".into()), accept: None, accept_unsigned: false },
+        }
+    }
+
+    #[test]
+    fn readers_ignore_unknown_fields() {
+        let mut v: serde_json::Value = serde_json::from_slice(&sample(3).to_bytes()).unwrap();
+        v["future_field"] = serde_json::json!({"x": 1});
+        let p: NetworkParams = serde_json::from_value(v).unwrap();
+        assert_eq!(p, sample(3));
+    }
+
+    #[test]
+    fn diff_names_changed_fields() {
+        let a = sample(1);
+        let mut b = sample(2);
+        b.hello_interval = 1;
+        b.mac.accept = Some("z".into());
+        assert_eq!(a.diff(&b), vec!["hello_interval", "mac"]);
+        assert!(a.is_older_than(&b));
+    }
+
+    #[test]
+    fn transport_form_round_trips_and_rejects_bad_base64() {
+        let s = SignedParams { document: b"{}".to_vec(), signature: vec![1, 2, 3] };
+        assert_eq!(SignedParams::from_json(&s.to_json()).unwrap(), s);
+        let bad = SignedParamsJson { document: "***".into(), signature: String::new() };
+        assert!(SignedParams::from_json(&bad).is_err());
+    }
+}

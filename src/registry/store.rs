@@ -1,0 +1,802 @@
+//! The registry's state in SQLite (WAL, `synchronous=FULL`) and every operation on it.
+//!
+//! Each operation that writes runs in its own `BEGIN IMMEDIATE` transaction, so the admin
+//! commands (a separate process) and the server can work on the same file at once; the
+//! server caches nothing that an admin command changes. Time comes in as an argument
+//! (`now`, Unix seconds).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use ipnet::Ipv6Net;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::Serialize;
+use time::{Duration, OffsetDateTime};
+
+use super::allocator;
+use super::ca::{Ca, CsrKey};
+use super::error::RegistryError;
+use super::mac::{self, Slot, Slots};
+use crate::params::{self as np, CrlRef, NetworkParams, SignedParams, TunnelPolicy};
+use crate::token::hash_secret;
+
+type Result<T> = std::result::Result<T, RegistryError>;
+
+/// Renewal opens this long before expiry.
+pub const RENEW_WINDOW_SECS: i64 = 30 * 86400;
+/// Default node certificate validity.
+pub const DEFAULT_CERT_VALIDITY_SECS: i64 = 365 * 86400;
+/// An unbanned node whose certificates all expired this long ago loses its prefix.
+pub const DEFAULT_RECLAIM_AFTER_SECS: i64 = 30 * 86400;
+/// A node that reported its endpoints this recently counts as live for bootstrap.
+pub const LIVE_SECS: i64 = 15 * 60;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    id INTEGER PRIMARY KEY,
+    secret_hash BLOB NOT NULL UNIQUE,
+    prefix_len INTEGER NOT NULL,
+    expires_at INTEGER,
+    uses_left INTEGER NOT NULL,
+    uses_total INTEGER NOT NULL,
+    created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS token_uses (
+    token_id INTEGER NOT NULL REFERENCES tokens(id) ON DELETE CASCADE,
+    pubkey BLOB NOT NULL,
+    serial TEXT NOT NULL,
+    PRIMARY KEY (token_id, pubkey));
+CREATE TABLE IF NOT EXISTS nodes (
+    id INTEGER PRIMARY KEY,
+    prefix TEXT NOT NULL UNIQUE,
+    pubkey BLOB NOT NULL,
+    banned_at INTEGER,
+    created_at INTEGER NOT NULL,
+    last_seen INTEGER,
+    protocol INTEGER,
+    endpoints TEXT NOT NULL DEFAULT '[]');
+CREATE TABLE IF NOT EXISTS certs (
+    serial TEXT PRIMARY KEY,
+    node_id INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+    der BLOB NOT NULL,
+    not_after INTEGER NOT NULL,
+    issued_at INTEGER NOT NULL,
+    revoked_at INTEGER);
+CREATE INDEX IF NOT EXISTS certs_node ON certs(node_id);
+CREATE TABLE IF NOT EXISTS mac_slots (
+    slot INTEGER PRIMARY KEY CHECK (slot IN (0, 1, 2)),
+    key_id TEXT,
+    key BLOB);
+CREATE TABLE IF NOT EXISTS params (
+    version INTEGER PRIMARY KEY,
+    document BLOB NOT NULL,
+    signature BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS crl (number INTEGER PRIMARY KEY, der BLOB NOT NULL);
+";
+
+/// Settings an admin can change with `mesh registry params set KEY=VALUE`.
+pub const SETTABLE: &[(&str, &str)] = &[
+    ("protocol", "protocol version announced by the registry"),
+    ("min_protocol", "nodes below this protocol version stop"),
+    ("hello_interval", "Babel Hello interval on tunnels, seconds"),
+    ("client_count", "outgoing tunnels each node keeps"),
+    ("max_clients", "incoming tunnels each node accepts"),
+    ("tunnel_refresh", "seconds between tunnel refreshes"),
+    ("closed_countries", "comma-separated ISO country codes whose nodes tunnel only among themselves"),
+    ("node_prefix_len", "default prefix length of new nodes"),
+    ("anonymous", "true: nodes may join without a token"),
+    ("cert_validity", "validity of new node certificates (e.g. 365d, 2s)"),
+];
+
+/// One row of `mesh registry nodes`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NodeRow {
+    /// Node prefix (CIDR).
+    pub prefix: String,
+    /// Serial of its newest certificate.
+    pub serial: String,
+    /// Expiry of that certificate (RFC 3339).
+    pub expires: String,
+    /// That certificate is revoked.
+    pub revoked: bool,
+    /// The node is banned.
+    pub banned: bool,
+    /// Last contact (RFC 3339), if any.
+    pub last_seen: Option<String>,
+    /// Protocol version it reported.
+    pub protocol: Option<u32>,
+}
+
+/// One row of `mesh registry token list`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TokenRow {
+    /// Id to use with `token delete`.
+    pub id: i64,
+    /// Prefix length the token hands out.
+    pub prefix_len: u8,
+    /// Expiry (RFC 3339), if any.
+    pub expires: Option<String>,
+    /// Uses left.
+    pub uses_left: u32,
+    /// Uses granted.
+    pub uses_total: u32,
+    /// Creation time (RFC 3339).
+    pub created: String,
+}
+
+/// A certificate handed out by join or renew.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// Certificate DER.
+    pub cert_der: Vec<u8>,
+    /// Node prefix.
+    pub prefix: Ipv6Net,
+    /// Serial hex.
+    pub serial: String,
+}
+
+/// The node behind an authenticated request.
+#[derive(Debug, Clone)]
+pub struct AuthNode {
+    /// Row id.
+    pub node_id: i64,
+    /// Prefix.
+    pub prefix: Ipv6Net,
+    /// Serial of the presented certificate.
+    pub serial: String,
+    /// That serial is revoked.
+    pub revoked: bool,
+}
+
+/// Options of `mesh registry init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Network prefix.
+    pub network: Ipv6Net,
+    /// Registry URL (`https://host:port`).
+    pub url: String,
+    /// Default node prefix length.
+    pub node_prefix_len: u8,
+    /// Allow joins without a token.
+    pub anonymous: bool,
+    /// Create the network without a MAC key.
+    pub no_mac: bool,
+}
+
+/// Formats Unix seconds as RFC 3339 (UTC).
+pub fn rfc3339(t: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| t.to_string())
+}
+
+fn odt(now: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(now).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn new_key_slot() -> Slot {
+    Slot::Key { id: hex::encode(rand::random::<[u8; 8]>()), bytes: rand::random() }
+}
+
+/// The registry database.
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (and if needed creates the schema of) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn })
+    }
+
+    fn tx(&mut self) -> Result<Transaction<'_>> {
+        Ok(self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+    }
+
+    /// Writes the initial configuration, MAC key, CRL and parameters (version 1).
+    pub fn initialise(&mut self, ca: &Ca, opts: &InitOptions, now: i64) -> Result<()> {
+        let tx = self.tx()?;
+        let exists: i64 = tx.query_row("SELECT COUNT(*) FROM params", [], |r| r.get(0))?;
+        if exists > 0 {
+            return Err(RegistryError::Conflict("this registry is already initialised".into()));
+        }
+        let cfg = [
+            ("network", opts.network.to_string()),
+            ("url", opts.url.clone()),
+            ("node_prefix_len", opts.node_prefix_len.to_string()),
+            ("anonymous", opts.anonymous.to_string()),
+            ("protocol", np::PROTOCOL_VERSION.to_string()),
+            ("min_protocol", np::PROTOCOL_VERSION.to_string()),
+            ("hello_interval", np::DEFAULT_HELLO_INTERVAL.to_string()),
+            ("client_count", np::DEFAULT_CLIENT_COUNT.to_string()),
+            ("max_clients", np::DEFAULT_MAX_CLIENTS.to_string()),
+            ("tunnel_refresh", np::DEFAULT_TUNNEL_REFRESH.to_string()),
+            ("closed_countries", String::new()),
+            ("cert_validity", DEFAULT_CERT_VALIDITY_SECS.to_string()),
+            ("reclaim_after", DEFAULT_RECLAIM_AFTER_SECS.to_string()),
+        ];
+        for (k, v) in cfg {
+            tx.execute("INSERT INTO config (key, value) VALUES (?1, ?2)", params![k, v])?;
+        }
+        let slots: Slots = if opts.no_mac { [None, None, None] } else { [Some(new_key_slot()), None, None] };
+        write_slots(&tx, &slots)?;
+        write_crl(&tx, ca, now)?;
+        bump_params(&tx, ca, now)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A configuration value.
+    pub fn config(&self, key: &str) -> Result<Option<String>> {
+        Ok(get_config(&self.conn, key)?)
+    }
+
+    /// Creates a token; returns its secret. `expires_at` is Unix seconds.
+    pub fn create_token(
+        &mut self,
+        prefix_len: Option<u8>,
+        expires_at: Option<i64>,
+        uses: u32,
+        now: i64,
+    ) -> Result<[u8; crate::token::SECRET_LEN]> {
+        let tx = self.tx()?;
+        let network = network(&tx)?;
+        let len = match prefix_len {
+            Some(l) => l,
+            None => cfg_num(&tx, "node_prefix_len")?,
+        };
+        if len < network.prefix_len() || len > 128 {
+            return Err(RegistryError::BadRequest(format!(
+                "prefix length /{len} does not fit inside the network {network}"
+            )));
+        }
+        if uses == 0 {
+            return Err(RegistryError::BadRequest("a token needs at least one use".into()));
+        }
+        let secret: [u8; crate::token::SECRET_LEN] = rand::random();
+        tx.execute(
+            "INSERT INTO tokens (secret_hash, prefix_len, expires_at, uses_left, uses_total, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+            params![hash_secret(&secret).to_vec(), len, expires_at, uses, now],
+        )?;
+        tx.commit()?;
+        Ok(secret)
+    }
+
+    /// Lists tokens.
+    pub fn tokens(&self) -> Result<Vec<TokenRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, prefix_len, expires_at, uses_left, uses_total, created_at FROM tokens ORDER BY id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(TokenRow {
+                id: r.get(0)?,
+                prefix_len: r.get(1)?,
+                expires: r.get::<_, Option<i64>>(2)?.map(rfc3339),
+                uses_left: r.get(3)?,
+                uses_total: r.get(4)?,
+                created: rfc3339(r.get(5)?),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Deletes a token by id.
+    pub fn delete_token(&mut self, id: i64) -> Result<()> {
+        let tx = self.tx()?;
+        let n = tx.execute("DELETE FROM tokens WHERE id = ?1", [id])?;
+        if n == 0 {
+            return Err(RegistryError::NotFound(format!("there is no token with id {id}")));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Join: a token secret (or none, for anonymous joins) and a verified CSR key.
+    pub fn join(&mut self, ca: &Ca, secret: Option<&[u8]>, key: &CsrKey, now: i64) -> Result<Issued> {
+        let tx = self.tx()?;
+        let (len, token_id) = match secret {
+            Some(secret) => {
+                let row: Option<(i64, u8, Option<i64>, u32)> = tx
+                    .query_row(
+                        "SELECT id, prefix_len, expires_at, uses_left FROM tokens WHERE secret_hash = ?1",
+                        [hash_secret(secret).to_vec()],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    )
+                    .optional()?;
+                let Some((id, len, expires_at, uses_left)) = row else {
+                    return Err(RegistryError::Unauthorized(
+                        "this join token is not known to the registry".into(),
+                    ));
+                };
+                // A retry with the same key after a lost response gets the same certificate.
+                let previous: Option<String> = tx
+                    .query_row(
+                        "SELECT serial FROM token_uses WHERE token_id = ?1 AND pubkey = ?2",
+                        params![id, key.raw],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(serial) = previous {
+                    let (der, prefix): (Vec<u8>, String) = tx.query_row(
+                        "SELECT c.der, n.prefix FROM certs c JOIN nodes n ON n.id = c.node_id WHERE c.serial = ?1",
+                        [&serial],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?;
+                    let prefix = parse_prefix(&prefix)?;
+                    return Ok(Issued { cert_der: der, prefix, serial });
+                }
+                if expires_at.is_some_and(|e| e <= now) {
+                    return Err(RegistryError::Forbidden("this join token has expired".into()));
+                }
+                if uses_left == 0 {
+                    return Err(RegistryError::Forbidden("this join token has already been used".into()));
+                }
+                (len, Some(id))
+            }
+            None => {
+                if get_config(&tx, "anonymous")?.as_deref() != Some("true") {
+                    return Err(RegistryError::Unauthorized(
+                        "this registry does not accept joins without a token".into(),
+                    ));
+                }
+                (cfg_num(&tx, "node_prefix_len")?, None)
+            }
+        };
+        reclaim(&tx, now)?;
+        let network = network(&tx)?;
+        let used = used_prefixes(&tx)?;
+        let prefix = allocator::allocate(network, &used, len)
+            .map_err(|e| RegistryError::Exhausted(e.to_string()))?;
+        tx.execute(
+            "INSERT INTO nodes (prefix, pubkey, created_at) VALUES (?1, ?2, ?3)",
+            params![prefix.to_string(), key.raw, now],
+        )?;
+        let node_id = tx.last_insert_rowid();
+        let issued = issue(&tx, ca, node_id, prefix, key, now)?;
+        if let Some(id) = token_id {
+            tx.execute("UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ?1", [id])?;
+            tx.execute(
+                "INSERT INTO token_uses (token_id, pubkey, serial) VALUES (?1, ?2, ?3)",
+                params![id, key.raw, issued.serial],
+            )?;
+        }
+        tx.commit()?;
+        Ok(issued)
+    }
+
+    /// Identifies the node behind a client certificate; refuses unknown serials, banned
+    /// nodes and expired certificates. Revoked serials are reported, not refused (renew
+    /// needs them).
+    pub fn authenticate(&self, serial: &str, now: i64) -> Result<AuthNode> {
+        type Row = (i64, String, i64, Option<i64>, Option<i64>);
+        let row: Option<Row> = self
+            .conn
+            .query_row(
+                "SELECT n.id, n.prefix, c.not_after, c.revoked_at, n.banned_at
+                 FROM certs c JOIN nodes n ON n.id = c.node_id WHERE c.serial = ?1",
+                [serial],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        let Some((node_id, prefix, not_after, revoked_at, banned_at)) = row else {
+            return Err(RegistryError::Unauthorized(
+                "this certificate was not issued by this registry (or its node was removed)".into(),
+            ));
+        };
+        if banned_at.is_some() {
+            return Err(RegistryError::Forbidden("this node is banned from the network".into()));
+        }
+        if not_after <= now {
+            return Err(RegistryError::Expired);
+        }
+        Ok(AuthNode { node_id, prefix: parse_prefix(&prefix)?, serial: serial.to_owned(), revoked: revoked_at.is_some() })
+    }
+
+    /// Like [`Store::authenticate`], and also refuses revoked serials.
+    pub fn authenticate_valid(&self, serial: &str, now: i64) -> Result<AuthNode> {
+        let node = self.authenticate(serial, now)?;
+        if node.revoked {
+            return Err(RegistryError::Forbidden(
+                "this certificate is revoked; renew it before using the network".into(),
+            ));
+        }
+        Ok(node)
+    }
+
+    /// Renew: within [`RENEW_WINDOW_SECS`] of expiry, or at any time when revoked by serial.
+    pub fn renew(&mut self, ca: &Ca, serial: &str, key: &CsrKey, now: i64) -> Result<Issued> {
+        let node = self.authenticate(serial, now)?;
+        let tx = self.tx()?;
+        let not_after: i64 =
+            tx.query_row("SELECT not_after FROM certs WHERE serial = ?1", [serial], |r| r.get(0))?;
+        if !node.revoked && not_after - now > RENEW_WINDOW_SECS {
+            return Err(RegistryError::Conflict(format!(
+                "too early to renew: renewal opens 30 days before expiry ({})",
+                rfc3339(not_after - RENEW_WINDOW_SECS)
+            )));
+        }
+        tx.execute("UPDATE nodes SET pubkey = ?1 WHERE id = ?2", params![key.raw, node.node_id])?;
+        let issued = issue(&tx, ca, node.node_id, node.prefix, key, now)?;
+        tx.commit()?;
+        Ok(issued)
+    }
+
+    /// Revokes one certificate by serial (the node may renew), or bans the node owning a
+    /// prefix (its serials revoked; its prefix freed once they have expired). Returns a
+    /// description of what was done.
+    pub fn revoke(&mut self, ca: &Ca, target: &str, now: i64) -> Result<String> {
+        let tx = self.tx()?;
+        let what = if let Ok(prefix) = target.parse::<Ipv6Net>() {
+            let node: Option<(i64, Option<i64>)> = tx
+                .query_row(
+                    "SELECT id, banned_at FROM nodes WHERE prefix = ?1",
+                    [prefix.to_string()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((id, banned)) = node else {
+                return Err(RegistryError::NotFound(format!("no node has the prefix {prefix}")));
+            };
+            if banned.is_some() {
+                return Err(RegistryError::Conflict(format!("the node {prefix} is already banned")));
+            }
+            tx.execute("UPDATE nodes SET banned_at = ?1 WHERE id = ?2", params![now, id])?;
+            tx.execute(
+                "UPDATE certs SET revoked_at = ?1 WHERE node_id = ?2 AND revoked_at IS NULL",
+                params![now, id],
+            )?;
+            format!("banned node {prefix}; its prefix is freed once its certificates expire")
+        } else {
+            let serial = target.trim().trim_start_matches("0x").to_ascii_lowercase();
+            let serial = match hex::decode(&serial) {
+                Ok(b) if !b.is_empty() => crate::identity::serial_hex(&b),
+                _ => {
+                    return Err(RegistryError::BadRequest(format!(
+                        "{target:?} is neither a prefix (CIDR) nor a certificate serial (hex)"
+                    )));
+                }
+            };
+            let row: Option<Option<i64>> = tx
+                .query_row("SELECT revoked_at FROM certs WHERE serial = ?1", [&serial], |r| r.get(0))
+                .optional()?;
+            match row {
+                None => return Err(RegistryError::NotFound(format!("no certificate has the serial {serial}"))),
+                Some(Some(_)) => {
+                    return Err(RegistryError::Conflict(format!("the certificate {serial} is already revoked")));
+                }
+                Some(None) => {}
+            }
+            tx.execute("UPDATE certs SET revoked_at = ?1 WHERE serial = ?2", params![now, serial])?;
+            format!("revoked certificate {serial}")
+        };
+        write_crl(&tx, ca, now)?;
+        let v = bump_params(&tx, ca, now)?;
+        tx.commit()?;
+        Ok(format!("{what} (parameters version {v})"))
+    }
+
+    /// Nodes for `mesh registry nodes`.
+    pub fn nodes(&self) -> Result<Vec<NodeRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT n.prefix, c.serial, c.not_after, c.revoked_at, n.banned_at, n.last_seen, n.protocol
+             FROM nodes n JOIN certs c ON c.node_id = n.id
+             WHERE c.issued_at = (SELECT MAX(issued_at) FROM certs WHERE node_id = n.id)
+             GROUP BY n.id ORDER BY n.prefix",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(NodeRow {
+                prefix: r.get(0)?,
+                serial: r.get(1)?,
+                expires: rfc3339(r.get(2)?),
+                revoked: r.get::<_, Option<i64>>(3)?.is_some(),
+                banned: r.get::<_, Option<i64>>(4)?.is_some(),
+                last_seen: r.get::<_, Option<i64>>(5)?.map(rfc3339),
+                protocol: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The newest signed parameters.
+    pub fn params(&self) -> Result<SignedParams> {
+        Ok(self.conn.query_row(
+            "SELECT document, signature FROM params ORDER BY version DESC LIMIT 1",
+            [],
+            |r| Ok(SignedParams { document: r.get(0)?, signature: r.get(1)? }),
+        )?)
+    }
+
+    /// The newest CRL (DER).
+    pub fn crl(&self) -> Result<Vec<u8>> {
+        Ok(self
+            .conn
+            .query_row("SELECT der FROM crl ORDER BY number DESC LIMIT 1", [], |r| r.get(0))?)
+    }
+
+    /// Sets one parameter and publishes a new parameters version.
+    pub fn set_param(&mut self, ca: &Ca, key: &str, value: &str, now: i64) -> Result<u64> {
+        let value = validate_setting(key, value)?;
+        let tx = self.tx()?;
+        if key == "node_prefix_len" {
+            let network = network(&tx)?;
+            let len: u8 = value.parse().map_err(|_| RegistryError::BadRequest("bad length".into()))?;
+            if len < network.prefix_len() {
+                return Err(RegistryError::BadRequest(format!(
+                    "node_prefix_len /{len} is shorter than the network {network}"
+                )));
+            }
+        }
+        tx.execute(
+            "INSERT INTO config (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        let v = bump_params(&tx, ca, now)?;
+        tx.commit()?;
+        Ok(v)
+    }
+
+    /// One step of the MAC key cycle; returns the new parameters version.
+    pub fn rotate_mac(&mut self, ca: &Ca, now: i64) -> Result<u64> {
+        let tx = self.tx()?;
+        let slots = read_slots(&tx)?;
+        write_slots(&tx, &mac::rotate(&slots, new_key_slot()))?;
+        let v = bump_params(&tx, ca, now)?;
+        tx.commit()?;
+        Ok(v)
+    }
+
+    /// The MAC keys the current parameters reference (id, bytes).
+    pub fn mac_keys(&self) -> Result<Vec<(String, [u8; 32])>> {
+        Ok(read_slots(&self.conn)?
+            .into_iter()
+            .flatten()
+            .filter_map(|s| match s {
+                Slot::Key { id, bytes } => Some((id, bytes)),
+                Slot::Unsigned => None,
+            })
+            .collect())
+    }
+
+    /// Records a node's endpoints and protocol version (and that it is alive).
+    pub fn set_endpoints(&mut self, node_id: i64, endpoints: &[SocketAddr], protocol: u32, now: i64) -> Result<()> {
+        let json = serde_json::to_string(endpoints).map_err(|e| RegistryError::Internal(e.to_string()))?;
+        let tx = self.tx()?;
+        tx.execute(
+            "UPDATE nodes SET endpoints = ?1, protocol = ?2, last_seen = ?3 WHERE id = ?4",
+            params![json, protocol, now, node_id],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks a node as seen.
+    pub fn touch(&self, node_id: i64, now: i64) -> Result<()> {
+        self.conn.execute("UPDATE nodes SET last_seen = ?1 WHERE id = ?2", params![now, node_id])?;
+        Ok(())
+    }
+
+    /// A random other live node with endpoints, not banned and with a valid certificate.
+    pub fn bootstrap(&self, except: i64, now: i64) -> Result<(Ipv6Net, Vec<SocketAddr>)> {
+        let row: Option<(String, String)> = self
+            .conn
+            .query_row(
+                "SELECT n.prefix, n.endpoints FROM nodes n
+                 WHERE n.id != ?1 AND n.banned_at IS NULL AND n.endpoints != '[]' AND n.last_seen >= ?2
+                   AND EXISTS (SELECT 1 FROM certs c WHERE c.node_id = n.id AND c.revoked_at IS NULL AND c.not_after > ?3)
+                 ORDER BY random() LIMIT 1",
+                params![except, now - LIVE_SECS, now],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((prefix, endpoints)) = row else {
+            return Err(RegistryError::NotFound("no other live node is known yet".into()));
+        };
+        let endpoints = serde_json::from_str(&endpoints).map_err(|e| RegistryError::Internal(e.to_string()))?;
+        Ok((parse_prefix(&prefix)?, endpoints))
+    }
+}
+
+fn parse_prefix(s: &str) -> Result<Ipv6Net> {
+    s.parse().map_err(|_| RegistryError::Internal(format!("corrupt prefix {s:?} in the database")))
+}
+
+fn get_config(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM config WHERE key = ?1", [key], |r| r.get(0)).optional()
+}
+
+fn cfg_num<T: std::str::FromStr>(conn: &Connection, key: &str) -> Result<T> {
+    get_config(conn, key)?
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| RegistryError::Internal(format!("configuration value {key} is missing or invalid")))
+}
+
+fn network(conn: &Connection) -> Result<Ipv6Net> {
+    let v = get_config(conn, "network")?
+        .ok_or_else(|| RegistryError::Internal("the registry is not initialised".into()))?;
+    parse_prefix(&v)
+}
+
+/// Checks and normalises a `params set` value.
+fn validate_setting(key: &str, value: &str) -> Result<String> {
+    let bad = |what: &str| RegistryError::BadRequest(format!("{key} must be {what}, not {value:?}"));
+    let value = value.trim();
+    let out = match key {
+        "protocol" | "min_protocol" | "client_count" | "max_clients" => {
+            value.parse::<u32>().map_err(|_| bad("a non-negative integer"))?.to_string()
+        }
+        "hello_interval" | "tunnel_refresh" => {
+            let v = value.parse::<u32>().map_err(|_| bad("a positive number of seconds"))?;
+            if v == 0 {
+                return Err(bad("a positive number of seconds"));
+            }
+            v.to_string()
+        }
+        "node_prefix_len" => {
+            let v = value.parse::<u8>().map_err(|_| bad("a prefix length"))?;
+            if v > 128 {
+                return Err(bad("a prefix length up to 128"));
+            }
+            v.to_string()
+        }
+        "anonymous" => match value {
+            "true" | "yes" | "1" => "true".into(),
+            "false" | "no" | "0" => "false".into(),
+            _ => return Err(bad("true or false")),
+        },
+        "cert_validity" => {
+            let d = humantime::parse_duration(value).map_err(|_| bad("a duration such as 365d"))?;
+            if d.as_secs() == 0 {
+                return Err(bad("a duration of at least one second"));
+            }
+            d.as_secs().to_string()
+        }
+        "closed_countries" => {
+            let mut codes = Vec::new();
+            for c in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                if c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_alphabetic()) {
+                    return Err(bad("comma-separated two-letter country codes"));
+                }
+                codes.push(c.to_ascii_uppercase());
+            }
+            codes.join(",")
+        }
+        _ => {
+            let known: Vec<&str> = SETTABLE.iter().map(|(k, _)| *k).collect();
+            return Err(RegistryError::BadRequest(format!(
+                "unknown parameter {key:?}; settable: {}",
+                known.join(", ")
+            )));
+        }
+    };
+    Ok(out)
+}
+
+fn issue(tx: &Transaction<'_>, ca: &Ca, node_id: i64, prefix: Ipv6Net, key: &CsrKey, now: i64) -> Result<Issued> {
+    let validity: i64 = cfg_num(tx, "cert_validity")?;
+    let (der, serial, not_after) = ca.issue_node(key, &prefix, odt(now), Duration::seconds(validity))?;
+    tx.execute(
+        "INSERT INTO certs (serial, node_id, der, not_after, issued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![serial, node_id, der, not_after, now],
+    )?;
+    Ok(Issued { cert_der: der, prefix, serial })
+}
+
+/// Prefixes in use: every node row (banned ones included until [`reclaim`] drops them).
+fn used_prefixes(conn: &Connection) -> Result<Vec<Ipv6Net>> {
+    let mut st = conn.prepare("SELECT prefix FROM nodes")?;
+    let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+    rows.map(|r| parse_prefix(&r?)).collect()
+}
+
+/// Frees the prefixes of banned nodes whose certificates have all expired, and of nodes
+/// whose certificates expired more than `reclaim_after` ago.
+fn reclaim(tx: &Transaction<'_>, now: i64) -> Result<()> {
+    let grace: i64 = cfg_num(tx, "reclaim_after")?;
+    tx.execute(
+        "DELETE FROM nodes WHERE id IN (
+            SELECT n.id FROM nodes n
+            WHERE COALESCE((SELECT MAX(not_after) FROM certs WHERE node_id = n.id), 0)
+                  <= CASE WHEN n.banned_at IS NOT NULL THEN ?1 ELSE ?1 - ?2 END)",
+        params![now, grace],
+    )?;
+    Ok(())
+}
+
+fn read_slots(conn: &Connection) -> Result<Slots> {
+    let mut slots: Slots = [None, None, None];
+    let mut st = conn.prepare("SELECT slot, key_id, key FROM mac_slots")?;
+    let rows = st.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<Vec<u8>>>(2)?))
+    })?;
+    for row in rows {
+        let (slot, id, key) = row?;
+        let idx = usize::try_from(slot).ok().filter(|i| *i < 3);
+        let Some(idx) = idx else { continue };
+        slots[idx] = Some(match (id, key) {
+            (Some(id), Some(key)) => {
+                let bytes: [u8; 32] = key
+                    .try_into()
+                    .map_err(|_| RegistryError::Internal("corrupt MAC key in the database".into()))?;
+                Slot::Key { id, bytes }
+            }
+            _ => Slot::Unsigned,
+        });
+    }
+    Ok(slots)
+}
+
+fn write_slots(tx: &Transaction<'_>, slots: &Slots) -> Result<()> {
+    tx.execute("DELETE FROM mac_slots", [])?;
+    for (i, s) in slots.iter().enumerate() {
+        match s {
+            None => {}
+            Some(Slot::Unsigned) => {
+                tx.execute("INSERT INTO mac_slots (slot) VALUES (?1)", [i as i64])?;
+            }
+            Some(Slot::Key { id, bytes }) => {
+                tx.execute(
+                    "INSERT INTO mac_slots (slot, key_id, key) VALUES (?1, ?2, ?3)",
+                    params![i as i64, id, bytes.to_vec()],
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_crl(tx: &Transaction<'_>, ca: &Ca, now: i64) -> Result<()> {
+    let number: u64 = tx.query_row("SELECT COALESCE(MAX(number), 0) + 1 FROM crl", [], |r| r.get(0))?;
+    let mut st = tx.prepare("SELECT serial, revoked_at FROM certs WHERE revoked_at IS NOT NULL ORDER BY revoked_at")?;
+    let revoked = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let der = ca.crl(number, &revoked, odt(now))?;
+    tx.execute("INSERT INTO crl (number, der) VALUES (?1, ?2)", params![number as i64, der])?;
+    Ok(())
+}
+
+/// Builds, signs and stores the next parameters version from the current state.
+fn bump_params(tx: &Transaction<'_>, ca: &Ca, now: i64) -> Result<u64> {
+    let version: u64 = tx.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM params", [], |r| r.get(0))?;
+    let (crl_number, crl_der): (u64, Vec<u8>) = tx.query_row(
+        "SELECT number, der FROM crl ORDER BY number DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let closed = get_config(tx, "closed_countries")?.unwrap_or_default();
+    let doc = NetworkParams {
+        version,
+        issued_at: now,
+        network: network(tx)?,
+        node_prefix_len: cfg_num(tx, "node_prefix_len")?,
+        protocol: cfg_num(tx, "protocol")?,
+        min_protocol: cfg_num(tx, "min_protocol")?,
+        hello_interval: cfg_num(tx, "hello_interval")?,
+        tunnel: TunnelPolicy {
+            client_count: cfg_num(tx, "client_count")?,
+            max_clients: cfg_num(tx, "max_clients")?,
+            refresh: cfg_num(tx, "tunnel_refresh")?,
+        },
+        countries: np::CountryRules {
+            closed: closed.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect(),
+        },
+        crl: CrlRef { number: crl_number, sha256: hex::encode(crate::identity::fingerprint(&crl_der)) },
+        mac: mac::state(&read_slots(tx)?),
+    };
+    let document = doc.to_bytes();
+    let signature = ca.sign(&document)?;
+    tx.execute(
+        "INSERT INTO params (version, document, signature) VALUES (?1, ?2, ?3)",
+        params![version as i64, document, signature],
+    )?;
+    Ok(version)
+}

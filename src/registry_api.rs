@@ -1,0 +1,98 @@
+//! JSON bodies of the registry's HTTPS API (`/api/v1/...`), shared by the server
+//! ([`crate::registry`]) and the client ([`crate::registry_client`]) so neither depends on the
+//! other. Request bodies reject unknown fields; responses are read leniently.
+
+use std::net::{Ipv6Addr, SocketAddr};
+
+use ipnet::Ipv6Net;
+use serde::{Deserialize, Serialize};
+
+use crate::params::SignedParamsJson;
+
+/// Path prefix of every API route.
+pub const API_PREFIX: &str = "/api/v1";
+/// Largest request body the registry reads.
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// `POST /api/v1/join`: a CSR plus a token secret (absent for an anonymous join).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// base64url (no padding) of the token secret.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// PEM certification request; only its P-256 public key is used.
+    pub csr: String,
+}
+
+/// `POST /api/v1/renew` (mutual TLS with the current certificate).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// PEM certification request.
+    pub csr: String,
+}
+
+/// Answer to join and renew.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertResponse {
+    /// The node certificate (PEM).
+    pub certificate: String,
+    /// The network CA certificate (PEM).
+    pub ca: String,
+    /// The node prefix.
+    pub prefix: Ipv6Net,
+    /// The node address (prefix::1).
+    pub address: Ipv6Addr,
+    /// The current signed network parameters.
+    pub params: SignedParamsJson,
+}
+
+/// One MAC key as served to authenticated nodes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MacKeyJson {
+    /// Key id (as named in the parameters).
+    pub id: String,
+    /// 32 key bytes, lowercase hex.
+    pub key: String,
+}
+
+/// `GET /api/v1/mac-keys` (mutual TLS, non-revoked nodes only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MacKeysResponse {
+    /// The parameters version these keys belong to.
+    pub params_version: u64,
+    /// Every key currently referenced by the parameters.
+    pub keys: Vec<MacKeyJson>,
+}
+
+/// `POST /api/v1/endpoints`: where this node can be reached over UDP.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointsRequest {
+    /// Reachable UDP endpoints (at most 16).
+    pub endpoints: Vec<SocketAddr>,
+    /// The node's protocol version.
+    pub protocol: u32,
+}
+
+/// Most endpoints a node may report.
+pub const MAX_ENDPOINTS: usize = 16;
+
+/// `GET /api/v1/bootstrap`: a random other live node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BootstrapResponse {
+    /// The peer's prefix.
+    pub prefix: Ipv6Net,
+    /// The peer's endpoints.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// Every error answer: a machine-readable code and one clear sentence.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable code, e.g. `token_used`, `revoked`, `expired`.
+    pub code: String,
+    /// What went wrong and what to do.
+    pub error: String,
+}
