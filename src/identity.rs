@@ -9,7 +9,7 @@ use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
 use sha2::{Digest, Sha256};
-use x509_parser::prelude::{FromDer, X509Certificate, GeneralName};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 /// The URI SAN scheme that carries a node's prefix.
 pub const NODE_URI_PREFIX: &str = "re6mesh:node:";
@@ -157,7 +157,10 @@ mod tests {
     #[test]
     fn node_address_is_prefix_one() {
         let p: Ipv6Net = "fd12:3456:789a:1::/64".parse().unwrap();
-        assert_eq!(node_address(&p), "fd12:3456:789a:1::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            node_address(&p),
+            "fd12:3456:789a:1::1".parse::<Ipv6Addr>().unwrap()
+        );
         assert_eq!(node_uri(&p), "re6mesh:node:fd12:3456:789a:1::/64");
     }
 
@@ -177,6 +180,9 @@ mod tests {
 
     #[test]
     fn rejects_garbage_certificate() {
-        assert!(matches!(cert_info(b"nope"), Err(IdentityError::BadCertificate(_))));
+        assert!(matches!(
+            cert_info(b"nope"),
+            Err(IdentityError::BadCertificate(_))
+        ));
     }
 }

@@ -166,7 +166,17 @@ impl NetworkParams {
         macro_rules! cmp {
             ($($f:ident),*) => { $( if self.$f != other.$f { out.push(stringify!($f)); } )* };
         }
-        cmp!(network, node_prefix_len, protocol, min_protocol, hello_interval, tunnel, countries, crl, mac);
+        cmp!(
+            network,
+            node_prefix_len,
+            protocol,
+            min_protocol,
+            hello_interval,
+            tunnel,
+            countries,
+            crl,
+            mac
+        );
         out
     }
 }
@@ -184,10 +194,21 @@ mod tests {
             protocol: 1,
             min_protocol: 1,
             hello_interval: 4,
-            tunnel: TunnelPolicy { client_count: 10, max_clients: 20, refresh: 300 },
+            tunnel: TunnelPolicy {
+                client_count: 10,
+                max_clients: 20,
+                refresh: 300,
+            },
             countries: CountryRules::default(),
-            crl: CrlRef { number: 1, sha256: "00".into() },
-            mac: MacState { sign: Some("k".into()), accept: None, accept_unsigned: false },
+            crl: CrlRef {
+                number: 1,
+                sha256: "00".into(),
+            },
+            mac: MacState {
+                sign: Some("k".into()),
+                accept: None,
+                accept_unsigned: false,
+            },
         }
     }
 
@@ -211,9 +232,15 @@ mod tests {
 
     #[test]
     fn transport_form_round_trips_and_rejects_bad_base64() {
-        let s = SignedParams { document: b"{}".to_vec(), signature: vec![1, 2, 3] };
+        let s = SignedParams {
+            document: b"{}".to_vec(),
+            signature: vec![1, 2, 3],
+        };
         assert_eq!(SignedParams::from_json(&s.to_json()).unwrap(), s);
-        let bad = SignedParamsJson { document: "***".into(), signature: String::new() };
+        let bad = SignedParamsJson {
+            document: "***".into(),
+            signature: String::new(),
+        };
         assert!(SignedParams::from_json(&bad).is_err());
     }
 }

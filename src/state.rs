@@ -59,32 +59,61 @@ pub fn is_joined(dir: &Path) -> bool {
 pub fn save(dir: &Path, registry_url: &str, key: &NodeKey, c: &Certified) -> anyhow::Result<()> {
     create_private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let w = |name: &str, bytes: &[u8], mode: u32| {
-        write_atomic(&dir.join(name), bytes, mode).with_context(|| format!("cannot write {}", dir.join(name).display()))
+        write_atomic(&dir.join(name), bytes, mode)
+            .with_context(|| format!("cannot write {}", dir.join(name).display()))
     };
     w(files::KEY, key.to_pem().as_bytes(), 0o600)?;
-    w(files::CA, identity::der_to_pem(&c.ca_der, "CERTIFICATE").as_bytes(), 0o644)?;
+    w(
+        files::CA,
+        identity::der_to_pem(&c.ca_der, "CERTIFICATE").as_bytes(),
+        0o644,
+    )?;
     let params = serde_json::to_vec_pretty(&c.signed_params.to_json())?;
     w(files::PARAMS, &params, 0o644)?;
-    let facts = serde_json::to_vec_pretty(&NodeFacts { registry_url: registry_url.to_owned(), prefix: c.prefix })?;
+    let facts = serde_json::to_vec_pretty(&NodeFacts {
+        registry_url: registry_url.to_owned(),
+        prefix: c.prefix,
+    })?;
     w(files::NODE, &facts, 0o644)?;
     // The certificate last: its presence marks the node as joined.
-    w(files::CERT, identity::der_to_pem(&c.cert_der, "CERTIFICATE").as_bytes(), 0o644)?;
+    w(
+        files::CERT,
+        identity::der_to_pem(&c.cert_der, "CERTIFICATE").as_bytes(),
+        0o644,
+    )?;
     Ok(())
 }
 
 /// Loads and checks a joined node's state.
 pub fn load(dir: &Path) -> anyhow::Result<NodeState> {
     if !is_joined(dir) {
-        bail!("this node has not joined a network yet (no certificate in {}); run `mesh join <TOKEN>`", dir.display());
+        bail!(
+            "this node has not joined a network yet (no certificate in {}); run `mesh join <TOKEN>`",
+            dir.display()
+        );
     }
     let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name)).with_context(|| format!("cannot read {}", dir.join(name).display()))
+        std::fs::read_to_string(dir.join(name))
+            .with_context(|| format!("cannot read {}", dir.join(name).display()))
     };
     let key = NodeKey::from_pem(&read(files::KEY)?)?;
-    let cert_der = identity::pem_to_der(&read(files::CERT)?, "CERTIFICATE").context("node.pem is damaged")?;
-    let ca_der = identity::pem_to_der(&read(files::CA)?, "CERTIFICATE").context("ca.pem is damaged")?;
-    let facts: NodeFacts = serde_json::from_str(&read(files::NODE)?).context("node.json is damaged")?;
-    let pj: SignedParamsJson = serde_json::from_str(&read(files::PARAMS)?).context("params.json is damaged")?;
-    let params = SignedParams::from_json(&pj)?.verify(&ca_der).context("params.json is not signed by the network CA")?;
-    Ok(NodeState { dir: dir.to_path_buf(), key, cert_der, ca_der, facts, params })
+    let cert_der =
+        identity::pem_to_der(&read(files::CERT)?, "CERTIFICATE").context("node.pem is damaged")?;
+    let ca_der =
+        identity::pem_to_der(&read(files::CA)?, "CERTIFICATE").context("ca.pem is damaged")?;
+    let facts: NodeFacts =
+        serde_json::from_str(&read(files::NODE)?).context("node.json is damaged")?;
+    let pj: SignedParamsJson =
+        serde_json::from_str(&read(files::PARAMS)?).context("params.json is damaged")?;
+    let params = SignedParams::from_json(&pj)?
+        .verify(&ca_der)
+        .context("params.json is not signed by the network CA")?;
+    Ok(NodeState {
+        dir: dir.to_path_buf(),
+        key,
+        cert_der,
+        ca_der,
+        facts,
+        params,
+    })
 }

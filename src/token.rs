@@ -64,7 +64,9 @@ impl JoinToken {
             .trim()
             .strip_prefix(TOKEN_PREFIX)
             .ok_or(TokenError::BadPrefix)?;
-        let raw = URL_SAFE_NO_PAD.decode(body).map_err(|_| TokenError::Damaged)?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| TokenError::Damaged)?;
         if raw.len() <= SECRET_LEN + 32 {
             return Err(TokenError::Damaged);
         }
@@ -140,7 +142,10 @@ mod tests {
 
     #[test]
     fn url_host_handles_names_and_literals() {
-        assert_eq!(url_host("https://reg.example:8443/x").as_deref(), Some("reg.example"));
+        assert_eq!(
+            url_host("https://reg.example:8443/x").as_deref(),
+            Some("reg.example")
+        );
         assert_eq!(url_host("https://[::1]:8443").as_deref(), Some("::1"));
         assert_eq!(url_host("https://127.0.0.1").as_deref(), Some("127.0.0.1"));
         assert_eq!(url_host("http://a"), None);

@@ -19,7 +19,11 @@ pub struct JoinArgs {
 }
 
 pub fn run(a: JoinArgs) -> anyhow::Result<()> {
-    let dir = a.state.state_dir.clone().unwrap_or_else(crate::paths::default_node_dir);
+    let dir = a
+        .state
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::paths::default_node_dir);
     let token = JoinToken::decode(&a.token)?;
     if crate::state::is_joined(&dir) && !a.force {
         let st = crate::state::load(&dir)?;
@@ -49,7 +53,10 @@ pub fn run(a: JoinArgs) -> anyhow::Result<()> {
         }
         println!("Joined network {}", certified.params.network);
         println!("  prefix   {}", certified.prefix);
-        println!("  address  {}", crate::identity::node_address(&certified.prefix));
+        println!(
+            "  address  {}",
+            crate::identity::node_address(&certified.prefix)
+        );
         Ok(())
     })
 }

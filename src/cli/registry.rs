@@ -147,7 +147,9 @@ pub struct MacRotateArgs {
 }
 
 fn dir(s: &StateDir) -> PathBuf {
-    s.state_dir.clone().unwrap_or_else(crate::paths::default_registry_dir)
+    s.state_dir
+        .clone()
+        .unwrap_or_else(crate::paths::default_registry_dir)
 }
 
 /// Parses `[ADDR:]PORT` (no address: all addresses, IPv6 and IPv4).
@@ -155,8 +157,9 @@ pub fn parse_listen(s: &str) -> anyhow::Result<SocketAddr> {
     if let Ok(port) = s.parse::<u16>() {
         return Ok(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)));
     }
-    s.parse()
-        .with_context(|| format!("{s:?} is not `[ADDR:]PORT` (e.g. 8443, 127.0.0.1:8443, [::]:8443)"))
+    s.parse().with_context(|| {
+        format!("{s:?} is not `[ADDR:]PORT` (e.g. 8443, 127.0.0.1:8443, [::]:8443)")
+    })
 }
 
 fn default_url() -> String {
@@ -174,7 +177,10 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
             let d = dir(&a.state);
             let url_given = a.url.is_some();
             let opts = InitOptions {
-                network: a.network.map(|n| n.trunc()).unwrap_or_else(registry::random_ula48),
+                network: a
+                    .network
+                    .map(|n| n.trunc())
+                    .unwrap_or_else(registry::random_ula48),
                 url: a.url.unwrap_or_else(default_url),
                 node_prefix_len: a.node_prefix_len,
                 anonymous: a.anonymous,
@@ -185,7 +191,9 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
             println!("  network  {}", opts.network);
             println!("  URL      {}", opts.url);
             if !url_given {
-                println!("  (nodes must reach that URL; pass --url https://HOST:PORT to choose another)");
+                println!(
+                    "  (nodes must reach that URL; pass --url https://HOST:PORT to choose another)"
+                );
             }
             println!("Next: mesh registry serve --state-dir {}", d.display());
             Ok(())
@@ -207,7 +215,10 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string(&r)?);
                 }
             } else {
-                println!("{:<28} {:<34} {:<22} {:<8} {:<6} {:<22} PROTO", "PREFIX", "SERIAL", "EXPIRES", "REVOKED", "BANNED", "LAST SEEN");
+                println!(
+                    "{:<28} {:<34} {:<22} {:<8} {:<6} {:<22} PROTO",
+                    "PREFIX", "SERIAL", "EXPIRES", "REVOKED", "BANNED", "LAST SEEN"
+                );
                 for r in rows {
                     println!(
                         "{:<28} {:<34} {:<22} {:<8} {:<6} {:<22} {}",
@@ -217,7 +228,9 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
                         yes(r.revoked),
                         yes(r.banned),
                         r.last_seen.unwrap_or_else(|| "never".into()),
-                        r.protocol.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+                        r.protocol
+                            .map(|p| p.to_string())
+                            .unwrap_or_else(|| "-".into())
                     );
                 }
             }
@@ -263,7 +276,11 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
             println!(
                 "MAC keys rotated (parameters version {v}): sign {}, accept {}",
                 p.mac.sign.as_deref().unwrap_or("none"),
-                if p.mac.accept_unsigned { "unsigned packets".to_owned() } else { p.mac.accept.clone().unwrap_or_else(|| "none".into()) }
+                if p.mac.accept_unsigned {
+                    "unsigned packets".to_owned()
+                } else {
+                    p.mac.accept.clone().unwrap_or_else(|| "none".into())
+                }
             );
             Ok(())
         }
@@ -274,25 +291,51 @@ fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
-fn print_params(p: &crate::params::NetworkParams, store: &crate::registry::store::Store) -> anyhow::Result<()> {
+fn print_params(
+    p: &crate::params::NetworkParams,
+    store: &crate::registry::store::Store,
+) -> anyhow::Result<()> {
     println!("version           {}", p.version);
     println!("network           {}", p.network);
     println!("node_prefix_len   {}", p.node_prefix_len);
-    println!("protocol          {} (minimum {})", p.protocol, p.min_protocol);
+    println!(
+        "protocol          {} (minimum {})",
+        p.protocol, p.min_protocol
+    );
     println!("hello_interval    {} s", p.hello_interval);
     println!("client_count      {}", p.tunnel.client_count);
     println!("max_clients       {}", p.tunnel.max_clients);
     println!("tunnel_refresh    {} s", p.tunnel.refresh);
-    println!("closed_countries  {}", if p.countries.closed.is_empty() { "-".into() } else { p.countries.closed.join(",") });
-    println!("crl               number {} sha256 {}", p.crl.number, p.crl.sha256);
+    println!(
+        "closed_countries  {}",
+        if p.countries.closed.is_empty() {
+            "-".into()
+        } else {
+            p.countries.closed.join(",")
+        }
+    );
+    println!(
+        "crl               number {} sha256 {}",
+        p.crl.number, p.crl.sha256
+    );
     println!(
         "mac               sign {} accept {}{}",
         p.mac.sign.as_deref().unwrap_or("none"),
         p.mac.accept.as_deref().unwrap_or("none"),
-        if p.mac.accept_unsigned { " + unsigned" } else { "" }
+        if p.mac.accept_unsigned {
+            " + unsigned"
+        } else {
+            ""
+        }
     );
-    println!("anonymous         {}", store.config("anonymous")?.unwrap_or_default());
-    println!("cert_validity     {} s", store.config("cert_validity")?.unwrap_or_default());
+    println!(
+        "anonymous         {}",
+        store.config("anonymous")?.unwrap_or_default()
+    );
+    println!(
+        "cert_validity     {} s",
+        store.config("cert_validity")?.unwrap_or_default()
+    );
     println!();
     println!("settable with `mesh registry params set KEY=VALUE`:");
     for (k, d) in SETTABLE {
@@ -318,7 +361,10 @@ fn token(cmd: TokenCmd) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string(&r)?);
                 }
             } else {
-                println!("{:<6} {:<6} {:<22} {:<10} CREATED", "ID", "PLEN", "EXPIRES", "USES LEFT");
+                println!(
+                    "{:<6} {:<6} {:<22} {:<10} CREATED",
+                    "ID", "PLEN", "EXPIRES", "USES LEFT"
+                );
                 for r in rows {
                     println!(
                         "{:<6} /{:<5} {:<22} {:<10} {}",
@@ -333,7 +379,9 @@ fn token(cmd: TokenCmd) -> anyhow::Result<()> {
             Ok(())
         }
         TokenCmd::Delete(a) => {
-            Registry::open(&dir(&a.state))?.store()?.delete_token(a.id)?;
+            Registry::open(&dir(&a.state))?
+                .store()?
+                .delete_token(a.id)?;
             println!("token {} deleted", a.id);
             Ok(())
         }

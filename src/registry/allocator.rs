@@ -42,7 +42,11 @@ fn overlaps(a: &Ipv6Net, b: &Ipv6Net) -> bool {
 /// Every maximal free block of the buddy tree rooted at `network`, in address order.
 pub fn free_blocks(network: Ipv6Net, used: &[Ipv6Net]) -> Vec<Ipv6Net> {
     let network = network.trunc();
-    let mut used: Vec<Ipv6Net> = used.iter().filter(|u| overlaps(u, &network)).copied().collect();
+    let mut used: Vec<Ipv6Net> = used
+        .iter()
+        .filter(|u| overlaps(u, &network))
+        .copied()
+        .collect();
     used.sort();
     let mut out = Vec::new();
     walk(network, &used, &mut out);
@@ -50,7 +54,11 @@ pub fn free_blocks(network: Ipv6Net, used: &[Ipv6Net]) -> Vec<Ipv6Net> {
 }
 
 fn walk(node: Ipv6Net, used: &[Ipv6Net], out: &mut Vec<Ipv6Net>) {
-    let inside: Vec<Ipv6Net> = used.iter().filter(|u| overlaps(u, &node)).copied().collect();
+    let inside: Vec<Ipv6Net> = used
+        .iter()
+        .filter(|u| overlaps(u, &node))
+        .copied()
+        .collect();
     if inside.is_empty() {
         out.push(node);
         return;
@@ -69,16 +77,26 @@ fn walk(node: Ipv6Net, used: &[Ipv6Net], out: &mut Vec<Ipv6Net>) {
 pub fn allocate(network: Ipv6Net, used: &[Ipv6Net], len: u8) -> Result<Ipv6Net, AllocError> {
     let network = network.trunc();
     if len < network.prefix_len() || len > 128 {
-        return Err(AllocError::BadLength { network, requested: len });
+        return Err(AllocError::BadLength {
+            network,
+            requested: len,
+        });
     }
     let best = free_blocks(network, used)
         .into_iter()
         .filter(|b| b.prefix_len() <= len)
         // longest prefix length first (smallest block that fits), then lowest address
-        .min_by(|a, b| b.prefix_len().cmp(&a.prefix_len()).then(a.network().cmp(&b.network())));
+        .min_by(|a, b| {
+            b.prefix_len()
+                .cmp(&a.prefix_len())
+                .then(a.network().cmp(&b.network()))
+        });
     match best {
         Some(b) => Ok(block(u128::from(b.network()), len)),
-        None => Err(AllocError::Exhausted { network, requested: len }),
+        None => Err(AllocError::Exhausted {
+            network,
+            requested: len,
+        }),
     }
 }
 
@@ -95,7 +113,10 @@ mod tests {
     fn first_allocation_takes_the_lowest_block() {
         let n = net("fd00:1::/48");
         assert_eq!(allocate(n, &[], 64).unwrap(), net("fd00:1::/64"));
-        assert_eq!(allocate(n, &[net("fd00:1::/64")], 64).unwrap(), net("fd00:1:0:1::/64"));
+        assert_eq!(
+            allocate(n, &[net("fd00:1::/64")], 64).unwrap(),
+            net("fd00:1:0:1::/64")
+        );
     }
 
     #[test]
@@ -112,9 +133,18 @@ mod tests {
     fn exhausted_and_bad_lengths_are_errors() {
         let n = net("fd00::/63");
         let used = [net("fd00::/64"), net("fd00:0:0:1::/64")];
-        assert!(matches!(allocate(n, &used, 64), Err(AllocError::Exhausted { .. })));
-        assert!(matches!(allocate(n, &[], 62), Err(AllocError::BadLength { .. })));
-        assert!(matches!(allocate(n, &[], 129), Err(AllocError::BadLength { .. })));
+        assert!(matches!(
+            allocate(n, &used, 64),
+            Err(AllocError::Exhausted { .. })
+        ));
+        assert!(matches!(
+            allocate(n, &[], 62),
+            Err(AllocError::BadLength { .. })
+        ));
+        assert!(matches!(
+            allocate(n, &[], 129),
+            Err(AllocError::BadLength { .. })
+        ));
     }
 
     #[test]
@@ -122,7 +152,10 @@ mod tests {
         let n = net("fd00::/62");
         let used = [net("fd00::/64"), net("fd00:0:0:1::/64")];
         assert_eq!(free_blocks(n, &used), vec![net("fd00:0:0:2::/63")]);
-        assert_eq!(free_blocks(n, &used[..1]), vec![net("fd00:0:0:1::/64"), net("fd00:0:0:2::/63")]);
+        assert_eq!(
+            free_blocks(n, &used[..1]),
+            vec![net("fd00:0:0:1::/64"), net("fd00:0:0:2::/63")]
+        );
         assert_eq!(free_blocks(n, &[]), vec![n]);
     }
 

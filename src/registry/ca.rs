@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use ::time::{Duration, OffsetDateTime};
 use ipnet::Ipv6Net;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams,
@@ -10,7 +11,6 @@ use rcgen::{
     KeyPair, KeyUsagePurpose, RevokedCertParams, SanType, SerialNumber, SigningKey,
 };
 use rustls_pki_types::CertificateSigningRequestDer;
-use ::time::{Duration, OffsetDateTime};
 use x509_parser::prelude::FromDer;
 
 use crate::identity;
@@ -81,12 +81,17 @@ pub fn csr_public_key(csr: &[u8]) -> Result<CsrKey, CaError> {
     if !is_ec || curve.as_deref() != Some(OID_P256) || raw.len() != 65 {
         return Err(CaError::WrongKeyType);
     }
-    parsed.verify_signature().map_err(|_| CaError::BadCsrSignature)?;
+    parsed
+        .verify_signature()
+        .map_err(|_| CaError::BadCsrSignature)?;
     let params = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(
         der.as_slice(),
     ))
     .map_err(|_| CaError::MalformedCsr)?;
-    Ok(CsrKey { inner: params.public_key, raw })
+    Ok(CsrKey {
+        inner: params.public_key,
+        raw,
+    })
 }
 
 /// A fresh random positive serial of 128 bits.
@@ -103,7 +108,10 @@ impl Ca {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let params = Self::ca_params(network, now);
         let cert = params.self_signed(&key)?;
-        Ok(Ca { key, cert_der: cert.der().to_vec() })
+        Ok(Ca {
+            key,
+            cert_der: cert.der().to_vec(),
+        })
     }
 
     fn ca_params(network: &Ipv6Net, now: OffsetDateTime) -> CertificateParams {
@@ -168,7 +176,10 @@ impl Ca {
         let uri = identity::node_uri(prefix);
         params.subject_alt_names = vec![
             SanType::IpAddress(IpAddr::V6(identity::node_address(prefix))),
-            SanType::URI(uri.try_into().map_err(|e: rcgen::Error| CaError::Internal(e.to_string()))?),
+            SanType::URI(
+                uri.try_into()
+                    .map_err(|e: rcgen::Error| CaError::Internal(e.to_string()))?,
+            ),
         ];
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -192,7 +203,11 @@ impl Ca {
 
     /// Issues the registry's own TLS certificate with `host` (IP or DNS name) as SAN.
     /// Returns (certificate DER, key PKCS#8 PEM).
-    pub fn issue_server(&self, host: &str, now: OffsetDateTime) -> Result<(Vec<u8>, String), CaError> {
+    pub fn issue_server(
+        &self,
+        host: &str,
+        now: OffsetDateTime,
+    ) -> Result<(Vec<u8>, String), CaError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::new(vec![host.to_owned()])?;
         params.distinguished_name = rcgen::DistinguishedName::new();

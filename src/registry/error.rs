@@ -56,7 +56,9 @@ impl From<super::ca::CaError> for RegistryError {
     fn from(e: super::ca::CaError) -> Self {
         use super::ca::CaError::*;
         match e {
-            MalformedCsr | BadCsrSignature | WrongKeyType => RegistryError::BadRequest(e.to_string()),
+            MalformedCsr | BadCsrSignature | WrongKeyType => {
+                RegistryError::BadRequest(e.to_string())
+            }
             Internal(m) => RegistryError::Internal(m),
         }
     }

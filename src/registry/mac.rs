@@ -75,7 +75,10 @@ mod tests {
     use super::*;
 
     fn key(n: u8) -> Slot {
-        Slot::Key { id: format!("K{n}"), bytes: [n; 32] }
+        Slot::Key {
+            id: format!("K{n}"),
+            bytes: [n; 32],
+        }
     }
 
     fn st(sign: Option<&str>, accept: Option<&str>, unsigned: bool) -> MacState {
@@ -122,7 +125,10 @@ mod tests {
             assert!(accepted.contains(&before.sign), "{before:?} -> {after:?}");
             // and nodes still in the previous state accept what the new state signs
             let was_accepted = [before.sign.clone(), before.accept.clone()];
-            assert!(was_accepted.contains(&after.sign), "{before:?} -> {after:?}");
+            assert!(
+                was_accepted.contains(&after.sign),
+                "{before:?} -> {after:?}"
+            );
         }
     }
 }

@@ -107,7 +107,10 @@ pub fn init(dir: &Path, opts: &InitOptions) -> anyhow::Result<Registry> {
     )?;
     let mut store = Store::open(&dir.join(files::DB))?;
     store.initialise(&ca, opts, now())?;
-    Ok(Registry { dir: dir.to_path_buf(), ca })
+    Ok(Registry {
+        dir: dir.to_path_buf(),
+        ca,
+    })
 }
 
 impl Registry {
@@ -127,7 +130,10 @@ impl Registry {
         let der = crate::identity::pem_to_der(&cert, "CERTIFICATE")
             .context("the CA certificate file is damaged")?;
         let ca = ca::Ca::load(&key, der).context("the CA key file is damaged")?;
-        Ok(Registry { dir: dir.to_path_buf(), ca })
+        Ok(Registry {
+            dir: dir.to_path_buf(),
+            ca,
+        })
     }
 
     /// Opens the database (one connection per caller).
@@ -149,7 +155,9 @@ impl Registry {
         expires_at: Option<i64>,
         uses: u32,
     ) -> anyhow::Result<String> {
-        let secret = self.store()?.create_token(prefix_len, expires_at, uses, now())?;
+        let secret = self
+            .store()?
+            .create_token(prefix_len, expires_at, uses, now())?;
         Ok(crate::token::JoinToken {
             url: self.url()?,
             ca_fingerprint: crate::identity::fingerprint(self.ca.cert_der()),

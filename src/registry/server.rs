@@ -57,7 +57,14 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             warn!(error = %self.0, "request failed");
         }
-        (status, Json(ErrorBody { code: code.into(), error: self.0.to_string() })).into_response()
+        (
+            status,
+            Json(ErrorBody {
+                code: code.into(),
+                error: self.0.to_string(),
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -99,7 +106,11 @@ fn peer_serial(peer: &PeerCert) -> Result<String, RegistryError> {
     Ok(info.serial)
 }
 
-fn cert_response(reg: &Registry, store: &Store, issued: super::store::Issued) -> Result<CertResponse, RegistryError> {
+fn cert_response(
+    reg: &Registry,
+    store: &Store,
+    issued: super::store::Issued,
+) -> Result<CertResponse, RegistryError> {
     Ok(CertResponse {
         certificate: identity::der_to_pem(&issued.cert_der, "CERTIFICATE"),
         ca: reg.ca.cert_pem(),
@@ -110,7 +121,10 @@ fn cert_response(reg: &Registry, store: &Store, issued: super::store::Issued) ->
 }
 
 async fn ca_cert(State(st): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/x-pem-file")], st.reg.ca.cert_pem())
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        st.reg.ca.cert_pem(),
+    )
 }
 
 async fn params(State(st): State<AppState>) -> ApiResult<Json<crate::params::SignedParamsJson>> {
@@ -134,7 +148,9 @@ async fn join(
             Some(
                 base64::engine::general_purpose::URL_SAFE_NO_PAD
                     .decode(t)
-                    .map_err(|_| RegistryError::BadRequest("the token secret is not base64url".into()))?,
+                    .map_err(|_| {
+                        RegistryError::BadRequest("the token secret is not base64url".into())
+                    })?,
             )
         }
         None => None,
@@ -181,7 +197,10 @@ async fn mac_keys(
             keys: s
                 .mac_keys()?
                 .into_iter()
-                .map(|(id, k)| MacKeyJson { id, key: hex::encode(k) })
+                .map(|(id, k)| MacKeyJson {
+                    id,
+                    key: hex::encode(k),
+                })
                 .collect(),
         })
     })
@@ -197,10 +216,20 @@ async fn endpoints(
     let serial = peer_serial(&peer)?;
     let Json(req) = body.map_err(bad_json)?;
     if req.endpoints.len() > MAX_ENDPOINTS {
-        return Err(RegistryError::BadRequest(format!("at most {MAX_ENDPOINTS} endpoints may be reported")).into());
+        return Err(RegistryError::BadRequest(format!(
+            "at most {MAX_ENDPOINTS} endpoints may be reported"
+        ))
+        .into());
     }
-    if req.endpoints.iter().any(|e| e.port() == 0 || e.ip().is_unspecified() || e.ip().is_multicast()) {
-        return Err(RegistryError::BadRequest("endpoints must be unicast addresses with a port".into()).into());
+    if req
+        .endpoints
+        .iter()
+        .any(|e| e.port() == 0 || e.ip().is_unspecified() || e.ip().is_multicast())
+    {
+        return Err(RegistryError::BadRequest(
+            "endpoints must be unicast addresses with a port".into(),
+        )
+        .into());
     }
     blocking(&st, move |_, s| {
         let t = now();
@@ -227,7 +256,9 @@ async fn bootstrap(
 }
 
 async fn not_found() -> ApiError {
-    ApiError(RegistryError::NotFound("no such API call (this registry speaks /api/v1)".into()))
+    ApiError(RegistryError::NotFound(
+        "no such API call (this registry speaks /api/v1)".into(),
+    ))
 }
 
 fn router(state: AppState) -> Router {
@@ -268,7 +299,10 @@ impl ClientCertVerifier for ExpiryTolerantVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         use rustls::CertificateError as CE;
-        match self.inner.verify_client_cert(end_entity, intermediates, now) {
+        match self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
             Err(rustls::Error::InvalidCertificate(CE::Expired | CE::ExpiredContext { .. })) => {
                 // Verify the chain as of the certificate's last valid second; the handler
                 // then answers "expired: rejoin".
@@ -309,10 +343,13 @@ fn tls_config(reg: &Registry) -> anyhow::Result<rustls::ServerConfig> {
     roots
         .add(CertificateDer::from(reg.ca.cert_der().to_vec()))
         .context("the CA certificate is not usable as a trust anchor")?;
-    let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .context("cannot build the client certificate verifier")?;
+    let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .context("cannot build the client certificate verifier")?;
     let server_cert = CertificateDer::from_pem_file(reg.dir.join(files::SERVER_CERT))
         .context("cannot read the registry's TLS certificate (server.pem)")?;
     let key = PrivateKeyDer::from_pem_file(reg.dir.join(files::SERVER_KEY))
@@ -321,7 +358,13 @@ fn tls_config(reg: &Registry) -> anyhow::Result<rustls::ServerConfig> {
         .with_safe_default_protocol_versions()
         .context("TLS versions")?
         .with_client_cert_verifier(Arc::new(ExpiryTolerantVerifier { inner }))
-        .with_single_cert(vec![server_cert, CertificateDer::from(reg.ca.cert_der().to_vec())], key)
+        .with_single_cert(
+            vec![
+                server_cert,
+                CertificateDer::from(reg.ca.cert_der().to_vec()),
+            ],
+            key,
+        )
         .context("the registry's TLS key does not match its certificate")?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
@@ -346,7 +389,10 @@ impl Server {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} (is another registry running?)"))?;
-        let state = AppState { reg: Arc::new(reg), store: Arc::new(Mutex::new(store)) };
+        let state = AppState {
+            reg: Arc::new(reg),
+            store: Arc::new(Mutex::new(store)),
+        };
         Ok(Server {
             listener,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
@@ -373,7 +419,8 @@ impl Server {
             let acceptor = self.acceptor.clone();
             let app = self.app.clone();
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         info!(%remote, error = %e, "TLS handshake failed");
@@ -391,22 +438,29 @@ impl Server {
                         .and_then(|c| c.first())
                         .map(|c| c.to_vec()),
                 );
-                let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(peer.clone());
-                    let app = app.clone();
-                    async move {
-                        let method = req.method().clone();
-                        let path = req.uri().path().to_owned();
-                        let resp = match tokio::time::timeout(REQUEST_TIMEOUT, app.oneshot(req)).await {
-                            Ok(r) => r,
-                            Err(_) => Ok(ApiError(RegistryError::Internal("request timed out".into())).into_response()),
-                        };
-                        if let Ok(r) = &resp {
-                            info!(%remote, %method, %path, status = r.status().as_u16(), "request");
+                let svc = hyper::service::service_fn(
+                    move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(peer.clone());
+                        let app = app.clone();
+                        async move {
+                            let method = req.method().clone();
+                            let path = req.uri().path().to_owned();
+                            let resp = match tokio::time::timeout(REQUEST_TIMEOUT, app.oneshot(req))
+                                .await
+                            {
+                                Ok(r) => r,
+                                Err(_) => Ok(ApiError(RegistryError::Internal(
+                                    "request timed out".into(),
+                                ))
+                                .into_response()),
+                            };
+                            if let Ok(r) = &resp {
+                                info!(%remote, %method, %path, status = r.status().as_u16(), "request");
+                            }
+                            resp
                         }
-                        resp
-                    }
-                });
+                    },
+                );
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(10))

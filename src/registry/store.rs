@@ -82,10 +82,16 @@ pub const SETTABLE: &[(&str, &str)] = &[
     ("client_count", "outgoing tunnels each node keeps"),
     ("max_clients", "incoming tunnels each node accepts"),
     ("tunnel_refresh", "seconds between tunnel refreshes"),
-    ("closed_countries", "comma-separated ISO country codes whose nodes tunnel only among themselves"),
+    (
+        "closed_countries",
+        "comma-separated ISO country codes whose nodes tunnel only among themselves",
+    ),
     ("node_prefix_len", "default prefix length of new nodes"),
     ("anonymous", "true: nodes may join without a token"),
-    ("cert_validity", "validity of new node certificates (e.g. 365d, 2s)"),
+    (
+        "cert_validity",
+        "validity of new node certificates (e.g. 365d, 2s)",
+    ),
 ];
 
 /// One row of `mesh registry nodes`.
@@ -167,7 +173,10 @@ pub struct InitOptions {
 pub fn rfc3339(t: i64) -> String {
     OffsetDateTime::from_unix_timestamp(t)
         .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| t.to_string())
 }
 
@@ -176,7 +185,10 @@ fn odt(now: i64) -> OffsetDateTime {
 }
 
 fn new_key_slot() -> Slot {
-    Slot::Key { id: hex::encode(rand::random::<[u8; 8]>()), bytes: rand::random() }
+    Slot::Key {
+        id: hex::encode(rand::random::<[u8; 8]>()),
+        bytes: rand::random(),
+    }
 }
 
 /// The registry database.
@@ -197,7 +209,9 @@ impl Store {
     }
 
     fn tx(&mut self) -> Result<Transaction<'_>> {
-        Ok(self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+        Ok(self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?)
     }
 
     /// Writes the initial configuration, MAC key, CRL and parameters (version 1).
@@ -205,7 +219,9 @@ impl Store {
         let tx = self.tx()?;
         let exists: i64 = tx.query_row("SELECT COUNT(*) FROM params", [], |r| r.get(0))?;
         if exists > 0 {
-            return Err(RegistryError::Conflict("this registry is already initialised".into()));
+            return Err(RegistryError::Conflict(
+                "this registry is already initialised".into(),
+            ));
         }
         let cfg = [
             ("network", opts.network.to_string()),
@@ -223,9 +239,16 @@ impl Store {
             ("reclaim_after", DEFAULT_RECLAIM_AFTER_SECS.to_string()),
         ];
         for (k, v) in cfg {
-            tx.execute("INSERT INTO config (key, value) VALUES (?1, ?2)", params![k, v])?;
+            tx.execute(
+                "INSERT INTO config (key, value) VALUES (?1, ?2)",
+                params![k, v],
+            )?;
         }
-        let slots: Slots = if opts.no_mac { [None, None, None] } else { [Some(new_key_slot()), None, None] };
+        let slots: Slots = if opts.no_mac {
+            [None, None, None]
+        } else {
+            [Some(new_key_slot()), None, None]
+        };
         write_slots(&tx, &slots)?;
         write_crl(&tx, ca, now)?;
         bump_params(&tx, ca, now)?;
@@ -258,7 +281,9 @@ impl Store {
             )));
         }
         if uses == 0 {
-            return Err(RegistryError::BadRequest("a token needs at least one use".into()));
+            return Err(RegistryError::BadRequest(
+                "a token needs at least one use".into(),
+            ));
         }
         let secret: [u8; crate::token::SECRET_LEN] = rand::random();
         tx.execute(
@@ -293,14 +318,22 @@ impl Store {
         let tx = self.tx()?;
         let n = tx.execute("DELETE FROM tokens WHERE id = ?1", [id])?;
         if n == 0 {
-            return Err(RegistryError::NotFound(format!("there is no token with id {id}")));
+            return Err(RegistryError::NotFound(format!(
+                "there is no token with id {id}"
+            )));
         }
         tx.commit()?;
         Ok(())
     }
 
     /// Join: a token secret (or none, for anonymous joins) and a verified CSR key.
-    pub fn join(&mut self, ca: &Ca, secret: Option<&[u8]>, key: &CsrKey, now: i64) -> Result<Issued> {
+    pub fn join(
+        &mut self,
+        ca: &Ca,
+        secret: Option<&[u8]>,
+        key: &CsrKey,
+        now: i64,
+    ) -> Result<Issued> {
         let tx = self.tx()?;
         let (len, token_id) = match secret {
             Some(secret) => {
@@ -331,13 +364,21 @@ impl Store {
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )?;
                     let prefix = parse_prefix(&prefix)?;
-                    return Ok(Issued { cert_der: der, prefix, serial });
+                    return Ok(Issued {
+                        cert_der: der,
+                        prefix,
+                        serial,
+                    });
                 }
                 if expires_at.is_some_and(|e| e <= now) {
-                    return Err(RegistryError::Forbidden("this join token has expired".into()));
+                    return Err(RegistryError::Forbidden(
+                        "this join token has expired".into(),
+                    ));
                 }
                 if uses_left == 0 {
-                    return Err(RegistryError::Forbidden("this join token has already been used".into()));
+                    return Err(RegistryError::Forbidden(
+                        "this join token has already been used".into(),
+                    ));
                 }
                 (len, Some(id))
             }
@@ -362,7 +403,10 @@ impl Store {
         let node_id = tx.last_insert_rowid();
         let issued = issue(&tx, ca, node_id, prefix, key, now)?;
         if let Some(id) = token_id {
-            tx.execute("UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ?1", [id])?;
+            tx.execute(
+                "UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ?1",
+                [id],
+            )?;
             tx.execute(
                 "INSERT INTO token_uses (token_id, pubkey, serial) VALUES (?1, ?2, ?3)",
                 params![id, key.raw, issued.serial],
@@ -392,12 +436,19 @@ impl Store {
             ));
         };
         if banned_at.is_some() {
-            return Err(RegistryError::Forbidden("this node is banned from the network".into()));
+            return Err(RegistryError::Forbidden(
+                "this node is banned from the network".into(),
+            ));
         }
         if not_after <= now {
             return Err(RegistryError::Expired);
         }
-        Ok(AuthNode { node_id, prefix: parse_prefix(&prefix)?, serial: serial.to_owned(), revoked: revoked_at.is_some() })
+        Ok(AuthNode {
+            node_id,
+            prefix: parse_prefix(&prefix)?,
+            serial: serial.to_owned(),
+            revoked: revoked_at.is_some(),
+        })
     }
 
     /// Like [`Store::authenticate`], and also refuses revoked serials.
@@ -415,15 +466,21 @@ impl Store {
     pub fn renew(&mut self, ca: &Ca, serial: &str, key: &CsrKey, now: i64) -> Result<Issued> {
         let node = self.authenticate(serial, now)?;
         let tx = self.tx()?;
-        let not_after: i64 =
-            tx.query_row("SELECT not_after FROM certs WHERE serial = ?1", [serial], |r| r.get(0))?;
+        let not_after: i64 = tx.query_row(
+            "SELECT not_after FROM certs WHERE serial = ?1",
+            [serial],
+            |r| r.get(0),
+        )?;
         if !node.revoked && not_after - now > RENEW_WINDOW_SECS {
             return Err(RegistryError::Conflict(format!(
                 "too early to renew: renewal opens 30 days before expiry ({})",
                 rfc3339(not_after - RENEW_WINDOW_SECS)
             )));
         }
-        tx.execute("UPDATE nodes SET pubkey = ?1 WHERE id = ?2", params![key.raw, node.node_id])?;
+        tx.execute(
+            "UPDATE nodes SET pubkey = ?1 WHERE id = ?2",
+            params![key.raw, node.node_id],
+        )?;
         let issued = issue(&tx, ca, node.node_id, node.prefix, key, now)?;
         tx.commit()?;
         Ok(issued)
@@ -443,12 +500,19 @@ impl Store {
                 )
                 .optional()?;
             let Some((id, banned)) = node else {
-                return Err(RegistryError::NotFound(format!("no node has the prefix {prefix}")));
+                return Err(RegistryError::NotFound(format!(
+                    "no node has the prefix {prefix}"
+                )));
             };
             if banned.is_some() {
-                return Err(RegistryError::Conflict(format!("the node {prefix} is already banned")));
+                return Err(RegistryError::Conflict(format!(
+                    "the node {prefix} is already banned"
+                )));
             }
-            tx.execute("UPDATE nodes SET banned_at = ?1 WHERE id = ?2", params![now, id])?;
+            tx.execute(
+                "UPDATE nodes SET banned_at = ?1 WHERE id = ?2",
+                params![now, id],
+            )?;
             tx.execute(
                 "UPDATE certs SET revoked_at = ?1 WHERE node_id = ?2 AND revoked_at IS NULL",
                 params![now, id],
@@ -465,16 +529,29 @@ impl Store {
                 }
             };
             let row: Option<Option<i64>> = tx
-                .query_row("SELECT revoked_at FROM certs WHERE serial = ?1", [&serial], |r| r.get(0))
+                .query_row(
+                    "SELECT revoked_at FROM certs WHERE serial = ?1",
+                    [&serial],
+                    |r| r.get(0),
+                )
                 .optional()?;
             match row {
-                None => return Err(RegistryError::NotFound(format!("no certificate has the serial {serial}"))),
+                None => {
+                    return Err(RegistryError::NotFound(format!(
+                        "no certificate has the serial {serial}"
+                    )));
+                }
                 Some(Some(_)) => {
-                    return Err(RegistryError::Conflict(format!("the certificate {serial} is already revoked")));
+                    return Err(RegistryError::Conflict(format!(
+                        "the certificate {serial} is already revoked"
+                    )));
                 }
                 Some(None) => {}
             }
-            tx.execute("UPDATE certs SET revoked_at = ?1 WHERE serial = ?2", params![now, serial])?;
+            tx.execute(
+                "UPDATE certs SET revoked_at = ?1 WHERE serial = ?2",
+                params![now, serial],
+            )?;
             format!("revoked certificate {serial}")
         };
         write_crl(&tx, ca, now)?;
@@ -510,15 +587,22 @@ impl Store {
         Ok(self.conn.query_row(
             "SELECT document, signature FROM params ORDER BY version DESC LIMIT 1",
             [],
-            |r| Ok(SignedParams { document: r.get(0)?, signature: r.get(1)? }),
+            |r| {
+                Ok(SignedParams {
+                    document: r.get(0)?,
+                    signature: r.get(1)?,
+                })
+            },
         )?)
     }
 
     /// The newest CRL (DER).
     pub fn crl(&self) -> Result<Vec<u8>> {
-        Ok(self
-            .conn
-            .query_row("SELECT der FROM crl ORDER BY number DESC LIMIT 1", [], |r| r.get(0))?)
+        Ok(self.conn.query_row(
+            "SELECT der FROM crl ORDER BY number DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// Sets one parameter and publishes a new parameters version.
@@ -527,7 +611,9 @@ impl Store {
         let tx = self.tx()?;
         if key == "node_prefix_len" {
             let network = network(&tx)?;
-            let len: u8 = value.parse().map_err(|_| RegistryError::BadRequest("bad length".into()))?;
+            let len: u8 = value
+                .parse()
+                .map_err(|_| RegistryError::BadRequest("bad length".into()))?;
             if len < network.prefix_len() {
                 return Err(RegistryError::BadRequest(format!(
                     "node_prefix_len /{len} is shorter than the network {network}"
@@ -567,8 +653,15 @@ impl Store {
     }
 
     /// Records a node's endpoints and protocol version (and that it is alive).
-    pub fn set_endpoints(&mut self, node_id: i64, endpoints: &[SocketAddr], protocol: u32, now: i64) -> Result<()> {
-        let json = serde_json::to_string(endpoints).map_err(|e| RegistryError::Internal(e.to_string()))?;
+    pub fn set_endpoints(
+        &mut self,
+        node_id: i64,
+        endpoints: &[SocketAddr],
+        protocol: u32,
+        now: i64,
+    ) -> Result<()> {
+        let json =
+            serde_json::to_string(endpoints).map_err(|e| RegistryError::Internal(e.to_string()))?;
         let tx = self.tx()?;
         tx.execute(
             "UPDATE nodes SET endpoints = ?1, protocol = ?2, last_seen = ?3 WHERE id = ?4",
@@ -580,7 +673,10 @@ impl Store {
 
     /// Marks a node as seen.
     pub fn touch(&self, node_id: i64, now: i64) -> Result<()> {
-        self.conn.execute("UPDATE nodes SET last_seen = ?1 WHERE id = ?2", params![now, node_id])?;
+        self.conn.execute(
+            "UPDATE nodes SET last_seen = ?1 WHERE id = ?2",
+            params![now, node_id],
+        )?;
         Ok(())
     }
 
@@ -598,25 +694,34 @@ impl Store {
             )
             .optional()?;
         let Some((prefix, endpoints)) = row else {
-            return Err(RegistryError::NotFound("no other live node is known yet".into()));
+            return Err(RegistryError::NotFound(
+                "no other live node is known yet".into(),
+            ));
         };
-        let endpoints = serde_json::from_str(&endpoints).map_err(|e| RegistryError::Internal(e.to_string()))?;
+        let endpoints =
+            serde_json::from_str(&endpoints).map_err(|e| RegistryError::Internal(e.to_string()))?;
         Ok((parse_prefix(&prefix)?, endpoints))
     }
 }
 
 fn parse_prefix(s: &str) -> Result<Ipv6Net> {
-    s.parse().map_err(|_| RegistryError::Internal(format!("corrupt prefix {s:?} in the database")))
+    s.parse()
+        .map_err(|_| RegistryError::Internal(format!("corrupt prefix {s:?} in the database")))
 }
 
 fn get_config(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM config WHERE key = ?1", [key], |r| r.get(0)).optional()
+    conn.query_row("SELECT value FROM config WHERE key = ?1", [key], |r| {
+        r.get(0)
+    })
+    .optional()
 }
 
 fn cfg_num<T: std::str::FromStr>(conn: &Connection, key: &str) -> Result<T> {
     get_config(conn, key)?
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| RegistryError::Internal(format!("configuration value {key} is missing or invalid")))
+        .ok_or_else(|| {
+            RegistryError::Internal(format!("configuration value {key} is missing or invalid"))
+        })
 }
 
 fn network(conn: &Connection) -> Result<Ipv6Net> {
@@ -627,14 +732,18 @@ fn network(conn: &Connection) -> Result<Ipv6Net> {
 
 /// Checks and normalises a `params set` value.
 fn validate_setting(key: &str, value: &str) -> Result<String> {
-    let bad = |what: &str| RegistryError::BadRequest(format!("{key} must be {what}, not {value:?}"));
+    let bad =
+        |what: &str| RegistryError::BadRequest(format!("{key} must be {what}, not {value:?}"));
     let value = value.trim();
     let out = match key {
-        "protocol" | "min_protocol" | "client_count" | "max_clients" => {
-            value.parse::<u32>().map_err(|_| bad("a non-negative integer"))?.to_string()
-        }
+        "protocol" | "min_protocol" | "client_count" | "max_clients" => value
+            .parse::<u32>()
+            .map_err(|_| bad("a non-negative integer"))?
+            .to_string(),
         "hello_interval" | "tunnel_refresh" => {
-            let v = value.parse::<u32>().map_err(|_| bad("a positive number of seconds"))?;
+            let v = value
+                .parse::<u32>()
+                .map_err(|_| bad("a positive number of seconds"))?;
             if v == 0 {
                 return Err(bad("a positive number of seconds"));
             }
@@ -680,14 +789,26 @@ fn validate_setting(key: &str, value: &str) -> Result<String> {
     Ok(out)
 }
 
-fn issue(tx: &Transaction<'_>, ca: &Ca, node_id: i64, prefix: Ipv6Net, key: &CsrKey, now: i64) -> Result<Issued> {
+fn issue(
+    tx: &Transaction<'_>,
+    ca: &Ca,
+    node_id: i64,
+    prefix: Ipv6Net,
+    key: &CsrKey,
+    now: i64,
+) -> Result<Issued> {
     let validity: i64 = cfg_num(tx, "cert_validity")?;
-    let (der, serial, not_after) = ca.issue_node(key, &prefix, odt(now), Duration::seconds(validity))?;
+    let (der, serial, not_after) =
+        ca.issue_node(key, &prefix, odt(now), Duration::seconds(validity))?;
     tx.execute(
         "INSERT INTO certs (serial, node_id, der, not_after, issued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![serial, node_id, der, not_after, now],
     )?;
-    Ok(Issued { cert_der: der, prefix, serial })
+    Ok(Issued {
+        cert_der: der,
+        prefix,
+        serial,
+    })
 }
 
 /// Prefixes in use: every node row (banned ones included until [`reclaim`] drops them).
@@ -715,7 +836,11 @@ fn read_slots(conn: &Connection) -> Result<Slots> {
     let mut slots: Slots = [None, None, None];
     let mut st = conn.prepare("SELECT slot, key_id, key FROM mac_slots")?;
     let rows = st.query_map([], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<Vec<u8>>>(2)?))
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, Option<Vec<u8>>>(2)?,
+        ))
     })?;
     for row in rows {
         let (slot, id, key) = row?;
@@ -723,9 +848,9 @@ fn read_slots(conn: &Connection) -> Result<Slots> {
         let Some(idx) = idx else { continue };
         slots[idx] = Some(match (id, key) {
             (Some(id), Some(key)) => {
-                let bytes: [u8; 32] = key
-                    .try_into()
-                    .map_err(|_| RegistryError::Internal("corrupt MAC key in the database".into()))?;
+                let bytes: [u8; 32] = key.try_into().map_err(|_| {
+                    RegistryError::Internal("corrupt MAC key in the database".into())
+                })?;
                 Slot::Key { id, bytes }
             }
             _ => Slot::Unsigned,
@@ -754,19 +879,30 @@ fn write_slots(tx: &Transaction<'_>, slots: &Slots) -> Result<()> {
 }
 
 fn write_crl(tx: &Transaction<'_>, ca: &Ca, now: i64) -> Result<()> {
-    let number: u64 = tx.query_row("SELECT COALESCE(MAX(number), 0) + 1 FROM crl", [], |r| r.get(0))?;
-    let mut st = tx.prepare("SELECT serial, revoked_at FROM certs WHERE revoked_at IS NOT NULL ORDER BY revoked_at")?;
+    let number: u64 = tx.query_row("SELECT COALESCE(MAX(number), 0) + 1 FROM crl", [], |r| {
+        r.get(0)
+    })?;
+    let mut st = tx.prepare(
+        "SELECT serial, revoked_at FROM certs WHERE revoked_at IS NOT NULL ORDER BY revoked_at",
+    )?;
     let revoked = st
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let der = ca.crl(number, &revoked, odt(now))?;
-    tx.execute("INSERT INTO crl (number, der) VALUES (?1, ?2)", params![number as i64, der])?;
+    tx.execute(
+        "INSERT INTO crl (number, der) VALUES (?1, ?2)",
+        params![number as i64, der],
+    )?;
     Ok(())
 }
 
 /// Builds, signs and stores the next parameters version from the current state.
 fn bump_params(tx: &Transaction<'_>, ca: &Ca, now: i64) -> Result<u64> {
-    let version: u64 = tx.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM params", [], |r| r.get(0))?;
+    let version: u64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) + 1 FROM params",
+        [],
+        |r| r.get(0),
+    )?;
     let (crl_number, crl_der): (u64, Vec<u8>) = tx.query_row(
         "SELECT number, der FROM crl ORDER BY number DESC LIMIT 1",
         [],
@@ -787,9 +923,16 @@ fn bump_params(tx: &Transaction<'_>, ca: &Ca, now: i64) -> Result<u64> {
             refresh: cfg_num(tx, "tunnel_refresh")?,
         },
         countries: np::CountryRules {
-            closed: closed.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect(),
+            closed: closed
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect(),
         },
-        crl: CrlRef { number: crl_number, sha256: hex::encode(crate::identity::fingerprint(&crl_der)) },
+        crl: CrlRef {
+            number: crl_number,
+            sha256: hex::encode(crate::identity::fingerprint(&crl_der)),
+        },
         mac: mac::state(&read_slots(tx)?),
     };
     let document = doc.to_bytes();

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
-use hyper::body::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::StatusCode;
+use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use ipnet::Ipv6Net;
 use rcgen::{CertificateParams, DnType, KeyPair};
@@ -104,15 +104,18 @@ impl ServerCertVerifier for PinnedCaVerifier {
             .find(|c| identity::fingerprint(c) == self.fingerprint)
         else {
             self.mismatch.store(true, Ordering::SeqCst);
-            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer));
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ));
         };
         let mut roots = RootCertStore::empty();
-        roots
-            .add(ca.clone().into_owned())
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        roots.add(ca.clone().into_owned()).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
         inner.verify_server_cert(end_entity, &[], server_name, ocsp, now)
     }
     fn verify_tls12_signature(
@@ -121,7 +124,12 @@ impl ServerCertVerifier for PinnedCaVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -129,10 +137,17 @@ impl ServerCertVerifier for PinnedCaVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -175,7 +190,9 @@ impl NodeKey {
     pub fn csr_pem(&self) -> Result<String> {
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, "re6mesh node");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "re6mesh node");
         params
             .serialize_request(&self.key)
             .and_then(|c| c.pem())
@@ -213,16 +230,20 @@ pub struct RegistryClient {
 }
 
 fn split_url(url: &str) -> Result<(String, ServerName<'static>)> {
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or_else(|| ClientError::Local(format!("the registry URL {url:?} must start with https://")))?;
+    let rest = url.strip_prefix("https://").ok_or_else(|| {
+        ClientError::Local(format!("the registry URL {url:?} must start with https://"))
+    })?;
     let authority = rest.split('/').next().unwrap_or_default().to_owned();
     let host = crate::token::url_host(url)
         .ok_or_else(|| ClientError::Local(format!("the registry URL {url:?} has no host")))?;
     let name = ServerName::try_from(host.clone())
         .map_err(|_| ClientError::Local(format!("the registry URL {url:?} has an invalid host")))?;
     let authority = if authority.starts_with('[') {
-        if authority.contains("]:") { authority } else { format!("{authority}:443") }
+        if authority.contains("]:") {
+            authority
+        } else {
+            format!("{authority}:443")
+        }
     } else if authority.contains(':') {
         authority
     } else {
@@ -263,12 +284,19 @@ impl RegistryClient {
     }
 
     /// A client for a joined node: trusts the stored CA and presents the node certificate.
-    pub fn with_identity(url: &str, ca_der: &[u8], cert_der: &[u8], key: &NodeKey) -> Result<RegistryClient> {
+    pub fn with_identity(
+        url: &str,
+        ca_der: &[u8],
+        cert_der: &[u8],
+        key: &NodeKey,
+    ) -> Result<RegistryClient> {
         let (authority, server_name) = split_url(url)?;
         let mut roots = RootCertStore::empty();
         roots
             .add(CertificateDer::from(ca_der.to_vec()))
-            .map_err(|e| ClientError::Local(format!("the stored CA certificate is unusable: {e}")))?;
+            .map_err(|e| {
+                ClientError::Local(format!("the stored CA certificate is unusable: {e}"))
+            })?;
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| ClientError::Local(e.to_string()))?
@@ -277,7 +305,9 @@ impl RegistryClient {
                 vec![CertificateDer::from(cert_der.to_vec())],
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_der())),
             )
-            .map_err(|e| ClientError::Local(format!("the node key does not match its certificate: {e}")))?;
+            .map_err(|e| {
+                ClientError::Local(format!("the node key does not match its certificate: {e}"))
+            })?;
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(RegistryClient {
             url: url.to_owned(),
@@ -294,16 +324,32 @@ impl RegistryClient {
         &self.url
     }
 
-    async fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes)> {
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes)> {
         let fut = self.request_inner(method, path, body);
         match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
             Ok(r) => r,
-            Err(_) => Err(ClientError::Unreachable { url: self.url.clone(), reason: "timed out".into() }),
+            Err(_) => Err(ClientError::Unreachable {
+                url: self.url.clone(),
+                reason: "timed out".into(),
+            }),
         }
     }
 
-    async fn request_inner(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes)> {
-        let unreachable = |reason: String| ClientError::Unreachable { url: self.url.clone(), reason };
+    async fn request_inner(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes)> {
+        let unreachable = |reason: String| ClientError::Unreachable {
+            url: self.url.clone(),
+            reason,
+        };
         let tcp = tokio::net::TcpStream::connect(&self.authority)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
@@ -314,7 +360,9 @@ impl RegistryClient {
                 if let Some((_, flag)) = &self.pinned
                     && flag.load(Ordering::SeqCst)
                 {
-                    return Err(ClientError::PinMismatch { url: self.url.clone() });
+                    return Err(ClientError::PinMismatch {
+                        url: self.url.clone(),
+                    });
                 }
                 return Err(unreachable(format!("TLS: {e}")));
             }
@@ -336,7 +384,10 @@ impl RegistryClient {
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Local(e.to_string()))?;
-        let resp = sender.send_request(req).await.map_err(|e| unreachable(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
         let status = resp.status();
         let bytes = Limited::new(resp.into_body(), MAX_RESPONSE)
             .collect()
@@ -346,7 +397,12 @@ impl RegistryClient {
         Ok((status, bytes))
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&impl Serialize>) -> Result<T> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
         let body = match body {
             Some(b) => Some(serde_json::to_vec(b).map_err(|e| ClientError::Local(e.to_string()))?),
             None => None,
@@ -361,24 +417,36 @@ impl RegistryClient {
             .ok_or_else(|| ClientError::BadResponse("the CA certificate is not PEM".into()))?;
         match (&self.pinned, &self.ca_der) {
             (Some((fp, _)), _) if identity::fingerprint(&ca_der) != *fp => {
-                return Err(ClientError::PinMismatch { url: self.url.clone() });
+                return Err(ClientError::PinMismatch {
+                    url: self.url.clone(),
+                });
             }
             (_, Some(known)) if *known != ca_der => {
-                return Err(ClientError::BadResponse("the registry changed its CA".into()));
+                return Err(ClientError::BadResponse(
+                    "the registry changed its CA".into(),
+                ));
             }
             _ => {}
         }
         let cert_der = identity::pem_to_der(&resp.certificate, "CERTIFICATE")
             .ok_or_else(|| ClientError::BadResponse("the node certificate is not PEM".into()))?;
-        let info = identity::cert_info(&cert_der).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+        let info =
+            identity::cert_info(&cert_der).map_err(|e| ClientError::BadResponse(e.to_string()))?;
         if info.public_key != key.public_raw() {
-            return Err(ClientError::BadResponse("the certificate is not for this node's key".into()));
+            return Err(ClientError::BadResponse(
+                "the certificate is not for this node's key".into(),
+            ));
         }
         if info.prefix != Some(resp.prefix) {
-            return Err(ClientError::BadResponse("the certificate does not carry the announced prefix".into()));
+            return Err(ClientError::BadResponse(
+                "the certificate does not carry the announced prefix".into(),
+            ));
         }
-        let signed = SignedParams::from_json(&resp.params).map_err(|e| ClientError::BadResponse(e.to_string()))?;
-        let params = signed.verify(&ca_der).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+        let signed = SignedParams::from_json(&resp.params)
+            .map_err(|e| ClientError::BadResponse(e.to_string()))?;
+        let params = signed
+            .verify(&ca_der)
+            .map_err(|e| ClientError::BadResponse(e.to_string()))?;
         Ok(Certified {
             cert_der,
             ca_der,
@@ -402,20 +470,24 @@ impl RegistryClient {
 
     /// Renews the certificate (mutual TLS) for `key` (the same or a new key).
     pub async fn renew(&self, key: &NodeKey) -> Result<Certified> {
-        let req = RenewRequest { csr: key.csr_pem()? };
+        let req = RenewRequest {
+            csr: key.csr_pem()?,
+        };
         let resp: CertResponse = self.call("POST", "/renew", Some(&req)).await?;
         self.verify_certified(resp, key)
     }
 
     /// The current parameters, verified against the CA.
     pub async fn params(&self) -> Result<(NetworkParams, SignedParams)> {
-        let ca = self
-            .ca_der
-            .as_ref()
-            .ok_or_else(|| ClientError::Local("join first: no CA to verify the parameters with".into()))?;
+        let ca = self.ca_der.as_ref().ok_or_else(|| {
+            ClientError::Local("join first: no CA to verify the parameters with".into())
+        })?;
         let j: crate::params::SignedParamsJson = self.call("GET", "/params", None::<&()>).await?;
-        let signed = SignedParams::from_json(&j).map_err(|e| ClientError::BadResponse(e.to_string()))?;
-        let params = signed.verify(ca).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+        let signed =
+            SignedParams::from_json(&j).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+        let params = signed
+            .verify(ca)
+            .map_err(|e| ClientError::BadResponse(e.to_string()))?;
         Ok((params, signed))
     }
 
@@ -432,11 +504,31 @@ impl RegistryClient {
     }
 
     /// Reports this node's reachable UDP endpoints.
-    pub async fn report_endpoints(&self, endpoints: &[std::net::SocketAddr], protocol: u32) -> Result<()> {
-        let body = serde_json::to_vec(&EndpointsRequest { endpoints: endpoints.to_vec(), protocol })
-            .map_err(|e| ClientError::Local(e.to_string()))?;
+    pub async fn report_endpoints(
+        &self,
+        endpoints: &[std::net::SocketAddr],
+        protocol: u32,
+    ) -> Result<()> {
+        let body = serde_json::to_vec(&EndpointsRequest {
+            endpoints: endpoints.to_vec(),
+            protocol,
+        })
+        .map_err(|e| ClientError::Local(e.to_string()))?;
         let (status, bytes) = self.request("POST", "/endpoints", Some(body)).await?;
         check_status(status, &bytes)
+    }
+
+    /// Sends raw bytes to an API path and returns the status and body, unchecked. For tests
+    /// and diagnostics (`path` is relative to `/api/v1`).
+    #[doc(hidden)]
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Vec<u8>)> {
+        let (status, bytes) = self.request(method, path, body).await?;
+        Ok((status.as_u16(), bytes.to_vec()))
     }
 
     /// A random other live node, or `None` when the registry knows none.
@@ -455,7 +547,14 @@ fn check_status(status: StatusCode, body: &[u8]) -> Result<()> {
     }
     let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(e) => (e.code, e.error),
-        Err(_) => ("unknown".into(), String::from_utf8_lossy(body).chars().take(200).collect()),
+        Err(_) => (
+            "unknown".into(),
+            String::from_utf8_lossy(body).chars().take(200).collect(),
+        ),
     };
-    Err(ClientError::Refused { status: status.as_u16(), code, message })
+    Err(ClientError::Refused {
+        status: status.as_u16(),
+        code,
+        message,
+    })
 }

@@ -1,0 +1,568 @@
+//! The registry end to end: an in-process `mesh registry serve` on 127.0.0.1, driven through
+//! `registry_client` (and raw requests for bad input).
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{TestRegistry, free_port};
+use ipnet::Ipv6Net;
+use re6mesh::identity;
+use re6mesh::registry::{self, Registry};
+use re6mesh::registry_client::{ClientError, NodeKey, RegistryClient};
+use re6mesh::token::JoinToken;
+use x509_parser::prelude::*;
+
+fn overlaps(a: &Ipv6Net, b: &Ipv6Net) -> bool {
+    a.contains(b) || b.contains(a)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn join_with_token_issues_a_certificate_with_the_conventions_fields() {
+    let reg = TestRegistry::start().await;
+    let node = reg.join_node().await;
+    let c = &node.cert;
+    let (_, cert) = X509Certificate::from_der(&c.cert_der).unwrap();
+    // CN = prefix in CIDR text
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(cn, c.prefix.to_string());
+    assert_eq!(c.prefix.prefix_len(), 64);
+    assert!(
+        "fd5e:1234:5678::/48"
+            .parse::<Ipv6Net>()
+            .unwrap()
+            .contains(&c.prefix)
+    );
+    // SANs: node address and URI
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    let mut ip_ok = false;
+    let mut uri_ok = false;
+    for n in &san.value.general_names {
+        match n {
+            GeneralName::IPAddress(b) => ip_ok = *b == identity::node_address(&c.prefix).octets(),
+            GeneralName::URI(u) => uri_ok = *u == format!("re6mesh:node:{}", c.prefix),
+            _ => {}
+        }
+    }
+    assert!(ip_ok && uri_ok, "SANs: {:?}", san.value.general_names);
+    // EKU serverAuth + clientAuth, not a CA
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.server_auth && eku.client_auth);
+    assert!(!cert.is_ca());
+    // 128-bit positive serial
+    let serial = cert.raw_serial();
+    assert!(
+        serial.len() == 16 && serial[0] & 0x80 == 0,
+        "serial {serial:?}"
+    );
+    // validity ≈ 365 days
+    let days =
+        (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp()) / 86400;
+    assert_eq!(days, 365);
+    // signed by the CA, and the CA has the CONVENTIONS properties
+    let (_, ca) = X509Certificate::from_der(&c.ca_der).unwrap();
+    cert.verify_signature(Some(ca.public_key()))
+        .expect("signed by the CA");
+    assert!(ca.is_ca());
+    let ku = ca.key_usage().unwrap().unwrap().value;
+    assert!(ku.key_cert_sign() && ku.crl_sign());
+    // the params it got verify and name the network
+    assert_eq!(c.params.network.to_string(), "fd5e:1234:5678::/48");
+    assert!(c.params.mac.sign.is_some());
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_token_twice_is_refused_but_a_retry_with_the_same_key_gets_the_same_certificate() {
+    let reg = TestRegistry::start().await;
+    let token = JoinToken::decode(&reg.token()).unwrap();
+    let client = RegistryClient::for_token(&token).unwrap();
+    let key = NodeKey::generate().unwrap();
+    let first = client.join(Some(&token.secret), &key).await.unwrap();
+    // a lost response: the same key again gets the same certificate
+    let again = client.join(Some(&token.secret), &key).await.unwrap();
+    assert_eq!(first.cert_der, again.cert_der);
+    // any other reuse is refused
+    let other = NodeKey::generate().unwrap();
+    let err = client.join(Some(&token.secret), &other).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Refused { status: 403, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("already been used"), "{err}");
+    assert_eq!(reg.registry().store().unwrap().nodes().unwrap().len(), 1);
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_and_unknown_tokens_are_refused() {
+    let reg = TestRegistry::start().await;
+    let r = reg.registry();
+    let expired = r.create_token(None, Some(registry::now() - 1), 1).unwrap();
+    let t = JoinToken::decode(&expired).unwrap();
+    let key = NodeKey::generate().unwrap();
+    let err = RegistryClient::for_token(&t)
+        .unwrap()
+        .join(Some(&t.secret), &key)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+    // a secret the registry never minted
+    let mut forged = t.clone();
+    forged.secret = [1; 24];
+    let err = RegistryClient::for_token(&forged)
+        .unwrap()
+        .join(Some(&forged.secret), &key)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Refused { status: 401, .. }),
+        "{err}"
+    );
+    assert!(r.store().unwrap().nodes().unwrap().is_empty());
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_for_another_registry_is_refused_before_the_secret_is_sent() {
+    let reg = TestRegistry::start().await;
+    let genuine = JoinToken::decode(&reg.token()).unwrap();
+    let mut t = genuine.clone();
+    t.ca_fingerprint[0] ^= 0xff; // another network's CA
+    let key = NodeKey::generate().unwrap();
+    let err = RegistryClient::for_token(&t)
+        .unwrap()
+        .join(Some(&t.secret), &key)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::PinMismatch { .. }), "{err}");
+    // the real token was not consumed: the secret never reached the server
+    let tokens = reg.registry().store().unwrap().tokens().unwrap();
+    assert_eq!(tokens[0].uses_left, 1);
+    // and the genuine token still works
+    RegistryClient::for_token(&genuine)
+        .unwrap()
+        .join(Some(&genuine.secret), &key)
+        .await
+        .unwrap();
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_join_is_refused_by_default_and_allowed_when_configured() {
+    let reg = TestRegistry::start().await;
+    let t = JoinToken::decode(&reg.token()).unwrap();
+    let client = RegistryClient::for_token(&t).unwrap();
+    let key = NodeKey::generate().unwrap();
+    let err = client.join(None, &key).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Refused { status: 401, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("without a token"), "{err}");
+    // the parameter set later opens it (takes effect on the running server at once)
+    let r = reg.registry();
+    r.store()
+        .unwrap()
+        .set_param(&r.ca, "anonymous", "true", registry::now())
+        .unwrap();
+    let c = client.join(None, &key).await.unwrap();
+    assert_eq!(c.prefix.prefix_len(), 64);
+    reg.stop().await;
+
+    let reg = TestRegistry::start_with(|o| o.anonymous = true).await;
+    let t = JoinToken::decode(&reg.token()).unwrap();
+    RegistryClient::for_token(&t)
+        .unwrap()
+        .join(None, &key)
+        .await
+        .unwrap();
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_parallel_joins_get_distinct_non_overlapping_prefixes() {
+    let reg = TestRegistry::start().await;
+    let token = JoinToken::decode(&reg.token_uses(100)).unwrap();
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = NodeKey::generate().unwrap();
+            RegistryClient::for_token(&token)
+                .unwrap()
+                .join(Some(&token.secret), &key)
+                .await
+        }));
+    }
+    let mut prefixes = Vec::new();
+    for t in tasks {
+        prefixes.push(t.await.unwrap().expect("join").prefix);
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "100 parallel joins on loopback: {elapsed:?} ({:.0} joins/s)",
+        100.0 / elapsed.as_secs_f64()
+    );
+    let set: HashSet<_> = prefixes.iter().collect();
+    assert_eq!(set.len(), 100);
+    for (i, a) in prefixes.iter().enumerate() {
+        for b in &prefixes[i + 1..] {
+            assert!(!overlaps(a, b), "{a} overlaps {b}");
+        }
+    }
+    // a 101st join with that token is refused
+    let key = NodeKey::generate().unwrap();
+    let err = RegistryClient::for_token(&token)
+        .unwrap()
+        .join(Some(&token.secret), &key)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Refused { status: 403, .. }));
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renew_is_refused_early_allowed_in_the_window_and_after_a_serial_revocation() {
+    let reg = TestRegistry::start().await;
+    let r = reg.registry();
+    let node = reg.join_node().await;
+    // a fresh 365-day certificate: too early
+    let err = node.client.renew(&node.key).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Refused { status: 409, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("too early"), "{err}");
+
+    // revoked by serial: renew gives a new serial, same prefix
+    r.store()
+        .unwrap()
+        .revoke(&r.ca, &node.cert.serial, registry::now())
+        .unwrap();
+    let renewed = node.client.renew(&node.key).await.unwrap();
+    assert_eq!(renewed.prefix, node.cert.prefix);
+    assert_ne!(renewed.serial, node.cert.serial);
+    // the new certificate works for authenticated calls, the old one does not
+    node.client_for(&reg.url, &renewed)
+        .mac_keys()
+        .await
+        .unwrap();
+    assert!(node.client.mac_keys().await.is_err());
+
+    // inside the 30-day window: allowed (and a new key may be used)
+    r.store()
+        .unwrap()
+        .set_param(&r.ca, "cert_validity", "20d", registry::now())
+        .unwrap();
+    let short = reg.join_node().await;
+    let new_key = NodeKey::generate().unwrap();
+    let renewed = short.client.renew(&new_key).await.unwrap();
+    assert_eq!(renewed.prefix, short.cert.prefix);
+    assert_ne!(renewed.serial, short.cert.serial);
+    assert!(renewed.not_after >= short.cert.not_after);
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ban_refuses_renewal_and_frees_the_prefix_once_the_certificate_expired() {
+    let reg =
+        TestRegistry::start_with(|o| o.network = "fd5e:1234:5678::/63".parse().unwrap()).await;
+    let r = reg.registry();
+    r.store()
+        .unwrap()
+        .set_param(&r.ca, "cert_validity", "3s", registry::now())
+        .unwrap();
+    let a = reg.join_node().await;
+    let msg = r
+        .store()
+        .unwrap()
+        .revoke(&r.ca, &a.cert.prefix.to_string(), registry::now())
+        .unwrap();
+    assert!(msg.contains("banned"), "{msg}");
+    let err = a.client.renew(&a.key).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Refused { status: 403, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("banned"), "{err}");
+    // while the banned certificate is valid its prefix stays reserved: the /63 has one /64 left
+    let b = reg.join_node().await;
+    assert_ne!(b.cert.prefix, a.cert.prefix);
+    let t = JoinToken::decode(&reg.token()).unwrap();
+    let err = RegistryClient::for_token(&t)
+        .unwrap()
+        .join(Some(&t.secret), &NodeKey::generate().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Refused { status: 503, .. }),
+        "{err}"
+    );
+    // after expiry the banned node's prefix is reused
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let c = RegistryClient::for_token(&t)
+        .unwrap()
+        .join(Some(&t.secret), &NodeKey::generate().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(c.prefix, a.cert.prefix);
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_publishes_a_crl_listing_the_serial_and_bumps_the_parameters() {
+    let reg = TestRegistry::start().await;
+    let r = reg.registry();
+    let a = reg.join_node().await;
+    let b = reg.join_node().await;
+    let (before, _) = b.client.params().await.unwrap();
+    r.store()
+        .unwrap()
+        .revoke(&r.ca, &a.cert.serial, registry::now())
+        .unwrap();
+    let (after, signed) = b.client.params().await.unwrap();
+    assert!(after.version > before.version);
+    assert!(after.crl.number > before.crl.number);
+    // the signature verifies (client did it) and fails on a tampered document
+    let mut tampered = signed.clone();
+    tampered.document[10] ^= 1;
+    assert!(tampered.verify(&a.cert.ca_der).is_err());
+    // the CRL parses, is signed by the CA, lists the serial, and matches the parameters' hash
+    let der = b.client.crl().await.unwrap();
+    assert_eq!(hex::encode(identity::fingerprint(&der)), after.crl.sha256);
+    let (_, crl) = CertificateRevocationList::from_der(&der).unwrap();
+    let (_, ca) = X509Certificate::from_der(&a.cert.ca_der).unwrap();
+    crl.verify_signature(ca.public_key())
+        .expect("CRL signed by the CA");
+    assert_eq!(
+        crl.crl_number().map(|n| n.to_string()),
+        Some(after.crl.number.to_string())
+    );
+    let serials: Vec<String> = crl
+        .iter_revoked_certificates()
+        .map(|rc| identity::serial_hex(rc.raw_serial()))
+        .collect();
+    assert_eq!(serials, vec![a.cert.serial.clone()]);
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mac_rotation_serves_the_keys_named_by_the_parameters_and_never_to_revoked_nodes() {
+    let reg = TestRegistry::start().await;
+    let r = reg.registry();
+    let node = reg.join_node().await;
+    let mut seen = Vec::new();
+    for step in 0..4 {
+        if step > 0 {
+            r.store()
+                .unwrap()
+                .rotate_mac(&r.ca, registry::now())
+                .unwrap();
+        }
+        let (p, _) = node.client.params().await.unwrap();
+        let keys = node.client.mac_keys().await.unwrap();
+        assert_eq!(keys.params_version, p.version);
+        let ids: Vec<_> = keys.keys.iter().map(|k| k.id.clone()).collect();
+        for id in p.mac.sign.iter().chain(p.mac.accept.iter()) {
+            assert!(ids.contains(id), "key {id} not served at step {step}");
+        }
+        assert!(keys.keys.iter().all(|k| k.key.len() == 64));
+        seen.push((p.mac.sign.clone().unwrap(), p.mac.accept.clone()));
+    }
+    // (sign K1) → (sign K1, accept K2) → (sign K2, accept K1) → (sign K2)
+    let k1 = seen[0].0.clone();
+    let k2 = seen[1].1.clone().unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            (k1.clone(), None),
+            (k1.clone(), Some(k2.clone())),
+            (k2.clone(), Some(k1.clone())),
+            (k2.clone(), None),
+        ]
+    );
+    // the public parameters never carry key bytes
+    let (_, signed) = node.client.params().await.unwrap();
+    let keys = node.client.mac_keys().await.unwrap();
+    let doc = String::from_utf8(signed.document).unwrap();
+    assert!(keys.keys.iter().all(|k| !doc.contains(&k.key)));
+    // a revoked node gets nothing
+    r.store()
+        .unwrap()
+        .revoke(&r.ca, &node.cert.serial, registry::now())
+        .unwrap();
+    let err = node.client.mac_keys().await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Refused { status: 403, .. }),
+        "{err}"
+    );
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn introducing_mac_on_a_no_mac_network_goes_through_accept_unsigned() {
+    let reg = TestRegistry::start_with(|o| o.no_mac = true).await;
+    let r = reg.registry();
+    let node = reg.join_node().await;
+    assert_eq!(node.cert.params.mac, Default::default());
+    r.store()
+        .unwrap()
+        .rotate_mac(&r.ca, registry::now())
+        .unwrap();
+    let (p, _) = node.client.params().await.unwrap();
+    assert!(p.mac.sign.is_some() && p.mac.accept_unsigned && p.mac.accept.is_none());
+    r.store()
+        .unwrap()
+        .rotate_mac(&r.ca, registry::now())
+        .unwrap();
+    let (q, _) = node.client.params().await.unwrap();
+    assert_eq!(q.mac.sign, p.mac.sign);
+    assert!(!q.mac.accept_unsigned);
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_certificate_is_told_to_rejoin() {
+    let reg = TestRegistry::start().await;
+    let r = reg.registry();
+    r.store()
+        .unwrap()
+        .set_param(&r.ca, "cert_validity", "1s", registry::now())
+        .unwrap();
+    let node = reg.join_node().await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for err in [
+        node.client.mac_keys().await.unwrap_err(),
+        node.client.renew(&node.key).await.unwrap_err(),
+    ] {
+        assert_eq!(err.code(), Some("expired"), "{err}");
+        assert!(err.to_string().contains("join again"), "{err}");
+    }
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bootstrap_returns_another_live_node_with_its_endpoints() {
+    let reg = TestRegistry::start().await;
+    let a = reg.join_node().await;
+    let b = reg.join_node().await;
+    assert_eq!(a.client.bootstrap().await.unwrap(), None);
+    let ep: std::net::SocketAddr = "[fd00::2]:6464".parse().unwrap();
+    b.client.report_endpoints(&[ep], 1).await.unwrap();
+    let got = a.client.bootstrap().await.unwrap().unwrap();
+    assert_eq!(got.prefix, b.cert.prefix);
+    assert_eq!(got.endpoints, vec![ep]);
+    // b never gets itself
+    assert_eq!(b.client.bootstrap().await.unwrap(), None);
+    // bad endpoints are refused
+    let err = a
+        .client
+        .report_endpoints(&["[::]:0".parse().unwrap()], 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Refused { status: 400, .. }));
+    let nodes = reg.registry().store().unwrap().nodes().unwrap();
+    let row = nodes
+        .iter()
+        .find(|n| n.prefix == b.cert.prefix.to_string())
+        .unwrap();
+    assert_eq!(row.protocol, Some(1));
+    assert!(row.last_seen.is_some());
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
+    let reg = TestRegistry::start().await;
+    let token_text = reg.token();
+    let t = JoinToken::decode(&token_text).unwrap();
+    let client = RegistryClient::for_token(&t).unwrap();
+    let secret =
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, t.secret);
+    let good_csr = NodeKey::generate().unwrap().csr_pem().unwrap();
+    let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let p384_csr = rcgen::CertificateParams::default()
+        .serialize_request(&p384)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let mut bad_sig = good_csr.clone();
+    // flip a base64 character inside the signature (near the end of the PEM body)
+    let pos = bad_sig.rfind("-----END").unwrap() - 6;
+    let ch = if &bad_sig[pos..pos + 1] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    bad_sig.replace_range(pos..pos + 1, ch);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("garbage JSON", b"{not json".to_vec(), "not acceptable"),
+        ("unknown field", serde_json::to_vec(&serde_json::json!({"token": secret, "csr": good_csr, "admin": true})).unwrap(), "unknown field"),
+        ("malformed CSR", serde_json::to_vec(&serde_json::json!({"token": secret, "csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"})).unwrap(), "malformed"),
+        ("CSR with a P-384 key", serde_json::to_vec(&serde_json::json!({"token": secret, "csr": p384_csr})).unwrap(), "P-256"),
+        ("CSR with a broken signature", serde_json::to_vec(&serde_json::json!({"token": secret, "csr": bad_sig})).unwrap(), "signature"),
+        ("oversized body", serde_json::to_vec(&serde_json::json!({"token": secret, "csr": "x".repeat(100_000)})).unwrap(), "larger than"),
+        ("token not base64", serde_json::to_vec(&serde_json::json!({"token": "***", "csr": good_csr})).unwrap(), "base64"),
+    ];
+    for (what, body, needle) in cases {
+        let (status, resp) = client.raw("POST", "/join", Some(body)).await.unwrap();
+        let text = String::from_utf8_lossy(&resp);
+        assert!(
+            (400..500).contains(&status),
+            "{what}: status {status} {text}"
+        );
+        assert!(text.contains(needle), "{what}: {text}");
+        let parsed: re6mesh::registry_api::ErrorBody = serde_json::from_slice(&resp).unwrap();
+        assert!(!parsed.error.is_empty());
+    }
+    // an unknown path
+    let (status, _) = client.raw("GET", "/nope", None).await.unwrap();
+    assert_eq!(status, 404);
+    // nothing was stored, the token is intact
+    let r = reg.registry();
+    assert!(r.store().unwrap().nodes().unwrap().is_empty());
+    assert_eq!(r.store().unwrap().tokens().unwrap()[0].uses_left, 1);
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_commands_work_while_the_server_runs_and_take_effect_at_once() {
+    let reg = TestRegistry::start().await;
+    let node = reg.join_node().await;
+    let r = Registry::open(&reg.path()).unwrap();
+    let v = r
+        .store()
+        .unwrap()
+        .set_param(&r.ca, "hello_interval", "1", registry::now())
+        .unwrap();
+    let (p, _) = node.client.params().await.unwrap();
+    assert_eq!(p.version, v);
+    assert_eq!(p.hello_interval, 1);
+    // bad settings change nothing
+    assert!(
+        r.store()
+            .unwrap()
+            .set_param(&r.ca, "hello_interval", "0", registry::now())
+            .is_err()
+    );
+    assert!(
+        r.store()
+            .unwrap()
+            .set_param(&r.ca, "no_such_key", "1", registry::now())
+            .is_err()
+    );
+    let (q, _) = node.client.params().await.unwrap();
+    assert_eq!(q.version, v);
+    let _ = free_port();
+    reg.stop().await;
+}
