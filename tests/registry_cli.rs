@@ -1,0 +1,421 @@
+//! The `mesh registry …` and `mesh join` commands as a user runs them (the real binary).
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::free_port;
+use re6mesh::registry_client::{NodeKey, RegistryClient};
+use re6mesh::token::JoinToken;
+
+fn mesh(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(args)
+        .env_remove("MESH_STATE_DIR")
+        .output()
+        .expect("run mesh")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn init(dir: &Path, port: u16, extra: &[&str]) {
+    let url = format!("https://127.0.0.1:{port}");
+    let mut args = vec![
+        "registry",
+        "init",
+        "--state-dir",
+        dir.to_str().unwrap(),
+        "--url",
+        &url,
+    ];
+    args.extend_from_slice(extra);
+    let o = mesh(&args);
+    assert!(o.status.success(), "init failed: {}", stderr(&o));
+}
+
+/// A `mesh registry serve` child process, killed (by its PID) on drop.
+struct Serve(Child);
+
+impl Serve {
+    fn start(dir: &Path, port: u16) -> Serve {
+        let child = Command::new(env!("CARGO_BIN_EXE_mesh"))
+            .args([
+                "registry",
+                "serve",
+                "--state-dir",
+                dir.to_str().unwrap(),
+                "--listen",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serve");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "registry did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Serve(child)
+    }
+
+    fn kill9(&mut self) {
+        // SIGKILL our own child by PID.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[test]
+fn every_command_has_help() {
+    let cmds: &[&[&str]] = &[
+        &["--help"],
+        &["registry", "--help"],
+        &["registry", "init", "--help"],
+        &["registry", "serve", "--help"],
+        &["registry", "token", "create", "--help"],
+        &["registry", "token", "list", "--help"],
+        &["registry", "token", "delete", "--help"],
+        &["registry", "nodes", "--help"],
+        &["registry", "revoke", "--help"],
+        &["registry", "params", "--help"],
+        &["registry", "params", "set", "--help"],
+        &["registry", "mac", "rotate", "--help"],
+        &["join", "--help"],
+    ];
+    for c in cmds {
+        let o = mesh(c);
+        assert!(o.status.success(), "{c:?}: {}", stderr(&o));
+        assert!(stdout(&o).contains("Usage:"), "{c:?}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_runtime_errors_exit_1_with_one_sentence() {
+    let o = mesh(&["registry", "frobnicate"]);
+    assert_eq!(o.status.code(), Some(2));
+    let dir = tempfile::tempdir().unwrap();
+    let o = mesh(&[
+        "registry",
+        "nodes",
+        "--state-dir",
+        dir.path().join("none").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.starts_with("error: no registry in"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let o = mesh(&[
+        "join",
+        "not-a-token",
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("not a re6mesh join token"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn init_refuses_to_overwrite_and_admin_commands_work_on_a_stopped_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("reg");
+    let ds = d.to_str().unwrap();
+    init(&d, 8443, &["--network", "fd77:1::/48"]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let before = std::fs::read(d.join("ca.key")).unwrap();
+    let o = mesh(&[
+        "registry",
+        "init",
+        "--state-dir",
+        ds,
+        "--url",
+        "https://127.0.0.1:8443",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("refusing to overwrite"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(d.join("ca.key")).unwrap(), before);
+
+    // token create prints only the token
+    let o = mesh(&[
+        "registry",
+        "token",
+        "create",
+        "--state-dir",
+        ds,
+        "--expires",
+        "1h",
+        "--uses",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 1);
+    let tok = JoinToken::decode(out.trim()).unwrap();
+    assert_eq!(tok.url, "https://127.0.0.1:8443");
+    let o = mesh(&["registry", "token", "list", "--state-dir", ds, "--json"]);
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["uses_left"], 2);
+    let o = mesh(&["registry", "token", "delete", "--state-dir", ds, "1"]);
+    assert!(o.status.success());
+    let o = mesh(&["registry", "token", "delete", "--state-dir", ds, "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no token with id 1"));
+
+    // params: show, set, bad set
+    let o = mesh(&["registry", "params", "--state-dir", ds, "--json"]);
+    let p: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(p["network"], "fd77:1::/48");
+    assert_eq!(p["tunnel"]["client_count"], 10);
+    assert_eq!(p["tunnel"]["max_clients"], 20);
+    assert_eq!(p["tunnel"]["refresh"], 300);
+    let v = p["version"].as_u64().unwrap();
+    let o = mesh(&[
+        "registry",
+        "params",
+        "--state-dir",
+        ds,
+        "set",
+        "client_count=3",
+        "closed_countries=cn,ru",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = mesh(&["registry", "params", "--state-dir", ds, "--json"]);
+    let p: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(p["version"].as_u64().unwrap(), v + 2);
+    assert_eq!(p["tunnel"]["client_count"], 3);
+    assert_eq!(p["countries"]["closed"], serde_json::json!(["CN", "RU"]));
+    let o = mesh(&[
+        "registry",
+        "params",
+        "--state-dir",
+        ds,
+        "set",
+        "client_count=many",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("client_count must be"),
+        "{}",
+        stderr(&o)
+    );
+
+    // mac rotate prints the new state
+    let o = mesh(&["registry", "mac", "rotate", "--state-dir", ds]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("accept"), "{}", stdout(&o));
+    // revoke of something unknown: a clear error
+    let o = mesh(&["registry", "revoke", "--state-dir", ds, "fd77:1:0:9::/64"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no node has the prefix"));
+    let o = mesh(&["registry", "revoke", "--state-dir", ds, "zz-not-hex"]);
+    assert!(stderr(&o).contains("neither a prefix"));
+}
+
+#[test]
+fn join_stores_the_identity_and_a_second_join_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("reg");
+    let node = dir.path().join("node");
+    let port = free_port();
+    init(&reg, port, &[]);
+    let _serve = Serve::start(&reg, port);
+    let token = stdout(&mesh(&[
+        "registry",
+        "token",
+        "create",
+        "--state-dir",
+        reg.to_str().unwrap(),
+    ]));
+    let o = mesh(&["join", token.trim(), "--state-dir", node.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("prefix") && out.contains("address"), "{out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(node.join("node.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let st = re6mesh::state::load(&node).unwrap();
+    let cert_before = st.cert_der.clone();
+    let o = mesh(&["join", token.trim(), "--state-dir", node.to_str().unwrap()]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("Already joined"), "{}", stdout(&o));
+    assert_eq!(re6mesh::state::load(&node).unwrap().cert_der, cert_before);
+    // nodes --json lists it
+    let o = mesh(&[
+        "registry",
+        "nodes",
+        "--state-dir",
+        reg.to_str().unwrap(),
+        "--json",
+    ]);
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["prefix"], st.facts.prefix.to_string());
+    assert_eq!(rows[0]["revoked"], false);
+}
+
+#[test]
+fn kill_9_during_50_joins_loses_no_certificate_and_never_reuses_a_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("reg");
+    let port = free_port();
+    init(&reg, port, &[]);
+    let mut serve = Serve::start(&reg, port);
+    let token = stdout(&mesh(&[
+        "registry",
+        "token",
+        "create",
+        "--state-dir",
+        reg.to_str().unwrap(),
+        "--uses",
+        "200",
+    ]));
+    let token = JoinToken::decode(token.trim()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (received, failed) = rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..50 {
+            let token = token.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let key = NodeKey::generate().unwrap();
+                let r = RegistryClient::for_token(&token)
+                    .unwrap()
+                    .join(Some(&token.secret), &key)
+                    .await;
+                let _ = tx.send(r.map(|c| (c.serial, c.prefix)));
+            });
+        }
+        drop(tx);
+        let mut received = Vec::new();
+        let mut failed = 0;
+        let mut killed = false;
+        while let Some(r) = rx.recv().await {
+            match r {
+                Ok(x) => received.push(x),
+                Err(_) => failed += 1,
+            }
+            if !killed && received.len() >= 5 {
+                serve.kill9();
+                killed = true;
+            }
+        }
+        (received, failed)
+    });
+    println!(
+        "kill -9 after 5 answers: {} certificates received, {} joins failed",
+        received.len(),
+        failed
+    );
+    assert!(
+        failed > 0,
+        "the kill landed after every join finished; the test proves nothing"
+    );
+    let _serve = Serve::start(&reg, port);
+    let o = mesh(&[
+        "registry",
+        "nodes",
+        "--state-dir",
+        reg.to_str().unwrap(),
+        "--json",
+    ]);
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let serials: HashSet<String> = rows
+        .iter()
+        .map(|r| r["serial"].as_str().unwrap().to_owned())
+        .collect();
+    for (serial, prefix) in &received {
+        assert!(
+            serials.contains(serial),
+            "certificate {serial} for {prefix} was handed out but is not in `nodes`"
+        );
+    }
+    // more joins after the restart: still no prefix twice
+    rt.block_on(async {
+        for _ in 0..10 {
+            let key = NodeKey::generate().unwrap();
+            RegistryClient::for_token(&token)
+                .unwrap()
+                .join(Some(&token.secret), &key)
+                .await
+                .unwrap();
+        }
+    });
+    let o = mesh(&[
+        "registry",
+        "nodes",
+        "--state-dir",
+        reg.to_str().unwrap(),
+        "--json",
+    ]);
+    let prefixes: Vec<String> = stdout(&o)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["prefix"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let unique: HashSet<_> = prefixes.iter().collect();
+    assert_eq!(
+        unique.len(),
+        prefixes.len(),
+        "a prefix was handed out twice: {prefixes:?}"
+    );
+    assert!(prefixes.len() >= received.len() + 10);
+}
