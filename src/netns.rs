@@ -49,7 +49,9 @@ pub fn require_root(test: &str) -> bool {
     if std::env::var_os("CI").is_some() {
         panic!("{test}: needs root for network namespaces, and CI must run as root");
     }
-    eprintln!("SKIPPED {test}: needs root for network namespaces (run the test command as root; CI does)");
+    eprintln!(
+        "SKIPPED {test}: needs root for network namespaces (run the test command as root; CI does)"
+    );
     false
 }
 
@@ -58,7 +60,10 @@ fn run(cmd: &mut Command) -> Result<Output> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| NetnsError::Spawn { cmd: line.clone(), source })?;
+        .map_err(|source| NetnsError::Spawn {
+            cmd: line.clone(),
+            source,
+        })?;
     if !out.status.success() {
         return Err(NetnsError::Command {
             cmd: line,
@@ -90,8 +95,12 @@ fn pid_alive(pid: u32) -> bool {
 pub fn cleanup_stale(tag: &str) -> Result<Vec<String>> {
     let mut gone = Vec::new();
     for ns in list_namespaces()? {
-        let Some(rest) = ns.strip_prefix(&format!("{tag}-")) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(rest) = ns.strip_prefix(&format!("{tag}-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
         if !pid_alive(pid) {
             ip(&["netns", "del", &ns])?;
             gone.push(ns);
@@ -112,10 +121,16 @@ impl Rig {
     /// with the same tag are removed first.
     pub fn new(tag: &str) -> Result<Rig> {
         if tag.is_empty() || !tag.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(NetnsError::Name(format!("rig tag {tag:?} must be alphanumeric")));
+            return Err(NetnsError::Name(format!(
+                "rig tag {tag:?} must be alphanumeric"
+            )));
         }
         cleanup_stale(tag)?;
-        Ok(Rig { prefix: format!("{tag}-{}-", std::process::id()), namespaces: Vec::new(), children: BTreeMap::new() })
+        Ok(Rig {
+            prefix: format!("{tag}-{}-", std::process::id()),
+            namespaces: Vec::new(),
+            children: BTreeMap::new(),
+        })
     }
 
     /// The full namespace name for `name`.
@@ -127,13 +142,19 @@ impl Rig {
     /// (addresses usable at once). Returns its full name.
     pub fn add_ns(&mut self, name: &str) -> Result<String> {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(NetnsError::Name(format!("namespace name {name:?} must be alphanumeric")));
+            return Err(NetnsError::Name(format!(
+                "namespace name {name:?} must be alphanumeric"
+            )));
         }
         let full = self.ns(name);
         ip(&["netns", "add", &full])?;
         self.namespaces.push(full.clone());
         self.exec(name, &["ip", "link", "set", "lo", "up"])?;
-        for k in ["net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.forwarding=1"] {
+        for k in [
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+            "net.ipv6.conf.all.forwarding=1",
+        ] {
             self.exec(name, &["sysctl", "-qw", k])?;
         }
         Ok(full)
@@ -145,7 +166,20 @@ impl Rig {
     pub fn link(&mut self, a: &str, b: &str) -> Result<(String, String)> {
         let ia = iface_name(b);
         let ib = iface_name(a);
-        ip(&["link", "add", &ia, "netns", &self.ns(a), "type", "veth", "peer", "name", &ib, "netns", &self.ns(b)])?;
+        ip(&[
+            "link",
+            "add",
+            &ia,
+            "netns",
+            &self.ns(a),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ib,
+            "netns",
+            &self.ns(b),
+        ])?;
         self.exec(a, &["ip", "link", "set", &ia, "up"])?;
         self.exec(b, &["ip", "link", "set", &ib, "up"])?;
         Ok((ia, ib))
@@ -161,13 +195,25 @@ impl Rig {
     /// Like [`Rig::exec`] but returns the output whatever the exit status.
     pub fn exec_status(&self, name: &str, argv: &[&str]) -> Result<Output> {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns(name)]).args(argv).stdin(Stdio::null());
-        c.output().map_err(|source| NetnsError::Spawn { cmd: argv.join(" "), source })
+        c.args(["netns", "exec", &self.ns(name)])
+            .args(argv)
+            .stdin(Stdio::null());
+        c.output().map_err(|source| NetnsError::Spawn {
+            cmd: argv.join(" "),
+            source,
+        })
     }
 
     /// Starts a long-running process inside namespace `name`; returns its PID. The rig ends
     /// it on drop.
-    pub fn spawn(&mut self, name: &str, program: &str, args: &[&str], stdout: Stdio, stderr: Stdio) -> Result<u32> {
+    pub fn spawn(
+        &mut self,
+        name: &str,
+        program: &str,
+        args: &[&str],
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Result<u32> {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns(name), program])
             .args(args)
@@ -175,7 +221,10 @@ impl Rig {
             .stdout(stdout)
             .stderr(stderr)
             .spawn()
-            .map_err(|source| NetnsError::Spawn { cmd: program.to_owned(), source })?;
+            .map_err(|source| NetnsError::Spawn {
+                cmd: program.to_owned(),
+                source,
+            })?;
         // `ip netns exec` execs the program in place, so the PID is the program's.
         let pid = child.id();
         self.children.insert(pid, child);

@@ -15,11 +15,23 @@ fn root_netns_rig_links_namespaces_and_cleans_up_everything() {
         rig.add_ns("a").unwrap();
         rig.add_ns("b").unwrap();
         let (ia, ib) = rig.link("a", "b").unwrap();
-        rig.exec("a", &["ip", "-6", "addr", "add", "fd99::1/64", "dev", &ia, "nodad"]).unwrap();
-        rig.exec("b", &["ip", "-6", "addr", "add", "fd99::2/64", "dev", &ib, "nodad"]).unwrap();
-        let out = rig.exec("a", &["ping", "-6", "-c", "1", "-W", "2", "fd99::2"]).unwrap();
+        rig.exec(
+            "a",
+            &["ip", "-6", "addr", "add", "fd99::1/64", "dev", &ia, "nodad"],
+        )
+        .unwrap();
+        rig.exec(
+            "b",
+            &["ip", "-6", "addr", "add", "fd99::2/64", "dev", &ib, "nodad"],
+        )
+        .unwrap();
+        let out = rig
+            .exec("a", &["ping", "-6", "-c", "1", "-W", "2", "fd99::2"])
+            .unwrap();
         assert!(String::from_utf8_lossy(&out.stdout).contains("1 received"));
-        let pid = rig.spawn("b", "sleep", &["300"], Stdio::null(), Stdio::null()).unwrap();
+        let pid = rig
+            .spawn("b", "sleep", &["300"], Stdio::null(), Stdio::null())
+            .unwrap();
         assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
         (rig.namespaces().to_vec(), pid)
     }; // dropped here
@@ -29,7 +41,10 @@ fn root_netns_rig_links_namespaces_and_cleans_up_everything() {
     }
     std::thread::sleep(Duration::from_millis(50));
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    assert!(stat.is_empty() || stat.contains(") Z "), "process {pid} still running: {stat}");
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "process {pid} still running: {stat}"
+    );
 }
 
 #[test]
@@ -40,7 +55,10 @@ fn root_netns_leftovers_of_a_killed_run_are_removed() {
     // A namespace named as if by a run whose PID no longer exists.
     let dead_pid = 4_000_000; // above pid_max's default: never alive
     let name = format!("rmtstale-{dead_pid}-x");
-    std::process::Command::new("ip").args(["netns", "add", &name]).status().unwrap();
+    std::process::Command::new("ip")
+        .args(["netns", "add", &name])
+        .status()
+        .unwrap();
     let gone = cleanup_stale("rmtstale").unwrap();
     assert_eq!(gone, vec![name.clone()]);
     assert!(!list_namespaces().unwrap().contains(&name));
