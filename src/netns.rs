@@ -49,9 +49,11 @@ pub fn require_root(test: &str) -> bool {
     if std::env::var_os("CI").is_some() {
         panic!("{test}: needs root for network namespaces, and CI must run as root");
     }
-    eprintln!(
-        "SKIPPED {test}: needs root for network namespaces (run the test command as root; CI does)"
+    // Written straight to fd 2 rather than with eprintln!, which the test harness captures.
+    let line = format!(
+        "SKIPPED {test}: needs root for network namespaces (run the test command as root; CI does)\n"
     );
+    let _ = rustix::io::write(rustix::stdio::stderr(), line.as_bytes());
     false
 }
 
