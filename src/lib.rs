@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod fsutil;
 pub mod identity;
+pub mod mesh;
 pub mod netns;
 pub mod params;
 pub mod paths;

@@ -1,0 +1,4 @@
+//! The mesh: tunnels between nodes (and, as they land, the Babel engine, the FIB and the
+//! simulator).
+
+pub mod tunnels;

@@ -1,0 +1,413 @@
+//! QUIC tunnels between nodes (DESIGN §6, CONVENTIONS "Tunnels and MTU").
+//!
+//! One quinn endpoint per node serves both roles. A [`Tunnel`] is one QUIC connection to one
+//! neighbour, authenticated both ways by [`tls`]; it carries datagrams framed by [`frame`]
+//! (IPv6 packets and Babel packets) and one control stream of [`control`] messages.
+//! Keep-alive and idle timeout are short (250 ms / 1 s by default) so a silent tunnel is
+//! declared dead within about a second.
+
+pub mod control;
+pub mod frame;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ipnet::Ipv6Net;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+
+use crate::identity;
+pub use tls::Trust;
+
+/// QUIC `initial_mtu` and `min_mtu`: a path that cannot carry this is not used.
+pub const QUIC_MIN_MTU: u16 = 1360;
+
+/// Timers of the tunnels (set short in tests through configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelTimers {
+    /// QUIC keep-alive interval.
+    pub keep_alive: Duration,
+    /// Silence after which a tunnel is dead.
+    pub idle_timeout: Duration,
+}
+
+impl Default for TunnelTimers {
+    fn default() -> Self {
+        TunnelTimers {
+            keep_alive: Duration::from_millis(250),
+            idle_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Tunnel failures, by whom to blame.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// Local configuration (identity, socket).
+    #[error("tunnel set-up failed: {0}")]
+    Setup(String),
+    /// The peer could not be reached or refused us, or we refused it.
+    #[error("tunnel to {addr} failed: {reason}")]
+    Connect {
+        /// Peer address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The peer's certificate is not a node certificate of this network.
+    #[error("the peer at {0} presented no usable node certificate")]
+    PeerIdentity(SocketAddr),
+}
+
+/// What a node says about itself in the first control message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelloInfo {
+    /// Protocol version.
+    pub protocol: u32,
+    /// Network parameters version.
+    pub params_version: u64,
+    /// Reachable UDP endpoints.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// How long the control-stream hello exchange may take.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Application close code: the peer's protocol is below the network minimum.
+pub const CLOSE_PROTOCOL: u32 = 2;
+/// Application close code: the peer broke the control protocol.
+pub const CLOSE_CONTROL: u32 = 3;
+
+/// One established tunnel: authenticated both ways, hellos exchanged.
+#[derive(Debug)]
+pub struct Tunnel {
+    /// The QUIC connection.
+    pub conn: quinn::Connection,
+    /// The neighbour's prefix (from its certificate).
+    pub peer_prefix: Ipv6Net,
+    /// The neighbour's certificate serial.
+    pub peer_serial: String,
+    /// We dialled it (false: it dialled us).
+    pub initiated: bool,
+    /// The neighbour's hello.
+    pub peer_hello: HelloInfo,
+    /// Control stream, send half.
+    pub control_send: quinn::SendStream,
+    /// Control stream, receive half, with whatever followed the hello already decoded.
+    pub control_recv: quinn::RecvStream,
+    /// Decoder holding bytes received after the hello.
+    pub control_decoder: control::Decoder,
+}
+
+fn peer_identity(conn: &quinn::Connection) -> Result<(Ipv6Net, String), TunnelError> {
+    let addr = conn.remote_address();
+    let der = conn
+        .peer_identity()
+        .and_then(|id| {
+            id.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .and_then(|chain| chain.first().map(|c| c.to_vec()))
+        .ok_or(TunnelError::PeerIdentity(addr))?;
+    let info = identity::cert_info(&der).map_err(|_| TunnelError::PeerIdentity(addr))?;
+    let prefix = info.prefix.ok_or(TunnelError::PeerIdentity(addr))?;
+    Ok((prefix, info.serial))
+}
+
+async fn read_hello(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut control::Decoder,
+) -> Result<HelloInfo, String> {
+    let mut buf = [0u8; 2048];
+    loop {
+        match decoder.next_message().map_err(|e| e.to_string())? {
+            Some(control::ControlMsg::Hello {
+                protocol,
+                params_version,
+                endpoints,
+            }) => {
+                return Ok(HelloInfo {
+                    protocol,
+                    params_version,
+                    endpoints,
+                });
+            }
+            Some(other) => return Err(format!("expected a hello, got {other:?}")),
+            None => {}
+        }
+        match recv.read(&mut buf).await.map_err(|e| e.to_string())? {
+            Some(n) => decoder.push(&buf[..n]),
+            None => return Err("the control stream ended before the hello".into()),
+        }
+    }
+}
+
+fn hello_msg(h: &HelloInfo) -> Vec<u8> {
+    control::encode(&control::ControlMsg::Hello {
+        protocol: h.protocol,
+        params_version: h.params_version,
+        endpoints: h.endpoints.clone(),
+    })
+}
+
+impl Tunnel {
+    async fn establish(
+        conn: quinn::Connection,
+        initiated: bool,
+        me: HelloInfo,
+        min_protocol: u32,
+    ) -> Result<Tunnel, TunnelError> {
+        let addr = conn.remote_address();
+        let err = |reason: String| TunnelError::Connect { addr, reason };
+        let (peer_prefix, peer_serial) = peer_identity(&conn)?;
+        let exchange = async {
+            let mut decoder = control::Decoder::default();
+            // The dialler opens the stream and speaks first; the peer answers. A peer that
+            // refused our certificate closes the connection, so this also confirms that the
+            // handshake was accepted on the other side.
+            let (mut send, mut recv) = if initiated {
+                let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+                send.write_all(&hello_msg(&me))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (send, recv)
+            } else {
+                conn.accept_bi().await.map_err(|e| e.to_string())?
+            };
+            let peer = read_hello(&mut recv, &mut decoder).await?;
+            if !initiated {
+                send.write_all(&hello_msg(&me))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>((send, recv, decoder, peer))
+        };
+        let (send, recv, decoder, peer) = match tokio::time::timeout(HELLO_TIMEOUT, exchange).await
+        {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                conn.close(CLOSE_CONTROL.into(), b"control hello failed");
+                return Err(err(format!("control hello failed: {e}")));
+            }
+            Err(_) => {
+                conn.close(CLOSE_CONTROL.into(), b"control hello timed out");
+                return Err(err("control hello timed out".into()));
+            }
+        };
+        if peer.protocol < min_protocol {
+            conn.close(CLOSE_PROTOCOL.into(), b"protocol below the network minimum");
+            return Err(err(format!(
+                "the peer speaks protocol {} but the network requires at least {min_protocol}",
+                peer.protocol
+            )));
+        }
+        Ok(Tunnel {
+            conn,
+            peer_prefix,
+            peer_serial,
+            initiated,
+            peer_hello: peer,
+            control_send: send,
+            control_recv: recv,
+            control_decoder: decoder,
+        })
+    }
+
+    /// Largest payload (IPv6 or Babel packet) that fits one datagram now, if datagrams work.
+    pub fn max_payload(&self) -> Option<usize> {
+        self.conn
+            .max_datagram_size()
+            .map(|m| m.saturating_sub(frame::HEADER_LEN))
+    }
+
+    /// Sends one framed datagram (already carrying its type byte).
+    pub fn send_framed(&self, framed: Bytes) -> Result<(), quinn::SendDatagramError> {
+        self.conn.send_datagram(framed)
+    }
+
+    /// Frames and sends a payload of type `ty`.
+    pub fn send(&self, ty: u8, payload: &[u8]) -> Result<(), quinn::SendDatagramError> {
+        let mut v = Vec::new();
+        frame::encode_into(ty, payload, &mut v);
+        self.conn.send_datagram(Bytes::from(v))
+    }
+
+    /// Smoothed RTT measured by QUIC.
+    pub fn rtt(&self) -> Duration {
+        self.conn.rtt()
+    }
+}
+
+/// An incoming tunnel whose handshake and hello are not done yet.
+pub struct Accepting {
+    incoming: quinn::Incoming,
+    hello: HelloInfo,
+    min_protocol: u32,
+}
+
+impl Accepting {
+    /// The peer's UDP address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.incoming.remote_address()
+    }
+
+    /// Completes the QUIC/TLS handshake and the hello exchange.
+    pub async fn finish(self) -> Result<Tunnel, TunnelError> {
+        let addr = self.incoming.remote_address();
+        let conn = self.incoming.await.map_err(|e| TunnelError::Connect {
+            addr,
+            reason: e.to_string(),
+        })?;
+        Tunnel::establish(conn, false, self.hello, self.min_protocol).await
+    }
+}
+
+/// A node's QUIC endpoint.
+pub struct TunnelEndpoint {
+    endpoint: quinn::Endpoint,
+    trust: Arc<Trust>,
+    timers: TunnelTimers,
+    /// The client role's configuration; replaced on renewal.
+    client: std::sync::Mutex<quinn::ClientConfig>,
+    /// What we say in hellos, and the minimum protocol we accept.
+    hello: std::sync::Mutex<(HelloInfo, u32)>,
+}
+
+fn transport(timers: TunnelTimers) -> Result<Arc<quinn::TransportConfig>, TunnelError> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(timers.keep_alive));
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(timers.idle_timeout)
+            .map_err(|e| TunnelError::Setup(e.to_string()))?,
+    ));
+    t.initial_mtu(QUIC_MIN_MTU);
+    t.min_mtu(QUIC_MIN_MTU);
+    t.max_concurrent_uni_streams(0u32.into());
+    t.max_concurrent_bidi_streams(2u32.into());
+    Ok(Arc::new(t))
+}
+
+fn quinn_configs(
+    trust: &Arc<Trust>,
+    cert_der: &[u8],
+    key_pkcs8: &[u8],
+    timers: TunnelTimers,
+) -> Result<(quinn::ServerConfig, quinn::ClientConfig), TunnelError> {
+    let (server, client) =
+        tls::configs(trust, cert_der, key_pkcs8).map_err(|e| TunnelError::Setup(e.to_string()))?;
+    let transport = transport(timers)?;
+    let mut sc = quinn::ServerConfig::with_crypto(Arc::new(
+        QuicServerConfig::try_from(server).map_err(|e| TunnelError::Setup(e.to_string()))?,
+    ));
+    sc.transport_config(transport.clone());
+    let mut cc = quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(client).map_err(|e| TunnelError::Setup(e.to_string()))?,
+    ));
+    cc.transport_config(transport);
+    Ok((sc, cc))
+}
+
+impl TunnelEndpoint {
+    /// Binds the node's UDP port with its identity. Must run inside a tokio runtime.
+    pub fn bind(
+        addr: SocketAddr,
+        trust: Arc<Trust>,
+        cert_der: &[u8],
+        key_pkcs8: &[u8],
+        timers: TunnelTimers,
+    ) -> Result<TunnelEndpoint, TunnelError> {
+        let (sc, cc) = quinn_configs(&trust, cert_der, key_pkcs8, timers)?;
+        let endpoint = quinn::Endpoint::server(sc, addr).map_err(|e| {
+            TunnelError::Setup(format!(
+                "cannot use UDP {addr}: {e} (is another node running on this port?)"
+            ))
+        })?;
+        let hello = HelloInfo {
+            protocol: crate::params::PROTOCOL_VERSION,
+            params_version: 0,
+            endpoints: Vec::new(),
+        };
+        Ok(TunnelEndpoint {
+            endpoint,
+            trust,
+            timers,
+            client: std::sync::Mutex::new(cc),
+            hello: std::sync::Mutex::new((hello, crate::params::PROTOCOL_VERSION)),
+        })
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// The trust (to swap the revoked set).
+    pub fn trust(&self) -> &Arc<Trust> {
+        &self.trust
+    }
+
+    /// Replaces this node's certificate and key (after a renewal) for new tunnels.
+    pub fn set_identity(&self, cert_der: &[u8], key_pkcs8: &[u8]) -> Result<(), TunnelError> {
+        let (sc, cc) = quinn_configs(&self.trust, cert_der, key_pkcs8, self.timers)?;
+        self.endpoint.set_server_config(Some(sc));
+        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = cc;
+        Ok(())
+    }
+
+    /// Sets what new tunnels announce in their hello and the minimum protocol they accept.
+    pub fn set_hello(&self, hello: HelloInfo, min_protocol: u32) {
+        *self.hello.lock().unwrap_or_else(|p| p.into_inner()) = (hello, min_protocol);
+    }
+
+    fn hello(&self) -> (HelloInfo, u32) {
+        self.hello.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Dials the node with prefix `expected` at `addr`.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: Ipv6Net,
+    ) -> Result<Tunnel, TunnelError> {
+        let name = identity::node_address(&expected).to_string();
+        let err = |reason: String| TunnelError::Connect { addr, reason };
+        let client = self
+            .client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let connecting = self
+            .endpoint
+            .connect_with(client, addr, &name)
+            .map_err(|e| err(e.to_string()))?;
+        let conn = connecting.await.map_err(|e| err(e.to_string()))?;
+        // The TLS name check already bound the certificate to the expected address; the
+        // prefix comparison is the same fact read from the URI SAN.
+        let (prefix, _) = peer_identity(&conn)?;
+        if prefix != expected {
+            conn.close(1u32.into(), b"unexpected prefix");
+            return Err(err(format!("the peer is {prefix} instead of {expected}")));
+        }
+        let (me, min) = self.hello();
+        Tunnel::establish(conn, true, me, min).await
+    }
+
+    /// The next incoming connection attempt; `None` once the endpoint is closed. Finish it
+    /// with [`Accepting::finish`] in a task of its own, so a slow peer never blocks the
+    /// accept loop.
+    pub async fn accept(&self) -> Option<Accepting> {
+        let incoming = self.endpoint.accept().await?;
+        let (hello, min_protocol) = self.hello();
+        Some(Accepting {
+            incoming,
+            hello,
+            min_protocol,
+        })
+    }
+
+    /// Closes every tunnel and the endpoint.
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"node shutting down");
+    }
+}

@@ -1,0 +1,211 @@
+//! QUIC tunnels between nodes on loopback, with identities from a real in-process registry.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{TestNode, TestRegistry};
+use re6mesh::mesh::tunnels::frame::{self, Datagram};
+use re6mesh::mesh::tunnels::{Trust, TunnelEndpoint, TunnelTimers};
+
+fn endpoint(node: &TestNode) -> TunnelEndpoint {
+    let trust = Trust::new(&node.cert.ca_der).unwrap();
+    TunnelEndpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        trust,
+        &node.cert.cert_der,
+        &node.key.to_der(),
+        TunnelTimers::default(),
+    )
+    .unwrap()
+}
+
+fn ipv6_packet(tag: u8) -> Vec<u8> {
+    let mut p = vec![tag; 60];
+    p[0] = 0x60;
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tunnel_names_both_peers_and_carries_datagrams_both_ways() {
+    let reg = TestRegistry::start().await;
+    let (a, b) = (reg.join_node().await, reg.join_node().await);
+    let (ea, eb) = (endpoint(&a), endpoint(&b));
+    let b_addr = eb.local_addr().unwrap();
+    let accept = tokio::spawn(async move {
+        let t = eb.accept().await.unwrap().finish().await.unwrap();
+        (eb, t)
+    });
+    let ta = ea.connect(b_addr, b.cert.prefix).await.unwrap();
+    let (_eb, tb) = accept.await.unwrap();
+    assert_eq!(ta.peer_prefix, b.cert.prefix);
+    assert_eq!(tb.peer_prefix, a.cert.prefix);
+    assert_eq!(tb.peer_serial, a.cert.serial);
+    assert!(ta.initiated && !tb.initiated);
+    // the hellos were exchanged on the control stream
+    assert_eq!(ta.peer_hello.protocol, re6mesh::params::PROTOCOL_VERSION);
+    assert_eq!(tb.peer_hello.protocol, re6mesh::params::PROTOCOL_VERSION);
+    // a 1280-byte IPv6 packet (the TUN MTU) fits in one datagram
+    assert!(
+        ta.max_payload().unwrap() >= 1280,
+        "max payload {:?}",
+        ta.max_payload()
+    );
+    ta.send(frame::TYPE_IPV6, &ipv6_packet(1)).unwrap();
+    let got = tb.conn.read_datagram().await.unwrap();
+    assert_eq!(frame::parse(&got), Ok(Datagram::Ipv6(&ipv6_packet(1)[..])));
+    tb.send(frame::TYPE_BABEL, b"\x2a\x02\x00\x00").unwrap();
+    let got = ta.conn.read_datagram().await.unwrap();
+    assert_eq!(frame::parse(&got), Ok(Datagram::Babel(b"\x2a\x02\x00\x00")));
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dialling_a_peer_that_is_not_the_expected_prefix_fails() {
+    let reg = TestRegistry::start().await;
+    let (a, b, c) = (
+        reg.join_node().await,
+        reg.join_node().await,
+        reg.join_node().await,
+    );
+    let (ea, eb) = (endpoint(&a), endpoint(&b));
+    let b_addr = eb.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(acc) = eb.accept().await {
+            tokio::spawn(async move { acc.finish().await.map(std::mem::forget) });
+        }
+    });
+    let err = ea.connect(b_addr, c.cert.prefix).await.unwrap_err();
+    assert!(err.to_string().contains("failed"), "{err}");
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_serials_are_refused_in_both_directions_and_the_set_swaps_live() {
+    let reg = TestRegistry::start().await;
+    let (a, b) = (reg.join_node().await, reg.join_node().await);
+    let (ea, eb) = (Arc::new(endpoint(&a)), Arc::new(endpoint(&b)));
+    let b_addr = eb.local_addr().unwrap();
+    let eb2 = eb.clone();
+    tokio::spawn(async move {
+        while let Some(acc) = eb2.accept().await {
+            tokio::spawn(async move { acc.finish().await.map(std::mem::forget) });
+        }
+    });
+    // b revokes a: a's handshake is refused by b
+    eb.trust()
+        .set_revoked(HashSet::from([a.cert.serial.clone()]));
+    assert!(ea.connect(b_addr, b.cert.prefix).await.is_err());
+    // b lifts it, a revokes b: a refuses b's certificate
+    eb.trust().set_revoked(HashSet::new());
+    ea.trust()
+        .set_revoked(HashSet::from([b.cert.serial.clone()]));
+    assert!(ea.connect(b_addr, b.cert.prefix).await.is_err());
+    // nobody revokes anyone: it works, without any restart
+    ea.trust().set_revoked(HashSet::new());
+    ea.connect(b_addr, b.cert.prefix).await.unwrap();
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_of_another_network_is_refused() {
+    let reg = TestRegistry::start().await;
+    let other = TestRegistry::start().await;
+    let (a, b) = (reg.join_node().await, other.join_node().await);
+    let (ea, eb) = (endpoint(&a), endpoint(&b));
+    let b_addr = eb.local_addr().unwrap();
+    let acc = tokio::spawn(async move { eb.accept().await.unwrap().finish().await.is_ok() });
+    assert!(ea.connect(b_addr, b.cert.prefix).await.is_err());
+    assert!(!acc.await.unwrap());
+    reg.stop().await;
+    other.stop().await;
+}
+
+/// A UDP relay between two endpoints that can go silent (a cut link).
+async fn relay(target: SocketAddr, cut: Arc<AtomicBool>) -> SocketAddr {
+    let sock = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let front = sock.local_addr().unwrap();
+    let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
+    let (s1, b1, c1, cut1) = (sock.clone(), back.clone(), client.clone(), cut.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = s1.recv_from(&mut buf).await {
+            *c1.lock().unwrap() = Some(from);
+            if !cut1.load(Ordering::SeqCst) {
+                let _ = b1.send_to(&buf[..n], target).await;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, _)) = back.recv_from(&mut buf).await {
+            let to = *client.lock().unwrap();
+            if let (Some(to), false) = (to, cut.load(Ordering::SeqCst)) {
+                let _ = sock.send_to(&buf[..n], to).await;
+            }
+        }
+    });
+    front
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_tunnel_is_declared_dead_within_about_a_second() {
+    let reg = TestRegistry::start().await;
+    let (a, b) = (reg.join_node().await, reg.join_node().await);
+    let (ea, eb) = (endpoint(&a), endpoint(&b));
+    let cut = Arc::new(AtomicBool::new(false));
+    let front = relay(eb.local_addr().unwrap(), cut.clone()).await;
+    tokio::spawn(async move {
+        while let Some(acc) = eb.accept().await {
+            tokio::spawn(async move { acc.finish().await.map(std::mem::forget) });
+        }
+    });
+    let ta = ea.connect(front, b.cert.prefix).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cut.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let reason = ta.conn.closed().await;
+    let dead_after = started.elapsed();
+    println!("silent tunnel declared dead after {dead_after:?} ({reason})");
+    assert!(
+        matches!(reason, quinn::ConnectionError::TimedOut),
+        "{reason}"
+    );
+    assert!(dead_after < Duration::from_secs(3), "took {dead_after:?}");
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_below_the_minimum_protocol_is_refused() {
+    use re6mesh::mesh::tunnels::HelloInfo;
+    let reg = TestRegistry::start().await;
+    let (a, b) = (reg.join_node().await, reg.join_node().await);
+    let (ea, eb) = (endpoint(&a), endpoint(&b));
+    // b requires protocol 2; a speaks 1
+    eb.set_hello(
+        HelloInfo {
+            protocol: 2,
+            params_version: 5,
+            endpoints: vec![],
+        },
+        2,
+    );
+    let b_addr = eb.local_addr().unwrap();
+    let acc = tokio::spawn(async move { eb.accept().await.unwrap().finish().await });
+    let a_side = ea.connect(b_addr, b.cert.prefix).await;
+    let b_side = acc.await.unwrap();
+    let b_err = b_side.unwrap_err().to_string();
+    assert!(b_err.contains("requires at least 2"), "{b_err}");
+    // a completed its hello before b judged it; the tunnel is closed by b at once
+    if let Ok(t) = a_side {
+        assert_eq!(t.peer_hello.protocol, 2);
+        let reason = t.conn.closed().await;
+        assert!(reason.to_string().contains("protocol"), "{reason}");
+    }
+    reg.stop().await;
+}
