@@ -24,3 +24,4 @@ pub mod registry_api;
 pub mod registry_client;
 pub mod state;
 pub mod token;
+pub mod tun;

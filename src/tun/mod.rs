@@ -1,0 +1,85 @@
+//! The TUN device (crate tun-rs): the node address, the route of the whole network prefix,
+//! the MTU. Thin on purpose: the platform code lives in tun-rs (Linux tun, macOS utun,
+//! Windows wintun); only Linux is built and tested here.
+//!
+//! The device gets the node address (prefix::1) with the *network* prefix length, so the
+//! kernel routes the whole network prefix into it without a separate route.
+
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+
+/// Default TUN name (CONVENTIONS).
+pub const DEFAULT_NAME: &str = "mesh0";
+/// Default TUN MTU (CONVENTIONS).
+pub const DEFAULT_MTU: u16 = 1280;
+
+/// Why the TUN device cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum TunError {
+    /// No permission (CAP_NET_ADMIN / root needed).
+    #[error("no permission to create the TUN device {name}: run as root or grant CAP_NET_ADMIN")]
+    Permission {
+        /// Device name.
+        name: String,
+    },
+    /// Anything else the OS refused.
+    #[error("cannot create the TUN device {name}: {source}")]
+    Os {
+        /// Device name.
+        name: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// An open TUN device.
+pub struct Tun {
+    dev: tun_rs::AsyncDevice,
+    name: String,
+}
+
+impl Tun {
+    /// Creates `name` with `address`/`network.prefix_len()` and `mtu`, up. Needs a tokio
+    /// runtime.
+    pub fn open(
+        name: &str,
+        address: Ipv6Addr,
+        network: Ipv6Net,
+        mtu: u16,
+    ) -> Result<Tun, TunError> {
+        let dev = tun_rs::DeviceBuilder::new()
+            .name(name)
+            .mtu(mtu)
+            .ipv6(address, network.prefix_len())
+            .build_async()
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::PermissionDenied => TunError::Permission {
+                    name: name.to_owned(),
+                },
+                _ => TunError::Os {
+                    name: name.to_owned(),
+                    source,
+                },
+            })?;
+        Ok(Tun {
+            dev,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The device name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Reads one packet into `buf`.
+    pub async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.dev.recv(buf).await
+    }
+
+    /// Writes one packet.
+    pub async fn send(&self, packet: &[u8]) -> std::io::Result<usize> {
+        self.dev.send(packet).await
+    }
+}
