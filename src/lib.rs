@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod control;
 pub mod fsutil;
 pub mod identity;
 pub mod mesh;

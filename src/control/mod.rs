@@ -1,0 +1,140 @@
+//! The node's local control API (CONVENTIONS "Node lifecycle"): HTTP/1.1 + JSON on the Unix
+//! socket `<state-dir>/control.sock` (mode 0600 for a per-user run). Read-only calls
+//! (`GET /v1/status`, `/v1/peers`, `/v1/routes`) and actions (`POST /v1/up`, `/v1/down`,
+//! `/v1/exit`) are distinct. Used by the CLI (`mesh status|peers|routes|up|down`), later by
+//! the tray and the web page; `curl --unix-socket` works too.
+
+pub mod client;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+/// File name of the socket inside the state directory.
+pub const SOCKET_NAME: &str = "control.sock";
+
+/// Node states reported by `mesh status` (CONVENTIONS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStateName {
+    /// Process started, identity loading.
+    Starting,
+    /// Looking for peers, no tunnel yet.
+    Connecting,
+    /// At least one tunnel, routes exchanged.
+    Up,
+    /// Disconnected on request (`mesh down`), process still running.
+    Down,
+    /// This node's certificate is revoked.
+    Revoked,
+    /// This node's certificate has expired.
+    Expired,
+    /// Something failed; see `error`.
+    Error,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Lifecycle state.
+    pub state: NodeStateName,
+    /// Node prefix (CIDR).
+    pub prefix: String,
+    /// Node address.
+    pub address: String,
+    /// Network prefix.
+    pub network: String,
+    /// Parameters version in force.
+    pub params_version: u64,
+    /// Protocol version.
+    pub protocol: u32,
+    /// Live tunnels.
+    pub tunnels: usize,
+    /// Selected routes.
+    pub routes: usize,
+    /// Seconds since the node started.
+    pub uptime_secs: u64,
+    /// Last error, if any.
+    pub error: Option<String>,
+}
+
+/// One line of `GET /v1/peers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Peer prefix.
+    pub prefix: String,
+    /// UDP endpoint of the tunnel.
+    pub endpoint: String,
+    /// Smoothed RTT, milliseconds.
+    pub rtt_ms: f64,
+    /// We dialled it.
+    pub initiated: bool,
+    /// Tunnel state (`up`, `soft_locked`, `hard_locked`, …).
+    pub state: String,
+    /// The peer's parameters version.
+    pub params_version: u64,
+}
+
+/// One line of `GET /v1/routes` (CONVENTIONS route fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Destination (CIDR).
+    pub prefix: String,
+    /// Next hop address, no zone.
+    pub next_hop: String,
+    /// Interface or tunnel name.
+    pub iface: String,
+    /// 0..65535, 65535 = unreachable.
+    pub metric: u16,
+    /// `xx:xx:…`, 8 bytes.
+    pub router_id: String,
+    /// Sequence number.
+    pub seqno: u16,
+    /// Selected for forwarding.
+    pub selected: bool,
+    /// One of our own prefixes.
+    pub local: bool,
+}
+
+/// Formats a Babel router-id as CONVENTIONS says.
+pub fn router_id_text(id: &[u8; 8]) -> String {
+    id.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// What the node answers; implemented by the node, faked in tests.
+pub trait ControlHandler: Send + Sync + 'static {
+    /// Current status.
+    fn status(&self) -> Status;
+    /// Live tunnels.
+    fn peers(&self) -> Vec<Peer>;
+    /// Routes (selected and not).
+    fn routes(&self) -> Vec<Route>;
+    /// Connect (after `down`). Returns a sentence for the user.
+    fn up(&self) -> Result<String, String>;
+    /// Disconnect: tunnels closed, address and route withdrawn, process stays.
+    fn down(&self) -> Result<String, String>;
+    /// Exit the process cleanly.
+    fn exit(&self) -> Result<String, String>;
+}
+
+/// Answer of an action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionReply {
+    /// It worked.
+    pub ok: bool,
+    /// A sentence for the user.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn router_id_is_colon_hex() {
+        assert_eq!(
+            super::router_id_text(&[0, 1, 0xab, 3, 4, 5, 6, 0xff]),
+            "00:01:ab:03:04:05:06:ff"
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! Serves a [`ControlHandler`] on a Unix socket.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use super::{ActionReply, ControlHandler, Peer, Route, Status};
+
+type H = Arc<dyn ControlHandler>;
+
+async fn status(State(h): State<H>) -> Json<Status> {
+    Json(h.status())
+}
+
+async fn peers(State(h): State<H>) -> Json<Vec<Peer>> {
+    Json(h.peers())
+}
+
+async fn routes(State(h): State<H>) -> Json<Vec<Route>> {
+    Json(h.routes())
+}
+
+fn reply(r: Result<String, String>) -> (StatusCode, Json<ActionReply>) {
+    match r {
+        Ok(message) => (StatusCode::OK, Json(ActionReply { ok: true, message })),
+        Err(message) => (
+            StatusCode::CONFLICT,
+            Json(ActionReply { ok: false, message }),
+        ),
+    }
+}
+
+async fn up(State(h): State<H>) -> (StatusCode, Json<ActionReply>) {
+    reply(h.up())
+}
+
+async fn down(State(h): State<H>) -> (StatusCode, Json<ActionReply>) {
+    reply(h.down())
+}
+
+async fn exit(State(h): State<H>) -> (StatusCode, Json<ActionReply>) {
+    reply(h.exit())
+}
+
+/// The control API router (also mountable on TCP for the local web page).
+pub fn router(handler: H) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/peers", get(peers))
+        .route("/v1/routes", get(routes))
+        .route("/v1/up", post(up))
+        .route("/v1/down", post(down))
+        .route("/v1/exit", post(exit))
+        .with_state(handler)
+}
+
+/// A bound control socket; removes the socket file when dropped.
+pub struct ControlServer {
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+}
+
+/// Why the control socket cannot be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlBindError {
+    /// Another node answers on this socket.
+    #[error("a node is already running for this state directory (its control socket {0} answers)")]
+    InUse(PathBuf),
+    /// The OS refused.
+    #[error("cannot create the control socket {path}: {source}")]
+    Io {
+        /// Socket path.
+        path: PathBuf,
+        /// Error.
+        source: std::io::Error,
+    },
+}
+
+impl ControlServer {
+    /// Binds `<dir>/control.sock` with `mode` (0600 per-user, 0660 as a service). A stale
+    /// socket file (nobody answering) is replaced; a live one is an error.
+    pub async fn bind(dir: &Path, mode: u32) -> Result<ControlServer, ControlBindError> {
+        let path = dir.join(super::SOCKET_NAME);
+        if path.exists() {
+            if tokio::net::UnixStream::connect(&path).await.is_ok() {
+                return Err(ControlBindError::InUse(path));
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        let io = |source| ControlBindError::Io {
+            path: path.clone(),
+            source,
+        };
+        let listener = tokio::net::UnixListener::bind(&path).map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+        }
+        Ok(ControlServer { listener, path })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves until `shutdown` completes, then removes the socket file.
+    pub async fn run(
+        self,
+        handler: H,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let path = self.path.clone();
+        let r = axum::serve(self.listener, router(handler))
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let _ = std::fs::remove_file(&path);
+        r
+    }
+}

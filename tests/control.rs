@@ -1,0 +1,136 @@
+//! The control socket with a fake node behind it.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use re6mesh::control::client::{ControlClient, ControlClientError};
+use re6mesh::control::server::{ControlBindError, ControlServer};
+use re6mesh::control::*;
+
+struct Fake {
+    state: Mutex<NodeStateName>,
+}
+
+impl ControlHandler for Fake {
+    fn status(&self) -> Status {
+        Status {
+            state: *self.state.lock().unwrap(),
+            prefix: "fd00:1:0:1::/64".into(),
+            address: "fd00:1:0:1::1".into(),
+            network: "fd00:1::/48".into(),
+            params_version: 3,
+            protocol: 1,
+            tunnels: 1,
+            routes: 2,
+            uptime_secs: 5,
+            error: None,
+        }
+    }
+    fn peers(&self) -> Vec<Peer> {
+        vec![Peer {
+            prefix: "fd00:1:0:2::/64".into(),
+            endpoint: "[fd99::2]:6464".into(),
+            rtt_ms: 0.4,
+            initiated: true,
+            state: "up".into(),
+            params_version: 3,
+        }]
+    }
+    fn routes(&self) -> Vec<Route> {
+        vec![Route {
+            prefix: "fd00:1:0:2::/64".into(),
+            next_hop: "fd00:1:0:2::1".into(),
+            iface: "t-fd00:1:0:2".into(),
+            metric: 96,
+            router_id: router_id_text(&[1, 2, 3, 4, 5, 6, 7, 8]),
+            seqno: 7,
+            selected: true,
+            local: false,
+        }]
+    }
+    fn up(&self) -> Result<String, String> {
+        *self.state.lock().unwrap() = NodeStateName::Up;
+        Ok("connecting".into())
+    }
+    fn down(&self) -> Result<String, String> {
+        let mut s = self.state.lock().unwrap();
+        if *s == NodeStateName::Down {
+            return Err("already down".into());
+        }
+        *s = NodeStateName::Down;
+        Ok("disconnected".into())
+    }
+    fn exit(&self) -> Result<String, String> {
+        Ok("bye".into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn control_socket_answers_reads_and_actions_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = ControlClient::new(dir.path());
+    assert!(matches!(
+        client.status().await,
+        Err(ControlClientError::NotRunning(_))
+    ));
+    let server = ControlServer::bind(dir.path(), 0o600).await.unwrap();
+    let sock = server.path().to_path_buf();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let fake = Arc::new(Fake {
+        state: Mutex::new(NodeStateName::Up),
+    });
+    let task = tokio::spawn(server.run(fake, async {
+        let _ = rx.await;
+    }));
+    // a second node on the same state directory is refused
+    assert!(matches!(
+        ControlServer::bind(dir.path(), 0o600).await,
+        Err(ControlBindError::InUse(_))
+    ));
+
+    let st = client.status().await.unwrap();
+    assert_eq!(st.state, NodeStateName::Up);
+    let v = serde_json::to_value(&st).unwrap();
+    assert_eq!(v["state"], "up");
+    let routes = client.routes().await.unwrap();
+    let r = serde_json::to_value(&routes[0]).unwrap();
+    for f in [
+        "prefix",
+        "next_hop",
+        "iface",
+        "metric",
+        "router_id",
+        "seqno",
+        "selected",
+        "local",
+    ] {
+        assert!(r.get(f).is_some(), "route field {f} missing");
+    }
+    assert_eq!(r["router_id"], "01:02:03:04:05:06:07:08");
+    assert_eq!(client.peers().await.unwrap().len(), 1);
+    let d = client.action("down").await.unwrap();
+    assert!(d.ok);
+    assert_eq!(client.status().await.unwrap().state, NodeStateName::Down);
+    let again = client.action("down").await.unwrap();
+    assert!(!again.ok && again.message.contains("already"));
+    tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(!sock.exists(), "socket left behind");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_socket_file_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    // a socket whose owner died: bound, then the listener dropped
+    let path = dir.path().join(SOCKET_NAME);
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    ControlServer::bind(dir.path(), 0o600).await.unwrap();
+}
