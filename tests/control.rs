@@ -134,3 +134,64 @@ async fn a_stale_socket_file_is_replaced() {
     assert!(path.exists());
     ControlServer::bind(dir.path(), 0o600).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mesh_status_peers_routes_down_talk_to_the_running_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ControlServer::bind(dir.path(), 0o600).await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let fake = Arc::new(Fake {
+        state: Mutex::new(NodeStateName::Up),
+    });
+    let task = tokio::spawn(server.run(fake, async {
+        let _ = rx.await;
+    }));
+    let d = dir.path().to_str().unwrap().to_owned();
+    let run = move |args: &[&str]| {
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend(["--state-dir", &d]);
+        std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+            .args(&full)
+            .output()
+            .unwrap()
+    };
+    let out = tokio::task::spawn_blocking(move || {
+        let st = run(&["status", "--json"]);
+        let human = run(&["status"]);
+        let routes = run(&["routes", "--json"]);
+        let peers = run(&["peers"]);
+        let down = run(&["down"]);
+        let down2 = run(&["down"]);
+        (st, human, routes, peers, down, down2)
+    })
+    .await
+    .unwrap();
+    let (st, human, routes, peers, down, down2) = out;
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["state"], "up");
+    assert_eq!(v["params_version"], 3);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("state           up"));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&routes.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["metric"], 96);
+    assert!(String::from_utf8_lossy(&peers.stdout).contains("fd00:1:0:2::/64"));
+    assert!(down.status.success());
+    assert_eq!(down2.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down2.stderr).contains("already down"));
+    tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    // no node: one clear sentence, exit 1
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["status", "--state-dir", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no node is running"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

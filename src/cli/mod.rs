@@ -2,6 +2,7 @@
 //! Errors: one sentence on stderr, exit code 1 (2 for usage errors, from clap).
 
 mod join;
+mod node;
 mod registry;
 
 use std::path::PathBuf;
@@ -26,6 +27,14 @@ enum Command {
     Registry(registry::RegistryCmd),
     /// Join a network with a token from its registry.
     Join(join::JoinArgs),
+    /// Show the running node's state.
+    Status(node::ShowArgs),
+    /// List the running node's tunnels.
+    Peers(node::ShowArgs),
+    /// List the running node's Babel routes.
+    Routes(node::ShowArgs),
+    /// Disconnect the running node (tunnels closed, address withdrawn); `--exit` ends it.
+    Down(node::DownArgs),
 }
 
 /// `--state-dir DIR`, shared by every command that touches on-disk state.
@@ -57,6 +66,10 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Registry(cmd) => registry::run(cmd),
         Command::Join(args) => join::run(args),
+        Command::Status(a) => node::status(a),
+        Command::Peers(a) => node::peers(a),
+        Command::Routes(a) => node::routes(a),
+        Command::Down(a) => node::down(a),
     };
     match result {
         Ok(()) => 0,

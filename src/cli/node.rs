@@ -1,0 +1,131 @@
+//! `mesh status|peers|routes|down`: read the running node through its control socket.
+
+use clap::Args;
+
+use super::StateDir;
+use crate::control::client::ControlClient;
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    state: StateDir,
+    /// JSON output (one object for status, JSON Lines for lists).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    #[command(flatten)]
+    state: StateDir,
+    /// Make the node process exit instead of staying down.
+    #[arg(long)]
+    exit: bool,
+}
+
+fn client(s: &StateDir) -> ControlClient {
+    ControlClient::new(
+        &s.state_dir
+            .clone()
+            .unwrap_or_else(crate::paths::default_node_dir),
+    )
+}
+
+pub fn status(a: ShowArgs) -> anyhow::Result<()> {
+    let st = super::runtime()?.block_on(client(&a.state).status())?;
+    if a.json {
+        println!("{}", serde_json::to_string(&st)?);
+        return Ok(());
+    }
+    let state = serde_json::to_value(st.state)?;
+    println!("state           {}", state.as_str().unwrap_or("?"));
+    println!("prefix          {}", st.prefix);
+    println!("address         {}", st.address);
+    println!("network         {}", st.network);
+    println!(
+        "parameters      version {} (protocol {})",
+        st.params_version, st.protocol
+    );
+    println!("tunnels         {}", st.tunnels);
+    println!("routes          {}", st.routes);
+    println!(
+        "uptime          {}",
+        humantime::format_duration(std::time::Duration::from_secs(st.uptime_secs))
+    );
+    if let Some(e) = st.error {
+        println!("error           {e}");
+    }
+    Ok(())
+}
+
+pub fn peers(a: ShowArgs) -> anyhow::Result<()> {
+    let peers = super::runtime()?.block_on(client(&a.state).peers())?;
+    if a.json {
+        for p in peers {
+            println!("{}", serde_json::to_string(&p)?);
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<26} {:<30} {:>9} {:<9} {:<12} PARAMS",
+        "PREFIX", "ENDPOINT", "RTT", "DIALLED", "STATE"
+    );
+    for p in peers {
+        println!(
+            "{:<26} {:<30} {:>7.1}ms {:<9} {:<12} {}",
+            p.prefix,
+            p.endpoint,
+            p.rtt_ms,
+            if p.initiated { "yes" } else { "no" },
+            p.state,
+            p.params_version
+        );
+    }
+    Ok(())
+}
+
+pub fn routes(a: ShowArgs) -> anyhow::Result<()> {
+    let routes = super::runtime()?.block_on(client(&a.state).routes())?;
+    if a.json {
+        for r in routes {
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<26} {:<28} {:<16} {:>6} {:<24} {:>6} SEL",
+        "PREFIX", "NEXT HOP", "IFACE", "METRIC", "ROUTER ID", "SEQNO"
+    );
+    for r in routes {
+        let metric = if r.metric == u16::MAX {
+            "inf".to_owned()
+        } else {
+            r.metric.to_string()
+        };
+        println!(
+            "{:<26} {:<28} {:<16} {:>6} {:<24} {:>6} {}",
+            r.prefix,
+            if r.local {
+                "(local)".to_owned()
+            } else {
+                r.next_hop
+            },
+            r.iface,
+            metric,
+            r.router_id,
+            r.seqno,
+            if r.selected { "*" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+pub fn down(a: DownArgs) -> anyhow::Result<()> {
+    let what = if a.exit { "exit" } else { "down" };
+    let reply = super::runtime()?.block_on(client(&a.state).action(what))?;
+    if !reply.ok {
+        anyhow::bail!("{}", reply.message);
+    }
+    println!("{}", reply.message);
+    Ok(())
+}
