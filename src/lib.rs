@@ -26,3 +26,4 @@ pub mod registry_client;
 pub mod state;
 pub mod token;
 pub mod tun;
+pub mod wire;

@@ -1,5 +1,9 @@
-//! The mesh: tunnels between nodes (and, as they land, the Babel engine, the FIB and the
-//! simulator).
+//! The mesh: the Babel routing engine, the FIB, the simulator, the forwarding decision and
+//! the QUIC tunnels between nodes. `babel`, `fib`, `sim` and `forward` are sans-IO;
+//! `tunnels` is the IO shell around quinn.
 
+pub mod babel;
+pub mod fib;
 pub mod forward;
+pub mod sim;
 pub mod tunnels;

@@ -1,0 +1,193 @@
+//! Adapter between the engine's [`Msg`]s and the `wire` module's resolved messages and
+//! packet emitter. All byte-level work (prefix compression, router-id and next-hop state,
+//! PC TLV placement, packet splitting) is the wire module's.
+
+use std::net::IpAddr;
+
+use crate::wire::{
+    self, EmitConfig, Hello, Ihu, Message, ParseOptions, PcState, RouteRequest, SeqnoRequest,
+    Update,
+};
+
+use super::msg::{Decoded, Msg, RouterId};
+use super::seqno::Seqno;
+
+/// Why a packet could not be decoded or encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// The packet as a whole is unusable (bad magic, version or lengths).
+    #[error("malformed Babel packet: {0}")]
+    Malformed(#[from] wire::Error),
+    /// The messages could not be packed (a local bug: a message too large, etc.).
+    #[error("cannot emit: {0}")]
+    Emit(#[from] wire::EmitError),
+}
+
+/// Decodes a received packet (MAC already checked). `src` is the packet's source address:
+/// the default next hop. Per-TLV problems are skipped by the wire parser, as RFC 8966 says.
+pub fn decode(packet: &[u8], src: IpAddr) -> Result<Decoded, CodecError> {
+    let parsed = wire::parse_packet(packet, src, &ParseOptions::default())?;
+    let mut out = Decoded::default();
+    for m in parsed.messages {
+        match m {
+            Message::Hello(h) => out.msgs.push(Msg::Hello {
+                unicast: h.unicast,
+                seqno: Seqno(h.seqno),
+                interval_cs: h.interval,
+            }),
+            Message::Ihu(i) => out.msgs.push(Msg::Ihu {
+                rxcost: i.rxcost,
+                interval_cs: i.interval,
+                addr: i.address,
+            }),
+            Message::Update(u) => {
+                if u.source_prefix.is_some() {
+                    continue;
+                }
+                out.msgs.push(Msg::Update {
+                    prefix: u.prefix,
+                    router_id: u.router_id.unwrap_or_default(),
+                    seqno: Seqno(u.seqno),
+                    metric: u.metric,
+                    interval_cs: u.interval,
+                    next_hop: Some(u.next_hop),
+                });
+            }
+            Message::WildcardRetraction { interval, .. } => {
+                out.msgs.push(Msg::WildcardRetraction {
+                    interval_cs: interval,
+                })
+            }
+            Message::RouteRequest(r) => {
+                if r.source_prefix.is_none() {
+                    out.msgs.push(Msg::RouteRequest { prefix: r.prefix });
+                }
+            }
+            Message::SeqnoRequest(r) => {
+                if r.source_prefix.is_none() {
+                    out.msgs.push(Msg::SeqnoRequest {
+                        prefix: r.prefix,
+                        seqno: Seqno(r.seqno),
+                        hop_count: r.hop_count,
+                        router_id: r.router_id,
+                    });
+                }
+            }
+            Message::Pc { counter, index } => {
+                if out.pc.is_none() {
+                    out.pc = Some((counter, index));
+                }
+            }
+            Message::ChallengeRequest { nonce } => out.msgs.push(Msg::ChallengeRequest { nonce }),
+            Message::ChallengeReply { nonce } => out.msgs.push(Msg::ChallengeReply { nonce }),
+            Message::AckRequest { opaque, .. } => out.msgs.push(Msg::AckRequest { opaque }),
+            Message::Ack { opaque } => out.msgs.push(Msg::Ack { opaque }),
+        }
+    }
+    Ok(out)
+}
+
+fn to_wire(m: &Msg, source: IpAddr) -> Message {
+    match m {
+        Msg::Hello {
+            unicast,
+            seqno,
+            interval_cs,
+        } => Message::Hello(Hello {
+            unicast: *unicast,
+            seqno: seqno.0,
+            interval: *interval_cs,
+            timestamp: None,
+        }),
+        Msg::Ihu {
+            rxcost,
+            interval_cs,
+            addr,
+        } => Message::Ihu(Ihu {
+            address: *addr,
+            rxcost: *rxcost,
+            interval: *interval_cs,
+            timestamp: None,
+        }),
+        Msg::Update {
+            prefix,
+            router_id,
+            seqno,
+            metric,
+            interval_cs,
+            next_hop,
+        } => Message::Update(Update {
+            prefix: *prefix,
+            source_prefix: None,
+            router_id: Some(*router_id),
+            next_hop: next_hop.unwrap_or(source),
+            metric: *metric,
+            seqno: seqno.0,
+            interval: *interval_cs,
+        }),
+        Msg::WildcardRetraction { interval_cs } => Message::WildcardRetraction {
+            seqno: 0,
+            interval: *interval_cs,
+        },
+        Msg::RouteRequest { prefix } => Message::RouteRequest(RouteRequest {
+            prefix: *prefix,
+            source_prefix: None,
+        }),
+        Msg::SeqnoRequest {
+            prefix,
+            seqno,
+            hop_count,
+            router_id,
+        } => Message::SeqnoRequest(SeqnoRequest {
+            prefix: *prefix,
+            source_prefix: None,
+            seqno: seqno.0,
+            hop_count: *hop_count,
+            router_id: *router_id,
+        }),
+        Msg::AckRequest { opaque } => Message::AckRequest {
+            opaque: *opaque,
+            interval: 0,
+        },
+        Msg::Ack { opaque } => Message::Ack { opaque: *opaque },
+        Msg::ChallengeRequest { nonce } => Message::ChallengeRequest {
+            nonce: nonce.clone(),
+        },
+        Msg::ChallengeReply { nonce } => Message::ChallengeReply {
+            nonce: nonce.clone(),
+        },
+    }
+}
+
+fn update_key(m: &Msg) -> Option<(RouterId, bool, crate::wire::Prefix)> {
+    match m {
+        Msg::Update {
+            prefix, router_id, ..
+        } => Some((*router_id, !prefix.is_ipv4(), *prefix)),
+        _ => None,
+    }
+}
+
+/// Encodes messages into as many packets as needed (each at most `max_len` bytes once
+/// signed with `sign_keys` keys). With `pc`, every packet gets a PC TLV and the counter
+/// advances. Updates are sorted by (router-id, family, prefix) for compression; all other
+/// messages keep their order and come first.
+pub fn encode(
+    msgs: &[Msg],
+    source: IpAddr,
+    max_len: usize,
+    sign_keys: usize,
+    pc: Option<&mut PcState>,
+) -> Result<Vec<Vec<u8>>, CodecError> {
+    let mut others: Vec<&Msg> = msgs.iter().filter(|m| update_key(m).is_none()).collect();
+    let mut updates: Vec<&Msg> = msgs.iter().filter(|m| update_key(m).is_some()).collect();
+    updates.sort_by_key(|m| update_key(m));
+    others.extend(updates);
+    let wire_msgs: Vec<Message> = others.into_iter().map(|m| to_wire(m, source)).collect();
+    let cfg = EmitConfig {
+        max_len,
+        source,
+        trailer_reserve: wire::mac::MAC_TLV_LEN * sign_keys,
+    };
+    Ok(wire::emit_packets(&wire_msgs, cfg, pc)?)
+}

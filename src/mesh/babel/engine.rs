@@ -1,0 +1,2407 @@
+//! The Babel engine proper: tables, timers, selection, and the sans-IO interface.
+//!
+//! See the module docs of [`crate::mesh::babel`] for the drain order.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use super::codec;
+use super::cost::{self, CostMultiplier, HelloHistory, RttCostParams, WIRED_NOMINAL};
+use super::mac::{self, MacKeys, MacVerdict, PcVerdict, RxAuth};
+use super::msg::{INFINITY, Msg, RouterId};
+use super::prefix::Prefix;
+use super::seqno::Seqno;
+use super::time::{Time, cs, to_cs};
+use crate::wire::{self, PcState};
+
+/// The Babel UDP port; also used for both ports of the tunnel pseudo-header.
+pub const BABEL_PORT: u16 = 6696;
+/// The Babel link-local multicast group.
+pub const BABEL_MULTICAST: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 6);
+
+/// Source table entries are forgotten after this long without use (RFC 8966: 3 minutes).
+const SOURCE_GC: Duration = Duration::from_secs(180);
+/// Hop count of the seqno requests this node originates.
+const SEQNO_REQUEST_HOPS: u8 = 64;
+/// Spacing of seqno request resends.
+const REQUEST_RESEND: Duration = Duration::from_millis(1000);
+/// Resends of one seqno request after the first send.
+const REQUEST_RESENDS: u8 = 2;
+/// Minimum spacing of the unscheduled Hellos sent to greet a new neighbour.
+const GREETING_SPACING: Duration = Duration::from_millis(500);
+/// LAN neighbours are dropped after this many Hello slots without any Hello.
+const LAN_NEIGHBOUR_SLOTS: u8 = 16;
+
+/// Identifies an interface (a LAN or a tunnel) within one engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IfaceId(pub u32);
+
+/// A neighbour: the interface it is on and its address there (link-local on a LAN, the
+/// peer's prefix::1 on a tunnel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NeighbourId {
+    /// The interface.
+    pub iface: IfaceId,
+    /// The neighbour's address on it.
+    pub addr: IpAddr,
+}
+
+/// What kind of link an interface is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IfaceKind {
+    /// A QUIC tunnel: unicast, exactly one neighbour, RTT-based cost. The RFC 8967
+    /// pseudo-header uses `local` and `peer` (the two nodes' prefix::1) with port 6696.
+    Tunnel {
+        /// This node's address (prefix::1).
+        local: Ipv6Addr,
+        /// The peer's address (prefix::1).
+        peer: Ipv6Addr,
+    },
+    /// A multicast LAN (ff02::1:6, UDP 6696), interoperable with babeld and BIRD.
+    Lan {
+        /// This node's link-local address on the LAN.
+        link_local: Ipv6Addr,
+        /// This node's IPv4 address on the LAN, announced as next hop for IPv4 routes;
+        /// without it IPv4 routes are announced v4-via-v6.
+        ipv4: Option<Ipv4Addr>,
+        /// Lossy link (ETX, appendix A.2.2) instead of wired-like (2-out-of-3, A.2.1).
+        lossy: bool,
+    },
+}
+
+/// Per-interface timers; changeable at run time with [`Engine::set_timers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timers {
+    /// Hello interval (also the IHU interval: an IHU rides with every Hello).
+    pub hello: Duration,
+    /// Periodic full update interval.
+    pub update: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            hello: Duration::from_secs(4),
+            update: Duration::from_secs(16),
+        }
+    }
+}
+
+/// Configuration of one interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IfaceConfig {
+    /// Name shown in route listings (`iface` field).
+    pub name: String,
+    /// Link kind.
+    pub kind: IfaceKind,
+    /// Timers.
+    pub timers: Timers,
+    /// Largest Babel packet (header, body and trailer) to send.
+    pub max_packet: usize,
+}
+
+impl IfaceConfig {
+    /// A tunnel with default timers and a packet size that fits a 1280-byte-MTU path.
+    pub fn tunnel(name: &str, local: Ipv6Addr, peer: Ipv6Addr) -> Self {
+        IfaceConfig {
+            name: name.to_string(),
+            kind: IfaceKind::Tunnel { local, peer },
+            timers: Timers::default(),
+            max_packet: 1200,
+        }
+    }
+
+    /// A wired-like LAN with default timers.
+    pub fn lan(name: &str, link_local: Ipv6Addr) -> Self {
+        IfaceConfig {
+            name: name.to_string(),
+            kind: IfaceKind::Lan {
+                link_local,
+                ipv4: None,
+                lossy: false,
+            },
+            timers: Timers::default(),
+            max_packet: 1452,
+        }
+    }
+
+    fn local_addr(&self) -> IpAddr {
+        match self.kind {
+            IfaceKind::Tunnel { local, .. } => IpAddr::V6(local),
+            IfaceKind::Lan { link_local, .. } => IpAddr::V6(link_local),
+        }
+    }
+
+    fn is_tunnel(&self) -> bool {
+        matches!(self.kind, IfaceKind::Tunnel { .. })
+    }
+}
+
+/// Engine-wide configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Tunnel cost parameters.
+    pub rtt: RttCostParams,
+    /// Triggered updates are held this long so that route changes arriving together leave
+    /// in one packet per interface (everything else is sent at once).
+    pub batch: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            rtt: RttCostParams::default(),
+            batch: Duration::from_millis(20),
+        }
+    }
+}
+
+/// A packet to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Interface to send on (for a tunnel: the tunnel's datagram channel).
+    pub iface: IfaceId,
+    /// Source address and port (the pseudo-header's).
+    pub src: SocketAddr,
+    /// Destination: ff02::1:6 or a neighbour (on tunnels always the peer).
+    pub dst: SocketAddr,
+    /// The Babel packet.
+    pub bytes: Vec<u8>,
+    /// When it should leave (never later than the `now` it was produced at).
+    pub at: Time,
+}
+
+/// A selected route as the FIB needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FibRoute {
+    /// Destination prefix.
+    pub prefix: Prefix,
+    /// Next hop address.
+    pub next_hop: IpAddr,
+    /// Interface of the next hop.
+    pub iface: IfaceId,
+    /// Metric.
+    pub metric: u16,
+}
+
+/// A change of the selected route for a prefix (own prefixes never appear).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteChange {
+    /// A prefix became reachable.
+    Added(FibRoute),
+    /// Next hop, interface or metric changed.
+    Changed(FibRoute),
+    /// The prefix is no longer reachable.
+    Removed(Prefix),
+}
+
+/// Why a packet was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// Not a Babel packet or malformed framing.
+    Malformed,
+    /// No MAC verified with any key.
+    BadMac,
+    /// Unsigned while unsigned packets are not accepted.
+    Unsigned,
+    /// Signed but no PC TLV.
+    NoCounter,
+    /// Counter not increasing (replay).
+    Replay,
+    /// Unknown counter index: a challenge was sent.
+    Challenged,
+    /// Unknown interface or source not allowed on it.
+    UnknownSource,
+}
+
+/// Things the host may want to log or act upon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A neighbour was added to the neighbour table.
+    NeighbourUp(NeighbourId),
+    /// A neighbour left the table (timeout, removal).
+    NeighbourDown(NeighbourId),
+    /// A challenge completed: the neighbour's counter index is now known.
+    ChallengeSucceeded(NeighbourId),
+    /// A packet was dropped.
+    PacketRejected {
+        /// Interface.
+        iface: IfaceId,
+        /// Source address.
+        src: IpAddr,
+        /// Why.
+        reason: Reject,
+    },
+}
+
+/// One row of `mesh babel routes` (CONVENTIONS route fields).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// Destination.
+    pub prefix: Prefix,
+    /// Next hop (`None` for own prefixes).
+    pub next_hop: Option<IpAddr>,
+    /// Interface name (empty for own prefixes).
+    pub iface: String,
+    /// Metric through this route (65535 = unreachable).
+    pub metric: u16,
+    /// Originator.
+    pub router_id: RouterId,
+    /// Source seqno.
+    pub seqno: Seqno,
+    /// Selected for forwarding.
+    pub selected: bool,
+    /// Own prefix.
+    pub local: bool,
+    /// Satisfies the feasibility condition now.
+    pub feasible: bool,
+}
+
+/// A neighbour as listed for status output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NeighbourInfo {
+    /// Identity.
+    pub id: NeighbourId,
+    /// Interface name.
+    pub iface: String,
+    /// Link cost after the multiplier.
+    pub cost: u16,
+    /// Our rxcost for it.
+    pub rxcost: u16,
+    /// Its rxcost for us (from IHU), infinite if unknown.
+    pub txcost: u16,
+    /// Hello history bits, most recent in bit 0.
+    pub reach: u16,
+    /// Host-supplied RTT.
+    pub rtt: Option<Duration>,
+    /// Cost multiplier.
+    pub multiplier: CostMultiplier,
+}
+
+/// Errors of the command interface (local misuse).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// No such interface.
+    #[error("no interface {0:?}")]
+    NoSuchInterface(IfaceId),
+    /// No such neighbour.
+    #[error("no neighbour {0:?}")]
+    NoSuchNeighbour(NeighbourId),
+    /// Neighbours are discovered on LANs, not added.
+    #[error("neighbours can only be added on tunnels")]
+    NotATunnel,
+}
+
+struct Iface {
+    cfg: IfaceConfig,
+    hello_seqno: Seqno,
+    next_hello: Time,
+    next_update: Time,
+    last_greeting: Option<Time>,
+    tx: PcState,
+}
+
+struct Neighbour {
+    history: HelloHistory,
+    hello_interval: Duration,
+    hello_deadline: Option<Time>,
+    txcost: u16,
+    ihu_deadline: Option<Time>,
+    rtt: Option<Duration>,
+    multiplier: CostMultiplier,
+}
+
+impl Neighbour {
+    fn new() -> Self {
+        Neighbour {
+            history: HelloHistory::default(),
+            hello_interval: Duration::ZERO,
+            hello_deadline: None,
+            txcost: INFINITY,
+            ihu_deadline: None,
+            rtt: None,
+            multiplier: CostMultiplier::NORMAL,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Route {
+    router_id: RouterId,
+    seqno: Seqno,
+    /// Metric as advertised by the neighbour.
+    metric: u16,
+    next_hop: IpAddr,
+    interval: Duration,
+    expires: Time,
+    /// A Route Request was sent because the route is about to expire.
+    refresh_asked: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Source {
+    seqno: Seqno,
+    metric: u16,
+    gc: Time,
+}
+
+#[derive(Clone, Debug)]
+struct PendingRequest {
+    seqno: Seqno,
+    hop_count: u8,
+    requester: Option<NeighbourId>,
+    targets: Vec<NeighbourId>,
+    resend_at: Time,
+    resends_left: u8,
+}
+
+/// Outgoing destination within an interface: `None` = the interface's multicast group
+/// (on a tunnel: the peer).
+type OutKey = (IfaceId, Option<IpAddr>);
+
+/// What waits to be sent to one destination. Updates are kept as prefixes and built at
+/// send time, so they carry the freshest state and the source table records exactly what
+/// left.
+struct Outgoing {
+    msgs: Vec<Msg>,
+    updates: BTreeSet<Prefix>,
+    due: Time,
+}
+
+/// The Babel routing engine. See the [module docs](crate::mesh::babel).
+pub struct Engine {
+    cfg: Config,
+    router_id: RouterId,
+    seqno: Seqno,
+    rng: ChaCha8Rng,
+    keys: MacKeys,
+    next_iface: u32,
+    ifaces: BTreeMap<IfaceId, Iface>,
+    neighbours: BTreeMap<NeighbourId, Neighbour>,
+    auth: BTreeMap<NeighbourId, RxAuth>,
+    routes: BTreeMap<Prefix, BTreeMap<NeighbourId, Route>>,
+    selected: BTreeMap<Prefix, (NeighbourId, FibRoute)>,
+    local: BTreeSet<Prefix>,
+    retracting: BTreeMap<Prefix, Time>,
+    sources: BTreeMap<(Prefix, RouterId), Source>,
+    requests: BTreeMap<(Prefix, RouterId), PendingRequest>,
+    outbox: BTreeMap<OutKey, Outgoing>,
+    transmits: VecDeque<Transmit>,
+    changes: VecDeque<RouteChange>,
+    events: VecDeque<Event>,
+    /// The `now` of the input being handled (for timestamps set deep inside helpers).
+    now: Time,
+}
+
+impl Engine {
+    /// A new engine. `rng_seed` drives every random choice (jitter, nonces, PC indexes,
+    /// the initial seqno): the same seed and inputs give the same outputs.
+    pub fn new(cfg: Config, router_id: [u8; 8], rng_seed: [u8; 32], now: Time) -> Self {
+        let mut rng = ChaCha8Rng::from_seed(rng_seed);
+        let seqno = Seqno(rng.next_u32() as u16);
+        Engine {
+            cfg,
+            router_id: RouterId(router_id),
+            seqno,
+            rng,
+            keys: MacKeys::none(),
+            next_iface: 0,
+            ifaces: BTreeMap::new(),
+            neighbours: BTreeMap::new(),
+            auth: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            selected: BTreeMap::new(),
+            local: BTreeSet::new(),
+            retracting: BTreeMap::new(),
+            sources: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            outbox: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            changes: VecDeque::new(),
+            events: VecDeque::new(),
+            now,
+        }
+    }
+
+    /// This node's router-id.
+    pub fn router_id(&self) -> RouterId {
+        self.router_id
+    }
+
+    /// This node's current seqno.
+    pub fn seqno(&self) -> Seqno {
+        self.seqno
+    }
+
+    /// Sets this node's seqno, e.g. to one persisted before a restart (so neighbours'
+    /// source tables do not make the new announcements unfeasible for minutes).
+    pub fn set_seqno(&mut self, now: Time, seqno: Seqno) {
+        self.now = self.now.max(now);
+        self.seqno = seqno;
+        for p in self.local.clone() {
+            self.triggered_update(p);
+        }
+        self.flush(now);
+    }
+
+    // ---------------------------------------------------------------- commands
+
+    /// Adds an interface. A tunnel gets its single neighbour at once (the QUIC connection
+    /// is up, so the link is known to work both ways). Sends a Hello and a wildcard Route
+    /// Request immediately.
+    pub fn add_interface(&mut self, now: Time, cfg: IfaceConfig) -> IfaceId {
+        self.now = self.now.max(now);
+        let id = IfaceId(self.next_iface);
+        self.next_iface += 1;
+        let mut index = vec![0u8; mac::INDEX_LEN];
+        self.rng.fill_bytes(&mut index);
+        let hello_seqno = Seqno(self.rng.next_u32() as u16);
+        let update_jitter = self.jitter(cfg.timers.update / 4);
+        let peer = match cfg.kind {
+            IfaceKind::Tunnel { peer, .. } => Some(IpAddr::V6(peer)),
+            IfaceKind::Lan { .. } => None,
+        };
+        self.ifaces.insert(
+            id,
+            Iface {
+                hello_seqno,
+                next_hello: now,
+                next_update: now + cfg.timers.update.saturating_sub(update_jitter),
+                last_greeting: None,
+                tx: PcState { index, counter: 0 },
+                cfg,
+            },
+        );
+        if let Some(addr) = peer {
+            self.insert_neighbour(NeighbourId { iface: id, addr });
+        }
+        self.send_hello(now, id);
+        self.queue(id, None, Msg::RouteRequest { prefix: None });
+        self.full_update(id, None);
+        self.flush(now);
+        id
+    }
+
+    /// Removes an interface, its neighbours and their routes.
+    pub fn remove_interface(&mut self, now: Time, iface: IfaceId) -> Result<(), CommandError> {
+        self.now = self.now.max(now);
+        if !self.ifaces.contains_key(&iface) {
+            return Err(CommandError::NoSuchInterface(iface));
+        }
+        let gone: Vec<NeighbourId> = self
+            .neighbours
+            .keys()
+            .filter(|n| n.iface == iface)
+            .copied()
+            .collect();
+        for n in gone {
+            self.drop_neighbour(now, n);
+        }
+        self.auth.retain(|n, _| n.iface != iface);
+        self.outbox.retain(|k, _| k.0 != iface);
+        self.ifaces.remove(&iface);
+        self.flush(now);
+        Ok(())
+    }
+
+    /// (Re-)adds the neighbour of a tunnel interface.
+    pub fn add_neighbour(
+        &mut self,
+        now: Time,
+        iface: IfaceId,
+        addr: IpAddr,
+    ) -> Result<NeighbourId, CommandError> {
+        self.now = self.now.max(now);
+        let i = self
+            .ifaces
+            .get(&iface)
+            .ok_or(CommandError::NoSuchInterface(iface))?;
+        if !i.cfg.is_tunnel() {
+            return Err(CommandError::NotATunnel);
+        }
+        let id = NeighbourId { iface, addr };
+        if !self.neighbours.contains_key(&id) {
+            self.insert_neighbour(id);
+            self.send_hello(now, iface);
+            self.queue(iface, None, Msg::RouteRequest { prefix: None });
+            self.full_update(iface, None);
+            self.flush(now);
+        }
+        Ok(id)
+    }
+
+    /// Removes a neighbour at once (its tunnel died): its routes leave the table, routes
+    /// are reselected and retracted or re-announced as needed.
+    pub fn remove_neighbour(&mut self, now: Time, id: NeighbourId) -> Result<(), CommandError> {
+        self.now = self.now.max(now);
+        if !self.neighbours.contains_key(&id) {
+            return Err(CommandError::NoSuchNeighbour(id));
+        }
+        self.drop_neighbour(now, id);
+        self.auth.remove(&id);
+        self.flush(now);
+        Ok(())
+    }
+
+    /// Sets a neighbour's cost multiplier (re6st tunnel lock).
+    pub fn set_cost_multiplier(
+        &mut self,
+        now: Time,
+        id: NeighbourId,
+        m: CostMultiplier,
+    ) -> Result<(), CommandError> {
+        self.now = self.now.max(now);
+        let n = self
+            .neighbours
+            .get_mut(&id)
+            .ok_or(CommandError::NoSuchNeighbour(id))?;
+        n.multiplier = m;
+        self.reselect_all(now);
+        self.flush(now);
+        Ok(())
+    }
+
+    /// Supplies the RTT the host measured on a tunnel (or a LAN neighbour).
+    pub fn set_rtt(
+        &mut self,
+        now: Time,
+        id: NeighbourId,
+        rtt: Duration,
+    ) -> Result<(), CommandError> {
+        self.now = self.now.max(now);
+        let n = self
+            .neighbours
+            .get_mut(&id)
+            .ok_or(CommandError::NoSuchNeighbour(id))?;
+        n.rtt = Some(rtt);
+        self.reselect_all(now);
+        self.flush(now);
+        Ok(())
+    }
+
+    /// Replaces the MAC keys, live. Neighbours' counter state is kept (the index does not
+    /// depend on the key), so a compatible rotation step never drops an adjacency.
+    pub fn set_mac_keys(&mut self, keys: MacKeys) {
+        self.keys = keys;
+    }
+
+    /// Changes an interface's timers without restarting it.
+    pub fn set_timers(
+        &mut self,
+        now: Time,
+        iface: IfaceId,
+        timers: Timers,
+    ) -> Result<(), CommandError> {
+        self.now = self.now.max(now);
+        let i = self
+            .ifaces
+            .get_mut(&iface)
+            .ok_or(CommandError::NoSuchInterface(iface))?;
+        i.cfg.timers = timers;
+        i.next_hello = i.next_hello.min(now + timers.hello);
+        i.next_update = i.next_update.min(now + timers.update);
+        Ok(())
+    }
+
+    /// Starts announcing an own prefix.
+    pub fn originate(&mut self, now: Time, prefix: Prefix) {
+        self.now = self.now.max(now);
+        if self.local.insert(prefix) {
+            self.retracting.remove(&prefix);
+            if let Some((_, _)) = self.selected.remove(&prefix) {
+                self.changes.push_back(RouteChange::Removed(prefix));
+            }
+            self.triggered_update(prefix);
+            self.flush(now);
+        }
+    }
+
+    /// Stops announcing an own prefix and retracts it.
+    pub fn withdraw(&mut self, now: Time, prefix: Prefix) {
+        self.now = self.now.max(now);
+        if self.local.remove(&prefix) {
+            let hold = self.max_update_interval() * 3;
+            self.retracting.insert(prefix, now + hold);
+            self.reselect(now, prefix);
+            if !self.selected.contains_key(&prefix) {
+                self.urgent_update(prefix);
+            }
+            self.flush(now);
+        }
+    }
+
+    /// Leaves the network cleanly: a wildcard retraction and a last Hello announcing a
+    /// 10 ms interval on every interface, so neighbours drop us within a poll instead of
+    /// timing us out (what babeld does on SIGTERM). Send the transmits, then drop the
+    /// engine.
+    pub fn shutdown(&mut self, now: Time) {
+        self.now = self.now.max(now);
+        let ids: Vec<IfaceId> = self.ifaces.keys().copied().collect();
+        for id in ids {
+            let Some(i) = self.ifaces.get_mut(&id) else {
+                continue;
+            };
+            i.hello_seqno = i.hello_seqno.next();
+            let hello = Msg::Hello {
+                unicast: false,
+                seqno: i.hello_seqno,
+                interval_cs: 1,
+            };
+            let interval_cs = to_cs(i.cfg.timers.update);
+            self.queue(id, None, hello);
+            self.queue(id, None, Msg::WildcardRetraction { interval_cs });
+        }
+        self.outbox.values_mut().for_each(|o| o.updates.clear());
+        self.flush(now);
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// Handles a received Babel packet. `src`/`dst` are the packet's addresses as the
+    /// pseudo-header wants them: on a LAN the real ones, on a tunnel the two nodes'
+    /// prefix::1 with port 6696.
+    pub fn handle_packet(
+        &mut self,
+        now: Time,
+        iface: IfaceId,
+        src: SocketAddr,
+        dst: SocketAddr,
+        bytes: &[u8],
+    ) {
+        self.now = self.now.max(now);
+        let reject = |e: &mut Self, reason| {
+            e.events.push_back(Event::PacketRejected {
+                iface,
+                src: src.ip(),
+                reason,
+            })
+        };
+        let Some(i) = self.ifaces.get(&iface) else {
+            return reject(self, Reject::UnknownSource);
+        };
+        if let IfaceKind::Tunnel { peer, .. } = i.cfg.kind
+            && src.ip() != IpAddr::V6(peer)
+        {
+            return reject(self, Reject::UnknownSource);
+        }
+        let verdict = mac::check(&self.keys, src, dst, bytes);
+        match verdict {
+            MacVerdict::BadMac => return reject(self, Reject::BadMac),
+            MacVerdict::UnsignedRejected => return reject(self, Reject::Unsigned),
+            MacVerdict::Malformed => return reject(self, Reject::Malformed),
+            _ => {}
+        }
+        let Ok(decoded) = codec::decode(bytes, src.ip()) else {
+            return reject(self, Reject::Malformed);
+        };
+        let nid = NeighbourId {
+            iface,
+            addr: src.ip(),
+        };
+        let multicast = dst.ip().is_multicast();
+        if let MacVerdict::Verified(_) = verdict {
+            // Challenge Requests are answered before the counter check (RFC 8967 4.3), so
+            // a neighbour we do not know yet still learns our index.
+            let requests: Vec<Vec<u8>> = decoded
+                .msgs
+                .iter()
+                .filter_map(|m| match m {
+                    Msg::ChallengeRequest { nonce } => Some(nonce.clone()),
+                    _ => None,
+                })
+                .collect();
+            let reply_to = requests
+                .last()
+                .filter(|_| self.auth.entry(nid).or_default().may_reply(now));
+            if let Some(nonce) = reply_to {
+                self.queue(
+                    iface,
+                    Some(nid.addr),
+                    Msg::ChallengeReply {
+                        nonce: nonce.clone(),
+                    },
+                );
+                // babeld and BIRD drop what we sent before their challenge completed and
+                // do not ask again: give them everything right behind the reply.
+                self.full_update(iface, Some(nid.addr));
+            }
+            let replies: Vec<&[u8]> = decoded
+                .msgs
+                .iter()
+                .filter_map(|m| match m {
+                    Msg::ChallengeReply { nonce } => Some(nonce.as_slice()),
+                    _ => None,
+                })
+                .collect();
+            let pc = decoded.pc.as_ref().map(|(c, i)| (*c, i.as_slice()));
+            let auth = self.auth.entry(nid).or_default();
+            match auth.check(now, pc, &replies, multicast) {
+                PcVerdict::Accept => {}
+                PcVerdict::ChallengeSucceeded => {
+                    self.events.push_back(Event::ChallengeSucceeded(nid));
+                    // Better than babeld: the packets dropped during the challenge held
+                    // routes; ask for all of them now instead of waiting a full interval.
+                    self.queue(iface, Some(nid.addr), Msg::RouteRequest { prefix: None });
+                }
+                PcVerdict::Challenge => {
+                    if auth.may_challenge(now) {
+                        let mut nonce = vec![0u8; mac::NONCE_LEN];
+                        self.rng.fill_bytes(&mut nonce);
+                        if let Some(a) = self.auth.get_mut(&nid) {
+                            a.challenge = Some((nonce.clone(), now));
+                        }
+                        self.queue(iface, Some(nid.addr), Msg::ChallengeRequest { nonce });
+                    }
+                    reject(self, Reject::Challenged);
+                    self.flush(now);
+                    return;
+                }
+                PcVerdict::Replay => {
+                    reject(self, Reject::Replay);
+                    self.flush(now);
+                    return;
+                }
+                PcVerdict::NoCounter => {
+                    reject(self, Reject::NoCounter);
+                    self.flush(now);
+                    return;
+                }
+            }
+        }
+        self.handle_messages(now, nid, multicast, decoded.msgs);
+        self.flush(now);
+    }
+
+    /// Processes the messages of an accepted packet (hellos and IHUs first).
+    fn handle_messages(&mut self, now: Time, nid: NeighbourId, multicast: bool, msgs: Vec<Msg>) {
+        let (link, rest): (Vec<Msg>, Vec<Msg>) = msgs
+            .into_iter()
+            .partition(|m| matches!(m, Msg::Hello { .. } | Msg::Ihu { .. }));
+        for m in link {
+            match m {
+                Msg::Hello {
+                    seqno, interval_cs, ..
+                } => self.on_hello(now, nid, seqno, interval_cs),
+                Msg::Ihu {
+                    rxcost,
+                    interval_cs,
+                    addr,
+                } => self.on_ihu(now, nid, rxcost, interval_cs, addr),
+                _ => {}
+            }
+        }
+        if !self.neighbours.contains_key(&nid) {
+            // Routing information only from neighbours (RFC 8966 3.4).
+            return;
+        }
+        for m in rest {
+            match m {
+                Msg::Update {
+                    prefix,
+                    router_id,
+                    seqno,
+                    metric,
+                    interval_cs,
+                    next_hop,
+                } => {
+                    // Reselect at once so that anything queued later in this packet (e.g.
+                    // an answer to a request) sees consistent tables.
+                    let satisfied = self.requests.get(&(prefix, router_id)).is_some_and(|r| {
+                        metric < INFINITY
+                            && seqno.at_least(r.seqno)
+                            && self.feasible(prefix, router_id, seqno, metric)
+                    });
+                    if self.on_update(
+                        now,
+                        nid,
+                        prefix,
+                        router_id,
+                        seqno,
+                        metric,
+                        interval_cs,
+                        next_hop,
+                    ) {
+                        self.reselect(now, prefix);
+                    }
+                    if satisfied && self.selected.contains_key(&prefix) {
+                        // Whoever asked for this seqno gets it now, not at the next update.
+                        self.requests.remove(&(prefix, router_id));
+                        self.triggered_update(prefix);
+                    }
+                }
+                Msg::WildcardRetraction { .. } => {
+                    let mut hit = Vec::new();
+                    for (p, rs) in self.routes.iter_mut() {
+                        if let Some(r) = rs.get_mut(&nid) {
+                            r.metric = INFINITY;
+                            r.expires = now + r.interval * 2;
+                            hit.push(*p);
+                        }
+                    }
+                    for p in hit {
+                        self.reselect(now, p);
+                    }
+                }
+                Msg::RouteRequest { prefix } => {
+                    let dest = if multicast { None } else { Some(nid.addr) };
+                    match prefix {
+                        None => self.full_update(nid.iface, dest),
+                        Some(p) => self.queue_update(nid.iface, dest, p),
+                    }
+                }
+                Msg::SeqnoRequest {
+                    prefix,
+                    seqno,
+                    hop_count,
+                    router_id,
+                } => self.on_seqno_request(now, nid, prefix, seqno, hop_count, router_id),
+                Msg::AckRequest { opaque } => {
+                    // RFC 8966 3.3: always answered, unicast.
+                    self.queue(nid.iface, Some(nid.addr), Msg::Ack { opaque });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Handles timer expiry: Hellos, IHUs, periodic updates, neighbour and route expiry,
+    /// request resends, garbage collection. Call it when [`Engine::poll_timeout`] is due.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.now = self.now.max(now);
+        let ids: Vec<IfaceId> = self.ifaces.keys().copied().collect();
+        for id in ids {
+            let Some(i) = self.ifaces.get_mut(&id) else {
+                continue;
+            };
+            let timers = i.cfg.timers;
+            if i.next_hello <= now {
+                i.next_hello = advance(i.next_hello, timers.hello, now);
+                self.send_hello(now, id);
+            }
+            let Some(i) = self.ifaces.get_mut(&id) else {
+                continue;
+            };
+            if i.next_update <= now {
+                let j = timers.update / 4;
+                let jitter =
+                    Duration::from_millis(self.rng.next_u64() % (j.as_millis() as u64 + 1));
+                if let Some(i) = self.ifaces.get_mut(&id) {
+                    i.next_update = now + timers.update.saturating_sub(jitter);
+                }
+                self.full_update(id, None);
+            }
+        }
+        // Neighbour Hello and IHU timers.
+        let mut costs_changed = false;
+        let mut dead = Vec::new();
+        for (nid, n) in self.neighbours.iter_mut() {
+            if let Some(d) = n.hello_deadline.filter(|d| *d <= now) {
+                n.history.missed();
+                costs_changed = true;
+                n.hello_deadline = if n.hello_interval.is_zero() {
+                    None
+                } else {
+                    Some(advance(d, n.hello_interval, now))
+                };
+                let tunnel = self
+                    .ifaces
+                    .get(&nid.iface)
+                    .is_some_and(|i| i.cfg.is_tunnel());
+                if !tunnel && n.history.is_empty() && n.history.valid() >= LAN_NEIGHBOUR_SLOTS {
+                    dead.push(*nid);
+                }
+            }
+            if n.ihu_deadline.is_some_and(|d| d <= now) {
+                n.txcost = INFINITY;
+                n.ihu_deadline = None;
+                costs_changed = true;
+            }
+        }
+        for nid in dead {
+            self.drop_neighbour(now, nid);
+            self.auth.remove(&nid);
+        }
+        // A selected route close to expiry: ask its neighbour before it lapses
+        // (RFC 8966 3.8.2.1), once.
+        let mut ask = Vec::new();
+        for (p, (nid, _)) in &self.selected {
+            if let Some(r) = self.routes.get_mut(p).and_then(|rs| rs.get_mut(nid))
+                && !r.refresh_asked
+                && r.metric < INFINITY
+                && r.expires <= now + r.interval / 2
+            {
+                r.refresh_asked = true;
+                ask.push((*nid, *p));
+            }
+        }
+        for (nid, p) in ask {
+            self.queue(
+                nid.iface,
+                Some(nid.addr),
+                Msg::RouteRequest { prefix: Some(p) },
+            );
+        }
+        // Route expiry: first to a retraction that is held, then gone.
+        let mut touched = BTreeSet::new();
+        for (p, rs) in self.routes.iter_mut() {
+            rs.retain(|_, r| {
+                if r.expires > now {
+                    return true;
+                }
+                touched.insert(*p);
+                if r.metric < INFINITY {
+                    r.metric = INFINITY;
+                    r.expires = now + r.interval * 2;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        self.routes.retain(|_, rs| !rs.is_empty());
+        if costs_changed {
+            self.reselect_all(now);
+        } else {
+            for p in touched {
+                self.reselect(now, p);
+            }
+        }
+        self.retracting.retain(|_, until| *until > now);
+        self.sources.retain(|_, s| s.gc > now);
+        // Seqno request resends.
+        let due: Vec<(Prefix, RouterId)> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.resend_at <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            let Some(r) = self.requests.get_mut(&key) else {
+                continue;
+            };
+            if r.resends_left == 0 {
+                self.requests.remove(&key);
+                // Still starving? Selection asks again (at most once per resend cycle).
+                self.reselect(now, key.0);
+                continue;
+            }
+            r.resends_left -= 1;
+            r.resend_at = now + REQUEST_RESEND;
+            let (targets, seqno, hop_count) = (r.targets.clone(), r.seqno, r.hop_count);
+            for t in targets {
+                self.queue(
+                    t.iface,
+                    Some(t.addr),
+                    Msg::SeqnoRequest {
+                        prefix: key.0,
+                        seqno,
+                        hop_count,
+                        router_id: key.1,
+                    },
+                );
+            }
+        }
+        self.flush(now);
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    /// Next packet to send.
+    pub fn poll_transmit(&mut self, _now: Time) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next change of the selected routes, for the FIB.
+    pub fn poll_route_change(&mut self) -> Option<RouteChange> {
+        self.changes.pop_front()
+    }
+
+    /// Next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let mut t: Option<Time> = None;
+        let mut at = |x: Time| t = Some(t.map_or(x, |t| t.min(x)));
+        for i in self.ifaces.values() {
+            at(i.next_hello);
+            at(i.next_update);
+        }
+        for n in self.neighbours.values() {
+            n.hello_deadline.into_iter().for_each(&mut at);
+            n.ihu_deadline.into_iter().for_each(&mut at);
+        }
+        for rs in self.routes.values() {
+            for r in rs.values() {
+                at(r.expires);
+            }
+        }
+        for (p, (nid, _)) in &self.selected {
+            if let Some(r) = self.routes.get(p).and_then(|rs| rs.get(nid))
+                && !r.refresh_asked
+                && r.metric < INFINITY
+            {
+                at(Time::from_millis(r.expires.as_millis().saturating_sub(
+                    u64::try_from((r.interval / 2).as_millis()).unwrap_or(0),
+                )));
+            }
+        }
+        for r in self.requests.values() {
+            at(r.resend_at);
+        }
+        for u in self.retracting.values() {
+            at(*u);
+        }
+        for s in self.sources.values() {
+            at(s.gc);
+        }
+        for o in self.outbox.values() {
+            at(o.due);
+        }
+        t
+    }
+
+    // ---------------------------------------------------------------- queries
+
+    /// All routes: own prefixes first, then every learnt route (selected or not), in
+    /// prefix order.
+    pub fn routes(&self) -> Vec<RouteInfo> {
+        let mut out = Vec::new();
+        for p in &self.local {
+            out.push(RouteInfo {
+                prefix: *p,
+                next_hop: None,
+                iface: String::new(),
+                metric: 0,
+                router_id: self.router_id,
+                seqno: self.seqno,
+                selected: true,
+                local: true,
+                feasible: true,
+            });
+        }
+        for (p, rs) in &self.routes {
+            for (nid, r) in rs {
+                out.push(RouteInfo {
+                    prefix: *p,
+                    next_hop: Some(r.next_hop),
+                    iface: self
+                        .ifaces
+                        .get(&nid.iface)
+                        .map(|i| i.cfg.name.clone())
+                        .unwrap_or_default(),
+                    metric: self.route_metric(*nid, r),
+                    router_id: r.router_id,
+                    seqno: r.seqno,
+                    selected: self.selected.get(p).is_some_and(|(s, _)| s == nid),
+                    local: false,
+                    feasible: self.feasible(*p, r.router_id, r.seqno, r.metric),
+                });
+            }
+        }
+        out
+    }
+
+    /// The selected route of a prefix, if any.
+    pub fn selected_route(&self, prefix: &Prefix) -> Option<&FibRoute> {
+        self.selected.get(prefix).map(|(_, r)| r)
+    }
+
+    /// All selected routes.
+    pub fn selected_routes(&self) -> impl Iterator<Item = &FibRoute> {
+        self.selected.values().map(|(_, r)| r)
+    }
+
+    /// Neighbours with their link state.
+    pub fn neighbours(&self) -> Vec<NeighbourInfo> {
+        self.neighbours
+            .iter()
+            .map(|(id, n)| NeighbourInfo {
+                id: *id,
+                iface: self
+                    .ifaces
+                    .get(&id.iface)
+                    .map(|i| i.cfg.name.clone())
+                    .unwrap_or_default(),
+                cost: self.neighbour_cost(*id),
+                rxcost: self.rxcost(*id),
+                txcost: n.txcost,
+                reach: n.history.bits(),
+                rtt: n.rtt,
+                multiplier: n.multiplier,
+            })
+            .collect()
+    }
+
+    /// Own prefixes.
+    pub fn local_prefixes(&self) -> impl Iterator<Item = &Prefix> {
+        self.local.iter()
+    }
+
+    // ---------------------------------------------------------------- neighbours
+
+    fn insert_neighbour(&mut self, id: NeighbourId) {
+        self.neighbours.insert(id, Neighbour::new());
+        self.events.push_back(Event::NeighbourUp(id));
+    }
+
+    fn drop_neighbour(&mut self, now: Time, id: NeighbourId) {
+        if self.neighbours.remove(&id).is_none() {
+            return;
+        }
+        self.events.push_back(Event::NeighbourDown(id));
+        let mut touched = Vec::new();
+        for (p, rs) in self.routes.iter_mut() {
+            if rs.remove(&id).is_some() {
+                touched.push(*p);
+            }
+        }
+        self.routes.retain(|_, rs| !rs.is_empty());
+        for r in self.requests.values_mut() {
+            r.targets.retain(|t| *t != id);
+            if r.requester == Some(id) {
+                r.requester = None;
+            }
+        }
+        for p in touched {
+            self.reselect(now, p);
+        }
+    }
+
+    fn on_hello(&mut self, now: Time, nid: NeighbourId, seqno: Seqno, interval_cs: u16) {
+        let is_tunnel = self
+            .ifaces
+            .get(&nid.iface)
+            .is_some_and(|i| i.cfg.is_tunnel());
+        let new = !self.neighbours.contains_key(&nid);
+        if new {
+            if is_tunnel {
+                // A tunnel's neighbour comes from the host only.
+                return;
+            }
+            self.insert_neighbour(nid);
+        }
+        let before = self.neighbour_cost(nid);
+        let Some(n) = self.neighbours.get_mut(&nid) else {
+            return;
+        };
+        n.history.receive(seqno);
+        if interval_cs > 0 {
+            n.hello_interval = cs(interval_cs);
+            n.hello_deadline = Some(now + cs(interval_cs) * 3 / 2);
+        }
+        if new {
+            self.greet(now, nid);
+            // A neighbour that was already running will not ask: tell it everything.
+            self.full_update(nid.iface, Some(nid.addr));
+        }
+        if self.neighbour_cost(nid) != before {
+            self.reselect_all(now);
+        }
+    }
+
+    /// A new neighbour: send an unscheduled Hello and an IHU at once so both sides see a
+    /// working link one round trip later instead of one Hello interval later.
+    fn greet(&mut self, now: Time, nid: NeighbourId) {
+        let Some(i) = self.ifaces.get_mut(&nid.iface) else {
+            return;
+        };
+        if i.last_greeting
+            .is_some_and(|t| now.saturating_since(t) < GREETING_SPACING)
+        {
+            return;
+        }
+        i.last_greeting = Some(now);
+        i.hello_seqno = i.hello_seqno.next();
+        let seqno = i.hello_seqno;
+        self.queue(
+            nid.iface,
+            None,
+            Msg::Hello {
+                unicast: false,
+                seqno,
+                interval_cs: 0,
+            },
+        );
+        self.queue_ihus(nid.iface);
+    }
+
+    fn on_ihu(
+        &mut self,
+        now: Time,
+        nid: NeighbourId,
+        rxcost: u16,
+        interval_cs: u16,
+        addr: Option<IpAddr>,
+    ) {
+        let Some(i) = self.ifaces.get(&nid.iface) else {
+            return;
+        };
+        if addr.is_some_and(|a| a != i.cfg.local_addr()) {
+            return;
+        }
+        let before = self.neighbour_cost(nid);
+        let Some(n) = self.neighbours.get_mut(&nid) else {
+            return;
+        };
+        n.txcost = rxcost;
+        let interval = if interval_cs == 0 {
+            i.cfg.timers.hello
+        } else {
+            cs(interval_cs)
+        };
+        n.ihu_deadline = Some(now + interval * 7 / 2);
+        if self.neighbour_cost(nid) != before {
+            self.reselect_all(now);
+        }
+    }
+
+    /// Our rxcost for a neighbour, per the interface's algorithm.
+    fn rxcost(&self, nid: NeighbourId) -> u16 {
+        let (Some(i), Some(n)) = (self.ifaces.get(&nid.iface), self.neighbours.get(&nid)) else {
+            return INFINITY;
+        };
+        match i.cfg.kind {
+            IfaceKind::Lan { lossy: false, .. } => n.history.rxcost_two_of_three(WIRED_NOMINAL),
+            IfaceKind::Lan { lossy: true, .. } => n.history.rxcost_etx(),
+            IfaceKind::Tunnel { .. } => {
+                if n.history.valid() == 0 {
+                    cost::ETX_UNIT
+                } else {
+                    n.history.rxcost_etx()
+                }
+            }
+        }
+    }
+
+    /// The neighbour's link cost after the multiplier.
+    fn neighbour_cost(&self, nid: NeighbourId) -> u16 {
+        let (Some(i), Some(n)) = (self.ifaces.get(&nid.iface), self.neighbours.get(&nid)) else {
+            return INFINITY;
+        };
+        let raw = match i.cfg.kind {
+            IfaceKind::Lan { lossy: false, .. } => {
+                cost::cost_two_of_three(self.rxcost(nid), n.txcost)
+            }
+            IfaceKind::Lan { lossy: true, .. } => cost::cost_etx(self.rxcost(nid), n.txcost),
+            IfaceKind::Tunnel { .. } => {
+                let h = &n.history;
+                if h.valid() >= 3 && h.bits() & 0b111 == 0 {
+                    INFINITY
+                } else {
+                    let peer = if n.ihu_deadline.is_some() {
+                        Some(n.txcost)
+                    } else {
+                        None
+                    };
+                    cost::cost_tunnel(&self.cfg.rtt, h, peer, n.rtt)
+                }
+            }
+        };
+        n.multiplier.apply(raw)
+    }
+
+    fn route_metric(&self, nid: NeighbourId, r: &Route) -> u16 {
+        if r.metric == INFINITY {
+            return INFINITY;
+        }
+        let c = self.neighbour_cost(nid);
+        u16::try_from((u32::from(c) + u32::from(r.metric)).min(u32::from(INFINITY)))
+            .unwrap_or(INFINITY)
+    }
+
+    // ---------------------------------------------------------------- routes
+
+    /// The feasibility condition (RFC 8966 3.5.1).
+    fn feasible(&self, prefix: Prefix, rid: RouterId, seqno: Seqno, metric: u16) -> bool {
+        if metric == INFINITY {
+            return true;
+        }
+        match self.sources.get(&(prefix, rid)) {
+            None => true,
+            Some(s) => seqno.newer_than(s.seqno) || (seqno == s.seqno && metric < s.metric),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_update(
+        &mut self,
+        now: Time,
+        nid: NeighbourId,
+        prefix: Prefix,
+        rid: RouterId,
+        seqno: Seqno,
+        metric: u16,
+        interval_cs: u16,
+        next_hop: Option<IpAddr>,
+    ) -> bool {
+        if rid == self.router_id {
+            // Our own announcements coming back, possibly from before a restart: make sure
+            // our next ones are newer.
+            if metric < INFINITY && seqno.at_least(self.seqno) {
+                self.seqno = seqno.next();
+                for p in self.local.clone() {
+                    self.triggered_update(p);
+                }
+            }
+            return false;
+        }
+        if prefix.addr().is_multicast() || is_link_local(prefix.addr()) {
+            return false;
+        }
+        let update_default = self
+            .ifaces
+            .get(&nid.iface)
+            .map_or(Duration::from_secs(16), |i| i.cfg.timers.update);
+        let interval = if interval_cs == 0 {
+            update_default
+        } else {
+            cs(interval_cs)
+        };
+        let tunnel = self
+            .ifaces
+            .get(&nid.iface)
+            .is_some_and(|i| i.cfg.is_tunnel());
+        let next_hop = match next_hop {
+            _ if tunnel => nid.addr,
+            Some(h) if !h.is_ipv4() || prefix.is_ipv4() => h,
+            _ => nid.addr,
+        };
+        if metric == INFINITY {
+            let Some(r) = self.routes.get_mut(&prefix).and_then(|rs| rs.get_mut(&nid)) else {
+                return false;
+            };
+            r.metric = INFINITY;
+            r.expires = now + interval * 2;
+            return true;
+        }
+        let feasible = self.feasible(prefix, rid, seqno, metric);
+        let is_selected = self.selected.get(&prefix).is_some_and(|(s, _)| *s == nid);
+        let same_source = self
+            .routes
+            .get(&prefix)
+            .and_then(|rs| rs.get(&nid))
+            .is_some_and(|r| r.router_id == rid);
+        if let Some(r) = self
+            .routes
+            .get_mut(&prefix)
+            .and_then(|rs| rs.get_mut(&nid))
+            .filter(|_| is_selected && !feasible && same_source)
+        {
+            // RFC 8966 3.5.4: an unfeasible update for the selected route may be
+            // ignored. Keeping the old values stays loop-free (the neighbour's
+            // feasibility distance is at most what it announced before) and avoids
+            // losing the route on every metric increase; a seqno request brings a
+            // fresh seqno that makes the new metric acceptable.
+            r.expires = now + interval * 7 / 2;
+            let want = self
+                .sources
+                .get(&(prefix, rid))
+                .map_or(seqno, |s| s.seqno)
+                .next();
+            self.request_seqno(now, prefix, rid, want, vec![nid]);
+            return false;
+        }
+        let rs = self.routes.entry(prefix).or_default();
+        rs.insert(
+            nid,
+            Route {
+                router_id: rid,
+                seqno,
+                metric,
+                next_hop,
+                interval,
+                expires: now + interval * 7 / 2,
+                refresh_asked: false,
+            },
+        );
+        true
+    }
+
+    fn reselect_all(&mut self, now: Time) {
+        let prefixes: Vec<Prefix> = self.routes.keys().copied().collect();
+        for p in prefixes {
+            self.reselect(now, p);
+        }
+    }
+
+    /// Route selection for one prefix, with hysteresis, FIB changes, triggered updates
+    /// and starvation handling.
+    fn reselect(&mut self, now: Time, prefix: Prefix) {
+        if self.local.contains(&prefix) {
+            return;
+        }
+        let mut best: Option<(u16, NeighbourId)> = None;
+        let mut current: Option<u16> = None;
+        let mut unfeasible: Vec<(NeighbourId, RouterId)> = Vec::new();
+        let cur_nid = self.selected.get(&prefix).map(|(n, _)| *n);
+        if let Some(rs) = self.routes.get(&prefix) {
+            for (nid, r) in rs {
+                let m = self.route_metric(*nid, r);
+                if m == INFINITY {
+                    continue;
+                }
+                if !self.feasible(prefix, r.router_id, r.seqno, r.metric) {
+                    unfeasible.push((*nid, r.router_id));
+                    continue;
+                }
+                if Some(*nid) == cur_nid {
+                    current = Some(m);
+                }
+                if best.is_none_or(|(bm, _)| m < bm) {
+                    best = Some((m, *nid));
+                }
+            }
+        }
+        let choice = match (current, best) {
+            (Some(cm), Some((bm, bn))) => {
+                let margin = (cm / 16).max(16);
+                if bm.saturating_add(margin) < cm {
+                    Some(bn)
+                } else {
+                    cur_nid
+                }
+            }
+            (None, b) => b.map(|(_, n)| n),
+            (Some(_), None) => cur_nid,
+        };
+        let old = self.selected.get(&prefix).cloned();
+        let new = choice.and_then(|nid| {
+            let r = self.routes.get(&prefix)?.get(&nid)?;
+            Some((
+                nid,
+                FibRoute {
+                    prefix,
+                    next_hop: r.next_hop,
+                    iface: nid.iface,
+                    metric: self.route_metric(nid, r),
+                },
+                r.router_id,
+                r.seqno,
+            ))
+        });
+        match (&old, &new) {
+            (None, None) => {}
+            (None, Some((nid, fr, _, _))) => {
+                self.changes.push_back(RouteChange::Added(fr.clone()));
+                self.selected.insert(prefix, (*nid, fr.clone()));
+                self.retracting.remove(&prefix);
+                self.triggered_update(prefix);
+            }
+            (Some(_), None) => {
+                self.selected.remove(&prefix);
+                self.changes.push_back(RouteChange::Removed(prefix));
+                let hold = self.max_update_interval() * 3;
+                self.retracting.insert(prefix, now + hold);
+                self.urgent_update(prefix);
+            }
+            (Some((onid, ofr)), Some((nid, fr, rid, _))) => {
+                let old_rid = self
+                    .routes
+                    .get(&prefix)
+                    .and_then(|rs| rs.get(onid))
+                    .map(|r| r.router_id);
+                if ofr != fr {
+                    self.changes.push_back(RouteChange::Changed(fr.clone()));
+                }
+                let big = ofr.metric.abs_diff(fr.metric) >= (ofr.metric / 8).max(16);
+                let trigger = old_rid != Some(*rid) || onid != nid || big;
+                self.selected.insert(prefix, (*nid, fr.clone()));
+                if trigger {
+                    self.triggered_update(prefix);
+                }
+            }
+        }
+        if let (Some((_, fr)), false) = (self.selected.get(&prefix), unfeasible.is_empty()) {
+            // A much better route is held back by feasibility only: ask its source for a
+            // new seqno (RFC 8966 3.8.2.2) so we can switch to it.
+            let sel_metric = fr.metric;
+            let better: Vec<(NeighbourId, RouterId)> = unfeasible
+                .iter()
+                .filter(|(nid, _)| {
+                    self.routes
+                        .get(&prefix)
+                        .and_then(|rs| rs.get(nid))
+                        .is_some_and(|r| {
+                            self.route_metric(*nid, r)
+                                .saturating_add((sel_metric / 16).max(16))
+                                < sel_metric
+                        })
+                })
+                .copied()
+                .collect();
+            for (nid, rid) in better {
+                let want = self
+                    .sources
+                    .get(&(prefix, rid))
+                    .map_or(Seqno(0), |s| s.seqno)
+                    .next();
+                self.request_seqno(now, prefix, rid, want, vec![nid]);
+            }
+        }
+        if !self.selected.contains_key(&prefix) && !unfeasible.is_empty() {
+            // Starvation (RFC 8966 3.8.2.1): ask the originators for a newer seqno.
+            let mut by_rid: BTreeMap<RouterId, Vec<NeighbourId>> = BTreeMap::new();
+            for (nid, rid) in unfeasible {
+                by_rid.entry(rid).or_default().push(nid);
+            }
+            for (rid, targets) in by_rid {
+                let want = self
+                    .sources
+                    .get(&(prefix, rid))
+                    .map_or(Seqno(0), |s| s.seqno)
+                    .next();
+                self.request_seqno(now, prefix, rid, want, targets);
+            }
+        }
+    }
+
+    fn request_seqno(
+        &mut self,
+        now: Time,
+        prefix: Prefix,
+        rid: RouterId,
+        seqno: Seqno,
+        targets: Vec<NeighbourId>,
+    ) {
+        if self
+            .requests
+            .get(&(prefix, rid))
+            .is_some_and(|p| p.seqno.at_least(seqno))
+        {
+            return; // duplicate suppression
+        }
+        for t in &targets {
+            self.queue(
+                t.iface,
+                Some(t.addr),
+                Msg::SeqnoRequest {
+                    prefix,
+                    seqno,
+                    hop_count: SEQNO_REQUEST_HOPS,
+                    router_id: rid,
+                },
+            );
+        }
+        self.requests.insert(
+            (prefix, rid),
+            PendingRequest {
+                seqno,
+                hop_count: SEQNO_REQUEST_HOPS,
+                requester: None,
+                targets,
+                resend_at: now + REQUEST_RESEND,
+                resends_left: REQUEST_RESENDS,
+            },
+        );
+    }
+
+    fn on_seqno_request(
+        &mut self,
+        now: Time,
+        from: NeighbourId,
+        prefix: Prefix,
+        seqno: Seqno,
+        hop_count: u8,
+        rid: RouterId,
+    ) {
+        if self.local.contains(&prefix) {
+            if rid == self.router_id && seqno.newer_than(self.seqno) {
+                self.seqno = seqno;
+            }
+            self.triggered_update(prefix);
+            return;
+        }
+        let Some((sel_nid, _)) = self.selected.get(&prefix).cloned() else {
+            return;
+        };
+        let Some(r) = self
+            .routes
+            .get(&prefix)
+            .and_then(|rs| rs.get(&sel_nid))
+            .cloned()
+        else {
+            return;
+        };
+        if r.router_id != rid || r.seqno.at_least(seqno) {
+            self.queue_update(from.iface, Some(from.addr), prefix);
+            return;
+        }
+        if hop_count < 2 {
+            return;
+        }
+        // Forward towards the source: through the selected route, or, when that leads back
+        // to the requester, through the best other feasible route with the same source.
+        let next = if sel_nid != from {
+            Some(sel_nid)
+        } else {
+            self.routes.get(&prefix).and_then(|rs| {
+                rs.iter()
+                    .filter(|(n, r)| {
+                        **n != from
+                            && r.router_id == rid
+                            && self.route_metric(**n, r) < INFINITY
+                            && self.feasible(prefix, r.router_id, r.seqno, r.metric)
+                    })
+                    .min_by_key(|(n, r)| self.route_metric(**n, r))
+                    .map(|(n, _)| *n)
+            })
+        };
+        let Some(next) = next else { return };
+        if self
+            .requests
+            .get(&(prefix, rid))
+            .is_some_and(|p| p.seqno.at_least(seqno))
+        {
+            return; // already forwarded
+        }
+        self.queue(
+            next.iface,
+            Some(next.addr),
+            Msg::SeqnoRequest {
+                prefix,
+                seqno,
+                hop_count: hop_count - 1,
+                router_id: rid,
+            },
+        );
+        self.requests.insert(
+            (prefix, rid),
+            PendingRequest {
+                seqno,
+                hop_count: hop_count - 1,
+                requester: Some(from),
+                targets: vec![next],
+                resend_at: now + REQUEST_RESEND,
+                resends_left: REQUEST_RESENDS,
+            },
+        );
+    }
+
+    // ---------------------------------------------------------------- sending
+
+    fn max_update_interval(&self) -> Duration {
+        self.ifaces
+            .values()
+            .map(|i| i.cfg.timers.update)
+            .max()
+            .unwrap_or(Duration::from_secs(16))
+    }
+
+    fn jitter(&mut self, max: Duration) -> Duration {
+        let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(self.rng.next_u64() % (ms.saturating_add(1)))
+    }
+
+    fn send_hello(&mut self, _now: Time, id: IfaceId) {
+        let Some(i) = self.ifaces.get_mut(&id) else {
+            return;
+        };
+        i.hello_seqno = i.hello_seqno.next();
+        let msg = Msg::Hello {
+            unicast: false,
+            seqno: i.hello_seqno,
+            interval_cs: to_cs(i.cfg.timers.hello),
+        };
+        self.queue(id, None, msg);
+        self.queue_ihus(id);
+    }
+
+    fn queue_ihus(&mut self, id: IfaceId) {
+        let Some(i) = self.ifaces.get(&id) else {
+            return;
+        };
+        let interval_cs = to_cs(i.cfg.timers.hello);
+        let tunnel = i.cfg.is_tunnel();
+        let nids: Vec<NeighbourId> = self
+            .neighbours
+            .keys()
+            .filter(|n| n.iface == id)
+            .copied()
+            .collect();
+        for nid in nids {
+            let rxcost = self.rxcost(nid);
+            let addr = if tunnel { None } else { Some(nid.addr) };
+            self.queue(
+                id,
+                None,
+                Msg::Ihu {
+                    rxcost,
+                    interval_cs,
+                    addr,
+                },
+            );
+        }
+    }
+
+    fn outgoing(&mut self, iface: IfaceId, dest: Option<IpAddr>, due: Time) -> &mut Outgoing {
+        // A tunnel has one destination: keep one queue so messages share packets.
+        let tunnel = self.ifaces.get(&iface).is_some_and(|i| i.cfg.is_tunnel());
+        let dest = if tunnel { None } else { dest };
+        let o = self.outbox.entry((iface, dest)).or_insert(Outgoing {
+            msgs: Vec::new(),
+            updates: BTreeSet::new(),
+            due,
+        });
+        o.due = o.due.min(due);
+        o
+    }
+
+    fn queue(&mut self, iface: IfaceId, dest: Option<IpAddr>, msg: Msg) {
+        let now = self.now;
+        self.outgoing(iface, dest, now).msgs.push(msg);
+    }
+
+    /// Queues the update for `prefix` to be sent at once.
+    fn queue_update(&mut self, iface: IfaceId, dest: Option<IpAddr>, prefix: Prefix) {
+        let now = self.now;
+        self.outgoing(iface, dest, now).updates.insert(prefix);
+    }
+
+    /// Builds the update for `prefix` as this interface should see it: own prefix,
+    /// selected route (poisoned on a tunnel towards its own next hop), or a retraction;
+    /// records it in the source table.
+    fn build_update(&mut self, iface: IfaceId, prefix: Prefix) -> Option<Msg> {
+        let i = self.ifaces.get(&iface)?;
+        let interval_cs = to_cs(i.cfg.timers.update);
+        let next_hop = match (prefix.is_ipv4(), &i.cfg.kind) {
+            (true, IfaceKind::Lan { ipv4: Some(v4), .. }) => Some(IpAddr::V4(*v4)),
+            (true, IfaceKind::Lan { link_local, .. }) => Some(IpAddr::V6(*link_local)),
+            _ => None,
+        };
+        let tunnel = i.cfg.is_tunnel();
+        let (rid, seqno, metric) = if self.local.contains(&prefix) {
+            (self.router_id, self.seqno, 0)
+        } else if let Some((nid, _)) = self.selected.get(&prefix) {
+            let r = self.routes.get(&prefix).and_then(|rs| rs.get(nid))?;
+            if tunnel && nid.iface == iface {
+                (r.router_id, r.seqno, INFINITY)
+            } else {
+                (r.router_id, r.seqno, self.route_metric(*nid, r))
+            }
+        } else {
+            (self.router_id, self.seqno, INFINITY)
+        };
+        if metric < INFINITY {
+            let gc = self.sources_gc_time();
+            let s = self
+                .sources
+                .entry((prefix, rid))
+                .or_insert(Source { seqno, metric, gc });
+            if seqno.newer_than(s.seqno) {
+                s.seqno = seqno;
+                s.metric = metric;
+            } else if seqno == s.seqno && metric < s.metric {
+                s.metric = metric;
+            }
+            s.gc = gc;
+        }
+        Some(Msg::Update {
+            prefix,
+            router_id: rid,
+            seqno,
+            metric,
+            interval_cs,
+            next_hop,
+        })
+    }
+
+    fn sources_gc_time(&self) -> Time {
+        self.now + SOURCE_GC
+    }
+
+    fn full_update(&mut self, iface: IfaceId, dest: Option<IpAddr>) {
+        let mut prefixes: BTreeSet<Prefix> = self.local.clone();
+        prefixes.extend(self.selected.keys().copied());
+        prefixes.extend(self.retracting.keys().copied());
+        for p in prefixes {
+            self.queue_update(iface, dest, p);
+        }
+    }
+
+    /// Announces a change on every interface after the batching delay.
+    fn triggered_update(&mut self, prefix: Prefix) {
+        self.announce(prefix, self.now + self.cfg.batch);
+    }
+
+    /// Announces a change on every interface at once (route lost: neighbours must stop
+    /// using us now).
+    fn urgent_update(&mut self, prefix: Prefix) {
+        self.announce(prefix, self.now);
+    }
+
+    fn announce(&mut self, prefix: Prefix, due: Time) {
+        let ids: Vec<IfaceId> = self.ifaces.keys().copied().collect();
+        for id in ids {
+            self.outgoing(id, None, due).updates.insert(prefix);
+        }
+    }
+
+    /// Turns the outbox into packets: one or more per destination, each with its own
+    /// packet counter and MAC when a sign key is set.
+    fn flush(&mut self, now: Time) {
+        let (due, later): (BTreeMap<OutKey, Outgoing>, BTreeMap<OutKey, Outgoing>) =
+            std::mem::take(&mut self.outbox)
+                .into_iter()
+                .partition(|(_, o)| o.due <= now);
+        self.outbox = later;
+        for ((iface, dest), out) in due {
+            let mut msgs = out.msgs;
+            for p in out.updates {
+                if let Some(m) = self.build_update(iface, p) {
+                    msgs.push(m);
+                }
+            }
+            let Some(i) = self.ifaces.get_mut(&iface) else {
+                continue;
+            };
+            let src_ip = i.cfg.local_addr();
+            let dst_ip = match (&i.cfg.kind, dest) {
+                (IfaceKind::Tunnel { peer, .. }, _) => IpAddr::V6(*peer),
+                (_, Some(a)) => a,
+                (_, None) => IpAddr::V6(BABEL_MULTICAST),
+            };
+            let src = SocketAddr::new(src_ip, BABEL_PORT);
+            let dst = SocketAddr::new(dst_ip, BABEL_PORT);
+            // Link-level and authentication TLVs first, then the rest in queue order.
+            msgs.sort_by_key(|m| match m {
+                Msg::ChallengeRequest { .. } | Msg::ChallengeReply { .. } => 0,
+                Msg::Hello { .. } => 1,
+                Msg::Ihu { .. } => 2,
+                _ => 3,
+            });
+            let signing = self.keys.sign.clone();
+            if signing.is_some() && i.tx.counter > u32::MAX - 0x10000 {
+                // Far from wrapping: switch to a fresh index (RFC 8967 4.1).
+                let mut index = vec![0u8; mac::INDEX_LEN];
+                self.rng.fill_bytes(&mut index);
+                i.tx = PcState { index, counter: 0 };
+            }
+            let pc = if signing.is_some() {
+                Some(&mut i.tx)
+            } else {
+                None
+            };
+            let packets = match codec::encode(
+                &msgs,
+                src_ip,
+                i.cfg.max_packet,
+                usize::from(signing.is_some()),
+                pc,
+            ) {
+                Ok(p) => p,
+                Err(_) => continue, // only a local bug can get here: nothing sensible to send
+            };
+            for mut bytes in packets {
+                let signed = signing.as_ref().is_none_or(|key| {
+                    wire::mac::sign_vec(&mut bytes, &mac::pseudo(src, dst), key.bytes()).is_ok()
+                });
+                if !signed {
+                    continue;
+                }
+                self.transmits.push_back(Transmit {
+                    iface,
+                    src,
+                    dst,
+                    bytes,
+                    at: now,
+                });
+            }
+        }
+    }
+}
+
+/// Next periodic deadline after `prev`, skipping missed periods.
+fn advance(prev: Time, period: Duration, now: Time) -> Time {
+    let next = prev + period;
+    if next > now || period.is_zero() {
+        next
+    } else {
+        now + period
+    }
+}
+
+fn is_link_local(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+        IpAddr::V4(v4) => v4.is_link_local(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::mesh::babel::MacKey;
+
+    const RID_X: RouterId = RouterId([0, 0, 0, 0, 0, 0, 0, 0x42]);
+
+    fn setup() -> (Engine, NeighbourId, NeighbourId, Prefix) {
+        let mut e = Engine::new(
+            Config::default(),
+            [0, 0, 0, 0, 0, 0, 0, 9],
+            [1; 32],
+            Time::ZERO,
+        );
+        let me: Ipv6Addr = "fe80::9".parse().unwrap();
+        let iface = e.add_interface(Time::ZERO, IfaceConfig::lan("eth0", me));
+        let mut ns = Vec::new();
+        for a in ["fe80::a", "fe80::b"] {
+            let nid = NeighbourId {
+                iface,
+                addr: a.parse().unwrap(),
+            };
+            let hello = Msg::Hello {
+                unicast: false,
+                seqno: Seqno(1),
+                interval_cs: 400,
+            };
+            let ihu = Msg::Ihu {
+                rxcost: 96,
+                interval_cs: 400,
+                addr: Some(IpAddr::V6(me)),
+            };
+            e.handle_messages(Time::ZERO, nid, true, vec![hello, ihu]);
+            ns.push(nid);
+        }
+        drain(&mut e);
+        (e, ns[0], ns[1], "2001:db8:42::/48".parse().unwrap())
+    }
+
+    fn update(e: &mut Engine, from: NeighbourId, prefix: Prefix, seqno: u16, metric: u16) {
+        let m = Msg::Update {
+            prefix,
+            router_id: RID_X,
+            seqno: Seqno(seqno),
+            metric,
+            interval_cs: 1600,
+            next_hop: None,
+        };
+        e.handle_messages(Time::from_millis(10), from, true, vec![m]);
+        e.flush(Time::from_millis(10));
+    }
+
+    fn drain(e: &mut Engine) -> Vec<(IpAddr, Msg)> {
+        let mut out = Vec::new();
+        while let Some(t) = e.poll_transmit(Time::ZERO) {
+            let d = codec::decode(&t.bytes, t.src.ip()).expect("own packets decode");
+            out.extend(d.msgs.into_iter().map(|m| (t.dst.ip(), m)));
+        }
+        out
+    }
+
+    fn info(e: &Engine, nid: NeighbourId, p: Prefix) -> RouteInfo {
+        e.routes()
+            .into_iter()
+            .find(|r| r.prefix == p && r.next_hop == Some(nid.addr))
+            .expect("route present")
+    }
+
+    #[test]
+    fn feasibility_rejects_unfeasible_updates_and_keeps_the_selected_route() {
+        let (mut e, a, b, p) = setup();
+        update(&mut e, a, p, 10, 100);
+        assert_eq!(
+            e.selected_route(&p).map(|r| (r.next_hop, r.metric)),
+            Some((a.addr, 196))
+        );
+        drain(&mut e); // the triggered update set the feasibility distance to (10, 196)
+
+        update(&mut e, b, p, 10, 300);
+        let rb = info(&e, b, p);
+        assert!(
+            !rb.feasible && !rb.selected,
+            "metric 300 >= FD 196 with the same seqno"
+        );
+
+        update(&mut e, b, p, 10, 150);
+        let rb = info(&e, b, p);
+        assert!(
+            rb.feasible && !rb.selected,
+            "feasible but worse (246 > 196)"
+        );
+
+        update(&mut e, a, p, 10, INFINITY); // A retracts
+        assert_eq!(
+            e.selected_route(&p).map(|r| (r.next_hop, r.metric)),
+            Some((b.addr, 246))
+        );
+        drain(&mut e);
+
+        // An unfeasible update for the selected route from the same source is ignored
+        // (the route keeps its old, feasible metric) and triggers a seqno request.
+        update(&mut e, b, p, 10, 250);
+        assert_eq!(e.selected_route(&p).map(|r| r.metric), Some(246));
+        let sent = drain(&mut e);
+        assert!(
+            sent.iter().any(|(dst, m)| *dst == b.addr
+                && matches!(m, Msg::SeqnoRequest { seqno: Seqno(11), router_id, .. } if *router_id == RID_X)),
+            "unicast seqno request for 11 to B: {sent:?}"
+        );
+        // A newer seqno is always feasible.
+        update(&mut e, b, p, 11, 250);
+        assert_eq!(e.selected_route(&p).map(|r| r.metric), Some(346));
+        let changes: Vec<RouteChange> = std::iter::from_fn(|| e.poll_route_change()).collect();
+        assert!(matches!(changes.last(), Some(RouteChange::Changed(r)) if r.metric == 346));
+    }
+
+    #[test]
+    fn starvation_sends_a_seqno_request_and_a_retraction() {
+        let (mut e, a, b, p) = setup();
+        update(&mut e, a, p, 10, 100);
+        drain(&mut e); // FD (10, 196)
+        update(&mut e, b, p, 10, 400); // unfeasible alternative
+        update(&mut e, a, p, 10, INFINITY);
+        assert_eq!(e.selected_route(&p), None);
+        let sent = drain(&mut e);
+        assert!(sent.iter().any(
+            |(_, m)| matches!(m, Msg::Update { metric: INFINITY, prefix, .. } if *prefix == p)
+        ));
+        assert!(sent.iter().any(|(dst, m)| *dst == b.addr
+            && matches!(
+                m,
+                Msg::SeqnoRequest {
+                    seqno: Seqno(11),
+                    ..
+                }
+            )));
+        // Duplicate suppression: a second loss event does not resend at once.
+        update(&mut e, b, p, 10, 401);
+        assert!(
+            !drain(&mut e)
+                .iter()
+                .any(|(_, m)| matches!(m, Msg::SeqnoRequest { .. }))
+        );
+    }
+
+    #[test]
+    fn seqno_requests_are_answered_or_forwarded_once() {
+        let (mut e, a, b, p) = setup();
+        update(&mut e, a, p, 10, 100);
+        drain(&mut e);
+        let req = |s: u16, hops: u8| Msg::SeqnoRequest {
+            prefix: p,
+            seqno: Seqno(s),
+            hop_count: hops,
+            router_id: RID_X,
+        };
+        // Satisfiable locally: answered with an update to the requester.
+        e.handle_messages(Time::from_millis(20), b, false, vec![req(10, 5)]);
+        e.flush(Time::from_millis(20));
+        let sent = drain(&mut e);
+        assert!(sent.iter().any(|(d, m)| *d == b.addr
+            && matches!(
+                m,
+                Msg::Update {
+                    seqno: Seqno(10),
+                    ..
+                }
+            )));
+        // Newer than ours: forwarded to the next hop with one hop less, once.
+        e.handle_messages(Time::from_millis(30), b, false, vec![req(11, 5)]);
+        e.handle_messages(Time::from_millis(31), b, false, vec![req(11, 5)]);
+        e.flush(Time::from_millis(31));
+        let fwd: Vec<_> = drain(&mut e)
+            .into_iter()
+            .filter(|(d, m)| *d == a.addr && matches!(m, Msg::SeqnoRequest { hop_count: 4, .. }))
+            .collect();
+        assert_eq!(fwd.len(), 1, "forwarded once (duplicate suppression)");
+        // Hop count exhausted: dropped.
+        e.handle_messages(Time::from_millis(40), b, false, vec![req(12, 1)]);
+        e.flush(Time::from_millis(40));
+        assert!(
+            !drain(&mut e)
+                .iter()
+                .any(|(_, m)| matches!(m, Msg::SeqnoRequest { .. }))
+        );
+    }
+
+    #[test]
+    fn own_router_id_echo_bumps_our_seqno() {
+        let (mut e, a, _, _) = setup();
+        let mine: Prefix = "2001:db8:9::/48".parse().unwrap();
+        e.originate(Time::ZERO, mine);
+        let s = e.seqno();
+        let m = Msg::Update {
+            prefix: mine,
+            router_id: e.router_id(),
+            seqno: Seqno(s.0.wrapping_add(5)),
+            metric: 96,
+            interval_cs: 1600,
+            next_hop: None,
+        };
+        e.handle_messages(Time::ZERO, a, true, vec![m]);
+        assert_eq!(
+            e.seqno(),
+            Seqno(s.0.wrapping_add(6)),
+            "announcements from a previous life lose"
+        );
+        assert!(e.routes().iter().all(|r| r.local || r.prefix != mine));
+    }
+
+    /// (frame number, time, src, dst, payload) of the UDP/6696 datagrams of a capture.
+    fn capture(file: &str) -> Vec<(usize, Time, SocketAddr, SocketAddr, Vec<u8>)> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/testdata/babel")
+            .join(file);
+        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut out = Vec::new();
+        let (mut off, mut frame, mut t0) = (24, 0, None);
+        while off + 16 <= data.len() {
+            let le = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().unwrap());
+            let ms = u64::from(le(off)) * 1000 + u64::from(le(off + 4)) / 1000;
+            let len = le(off + 8) as usize;
+            let pkt = &data[off + 16..off + 16 + len];
+            off += 16 + len;
+            frame += 1;
+            let t = ms - *t0.get_or_insert(ms);
+            if pkt.len() < 62 || pkt[12..14] != [0x86, 0xdd] || pkt[20] != 17 {
+                continue;
+            }
+            let ip = |o: usize| {
+                IpAddr::V6(Ipv6Addr::from(
+                    <[u8; 16]>::try_from(&pkt[o..o + 16]).unwrap(),
+                ))
+            };
+            let port = |o: usize| u16::from_be_bytes([pkt[o], pkt[o + 1]]);
+            let (src, dst) = (
+                SocketAddr::new(ip(22), port(54)),
+                SocketAddr::new(ip(38), port(56)),
+            );
+            out.push((frame, Time::from_millis(t), src, dst, pkt[62..].to_vec()));
+        }
+        out
+    }
+
+    #[test]
+    fn learns_routes_from_a_real_babeld_after_the_mac_challenge() {
+        // We play b in r2 (babeld a - babeld b), with b's link-local address and the key.
+        let key = MacKey::new(1, (0u8..32).collect::<Vec<u8>>());
+        let b: Ipv6Addr = "fe80::e05f:29ff:fe72:4578".parse().unwrap();
+        let a: IpAddr = "fe80::d831:93ff:fe16:2f1a".parse().unwrap();
+        let mut e = Engine::new(
+            Config::default(),
+            [0, 0, 0, 0, 0, 0, 0, 0xbb],
+            [5; 32],
+            Time::ZERO,
+        );
+        e.set_mac_keys(MacKeys::sign(key));
+        let iface = e.add_interface(Time::ZERO, IfaceConfig::lan("b-a", b));
+        drain(&mut e);
+        let nid = NeighbourId { iface, addr: a };
+        let from_a: Vec<_> = capture("r2-babeld-babeld-babeld__a-b.pcap")
+            .into_iter()
+            .filter(|d| d.2.ip() == a)
+            .collect();
+        let mut challenged = false;
+        for (frame, t, src, dst, bytes) in from_a.iter().filter(|d| d.1 < Time::from_millis(20_000))
+        {
+            if *frame == 9 {
+                // a answers the nonce b sent in the capture: make it ours.
+                let nonce = vec![0xef, 0x4d, 0x0e, 0x2c, 0xe5, 0xd9, 0xfb, 0x32];
+                e.auth.entry(nid).or_default().challenge = Some((nonce, *t));
+            }
+            e.handle_packet(*t, iface, *src, *dst, bytes);
+            let sent = drain(&mut e);
+            if *frame == 1 {
+                assert!(
+                    sent.iter()
+                        .any(|(d, m)| *d == a && matches!(m, Msg::ChallengeRequest { .. }))
+                );
+                challenged = true;
+            }
+            if *frame == 9 {
+                assert!(
+                    sent.iter()
+                        .any(|(d, m)| *d == a && matches!(m, Msg::RouteRequest { prefix: None })),
+                    "unicast wildcard Route Request right after the challenge"
+                );
+            }
+            if *frame == 12 {
+                assert!(
+                    sent.iter()
+                        .any(|(d, m)| *d == a && matches!(m, Msg::ChallengeReply { .. }))
+                );
+            }
+        }
+        assert!(challenged);
+        let events: Vec<Event> = std::iter::from_fn(|| e.poll_event()).collect();
+        assert!(events.contains(&Event::ChallengeSucceeded(nid)));
+        assert!(!events.iter().any(|ev| matches!(
+            ev,
+            Event::PacketRejected {
+                reason: Reject::BadMac | Reject::Replay,
+                ..
+            }
+        )));
+        let v6: Prefix = "2001:db8:a::/64".parse().unwrap();
+        let v4: Prefix = "198.51.100.0/26".parse().unwrap();
+        let r6 = e.selected_route(&v6).expect("a's IPv6 prefix learnt");
+        assert_eq!((r6.next_hop, r6.metric), (a, 96));
+        let r4 = e.selected_route(&v4).expect("a's IPv4 prefix learnt");
+        assert_eq!(
+            r4.next_hop,
+            "192.0.2.1".parse::<IpAddr>().unwrap(),
+            "Next Hop TLV"
+        );
+        let info = e.routes().into_iter().find(|r| r.prefix == v6).unwrap();
+        assert_eq!(info.router_id.to_string(), "9c:23:8c:c9:73:ac:36:ed");
+    }
+
+    #[test]
+    fn rejects_the_wrong_key_and_unsigned_intruders_of_the_captures() {
+        let key = MacKey::new(1, (0u8..32).collect::<Vec<u8>>());
+        for (file, peer, reason) in [
+            (
+                "r2-babeld-babeld-babeld__b-x.pcap",
+                "fe80::4870:daff:fedd:b6e8",
+                Reject::BadMac,
+            ),
+            (
+                "r2-babeld-babeld-babeld__b-y.pcap",
+                "fe80::1c91:96ff:febb:e50d",
+                Reject::Unsigned,
+            ),
+        ] {
+            let peer: IpAddr = peer.parse().unwrap();
+            let mut e = Engine::new(
+                Config::default(),
+                [0, 0, 0, 0, 0, 0, 0, 0xbb],
+                [5; 32],
+                Time::ZERO,
+            );
+            e.set_mac_keys(MacKeys::sign(key.clone()));
+            let iface = e.add_interface(
+                Time::ZERO,
+                IfaceConfig::lan("b-x", "fe80::1".parse().unwrap()),
+            );
+            let mut n = 0;
+            for (_, t, src, dst, bytes) in capture(file).into_iter().filter(|d| d.2.ip() == peer) {
+                e.handle_packet(t, iface, src, dst, &bytes);
+                n += 1;
+            }
+            assert!(n > 10, "{file}");
+            let events: Vec<Event> = std::iter::from_fn(|| e.poll_event()).collect();
+            assert_eq!(
+                events
+                    .iter()
+                    .filter(
+                        |ev| matches!(ev, Event::PacketRejected { reason: r, .. } if *r == reason)
+                    )
+                    .count(),
+                n,
+                "{file}"
+            );
+            assert!(
+                e.neighbours().is_empty() && e.selected_routes().next().is_none(),
+                "{file}"
+            );
+        }
+    }
+
+    #[test]
+    fn asks_for_a_selected_route_shortly_before_it_expires() {
+        let (mut e, a, _, p) = setup();
+        update(&mut e, a, p, 10, 100); // at 10 ms, interval 16 s: expires at 56.01 s
+        drain(&mut e);
+        // Keep the neighbour alive meanwhile (Hellos and IHUs), but no new update.
+        let mut t = Time::from_millis(10);
+        let mut asked_at = None;
+        let mut seq = 2;
+        while t < Time::from_millis(60_000) && asked_at.is_none() {
+            t = e
+                .poll_timeout()
+                .unwrap_or(t)
+                .min(t + Duration::from_secs(4));
+            let hello = Msg::Hello {
+                unicast: false,
+                seqno: Seqno(seq),
+                interval_cs: 400,
+            };
+            let ihu = Msg::Ihu {
+                rxcost: 96,
+                interval_cs: 400,
+                addr: Some("fe80::9".parse().unwrap()),
+            };
+            seq += 1;
+            e.handle_messages(t, a, true, vec![hello, ihu]);
+            e.handle_timeout(t);
+            if drain(&mut e)
+                .iter()
+                .any(|(d, m)| *d == a.addr && *m == Msg::RouteRequest { prefix: Some(p) })
+            {
+                asked_at = Some(t);
+            }
+        }
+        let at = asked_at.expect("a unicast Route Request before expiry");
+        assert!(
+            at >= Time::from_millis(48_000) && at < Time::from_millis(56_010),
+            "asked at {at}"
+        );
+        assert!(e.selected_route(&p).is_some(), "still selected when asking");
+    }
+
+    #[test]
+    fn answers_ack_requests_unicast() {
+        let (mut e, a, _, _) = setup();
+        e.handle_messages(
+            Time::ZERO,
+            a,
+            true,
+            vec![Msg::AckRequest { opaque: 0x1234 }],
+        );
+        e.flush(Time::ZERO);
+        let sent = drain(&mut e);
+        assert!(
+            sent.iter()
+                .any(|(d, m)| *d == a.addr && *m == Msg::Ack { opaque: 0x1234 })
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn hostile_packets_never_panic(
+            seeds in proptest::collection::vec((0usize..4, proptest::collection::vec(proptest::prelude::any::<(u16, u8)>(), 0..8), proptest::prelude::any::<bool>()), 1..40),
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            // Valid packets from a real babeld, mutated, plus raw junk, with MAC on and off.
+            let corpus: Vec<_> = capture("r1-babeld-bird-babeld__a-b.pcap");
+            for mac_on in [false, true] {
+                let mut e = Engine::new(Config::default(), [0, 0, 0, 0, 0, 0, 0, 1], [3; 32], Time::ZERO);
+                if mac_on {
+                    e.set_mac_keys(MacKeys::sign(MacKey::new(1, (0u8..32).collect::<Vec<u8>>())));
+                }
+                let iface = e.add_interface(Time::ZERO, IfaceConfig::lan("x", "fe80::e05f:29ff:fe72:4578".parse().unwrap()));
+                let mut now = Time::ZERO;
+                for (i, (pick, flips, truncate)) in seeds.iter().enumerate() {
+                    let (_, _, src, dst, bytes) = &corpus[(i * 7 + pick) % corpus.len()];
+                    let mut b = bytes.clone();
+                    for (pos, val) in flips {
+                        if !b.is_empty() {
+                            let l = b.len();
+                            b[usize::from(*pos) % l] ^= val;
+                        }
+                    }
+                    if *truncate && !b.is_empty() {
+                        b.truncate(usize::from(flips.first().map_or(0, |f| f.0)) % b.len());
+                    }
+                    now = now + Duration::from_millis(300);
+                    e.handle_packet(now, iface, *src, *dst, &b);
+                    e.handle_packet(now, iface, *src, *dst, &junk);
+                    e.handle_timeout(now);
+                    while e.poll_transmit(now).is_some() {}
+                    while e.poll_route_change().is_some() {}
+                    while e.poll_event().is_some() {}
+                    let _ = e.routes();
+                }
+            }
+        }
+    }
+}

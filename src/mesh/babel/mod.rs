@@ -1,0 +1,86 @@
+//! Sans-IO Babel routing engine: RFC 8966, RFC 8967 MAC authentication with RFC 9467
+//! relaxed packet counters, RTT-based tunnel cost in the spirit of RFC 9616.
+//!
+//! The engine owns no socket, timer or clock, and draws no randomness of its own: the host
+//! feeds it
+//! - packets: [`Engine::handle_packet`]`(now, iface, src, dst, bytes)`,
+//! - timer expiry: [`Engine::handle_timeout`]`(now)`,
+//! - commands: [`Engine::add_interface`], [`Engine::remove_interface`],
+//!   [`Engine::add_neighbour`], [`Engine::remove_neighbour`], [`Engine::originate`],
+//!   [`Engine::withdraw`], [`Engine::set_cost_multiplier`], [`Engine::set_rtt`],
+//!   [`Engine::set_mac_keys`], [`Engine::set_timers`],
+//!
+//! and the RNG seed at construction. Time is a [`Time`] (milliseconds from an epoch the host
+//! chooses).
+//!
+//! # Drain order
+//! After **every** input (packet, timeout or command), drain in this order:
+//! 1. [`Engine::poll_transmit`] until `None` — packets to send now (`Transmit::at == now`);
+//! 2. [`Engine::poll_route_change`] until `None` — apply to the FIB in order, then publish
+//!    it once ([`crate::mesh::fib::Fib::publish`]);
+//! 3. [`Engine::poll_event`] until `None` — logging, neighbour up/down, rejected packets;
+//! 4. [`Engine::poll_timeout`] — arm the single timer; call [`Engine::handle_timeout`] when
+//!    it fires (calling it early is harmless).
+//!
+//! Transmits come first so Babel packets are never delayed behind FIB work; route changes
+//! are queued in the order the decisions were made, so applying them in order always
+//! leaves the FIB equal to [`Engine::selected_routes`]. Hellos, IHUs, requests, challenge
+//! TLVs, answers and retractions of lost routes leave at once; other triggered updates are
+//! held for [`Config::batch`] (20 ms) so changes arriving together share packets — they
+//! come out of a later [`Engine::handle_timeout`].
+//!
+//! # Interfaces
+//! * **Tunnels** ([`IfaceKind::Tunnel`]): one neighbour, given by the host (the QUIC
+//!   connection is up) and removed by it ([`Engine::remove_neighbour`]) the moment the
+//!   connection dies. Cost: 96 scaled by the Hello loss seen both ways (ETX-like), plus an
+//!   RTT penalty from the RTT the host measures ([`Engine::set_rtt`]; 0 below 10 ms, +150
+//!   above 120 ms, linear in between); infinite after three missed Hellos. Updates towards
+//!   a route's own next hop are poisoned (metric 65535). Pseudo-header: the two nodes'
+//!   prefix::1, port 6696 both sides.
+//! * **LANs** ([`IfaceKind::Lan`]): multicast ff02::1:6 / UDP 6696, neighbours discovered by
+//!   Hello, IHU with AE 3, 2-out-of-3 (wired) or ETX (lossy) cost as in RFC 8966 appendix A,
+//!   IPv4 routes with an IPv4 next hop when the LAN has one, else v4-via-v6 (RFC 9229).
+//!   Checked against real babeld 1.12 packets from `shared/testdata/babel`.
+//!
+//! # Authentication
+//! [`Engine::set_mac_keys`] takes the registry's slots: one key signs, the sign and accept
+//! keys verify, and "accept unsigned" admits packets without any MAC (never packets with a
+//! bad one). A neighbour's first signed packet with an unknown PC index is dropped and
+//! challenged (RFC 8967 4.3); when the challenge succeeds we immediately send it a unicast
+//! wildcard Route Request, and after answering a challenge we immediately send the
+//! challenger a full update, so no routes wait for the next periodic update. PCs are
+//! checked separately for unicast and multicast packets (RFC 9467). Keys change live;
+//! counter state is kept, so a compatible rotation step never drops an adjacency.
+//!
+//! # Loop freedom
+//! Routes are selected only if feasible (RFC 8966 3.5.1) against the source table, which
+//! records the smallest metric this node announced per (prefix, router-id, seqno). An
+//! unfeasible update for the selected route from the same source is ignored (3.5.4,
+//! optional behaviour) and answered by a seqno request; starvation (only unfeasible routes
+//! left) and a much better unfeasible route send seqno requests to the neighbours holding
+//! them, which forward them (hop count, duplicate suppression) towards the source. Route
+//! selection uses hysteresis (a new route must be better by max(16, metric/16)).
+
+pub mod codec;
+pub mod cost;
+mod engine;
+pub mod mac;
+pub mod msg;
+pub mod prefix;
+pub mod seqno;
+pub mod time;
+
+#[cfg(test)]
+mod tests;
+
+pub use cost::{CostMultiplier, RttCostParams};
+pub use engine::{
+    BABEL_MULTICAST, BABEL_PORT, CommandError, Config, Engine, Event, FibRoute, IfaceConfig,
+    IfaceId, IfaceKind, NeighbourId, NeighbourInfo, Reject, RouteChange, RouteInfo, Timers,
+    Transmit,
+};
+pub use mac::{MacKey, MacKeys};
+pub use msg::{INFINITY, RouterId};
+pub use prefix::Prefix;
+pub use seqno::Seqno;
+pub use time::Time;

@@ -1,0 +1,931 @@
+//! Deterministic N-node simulator over the Babel engine and the FIB.
+//!
+//! Nodes are [`Engine`]s with a [`Fib`] each; links are tunnels (two ends) or LANs (any
+//! number of members) with latency, loss, an MTU and an up/down state. A virtual clock jumps
+//! from one wake-up to the next (the earliest engine timeout or packet delivery); every
+//! random choice (engine seeds, loss) derives from one seed, so a run is reproducible.
+//!
+//! Addressing: node `i` owns `fd00:0:0:i::/64` (its "prefix::1" is `fd00:0:0:i::1`) and,
+//! when asked, `10.i.0.0/16`; its router-id is `i` big-endian. LAN members use link-local
+//! `fe80::<i>:<link>`.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use crate::mesh::babel::{
+    Config, CostMultiplier, Engine, Event, IfaceConfig, IfaceId, IfaceKind, MacKeys, NeighbourId,
+    Prefix, Time, Timers,
+};
+use crate::mesh::fib::Fib;
+
+/// Index of a node.
+pub type NodeIdx = usize;
+/// Index of a link.
+pub type LinkIdx = usize;
+
+/// Properties of a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkParams {
+    /// One-way latency.
+    pub latency: Duration,
+    /// Loss probability in parts per million.
+    pub loss_ppm: u32,
+    /// Packets larger than this are dropped.
+    pub mtu: usize,
+    /// Timers of the interfaces on this link.
+    pub timers: Timers,
+}
+
+impl Default for LinkParams {
+    fn default() -> Self {
+        LinkParams {
+            latency: Duration::from_millis(10),
+            loss_ppm: 0,
+            mtu: 1400,
+            timers: Timers::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum LinkKind {
+    Tunnel,
+    Lan { lossy: bool },
+}
+
+struct Link {
+    kind: LinkKind,
+    params: LinkParams,
+    /// (node, interface on that node, the node's address on the link)
+    members: Vec<(NodeIdx, IfaceId, IpAddr)>,
+    up: bool,
+}
+
+/// One simulated node.
+pub struct Node {
+    /// The engine.
+    pub engine: Engine,
+    /// Its forwarding table, fed from route changes.
+    pub fib: Fib,
+    /// Events seen so far.
+    pub events: Vec<Event>,
+    /// Interface → link.
+    ifaces: BTreeMap<IfaceId, LinkIdx>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Delivery {
+    node: NodeIdx,
+    iface: IfaceId,
+    src: SocketAddr,
+    dst: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// Counters of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Packets sent by engines.
+    pub sent: u64,
+    /// Bytes sent by engines.
+    pub bytes: u64,
+    /// Packets lost (loss, MTU, link down).
+    pub dropped: u64,
+    /// Steps (wake-ups) executed.
+    pub steps: u64,
+}
+
+/// What went wrong in a forwarding walk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalkError {
+    /// The walk came back to a node it had visited.
+    Loop(Vec<NodeIdx>),
+    /// A node has no route.
+    NoRoute(NodeIdx),
+    /// A next hop that is not a neighbour on that interface.
+    BadNextHop(NodeIdx),
+    /// The next hop is across a link that is down (the routing has not noticed yet).
+    DeadLink(NodeIdx),
+}
+
+/// The simulator.
+pub struct Sim {
+    now: Time,
+    seed: [u8; 32],
+    rng: ChaCha8Rng,
+    /// Nodes.
+    pub nodes: Vec<Node>,
+    links: Vec<Link>,
+    queue: BinaryHeap<Reverse<(Time, u64, Delivery)>>,
+    seq: u64,
+    /// Each node's `poll_timeout`, refreshed whenever the node is drained.
+    wake: Vec<Option<Time>>,
+    /// Check loop freedom after every step (slower).
+    pub check_loops: bool,
+    /// Counters.
+    pub stats: Stats,
+}
+
+/// Node `i`'s /64.
+pub fn node_prefix(i: NodeIdx) -> Prefix {
+    let addr = Ipv6Addr::new(0xfd00, 0, 0, (i & 0xffff) as u16, 0, 0, 0, 0);
+    Prefix::new(IpAddr::V6(addr), 64).expect("64 is a valid IPv6 prefix length")
+}
+
+/// Node `i`'s IPv4 /16.
+pub fn node_prefix_v4(i: NodeIdx) -> Prefix {
+    let addr = Ipv4Addr::new(10, (i & 0xff) as u8, 0, 0);
+    Prefix::new(IpAddr::V4(addr), 16).expect("16 is a valid IPv4 prefix length")
+}
+
+/// Node `i`'s prefix::1.
+pub fn node_addr(i: NodeIdx) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0, 0, (i & 0xffff) as u16, 0, 0, 0, 1)
+}
+
+impl Sim {
+    /// An empty simulation.
+    pub fn new(seed: u64) -> Self {
+        let mut s = [0u8; 32];
+        s[..8].copy_from_slice(&seed.to_be_bytes());
+        Sim {
+            now: Time::ZERO,
+            seed: s,
+            rng: ChaCha8Rng::from_seed(s),
+            nodes: Vec::new(),
+            links: Vec::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            wake: Vec::new(),
+            check_loops: false,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Virtual time.
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// Adds a node announcing its /64.
+    pub fn add_node(&mut self) -> NodeIdx {
+        let i = self.nodes.len();
+        let mut seed = self.seed;
+        seed[8..16].copy_from_slice(&(i as u64).to_be_bytes());
+        let mut rid = [0u8; 8];
+        rid.copy_from_slice(&(i as u64 + 1).to_be_bytes());
+        let mut engine = Engine::new(Config::default(), rid, seed, self.now);
+        engine.originate(self.now, node_prefix(i));
+        self.nodes.push(Node {
+            engine,
+            fib: Fib::new(),
+            events: Vec::new(),
+            ifaces: BTreeMap::new(),
+        });
+        self.wake.push(None);
+        self.drain(i);
+        i
+    }
+
+    /// Adds `n` nodes.
+    pub fn add_nodes(&mut self, n: usize) -> Vec<NodeIdx> {
+        (0..n).map(|_| self.add_node()).collect()
+    }
+
+    /// Sets the MAC keys of every node.
+    pub fn set_keys_all(&mut self, keys: &MacKeys) {
+        for n in &mut self.nodes {
+            n.engine.set_mac_keys(keys.clone());
+        }
+    }
+
+    /// Sets one node's MAC keys.
+    pub fn set_keys(&mut self, node: NodeIdx, keys: MacKeys) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.engine.set_mac_keys(keys);
+        }
+    }
+
+    /// Connects two nodes with a tunnel.
+    pub fn tunnel(&mut self, a: NodeIdx, b: NodeIdx, params: LinkParams) -> LinkIdx {
+        let l = self.links.len();
+        let now = self.now;
+        let mut members = Vec::new();
+        for (x, y) in [(a, b), (b, a)] {
+            let mut cfg = IfaceConfig::tunnel(&format!("t{x}-{y}"), node_addr(x), node_addr(y));
+            cfg.timers = params.timers;
+            cfg.max_packet = params.mtu;
+            let id = self.nodes[x].engine.add_interface(now, cfg);
+            self.nodes[x].ifaces.insert(id, l);
+            members.push((x, id, IpAddr::V6(node_addr(x))));
+        }
+        self.links.push(Link {
+            kind: LinkKind::Tunnel,
+            params,
+            members,
+            up: true,
+        });
+        self.drain(a);
+        self.drain(b);
+        l
+    }
+
+    /// Puts nodes on a shared LAN.
+    pub fn lan(&mut self, nodes: &[NodeIdx], lossy: bool, params: LinkParams) -> LinkIdx {
+        let l = self.links.len();
+        let now = self.now;
+        let mut members = Vec::new();
+        for &x in nodes {
+            let ll = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, x as u16, l as u16);
+            let mut cfg = IfaceConfig::lan(&format!("lan{l}"), ll);
+            if let IfaceKind::Lan { lossy: lo, .. } = &mut cfg.kind {
+                *lo = lossy;
+            }
+            cfg.timers = params.timers;
+            cfg.max_packet = params.mtu;
+            let id = self.nodes[x].engine.add_interface(now, cfg);
+            self.nodes[x].ifaces.insert(id, l);
+            members.push((x, id, IpAddr::V6(ll)));
+        }
+        self.links.push(Link {
+            kind: LinkKind::Lan { lossy },
+            params,
+            members,
+            up: true,
+        });
+        for &x in nodes {
+            self.drain(x);
+        }
+        l
+    }
+
+    /// Silently cuts or heals a link (packets vanish; nobody is told).
+    pub fn set_link_up(&mut self, link: LinkIdx, up: bool) {
+        if let Some(l) = self.links.get_mut(link) {
+            l.up = up;
+        }
+    }
+
+    /// Changes a link's loss.
+    pub fn set_loss(&mut self, link: LinkIdx, loss_ppm: u32) {
+        if let Some(l) = self.links.get_mut(link) {
+            l.params.loss_ppm = loss_ppm;
+        }
+    }
+
+    /// A tunnel dies and both hosts notice at once (QUIC connection closed): the
+    /// neighbours are removed from both engines and the link stops carrying packets.
+    pub fn kill_tunnel(&mut self, link: LinkIdx) {
+        let Some(l) = self.links.get_mut(link) else {
+            return;
+        };
+        l.up = false;
+        let members = l.members.clone();
+        for (i, &(node, iface, _)) in members.iter().enumerate() {
+            let Some(&(_, _, peer)) = members.get(1 - i.min(1)) else {
+                continue;
+            };
+            let now = self.now;
+            let _ = self.nodes[node]
+                .engine
+                .remove_neighbour(now, NeighbourId { iface, addr: peer });
+            self.drain(node);
+        }
+    }
+
+    /// Brings a killed tunnel back: both hosts re-add the neighbour.
+    pub fn revive_tunnel(&mut self, link: LinkIdx) {
+        let Some(l) = self.links.get_mut(link) else {
+            return;
+        };
+        if l.kind != LinkKind::Tunnel {
+            return;
+        }
+        l.up = true;
+        let members = l.members.clone();
+        for (i, &(node, iface, _)) in members.iter().enumerate() {
+            let Some(&(_, _, peer)) = members.get(1 - i.min(1)) else {
+                continue;
+            };
+            let now = self.now;
+            let _ = self.nodes[node].engine.add_neighbour(now, iface, peer);
+            self.drain(node);
+        }
+    }
+
+    /// Number of links.
+    pub fn link_count(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Sets the cost multiplier a node applies to the neighbour across a tunnel.
+    pub fn set_multiplier(&mut self, link: LinkIdx, node: NodeIdx, m: CostMultiplier) {
+        let Some(l) = self.links.get(link) else {
+            return;
+        };
+        let Some(&(_, iface, _)) = l.members.iter().find(|m| m.0 == node) else {
+            return;
+        };
+        let Some(&(_, _, peer)) = l.members.iter().find(|m| m.0 != node) else {
+            return;
+        };
+        let now = self.now;
+        let _ =
+            self.nodes[node]
+                .engine
+                .set_cost_multiplier(now, NeighbourId { iface, addr: peer }, m);
+        self.drain(node);
+    }
+
+    /// Sets the RTT a node reports for the neighbour across a tunnel.
+    pub fn set_rtt(&mut self, link: LinkIdx, node: NodeIdx, rtt: Duration) {
+        let Some(l) = self.links.get(link) else {
+            return;
+        };
+        let Some(&(_, iface, _)) = l.members.iter().find(|m| m.0 == node) else {
+            return;
+        };
+        let Some(&(_, _, peer)) = l.members.iter().find(|m| m.0 != node) else {
+            return;
+        };
+        let now = self.now;
+        let _ = self.nodes[node]
+            .engine
+            .set_rtt(now, NeighbourId { iface, addr: peer }, rtt);
+        self.drain(node);
+    }
+
+    /// Runs a closure on a node's engine at the current time, then drains it.
+    pub fn with_engine(&mut self, node: NodeIdx, f: impl FnOnce(&mut Engine, Time)) {
+        let now = self.now;
+        f(&mut self.nodes[node].engine, now);
+        self.drain(node);
+    }
+
+    fn drain(&mut self, node: NodeIdx) {
+        let now = self.now;
+        let mut out = Vec::new();
+        {
+            let n = &mut self.nodes[node];
+            while let Some(t) = n.engine.poll_transmit(now) {
+                out.push(t);
+            }
+            while let Some(c) = n.engine.poll_route_change() {
+                n.fib.apply(&c);
+            }
+            n.fib.publish();
+            while let Some(e) = n.engine.poll_event() {
+                n.events.push(e);
+            }
+            self.wake[node] = n.engine.poll_timeout();
+        }
+        for t in out {
+            self.stats.sent += 1;
+            self.stats.bytes += t.bytes.len() as u64;
+            let Some(&link_idx) = self.nodes[node].ifaces.get(&t.iface) else {
+                continue;
+            };
+            let link = &self.links[link_idx];
+            if !link.up || t.bytes.len() > link.params.mtu {
+                self.stats.dropped += 1;
+                continue;
+            }
+            let multicast = t.dst.ip().is_multicast();
+            let targets: Vec<(NodeIdx, IfaceId, IpAddr)> = link
+                .members
+                .iter()
+                .filter(|m| {
+                    m.0 != node && (multicast || m.2 == t.dst.ip() || link.kind == LinkKind::Tunnel)
+                })
+                .copied()
+                .collect();
+            let (latency, loss) = (link.params.latency, link.params.loss_ppm);
+            for (to, iface, _) in targets {
+                if loss > 0 && (self.rng.next_u32() % 1_000_000) < loss {
+                    self.stats.dropped += 1;
+                    continue;
+                }
+                self.seq += 1;
+                self.queue.push(Reverse((
+                    t.at + latency,
+                    self.seq,
+                    Delivery {
+                        node: to,
+                        iface,
+                        src: t.src,
+                        dst: t.dst,
+                        bytes: t.bytes.clone(),
+                    },
+                )));
+            }
+        }
+    }
+
+    /// The next wake-up: a delivery or an engine timeout.
+    fn next_wakeup(&self) -> Option<Time> {
+        let q = self.queue.peek().map(|Reverse((t, _, _))| *t);
+        let e = self.wake.iter().flatten().min().copied();
+        match (q, e) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Executes one wake-up if it is not later than `limit`; returns false otherwise.
+    pub fn step(&mut self, limit: Time) -> bool {
+        let Some(t) = self.next_wakeup() else {
+            return false;
+        };
+        if t > limit {
+            return false;
+        }
+        self.now = self.now.max(t);
+        let now = self.now;
+        self.stats.steps += 1;
+        while let Some(Reverse((at, _, _))) = self.queue.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, _, d))) = self.queue.pop() else {
+                break;
+            };
+            self.nodes[d.node]
+                .engine
+                .handle_packet(now, d.iface, d.src, d.dst, &d.bytes);
+            self.drain(d.node);
+        }
+        for i in 0..self.nodes.len() {
+            if self.wake[i].is_some_and(|w| w <= now) {
+                self.nodes[i].engine.handle_timeout(now);
+                self.drain(i);
+            }
+        }
+        if self.check_loops {
+            if let Err(e) = self.check_loop_free() {
+                panic!("forwarding loop at {}: {e:?}", self.now);
+            }
+            for (i, n) in self.nodes.iter().enumerate() {
+                let fib: Vec<_> = n
+                    .fib
+                    .routes()
+                    .map(|e| (e.prefix, e.next_hop, e.iface))
+                    .collect();
+                let sel: Vec<_> = n
+                    .engine
+                    .selected_routes()
+                    .map(|r| (r.prefix, r.next_hop, r.iface))
+                    .collect();
+                assert_eq!(
+                    fib, sel,
+                    "node {i}: FIB out of step with the engine at {}",
+                    self.now
+                );
+            }
+        }
+        true
+    }
+
+    /// Runs until virtual time `until`.
+    pub fn run_until(&mut self, until: Time) {
+        while self.step(until) {}
+        self.now = self.now.max(until);
+    }
+
+    /// Runs for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    /// Runs until every node reaches every other node's /64 (checked after each step),
+    /// or `max` elapses. Returns the virtual time taken.
+    pub fn run_until_converged(&mut self, max: Duration) -> Option<Duration> {
+        let start = self.now;
+        let limit = start + max;
+        loop {
+            if self.converged() {
+                return Some(self.now - start);
+            }
+            if !self.step(limit) {
+                return if self.converged() {
+                    Some(self.now - start)
+                } else {
+                    None
+                };
+            }
+        }
+    }
+
+    /// True when every node's FIB walks to every other node's prefix.
+    pub fn converged(&self) -> bool {
+        let n = self.nodes.len();
+        (0..n).all(|from| (0..n).all(|to| from == to || self.walk(from, to).is_ok()))
+    }
+
+    /// Which node and interface owns `addr` on the link behind `iface` of `node`.
+    fn next_node(&self, node: NodeIdx, iface: IfaceId, addr: IpAddr) -> Option<NodeIdx> {
+        let l = self.links.get(*self.nodes[node].ifaces.get(&iface)?)?;
+        l.members
+            .iter()
+            .find(|m| m.0 != node && m.2 == addr)
+            .map(|m| m.0)
+    }
+
+    fn link_up(&self, node: NodeIdx, iface: IfaceId) -> bool {
+        self.nodes[node]
+            .ifaces
+            .get(&iface)
+            .and_then(|l| self.links.get(*l))
+            .is_some_and(|l| l.up)
+    }
+
+    /// Follows FIB next hops from `from` towards node `to`'s prefix::1.
+    pub fn walk(&self, from: NodeIdx, to: NodeIdx) -> Result<Vec<NodeIdx>, WalkError> {
+        let dst = IpAddr::V6(node_addr(to));
+        let mut path = vec![from];
+        let mut seen = BTreeSet::from([from]);
+        let mut cur = from;
+        while cur != to {
+            let Some(e) = self.nodes[cur].fib.reader().lookup(dst) else {
+                return Err(WalkError::NoRoute(cur));
+            };
+            let Some(next) = self.next_node(cur, e.iface, e.next_hop) else {
+                return Err(WalkError::BadNextHop(cur));
+            };
+            if !self.link_up(cur, e.iface) {
+                return Err(WalkError::DeadLink(cur));
+            }
+            path.push(next);
+            if !seen.insert(next) {
+                return Err(WalkError::Loop(path));
+            }
+            cur = next;
+        }
+        Ok(path)
+    }
+
+    /// Checks that no forwarding walk loops (missing routes are fine).
+    pub fn check_loop_free(&self) -> Result<(), WalkError> {
+        let n = self.nodes.len();
+        for to in 0..n {
+            for from in 0..n {
+                match self.walk(from, to) {
+                    Err(e @ WalkError::Loop(_)) => return Err(e),
+                    Err(e @ WalkError::BadNextHop(_)) => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Total routes selected across nodes.
+    pub fn selected_count(&self) -> usize {
+        self.nodes
+            .iter()
+            .map(|n| n.engine.selected_routes().count())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> LinkParams {
+        LinkParams {
+            latency: Duration::from_millis(5),
+            ..LinkParams::default()
+        }
+    }
+
+    #[test]
+    fn line_of_eight_converges_without_loops() {
+        let mut sim = Sim::new(1);
+        sim.check_loops = true;
+        let n = sim.add_nodes(8);
+        for w in n.windows(2) {
+            sim.tunnel(w[0], w[1], fast());
+        }
+        let t = sim
+            .run_until_converged(Duration::from_secs(60))
+            .expect("converges");
+        assert!(t < Duration::from_secs(2), "line converged in {t:?}");
+        assert_eq!(sim.walk(0, 7).map(|p| p.len()), Ok(8));
+    }
+
+    #[test]
+    fn ring_reroutes_after_cut_without_loops() {
+        let mut sim = Sim::new(2);
+        sim.check_loops = true;
+        let n = sim.add_nodes(6);
+        let mut links = Vec::new();
+        for i in 0..6 {
+            links.push(sim.tunnel(n[i], n[(i + 1) % 6], fast()));
+        }
+        sim.run_until_converged(Duration::from_secs(60))
+            .expect("converges");
+        assert_eq!(sim.walk(0, 1).map(|p| p.len()), Ok(2));
+        sim.kill_tunnel(links[0]);
+        let t = sim
+            .run_until_converged(Duration::from_secs(60))
+            .expect("reconverges");
+        assert_eq!(
+            sim.walk(0, 1).map(|p| p.len()),
+            Ok(6),
+            "goes the long way round"
+        );
+        assert!(t < Duration::from_secs(5), "rerouted in {t:?}");
+    }
+
+    #[test]
+    fn grid_converges_and_survives_silent_partition() {
+        let mut sim = Sim::new(3);
+        sim.check_loops = true;
+        let side = 4;
+        let n = sim.add_nodes(side * side);
+        let mut links = Vec::new();
+        for r in 0..side {
+            for c in 0..side {
+                let i = r * side + c;
+                if c + 1 < side {
+                    links.push(sim.tunnel(n[i], n[i + 1], fast()));
+                }
+                if r + 1 < side {
+                    links.push(sim.tunnel(n[i], n[i + side], fast()));
+                }
+            }
+        }
+        sim.run_until_converged(Duration::from_secs(60))
+            .expect("converges");
+        // Silently cut every link of node 5: nobody is told, Hellos stop.
+        for &l in &links {
+            let m = &sim.links[l].members;
+            if m.iter().any(|x| x.0 == 5) {
+                sim.set_link_up(l, false);
+            }
+        }
+        sim.run_for(Duration::from_secs(120));
+        sim.check_loop_free().expect("no loops");
+        for a in 0..16 {
+            for b in 0..16 {
+                if a != b && a != 5 && b != 5 {
+                    assert!(sim.walk(a, b).is_ok(), "{a}->{b}: {:?}", sim.walk(a, b));
+                }
+            }
+        }
+        for a in 0..16 {
+            if a != 5 {
+                assert_eq!(
+                    sim.walk(a, 5),
+                    Err(WalkError::NoRoute(a)),
+                    "5 unreachable from {a}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn random_mesh_with_loss_converges_loop_free() {
+        let mut sim = Sim::new(4);
+        sim.check_loops = true;
+        let n = sim.add_nodes(20);
+        // A random spanning tree plus extra edges, some lossy.
+        let mut r = ChaCha8Rng::from_seed([9; 32]);
+        let mut params = fast();
+        for i in 1..20 {
+            let j = (r.next_u32() as usize) % i;
+            params.loss_ppm = if i % 3 == 0 { 100_000 } else { 0 };
+            sim.tunnel(n[i], n[j], params);
+        }
+        for _ in 0..10 {
+            let a = (r.next_u32() as usize) % 20;
+            let b = (r.next_u32() as usize) % 20;
+            if a != b {
+                sim.tunnel(n[a], n[b], fast());
+            }
+        }
+        let t = sim
+            .run_until_converged(Duration::from_secs(120))
+            .expect("converges");
+        assert!(t < Duration::from_secs(30), "converged in {t:?}");
+    }
+}
+#[cfg(test)]
+mod scale {
+    use super::*;
+
+    /// A random connected mesh: a random spanning tree plus `extra` random tunnels.
+    fn random_mesh(nodes: usize, extra: usize, seed: u8) -> Sim {
+        let mut sim = Sim::new(u64::from(seed));
+        let n = sim.add_nodes(nodes);
+        let mut r = ChaCha8Rng::from_seed([seed; 32]);
+        for i in 1..nodes {
+            let j = (r.next_u32() as usize) % i;
+            sim.tunnel(n[i], n[j], LinkParams::default());
+        }
+        for _ in 0..extra {
+            let a = (r.next_u32() as usize) % nodes;
+            let b = (r.next_u32() as usize) % nodes;
+            if a != b {
+                sim.tunnel(n[a], n[b], LinkParams::default());
+            }
+        }
+        sim
+    }
+
+    #[test]
+    fn hundred_nodes_converge_fast_and_stay_quiet() {
+        let mut sim = random_mesh(100, 100, 3);
+        let t = sim
+            .run_until_converged(Duration::from_secs(120))
+            .expect("converges");
+        assert!(t < Duration::from_secs(1), "converged in {t:?}");
+        sim.check_loop_free().expect("loop-free");
+        // Steady state: Hellos every 4 s and full updates every ~14 s per tunnel end.
+        sim.run_for(Duration::from_secs(16));
+        let sent = sim.stats.sent;
+        sim.run_for(Duration::from_secs(32));
+        let per_node_per_s = (sim.stats.sent - sent) as f64 / 100.0 / 32.0;
+        assert!(
+            per_node_per_s < 2.0,
+            "{per_node_per_s} packets per node per second"
+        );
+        assert!(sim.converged());
+    }
+
+    #[test]
+    fn random_churn_never_forms_a_forwarding_loop() {
+        // Links flap silently, tunnels die and come back, RTTs and locks change; after
+        // every single step no forwarding walk may loop, and once calm returns
+        // everything converges again.
+        for seed in 0..4u8 {
+            let mut sim = random_mesh(12, 10, 40 + seed);
+            sim.check_loops = true;
+            sim.run_until_converged(Duration::from_secs(30))
+                .expect("converges");
+            let mut r = ChaCha8Rng::from_seed([seed; 32]);
+            let links = sim.link_count();
+            let mut killed = BTreeSet::new();
+            for _ in 0..60 {
+                let l = (r.next_u32() as usize) % links;
+                let node = sim.links[l].members[(r.next_u32() % 2) as usize].0;
+                match r.next_u32() % 6 {
+                    0 => sim.set_link_up(l, false),
+                    1 => sim.set_link_up(l, !killed.contains(&l)),
+                    2 => {
+                        sim.kill_tunnel(l);
+                        killed.insert(l);
+                    }
+                    3 => {
+                        sim.revive_tunnel(l);
+                        killed.remove(&l);
+                    }
+                    4 => sim.set_rtt(
+                        l,
+                        node,
+                        Duration::from_millis(u64::from(r.next_u32() % 300)),
+                    ),
+                    _ => {
+                        let m = [
+                            CostMultiplier::NORMAL,
+                            CostMultiplier::SOFT_LOCK,
+                            CostMultiplier(300),
+                        ];
+                        sim.set_multiplier(l, node, m[(r.next_u32() % 3) as usize]);
+                    }
+                }
+                sim.run_for(Duration::from_millis(u64::from(r.next_u32() % 3000)));
+            }
+            for l in 0..links {
+                sim.revive_tunnel(l);
+                sim.set_link_up(l, true);
+            }
+            let t = sim.run_until_converged(Duration::from_secs(120));
+            assert!(t.is_some(), "seed {seed}: reconverges after the churn");
+        }
+    }
+
+    #[test]
+    fn lan_churn_never_forms_a_forwarding_loop() {
+        // Shared LANs (no split horizon, several neighbours per interface), some lossy,
+        // flapping silently.
+        for seed in 0..3u8 {
+            let mut sim = Sim::new(u64::from(seed) + 100);
+            sim.check_loops = true;
+            let n = sim.add_nodes(10);
+            let mut r = ChaCha8Rng::from_seed([seed + 100; 32]);
+            let mut lans = Vec::new();
+            for i in 1..10 {
+                let j = (r.next_u32() as usize) % i;
+                let k = (r.next_u32() as usize) % 10;
+                let mut members = vec![n[i], n[j]];
+                if k != i && k != j {
+                    members.push(n[k]);
+                }
+                let lossy = r.next_u32() % 3 == 0;
+                lans.push(sim.lan(&members, lossy, LinkParams::default()));
+            }
+            sim.run_until_converged(Duration::from_secs(60))
+                .expect("converges");
+            for _ in 0..40 {
+                let l = lans[(r.next_u32() as usize) % lans.len()];
+                match r.next_u32() % 3 {
+                    0 => sim.set_link_up(l, false),
+                    1 => sim.set_link_up(l, true),
+                    _ => sim.set_loss(l, r.next_u32() % 300_000),
+                }
+                sim.run_for(Duration::from_millis(u64::from(r.next_u32() % 8000)));
+            }
+            for &l in &lans {
+                sim.set_link_up(l, true);
+                sim.set_loss(l, 0);
+            }
+            let t = sim.run_until_converged(Duration::from_secs(300));
+            assert!(t.is_some(), "seed {seed}: reconverges");
+        }
+    }
+
+    #[test]
+    #[ignore = "manual measurement: cargo test --release -- --ignored --nocapture"]
+    fn probe_figures() {
+        let fast = LinkParams {
+            latency: Duration::from_millis(5),
+            ..LinkParams::default()
+        };
+        let mut sim = Sim::new(1);
+        let n = sim.add_nodes(8);
+        for w in n.windows(2) {
+            sim.tunnel(w[0], w[1], fast);
+        }
+        println!(
+            "line of 8, 5 ms links: {:?}",
+            sim.run_until_converged(Duration::from_secs(60))
+        );
+
+        let mut sim = Sim::new(2);
+        let n = sim.add_nodes(6);
+        let links: Vec<_> = (0..6)
+            .map(|i| sim.tunnel(n[i], n[(i + 1) % 6], fast))
+            .collect();
+        sim.run_until_converged(Duration::from_secs(60));
+        sim.kill_tunnel(links[0]);
+        println!(
+            "ring of 6, tunnel killed: rerouted in {:?}",
+            sim.run_until_converged(Duration::from_secs(60))
+        );
+
+        let mut sim = Sim::new(2);
+        let n = sim.add_nodes(6);
+        let links: Vec<_> = (0..6)
+            .map(|i| sim.tunnel(n[i], n[(i + 1) % 6], fast))
+            .collect();
+        sim.run_until_converged(Duration::from_secs(60));
+        sim.set_link_up(links[0], false);
+        println!(
+            "ring of 6, tunnel silently cut: rerouted in {:?}",
+            sim.run_until_converged(Duration::from_secs(60))
+        );
+
+        let mut sim = Sim::new(3);
+        let n = sim.add_nodes(3);
+        let k = crate::mesh::babel::MacKeys::sign(crate::mesh::babel::MacKey::new(1, vec![1; 32]));
+        sim.set_keys_all(&k);
+        sim.tunnel(n[0], n[1], fast);
+        sim.tunnel(n[1], n[2], fast);
+        println!(
+            "3-node line with MAC (challenges): {:?}",
+            sim.run_until_converged(Duration::from_secs(60))
+        );
+
+        let mut sim = Sim::new(4);
+        let n = sim.add_nodes(3);
+        sim.lan(&[n[0], n[1]], false, fast);
+        sim.lan(&[n[1], n[2]], false, fast);
+        println!(
+            "3-node LAN line: {:?}",
+            sim.run_until_converged(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    #[ignore = "manual measurement: cargo test --release -- --ignored --nocapture"]
+    fn probe_scale() {
+        for &nn in &[50usize, 100, 200, 400] {
+            let mut sim = random_mesh(nn, nn, 7);
+            let t = sim.run_until_converged(Duration::from_secs(120));
+            let sent = sim.stats.sent;
+            sim.run_for(Duration::from_secs(64));
+            let steady = (sim.stats.sent - sent) as f64 / nn as f64 / 64.0;
+            println!(
+                "{nn} nodes, {} routes: converged in {t:?} (virtual); {sent} packets to converge; steady {steady:.2} pkt/node/s",
+                sim.selected_count()
+            );
+        }
+    }
+}
