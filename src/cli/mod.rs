@@ -4,6 +4,7 @@
 mod join;
 mod node;
 mod registry;
+mod up;
 
 use std::path::PathBuf;
 
@@ -27,6 +28,8 @@ enum Command {
     Registry(registry::RegistryCmd),
     /// Join a network with a token from its registry.
     Join(join::JoinArgs),
+    /// Connect: ask the running node, or run the node (TUN, tunnels, Babel) in the foreground.
+    Up(up::UpArgs),
     /// Show the running node's state.
     Status(node::ShowArgs),
     /// List the running node's tunnels.
@@ -66,6 +69,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Registry(cmd) => registry::run(cmd),
         Command::Join(args) => join::run(args),
+        Command::Up(a) => up::up(a),
         Command::Status(a) => node::status(a),
         Command::Peers(a) => node::peers(a),
         Command::Routes(a) => node::routes(a),

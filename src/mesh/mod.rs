@@ -5,5 +5,6 @@
 pub mod babel;
 pub mod fib;
 pub mod forward;
+pub mod node;
 pub mod sim;
 pub mod tunnels;

@@ -1,0 +1,102 @@
+//! `mesh up`: connect the running node, or run the node in the foreground.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use ipnet::Ipv6Net;
+
+use super::StateDir;
+use crate::control::client::{ControlClient, ControlClientError};
+use crate::mesh::node::{NodeConfig, run};
+use crate::mesh::tunnels::TunnelTimers;
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    state: StateDir,
+    /// UDP address for tunnels: `[ADDR:]PORT` (default: all addresses, port 6464).
+    #[arg(long, value_name = "[ADDR:]PORT", default_value = "6464")]
+    listen: String,
+    /// TUN device name.
+    #[arg(long, value_name = "NAME", default_value = crate::tun::DEFAULT_NAME)]
+    tun: String,
+    /// Run the node in this process even if the control socket could be asked.
+    #[arg(long)]
+    foreground: bool,
+    /// A peer to keep a tunnel to: `PREFIX@ADDR:PORT` (repeatable).
+    #[arg(long = "peer", value_name = "PREFIX@ADDR:PORT")]
+    peers: Vec<String>,
+    /// An endpoint where this node can be reached, announced to the registry and peers (repeatable).
+    #[arg(long = "endpoint", value_name = "ADDR:PORT")]
+    endpoints: Vec<SocketAddr>,
+    /// Babel hello interval on tunnels in seconds (default: the network parameters').
+    #[arg(long, value_name = "SECS")]
+    hello_interval: Option<f64>,
+    /// Seconds between registry polls for parameters and keys (0: never).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    registry_poll: u64,
+    /// Tunnel idle timeout in milliseconds (keep-alive is a quarter of it).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    tunnel_timeout_ms: u64,
+}
+
+fn parse_peer(s: &str) -> anyhow::Result<(Ipv6Net, SocketAddr)> {
+    let (p, a) = s
+        .split_once('@')
+        .with_context(|| format!("{s:?} is not PREFIX@ADDR:PORT"))?;
+    Ok((
+        p.parse()
+            .with_context(|| format!("{p:?} is not an IPv6 prefix"))?,
+        a.parse()
+            .with_context(|| format!("{a:?} is not ADDR:PORT"))?,
+    ))
+}
+
+pub fn up(a: UpArgs) -> anyhow::Result<()> {
+    let dir = a
+        .state
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::paths::default_node_dir);
+    let rt = super::runtime()?;
+    if !a.foreground {
+        match rt.block_on(ControlClient::new(&dir).action("up")) {
+            Ok(r) => {
+                println!("{}", r.message);
+                return Ok(());
+            }
+            Err(ControlClientError::NotRunning(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let listen = super::registry::parse_listen(&a.listen)?;
+    let peers = a
+        .peers
+        .iter()
+        .map(|p| parse_peer(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let idle = Duration::from_millis(a.tunnel_timeout_ms.max(100));
+    let cfg = NodeConfig {
+        state_dir: dir,
+        listen,
+        tun_name: a.tun,
+        tun_mtu: crate::tun::DEFAULT_MTU,
+        peers,
+        endpoints: a.endpoints,
+        tunnel_timers: TunnelTimers {
+            keep_alive: idle / 4,
+            idle_timeout: idle,
+        },
+        babel_timers: a.hello_interval.map(|h| {
+            let hello = Duration::from_secs_f64(h.max(0.05));
+            crate::mesh::babel::Timers {
+                hello,
+                update: hello * 4,
+            }
+        }),
+        registry_poll: (a.registry_poll > 0).then(|| Duration::from_secs(a.registry_poll)),
+    };
+    rt.block_on(run(cfg, super::registry::shutdown_signal()))
+}

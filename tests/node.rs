@@ -1,0 +1,244 @@
+//! The node end to end (root): a registry and three `mesh up` nodes in network namespaces,
+//! tunnels only a–b and b–c, so a reaches c over two hops through b's userspace forwarder.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use re6mesh::netns::{Rig, require_root};
+
+const MESH: &str = env!("CARGO_BIN_EXE_mesh");
+
+fn ns_mesh(rig: &Rig, ns: &str, args: &[&str]) -> std::process::Output {
+    let mut argv = vec![MESH];
+    argv.extend_from_slice(args);
+    rig.exec_status(ns, &argv).unwrap()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+fn selected_routes(rig: &Rig, ns: &str, dir: &Path) -> Vec<String> {
+    let o = ns_mesh(
+        rig,
+        ns,
+        &["routes", "--json", "--state-dir", dir.to_str().unwrap()],
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["selected"] == true && r["local"] == false)
+        .filter_map(|r| r["prefix"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
+    if !require_root("root_node_three_nodes_in_a_line_reach_each_other_over_two_hops") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rig = Rig::new("rmtnode").unwrap();
+    for n in ["a", "b", "c"] {
+        rig.add_ns(n).unwrap();
+    }
+    let (ab_a, ab_b) = rig.link("a", "b").unwrap();
+    let (bc_b, bc_c) = rig.link("b", "c").unwrap();
+    for (ns, dev, addr) in [
+        ("a", &ab_a, "fd99:ab::1/64"),
+        ("b", &ab_b, "fd99:ab::2/64"),
+        ("b", &bc_b, "fd99:bc::1/64"),
+        ("c", &bc_c, "fd99:bc::2/64"),
+    ] {
+        rig.exec(ns, &["ip", "-6", "addr", "add", addr, "dev", dev, "nodad"])
+            .unwrap();
+    }
+    // the underlay reaches the registry on b from both ends
+    rig.exec(
+        "a",
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "fd99:bc::/64",
+            "via",
+            "fd99:ab::2",
+        ],
+    )
+    .unwrap();
+    rig.exec(
+        "c",
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "fd99:ab::/64",
+            "via",
+            "fd99:bc::1",
+        ],
+    )
+    .unwrap();
+
+    let reg = tmp.path().join("registry");
+    let port = 18000 + (std::process::id() % 1000) as u16;
+    let url = format!("https://[fd99:ab::2]:{port}");
+    let o = Command::new(MESH)
+        .args([
+            "registry",
+            "init",
+            "--state-dir",
+            reg.to_str().unwrap(),
+            "--url",
+            &url,
+            "--network",
+            "fd42:aa::/48",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = |name: &str| Stdio::from(std::fs::File::create(tmp.path().join(name)).unwrap());
+    rig.spawn(
+        "b",
+        MESH,
+        &[
+            "registry",
+            "serve",
+            "--state-dir",
+            reg.to_str().unwrap(),
+            "--listen",
+            &format!("[::]:{port}"),
+        ],
+        Stdio::null(),
+        log("registry.log"),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut prefixes = Vec::new();
+    for n in ["a", "b", "c"] {
+        let token = Command::new(MESH)
+            .args([
+                "registry",
+                "token",
+                "create",
+                "--state-dir",
+                reg.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+        let dir = tmp.path().join(n);
+        let o = ns_mesh(
+            &rig,
+            n,
+            &["join", &token, "--state-dir", dir.to_str().unwrap()],
+        );
+        assert!(
+            o.status.success(),
+            "join {n}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        prefixes.push(re6mesh::state::load(&dir).unwrap().facts.prefix);
+    }
+    let b_peer = format!("{}@[fd99:ab::2]:6464", prefixes[1]);
+    let b_peer_c = format!("{}@[fd99:bc::1]:6464", prefixes[1]);
+    let started = Instant::now();
+    for (n, peer) in [("b", None), ("a", Some(&b_peer)), ("c", Some(&b_peer_c))] {
+        let dir = tmp.path().join(n);
+        let mut args = vec![
+            "up",
+            "--foreground",
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "[::]:6464",
+            "--hello-interval",
+            "0.5",
+            "--registry-poll",
+            "0",
+        ];
+        if let Some(p) = peer {
+            args.extend(["--peer", p]);
+        }
+        rig.spawn(n, MESH, &args, Stdio::null(), log(&format!("{n}.log")))
+            .unwrap();
+    }
+    let dump_logs = || {
+        for f in ["a.log", "b.log", "c.log", "registry.log"] {
+            eprintln!(
+                "--- {f}\n{}",
+                std::fs::read_to_string(tmp.path().join(f)).unwrap_or_default()
+            );
+        }
+    };
+    let (da, dc) = (tmp.path().join("a"), tmp.path().join("c"));
+    let c_prefix = prefixes[2].to_string();
+    let a_prefix = prefixes[0].to_string();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(
+            "a to route to c and c to a",
+            Duration::from_secs(30),
+            || {
+                selected_routes(&rig, "a", &da).contains(&c_prefix)
+                    && selected_routes(&rig, "c", &dc).contains(&a_prefix)
+            },
+        );
+    }));
+    if r.is_err() {
+        dump_logs();
+        panic!("no convergence");
+    }
+    println!("3-node line converged {:?} after start", started.elapsed());
+
+    // ping c's node address from a, through b's userspace forwarder
+    let c_addr = re6mesh::identity::node_address(&prefixes[2]).to_string();
+    let ping = rig
+        .exec_status(
+            "a",
+            &["ping", "-6", "-c", "5", "-i", "0.2", "-W", "2", &c_addr],
+        )
+        .unwrap();
+    let out = String::from_utf8_lossy(&ping.stdout).to_string();
+    if !ping.status.success() {
+        dump_logs();
+    }
+    assert!(ping.status.success(), "ping a -> c failed:\n{out}");
+    println!("{}", out.lines().last().unwrap_or_default());
+    // the reply crossed two hops: c's reply left with 64, b decremented it once
+    assert!(out.contains("ttl=63") || out.contains("hlim=63"), "{out}");
+
+    // status and peers of b
+    let db = tmp.path().join("b");
+    let st = ns_mesh(
+        &rig,
+        "b",
+        &["status", "--json", "--state-dir", db.to_str().unwrap()],
+    );
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["state"], "up");
+    assert_eq!(st["tunnels"], 2);
+
+    // b goes down: a loses its route to c within about a second (tunnel death)
+    let o = ns_mesh(&rig, "b", &["down", "--state-dir", db.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let gone = wait_until("a to lose its route to c", Duration::from_secs(10), || {
+        !selected_routes(&rig, "a", &da).contains(&c_prefix)
+    });
+    println!("route a -> c withdrawn {gone:?} after `mesh down` on b");
+    let ping = rig
+        .exec_status("a", &["ping", "-6", "-c", "1", "-W", "1", &c_addr])
+        .unwrap();
+    assert!(!ping.status.success());
+}
