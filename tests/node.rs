@@ -17,6 +17,22 @@ fn ns_mesh(rig: &Rig, ns: &str, args: &[&str]) -> std::process::Output {
     rig.exec_status(ns, &argv).unwrap()
 }
 
+/// Prints the nodes' logs if the test fails after this point.
+struct LogsOnPanic(std::path::PathBuf);
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for f in ["a.log", "b.log", "c.log", "registry.log"] {
+                eprintln!(
+                    "--- {f}\n{}",
+                    std::fs::read_to_string(self.0.join(f)).unwrap_or_default()
+                );
+            }
+        }
+    }
+}
+
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while start.elapsed() < timeout {
@@ -167,7 +183,7 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
             "--hello-interval",
             "0.5",
             "--registry-poll",
-            "0",
+            "1",
         ];
         if let Some(p) = peer {
             args.extend(["--peer", p]);
@@ -175,31 +191,18 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
         rig.spawn(n, MESH, &args, Stdio::null(), log(&format!("{n}.log")))
             .unwrap();
     }
-    let dump_logs = || {
-        for f in ["a.log", "b.log", "c.log", "registry.log"] {
-            eprintln!(
-                "--- {f}\n{}",
-                std::fs::read_to_string(tmp.path().join(f)).unwrap_or_default()
-            );
-        }
-    };
+    let _logs = LogsOnPanic(tmp.path().to_path_buf());
     let (da, dc) = (tmp.path().join("a"), tmp.path().join("c"));
     let c_prefix = prefixes[2].to_string();
     let a_prefix = prefixes[0].to_string();
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_until(
-            "a to route to c and c to a",
-            Duration::from_secs(30),
-            || {
-                selected_routes(&rig, "a", &da).contains(&c_prefix)
-                    && selected_routes(&rig, "c", &dc).contains(&a_prefix)
-            },
-        );
-    }));
-    if r.is_err() {
-        dump_logs();
-        panic!("no convergence");
-    }
+    wait_until(
+        "a to route to c and c to a",
+        Duration::from_secs(30),
+        || {
+            selected_routes(&rig, "a", &da).contains(&c_prefix)
+                && selected_routes(&rig, "c", &dc).contains(&a_prefix)
+        },
+    );
     println!("3-node line converged {:?} after start", started.elapsed());
 
     // ping c's node address from a, through b's userspace forwarder
@@ -211,9 +214,6 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
         )
         .unwrap();
     let out = String::from_utf8_lossy(&ping.stdout).to_string();
-    if !ping.status.success() {
-        dump_logs();
-    }
     assert!(ping.status.success(), "ping a -> c failed:\n{out}");
     println!("{}", out.lines().last().unwrap_or_default());
     // the reply crossed two hops: c's reply left with 64, b decremented it once
@@ -230,15 +230,60 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
     assert_eq!(st["state"], "up");
     assert_eq!(st["tunnels"], 2);
 
-    // b goes down: a loses its route to c within about a second (tunnel death)
-    let o = ns_mesh(&rig, "b", &["down", "--state-dir", db.to_str().unwrap()]);
+    // revoke c's certificate: within a registry poll (1 s here) b closes its tunnel to c and
+    // a loses its route to c
+    let c_serial = re6mesh::identity::cert_info(&re6mesh::state::load(&dc).unwrap().cert_der)
+        .unwrap()
+        .serial;
+    let revoked_at = Instant::now();
+    let o = Command::new(MESH)
+        .args([
+            "registry",
+            "revoke",
+            "--state-dir",
+            reg.to_str().unwrap(),
+            &c_serial,
+        ])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let gone = wait_until("a to lose its route to c", Duration::from_secs(10), || {
-        !selected_routes(&rig, "a", &da).contains(&c_prefix)
-    });
-    println!("route a -> c withdrawn {gone:?} after `mesh down` on b");
+    wait_until(
+        "a to lose its route to the revoked c",
+        Duration::from_secs(10),
+        || !selected_routes(&rig, "a", &da).contains(&c_prefix),
+    );
+    println!(
+        "revoked node unreachable from a {:?} after `mesh registry revoke`",
+        revoked_at.elapsed()
+    );
+    let st = ns_mesh(
+        &rig,
+        "b",
+        &["status", "--json", "--state-dir", db.to_str().unwrap()],
+    );
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(
+        st["tunnels"], 1,
+        "b still has a tunnel to the revoked node: {st}"
+    );
+    let st = ns_mesh(
+        &rig,
+        "c",
+        &["status", "--json", "--state-dir", dc.to_str().unwrap()],
+    );
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["state"], "revoked");
     let ping = rig
         .exec_status("a", &["ping", "-6", "-c", "1", "-W", "1", &c_addr])
         .unwrap();
     assert!(!ping.status.success());
+
+    // b goes down: a loses its route to b at once (tunnel closed)
+    let b_prefix = prefixes[1].to_string();
+    let o = ns_mesh(&rig, "b", &["down", "--state-dir", db.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let gone = wait_until("a to lose its route to b", Duration::from_secs(10), || {
+        !selected_routes(&rig, "a", &da).contains(&b_prefix)
+    });
+    println!("route a -> b withdrawn {gone:?} after `mesh down` on b");
 }

@@ -14,7 +14,7 @@
 //!   bootstrap peer, addresses learnt from neighbours);
 //! * **registry poll** — parameters and MAC keys every 5 minutes (configurable, can be off).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -76,10 +76,17 @@ struct Snapshot {
 }
 
 enum Input {
-    Babel { iface: IfaceId, bytes: Vec<u8> },
+    Babel {
+        iface: IfaceId,
+        bytes: Vec<u8>,
+    },
     TunnelUp(Box<Tunnel>),
-    TunnelDown { iface: IfaceId },
+    TunnelDown {
+        iface: IfaceId,
+    },
     Keys(MacKeys),
+    /// Revoked serials from a CRL verified against the CA.
+    Crl(HashSet<String>),
     Peers(Vec<PeerAddr>),
     Down,
     Up,
@@ -233,6 +240,29 @@ async fn fetch_keys(
     }
 }
 
+/// Fetches the CRL and returns its revoked serials, after checking the CA's signature.
+async fn fetch_crl(client: &RegistryClient, ca_der: &[u8]) -> Option<HashSet<String>> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let der = match client.crl().await {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(error = %e, "cannot fetch the CRL");
+            return None;
+        }
+    };
+    let (_, ca) = X509Certificate::from_der(ca_der).ok()?;
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der).ok()?;
+    if crl.verify_signature(ca.public_key()).is_err() {
+        warn!("the CRL from the registry is not signed by the network CA; ignored");
+        return None;
+    }
+    Some(
+        crl.iter_revoked_certificates()
+            .map(|r| identity::serial_hex(r.raw_serial()))
+            .collect(),
+    )
+}
+
 /// Runs the node until SIGINT/SIGTERM or `mesh down --exit`.
 pub async fn run(
     cfg: NodeConfig,
@@ -267,6 +297,10 @@ pub async fn run(
     }
 
     let trust = Trust::new(&st.ca_der)?;
+    let initial_crl = fetch_crl(&client, &st.ca_der).await;
+    if let Some(revoked) = &initial_crl {
+        trust.set_revoked(revoked.clone());
+    }
     let endpoint = Arc::new(
         TunnelEndpoint::bind(
             cfg.listen,
@@ -388,12 +422,22 @@ pub async fn run(
     }
     // Registry poll.
     if let Some(period) = cfg.registry_poll {
-        let (tx, dir, mut params) = (tx.clone(), cfg.state_dir.clone(), params.clone());
+        let (tx, dir, mut params, ca) = (
+            tx.clone(),
+            cfg.state_dir.clone(),
+            params.clone(),
+            st.ca_der.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
                 let keys = fetch_keys(&client, &dir, &mut params).await;
                 if tx.send(Input::Keys(mac_keys(&params, &keys))).is_err() {
+                    break;
+                }
+                if let Some(revoked) = fetch_crl(&client, &ca).await
+                    && tx.send(Input::Crl(revoked)).is_err()
+                {
                     break;
                 }
             }
@@ -421,6 +465,8 @@ pub async fn run(
         down: false,
         my_endpoints: cfg.endpoints.clone(),
         params_version: params.version,
+        my_serial: info.serial.clone(),
+        revoked: initial_crl.is_some_and(|r| r.contains(&info.serial)),
     };
     core.run(rx).await;
     let _ = stop_tx.send(true);
@@ -496,6 +542,7 @@ struct TunnelEntry {
     neighbour: NeighbourId,
     initiated: bool,
     peer_params: u64,
+    peer_serial: String,
 }
 
 struct Core {
@@ -520,6 +567,8 @@ struct Core {
     down: bool,
     my_endpoints: Vec<SocketAddr>,
     params_version: u64,
+    my_serial: String,
+    revoked: bool,
 }
 
 impl Core {
@@ -578,6 +627,7 @@ impl Core {
             Input::TunnelUp(t) => self.tunnel_up(*t),
             Input::TunnelDown { iface } => self.tunnel_down(iface, "closed"),
             Input::Keys(k) => self.engine.set_mac_keys(k),
+            Input::Crl(revoked) => self.apply_crl(revoked),
             Input::Peers(peers) => {
                 for p in peers {
                     if p.prefix != self.prefix && !p.endpoints.is_empty() && self.known.len() < 1024
@@ -656,6 +706,7 @@ impl Core {
                 neighbour,
                 initiated: t.initiated,
                 peer_params: t.peer_hello.params_version,
+                peer_serial: t.peer_serial.clone(),
             },
         );
         // Share the peers we know.
@@ -685,6 +736,32 @@ impl Core {
             self.tun.clone(),
             self.me,
         );
+    }
+
+    /// Applies a CRL at once: handshakes from revoked serials are refused from now on, live
+    /// tunnels to them are closed and their addresses forgotten.
+    fn apply_crl(&mut self, revoked: HashSet<String>) {
+        if revoked.contains(&self.my_serial) {
+            warn!(
+                "this node's certificate is revoked; renew it (`mesh join --force` until automatic renewal lands)"
+            );
+            self.revoked = true;
+        }
+        let dead: Vec<(IfaceId, Ipv6Net)> = self
+            .tunnels
+            .iter()
+            .filter(|(_, t)| revoked.contains(&t.peer_serial))
+            .map(|(id, t)| (*id, t.peer_prefix))
+            .collect();
+        self.endpoint.trust().set_revoked(revoked);
+        for (id, prefix) in dead {
+            if let Some(t) = self.tunnels.get(&id) {
+                t.conn.close(6u32.into(), b"certificate revoked");
+            }
+            self.tunnel_down(id, "peer certificate revoked");
+            self.known.remove(&prefix);
+        }
+        self.refresh_snapshot();
     }
 
     fn tunnel_down(&mut self, iface: IfaceId, why: &str) {
@@ -814,7 +891,9 @@ impl Core {
             })
             .collect();
         let selected = routes.iter().filter(|r| r.selected && !r.local).count();
-        let state = if self.down {
+        let state = if self.revoked {
+            NodeStateName::Revoked
+        } else if self.down {
             NodeStateName::Down
         } else if self.tunnels.is_empty() {
             NodeStateName::Connecting
