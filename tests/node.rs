@@ -287,3 +287,143 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
     });
     println!("route a -> b withdrawn {gone:?} after `mesh down` on b");
 }
+
+#[test]
+fn root_node_two_nodes_find_each_other_through_the_registry_bootstrap() {
+    if !require_root("root_node_two_nodes_find_each_other_through_the_registry_bootstrap") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rig = Rig::new("rmtboot").unwrap();
+    rig.add_ns("a").unwrap();
+    rig.add_ns("b").unwrap();
+    let (ia, ib) = rig.link("a", "b").unwrap();
+    rig.exec(
+        "a",
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "fd99:ab::1/64",
+            "dev",
+            &ia,
+            "nodad",
+        ],
+    )
+    .unwrap();
+    rig.exec(
+        "b",
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "fd99:ab::2/64",
+            "dev",
+            &ib,
+            "nodad",
+        ],
+    )
+    .unwrap();
+    let reg = tmp.path().join("registry");
+    let port = 17000 + (std::process::id() % 1000) as u16;
+    let o = Command::new(MESH)
+        .args([
+            "registry",
+            "init",
+            "--state-dir",
+            reg.to_str().unwrap(),
+            "--url",
+            &format!("https://[fd99:ab::2]:{port}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let log = |name: &str| Stdio::from(std::fs::File::create(tmp.path().join(name)).unwrap());
+    rig.spawn(
+        "b",
+        MESH,
+        &[
+            "registry",
+            "serve",
+            "--state-dir",
+            reg.to_str().unwrap(),
+            "--listen",
+            &format!("[::]:{port}"),
+        ],
+        Stdio::null(),
+        log("registry.log"),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let _logs = LogsOnPanic(tmp.path().to_path_buf());
+    let mut prefixes = Vec::new();
+    for (n, ep) in [("b", "[fd99:ab::2]:6464"), ("a", "[fd99:ab::1]:6464")] {
+        let token = Command::new(MESH)
+            .args([
+                "registry",
+                "token",
+                "create",
+                "--state-dir",
+                reg.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let dir = tmp.path().join(n);
+        let o = ns_mesh(
+            &rig,
+            n,
+            &[
+                "join",
+                String::from_utf8_lossy(&token.stdout).trim(),
+                "--state-dir",
+                dir.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        prefixes.push(re6mesh::state::load(&dir).unwrap().facts.prefix);
+        let args = [
+            "up",
+            "--foreground",
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "[::]:6464",
+            "--endpoint",
+            ep,
+            "--hello-interval",
+            "0.5",
+        ];
+        rig.spawn(n, MESH, &args, Stdio::null(), log(&format!("{n}.log")))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let da = tmp.path().join("a");
+    let b_prefix = prefixes[0].to_string();
+    let took = wait_until(
+        "a to find b through the registry",
+        Duration::from_secs(30),
+        || selected_routes(&rig, "a", &da).contains(&b_prefix),
+    );
+    println!("bootstrap through the registry: a routes to b after {took:?}");
+    let ping = rig
+        .exec_status(
+            "a",
+            &[
+                "ping",
+                "-6",
+                "-c",
+                "2",
+                "-W",
+                "2",
+                &re6mesh::identity::node_address(&prefixes[0]).to_string(),
+            ],
+        )
+        .unwrap();
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+}

@@ -280,7 +280,7 @@ pub async fn run(
     let me = identity::node_address(&prefix);
     let mut params = st.params.clone();
     let client =
-        RegistryClient::with_identity(&st.facts.registry_url, &st.ca_der, &st.cert_der, &st.key)?;
+        Arc::new(RegistryClient::with_identity(&st.facts.registry_url, &st.ca_der, &st.cert_der, &st.key)?);
     let keys = fetch_keys(&client, &cfg.state_dir, &mut params).await;
     if params.min_protocol > crate::params::PROTOCOL_VERSION {
         anyhow::bail!(
@@ -428,6 +428,7 @@ pub async fn run(
             params.clone(),
             st.ca_der.clone(),
         );
+        let client = client.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
@@ -466,6 +467,8 @@ pub async fn run(
         my_endpoints: cfg.endpoints.clone(),
         params_version: params.version,
         my_serial: info.serial.clone(),
+        registry: client.clone(),
+        last_bootstrap: None,
         revoked: initial_crl.is_some_and(|r| r.contains(&info.serial)),
     };
     core.run(rx).await;
@@ -569,6 +572,8 @@ struct Core {
     params_version: u64,
     my_serial: String,
     revoked: bool,
+    registry: Arc<RegistryClient>,
+    last_bootstrap: Option<Instant>,
 }
 
 impl Core {
@@ -785,6 +790,25 @@ impl Core {
         // RTT from QUIC into the Babel cost.
         for t in self.tunnels.values() {
             let _ = self.engine.set_rtt(now, t.neighbour, t.conn.rtt());
+        }
+        // Nobody known and no tunnel: ask the registry for a bootstrap peer (every 10 s).
+        if !self.down
+            && self.tunnels.is_empty()
+            && self.known.keys().all(|p| *p == self.prefix)
+            && self.last_bootstrap.is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
+            self.last_bootstrap = Some(Instant::now());
+            let (client, tx) = (self.registry.clone(), self.tx.clone());
+            tokio::spawn(async move {
+                match client.bootstrap().await {
+                    Ok(Some(b)) => {
+                        info!(peer = %b.prefix, "bootstrap peer from the registry");
+                        let _ = tx.send(Input::Peers(vec![PeerAddr { prefix: b.prefix, endpoints: b.endpoints }]));
+                    }
+                    Ok(None) => debug!("the registry knows no other live node yet"),
+                    Err(e) => warn!(error = %e, "cannot ask the registry for a bootstrap peer"),
+                }
+            });
         }
         // Dial: keep client_count outgoing tunnels to known peers. A dial gives up within
         // the tunnel idle timeout per address; after 5 s the peer may be tried again.
