@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use ipnet::Ipv6Net;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -279,8 +279,12 @@ pub async fn run(
     let prefix = st.facts.prefix;
     let me = identity::node_address(&prefix);
     let mut params = st.params.clone();
-    let client =
-        Arc::new(RegistryClient::with_identity(&st.facts.registry_url, &st.ca_der, &st.cert_der, &st.key)?);
+    let client = Arc::new(RegistryClient::with_identity(
+        &st.facts.registry_url,
+        &st.ca_der,
+        &st.cert_der,
+        &st.key,
+    )?);
     let keys = fetch_keys(&client, &cfg.state_dir, &mut params).await;
     if params.min_protocol > crate::params::PROTOCOL_VERSION {
         anyhow::bail!(
@@ -389,16 +393,27 @@ pub async fn run(
         let (tun, fibr, table) = (tun.clone(), fib.reader(), table.clone());
         let mut fwd = Forwarder::new(me, RateLimit::default());
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 65536];
+            // One large buffer; each packet is split off it (amortised: no allocation per
+            // packet until the buffer is used up and replaced).
+            let mut pool = BytesMut::new();
+            let want = frame::HEADER_LEN + 65535;
             loop {
-                let n = match tun.recv(&mut buf).await {
+                if pool.len() < want {
+                    if pool.capacity() < want {
+                        pool = BytesMut::with_capacity(1 << 20);
+                    }
+                    // zero-fills only what the last packet took
+                    pool.resize(want, 0);
+                }
+                let n = match tun.recv(&mut pool[frame::HEADER_LEN..want]).await {
                     Ok(n) => n,
                     Err(e) => {
                         warn!(error = %e, "TUN read failed");
                         break;
                     }
                 };
-                route_packet(&mut buf[..n], false, prefix, &fibr, &table, &tun, &mut fwd).await;
+                let framed = pool.split_to(frame::HEADER_LEN + n);
+                route_packet(framed, false, prefix, &fibr, &table, &tun, &mut fwd).await;
             }
         });
     }
@@ -477,8 +492,10 @@ pub async fn run(
     Ok(())
 }
 
+/// Routes one IPv6 packet. `framed` holds the tunnel type byte followed by the packet, so a
+/// forwarded packet leaves in the same buffer it arrived in (no copy, no allocation).
 async fn route_packet(
-    pkt: &mut [u8],
+    mut framed: BytesMut,
     from_tunnel: bool,
     prefix: Ipv6Net,
     fib: &FibReader,
@@ -486,6 +503,9 @@ async fn route_packet(
     tun: &crate::tun::Tun,
     fwd: &mut Forwarder,
 ) {
+    let Some(pkt) = framed.get_mut(frame::HEADER_LEN..) else {
+        return;
+    };
     let Some(h) = super::forward::parse_header(pkt) else {
         return;
     };
@@ -494,17 +514,14 @@ async fn route_packet(
     } else {
         match fib
             .lookup(IpAddr::V6(h.dst))
-            .and_then(|e| table.load().get(&e.iface).map(|c| (e.iface, c.clone())))
+            .and_then(|e| table.load().get(&e.iface).cloned())
         {
-            Some((iface, conn)) => {
+            Some(conn) => {
                 let mtu = conn
                     .max_datagram_size()
                     .map(|m| m.saturating_sub(frame::HEADER_LEN))
                     .unwrap_or(0);
-                Lookup::Via {
-                    next: (iface, conn),
-                    mtu,
-                }
+                Lookup::Via { next: conn, mtu }
             }
             None => Lookup::NoRoute,
         }
@@ -513,14 +530,17 @@ async fn route_packet(
         Decision::Deliver => {
             let _ = tun.send(pkt).await;
         }
-        Decision::Forward((_, conn)) => {
-            let mut v = Vec::with_capacity(pkt.len() + 1);
-            frame::encode_into(frame::TYPE_IPV6, pkt, &mut v);
-            if let Err(e) = conn.send_datagram(Bytes::from(v)) {
+        Decision::Forward(conn) => {
+            if conn.datagram_send_buffer_space() < super::tunnels::BABEL_RESERVE {
+                debug!("tunnel queue full: data packet dropped");
+                return;
+            }
+            framed[0] = frame::TYPE_IPV6;
+            if let Err(e) = conn.send_datagram(framed.freeze()) {
                 debug!(error = %e, "datagram not sent");
             }
         }
-        Decision::Reply(mut icmp) => {
+        Decision::Reply(icmp) => {
             // The error goes back to the source: to our own TUN if it is ours, else routed.
             if !from_tunnel {
                 let _ = tun.send(&icmp).await;
@@ -531,8 +551,6 @@ async fn route_packet(
                 let mut v = Vec::with_capacity(icmp.len() + 1);
                 frame::encode_into(frame::TYPE_IPV6, &icmp, &mut v);
                 let _ = conn.send_datagram(Bytes::from(v));
-            } else {
-                icmp.clear();
             }
         }
         Decision::Drop(reason) => debug!(?reason, "packet dropped"),
@@ -795,7 +813,9 @@ impl Core {
         if !self.down
             && self.tunnels.is_empty()
             && self.known.keys().all(|p| *p == self.prefix)
-            && self.last_bootstrap.is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+            && self
+                .last_bootstrap
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
         {
             self.last_bootstrap = Some(Instant::now());
             let (client, tx) = (self.registry.clone(), self.tx.clone());
@@ -803,7 +823,10 @@ impl Core {
                 match client.bootstrap().await {
                     Ok(Some(b)) => {
                         info!(peer = %b.prefix, "bootstrap peer from the registry");
-                        let _ = tx.send(Input::Peers(vec![PeerAddr { prefix: b.prefix, endpoints: b.endpoints }]));
+                        let _ = tx.send(Input::Peers(vec![PeerAddr {
+                            prefix: b.prefix,
+                            endpoints: b.endpoints,
+                        }]));
                     }
                     Ok(None) => debug!("the registry knows no other live node yet"),
                     Err(e) => warn!(error = %e, "cannot ask the registry for a bootstrap peer"),
@@ -1015,8 +1038,9 @@ fn spawn_tunnel_tasks(
                     });
                 }
                 Ok(Datagram::Ipv6(_)) => {
-                    let mut pkt = d[frame::HEADER_LEN..].to_vec();
-                    route_packet(&mut pkt, true, prefix, &fib, &table, &tun, &mut fwd).await;
+                    // Zero-copy when quinn hands us the only reference to the buffer.
+                    let framed = d.try_into_mut().unwrap_or_else(|d| BytesMut::from(&d[..]));
+                    route_packet(framed, true, prefix, &fib, &table, &tun, &mut fwd).await;
                 }
                 Err(e) => debug!(error = %e, "bad datagram"),
             }

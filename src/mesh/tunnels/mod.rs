@@ -23,6 +23,12 @@ pub use tls::Trust;
 
 /// QUIC `initial_mtu` and `min_mtu`: a path that cannot carry this is not used.
 pub const QUIC_MIN_MTU: u16 = 1360;
+/// Datagram send queue per tunnel. Kept small so that a Babel packet never waits long
+/// behind queued data.
+pub const DATAGRAM_QUEUE: usize = 128 * 1024;
+/// Queue space reserved for Babel: data datagrams are dropped (like a router's full queue)
+/// rather than queued into the last [`BABEL_RESERVE`] bytes, so Babel always gets in.
+pub const BABEL_RESERVE: usize = 16 * 1024;
 
 /// Timers of the tunnels (set short in tests through configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,6 +288,7 @@ fn transport(timers: TunnelTimers) -> Result<Arc<quinn::TransportConfig>, Tunnel
             .map_err(|e| TunnelError::Setup(e.to_string()))?,
     ));
     t.initial_mtu(QUIC_MIN_MTU);
+    t.datagram_send_buffer_size(DATAGRAM_QUEUE);
     t.min_mtu(QUIC_MIN_MTU);
     t.max_concurrent_uni_streams(0u32.into());
     t.max_concurrent_bidi_streams(2u32.into());
