@@ -4,12 +4,17 @@
 use std::path::Path;
 
 fn corpus(name: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(name);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(name);
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| {
             let p = e.unwrap().path();
-            (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap())
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
         })
         .collect();
     out.sort();
@@ -34,7 +39,8 @@ fn request_seeds_parse() {
     for (name, bytes) in corpus("registry_request") {
         if name.ends_with(".json") {
             let ok = serde_json::from_slice::<re6mesh::registry_api::JoinRequest>(&bytes).is_ok()
-                || serde_json::from_slice::<re6mesh::registry_api::EndpointsRequest>(&bytes).is_ok();
+                || serde_json::from_slice::<re6mesh::registry_api::EndpointsRequest>(&bytes)
+                    .is_ok();
             assert!(ok, "{name}");
         } else {
             re6mesh::token::JoinToken::decode(std::str::from_utf8(&bytes).unwrap()).unwrap();
@@ -44,7 +50,9 @@ fn request_seeds_parse() {
 
 #[test]
 fn params_seed_verifies_against_its_ca_and_not_when_tampered() {
-    let ca = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/data/signed_params_ca.der")).unwrap();
+    let ca =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/data/signed_params_ca.der"))
+            .unwrap();
     for (name, bytes) in corpus("signed_params") {
         let j: re6mesh::params::SignedParamsJson = serde_json::from_slice(&bytes).unwrap();
         let mut sp = re6mesh::params::SignedParams::from_json(&j).unwrap();
