@@ -16,6 +16,8 @@ pub mod cli;
 pub mod control;
 pub mod fsutil;
 pub mod identity;
+#[cfg(target_os = "linux")]
+pub mod lan;
 pub mod mesh;
 pub mod netns;
 pub mod params;

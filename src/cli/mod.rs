@@ -1,6 +1,8 @@
 //! The `mesh` command line (clap derive). Human output by default, `--json` for scripts.
 //! Errors: one sentence on stderr, exit code 1 (2 for usage errors, from clap).
 
+#[cfg(target_os = "linux")]
+mod babel;
 mod join;
 mod node;
 mod registry;
@@ -38,6 +40,10 @@ enum Command {
     Routes(node::ShowArgs),
     /// Disconnect the running node (tunnels closed, address withdrawn); `--exit` ends it.
     Down(node::DownArgs),
+    /// A standalone Babel router on real interfaces (interoperates with babeld and BIRD).
+    #[command(subcommand)]
+    #[cfg(target_os = "linux")]
+    Babel(babel::BabelCmd),
 }
 
 /// `--state-dir DIR`, shared by every command that touches on-disk state.
@@ -74,6 +80,8 @@ pub fn main() -> i32 {
         Command::Peers(a) => node::peers(a),
         Command::Routes(a) => node::routes(a),
         Command::Down(a) => node::down(a),
+        #[cfg(target_os = "linux")]
+        Command::Babel(cmd) => babel::run_cmd(cmd),
     };
     match result {
         Ok(()) => 0,
