@@ -178,6 +178,16 @@ impl Fib {
         }
     }
 
+    /// Number of routes in the writer's view.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// True if the writer's view is empty.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
     /// The writer's view, in prefix order.
     pub fn routes(&self) -> impl Iterator<Item = &FibEntry> {
         self.routes.values()

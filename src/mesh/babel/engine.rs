@@ -82,6 +82,19 @@ pub struct Timers {
     pub update: Duration,
 }
 
+impl Timers {
+    /// Both intervals raised to at least one centisecond, the wire's unit: a zero
+    /// interval would make the timer due again the moment it fires (found by the
+    /// `babel_engine` fuzz target: `handle_timeout` never got past it).
+    pub fn clamped(self) -> Self {
+        const MIN: Duration = Duration::from_millis(10);
+        Timers {
+            hello: self.hello.max(MIN),
+            update: self.update.max(MIN),
+        }
+    }
+}
+
 impl Default for Timers {
     fn default() -> Self {
         Timers {
@@ -453,8 +466,9 @@ impl Engine {
     /// Adds an interface. A tunnel gets its single neighbour at once (the QUIC connection
     /// is up, so the link is known to work both ways). Sends a Hello and a wildcard Route
     /// Request immediately.
-    pub fn add_interface(&mut self, now: Time, cfg: IfaceConfig) -> IfaceId {
+    pub fn add_interface(&mut self, now: Time, mut cfg: IfaceConfig) -> IfaceId {
         self.now = self.now.max(now);
+        cfg.timers = cfg.timers.clamped();
         let id = IfaceId(self.next_iface);
         self.next_iface += 1;
         let mut index = vec![0u8; mac::INDEX_LEN];
@@ -601,6 +615,7 @@ impl Engine {
             .ifaces
             .get_mut(&iface)
             .ok_or(CommandError::NoSuchInterface(iface))?;
+        let timers = timers.clamped();
         i.cfg.timers = timers;
         i.next_hello = i.next_hello.min(now + timers.hello);
         i.next_update = i.next_update.min(now + timers.update);
@@ -1201,9 +1216,30 @@ impl Engine {
             // A neighbour that was already running will not ask: tell it everything.
             self.full_update(nid.iface, Some(nid.addr));
         }
-        if self.neighbour_cost(nid) != before {
-            self.reselect_all(now);
+        self.cost_changed(now, nid, before);
+    }
+
+    /// Reselects after a neighbour's cost moved from `before`. A known neighbour whose link
+    /// comes back from infinite cost (a healed partition) is asked for a full update at
+    /// once: its routes have expired here, and it has no reason to resend them before its
+    /// next periodic update (up to an update interval later).
+    fn cost_changed(&mut self, now: Time, nid: NeighbourId, before: u16) {
+        let after = self.neighbour_cost(nid);
+        if after == before {
+            return;
         }
+        let known = self
+            .neighbours
+            .get(&nid)
+            .is_some_and(|n| n.history.valid() >= 3);
+        if before == INFINITY && known {
+            self.queue(
+                nid.iface,
+                Some(nid.addr),
+                Msg::RouteRequest { prefix: None },
+            );
+        }
+        self.reselect_all(now);
     }
 
     /// A new neighbour: send an unscheduled Hello and an IHU at once so both sides see a
@@ -1257,9 +1293,7 @@ impl Engine {
             cs(interval_cs)
         };
         n.ihu_deadline = Some(now + interval * 7 / 2);
-        if self.neighbour_cost(nid) != before {
-            self.reselect_all(now);
-        }
+        self.cost_changed(now, nid, before);
     }
 
     /// Our rxcost for a neighbour, per the interface's algorithm.
@@ -1377,6 +1411,11 @@ impl Engine {
             let Some(r) = self.routes.get_mut(&prefix).and_then(|rs| rs.get_mut(&nid)) else {
                 return false;
             };
+            // RFC 8966 3.5.4: the entry takes the retraction's router-id and seqno too, or
+            // a neighbour that keeps poisoning the prefix after its source changed
+            // router-id would keep the stale source in our table forever.
+            r.router_id = rid;
+            r.seqno = seqno;
             r.metric = INFINITY;
             r.expires = now + interval * 2;
             return true;

@@ -64,6 +64,7 @@
 pub mod codec;
 pub mod cost;
 mod engine;
+pub mod fuzzing;
 pub mod mac;
 pub mod msg;
 pub mod prefix;
