@@ -136,38 +136,7 @@ fn show_path(a: &ShowArgs) -> anyhow::Result<PathBuf> {
 fn routes(a: ShowArgs) -> anyhow::Result<()> {
     let path = show_path(&a)?;
     let routes: Vec<Route> = super::runtime()?.block_on(get_json(&path, "/v1/routes"))?;
-    if a.json {
-        for r in routes {
-            println!("{}", serde_json::to_string(&r)?);
-        }
-        return Ok(());
-    }
-    println!(
-        "{:<26} {:<28} {:<16} {:>6} {:<24} {:>6} SEL",
-        "PREFIX", "NEXT HOP", "IFACE", "METRIC", "ROUTER ID", "SEQNO"
-    );
-    for r in routes {
-        let metric = if r.metric == u16::MAX {
-            "inf".to_owned()
-        } else {
-            r.metric.to_string()
-        };
-        println!(
-            "{:<26} {:<28} {:<16} {:>6} {:<24} {:>6} {}",
-            r.prefix,
-            if r.local {
-                "(local)".to_owned()
-            } else {
-                r.next_hop
-            },
-            r.iface,
-            metric,
-            r.router_id,
-            r.seqno,
-            if r.selected { "*" } else { "" }
-        );
-    }
-    Ok(())
+    super::node::print_routes(routes, a.json)
 }
 
 fn stats(a: ShowArgs) -> anyhow::Result<()> {

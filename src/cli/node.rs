@@ -86,7 +86,12 @@ pub fn peers(a: ShowArgs) -> anyhow::Result<()> {
 
 pub fn routes(a: ShowArgs) -> anyhow::Result<()> {
     let routes = super::runtime()?.block_on(client(&a.state).routes())?;
-    if a.json {
+    print_routes(routes, a.json)
+}
+
+/// Prints routes as JSON Lines or as a table (shared by `mesh routes` and `mesh babel routes`).
+pub(super) fn print_routes(routes: Vec<crate::control::Route>, json: bool) -> anyhow::Result<()> {
+    if json {
         for r in routes {
             println!("{}", serde_json::to_string(&r)?);
         }
