@@ -240,6 +240,19 @@ async fn fetch_keys(
     }
 }
 
+/// The Babel router-id of the node owning `prefix`: the first 8 bytes of SHA-256 of its CIDR
+/// text, never all zeros or all ones (RFC 8966 forbids those).
+pub fn router_id_for(prefix: &Ipv6Net) -> [u8; 8] {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(prefix.to_string().as_bytes());
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&h[..8]);
+    if id == [0; 8] || id == [0xff; 8] {
+        id[7] ^= 1;
+    }
+    id
+}
+
 /// Fetches the CRL and returns its revoked serials, after checking the CA's signature.
 async fn fetch_crl(client: &RegistryClient, ca_der: &[u8]) -> Option<HashSet<String>> {
     use x509_parser::prelude::{FromDer, X509Certificate};
@@ -379,9 +392,9 @@ pub async fn run(
     let mut seed = [0u8; 32];
     seed[..16].copy_from_slice(&u128::from(prefix.network()).to_be_bytes());
     seed[16..].copy_from_slice(&rand::random::<[u8; 16]>());
-    let router_id: [u8; 8] = u128::from(prefix.network()).to_be_bytes()[..8]
-        .try_into()
-        .unwrap_or([1; 8]);
+    // Stable across restarts and unique per prefix (the first 64 bits alone would collide
+    // for node prefixes longer than /64 inside one /64).
+    let router_id = router_id_for(&prefix);
     let mut engine = Engine::new(Config::default(), router_id, seed, Time::ZERO);
     engine.set_mac_keys(mac);
     if let Some(p) = Prefix::new(IpAddr::V6(prefix.network()), prefix.prefix_len()) {
@@ -1046,4 +1059,17 @@ fn spawn_tunnel_tasks(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::router_id_for;
+
+    #[test]
+    fn router_ids_differ_for_prefixes_sharing_their_first_64_bits() {
+        let a = router_id_for(&"fd00:1:2:3:4::/80".parse().unwrap());
+        let b = router_id_for(&"fd00:1:2:3:5::/80".parse().unwrap());
+        assert_ne!(a, b);
+        assert_eq!(a, router_id_for(&"fd00:1:2:3:4::/80".parse().unwrap()));
+    }
 }
