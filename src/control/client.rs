@@ -39,6 +39,16 @@ impl ControlClient {
         }
     }
 
+    /// A client for the control socket at `path` (e.g. `mesh babel run --control PATH`).
+    pub fn at(path: PathBuf) -> ControlClient {
+        ControlClient { path }
+    }
+
+    /// `GET uri`, decoded as JSON.
+    pub async fn get<T: DeserializeOwned>(&self, uri: &str) -> Result<T, ControlClientError> {
+        self.call("GET", uri).await
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: &str,

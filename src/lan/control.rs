@@ -5,14 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
 use axum::routing::get;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -163,45 +160,16 @@ pub async fn serve(
 
 /// `GET uri` on the control socket at `path`, decoded as JSON.
 pub async fn get_json<T: DeserializeOwned>(path: &Path, uri: &str) -> anyhow::Result<T> {
-    let stream = tokio::net::UnixStream::connect(path)
+    use crate::control::client::{ControlClient, ControlClientError};
+    ControlClient::at(path.to_path_buf())
+        .get(uri)
         .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
-                "no permission to use the control socket {} (run as root)",
-                path.display()
-            ),
-            _ => anyhow::anyhow!(
+        .map_err(|e| match e {
+            ControlClientError::NotRunning(_) => anyhow::anyhow!(
                 "no Babel router answers on {} (is `mesh babel run --control {}` running?)",
                 path.display(),
                 path.display()
             ),
-        })?;
-    let fut = async {
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let req = hyper::Request::builder()
-            .method("GET")
-            .uri(uri)
-            .header(hyper::header::HOST, "localhost")
-            .body(Full::new(Bytes::new()))?;
-        let resp = sender.send_request(req).await?;
-        let body = Limited::new(resp.into_body(), 16 << 20)
-            .collect()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .to_bytes();
-        Ok::<T, anyhow::Error>(serde_json::from_slice(&body)?)
-    };
-    tokio::time::timeout(Duration::from_secs(10), fut)
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "the router did not answer on {} within 10 s",
-                path.display()
-            )
-        })?
-        .map_err(|e| anyhow::anyhow!("the router gave an invalid answer: {e}"))
+            other => other.into(),
+        })
 }
