@@ -111,6 +111,37 @@ async fn revoked_serials_are_refused_in_both_directions_and_the_set_swaps_live()
     reg.stop().await;
 }
 
+/// A peer that connected once must not get around a later revocation by resuming its TLS
+/// session (a resumed TLS 1.3 handshake skips certificate verification): tunnels never resume.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_peer_cannot_come_back_by_resuming_an_earlier_session() {
+    let reg = TestRegistry::start().await;
+    let (a, b) = (reg.join_node().await, reg.join_node().await);
+    let (ea, eb) = (Arc::new(endpoint(&a)), Arc::new(endpoint(&b)));
+    let b_addr = eb.local_addr().unwrap();
+    let eb2 = eb.clone();
+    tokio::spawn(async move {
+        while let Some(acc) = eb2.accept().await {
+            tokio::spawn(async move { acc.finish().await.map(std::mem::forget) });
+        }
+    });
+    // a full handshake, then a second one (any session ticket has been received by now)
+    for _ in 0..2 {
+        let t = ea.connect(b_addr, b.cert.prefix).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        t.conn.close(0u32.into(), b"bye");
+    }
+    eb.trust()
+        .set_revoked(HashSet::from([a.cert.serial.clone()]));
+    for attempt in 0..3 {
+        assert!(
+            ea.connect(b_addr, b.cert.prefix).await.is_err(),
+            "attempt {attempt}: a revoked peer got a tunnel"
+        );
+    }
+    reg.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_of_another_network_is_refused() {
     let reg = TestRegistry::start().await;

@@ -694,6 +694,12 @@ impl Core {
             t.conn.close(0u32.into(), b"node is down");
             return;
         }
+        // The handshake already refused revoked serials; a CRL applied while it was in flight
+        // is caught here.
+        if self.endpoint.trust().is_revoked(&t.peer_serial) {
+            t.conn.close(6u32.into(), b"certificate revoked");
+            return;
+        }
         if let Some(&existing) = self.by_prefix.get(&peer) {
             // One connection per pair: the lower prefix keeps the one it initiated.
             let keep_new = if self.prefix < peer {

@@ -3,7 +3,8 @@
 //! it is within its validity, its serial is not revoked — checked against a set that is
 //! swapped atomically when the CRL changes, so revocation applies without a restart — and,
 //! when dialling a known peer, its certificate carries the expected prefix (its SAN
-//! iPAddress is prefix::1, which is the name we dial).
+//! iPAddress is prefix::1, which is the name we dial). Sessions are never resumed, so every
+//! tunnel runs these checks.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -189,6 +190,11 @@ pub fn configs(
         .with_single_cert(chain.clone(), key())
         .map_err(bad)?;
     server.alpn_protocols = vec![ALPN.to_vec()];
+    // No resumption, ever: a resumed TLS 1.3 handshake skips certificate verification, so a
+    // peer revoked after its first tunnel could come back with a ticket. Tunnels are long-lived;
+    // a full handshake per tunnel costs nothing worth saving.
+    server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    server.send_tls13_tickets = 0;
 
     let server_inner =
         WebPkiServerVerifier::builder_with_provider(trust.roots.clone(), trust.provider.clone())
@@ -205,5 +211,6 @@ pub fn configs(
         .with_client_auth_cert(chain, key())
         .map_err(bad)?;
     client.alpn_protocols = vec![ALPN.to_vec()];
+    client.resumption = rustls::client::Resumption::disabled();
     Ok((server, client))
 }
