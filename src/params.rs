@@ -182,7 +182,7 @@ impl NetworkParams {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample(version: u64) -> NetworkParams {

@@ -21,6 +21,10 @@ pub mod files {
     pub const CA: &str = "ca.pem";
     /// Signed parameters (JSON transport form).
     pub const PARAMS: &str = "params.json";
+    /// The CRL named by the parameters (DER), cached by the node.
+    pub const CRL: &str = "crl.der";
+    /// Known peers (the node's peer cache).
+    pub const PEERS: &str = "peers.json";
     /// Node facts (registry URL, prefix).
     pub const NODE: &str = "node.json";
 }
@@ -48,6 +52,10 @@ pub struct NodeState {
     pub facts: NodeFacts,
     /// Parameters (verified at load).
     pub params: NetworkParams,
+    /// Their signed form.
+    pub signed: SignedParams,
+    /// The cached CRL, if any (not verified here).
+    pub crl_der: Option<Vec<u8>>,
 }
 
 /// True when `dir` holds a joined node.
@@ -84,6 +92,32 @@ pub fn save(dir: &Path, registry_url: &str, key: &NodeKey, c: &Certified) -> any
     Ok(())
 }
 
+/// Stores a renewed certificate (same key, same prefix).
+pub fn save_cert(dir: &Path, cert_der: &[u8]) -> anyhow::Result<()> {
+    write_atomic(
+        &dir.join(files::CERT),
+        identity::der_to_pem(cert_der, "CERTIFICATE").as_bytes(),
+        0o644,
+    )
+    .with_context(|| format!("cannot write {}", dir.join(files::CERT).display()))
+}
+
+/// Stores parameters (and their CRL when known) taken from the registry or a neighbour.
+pub fn save_params(
+    dir: &Path,
+    signed: &SignedParams,
+    crl_der: Option<&[u8]>,
+) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(&signed.to_json())?;
+    write_atomic(&dir.join(files::PARAMS), &json, 0o644)
+        .with_context(|| format!("cannot write {}", dir.join(files::PARAMS).display()))?;
+    if let Some(der) = crl_der {
+        write_atomic(&dir.join(files::CRL), der, 0o644)
+            .with_context(|| format!("cannot write {}", dir.join(files::CRL).display()))?;
+    }
+    Ok(())
+}
+
 /// Loads and checks a joined node's state.
 pub fn load(dir: &Path) -> anyhow::Result<NodeState> {
     if !is_joined(dir) {
@@ -105,9 +139,11 @@ pub fn load(dir: &Path) -> anyhow::Result<NodeState> {
         serde_json::from_str(&read(files::NODE)?).context("node.json is damaged")?;
     let pj: SignedParamsJson =
         serde_json::from_str(&read(files::PARAMS)?).context("params.json is damaged")?;
-    let params = SignedParams::from_json(&pj)?
+    let signed = SignedParams::from_json(&pj)?;
+    let params = signed
         .verify(&ca_der)
         .context("params.json is not signed by the network CA")?;
+    let crl_der = std::fs::read(dir.join(files::CRL)).ok();
     Ok(NodeState {
         dir: dir.to_path_buf(),
         key,
@@ -115,5 +151,7 @@ pub fn load(dir: &Path) -> anyhow::Result<NodeState> {
         ca_der,
         facts,
         params,
+        signed,
+        crl_der,
     })
 }

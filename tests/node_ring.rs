@@ -1,245 +1,13 @@
-//! Registry + 7 nodes on one bridge underlay; nftables lets each node's tunnel UDP reach only
-//! its two ring neighbours, so routes are multi-hop; the real binary in every namespace.
+//! The node on the 7-node ring rig (tests/ring): all pairs, a 10 MB TCP transfer over three
+//! hops, link cuts, hostile inputs.
 
-use std::path::PathBuf;
+mod ring;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use re6mesh::netns::{Rig, require_root};
-
-const MESH: &str = env!("CARGO_BIN_EXE_mesh");
-const N: usize = 7;
-
-fn underlay(i: usize) -> String {
-    format!("fd99::{}", i + 1)
-}
-
-struct Ring {
-    rig: Rig,
-    tmp: tempfile::TempDir,
-    reg: PathBuf,
-    prefixes: Vec<ipnet::Ipv6Net>,
-    started: Instant,
-}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for i in 0..N {
-                let f = self.tmp.path().join(format!("n{i}.log"));
-                let text = std::fs::read_to_string(&f).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                eprintln!(
-                    "--- n{i}.log (last lines)\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-        }
-    }
-}
-
-fn mesh_in(rig: &Rig, ns: &str, args: &[&str]) -> std::process::Output {
-    let mut argv = vec![MESH];
-    argv.extend_from_slice(args);
-    rig.exec_status(ns, &argv).unwrap()
-}
-
-fn node_addr(p: &ipnet::Ipv6Net) -> String {
-    re6mesh::identity::node_address(p).to_string()
-}
-
-fn ping_ok(rig: &Rig, from: usize, to: &str) -> bool {
-    rig.exec_status(
-        &format!("n{from}"),
-        &["ping", "-6", "-c", "1", "-W", "1", to],
-    )
-    .map(|o| o.status.success())
-    .unwrap_or(false)
-}
-
-fn start_ring() -> Ring {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut rig = Rig::new("rmtring").unwrap();
-    rig.add_ns("br").unwrap();
-    rig.exec("br", &["ip", "link", "add", "br0", "type", "bridge"])
-        .unwrap();
-    rig.exec("br", &["ip", "link", "set", "br0", "up"]).unwrap();
-    rig.exec(
-        "br",
-        &[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            "fd99::100/64",
-            "dev",
-            "br0",
-            "nodad",
-        ],
-    )
-    .unwrap();
-    for i in 0..N {
-        let n = format!("n{i}");
-        rig.add_ns(&n).unwrap();
-        let (_, in_br) = rig.link(&n, "br").unwrap();
-        rig.exec("br", &["ip", "link", "set", &in_br, "master", "br0"])
-            .unwrap();
-        rig.exec(
-            &n,
-            &[
-                "ip",
-                "-6",
-                "addr",
-                "add",
-                &format!("{}/64", underlay(i)),
-                "dev",
-                "to-br",
-                "nodad",
-            ],
-        )
-        .unwrap();
-        // tunnel UDP only to and from the two ring neighbours
-        let l = underlay((i + N - 1) % N);
-        let r = underlay((i + 1) % N);
-        let rules = format!(
-            "table inet ring {{
-               chain out {{ type filter hook output priority 0; udp dport 6464 ip6 daddr != {{ {l}, {r} }} drop; }}
-               chain in {{ type filter hook input priority 0; udp sport 6464 ip6 saddr != {{ {l}, {r} }} drop; }}
-             }}"
-        );
-        let f = tmp.path().join(format!("n{i}.nft"));
-        std::fs::write(&f, rules).unwrap();
-        rig.exec(&n, &["nft", "-f", f.to_str().unwrap()]).unwrap();
-    }
-    let reg = tmp.path().join("registry");
-    let port = 19000 + (std::process::id() % 1000) as u16;
-    let o = Command::new(MESH)
-        .args([
-            "registry",
-            "init",
-            "--state-dir",
-            reg.to_str().unwrap(),
-            "--url",
-            &format!("https://[fd99::100]:{port}"),
-            "--network",
-            "fd43:bb::/48",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = Command::new(MESH)
-        .args([
-            "registry",
-            "params",
-            "--state-dir",
-            reg.to_str().unwrap(),
-            "set",
-            "client_count=2",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let log = |name: &str| Stdio::from(std::fs::File::create(tmp.path().join(name)).unwrap());
-    rig.spawn(
-        "br",
-        MESH,
-        &[
-            "registry",
-            "serve",
-            "--state-dir",
-            reg.to_str().unwrap(),
-            "--listen",
-            &format!("[::]:{port}"),
-        ],
-        Stdio::null(),
-        log("registry.log"),
-    )
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
-    let mut prefixes = Vec::new();
-    for i in 0..N {
-        let token = Command::new(MESH)
-            .args([
-                "registry",
-                "token",
-                "create",
-                "--state-dir",
-                reg.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
-        let dir = tmp.path().join(format!("n{i}"));
-        let o = mesh_in(
-            &rig,
-            &format!("n{i}"),
-            &["join", &token, "--state-dir", dir.to_str().unwrap()],
-        );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        prefixes.push(re6mesh::state::load(&dir).unwrap().facts.prefix);
-    }
-    let started = Instant::now();
-    for i in 0..N {
-        let dir = tmp.path().join(format!("n{i}"));
-        let l = (i + N - 1) % N;
-        let r = (i + 1) % N;
-        let pl = format!("{}@[{}]:6464", prefixes[l], underlay(l));
-        let pr = format!("{}@[{}]:6464", prefixes[r], underlay(r));
-        let ep = format!("[{}]:6464", underlay(i));
-        let args = [
-            "up",
-            "--foreground",
-            "--state-dir",
-            dir.to_str().unwrap(),
-            "--listen",
-            "[::]:6464",
-            "--peer",
-            &pl,
-            "--peer",
-            &pr,
-            "--endpoint",
-            &ep,
-            "--hello-interval",
-            "0.5",
-            "--registry-poll",
-            "0",
-        ];
-        rig.spawn(
-            &format!("n{i}"),
-            MESH,
-            &args,
-            Stdio::null(),
-            log(&format!("n{i}.log")),
-        )
-        .unwrap();
-    }
-    Ring {
-        rig,
-        tmp,
-        reg,
-        prefixes,
-        started,
-    }
-}
-
-fn all_pairs(ring: &Ring) -> bool {
-    (0..N).all(|i| {
-        (0..N)
-            .filter(|j| *j != i)
-            .all(|j| ping_ok(&ring.rig, i, &node_addr(&ring.prefixes[j])))
-    })
-}
-
-fn wait_all_pairs(ring: &Ring, timeout: Duration) -> Duration {
-    let t = Instant::now();
-    while t.elapsed() < timeout {
-        if all_pairs(ring) {
-            return t.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("not every pair reaches every other after {timeout:?}");
-}
+use re6mesh::netns::require_root;
+use ring::*;
 
 const SERVER_PY: &str = r#"
 import socket, hashlib, sys
@@ -348,99 +116,86 @@ fn root_ring_of_seven_every_pair_reaches_every_other_and_a_tcp_transfer_crosses_
     );
 }
 
-/// Received `icmp_seq` numbers of a `ping` output.
-fn received_seqs(out: &str) -> Vec<u32> {
-    out.lines()
-        .filter(|l| l.contains("bytes from"))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("icmp_seq="))
-                .and_then(|v| v.parse().ok())
-        })
-        .collect()
-}
-
-/// Longest run of missing sequence numbers between 1 and `last`.
-fn longest_gap(seqs: &[u32], last: u32) -> u32 {
-    let mut got = vec![false; last as usize + 1];
-    for s in seqs {
-        if let Some(g) = got.get_mut(*s as usize) {
-            *g = true;
-        }
-    }
-    let (mut best, mut cur) = (0, 0);
-    for g in got.iter().skip(1) {
-        if *g {
-            cur = 0;
-        } else {
-            cur += 1;
-            best = best.max(cur);
-        }
-    }
-    best
-}
-
-#[test]
-fn root_ring_a_silently_cut_link_reroutes_the_other_way_round() {
-    if !require_root("root_ring_a_silently_cut_link_reroutes_the_other_way_round") {
-        return;
-    }
-    let mut ring = start_ring();
-    wait_all_pairs(&ring, Duration::from_secs(60));
-    let out = ring.tmp.path().join("ping.out");
+/// Pings n0 → n1 at 10 Hz while `cut` cuts their ring link; returns (longest gap in ms,
+/// ping output). The replies must keep coming the long way round (6 hops: hop limit 59).
+fn ping_through_a_cut(ring: &mut Ring, what: &str, cut: impl FnOnce(&mut Ring)) -> u32 {
     let target = node_addr(&ring.prefixes[1]);
-    let pid = ring
-        .rig
-        .spawn(
-            "n0",
-            "ping",
-            &["-6", "-i", "0.1", "-c", "100", "-W", "1", &target],
-            Stdio::from(std::fs::File::create(&out).unwrap()),
-            Stdio::null(),
-        )
-        .unwrap();
+    let (pid, out) = ring.ping_series(0, &target, 100);
     std::thread::sleep(Duration::from_secs(2));
-    // silent cut of the ring link n0–n1: every packet between their underlay addresses dropped
-    let rules = format!(
-        "table inet cut {{\n chain in {{ type filter hook input priority -10; ip6 saddr {} drop; }}\n chain out {{ type filter hook output priority -10; ip6 daddr {} drop; }}\n}}\n",
-        underlay(1),
-        underlay(1)
-    );
-    let f = ring.tmp.path().join("cut.nft");
-    std::fs::write(&f, rules).unwrap();
-    ring.rig
-        .exec("n0", &["nft", "-f", f.to_str().unwrap()])
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ring
-        .rig
-        .child(pid)
-        .is_some_and(|c| c.try_wait().ok().flatten().is_none())
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cut(ring);
+    ring.wait_pid(pid, Duration::from_secs(30));
     let text = std::fs::read_to_string(&out).unwrap();
     let seqs = received_seqs(&text);
     let gap = longest_gap(&seqs, 100);
     println!(
-        "silent cut n0–n1: longest gap of a 10 Hz ping {} ms; {} of 100 answered",
+        "{what} n0–n1: longest gap of a 10 Hz ping {} ms; {} of 100 answered",
         gap * 100,
         seqs.len()
     );
-    // after the cut the replies keep coming, the long way round (6 hops: hop limit ≤ 59)
     assert!(
         seqs.iter().any(|s| *s > 90),
-        "no answer after the cut:\n{text}"
+        "{what}: no answer after the cut:\n{text}"
     );
     let late: Vec<&str> = text.lines().filter(|l| l.contains("icmp_seq=9")).collect();
     assert!(
         late.iter()
             .any(|l| l.contains("ttl=59") || l.contains("hlim=59")),
-        "not rerouted round the ring:\n{}",
+        "{what}: not rerouted round the ring:\n{}",
         late.join("\n")
     );
-    assert!(gap <= 50, "gap of {} ms", gap * 100);
+    assert!(gap <= 50, "{what}: gap of {} ms", gap * 100);
+    gap * 100
+}
+
+#[test]
+fn root_ring_a_cut_link_reroutes_the_other_way_round_veth_down_then_silent_drop() {
+    if !require_root("root_ring_a_cut_link_reroutes_the_other_way_round_veth_down_then_silent_drop")
+    {
+        return;
+    }
+    let mut ring = start_ring();
+    wait_all_pairs(&ring, Duration::from_secs(60));
+    // 1. the link goes down (the kernel says so: the tunnel's packets cannot leave)
+    ping_through_a_cut(&mut ring, "veth down", |ring| {
+        ring.rig
+            .exec("n0", &["ip", "link", "set", "to-n1", "down"])
+            .unwrap();
+    });
+    // heal: the direct route comes back (n1 one hop away: hop limit 64)
+    ring.rig
+        .exec("n0", &["ip", "link", "set", "to-n1", "up"])
+        .unwrap();
+    let t = Instant::now();
+    let target = node_addr(&ring.prefixes[1]);
+    let direct = |ring: &Ring| {
+        ring.rig
+            .exec_status("n0", &["ping", "-6", "-c", "1", "-W", "1", &target])
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout).contains("ttl=64")
+                    || String::from_utf8_lossy(&o.stdout).contains("hlim=64")
+            })
+            .unwrap_or(false)
+    };
+    while !direct(&ring) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the healed link is not used again"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("veth up n0–n1: direct route back after {:?}", t.elapsed());
+    // 2. silent cut: every packet on the link dropped, the interface stays up
+    ping_through_a_cut(&mut ring, "silent drop", |ring| {
+        let rules = format!(
+            "table inet cut {{\n chain in {{ type filter hook input priority -10; ip6 saddr {a} drop; }}\n chain out {{ type filter hook output priority -10; ip6 daddr {a} drop; }}\n}}\n",
+            a = link_addr(1, 0)
+        );
+        let f = ring.tmp.path().join("cut.nft");
+        std::fs::write(&f, rules).unwrap();
+        ring.rig
+            .exec("n0", &["nft", "-f", f.to_str().unwrap()])
+            .unwrap();
+    });
 }
 
 #[test]

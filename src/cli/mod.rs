@@ -50,13 +50,15 @@ enum Command {
 #[derive(Debug, clap::Args, Clone)]
 pub struct StateDir {
     /// State directory (default: /var/lib/re6mesh[/registry] as root, the user's data directory otherwise).
-    #[arg(long, value_name = "DIR", env = "MESH_STATE_DIR")]
+    #[arg(long, value_name = "DIR", env = "MESH_STATE_DIR", global = true)]
     pub state_dir: Option<PathBuf>,
 }
 
 fn init_tracing(verbose: u8) {
     let default = match verbose {
-        0 => "info",
+        // quinn_udp warns on every datagram to an unreachable address (a peer we cannot
+        // reach yet); the dial's own outcome is what matters.
+        0 => "info,quinn_udp=error",
         1 => "debug",
         _ => "trace",
     };

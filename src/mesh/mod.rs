@@ -5,6 +5,7 @@
 pub mod babel;
 pub mod fib;
 pub mod forward;
+pub mod netstate;
 pub mod node;
 pub mod sim;
 pub mod tunnels;

@@ -14,7 +14,7 @@
 //!   bootstrap peer, addresses learnt from neighbours);
 //! * **registry poll** — parameters and MAC keys every 5 minutes (configurable, can be off).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -32,12 +32,14 @@ use super::babel::time::Time;
 use super::babel::{Config, Engine, Event, IfaceConfig, IfaceId, NeighbourId, RouteChange, Timers};
 use super::fib::{Fib, FibReader};
 use super::forward::{Decision, Forwarder, Lookup, RateLimit};
+use super::netstate::NetState;
 use super::tunnels::control::{ControlMsg, PeerAddr};
 use super::tunnels::frame::{self, Datagram};
 use super::tunnels::{HelloInfo, Trust, Tunnel, TunnelEndpoint, TunnelTimers};
 use crate::control::{self, ControlHandler, NodeStateName};
 use crate::identity;
-use crate::registry_client::RegistryClient;
+use crate::params::SignedParams;
+use crate::registry_client::{Certified, NodeKey, RegistryClient};
 use crate::wire::Prefix;
 
 /// Everything `mesh up` can set.
@@ -84,9 +86,22 @@ enum Input {
     TunnelDown {
         iface: IfaceId,
     },
-    Keys(MacKeys),
-    /// Revoked serials from a CRL verified against the CA.
-    Crl(HashSet<String>),
+    /// MAC key bytes by id, fresh from the registry.
+    KeyBytes(Vec<(String, Vec<u8>)>),
+    /// Parameters and/or a CRL from the registry (`from: None`) or from the neighbour on
+    /// a tunnel — not verified yet.
+    Offer {
+        signed: Option<SignedParams>,
+        crl: Option<Vec<u8>>,
+        from: Option<IfaceId>,
+    },
+    /// A control-stream message from the neighbour on `iface`.
+    Control {
+        iface: IfaceId,
+        msg: ControlMsg,
+    },
+    /// The outcome of a certificate renewal.
+    Renewed(Result<Box<Certified>, String>),
     Peers(Vec<PeerAddr>),
     Down,
     Up,
@@ -181,34 +196,26 @@ fn mac_keys(params: &crate::params::NetworkParams, keys: &[(String, Vec<u8>)]) -
             .and_then(|id| keys.iter().find(|(k, _)| k == id))
             .map(|(_, b)| MacKey::new(slot, b.clone()))
     };
+    let sign = find(&params.mac.sign, 1);
+    let accept = find(&params.mac.accept, 2);
+    // Rotation step (sign K2, accept K1) reached before K2's bytes: everybody still accepts
+    // K1, so sign with it until K2 arrives rather than send unsigned packets nobody takes.
+    let sign = match (sign, &accept) {
+        (None, Some(a)) => Some(MacKey::new(1, a.bytes().to_vec())),
+        (s, _) => s,
+    };
     MacKeys {
-        sign: find(&params.mac.sign, 1),
-        accept: find(&params.mac.accept, 2).into_iter().collect(),
+        sign,
+        accept: accept.into_iter().collect(),
         accept_unsigned: params.mac.accept_unsigned,
     }
 }
 
 const MAC_CACHE: &str = "mac-keys.json";
 
-/// Fetches parameters and MAC keys from the registry; falls back to the cache on failure.
-async fn fetch_keys(
-    client: &RegistryClient,
-    dir: &std::path::Path,
-    params: &mut crate::params::NetworkParams,
-) -> Vec<(String, Vec<u8>)> {
-    match client.params().await {
-        Ok((p, signed)) => {
-            if p.version > params.version {
-                let _ = crate::fsutil::write_atomic(
-                    &dir.join(crate::state::files::PARAMS),
-                    &serde_json::to_vec_pretty(&signed.to_json()).unwrap_or_default(),
-                    0o644,
-                );
-                *params = p;
-            }
-        }
-        Err(e) => warn!(error = %e, "cannot fetch the network parameters; using the cached ones"),
-    }
+/// MAC key bytes from the registry (written to the cache), or from the cache when the
+/// registry cannot answer.
+async fn fetch_key_bytes(client: &RegistryClient, dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     match client.mac_keys().await {
         Ok(resp) => {
             let keys: Vec<(String, Vec<u8>)> = resp
@@ -240,6 +247,25 @@ async fn fetch_keys(
     }
 }
 
+/// The registry's current parameters and CRL (the core verifies both before use).
+async fn fetch_params_and_crl(client: &RegistryClient) -> (Option<SignedParams>, Option<Vec<u8>>) {
+    let signed = match client.params().await {
+        Ok((_, signed)) => Some(signed),
+        Err(e) => {
+            warn!(error = %e, "cannot fetch the network parameters from the registry");
+            None
+        }
+    };
+    let crl = match client.crl().await {
+        Ok(d) => Some(d),
+        Err(e) => {
+            warn!(error = %e, "cannot fetch the CRL from the registry");
+            None
+        }
+    };
+    (signed, crl)
+}
+
 /// The Babel router-id of the node owning `prefix`: the first 8 bytes of SHA-256 of its CIDR
 /// text, never all zeros or all ones (RFC 8966 forbids those).
 pub fn router_id_for(prefix: &Ipv6Net) -> [u8; 8] {
@@ -251,29 +277,6 @@ pub fn router_id_for(prefix: &Ipv6Net) -> [u8; 8] {
         id[7] ^= 1;
     }
     id
-}
-
-/// Fetches the CRL and returns its revoked serials, after checking the CA's signature.
-async fn fetch_crl(client: &RegistryClient, ca_der: &[u8]) -> Option<HashSet<String>> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let der = match client.crl().await {
-        Ok(d) => d,
-        Err(e) => {
-            warn!(error = %e, "cannot fetch the CRL");
-            return None;
-        }
-    };
-    let (_, ca) = X509Certificate::from_der(ca_der).ok()?;
-    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der).ok()?;
-    if crl.verify_signature(ca.public_key()).is_err() {
-        warn!("the CRL from the registry is not signed by the network CA; ignored");
-        return None;
-    }
-    Some(
-        crl.iter_revoked_certificates()
-            .map(|r| identity::serial_hex(r.raw_serial()))
-            .collect(),
-    )
 }
 
 /// Runs the node until SIGINT/SIGTERM or `mesh down --exit`.
@@ -291,21 +294,34 @@ pub async fn run(
     }
     let prefix = st.facts.prefix;
     let me = identity::node_address(&prefix);
-    let mut params = st.params.clone();
-    let client = Arc::new(RegistryClient::with_identity(
+    let client = Arc::new(ArcSwap::from_pointee(RegistryClient::with_identity(
         &st.facts.registry_url,
         &st.ca_der,
         &st.cert_der,
         &st.key,
-    )?);
-    let keys = fetch_keys(&client, &cfg.state_dir, &mut params).await;
-    if params.min_protocol > crate::params::PROTOCOL_VERSION {
-        anyhow::bail!(
-            "this network requires protocol {} but this mesh speaks {}; upgrade mesh",
-            params.min_protocol,
-            crate::params::PROTOCOL_VERSION
-        );
+    )?));
+    // Parameters and CRL: the stored ones, then whatever newer the registry has.
+    let mut net = NetState::new(st.ca_der.clone(), st.signed.clone())?;
+    if let Some(der) = &st.crl_der
+        && let Err(e) = net.offer(None, Some(der))
+    {
+        warn!(error = %e, "the cached CRL is unusable; waiting for a fresh one");
     }
+    let (signed, crl) = fetch_params_and_crl(&client.load()).await;
+    match net.offer(signed.as_ref(), crl.as_deref()) {
+        Ok(a) if a.any() => {
+            if let Err(e) = crate::state::save_params(&cfg.state_dir, net.signed(), net.crl_der()) {
+                warn!(error = %e, "cannot store the new parameters");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "the registry's parameters or CRL were refused"),
+    }
+    let params = net.params().clone();
+    if let Some(msg) = protocol_too_old(&params) {
+        anyhow::bail!(msg);
+    }
+    let keys = fetch_key_bytes(&client.load(), &cfg.state_dir).await;
     let mac = mac_keys(&params, &keys);
     if params.mac.sign.is_some() && mac.sign.is_none() {
         warn!(
@@ -314,10 +330,7 @@ pub async fn run(
     }
 
     let trust = Trust::new(&st.ca_der)?;
-    let initial_crl = fetch_crl(&client, &st.ca_der).await;
-    if let Some(revoked) = &initial_crl {
-        trust.set_revoked(revoked.clone());
-    }
+    trust.set_revoked(net.revoked().clone());
     let endpoint = Arc::new(
         TunnelEndpoint::bind(
             cfg.listen,
@@ -344,6 +357,7 @@ pub async fn run(
     )?);
     if !cfg.endpoints.is_empty()
         && let Err(e) = client
+            .load()
             .report_endpoints(&cfg.endpoints, crate::params::PROTOCOL_VERSION)
             .await
     {
@@ -448,25 +462,26 @@ pub async fn run(
             }
         });
     }
-    // Registry poll.
+    // Registry poll: the fallback when no neighbour brings newer parameters.
     if let Some(period) = cfg.registry_poll {
-        let (tx, dir, mut params, ca) = (
-            tx.clone(),
-            cfg.state_dir.clone(),
-            params.clone(),
-            st.ca_der.clone(),
-        );
-        let client = client.clone();
+        let (tx, dir, client) = (tx.clone(), cfg.state_dir.clone(), client.clone());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
-                let keys = fetch_keys(&client, &dir, &mut params).await;
-                if tx.send(Input::Keys(mac_keys(&params, &keys))).is_err() {
+                let c = client.load_full();
+                let (signed, crl) = fetch_params_and_crl(&c).await;
+                if tx
+                    .send(Input::Offer {
+                        signed,
+                        crl,
+                        from: None,
+                    })
+                    .is_err()
+                {
                     break;
                 }
-                if let Some(revoked) = fetch_crl(&client, &ca).await
-                    && tx.send(Input::Crl(revoked)).is_err()
-                {
+                let keys = fetch_key_bytes(&c, &dir).await;
+                if tx.send(Input::KeyBytes(keys)).is_err() {
                     break;
                 }
             }
@@ -485,24 +500,39 @@ pub async fn run(
         prefix,
         timers,
         client_count: params.tunnel.client_count.max(1) as usize,
+        fixed_timers: cfg.babel_timers.is_some(),
         max_clients: params.tunnel.max_clients as usize,
         tunnels: BTreeMap::new(),
         by_prefix: HashMap::new(),
         base: Instant::now(),
         known: cfg.peers.iter().map(|(p, a)| (*p, vec![*a])).collect(),
+        static_peers: cfg.peers.iter().copied().collect(),
         dialing: HashMap::new(),
         down: false,
         my_endpoints: cfg.endpoints.clone(),
-        params_version: params.version,
+        revoked: net.revoked().contains(&info.serial),
+        net,
+        keys,
         my_serial: info.serial.clone(),
+        cert: Identity {
+            dir: cfg.state_dir.clone(),
+            registry_url: st.facts.registry_url.clone(),
+            ca_der: st.ca_der.clone(),
+            key: Arc::new(st.key),
+            not_before: info.not_before,
+            not_after: info.not_after,
+        },
+        renewing: false,
+        next_renewal_try: Instant::now(),
+        crl_fetch: None,
+        fatal: None,
         registry: client.clone(),
         last_bootstrap: None,
-        revoked: initial_crl.is_some_and(|r| r.contains(&info.serial)),
     };
-    core.run(rx).await;
+    let result = core.run(rx).await;
     let _ = stop_tx.send(true);
     endpoint.close();
-    Ok(())
+    result
 }
 
 /// Routes one IPv6 packet. `framed` holds the tunnel type byte followed by the packet, so a
@@ -577,6 +607,37 @@ struct TunnelEntry {
     initiated: bool,
     peer_params: u64,
     peer_serial: String,
+    /// Messages for the peer's control stream.
+    ctl: mpsc::UnboundedSender<ControlMsg>,
+}
+
+/// What the node needs to renew its certificate.
+struct Identity {
+    dir: PathBuf,
+    registry_url: String,
+    ca_der: Vec<u8>,
+    key: Arc<NodeKey>,
+    not_before: i64,
+    not_after: i64,
+}
+
+impl Identity {
+    /// When to renew: 30 days before expiry, or half-way through a shorter validity.
+    fn renew_at(&self) -> i64 {
+        let lifetime = (self.not_after - self.not_before).max(0);
+        self.not_after - (30 * 86_400).min(lifetime / 2)
+    }
+}
+
+/// The one sentence a node says when the network requires a newer protocol.
+fn protocol_too_old(params: &crate::params::NetworkParams) -> Option<String> {
+    (params.min_protocol > crate::params::PROTOCOL_VERSION).then(|| {
+        format!(
+            "this network now requires protocol {} but this mesh speaks {}; upgrade mesh",
+            params.min_protocol,
+            crate::params::PROTOCOL_VERSION
+        )
+    })
 }
 
 struct Core {
@@ -592,18 +653,32 @@ struct Core {
     timers: Timers,
     client_count: usize,
     max_clients: usize,
+    /// Babel timers set by configuration (tests): parameters do not change them.
+    fixed_timers: bool,
     tunnels: BTreeMap<IfaceId, TunnelEntry>,
     by_prefix: HashMap<Ipv6Net, IfaceId>,
     base: Instant,
     known: BTreeMap<Ipv6Net, Vec<SocketAddr>>,
+    /// Peers given with `--peer`: always kept connected.
+    static_peers: HashMap<Ipv6Net, SocketAddr>,
     /// Dials in progress and when they started (a peer is not dialled twice at once).
     dialing: HashMap<Ipv6Net, Instant>,
     down: bool,
     my_endpoints: Vec<SocketAddr>,
-    params_version: u64,
+    /// Parameters and CRL in force.
+    net: NetState,
+    /// MAC key bytes known, by registry key id.
+    keys: Vec<(String, Vec<u8>)>,
     my_serial: String,
     revoked: bool,
-    registry: Arc<RegistryClient>,
+    cert: Identity,
+    renewing: bool,
+    next_renewal_try: Instant,
+    /// When the last registry CRL fetch started (the parameters name a CRL we lack).
+    crl_fetch: Option<Instant>,
+    /// Why the node must stop (e.g. the network requires a newer protocol).
+    fatal: Option<String>,
+    registry: Arc<ArcSwap<RegistryClient>>,
     last_bootstrap: Option<Instant>,
 }
 
@@ -612,7 +687,7 @@ impl Core {
         Time::from_millis(u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             let deadline = self
@@ -646,6 +721,10 @@ impl Core {
             t.conn.close(0u32.into(), b"node shutting down");
         }
         info!("node stopped");
+        match self.fatal.take() {
+            Some(msg) => Err(anyhow::anyhow!(msg)),
+            None => Ok(()),
+        }
     }
 
     /// Returns false to stop.
@@ -662,8 +741,17 @@ impl Core {
             }
             Input::TunnelUp(t) => self.tunnel_up(*t),
             Input::TunnelDown { iface } => self.tunnel_down(iface, "closed"),
-            Input::Keys(k) => self.engine.set_mac_keys(k),
-            Input::Crl(revoked) => self.apply_crl(revoked),
+            Input::KeyBytes(keys) => {
+                for (id, bytes) in keys {
+                    self.keys.retain(|(i, _)| *i != id);
+                    self.keys.push((id, bytes));
+                }
+                self.engine
+                    .set_mac_keys(mac_keys(self.net.params(), &self.keys));
+            }
+            Input::Offer { signed, crl, from } => self.offer(signed, crl, from),
+            Input::Control { iface, msg } => self.control_message(iface, msg),
+            Input::Renewed(r) => self.renewed(r),
             Input::Peers(peers) => {
                 for p in peers {
                     if p.prefix != self.prefix && !p.endpoints.is_empty() && self.known.len() < 1024
@@ -685,7 +773,7 @@ impl Core {
             Input::Up => self.down = false,
             Input::Exit => return false,
         }
-        true
+        self.fatal.is_none()
     }
 
     fn tunnel_up(&mut self, t: Tunnel) {
@@ -749,8 +837,14 @@ impl Core {
                 initiated: t.initiated,
                 peer_params: t.peer_hello.params_version,
                 peer_serial: t.peer_serial.clone(),
+                ctl: ctl_tx.clone(),
             },
         );
+        // Parameters: the older side pulls from the newer one.
+        let mine = self.net.params().version;
+        if t.peer_hello.params_version > mine {
+            let _ = ctl_tx.send(ControlMsg::ParamsRequest);
+        }
         // Share the peers we know.
         let peers: Vec<PeerAddr> = self
             .known
@@ -780,13 +874,161 @@ impl Core {
         );
     }
 
-    /// Applies a CRL at once: handshakes from revoked serials are refused from now on, live
-    /// tunnels to them are closed and their addresses forgotten.
-    fn apply_crl(&mut self, revoked: HashSet<String>) {
-        if revoked.contains(&self.my_serial) {
-            warn!(
-                "this node's certificate is revoked; renew it (`mesh join --force` until automatic renewal lands)"
+    /// The signed parameters and CRL in force, for a neighbour.
+    fn params_message(&self) -> ControlMsg {
+        use base64::Engine as _;
+        ControlMsg::Params {
+            params: self.net.signed().to_json(),
+            crl: self
+                .net
+                .crl_der()
+                .map(|d| base64::engine::general_purpose::STANDARD.encode(d)),
+        }
+    }
+
+    fn control_message(&mut self, iface: IfaceId, msg: ControlMsg) {
+        match msg {
+            ControlMsg::Peers { peers } => {
+                let _ = self.tx.send(Input::Peers(peers));
+            }
+            ControlMsg::ParamsRequest => {
+                let m = self.params_message();
+                if let Some(t) = self.tunnels.get_mut(&iface) {
+                    t.peer_params = t.peer_params.max(self.net.params().version);
+                    let _ = t.ctl.send(m);
+                }
+            }
+            ControlMsg::Params { params, crl } => {
+                use base64::Engine as _;
+                let signed = match crate::params::SignedParams::from_json(&params) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        debug!(error = %e, "malformed parameters from a neighbour");
+                        return;
+                    }
+                };
+                let crl =
+                    crl.and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok());
+                let _ = self.tx.send(Input::Offer {
+                    signed: Some(signed),
+                    crl,
+                    from: Some(iface),
+                });
+            }
+            ControlMsg::KillRequest => {
+                // The lock cycle of the tunnel manager: agree unless this is our last tunnel.
+                let accepted = self.tunnels.len() > 1;
+                if let Some(t) = self.tunnels.get(&iface) {
+                    let _ = t.ctl.send(ControlMsg::KillResponse { accepted });
+                }
+            }
+            ControlMsg::KillResponse { .. } | ControlMsg::Hello { .. } => {}
+        }
+    }
+
+    /// Takes newer parameters and/or a CRL from the registry or a neighbour, applies them
+    /// without restarting and passes them on to the other neighbours.
+    fn offer(&mut self, signed: Option<SignedParams>, crl: Option<Vec<u8>>, from: Option<IfaceId>) {
+        let old = self.net.params().clone();
+        let applied = match self.net.offer(signed.as_ref(), crl.as_deref()) {
+            Ok(a) => a,
+            Err(e) => {
+                let who = from
+                    .and_then(|i| self.tunnels.get(&i))
+                    .map(|t| t.peer_prefix.to_string())
+                    .unwrap_or_else(|| "the registry".into());
+                warn!(from = %who, error = %e, "refused parameters or CRL");
+                return;
+            }
+        };
+        if let Some(i) = from
+            && let Some(t) = self.tunnels.get_mut(&i)
+        {
+            // The sender has at least what it sent.
+            if let Some(v) = signed.as_ref().and_then(|s| {
+                serde_json::from_slice::<crate::params::NetworkParams>(&s.document).ok()
+            }) {
+                t.peer_params = t.peer_params.max(v.version);
+            }
+        }
+        if !applied.any() {
+            return;
+        }
+        if let Err(e) =
+            crate::state::save_params(&self.cert.dir, self.net.signed(), self.net.crl_der())
+        {
+            warn!(error = %e, "cannot store the new parameters");
+        }
+        if applied.params {
+            let p = self.net.params().clone();
+            info!(version = p.version, changed = ?old.diff(&p), "network parameters applied");
+            if let Some(msg) = protocol_too_old(&p) {
+                tracing::error!("{msg}");
+                self.fatal = Some(msg);
+                return;
+            }
+            self.client_count = p.tunnel.client_count.max(1) as usize;
+            self.max_clients = p.tunnel.max_clients as usize;
+            if !self.fixed_timers && p.hello_interval != old.hello_interval {
+                let hello = Duration::from_secs(u64::from(p.hello_interval.max(1)));
+                self.timers = Timers {
+                    hello,
+                    update: hello * 4,
+                };
+                let now = self.now();
+                for id in self.tunnels.keys() {
+                    let _ = self.engine.set_timers(now, *id, self.timers);
+                }
+            }
+            self.endpoint.set_hello(
+                HelloInfo {
+                    protocol: crate::params::PROTOCOL_VERSION,
+                    params_version: p.version,
+                    endpoints: self.my_endpoints.clone(),
+                },
+                p.min_protocol,
             );
+            // Key ids we hold bytes for take effect now; new ids are fetched from the
+            // registry (only authenticated, non-revoked nodes get them).
+            self.engine.set_mac_keys(mac_keys(&p, &self.keys));
+            let missing = [&p.mac.sign, &p.mac.accept]
+                .into_iter()
+                .flatten()
+                .any(|id| !self.keys.iter().any(|(k, _)| k == id));
+            if missing {
+                let (client, dir, tx) = (
+                    self.registry.load_full(),
+                    self.cert.dir.clone(),
+                    self.tx.clone(),
+                );
+                tokio::spawn(async move {
+                    let keys = fetch_key_bytes(&client, &dir).await;
+                    let _ = tx.send(Input::KeyBytes(keys));
+                });
+            }
+        }
+        if applied.crl {
+            self.apply_crl();
+        }
+        // Tell the other neighbours.
+        let m = self.params_message();
+        let v = self.net.params().version;
+        for (id, t) in self.tunnels.iter_mut() {
+            if Some(*id) != from {
+                t.peer_params = t.peer_params.max(v);
+                let _ = t.ctl.send(m.clone());
+            }
+        }
+        self.refresh_snapshot();
+    }
+
+    /// Applies the CRL in force at once: handshakes from revoked serials are refused from
+    /// now on, live tunnels to them are closed and their addresses forgotten; if our own
+    /// serial is in it, we renew.
+    fn apply_crl(&mut self) {
+        let revoked = self.net.revoked().clone();
+        if revoked.contains(&self.my_serial) && !self.revoked {
+            warn!("this node's certificate is revoked; renewing it");
             self.revoked = true;
         }
         let dead: Vec<(IfaceId, Ipv6Net)> = self
@@ -804,6 +1046,75 @@ impl Core {
             self.known.remove(&prefix);
         }
         self.refresh_snapshot();
+    }
+
+    /// Starts a renewal with the registry (same key, same prefix, new serial) when the
+    /// certificate is revoked or close to expiry.
+    fn maybe_renew(&mut self) {
+        let now_unix = time::OffsetDateTime::now_utc().unix_timestamp();
+        let due = self.revoked || now_unix >= self.cert.renew_at();
+        if !due || self.renewing || Instant::now() < self.next_renewal_try {
+            return;
+        }
+        self.renewing = true;
+        let (client, tx) = (self.registry.load_full(), self.tx.clone());
+        let key = self.cert.key.clone();
+        info!(revoked = self.revoked, "renewing this node's certificate");
+        tokio::spawn(async move {
+            let r = client
+                .renew(&key)
+                .await
+                .map(Box::new)
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Input::Renewed(r));
+        });
+    }
+
+    fn renewed(&mut self, r: Result<Box<Certified>, String>) {
+        self.renewing = false;
+        let c = match r {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "certificate renewal failed; retrying in a minute");
+                self.next_renewal_try = Instant::now() + Duration::from_secs(60);
+                return;
+            }
+        };
+        if c.prefix != self.prefix {
+            warn!(got = %c.prefix, "the registry renewed with another prefix; ignored");
+            self.next_renewal_try = Instant::now() + Duration::from_secs(60);
+            return;
+        }
+        let set = || -> anyhow::Result<RegistryClient> {
+            crate::state::save_cert(&self.cert.dir, &c.cert_der)?;
+            self.endpoint
+                .set_identity(&c.cert_der, &self.cert.key.to_der())
+                .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            Ok(RegistryClient::with_identity(
+                &self.cert.registry_url,
+                &self.cert.ca_der,
+                &c.cert_der,
+                &self.cert.key,
+            )?)
+        };
+        match set() {
+            Ok(client) => {
+                self.registry.store(Arc::new(client));
+                info!(serial = %c.serial, not_after = c.not_after, "certificate renewed");
+                self.my_serial = c.serial.clone();
+                let info = identity::cert_info(&c.cert_der).ok();
+                self.cert.not_before = info.map(|i| i.not_before).unwrap_or(self.cert.not_before);
+                self.cert.not_after = c.not_after;
+                self.revoked = false;
+                // Parameters that came with the certificate (the CRL names our old serial).
+                self.offer(Some(c.signed_params.clone()), None, None);
+                self.refresh_snapshot();
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot use the renewed certificate; retrying in a minute");
+                self.next_renewal_try = Instant::now() + Duration::from_secs(60);
+            }
+        }
     }
 
     fn tunnel_down(&mut self, iface: IfaceId, why: &str) {
@@ -824,6 +1135,25 @@ impl Core {
 
     fn housekeeping(&mut self) {
         let now = self.now();
+        self.maybe_renew();
+        // The parameters name a CRL we lack (no neighbour had it): ask the registry.
+        if self.net.crl_wanted()
+            && self
+                .crl_fetch
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
+            self.crl_fetch = Some(Instant::now());
+            let (client, tx) = (self.registry.load_full(), self.tx.clone());
+            tokio::spawn(async move {
+                if let Ok(der) = client.crl().await {
+                    let _ = tx.send(Input::Offer {
+                        signed: None,
+                        crl: Some(der),
+                        from: None,
+                    });
+                }
+            });
+        }
         // RTT from QUIC into the Babel cost.
         for t in self.tunnels.values() {
             let _ = self.engine.set_rtt(now, t.neighbour, t.conn.rtt());
@@ -837,7 +1167,7 @@ impl Core {
                 .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
         {
             self.last_bootstrap = Some(Instant::now());
-            let (client, tx) = (self.registry.clone(), self.tx.clone());
+            let (client, tx) = (self.registry.load_full(), self.tx.clone());
             tokio::spawn(async move {
                 match client.bootstrap().await {
                     Ok(Some(b)) => {
@@ -858,20 +1188,32 @@ impl Core {
             started.elapsed() < Duration::from_secs(5) && !self.by_prefix.contains_key(p)
         });
         if !self.down {
-            let outgoing =
-                self.tunnels.values().filter(|t| t.initiated).count() + self.dialing.len();
+            let free = |p: &Ipv6Net| {
+                *p != self.prefix
+                    && !self.by_prefix.contains_key(p)
+                    && !self.dialing.contains_key(p)
+            };
+            // Peers given with --peer are always kept connected.
+            let mut candidates: Vec<(Ipv6Net, Vec<SocketAddr>)> = self
+                .static_peers
+                .iter()
+                .filter(|(p, _)| free(p))
+                .map(|(p, a)| (*p, vec![*a]))
+                .collect();
+            let outgoing = self.tunnels.values().filter(|t| t.initiated).count()
+                + self.dialing.len()
+                + candidates.len();
             let wanted = self.client_count.saturating_sub(outgoing);
-            let candidates: Vec<(Ipv6Net, Vec<SocketAddr>)> = self
+            // The others at random, so one unreachable address cannot starve the rest.
+            let mut others: Vec<(Ipv6Net, Vec<SocketAddr>)> = self
                 .known
                 .iter()
-                .filter(|(p, _)| {
-                    **p != self.prefix
-                        && !self.by_prefix.contains_key(p)
-                        && !self.dialing.contains_key(p)
-                })
-                .take(wanted)
+                .filter(|(p, _)| free(p) && !self.static_peers.contains_key(p))
                 .map(|(p, e)| (*p, e.clone()))
                 .collect();
+            use rand::seq::SliceRandom;
+            others.shuffle(&mut rand::rng());
+            candidates.extend(others.into_iter().take(wanted));
             for (peer, addrs) in candidates {
                 self.dialing.insert(peer, Instant::now());
                 let (endpoint, tx) = (self.endpoint.clone(), self.tx.clone());
@@ -976,7 +1318,7 @@ impl Core {
         s.peers = peers;
         s.tunnels = self.tunnels.len();
         s.selected = selected;
-        s.params_version = self.params_version;
+        s.params_version = self.net.params().version;
     }
 }
 
@@ -1019,10 +1361,9 @@ fn spawn_tunnel_tasks(
             loop {
                 loop {
                     match control_decoder.next_message() {
-                        Ok(Some(ControlMsg::Peers { peers })) => {
-                            let _ = tx.send(Input::Peers(peers));
+                        Ok(Some(msg)) => {
+                            let _ = tx.send(Input::Control { iface, msg });
                         }
-                        Ok(Some(_)) => {}
                         Ok(None) => break,
                         Err(e) => {
                             debug!(error = %e, "control stream broken");

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::params::SignedParamsJson;
 
 /// Largest control message.
-pub const MAX_MESSAGE: usize = 64 * 1024;
+pub const MAX_MESSAGE: usize = 1024 * 1024;
 
 /// A peer address as exchanged between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +41,9 @@ pub enum ControlMsg {
     Params {
         /// The signed document.
         params: SignedParamsJson,
+        /// The CRL the document names (base64 DER), when the sender holds it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        crl: Option<String>,
     },
     /// Peer addresses the sender knows.
     Peers {

@@ -1,0 +1,466 @@
+//! The 7-node ring rig shared by the node tests: a registry on a bridge that every node
+//! reaches, and a ring of veth links n0–n1–…–n6–n0 that carries the tunnels. nftables lets
+//! each node's tunnel UDP (port 6464) reach only its two ring neighbours, so routes are
+//! multi-hop and a ring link can be cut for real (veth down) or silently (nftables drop).
+//! The real binary runs in every namespace.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use re6mesh::netns::Rig;
+
+pub const MESH: &str = env!("CARGO_BIN_EXE_mesh");
+pub const N: usize = 7;
+
+/// Node `i`'s address on the bridge (registry traffic; hostile senders come from here).
+pub fn underlay(i: usize) -> String {
+    format!("fd99::{}", i + 1)
+}
+
+/// Node `i`'s address on the ring link towards node `i + 1` (link `i`) or `i − 1`.
+pub fn link_addr(i: usize, towards: usize) -> String {
+    if towards == (i + 1) % N {
+        format!("fd98:{i}::1")
+    } else {
+        format!("fd98:{towards}::2")
+    }
+}
+
+/// How a ring starts.
+pub struct RingOptions {
+    /// `mesh registry params set` arguments applied before anyone joins.
+    pub params: Vec<String>,
+    /// `--registry-poll` seconds per node (0 = off).
+    pub poll: fn(usize) -> f64,
+    /// Extra `mesh registry serve` arguments.
+    pub serve_args: Vec<String>,
+}
+
+impl Default for RingOptions {
+    fn default() -> Self {
+        RingOptions {
+            params: vec!["client_count=2".into()],
+            poll: |_| 0.0,
+            serve_args: vec![],
+        }
+    }
+}
+
+pub struct Ring {
+    pub rig: Rig,
+    pub tmp: tempfile::TempDir,
+    pub reg: PathBuf,
+    pub prefixes: Vec<ipnet::Ipv6Net>,
+    pub started: Instant,
+    pub pids: Vec<Option<u32>>,
+    pub registry_pid: Option<u32>,
+    port: u16,
+    poll: fn(usize) -> f64,
+    serve_args: Vec<String>,
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for name in (0..N)
+                .map(|i| format!("n{i}.log"))
+                .chain(["registry.log".to_string()])
+            {
+                let f = self.tmp.path().join(&name);
+                let text = std::fs::read_to_string(&f).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                eprintln!(
+                    "--- {name} (last lines)\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+    }
+}
+
+pub fn mesh_in(rig: &Rig, ns: &str, args: &[&str]) -> std::process::Output {
+    let mut argv = vec![MESH];
+    argv.extend_from_slice(args);
+    rig.exec_status(ns, &argv).unwrap()
+}
+
+pub fn node_addr(p: &ipnet::Ipv6Net) -> String {
+    re6mesh::identity::node_address(p).to_string()
+}
+
+pub fn ping_ok(rig: &Rig, from: usize, to: &str) -> bool {
+    rig.exec_status(
+        &format!("n{from}"),
+        &["ping", "-6", "-c", "1", "-W", "1", to],
+    )
+    .map(|o| o.status.success())
+    .unwrap_or(false)
+}
+
+pub fn start_ring() -> Ring {
+    start_ring_with(RingOptions::default())
+}
+
+pub fn start_ring_with(opts: RingOptions) -> Ring {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rig = Rig::new("rmtring").unwrap();
+    rig.add_ns("br").unwrap();
+    rig.exec("br", &["ip", "link", "add", "br0", "type", "bridge"])
+        .unwrap();
+    rig.exec("br", &["ip", "link", "set", "br0", "up"]).unwrap();
+    rig.exec(
+        "br",
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "fd99::100/64",
+            "dev",
+            "br0",
+            "nodad",
+        ],
+    )
+    .unwrap();
+    for i in 0..N {
+        let n = format!("n{i}");
+        rig.add_ns(&n).unwrap();
+        // a link that goes down and up again keeps its addresses (Linux drops IPv6
+        // addresses on link down by default)
+        rig.exec(
+            &n,
+            &["sysctl", "-qw", "net.ipv6.conf.all.keep_addr_on_down=1"],
+        )
+        .unwrap();
+        let (_, in_br) = rig.link(&n, "br").unwrap();
+        rig.exec("br", &["ip", "link", "set", &in_br, "master", "br0"])
+            .unwrap();
+        rig.exec(
+            &n,
+            &[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", underlay(i)),
+                "dev",
+                "to-br",
+                "nodad",
+            ],
+        )
+        .unwrap();
+    }
+    // the ring links: link i joins n_i (fd98:i::1) and n_{i+1} (fd98:i::2)
+    for i in 0..N {
+        let j = (i + 1) % N;
+        let (a, b) = rig.link(&format!("n{i}"), &format!("n{j}")).unwrap();
+        for (ns, dev, addr) in [(i, a, link_addr(i, j)), (j, b, link_addr(j, i))] {
+            rig.exec(
+                &format!("n{ns}"),
+                &[
+                    "ip",
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{addr}/64"),
+                    "dev",
+                    &dev,
+                    "nodad",
+                ],
+            )
+            .unwrap();
+        }
+    }
+    for i in 0..N {
+        let n = format!("n{i}");
+        // tunnel UDP only to and from the two ring neighbours' link addresses
+        let (l, r) = ((i + N - 1) % N, (i + 1) % N);
+        let allowed = format!("{}, {}", link_addr(l, i), link_addr(r, i));
+        let rules = format!(
+            "table inet ring {{
+               chain out {{ type filter hook output priority 0; udp dport 6464 ip6 daddr != {{ {allowed} }} drop; }}
+               chain in {{ type filter hook input priority 0; udp sport 6464 ip6 saddr != {{ {allowed} }} drop; }}
+             }}"
+        );
+        let f = tmp.path().join(format!("n{i}.nft"));
+        std::fs::write(&f, rules).unwrap();
+        rig.exec(&n, &["nft", "-f", f.to_str().unwrap()]).unwrap();
+    }
+    let reg = tmp.path().join("registry");
+    let port = 19000 + (std::process::id() % 1000) as u16;
+    let o = Command::new(MESH)
+        .args([
+            "registry",
+            "init",
+            "--state-dir",
+            reg.to_str().unwrap(),
+            "--url",
+            &format!("https://[fd99::100]:{port}"),
+            "--network",
+            "fd43:bb::/48",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut ring = Ring {
+        rig,
+        tmp,
+        reg,
+        prefixes: vec![],
+        started: Instant::now(),
+        pids: vec![None; N],
+        registry_pid: None,
+        port,
+        poll: opts.poll,
+        serve_args: opts.serve_args,
+    };
+    for p in &opts.params {
+        ring.registry_ok(&["params", "set", p]);
+    }
+    ring.start_registry();
+    for i in 0..N {
+        let token = ring.registry_ok(&["token", "create"]);
+        let dir = ring.dir(i);
+        let o = mesh_in(
+            &ring.rig,
+            &format!("n{i}"),
+            &["join", token.trim(), "--state-dir", dir.to_str().unwrap()],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        ring.prefixes
+            .push(re6mesh::state::load(&dir).unwrap().facts.prefix);
+    }
+    ring.started = Instant::now();
+    for i in 0..N {
+        ring.start_node(i);
+    }
+    ring
+}
+
+impl Ring {
+    /// Node `i`'s state directory.
+    pub fn dir(&self, i: usize) -> PathBuf {
+        self.tmp.path().join(format!("n{i}"))
+    }
+
+    fn log(&self, name: &str) -> Stdio {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.tmp.path().join(name))
+            .unwrap();
+        Stdio::from(f)
+    }
+
+    /// Runs `mesh registry ARGS --state-dir REG`; panics unless it succeeds; returns stdout.
+    pub fn registry_ok(&self, args: &[&str]) -> String {
+        let o = self.registry(args);
+        assert!(
+            o.status.success(),
+            "mesh registry {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs `mesh registry ARGS --state-dir REG`.
+    pub fn registry(&self, args: &[&str]) -> std::process::Output {
+        Command::new(MESH)
+            .arg("registry")
+            .args(args)
+            .arg("--state-dir")
+            .arg(&self.reg)
+            .output()
+            .unwrap()
+    }
+
+    pub fn start_registry(&mut self) {
+        let listen = format!("[::]:{}", self.port);
+        let mut args = vec![
+            "registry",
+            "serve",
+            "--state-dir",
+            self.reg.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ];
+        let extra: Vec<&str> = self.serve_args.iter().map(String::as_str).collect();
+        args.extend(extra);
+        let (o, e) = (Stdio::null(), self.log("registry.log"));
+        let pid = self.rig.spawn("br", MESH, &args, o, e).unwrap();
+        self.registry_pid = Some(pid);
+        // wait until it accepts connections
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect_timeout(
+                &format!("[fd99::100]:{}", self.port).parse().unwrap(),
+                Duration::from_millis(100),
+            )
+            .is_ok()
+                || self
+                    .rig
+                    .exec_status("br", &["ss", "-Htln", &format!("sport = :{}", self.port)])
+                    .map(|o| !o.stdout.is_empty())
+                    .unwrap_or(false)
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the registry did not start");
+    }
+
+    pub fn stop_registry(&mut self) {
+        if let Some(pid) = self.registry_pid.take() {
+            self.rig.stop(pid, Duration::from_secs(5));
+        }
+    }
+
+    pub fn start_node(&mut self, i: usize) {
+        let dir = self.dir(i);
+        let (l, r) = ((i + N - 1) % N, (i + 1) % N);
+        let pl = format!("{}@[{}]:6464", self.prefixes[l], link_addr(l, i));
+        let pr = format!("{}@[{}]:6464", self.prefixes[r], link_addr(r, i));
+        let el = format!("[{}]:6464", link_addr(i, l));
+        let er = format!("[{}]:6464", link_addr(i, r));
+        let poll = format!("{}", (self.poll)(i));
+        let args = [
+            "up",
+            "--foreground",
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "[::]:6464",
+            "--peer",
+            &pl,
+            "--peer",
+            &pr,
+            "--endpoint",
+            &el,
+            "--endpoint",
+            &er,
+            "--hello-interval",
+            "0.5",
+            "--registry-poll",
+            &poll,
+        ];
+        let (o, e) = (Stdio::null(), self.log(&format!("n{i}.log")));
+        let pid = self.rig.spawn(&format!("n{i}"), MESH, &args, o, e).unwrap();
+        self.pids[i] = Some(pid);
+    }
+
+    pub fn stop_node(&mut self, i: usize) {
+        if let Some(pid) = self.pids[i].take() {
+            self.rig.stop(pid, Duration::from_secs(5));
+        }
+    }
+
+    /// `mesh status --json` of node `i` (None while it does not answer).
+    pub fn status(&self, i: usize) -> Option<serde_json::Value> {
+        let o = Command::new(MESH)
+            .args(["status", "--json", "--state-dir"])
+            .arg(self.dir(i))
+            .output()
+            .ok()?;
+        serde_json::from_slice(&o.stdout).ok()
+    }
+
+    /// `mesh peers --json` of node `i`: the peers' prefixes.
+    pub fn peers(&self, i: usize) -> Vec<String> {
+        let o = Command::new(MESH)
+            .args(["peers", "--json", "--state-dir"])
+            .arg(self.dir(i))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["prefix"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Starts a 10 Hz ping from node `from` to `to`; returns (pid, output file).
+    pub fn ping_series(&mut self, from: usize, to: &str, count: u32) -> (u32, PathBuf) {
+        let out = self.tmp.path().join(format!(
+            "ping-{from}-{to}-{}.out",
+            Instant::now().elapsed().as_nanos()
+        ));
+        let pid = self
+            .rig
+            .spawn(
+                &format!("n{from}"),
+                "ping",
+                &["-6", "-i", "0.1", "-c", &count.to_string(), "-W", "1", to],
+                Stdio::from(std::fs::File::create(&out).unwrap()),
+                Stdio::null(),
+            )
+            .unwrap();
+        (pid, out)
+    }
+
+    /// Waits for a process of the rig to end (up to `timeout`).
+    pub fn wait_pid(&mut self, pid: u32, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self
+            .rig
+            .child(pid)
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+pub fn all_pairs(ring: &Ring) -> bool {
+    (0..N).all(|i| {
+        (0..N)
+            .filter(|j| *j != i)
+            .all(|j| ping_ok(&ring.rig, i, &node_addr(&ring.prefixes[j])))
+    })
+}
+
+pub fn wait_all_pairs(ring: &Ring, timeout: Duration) -> Duration {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if all_pairs(ring) {
+            return t.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("not every pair reaches every other after {timeout:?}");
+}
+
+/// Received `icmp_seq` numbers of a `ping` output.
+pub fn received_seqs(out: &str) -> Vec<u32> {
+    out.lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("icmp_seq="))
+                .and_then(|v| v.parse().ok())
+        })
+        .collect()
+}
+
+/// Longest run of missing sequence numbers between 1 and `last`.
+pub fn longest_gap(seqs: &[u32], last: u32) -> u32 {
+    let mut got = vec![false; last as usize + 1];
+    for s in seqs {
+        if let Some(g) = got.get_mut(*s as usize) {
+            *g = true;
+        }
+    }
+    let (mut best, mut cur) = (0, 0);
+    for g in got.iter().skip(1) {
+        if *g {
+            cur = 0;
+        } else {
+            cur += 1;
+            best = best.max(cur);
+        }
+    }
+    best
+}
