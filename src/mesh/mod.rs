@@ -1,5 +1,6 @@
 //! The mesh: the Babel routing engine, the FIB, the simulator, the forwarding decision and
-//! the QUIC tunnels between nodes. `babel`, `fib`, `sim` and `forward` are sans-IO;
+//! the QUIC tunnels between nodes. `babel`, `fib`, `sim`, `forward`, `tunnels::policy` (the
+//! tunnel manager) and `peers` (the peer cache, but for its load/save) are sans-IO;
 //! `tunnels` is the IO shell around quinn.
 
 pub mod babel;
@@ -7,5 +8,6 @@ pub mod fib;
 pub mod forward;
 pub mod netstate;
 pub mod node;
+pub mod peers;
 pub mod sim;
 pub mod tunnels;

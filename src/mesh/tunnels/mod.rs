@@ -8,6 +8,7 @@
 
 pub mod control;
 pub mod frame;
+pub mod policy;
 pub mod tls;
 
 use std::net::SocketAddr;
