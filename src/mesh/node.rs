@@ -27,14 +27,17 @@ use ipnet::Ipv6Net;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use super::babel::cost::CostMultiplier;
 use super::babel::mac::{MacKey, MacKeys};
 use super::babel::time::Time;
 use super::babel::{Config, Engine, Event, IfaceConfig, IfaceId, NeighbourId, RouteChange, Timers};
 use super::fib::{Fib, FibReader};
 use super::forward::{Decision, Forwarder, Lookup, RateLimit};
 use super::netstate::NetState;
+use super::peers::{DEFAULT_CAPACITY, PeerCache};
 use super::tunnels::control::{ControlMsg, PeerAddr};
 use super::tunnels::frame::{self, Datagram};
+use super::tunnels::policy::{Action, Candidate, Observation, PolicyConfig, TunnelManager};
 use super::tunnels::{HelloInfo, Trust, Tunnel, TunnelEndpoint, TunnelTimers};
 use crate::control::{self, ControlHandler, NodeStateName};
 use crate::identity;
@@ -85,6 +88,8 @@ enum Input {
     TunnelUp(Box<Tunnel>),
     TunnelDown {
         iface: IfaceId,
+        /// The peer closed it because our certificate is revoked.
+        revoked_me: bool,
     },
     /// MAC key bytes by id, fresh from the registry.
     KeyBytes(Vec<(String, Vec<u8>)>),
@@ -102,6 +107,8 @@ enum Input {
     },
     /// The outcome of a certificate renewal.
     Renewed(Result<Box<Certified>, String>),
+    /// A dial failed on every address of the peer.
+    DialFailed(Ipv6Net),
     Peers(Vec<PeerAddr>),
     Down,
     Up,
@@ -277,6 +284,13 @@ pub fn router_id_for(prefix: &Ipv6Net) -> [u8; 8] {
         id[7] ^= 1;
     }
     id
+}
+
+/// QUIC application close code: "your certificate is revoked".
+const CLOSE_REVOKED: u32 = 6;
+
+fn unix_now() -> u64 {
+    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)
 }
 
 /// Runs the node until SIGINT/SIGTERM or `mesh down --exit`.
@@ -488,6 +502,16 @@ pub async fn run(
         });
     }
 
+    let (mut cache, cache_err) =
+        PeerCache::load(&PeerCache::path(&cfg.state_dir), DEFAULT_CAPACITY);
+    if let Some(e) = cache_err
+        && !e.is_missing()
+    {
+        warn!(error = %e, "the peer cache is unusable; starting with an empty one");
+    }
+    for (p, a) in &cfg.peers {
+        cache.record_seen(*p, vec![*a], unix_now());
+    }
     let core = Core {
         engine,
         fib,
@@ -499,13 +523,18 @@ pub async fn run(
         me,
         prefix,
         timers,
-        client_count: params.tunnel.client_count.max(1) as usize,
         fixed_timers: cfg.babel_timers.is_some(),
-        max_clients: params.tunnel.max_clients as usize,
         tunnels: BTreeMap::new(),
         by_prefix: HashMap::new(),
         base: Instant::now(),
-        known: cfg.peers.iter().map(|(p, a)| (*p, vec![*a])).collect(),
+        cache,
+        cache_saved: Instant::now(),
+        rng: rand_core::SeedableRng::from_seed(rand::random::<[u8; 32]>()),
+        tm: TunnelManager::new(
+            PolicyConfig::from_params(&params.tunnel, &params.countries, Some(prefix), None),
+            Time::ZERO,
+            rand::random(),
+        ),
         static_peers: cfg.peers.iter().copied().collect(),
         dialing: HashMap::new(),
         down: false,
@@ -528,6 +557,8 @@ pub async fn run(
         fatal: None,
         registry: client.clone(),
         last_bootstrap: None,
+        last_registry_fetch: None,
+        static_retry: HashMap::new(),
     };
     let result = core.run(rx).await;
     let _ = stop_tx.send(true);
@@ -651,14 +682,18 @@ struct Core {
     me: Ipv6Addr,
     prefix: Ipv6Net,
     timers: Timers,
-    client_count: usize,
-    max_clients: usize,
     /// Babel timers set by configuration (tests): parameters do not change them.
     fixed_timers: bool,
     tunnels: BTreeMap<IfaceId, TunnelEntry>,
     by_prefix: HashMap<Ipv6Net, IfaceId>,
     base: Instant,
-    known: BTreeMap<Ipv6Net, Vec<SocketAddr>>,
+    /// Peers we know addresses of (persistent, with failure marks).
+    cache: PeerCache,
+    cache_saved: Instant,
+    /// re6st's tunnel manager: which tunnels to open, accept and retire.
+    tm: TunnelManager,
+    /// Randomness for the peer cache's choices.
+    rng: rand_chacha::ChaCha8Rng,
     /// Peers given with `--peer`: always kept connected.
     static_peers: HashMap<Ipv6Net, SocketAddr>,
     /// Dials in progress and when they started (a peer is not dialled twice at once).
@@ -680,6 +715,9 @@ struct Core {
     fatal: Option<String>,
     registry: Arc<ArcSwap<RegistryClient>>,
     last_bootstrap: Option<Instant>,
+    last_registry_fetch: Option<Instant>,
+    /// When each --peer may be dialled again after a failure.
+    static_retry: HashMap<Ipv6Net, Instant>,
 }
 
 impl Core {
@@ -720,6 +758,7 @@ impl Core {
         for t in self.tunnels.values() {
             t.conn.close(0u32.into(), b"node shutting down");
         }
+        self.save_cache();
         info!("node stopped");
         match self.fatal.take() {
             Some(msg) => Err(anyhow::anyhow!(msg)),
@@ -740,7 +779,14 @@ impl Core {
                 }
             }
             Input::TunnelUp(t) => self.tunnel_up(*t),
-            Input::TunnelDown { iface } => self.tunnel_down(iface, "closed"),
+            Input::TunnelDown { iface, revoked_me } => {
+                self.tunnel_down(iface, "closed");
+                if revoked_me {
+                    // A neighbour applied a CRL naming us before we heard of it: ask the
+                    // registry now (then renew) rather than wait for its next poll.
+                    self.fetch_from_registry();
+                }
+            }
             Input::KeyBytes(keys) => {
                 for (id, bytes) in keys {
                     self.keys.retain(|(i, _)| *i != id);
@@ -753,11 +799,24 @@ impl Core {
             Input::Control { iface, msg } => self.control_message(iface, msg),
             Input::Renewed(r) => self.renewed(r),
             Input::Peers(peers) => {
-                for p in peers {
-                    if p.prefix != self.prefix && !p.endpoints.is_empty() && self.known.len() < 1024
+                let network = self.net.params().network;
+                for p in peers.into_iter().take(256) {
+                    if p.prefix != self.prefix
+                        && network.contains(&p.prefix)
+                        && !p.endpoints.is_empty()
                     {
-                        self.known.entry(p.prefix).or_insert(p.endpoints);
+                        self.cache.record_seen(p.prefix, p.endpoints, unix_now());
                     }
+                }
+            }
+            Input::DialFailed(peer) => {
+                self.dialing.remove(&peer);
+                self.cache.record_failure(peer, unix_now());
+                if self.static_peers.contains_key(&peer) {
+                    self.static_retry
+                        .insert(peer, Instant::now() + Duration::from_secs(2));
+                } else {
+                    self.tm.dial_failed(now, peer);
                 }
             }
             Input::Down => {
@@ -785,7 +844,7 @@ impl Core {
         // The handshake already refused revoked serials; a CRL applied while it was in flight
         // is caught here.
         if self.endpoint.trust().is_revoked(&t.peer_serial) {
-            t.conn.close(6u32.into(), b"certificate revoked");
+            t.conn.close(CLOSE_REVOKED.into(), b"certificate revoked");
             return;
         }
         if let Some(&existing) = self.by_prefix.get(&peer) {
@@ -805,12 +864,16 @@ impl Core {
             }
             self.tunnel_down(existing, "replaced by a duplicate");
         }
-        let incoming = self.tunnels.values().filter(|e| !e.initiated).count();
-        if !t.initiated && incoming >= self.max_clients {
+        let is_static = self.static_peers.contains_key(&peer);
+        if !t.initiated && !is_static && !self.tm.accept_incoming(peer, None) {
             t.conn.close(5u32.into(), b"too many tunnels");
             return;
         }
         let now = self.now();
+        if !is_static {
+            self.tm.tunnel_up(now, peer, t.initiated);
+        }
+        self.dialing.remove(&peer);
         let peer_addr = identity::node_address(&peer);
         let mut icfg = IfaceConfig::tunnel(&format!("t-{peer}"), self.me, peer_addr);
         icfg.timers = self.timers;
@@ -826,8 +889,10 @@ impl Core {
         self.table.store(Arc::new(map));
         self.by_prefix.insert(peer, id);
         if !t.peer_hello.endpoints.is_empty() {
-            self.known.insert(peer, t.peer_hello.endpoints.clone());
+            self.cache
+                .record_seen(peer, t.peer_hello.endpoints.clone(), unix_now());
         }
+        self.cache.record_success(peer, unix_now());
         self.tunnels.insert(
             id,
             TunnelEntry {
@@ -847,13 +912,13 @@ impl Core {
         }
         // Share the peers we know.
         let peers: Vec<PeerAddr> = self
-            .known
+            .cache
             .iter()
-            .filter(|(p, _)| **p != peer)
+            .filter(|(p, e)| **p != peer && e.failures == 0)
             .take(64)
             .map(|(p, e)| PeerAddr {
                 prefix: *p,
-                endpoints: e.clone(),
+                endpoints: e.endpoints.clone(),
             })
             .chain((!self.my_endpoints.is_empty()).then(|| PeerAddr {
                 prefix: self.prefix,
@@ -916,13 +981,32 @@ impl Core {
                 });
             }
             ControlMsg::KillRequest => {
-                // The lock cycle of the tunnel manager: agree unless this is our last tunnel.
-                let accepted = self.tunnels.len() > 1;
-                if let Some(t) = self.tunnels.get(&iface) {
-                    let _ = t.ctl.send(ControlMsg::KillResponse { accepted });
+                // The end of the peer's lock cycle: agree unless the tunnel manager says
+                // this is our last tunnel, or the peer is one we were told to keep (--peer).
+                let Some(t) = self.tunnels.get(&iface) else {
+                    return;
+                };
+                let peer = t.peer_prefix;
+                let now = self.now();
+                let accepted =
+                    !self.static_peers.contains_key(&peer) && self.tm.on_kill_request(now, peer);
+                let _ = t.ctl.send(ControlMsg::KillResponse { accepted });
+                if accepted {
+                    // Close once the response has had time to leave.
+                    let conn = t.conn.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        conn.close(7u32.into(), b"retired by the tunnel manager");
+                    });
                 }
             }
-            ControlMsg::KillResponse { .. } | ControlMsg::Hello { .. } => {}
+            ControlMsg::KillResponse { accepted } => {
+                if let Some(t) = self.tunnels.get(&iface) {
+                    let (peer, now) = (t.peer_prefix, self.now());
+                    self.tm.on_kill_response(now, peer, accepted);
+                }
+            }
+            ControlMsg::Hello { .. } => {}
         }
     }
 
@@ -967,8 +1051,12 @@ impl Core {
                 self.fatal = Some(msg);
                 return;
             }
-            self.client_count = p.tunnel.client_count.max(1) as usize;
-            self.max_clients = p.tunnel.max_clients as usize;
+            self.tm.set_config(PolicyConfig::from_params(
+                &p.tunnel,
+                &p.countries,
+                Some(self.prefix),
+                None,
+            ));
             if !self.fixed_timers && p.hello_interval != old.hello_interval {
                 let hello = Duration::from_secs(u64::from(p.hello_interval.max(1)));
                 self.timers = Timers {
@@ -1040,10 +1128,10 @@ impl Core {
         self.endpoint.trust().set_revoked(revoked);
         for (id, prefix) in dead {
             if let Some(t) = self.tunnels.get(&id) {
-                t.conn.close(6u32.into(), b"certificate revoked");
+                t.conn.close(CLOSE_REVOKED.into(), b"certificate revoked");
             }
             self.tunnel_down(id, "peer certificate revoked");
-            self.known.remove(&prefix);
+            self.cache.forget(prefix);
         }
         self.refresh_snapshot();
     }
@@ -1126,6 +1214,7 @@ impl Core {
         let _ = self.engine.remove_interface(now, iface);
         if self.by_prefix.get(&t.peer_prefix) == Some(&iface) {
             self.by_prefix.remove(&t.peer_prefix);
+            self.tm.tunnel_down(now, t.peer_prefix);
         }
         let mut map = (**self.table.load()).clone();
         map.remove(&iface);
@@ -1161,7 +1250,11 @@ impl Core {
         // Nobody known and no tunnel: ask the registry for a bootstrap peer (every 10 s).
         if !self.down
             && self.tunnels.is_empty()
-            && self.known.keys().all(|p| *p == self.prefix)
+            && self.dialing.is_empty()
+            && self
+                .cache
+                .candidates(unix_now(), 1, &mut self.rng)
+                .is_empty()
             && self
                 .last_bootstrap
                 .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
@@ -1182,55 +1275,175 @@ impl Core {
                 }
             });
         }
-        // Dial: keep client_count outgoing tunnels to known peers. A dial gives up within
-        // the tunnel idle timeout per address; after 5 s the peer may be tried again.
+        // Dial: peers given with --peer are always kept connected; the tunnel manager
+        // chooses the others. A dial gives up within the tunnel idle timeout per address.
         self.dialing.retain(|p, started| {
-            started.elapsed() < Duration::from_secs(5) && !self.by_prefix.contains_key(p)
+            started.elapsed() < Duration::from_secs(30) && !self.by_prefix.contains_key(p)
         });
         if !self.down {
-            let free = |p: &Ipv6Net| {
-                *p != self.prefix
-                    && !self.by_prefix.contains_key(p)
-                    && !self.dialing.contains_key(p)
-            };
-            // Peers given with --peer are always kept connected.
-            let mut candidates: Vec<(Ipv6Net, Vec<SocketAddr>)> = self
+            let statics: Vec<(Ipv6Net, SocketAddr)> = self
                 .static_peers
                 .iter()
-                .filter(|(p, _)| free(p))
-                .map(|(p, a)| (*p, vec![*a]))
+                .filter(|(p, _)| {
+                    **p != self.prefix
+                        && !self.by_prefix.contains_key(p)
+                        && !self.dialing.contains_key(p)
+                        && self
+                            .static_retry
+                            .get(p)
+                            .is_none_or(|t| *t <= Instant::now())
+                })
+                .map(|(p, a)| (*p, *a))
                 .collect();
-            let outgoing = self.tunnels.values().filter(|t| t.initiated).count()
-                + self.dialing.len()
-                + candidates.len();
-            let wanted = self.client_count.saturating_sub(outgoing);
-            // The others at random, so one unreachable address cannot starve the rest.
-            let mut others: Vec<(Ipv6Net, Vec<SocketAddr>)> = self
-                .known
-                .iter()
-                .filter(|(p, _)| free(p) && !self.static_peers.contains_key(p))
-                .map(|(p, e)| (*p, e.clone()))
-                .collect();
-            use rand::seq::SliceRandom;
-            others.shuffle(&mut rand::rng());
-            candidates.extend(others.into_iter().take(wanted));
-            for (peer, addrs) in candidates {
-                self.dialing.insert(peer, Instant::now());
-                let (endpoint, tx) = (self.endpoint.clone(), self.tx.clone());
-                tokio::spawn(async move {
-                    for addr in addrs {
-                        match endpoint.connect(addr, peer).await {
-                            Ok(t) => {
-                                let _ = tx.send(Input::TunnelUp(Box::new(t)));
-                                return;
-                            }
-                            Err(e) => debug!(%peer, %addr, error = %e, "dial failed"),
-                        }
-                    }
-                });
+            for (peer, addr) in statics {
+                self.dial(peer, vec![addr]);
             }
+            self.run_tunnel_manager(now);
+        }
+        if self.cache.is_dirty() && self.cache_saved.elapsed() > Duration::from_secs(60) {
+            self.save_cache();
         }
         self.refresh_snapshot();
+    }
+
+    fn dial(&mut self, peer: Ipv6Net, addrs: Vec<SocketAddr>) {
+        self.dialing.insert(peer, Instant::now());
+        let (endpoint, tx) = (self.endpoint.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            for addr in addrs {
+                match endpoint.connect(addr, peer).await {
+                    Ok(t) => {
+                        let _ = tx.send(Input::TunnelUp(Box::new(t)));
+                        return;
+                    }
+                    Err(e) => debug!(%peer, %addr, error = %e, "dial failed"),
+                }
+            }
+            let _ = tx.send(Input::DialFailed(peer));
+        });
+    }
+
+    /// One round of re6st's tunnel manager over what Babel and the peer cache know now.
+    fn run_tunnel_manager(&mut self, now: Time) {
+        let by_addr: HashMap<IpAddr, Ipv6Net> = self
+            .tunnels
+            .values()
+            .map(|t| {
+                (
+                    IpAddr::V6(identity::node_address(&t.peer_prefix)),
+                    t.peer_prefix,
+                )
+            })
+            .collect();
+        let mut via: HashMap<Ipv6Net, usize> = HashMap::new();
+        let mut routable = Vec::new();
+        let node_len = self.net.params().node_prefix_len;
+        for r in self.engine.selected_routes() {
+            if let Some(p) = by_addr.get(&r.next_hop) {
+                *via.entry(*p).or_default() += 1;
+            }
+            if let IpAddr::V6(a) = r.prefix.addr()
+                && r.prefix.len() == node_len
+                && let Ok(p) = Ipv6Net::new(a, node_len)
+                && p != self.prefix
+                && !self.by_prefix.contains_key(&p)
+                && !self.static_peers.contains_key(&p)
+                && !self.cache.endpoints(&p).is_empty()
+            {
+                routable.push(Candidate::new(p));
+            }
+        }
+        // static peers are not the manager's: it neither counts nor retires them
+        let routes_via: Vec<(Ipv6Net, usize)> = self
+            .tunnels
+            .values()
+            .filter(|t| !self.static_peers.contains_key(&t.peer_prefix))
+            .map(|t| (t.peer_prefix, via.get(&t.peer_prefix).copied().unwrap_or(0)))
+            .collect();
+        let (tunnels, dialing, statics) = (&self.by_prefix, &self.dialing, &self.static_peers);
+        let cached: Vec<Candidate> = self
+            .cache
+            .candidates_where(unix_now(), 16, &mut self.rng, |p, _| {
+                !tunnels.contains_key(p) && !dialing.contains_key(p) && !statics.contains_key(p)
+            })
+            .into_iter()
+            .filter(|p| *p != self.prefix)
+            .map(Candidate::new)
+            .collect();
+        self.tm.tick(
+            now,
+            &Observation {
+                routes_via: &routes_via,
+                routable: &routable,
+                cached: &cached,
+            },
+        );
+        while let Some(action) = self.tm.poll_action() {
+            let entry = |p: &Ipv6Net| self.by_prefix.get(p).and_then(|id| self.tunnels.get(id));
+            match action {
+                Action::Dial(p) => {
+                    let addrs = self.cache.endpoints(&p).to_vec();
+                    if addrs.is_empty()
+                        || self.dialing.contains_key(&p)
+                        || self.by_prefix.contains_key(&p)
+                    {
+                        self.tm.dial_failed(now, p);
+                    } else {
+                        debug!(peer = %p, "tunnel manager: dial");
+                        self.dial(p, addrs);
+                    }
+                }
+                Action::SoftLock(p) | Action::HardLock(p) | Action::Unlock(p) => {
+                    let m = match action {
+                        Action::SoftLock(_) => CostMultiplier::SOFT_LOCK,
+                        Action::HardLock(_) => CostMultiplier::HARD_LOCK,
+                        _ => CostMultiplier::NORMAL,
+                    };
+                    if let Some(n) = entry(&p).map(|t| t.neighbour) {
+                        info!(peer = %p, ?action, "tunnel manager");
+                        let _ = self.engine.set_cost_multiplier(now, n, m);
+                    }
+                }
+                Action::SendKillRequest(p) => {
+                    if let Some(t) = entry(&p) {
+                        let _ = t.ctl.send(ControlMsg::KillRequest);
+                    }
+                }
+                Action::Close(p) => {
+                    if let Some(t) = entry(&p) {
+                        info!(peer = %p, "tunnel manager: retiring the tunnel");
+                        t.conn.close(7u32.into(), b"retired by the tunnel manager");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parameters and CRL from the registry now (at most every 5 s).
+    fn fetch_from_registry(&mut self) {
+        if self
+            .last_registry_fetch
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+        {
+            return;
+        }
+        self.last_registry_fetch = Some(Instant::now());
+        let (client, tx) = (self.registry.load_full(), self.tx.clone());
+        tokio::spawn(async move {
+            let (signed, crl) = fetch_params_and_crl(&client).await;
+            let _ = tx.send(Input::Offer {
+                signed,
+                crl,
+                from: None,
+            });
+        });
+    }
+
+    fn save_cache(&mut self) {
+        if let Err(e) = self.cache.save(&PeerCache::path(&self.cert.dir)) {
+            warn!(error = %e, "cannot save the peer cache");
+        }
+        self.cache_saved = Instant::now();
     }
 
     fn drain(&mut self) {
@@ -1386,7 +1599,12 @@ fn spawn_tunnel_tasks(
                 Ok(d) => d,
                 Err(e) => {
                     debug!(error = %e, "tunnel closed");
-                    let _ = tx.send(Input::TunnelDown { iface });
+                    let revoked_me = matches!(
+                        &e,
+                        quinn::ConnectionError::ApplicationClosed(c)
+                            if c.error_code == quinn::VarInt::from_u32(CLOSE_REVOKED)
+                    );
+                    let _ = tx.send(Input::TunnelDown { iface, revoked_me });
                     return;
                 }
             };
