@@ -109,6 +109,8 @@ enum Input {
     Renewed(Result<Box<Certified>, String>),
     /// A dial failed on every address of the peer.
     DialFailed(Ipv6Net),
+    /// A peer refused our certificate as revoked.
+    RevokedHint,
     Peers(Vec<PeerAddr>),
     Down,
     Up,
@@ -288,6 +290,11 @@ pub fn router_id_for(prefix: &Ipv6Net) -> [u8; 8] {
 
 /// QUIC application close code: "your certificate is revoked".
 const CLOSE_REVOKED: u32 = 6;
+/// QUIC application close code: the tunnel manager retired the tunnel.
+const CLOSE_RETIRED: u32 = 7;
+/// How long the side that agrees to retire a tunnel keeps it hard-locked before answering,
+/// so Babel routes around it on this side too before the peer closes it.
+const KILL_ANSWER_DELAY: Duration = Duration::from_secs(1);
 
 fn unix_now() -> u64 {
     u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)
@@ -558,6 +565,7 @@ pub async fn run(
         registry: client.clone(),
         last_bootstrap: None,
         last_registry_fetch: None,
+        registry_fetch_pending: false,
         static_retry: HashMap::new(),
     };
     let result = core.run(rx).await;
@@ -653,9 +661,11 @@ struct Identity {
 }
 
 impl Identity {
-    /// When to renew: 30 days before expiry, or half-way through a shorter validity.
+    /// When to renew: 30 days before expiry, or half-way through a shorter validity (the
+    /// registry backdates `not_before` by a few minutes for clock skew; that is not validity).
     fn renew_at(&self) -> i64 {
-        let lifetime = (self.not_after - self.not_before).max(0);
+        let backdate = crate::registry::ca::BACKDATE_SECS;
+        let lifetime = (self.not_after - self.not_before - backdate).max(0);
         self.not_after - (30 * 86_400).min(lifetime / 2)
     }
 }
@@ -716,6 +726,7 @@ struct Core {
     registry: Arc<ArcSwap<RegistryClient>>,
     last_bootstrap: Option<Instant>,
     last_registry_fetch: Option<Instant>,
+    registry_fetch_pending: bool,
     /// When each --peer may be dialled again after a failure.
     static_retry: HashMap<Ipv6Net, Instant>,
 }
@@ -754,7 +765,9 @@ impl Core {
         let now = self.now();
         self.engine.shutdown(now);
         self.drain();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // (a fatal stop passes the parameters that caused it on first: let them leave)
+        let linger = if self.fatal.is_some() { 300 } else { 50 };
+        tokio::time::sleep(Duration::from_millis(linger)).await;
         for t in self.tunnels.values() {
             t.conn.close(0u32.into(), b"node shutting down");
         }
@@ -807,6 +820,11 @@ impl Core {
                     {
                         self.cache.record_seen(p.prefix, p.endpoints, unix_now());
                     }
+                }
+            }
+            Input::RevokedHint => {
+                if !self.revoked {
+                    self.fetch_from_registry();
                 }
             }
             Input::DialFailed(peer) => {
@@ -986,19 +1004,27 @@ impl Core {
                 let Some(t) = self.tunnels.get(&iface) else {
                     return;
                 };
-                let peer = t.peer_prefix;
+                let (peer, neighbour, ctl, conn) =
+                    (t.peer_prefix, t.neighbour, t.ctl.clone(), t.conn.clone());
                 let now = self.now();
                 let accepted =
                     !self.static_peers.contains_key(&peer) && self.tm.on_kill_request(now, peer);
-                let _ = t.ctl.send(ControlMsg::KillResponse { accepted });
-                if accepted {
-                    // Close once the response has had time to leave.
-                    let conn = t.conn.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        conn.close(7u32.into(), b"retired by the tunnel manager");
-                    });
+                if !accepted {
+                    let _ = ctl.send(ControlMsg::KillResponse { accepted });
+                    return;
                 }
+                info!(%peer, "tunnel retired at the peer's request");
+                // Our side of the lock: Babel routes around the tunnel here too before it
+                // closes, then we answer and the peer closes it.
+                let _ = self
+                    .engine
+                    .set_cost_multiplier(now, neighbour, CostMultiplier::HARD_LOCK);
+                tokio::spawn(async move {
+                    tokio::time::sleep(KILL_ANSWER_DELAY).await;
+                    let _ = ctl.send(ControlMsg::KillResponse { accepted });
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    conn.close(CLOSE_RETIRED.into(), b"retired by the tunnel manager");
+                });
             }
             ControlMsg::KillResponse { accepted } => {
                 if let Some(t) = self.tunnels.get(&iface) {
@@ -1047,8 +1073,15 @@ impl Core {
             let p = self.net.params().clone();
             info!(version = p.version, changed = ?old.diff(&p), "network parameters applied");
             if let Some(msg) = protocol_too_old(&p) {
+                // Pass the news on before stopping: our neighbours must stop too.
                 tracing::error!("{msg}");
                 self.fatal = Some(msg);
+                let m = self.params_message();
+                for (id, t) in &self.tunnels {
+                    if Some(*id) != from {
+                        let _ = t.ctl.send(m.clone());
+                    }
+                }
                 return;
             }
             self.tm.set_config(PolicyConfig::from_params(
@@ -1194,6 +1227,8 @@ impl Core {
                 self.cert.not_before = info.map(|i| i.not_before).unwrap_or(self.cert.not_before);
                 self.cert.not_after = c.not_after;
                 self.revoked = false;
+                // never renew in a loop, whatever the validity
+                self.next_renewal_try = Instant::now() + Duration::from_secs(5);
                 // Parameters that came with the certificate (the CRL names our old serial).
                 self.offer(Some(c.signed_params.clone()), None, None);
                 self.refresh_snapshot();
@@ -1225,6 +1260,9 @@ impl Core {
     fn housekeeping(&mut self) {
         let now = self.now();
         self.maybe_renew();
+        if self.registry_fetch_pending {
+            self.fetch_from_registry();
+        }
         // The parameters name a CRL we lack (no neighbour had it): ask the registry.
         if self.net.crl_wanted()
             && self
@@ -1316,7 +1354,13 @@ impl Core {
                         let _ = tx.send(Input::TunnelUp(Box::new(t)));
                         return;
                     }
-                    Err(e) => debug!(%peer, %addr, error = %e, "dial failed"),
+                    Err(e) => {
+                        debug!(%peer, %addr, error = %e, "dial failed");
+                        if e.to_string().contains("Revoked") {
+                            // The peer refused our certificate as revoked.
+                            let _ = tx.send(Input::RevokedHint);
+                        }
+                    }
                 }
             }
             let _ = tx.send(Input::DialFailed(peer));
@@ -1412,7 +1456,8 @@ impl Core {
                 Action::Close(p) => {
                     if let Some(t) = entry(&p) {
                         info!(peer = %p, "tunnel manager: retiring the tunnel");
-                        t.conn.close(7u32.into(), b"retired by the tunnel manager");
+                        t.conn
+                            .close(CLOSE_RETIRED.into(), b"retired by the tunnel manager");
                     }
                 }
             }
@@ -1425,8 +1470,10 @@ impl Core {
             .last_registry_fetch
             .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
         {
+            self.registry_fetch_pending = true;
             return;
         }
+        self.registry_fetch_pending = false;
         self.last_registry_fetch = Some(Instant::now());
         let (client, tx) = (self.registry.load_full(), self.tx.clone());
         tokio::spawn(async move {
