@@ -38,7 +38,7 @@ use super::peers::{DEFAULT_CAPACITY, PeerCache};
 use super::tunnels::control::{ControlMsg, PeerAddr};
 use super::tunnels::frame::{self, Datagram};
 use super::tunnels::policy::{Action, Candidate, Observation, PolicyConfig, TunnelManager};
-use super::tunnels::{HelloInfo, Trust, Tunnel, TunnelEndpoint, TunnelTimers};
+use super::tunnels::{HelloInfo, Trust, Tunnel, TunnelEndpoint, TunnelTimers, valid_country};
 use crate::control::{self, ControlHandler, NodeStateName};
 use crate::identity;
 use crate::params::SignedParams;
@@ -66,6 +66,9 @@ pub struct NodeConfig {
     pub babel_timers: Option<Timers>,
     /// Registry poll period (`None`: never poll after start).
     pub registry_poll: Option<Duration>,
+    /// The country this node is in (ISO 3166 alpha-2), stated to peers for the country
+    /// rules of the parameters.
+    pub country: Option<String>,
 }
 
 /// A snapshot for the control API, refreshed by the core.
@@ -367,6 +370,7 @@ pub async fn run(
             protocol: crate::params::PROTOCOL_VERSION,
             params_version: params.version,
             endpoints: cfg.endpoints.clone(),
+            country: cfg.country.clone(),
         },
         params.min_protocol,
     );
@@ -538,7 +542,12 @@ pub async fn run(
         cache_saved: Instant::now(),
         rng: rand_core::SeedableRng::from_seed(rand::random::<[u8; 32]>()),
         tm: TunnelManager::new(
-            PolicyConfig::from_params(&params.tunnel, &params.countries, Some(prefix), None),
+            PolicyConfig::from_params(
+                &params.tunnel,
+                &params.countries,
+                Some(prefix),
+                cfg.country.clone(),
+            ),
             Time::ZERO,
             rand::random(),
         ),
@@ -546,6 +555,7 @@ pub async fn run(
         dialing: HashMap::new(),
         down: false,
         my_endpoints: cfg.endpoints.clone(),
+        country: cfg.country.clone(),
         revoked: net.revoked().contains(&info.serial),
         net,
         keys,
@@ -710,6 +720,7 @@ struct Core {
     dialing: HashMap<Ipv6Net, Instant>,
     down: bool,
     my_endpoints: Vec<SocketAddr>,
+    country: Option<String>,
     /// Parameters and CRL in force.
     net: NetState,
     /// MAC key bytes known, by registry key id.
@@ -819,6 +830,9 @@ impl Core {
                         && !p.endpoints.is_empty()
                     {
                         self.cache.record_seen(p.prefix, p.endpoints, unix_now());
+                        if let Some(c) = p.country.filter(|c| valid_country(c)) {
+                            self.cache.set_country(p.prefix, Some(c));
+                        }
                     }
                 }
             }
@@ -883,7 +897,12 @@ impl Core {
             self.tunnel_down(existing, "replaced by a duplicate");
         }
         let is_static = self.static_peers.contains_key(&peer);
-        if !t.initiated && !is_static && !self.tm.accept_incoming(peer, None) {
+        if !t.initiated
+            && !is_static
+            && !self
+                .tm
+                .accept_incoming(peer, t.peer_hello.country.as_deref())
+        {
             t.conn.close(5u32.into(), b"too many tunnels");
             return;
         }
@@ -909,6 +928,9 @@ impl Core {
         if !t.peer_hello.endpoints.is_empty() {
             self.cache
                 .record_seen(peer, t.peer_hello.endpoints.clone(), unix_now());
+        }
+        if t.peer_hello.country.is_some() {
+            self.cache.set_country(peer, t.peer_hello.country.clone());
         }
         self.cache.record_success(peer, unix_now());
         self.tunnels.insert(
@@ -937,10 +959,12 @@ impl Core {
             .map(|(p, e)| PeerAddr {
                 prefix: *p,
                 endpoints: e.endpoints.clone(),
+                country: e.country.clone(),
             })
             .chain((!self.my_endpoints.is_empty()).then(|| PeerAddr {
                 prefix: self.prefix,
                 endpoints: self.my_endpoints.clone(),
+                country: self.country.clone(),
             }))
             .collect();
         let _ = ctl_tx.send(ControlMsg::Peers { peers });
@@ -1088,7 +1112,7 @@ impl Core {
                 &p.tunnel,
                 &p.countries,
                 Some(self.prefix),
-                None,
+                self.country.clone(),
             ));
             if !self.fixed_timers && p.hello_interval != old.hello_interval {
                 let hello = Duration::from_secs(u64::from(p.hello_interval.max(1)));
@@ -1106,6 +1130,7 @@ impl Core {
                     protocol: crate::params::PROTOCOL_VERSION,
                     params_version: p.version,
                     endpoints: self.my_endpoints.clone(),
+                    country: self.country.clone(),
                 },
                 p.min_protocol,
             );
@@ -1306,6 +1331,7 @@ impl Core {
                         let _ = tx.send(Input::Peers(vec![PeerAddr {
                             prefix: b.prefix,
                             endpoints: b.endpoints,
+                            country: None,
                         }]));
                     }
                     Ok(None) => debug!("the registry knows no other live node yet"),
@@ -1394,7 +1420,10 @@ impl Core {
                 && !self.static_peers.contains_key(&p)
                 && !self.cache.endpoints(&p).is_empty()
             {
-                routable.push(Candidate::new(p));
+                routable.push(Candidate {
+                    prefix: p,
+                    country: self.cache.get(&p).and_then(|e| e.country.clone()),
+                });
             }
         }
         // static peers are not the manager's: it neither counts nor retires them
@@ -1412,7 +1441,10 @@ impl Core {
             })
             .into_iter()
             .filter(|p| *p != self.prefix)
-            .map(Candidate::new)
+            .map(|p| Candidate {
+                prefix: p,
+                country: self.cache.get(&p).and_then(|e| e.country.clone()),
+            })
             .collect();
         self.tm.tick(
             now,
