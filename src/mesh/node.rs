@@ -1,18 +1,19 @@
 //! The node: the event loop wiring TUN ⇄ forwarder ⇄ tunnels ⇄ Babel engine ⇄ registry
-//! (DESIGN §2, §6). Thin IO shell around the sans-IO parts.
+//! (DESIGN §2, §5, §6). Thin IO shell around the sans-IO parts.
 //!
 //! Tasks:
-//! * **core** — owns the [`Engine`] and the [`Fib`] writer; receives Babel packets, tunnel
-//!   up/down, MAC keys and control requests on one channel; after every input drains the
-//!   engine in its documented order (transmits, route changes → FIB publish, events,
-//!   timeout);
+//! * **core** — owns the [`Engine`], the [`Fib`] writer, the tunnel manager
+//!   ([`TunnelManager`]), the peer cache ([`PeerCache`]) and the parameters/CRL in force
+//!   ([`NetState`]); receives Babel packets, tunnel up/down, control-stream messages,
+//!   parameter offers, MAC keys and control requests on one channel; after every input drains
+//!   the engine in its documented order (transmits, route changes → FIB publish, events,
+//!   timeout); every 500 ms: RTTs into Babel, renewal, `--peer` dials, a tunnel-manager round;
 //! * **TUN reader** and one **reader per tunnel** — the data path: datagram or packet in,
 //!   [`Forwarder::decide`] against the lock-free FIB snapshot, datagram or packet out.
 //!   Transit traffic never touches the kernel;
-//! * **acceptor** and **dialer** — incoming tunnels and the simple policy of keeping
-//!   `client_count` outgoing tunnels to known peers (static `--peer`s, the registry's
-//!   bootstrap peer, addresses learnt from neighbours);
-//! * **registry poll** — parameters and MAC keys every 5 minutes (configurable, can be off).
+//! * **acceptor**, **dialers**, and one **control-stream reader/writer** per tunnel;
+//! * **registry poll** — parameters, CRL and MAC keys every 5 minutes (configurable, can be
+//!   off); neighbours bring newer parameters sooner.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -860,8 +861,19 @@ impl Core {
                     }
                     self.tunnel_down(id, "node going down");
                 }
+                // Local applications see the network gone, not a black hole.
+                if let Err(e) = self.tun.withdraw() {
+                    warn!(error = %e, "cannot remove the node address from the TUN device");
+                }
             }
-            Input::Up => self.down = false,
+            Input::Up => {
+                if self.down
+                    && let Err(e) = self.tun.restore()
+                {
+                    warn!(error = %e, "cannot put the node address back on the TUN device");
+                }
+                self.down = false;
+            }
             Input::Exit => return false,
         }
         self.fatal.is_none()
