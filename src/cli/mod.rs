@@ -72,8 +72,27 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
+/// `mesh registry nodes | head` closes our stdout early: end quietly, as Unix tools do,
+/// instead of panicking on the next `println!` (Rust ignores SIGPIPE, so the write fails).
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if payload.starts_with("failed printing to stdout") && payload.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
+    quiet_broken_pipe();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let result = match cli.command {
