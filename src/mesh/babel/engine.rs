@@ -35,6 +35,19 @@ const REQUEST_RESENDS: u8 = 2;
 const GREETING_SPACING: Duration = Duration::from_millis(500);
 /// LAN neighbours are dropped after this many Hello slots without any Hello.
 const LAN_NEIGHBOUR_SLOTS: u8 = 16;
+/// How long a reliably sent packet waits for its Acknowledgment before it is resent
+/// (RFC 8966 section 3.3; announced in the Acknowledgment Request's interval field).
+pub const ACK_TIMEOUT: Duration = Duration::from_millis(500);
+/// Resends of an unacknowledged packet before giving up (the periodic updates and the
+/// seqno request timer remain the fallback).
+pub const ACK_RETRIES: u8 = 3;
+/// Smoothing of RFC 9616 RTT samples, babeld's `rtt-decay`: a new sample weighs 42/256.
+const RTT_DECAY: u64 = 42;
+/// A measured RTT is forgotten after this long without a new sample (babeld: 3 minutes).
+const RTT_VALIDITY: Duration = Duration::from_secs(180);
+/// RFC 9616 samples whose local or remote waiting time exceeds this are discarded
+/// (stale echoes, or a clock that jumped; babeld uses the same 10-minute window).
+const RTT_SAMPLE_WINDOW_US: u32 = 600_000_000;
 
 /// Identifies an interface (a LAN or a tunnel) within one engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -115,6 +128,14 @@ pub struct IfaceConfig {
     pub timers: Timers,
     /// Largest Babel packet (header, body and trailer) to send.
     pub max_packet: usize,
+    /// RFC 9616: put Timestamp sub-TLVs in our Hellos and IHUs and measure the RTT to
+    /// each neighbour from the ones it returns. The smoothed RTT adds the same penalty as
+    /// a host-supplied RTT ([`Engine::set_rtt`], which takes precedence). Off by default.
+    pub timestamps: bool,
+    /// RFC 8966 section 3.3: send urgent retractions and seqno requests with an
+    /// Acknowledgment Request and resend them until acknowledged (at most
+    /// [`ACK_RETRIES`] times). Off by default.
+    pub acks: bool,
 }
 
 impl IfaceConfig {
@@ -125,6 +146,8 @@ impl IfaceConfig {
             kind: IfaceKind::Tunnel { local, peer },
             timers: Timers::default(),
             max_packet: 1200,
+            timestamps: false,
+            acks: false,
         }
     }
 
@@ -139,6 +162,8 @@ impl IfaceConfig {
             },
             timers: Timers::default(),
             max_packet: 1452,
+            timestamps: false,
+            acks: false,
         }
     }
 
@@ -291,6 +316,8 @@ pub struct NeighbourInfo {
     pub reach: u16,
     /// Host-supplied RTT.
     pub rtt: Option<Duration>,
+    /// Smoothed RTT measured with RFC 9616 timestamps, if any.
+    pub measured_rtt: Option<Duration>,
     /// Cost multiplier.
     pub multiplier: CostMultiplier,
 }
@@ -318,28 +345,89 @@ struct Iface {
     tx: PcState,
 }
 
-struct Neighbour {
+/// One Hello stream of a neighbour: its history, the announced interval and when the
+/// next Hello is overdue. RFC 8966 section 3.4.1 / appendix A.1: multicast and unicast
+/// Hellos have separate seqno spaces, so each gets its own history and timer.
+#[derive(Default)]
+struct HelloStream {
     history: HelloHistory,
-    hello_interval: Duration,
-    hello_deadline: Option<Time>,
+    interval: Duration,
+    deadline: Option<Time>,
+}
+
+struct Neighbour {
+    /// Multicast Hellos (U flag clear). On a tunnel these are the Hellos the peer sends on
+    /// the point-to-point link: re6mesh sends them with the U flag clear.
+    hello: HelloStream,
+    /// Unicast Hellos (U flag set, RFC 8966 section 4.6.5).
+    uhello: HelloStream,
     txcost: u16,
     ihu_deadline: Option<Time>,
+    /// RTT supplied by the host ([`Engine::set_rtt`]); takes precedence over `measured`.
     rtt: Option<Duration>,
+    /// RFC 9616: the neighbour's last Hello timestamp and when we received it (our
+    /// clock, µs modulo 2³²), echoed in our next IHU to it.
+    hello_ts: Option<(u32, u32)>,
+    /// RFC 9616: smoothed measured RTT and the time of its last sample.
+    measured: Option<(Duration, Time)>,
     multiplier: CostMultiplier,
 }
 
 impl Neighbour {
     fn new() -> Self {
         Neighbour {
-            history: HelloHistory::default(),
-            hello_interval: Duration::ZERO,
-            hello_deadline: None,
+            hello: HelloStream::default(),
+            uhello: HelloStream::default(),
             txcost: INFINITY,
             ihu_deadline: None,
             rtt: None,
+            hello_ts: None,
+            measured: None,
             multiplier: CostMultiplier::NORMAL,
         }
     }
+
+    /// The history the link cost is computed from: the multicast one, as RFC 8966
+    /// section 3.4.1 / appendix A says, unless no multicast Hello was ever received from
+    /// this neighbour and unicast ones were (a neighbour that only sends unicast Hellos).
+    fn link_history(&self) -> &HelloHistory {
+        if self.hello.history.valid() == 0 && self.uhello.history.valid() > 0 {
+            &self.uhello.history
+        } else {
+            &self.hello.history
+        }
+    }
+
+    /// The RTT the cost uses: the host's, else a fresh RFC 9616 measurement.
+    fn effective_rtt(&self, now: Time) -> Option<Duration> {
+        self.rtt.or_else(|| {
+            self.measured
+                .filter(|(_, at)| now.saturating_since(*at) < RTT_VALIDITY)
+                .map(|(r, _)| r)
+        })
+    }
+}
+
+/// Something sent reliably (RFC 8966 section 3.3): resent until acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Reliable {
+    /// The update for a prefix, rebuilt from the current tables at each (re)send.
+    Update(Prefix),
+    /// A seqno request.
+    SeqnoRequest {
+        prefix: Prefix,
+        seqno: Seqno,
+        hop_count: u8,
+        router_id: RouterId,
+    },
+}
+
+/// A reliably sent packet awaiting one neighbour's Acknowledgment.
+#[derive(Clone, Debug)]
+struct PendingAck {
+    items: Vec<Reliable>,
+    deadline: Time,
+    retries_left: u8,
 }
 
 #[derive(Clone, Debug)]
@@ -382,6 +470,8 @@ type OutKey = (IfaceId, Option<IpAddr>);
 struct Outgoing {
     msgs: Vec<Msg>,
     updates: BTreeSet<Prefix>,
+    /// Updates that are urgent (lost routes): sent reliably on interfaces with `acks`.
+    urgent: BTreeSet<Prefix>,
     due: Time,
 }
 
@@ -406,6 +496,10 @@ pub struct Engine {
     transmits: VecDeque<Transmit>,
     changes: VecDeque<RouteChange>,
     events: VecDeque<Event>,
+    /// Reliably sent packets awaiting an Acknowledgment, by (neighbour, opaque).
+    acks: BTreeMap<(NeighbourId, u16), PendingAck>,
+    /// Opaque value of the next Acknowledgment Request.
+    next_opaque: u16,
     /// The `now` of the input being handled (for timestamps set deep inside helpers).
     now: Time,
 }
@@ -416,6 +510,9 @@ impl Engine {
     pub fn new(cfg: Config, router_id: [u8; 8], rng_seed: [u8; 32], now: Time) -> Self {
         let mut rng = ChaCha8Rng::from_seed(rng_seed);
         let seqno = Seqno(rng.next_u32() as u16);
+        // Not drawn from the RNG: keeps every other random choice (and so the simulator's
+        // figures) as they were before Acks existed. Opaques only need to be distinct.
+        let next_opaque = seqno.0.rotate_left(8);
         Engine {
             cfg,
             router_id: RouterId(router_id),
@@ -436,6 +533,8 @@ impl Engine {
             transmits: VecDeque::new(),
             changes: VecDeque::new(),
             events: VecDeque::new(),
+            acks: BTreeMap::new(),
+            next_opaque,
             now,
         }
     }
@@ -665,6 +764,7 @@ impl Engine {
                 unicast: false,
                 seqno: i.hello_seqno,
                 interval_cs: 1,
+                timestamp: None,
             };
             let interval_cs = to_cs(i.cfg.timers.update);
             self.queue(id, None, hello);
@@ -701,6 +801,12 @@ impl Engine {
         if let IfaceKind::Tunnel { peer, .. } = i.cfg.kind
             && src.ip() != IpAddr::V6(peer)
         {
+            return reject(self, Reject::UnknownSource);
+        }
+        if self.ifaces.values().any(|i| i.cfg.local_addr() == src.ip()) {
+            // Our own packet: two of our interfaces share a link (or the link loops back).
+            // We are not our own neighbour (RFC 8966 section 3.4: neighbours are other
+            // nodes), and our own updates must not be learnt back.
             return reject(self, Reject::UnknownSource);
         }
         let verdict = mac::check(&self.keys, src, dst, bytes);
@@ -796,16 +902,29 @@ impl Engine {
         let (link, rest): (Vec<Msg>, Vec<Msg>) = msgs
             .into_iter()
             .partition(|m| matches!(m, Msg::Hello { .. } | Msg::Ihu { .. }));
+        // RFC 9616 section 3.3: an RTT sample needs the transmit time of a Hello in the
+        // same packet as the IHU that echoes ours.
+        let hello_ts = link.iter().find_map(|m| match m {
+            Msg::Hello { timestamp, .. } => *timestamp,
+            _ => None,
+        });
         for m in link {
             match m {
                 Msg::Hello {
-                    seqno, interval_cs, ..
-                } => self.on_hello(now, nid, seqno, interval_cs),
+                    unicast,
+                    seqno,
+                    interval_cs,
+                    timestamp,
+                } => self.on_hello(now, nid, unicast, seqno, interval_cs, timestamp),
                 Msg::Ihu {
                     rxcost,
                     interval_cs,
                     addr,
-                } => self.on_ihu(now, nid, rxcost, interval_cs, addr),
+                    timestamp,
+                } => {
+                    let sample = timestamp.zip(hello_ts);
+                    self.on_ihu(now, nid, rxcost, interval_cs, addr, sample)
+                }
                 _ => {}
             }
         }
@@ -874,9 +993,13 @@ impl Engine {
                     hop_count,
                     router_id,
                 } => self.on_seqno_request(now, nid, prefix, seqno, hop_count, router_id),
-                Msg::AckRequest { opaque } => {
-                    // RFC 8966 3.3: always answered, unicast.
+                Msg::AckRequest { opaque, .. } => {
+                    // RFC 8966 3.3 / 4.6.3: always answered, unicast.
                     self.queue(nid.iface, Some(nid.addr), Msg::Ack { opaque });
+                }
+                Msg::Ack { opaque } => {
+                    // RFC 8966 4.6.4: the packet that carried this opaque arrived.
+                    self.acks.remove(&(nid, opaque));
                 }
                 _ => {}
             }
@@ -914,19 +1037,31 @@ impl Engine {
         let mut costs_changed = false;
         let mut dead = Vec::new();
         for (nid, n) in self.neighbours.iter_mut() {
-            if let Some(d) = n.hello_deadline.filter(|d| *d <= now) {
-                n.history.missed();
+            let mut missed = false;
+            for stream in [&mut n.hello, &mut n.uhello] {
+                if let Some(d) = stream.deadline.filter(|d| *d <= now) {
+                    stream.history.missed();
+                    missed = true;
+                    stream.deadline = if stream.interval.is_zero() {
+                        None
+                    } else {
+                        Some(advance(d, stream.interval, now))
+                    };
+                }
+            }
+            if missed {
                 costs_changed = true;
-                n.hello_deadline = if n.hello_interval.is_zero() {
-                    None
-                } else {
-                    Some(advance(d, n.hello_interval, now))
-                };
                 let tunnel = self
                     .ifaces
                     .get(&nid.iface)
                     .is_some_and(|i| i.cfg.is_tunnel());
-                if !tunnel && n.history.is_empty() && n.history.valid() >= LAN_NEIGHBOUR_SLOTS {
+                // Gone when neither kind of Hello was heard for 16 slots.
+                let (m, u) = (&n.hello.history, &n.uhello.history);
+                if !tunnel
+                    && m.is_empty()
+                    && u.is_empty()
+                    && m.valid().max(u.valid()) >= LAN_NEIGHBOUR_SLOTS
+                {
                     dead.push(*nid);
                 }
             }
@@ -987,6 +1122,7 @@ impl Engine {
         }
         self.retracting.retain(|_, until| *until > now);
         self.sources.retain(|_, s| s.gc > now);
+        self.resend_unacknowledged(now);
         // Seqno request resends.
         let due: Vec<(Prefix, RouterId)> = self
             .requests
@@ -1049,8 +1185,12 @@ impl Engine {
             at(i.next_update);
         }
         for n in self.neighbours.values() {
-            n.hello_deadline.into_iter().for_each(&mut at);
+            n.hello.deadline.into_iter().for_each(&mut at);
+            n.uhello.deadline.into_iter().for_each(&mut at);
             n.ihu_deadline.into_iter().for_each(&mut at);
+        }
+        for a in self.acks.values() {
+            at(a.deadline);
         }
         for rs in self.routes.values() {
             for r in rs.values() {
@@ -1147,8 +1287,9 @@ impl Engine {
                 cost: self.neighbour_cost(*id),
                 rxcost: self.rxcost(*id),
                 txcost: n.txcost,
-                reach: n.history.bits(),
+                reach: n.link_history().bits(),
                 rtt: n.rtt,
+                measured_rtt: n.measured.map(|(r, _)| r),
                 multiplier: n.multiplier,
             })
             .collect()
@@ -1171,6 +1312,7 @@ impl Engine {
             return;
         }
         self.events.push_back(Event::NeighbourDown(id));
+        self.acks.retain(|(n, _), _| *n != id);
         let mut touched = Vec::new();
         for (p, rs) in self.routes.iter_mut() {
             if rs.remove(&id).is_some() {
@@ -1189,7 +1331,17 @@ impl Engine {
         }
     }
 
-    fn on_hello(&mut self, now: Time, nid: NeighbourId, seqno: Seqno, interval_cs: u16) {
+    /// A Hello (RFC 8966 section 3.4.1, 4.6.5): updates the multicast or the unicast
+    /// history (U flag), the stream's deadline, and the RFC 9616 timestamp to echo.
+    fn on_hello(
+        &mut self,
+        now: Time,
+        nid: NeighbourId,
+        unicast: bool,
+        seqno: Seqno,
+        interval_cs: u16,
+        timestamp: Option<u32>,
+    ) {
         let is_tunnel = self
             .ifaces
             .get(&nid.iface)
@@ -1206,10 +1358,15 @@ impl Engine {
         let Some(n) = self.neighbours.get_mut(&nid) else {
             return;
         };
-        n.history.receive(seqno);
+        let stream = if unicast { &mut n.uhello } else { &mut n.hello };
+        stream.history.receive(seqno);
         if interval_cs > 0 {
-            n.hello_interval = cs(interval_cs);
-            n.hello_deadline = Some(now + cs(interval_cs) * 3 / 2);
+            // The interval announces the next Hello of the same kind (4.6.5).
+            stream.interval = cs(interval_cs);
+            stream.deadline = Some(now + cs(interval_cs) * 3 / 2);
+        }
+        if let Some(ts) = timestamp {
+            n.hello_ts = Some((ts, micros(now)));
         }
         if new {
             self.greet(now, nid);
@@ -1231,7 +1388,7 @@ impl Engine {
         let known = self
             .neighbours
             .get(&nid)
-            .is_some_and(|n| n.history.valid() >= 3);
+            .is_some_and(|n| n.link_history().valid() >= 3);
         if before == INFINITY && known {
             self.queue(
                 nid.iface,
@@ -1256,6 +1413,7 @@ impl Engine {
         i.last_greeting = Some(now);
         i.hello_seqno = i.hello_seqno.next();
         let seqno = i.hello_seqno;
+        let timestamp = i.cfg.timestamps.then_some(micros(now));
         self.queue(
             nid.iface,
             None,
@@ -1263,11 +1421,14 @@ impl Engine {
                 unicast: false,
                 seqno,
                 interval_cs: 0,
+                timestamp,
             },
         );
         self.queue_ihus(nid.iface);
     }
 
+    /// An IHU for us (RFC 8966 4.6.6). `sample` is the IHU's RFC 9616 timestamps with
+    /// the transmit timestamp of the Hello in the same packet.
     fn on_ihu(
         &mut self,
         now: Time,
@@ -1275,6 +1436,7 @@ impl Engine {
         rxcost: u16,
         interval_cs: u16,
         addr: Option<IpAddr>,
+        sample: Option<((u32, u32), u32)>,
     ) {
         let Some(i) = self.ifaces.get(&nid.iface) else {
             return;
@@ -1282,11 +1444,27 @@ impl Engine {
         if addr.is_some_and(|a| a != i.cfg.local_addr()) {
             return;
         }
+        let timestamps = i.cfg.timestamps;
         let before = self.neighbour_cost(nid);
         let Some(n) = self.neighbours.get_mut(&nid) else {
             return;
         };
         n.txcost = rxcost;
+        if let Some(((origin, receive), transmit)) = sample.filter(|_| timestamps)
+            && let Some(rtt) = rtt_sample(origin, receive, transmit, micros(now))
+        {
+            // Smoothed like babeld: new = (42·sample + 214·old) / 256.
+            let smoothed = match n.measured {
+                Some((old, at)) if now.saturating_since(at) < RTT_VALIDITY => {
+                    let us = (RTT_DECAY * rtt.as_micros() as u64
+                        + (256 - RTT_DECAY) * old.as_micros() as u64)
+                        / 256;
+                    Duration::from_micros(us)
+                }
+                _ => rtt,
+            };
+            n.measured = Some((smoothed, now));
+        }
         let interval = if interval_cs == 0 {
             i.cfg.timers.hello
         } else {
@@ -1301,14 +1479,15 @@ impl Engine {
         let (Some(i), Some(n)) = (self.ifaces.get(&nid.iface), self.neighbours.get(&nid)) else {
             return INFINITY;
         };
+        let h = n.link_history();
         match i.cfg.kind {
-            IfaceKind::Lan { lossy: false, .. } => n.history.rxcost_two_of_three(WIRED_NOMINAL),
-            IfaceKind::Lan { lossy: true, .. } => n.history.rxcost_etx(),
+            IfaceKind::Lan { lossy: false, .. } => h.rxcost_two_of_three(WIRED_NOMINAL),
+            IfaceKind::Lan { lossy: true, .. } => h.rxcost_etx(),
             IfaceKind::Tunnel { .. } => {
-                if n.history.valid() == 0 {
+                if h.valid() == 0 {
                     cost::ETX_UNIT
                 } else {
-                    n.history.rxcost_etx()
+                    h.rxcost_etx()
                 }
             }
         }
@@ -1319,13 +1498,26 @@ impl Engine {
         let (Some(i), Some(n)) = (self.ifaces.get(&nid.iface), self.neighbours.get(&nid)) else {
             return INFINITY;
         };
+        let rtt = n.effective_rtt(self.now);
         let raw = match i.cfg.kind {
-            IfaceKind::Lan { lossy: false, .. } => {
-                cost::cost_two_of_three(self.rxcost(nid), n.txcost)
+            IfaceKind::Lan { lossy, .. } => {
+                let (rx, tx) = (self.rxcost(nid), n.txcost);
+                let c = if lossy {
+                    cost::cost_etx(rx, tx)
+                } else {
+                    cost::cost_two_of_three(rx, tx)
+                };
+                // babeld's style: the RTT penalty (host-supplied, or measured with RFC
+                // 9616 timestamps) is added to a finite link cost.
+                match rtt {
+                    Some(r) if c < INFINITY => {
+                        cost::add_penalty(c, cost::rtt_penalty(&self.cfg.rtt, r))
+                    }
+                    _ => c,
+                }
             }
-            IfaceKind::Lan { lossy: true, .. } => cost::cost_etx(self.rxcost(nid), n.txcost),
             IfaceKind::Tunnel { .. } => {
-                let h = &n.history;
+                let h = n.link_history();
                 if h.valid() >= 3 && h.bits() & 0b111 == 0 {
                     INFINITY
                 } else {
@@ -1334,7 +1526,7 @@ impl Engine {
                     } else {
                         None
                     };
-                    cost::cost_tunnel(&self.cfg.rtt, h, peer, n.rtt)
+                    cost::cost_tunnel(&self.cfg.rtt, h, peer, rtt)
                 }
             }
         };
@@ -1376,9 +1568,12 @@ impl Engine {
         next_hop: Option<IpAddr>,
     ) -> bool {
         if rid == self.router_id {
-            // Our own announcements coming back, possibly from before a restart: make sure
-            // our next ones are newer.
-            if metric < INFINITY && seqno.at_least(self.seqno) {
+            // Updates carrying our own router-id are never learnt (we would route to
+            // ourselves through a neighbour). One from a previous life with a *newer*
+            // seqno makes our next announcements newer still; our current seqno coming
+            // back (we hear ourselves, or a neighbour echoes us) changes nothing — bumping
+            // on it would start a seqno race with our own echo.
+            if metric < INFINITY && seqno.newer_than(self.seqno) {
                 self.seqno = seqno.next();
                 for p in self.local.clone() {
                     self.triggered_update(p);
@@ -1747,6 +1942,7 @@ impl Engine {
             unicast: false,
             seqno: i.hello_seqno,
             interval_cs: to_cs(i.cfg.timers.hello),
+            timestamp: i.cfg.timestamps.then_some(micros(self.now)),
         };
         self.queue(id, None, msg);
         self.queue_ihus(id);
@@ -1758,13 +1954,14 @@ impl Engine {
         };
         let interval_cs = to_cs(i.cfg.timers.hello);
         let tunnel = i.cfg.is_tunnel();
-        let nids: Vec<NeighbourId> = self
+        let timestamps = i.cfg.timestamps;
+        let nids: Vec<(NeighbourId, Option<(u32, u32)>)> = self
             .neighbours
-            .keys()
-            .filter(|n| n.iface == id)
-            .copied()
+            .iter()
+            .filter(|(n, _)| n.iface == id)
+            .map(|(n, x)| (*n, x.hello_ts.filter(|_| timestamps)))
             .collect();
-        for nid in nids {
+        for (nid, timestamp) in nids {
             let rxcost = self.rxcost(nid);
             let addr = if tunnel { None } else { Some(nid.addr) };
             self.queue(
@@ -1774,6 +1971,9 @@ impl Engine {
                     rxcost,
                     interval_cs,
                     addr,
+                    // RFC 9616 section 3.2: echo the neighbour's last Hello timestamp
+                    // with the time we received it.
+                    timestamp,
                 },
             );
         }
@@ -1786,6 +1986,7 @@ impl Engine {
         let o = self.outbox.entry((iface, dest)).or_insert(Outgoing {
             msgs: Vec::new(),
             updates: BTreeSet::new(),
+            urgent: BTreeSet::new(),
             due,
         });
         o.due = o.due.min(due);
@@ -1871,8 +2072,14 @@ impl Engine {
 
     /// Announces a change on every interface at once (route lost: neighbours must stop
     /// using us now).
+    /// On interfaces with `acks`, the retraction is sent reliably (RFC 8966 3.3, 3.7.2).
     fn urgent_update(&mut self, prefix: Prefix) {
         self.announce(prefix, self.now);
+        let ids: Vec<IfaceId> = self.ifaces.keys().copied().collect();
+        let now = self.now;
+        for id in ids {
+            self.outgoing(id, None, now).urgent.insert(prefix);
+        }
     }
 
     fn announce(&mut self, prefix: Prefix, due: Time) {
@@ -1882,8 +2089,16 @@ impl Engine {
         }
     }
 
+    fn take_opaque(&mut self) -> u16 {
+        let o = self.next_opaque;
+        self.next_opaque = o.wrapping_add(1);
+        o
+    }
+
     /// Turns the outbox into packets: one or more per destination, each with its own
-    /// packet counter and MAC when a sign key is set.
+    /// packet counter and MAC when a sign key is set. On interfaces with `acks`, urgent
+    /// retractions and seqno requests go in packets of their own that carry an
+    /// Acknowledgment Request (RFC 8966 3.3).
     fn flush(&mut self, now: Time) {
         let (due, later): (BTreeMap<OutKey, Outgoing>, BTreeMap<OutKey, Outgoing>) =
             std::mem::take(&mut self.outbox)
@@ -1891,69 +2106,221 @@ impl Engine {
                 .partition(|(_, o)| o.due <= now);
         self.outbox = later;
         for ((iface, dest), out) in due {
-            let mut msgs = out.msgs;
-            for p in out.updates {
-                if let Some(m) = self.build_update(iface, p) {
-                    msgs.push(m);
-                }
-            }
-            let Some(i) = self.ifaces.get_mut(&iface) else {
+            let Some(acks) = self.ifaces.get(&iface).map(|i| i.cfg.acks) else {
                 continue;
             };
-            let src_ip = i.cfg.local_addr();
-            let dst_ip = match (&i.cfg.kind, dest) {
-                (IfaceKind::Tunnel { peer, .. }, _) => IpAddr::V6(*peer),
-                (_, Some(a)) => a,
-                (_, None) => IpAddr::V6(BABEL_MULTICAST),
-            };
-            let src = SocketAddr::new(src_ip, BABEL_PORT);
-            let dst = SocketAddr::new(dst_ip, BABEL_PORT);
-            // Link-level and authentication TLVs first, then the rest in queue order.
-            msgs.sort_by_key(|m| match m {
-                Msg::ChallengeRequest { .. } | Msg::ChallengeReply { .. } => 0,
-                Msg::Hello { .. } => 1,
-                Msg::Ihu { .. } => 2,
-                _ => 3,
-            });
-            let signing = self.keys.sign.clone();
-            if signing.is_some() && i.tx.counter > u32::MAX - 0x10000 {
-                // Far from wrapping: switch to a fresh index (RFC 8967 4.1).
-                let mut index = vec![0u8; mac::INDEX_LEN];
-                self.rng.fill_bytes(&mut index);
-                i.tx = PcState { index, counter: 0 };
-            }
-            let pc = if signing.is_some() {
-                Some(&mut i.tx)
-            } else {
-                None
-            };
-            let packets = match codec::encode(
-                &msgs,
-                src_ip,
-                i.cfg.max_packet,
-                usize::from(signing.is_some()),
-                pc,
-            ) {
-                Ok(p) => p,
-                Err(_) => continue, // only a local bug can get here: nothing sensible to send
-            };
-            for mut bytes in packets {
-                let signed = signing.as_ref().is_none_or(|key| {
-                    wire::mac::sign_vec(&mut bytes, &mac::pseudo(src, dst), key.bytes()).is_ok()
-                });
-                if !signed {
-                    continue;
+            let mut msgs = Vec::new();
+            let mut reliable = Vec::new();
+            for m in out.msgs {
+                match m {
+                    Msg::SeqnoRequest {
+                        prefix,
+                        seqno,
+                        hop_count,
+                        router_id,
+                    } if acks && dest.is_some() => reliable.push(Reliable::SeqnoRequest {
+                        prefix,
+                        seqno,
+                        hop_count,
+                        router_id,
+                    }),
+                    m => msgs.push(m),
                 }
-                self.transmits.push_back(Transmit {
-                    iface,
-                    src,
-                    dst,
-                    bytes,
-                    at: now,
-                });
+            }
+            for p in out.updates {
+                if let Some(m) = self.build_update(iface, p) {
+                    let retraction = matches!(
+                        m,
+                        Msg::Update {
+                            metric: INFINITY,
+                            ..
+                        }
+                    );
+                    if acks && retraction && out.urgent.contains(&p) {
+                        reliable.push(Reliable::Update(p));
+                    } else {
+                        msgs.push(m);
+                    }
+                }
+            }
+            self.emit(now, iface, dest, msgs);
+            if !reliable.is_empty() {
+                self.emit_reliable(now, iface, dest, reliable, ACK_RETRIES);
             }
         }
     }
+
+    /// Sends `items` with an Acknowledgment Request, in packets small enough that each
+    /// carries its own request, and waits for every addressed neighbour's Ack (all of the
+    /// interface's neighbours for a multicast packet). Unacknowledged packets are resent
+    /// unicast after [`ACK_TIMEOUT`], `retries_left` more times.
+    fn emit_reliable(
+        &mut self,
+        now: Time,
+        iface: IfaceId,
+        dest: Option<IpAddr>,
+        items: Vec<Reliable>,
+        retries_left: u8,
+    ) {
+        let Some(i) = self.ifaces.get(&iface) else {
+            return;
+        };
+        // An update is at most 56 bytes with uncompressed prefix, Router-Id and Next Hop
+        // TLVs: keep each chunk well inside one packet.
+        let per_packet = (i.cfg.max_packet.saturating_sub(96) / 64).max(1);
+        let targets: Vec<NeighbourId> = match (dest, i.cfg.is_tunnel()) {
+            (Some(addr), false) => vec![NeighbourId { iface, addr }],
+            _ => self
+                .neighbours
+                .keys()
+                .filter(|n| n.iface == iface)
+                .copied()
+                .collect(),
+        };
+        for chunk in items.chunks(per_packet) {
+            let opaque = self.take_opaque();
+            let mut msgs = vec![Msg::AckRequest {
+                opaque,
+                interval_cs: to_cs(ACK_TIMEOUT),
+            }];
+            for item in chunk {
+                match item {
+                    Reliable::Update(p) => {
+                        if let Some(m) = self.build_update(iface, *p) {
+                            msgs.push(m);
+                        }
+                    }
+                    Reliable::SeqnoRequest {
+                        prefix,
+                        seqno,
+                        hop_count,
+                        router_id,
+                    } => msgs.push(Msg::SeqnoRequest {
+                        prefix: *prefix,
+                        seqno: *seqno,
+                        hop_count: *hop_count,
+                        router_id: *router_id,
+                    }),
+                }
+            }
+            self.emit(now, iface, dest, msgs);
+            for t in &targets {
+                if self.neighbours.contains_key(t) {
+                    self.acks.insert(
+                        (*t, opaque),
+                        PendingAck {
+                            items: chunk.to_vec(),
+                            deadline: now + ACK_TIMEOUT,
+                            retries_left,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Resends the packets whose Acknowledgment is overdue, unicast to the neighbour that
+    /// did not answer, or gives up after [`ACK_RETRIES`] resends.
+    fn resend_unacknowledged(&mut self, now: Time) {
+        let due: Vec<(NeighbourId, u16)> = self
+            .acks
+            .iter()
+            .filter(|(_, a)| a.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            let Some(a) = self.acks.remove(&key) else {
+                continue;
+            };
+            if a.retries_left > 0 {
+                let nid = key.0;
+                self.emit_reliable(now, nid.iface, Some(nid.addr), a.items, a.retries_left - 1);
+            }
+        }
+    }
+
+    /// Encodes, signs and queues `msgs` for one destination at once.
+    fn emit(&mut self, now: Time, iface: IfaceId, dest: Option<IpAddr>, mut msgs: Vec<Msg>) {
+        if msgs.is_empty() {
+            return;
+        }
+        let Some(i) = self.ifaces.get_mut(&iface) else {
+            return;
+        };
+        let src_ip = i.cfg.local_addr();
+        let dst_ip = match (&i.cfg.kind, dest) {
+            (IfaceKind::Tunnel { peer, .. }, _) => IpAddr::V6(*peer),
+            (_, Some(a)) => a,
+            (_, None) => IpAddr::V6(BABEL_MULTICAST),
+        };
+        let src = SocketAddr::new(src_ip, BABEL_PORT);
+        let dst = SocketAddr::new(dst_ip, BABEL_PORT);
+        // Link-level and authentication TLVs first, then the rest in queue order.
+        msgs.sort_by_key(|m| match m {
+            Msg::ChallengeRequest { .. } | Msg::ChallengeReply { .. } => 0,
+            Msg::Hello { .. } => 1,
+            Msg::Ihu { .. } => 2,
+            _ => 3,
+        });
+        let signing = self.keys.sign.clone();
+        if signing.is_some() && i.tx.counter > u32::MAX - 0x10000 {
+            // Far from wrapping: switch to a fresh index (RFC 8967 4.1).
+            let mut index = vec![0u8; mac::INDEX_LEN];
+            self.rng.fill_bytes(&mut index);
+            i.tx = PcState { index, counter: 0 };
+        }
+        let pc = if signing.is_some() {
+            Some(&mut i.tx)
+        } else {
+            None
+        };
+        let packets = match codec::encode(
+            &msgs,
+            src_ip,
+            i.cfg.max_packet,
+            usize::from(signing.is_some()),
+            pc,
+        ) {
+            Ok(p) => p,
+            Err(_) => return, // only a local bug can get here: nothing sensible to send
+        };
+        for mut bytes in packets {
+            let signed = signing.as_ref().is_none_or(|key| {
+                wire::mac::sign_vec(&mut bytes, &mac::pseudo(src, dst), key.bytes()).is_ok()
+            });
+            if !signed {
+                continue;
+            }
+            self.transmits.push_back(Transmit {
+                iface,
+                src,
+                dst,
+                bytes,
+                at: now,
+            });
+        }
+    }
+}
+
+/// `t` as an RFC 9616 timestamp: microseconds modulo 2³².
+fn micros(t: Time) -> u32 {
+    (t.as_millis().wrapping_mul(1000)) as u32
+}
+
+/// One RFC 9616 section 3.3 RTT sample: our Hello left at `origin` (our clock), reached
+/// the neighbour at `receive`; its Hello in the packet carrying the echo left at
+/// `transmit` (its clock) and the packet reached us at `now` (our clock). RTT =
+/// (now − origin) − (transmit − receive), all modulo 2³²; samples with a waiting time
+/// outside the validity window are discarded, a negative result (clock skew) counts as 0.
+fn rtt_sample(origin: u32, receive: u32, transmit: u32, now: u32) -> Option<Duration> {
+    let local = now.wrapping_sub(origin);
+    let remote = transmit.wrapping_sub(receive);
+    if local >= RTT_SAMPLE_WINDOW_US || remote >= RTT_SAMPLE_WINDOW_US {
+        return None;
+    }
+    Some(Duration::from_micros(u64::from(
+        local.saturating_sub(remote),
+    )))
 }
 
 /// Next periodic deadline after `prev`, skipping missed periods.
@@ -2000,11 +2367,13 @@ mod tests {
                 unicast: false,
                 seqno: Seqno(1),
                 interval_cs: 400,
+                timestamp: None,
             };
             let ihu = Msg::Ihu {
                 rxcost: 96,
                 interval_cs: 400,
                 addr: Some(IpAddr::V6(me)),
+                timestamp: None,
             };
             e.handle_messages(Time::ZERO, nid, true, vec![hello, ihu]);
             ns.push(nid);
@@ -2362,11 +2731,13 @@ mod tests {
                 unicast: false,
                 seqno: Seqno(seq),
                 interval_cs: 400,
+                timestamp: None,
             };
             let ihu = Msg::Ihu {
                 rxcost: 96,
                 interval_cs: 400,
                 addr: Some("fe80::9".parse().unwrap()),
+                timestamp: None,
             };
             seq += 1;
             e.handle_messages(t, a, true, vec![hello, ihu]);
@@ -2393,7 +2764,10 @@ mod tests {
             Time::ZERO,
             a,
             true,
-            vec![Msg::AckRequest { opaque: 0x1234 }],
+            vec![Msg::AckRequest {
+                opaque: 0x1234,
+                interval_cs: 50,
+            }],
         );
         e.flush(Time::ZERO);
         let sent = drain(&mut e);
