@@ -398,13 +398,10 @@ impl Neighbour {
         }
     }
 
-    /// The RTT the cost uses: the host's, else a fresh RFC 9616 measurement.
-    fn effective_rtt(&self, now: Time) -> Option<Duration> {
-        self.rtt.or_else(|| {
-            self.measured
-                .filter(|(_, at)| now.saturating_since(*at) < RTT_VALIDITY)
-                .map(|(r, _)| r)
-        })
+    /// The RTT the cost uses: the host's, else the RFC 9616 measurement (forgotten by
+    /// `handle_timeout` [`RTT_VALIDITY`] after its last sample).
+    fn effective_rtt(&self) -> Option<Duration> {
+        self.rtt.or(self.measured.map(|(r, _)| r))
     }
 }
 
@@ -1070,6 +1067,11 @@ impl Engine {
                 n.ihu_deadline = None;
                 costs_changed = true;
             }
+            if n.measured.is_some_and(|(_, at)| at + RTT_VALIDITY <= now) {
+                // No RFC 9616 sample for 3 minutes: the RTT is no longer known.
+                n.measured = None;
+                costs_changed = true;
+            }
         }
         for nid in dead {
             self.drop_neighbour(now, nid);
@@ -1188,6 +1190,9 @@ impl Engine {
             n.hello.deadline.into_iter().for_each(&mut at);
             n.uhello.deadline.into_iter().for_each(&mut at);
             n.ihu_deadline.into_iter().for_each(&mut at);
+            if let Some((_, t)) = n.measured {
+                at(t + RTT_VALIDITY);
+            }
         }
         for a in self.acks.values() {
             at(a.deadline);
@@ -1504,7 +1509,7 @@ impl Engine {
         let (Some(i), Some(n)) = (self.ifaces.get(&nid.iface), self.neighbours.get(&nid)) else {
             return INFINITY;
         };
-        let rtt = n.effective_rtt(self.now);
+        let rtt = n.effective_rtt();
         let raw = match i.cfg.kind {
             IfaceKind::Lan { lossy, .. } => {
                 let (rx, tx) = (self.rxcost(nid), n.txcost);
@@ -2112,7 +2117,11 @@ impl Engine {
                 .partition(|(_, o)| o.due <= now);
         self.outbox = later;
         for ((iface, dest), out) in due {
-            let Some(acks) = self.ifaces.get(&iface).map(|i| i.cfg.acks) else {
+            let Some((acks, tunnel)) = self
+                .ifaces
+                .get(&iface)
+                .map(|i| (i.cfg.acks, i.cfg.is_tunnel()))
+            else {
                 continue;
             };
             let mut msgs = Vec::new();
@@ -2124,12 +2133,15 @@ impl Engine {
                         seqno,
                         hop_count,
                         router_id,
-                    } if acks && dest.is_some() => reliable.push(Reliable::SeqnoRequest {
-                        prefix,
-                        seqno,
-                        hop_count,
-                        router_id,
-                    }),
+                    } if acks && (dest.is_some() || tunnel) => {
+                        // Seqno requests are unicast (a tunnel's one queue is unicast too).
+                        reliable.push(Reliable::SeqnoRequest {
+                            prefix,
+                            seqno,
+                            hop_count,
+                            router_id,
+                        })
+                    }
                     m => msgs.push(m),
                 }
             }
@@ -3052,6 +3064,41 @@ mod tests {
             timestamp: Some((4_000_000, 10_000)),
         };
         e.handle_messages(Time::from_millis(4_050), a, true, vec![h, ihu]);
+        assert_eq!(neighbour(&e, a).measured_rtt, None);
+        assert_eq!(neighbour(&e, a).cost, 96);
+    }
+
+    #[test]
+    fn a_measured_rtt_is_forgotten_three_minutes_after_its_last_sample() {
+        let (mut e, a, _, _) = setup_with(|c| c.timestamps = true);
+        let t = Time::from_millis(4_050);
+        let h = Msg::Hello {
+            unicast: false,
+            seqno: Seqno(2),
+            interval_cs: 400,
+            timestamp: Some(40_000),
+        };
+        let ihu = Msg::Ihu {
+            rxcost: 96,
+            interval_cs: 400,
+            addr: Some("fe80::9".parse().unwrap()),
+            timestamp: Some((4_000_000, 10_000)),
+        };
+        e.handle_messages(t, a, true, vec![h, ihu]);
+        assert_eq!(neighbour(&e, a).cost, 96 + 13);
+        // The neighbour stays (Hellos and IHUs without timestamps), samples stop.
+        let mut seq = 3;
+        let mut now = t;
+        while now < Time::from_millis(4_050 + 180_000) {
+            now = now + Duration::from_secs(4);
+            e.handle_messages(now, a, true, vec![hello_msg(seq, false), ihu_for_me()]);
+            e.handle_timeout(now);
+            seq += 1;
+            if now < Time::from_millis(4_050 + 176_000) {
+                assert_eq!(neighbour(&e, a).cost, 96 + 13, "at {now}");
+            }
+        }
+        e.handle_timeout(now);
         assert_eq!(neighbour(&e, a).measured_rtt, None);
         assert_eq!(neighbour(&e, a).cost, 96);
     }
