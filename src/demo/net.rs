@@ -164,6 +164,24 @@ pub fn cleanup_killed_runs() -> anyhow::Result<Vec<String>> {
     Ok(gone)
 }
 
+/// Removes terminal colour sequences (`ESC [ … letter`) from a log text.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn node_name(i: usize) -> String {
     format!("n{i}")
 }
@@ -459,7 +477,7 @@ impl Network {
     /// One line describing the topology.
     pub fn describe(&self) -> String {
         format!(
-            "{} nodes, {} links, {} pairs not adjacent, longest shortest path {} hops",
+            "{} nodes, {} links, non-adjacent pairs: {}, longest shortest path: {} hops",
             self.nodes.len(),
             self.topology.links.len(),
             self.topology.non_adjacent_pairs(),
@@ -482,7 +500,8 @@ impl Network {
         let mut rig = lock(&self.rig);
         let mut check = |pid: u32, what: &str, log: &str| -> Option<String> {
             let st = rig.child(pid)?.try_wait().ok().flatten()?;
-            let text = std::fs::read_to_string(self.run_dir.0.join(log)).unwrap_or_default();
+            let text =
+                strip_ansi(&std::fs::read_to_string(self.run_dir.0.join(log)).unwrap_or_default());
             let tail: Vec<&str> = text.lines().rev().take(8).collect();
             Some(format!(
                 "{what} exited unexpectedly ({st}); last lines of its log:\n{}",
@@ -1035,11 +1054,12 @@ async fn drive(
         println!("Running until Ctrl-C.");
     }
 
-    if opts.mac_rotation && !stop.load(Ordering::SeqCst) {
-        if let Err(e) = mac_rotation(net, stop, wake).await {
-            eprintln!("warning: {e}");
-            failure.get_or_insert(e);
-        }
+    if opts.mac_rotation
+        && !stop.load(Ordering::SeqCst)
+        && let Err(e) = mac_rotation(net, stop, wake).await
+    {
+        eprintln!("warning: {e}");
+        failure.get_or_insert(e);
     }
 
     let mut last_matrix: Option<(usize, usize)> = None;

@@ -94,6 +94,15 @@ fn api_error(status: StatusCode, code: &str, error: &str) -> Response {
         .into_response()
 }
 
+/// A refused request: code and sentence of a 403.
+struct Denied(&'static str, &'static str);
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        api_error(StatusCode::FORBIDDEN, self.0, self.1)
+    }
+}
+
 /// Shared state of the routes.
 pub struct App {
     hub: Arc<Hub>,
@@ -149,19 +158,18 @@ pub fn allowed_hosts(listen: SocketAddr) -> Option<Vec<String>> {
     Some(v)
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+fn header_str(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// `Host` must name this server (defeats DNS rebinding: the page holds the secret).
-fn check_host(app: &App, h: &HeaderMap) -> Result<(), Response> {
+fn check_host(app: &App, h: &HeaderMap) -> Result<(), Denied> {
     let Some(hosts) = &app.hosts else {
         return Ok(());
     };
     match header_str(h, header::HOST) {
         Some(host) if hosts.iter().any(|a| a.eq_ignore_ascii_case(host)) => Ok(()),
-        _ => Err(api_error(
-            StatusCode::FORBIDDEN,
+        _ => Err(Denied(
             "bad_host",
             "this server only answers requests addressed to its own local address",
         )),
@@ -169,7 +177,7 @@ fn check_host(app: &App, h: &HeaderMap) -> Result<(), Response> {
 }
 
 /// Checks for an action: the host, an `Origin` (when sent) naming this server, and the secret.
-fn check_action(app: &App, h: &HeaderMap) -> Result<(), Response> {
+fn check_action(app: &App, h: &HeaderMap) -> Result<(), Denied> {
     check_host(app, h)?;
     if let Some(origin) = header_str(h, header::ORIGIN) {
         let host = header_str(h, header::HOST).unwrap_or("");
@@ -177,8 +185,7 @@ fn check_action(app: &App, h: &HeaderMap) -> Result<(), Response> {
             .strip_prefix("http://")
             .is_some_and(|o| o.eq_ignore_ascii_case(host));
         if !ok {
-            return Err(api_error(
-                StatusCode::FORBIDDEN,
+            return Err(Denied(
                 "bad_origin",
                 "actions are only accepted from this server's own page",
             ));
@@ -188,8 +195,7 @@ fn check_action(app: &App, h: &HeaderMap) -> Result<(), Response> {
     let want = app.secret.as_bytes();
     let same = given.len() == want.len() && bool::from(subtle::ConstantTimeEq::ct_eq(given, want));
     if !same {
-        return Err(api_error(
-            StatusCode::FORBIDDEN,
+        return Err(Denied(
             "bad_secret",
             "actions need the per-run secret that the page receives from this server",
         ));
@@ -228,8 +234,8 @@ fn with_headers(mut r: Response, content_type: &'static str) -> Response {
 }
 
 async fn index(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
-    if let Err(r) = check_host(&app, &h) {
-        return r;
+    if let Err(d) = check_host(&app, &h) {
+        return d.into_response();
     }
     let secret = if app.actions.is_some() {
         format!(r#"<meta name="mesh-secret" content="{}">"#, app.secret)
@@ -243,15 +249,15 @@ async fn index(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
 }
 
 async fn app_js(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
-    if let Err(r) = check_host(&app, &h) {
-        return r;
+    if let Err(d) = check_host(&app, &h) {
+        return d.into_response();
     }
     with_headers(APP_JS.into_response(), "text/javascript; charset=utf-8")
 }
 
 async fn style_css(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
-    if let Err(r) = check_host(&app, &h) {
-        return r;
+    if let Err(d) = check_host(&app, &h) {
+        return d.into_response();
     }
     with_headers(STYLE_CSS.into_response(), "text/css; charset=utf-8")
 }
@@ -262,8 +268,8 @@ struct GraphQuery {
 }
 
 async fn graph(State(app): State<Arc<App>>, h: HeaderMap, Query(q): Query<GraphQuery>) -> Response {
-    if let Err(r) = check_host(&app, &h) {
-        return r;
+    if let Err(d) = check_host(&app, &h) {
+        return d.into_response();
     }
     let json = match q.version {
         Some(v) => match app.hub.get(v) {
@@ -314,8 +320,8 @@ impl hyper::body::Body for ChannelBody {
 }
 
 async fn events(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
-    if let Err(r) = check_host(&app, &h) {
-        return r;
+    if let Err(d) = check_host(&app, &h) {
+        return d.into_response();
     }
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     let mut graphs = app.hub.subscribe();
@@ -371,8 +377,8 @@ async fn action(
     h: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_action(&app, &h) {
-        return r;
+    if let Err(d) = check_action(&app, &h) {
+        return d.into_response();
     }
     let Some(handler) = app.actions.clone() else {
         return api_error(

@@ -12,6 +12,8 @@
   const pos = new Map();     // prefix -> {x, y, vx, vy}
   let alpha = 0;             // layout "temperature"
   let animating = false;
+  // #select=n3 (a name or a prefix) opens that node's details
+  const want = decodeURIComponent((location.hash.match(/select=([^&]+)/) || [])[1] || "");
 
   function el(tag, attrs, text) {
     const e = document.createElementNS(SVG, tag);
@@ -49,15 +51,41 @@
     }
     return s;
   }
-  function place(g) {
+  function place(g, salt) {
     const n = g.nodes.length;
     g.nodes.forEach((node, i) => {
       if (pos.has(node.prefix)) return;
-      const t = 2 * Math.PI * (i / Math.max(n, 1)) + hash(node.prefix);
-      const r = 120 + 60 * Math.sqrt(n);
+      const t = 2 * Math.PI * (i / Math.max(n, 1)) + hash(node.prefix + (salt || ""));
+      const r = (120 + 60 * Math.sqrt(n)) * (0.5 + hash((salt || "") + node.prefix));
       pos.set(node.prefix, { x: r * Math.cos(t), y: r * Math.sin(t), vx: 0, vy: 0 });
     });
     for (const k of [...pos.keys()]) if (!g.nodes.some((x) => x.prefix === k)) pos.delete(k);
+  }
+  function crossings(g) {
+    const s = springs(g).map(([a, b]) => [pos.get(a), pos.get(b)]).filter(([p, q]) => p && q);
+    const ccw = (a, b, c) => (c.y - a.y) * (b.x - a.x) - (b.y - a.y) * (c.x - a.x);
+    let k = 0;
+    for (let i = 0; i < s.length; i++) {
+      for (let j = i + 1; j < s.length; j++) {
+        const [a, b] = s[i], [c, d] = s[j];
+        if (a === c || a === d || b === c || b === d) continue;
+        if (ccw(a, b, c) * ccw(a, b, d) < 0 && ccw(c, d, a) * ccw(c, d, b) < 0) k++;
+      }
+    }
+    return k;
+  }
+  // First layout: a few deterministic starts, keep the one with the fewest crossing lines.
+  function firstLayout(g) {
+    let best = null, bestK = Infinity;
+    for (let t = 0; t < 12 && bestK > 0; t++) {
+      pos.clear();
+      place(g, "#" + t);
+      settle(g, 300);
+      const k = crossings(g);
+      if (k < bestK) { bestK = k; best = new Map([...pos].map(([p, v]) => [p, { ...v }])); }
+    }
+    pos.clear();
+    for (const [p, v] of best) pos.set(p, v);
   }
   function step(g, a) {
     const nodes = g.nodes.map((n) => pos.get(n.prefix));
@@ -113,8 +141,8 @@
       x0 = Math.min(x0, p.x); y0 = Math.min(y0, p.y); x1 = Math.max(x1, p.x); y1 = Math.max(y1, p.y);
     }
     if (!isFinite(x0)) { x0 = -100; y0 = -100; x1 = 100; y1 = 100; }
-    const m = 80;
-    svg.setAttribute("viewBox", `${x0 - m} ${y0 - m} ${x1 - x0 + 2 * m} ${y1 - y0 + 2 * m}`);
+    const mx = 110, top = 50, bottom = 100;
+    svg.setAttribute("viewBox", `${x0 - mx} ${y0 - top} ${x1 - x0 + 2 * mx} ${y1 - y0 + top + bottom}`);
   }
   function positionAll() {
     for (const e of svg.querySelectorAll("[data-a]")) {
@@ -250,11 +278,14 @@
   }
   function show(g) {
     if (graph && g.version <= graph.version) return;
+    if (want && !selected) {
+      const n = g.nodes.find((x) => x.name === want || x.prefix === want);
+      if (n) selected = n.prefix;
+    }
     const reshape = !sameShape(graph, g);
     const first = !graph;
     graph = g;
-    place(g);
-    if (first) settle(g, 400);
+    if (first) firstLayout(g); else place(g);
     if (reshape) { alpha = first ? 0.05 : 0.6; }
     draw(g);
     info(g);
