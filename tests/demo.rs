@@ -347,9 +347,15 @@ fn root_demo_page_in_chromium_matches_the_api_and_greys_out_a_revoked_node() {
         .spawn()
         .expect("start mesh ui");
     let mut first = String::new();
-    BufReader::new(ui.stdout.take().expect("stdout"))
+    // keep reading its output: a closed pipe would end it at its next line
+    let mut ui_out = BufReader::new(ui.stdout.take().expect("stdout"));
+    ui_out
         .read_line(&mut first)
         .expect("mesh ui prints its URL");
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        let _ = ui_out.read_to_string(&mut sink);
+    });
     assert!(
         first.contains(&format!("http://127.0.0.1:{ui_port}/")),
         "{first}"

@@ -210,6 +210,13 @@ fn html_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// JSON made safe inside a `<script>` element (no `<`, `>` or `&` that could end it).
+fn script_json(json: &str) -> String {
+    json.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
 fn with_headers(mut r: Response, content_type: &'static str) -> Response {
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -242,9 +249,16 @@ async fn index(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
     } else {
         String::new()
     };
+    // The latest graph rides along, so the page is drawn as soon as it loads.
+    let initial = app
+        .hub
+        .latest()
+        .map(|(_, j)| script_json(&j))
+        .unwrap_or_else(|| "null".into());
     let page = INDEX_HTML
         .replace("{{TITLE}}", &html_escape(&app.title))
-        .replace("{{SECRET_META}}", &secret);
+        .replace("{{SECRET_META}}", &secret)
+        .replace("{{INITIAL_GRAPH}}", &initial);
     with_headers(page.into_response(), "text/html; charset=utf-8")
 }
 
@@ -659,6 +673,14 @@ mod tests {
         assert_eq!(s, StatusCode::OK);
         assert!(page.contains(app.secret()));
         assert!(page.contains("test &lt;net&gt;"));
+        assert!(
+            page.contains(r#"{"version":1,"#),
+            "the latest graph is embedded"
+        );
+        assert_eq!(
+            script_json(r#"{"a":"</script><b>&"}"#),
+            r#"{"a":"\u003c/script\u003e\u003cb\u003e\u0026"}"#
+        );
 
         let (ro, _) = app_ro();
         let req = Request::get("/")

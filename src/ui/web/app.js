@@ -255,12 +255,16 @@
     if (!n.observed) {
       parts.push(h("p", { class: "muted" }, "Only this server's own node is observed directly; its routes are not known here."));
     } else {
-      const t = h("table", {}, h("tr", {}, ...["destination", "next hop", "via", "metric", ""].map((x) => h("th", {}, x))));
-      for (const r of n.routes) {
-        t.append(h("tr", { class: r.selected ? "selected" : "unselected" },
+      const byAddr = (a) => { const m = graph.nodes.find((x) => x.address === a); return m ? label(m) : a; };
+      const t = h("table", {}, h("tr", {}, ...["destination", "next hop", "metric", "selected"].map((x) => h("th", {}, x))));
+      const rows = [...n.routes].sort((x, y) =>
+        (y.local - x.local) || name(x.prefix).localeCompare(name(y.prefix), undefined, { numeric: true })
+        || (y.selected - x.selected) || (x.metric - y.metric));
+      for (const r of rows) {
+        const hop = h("td", { class: "mono", title: r.next_hop + " via " + r.iface }, r.local ? "(this node)" : byAddr(r.next_hop));
+        t.append(h("tr", { class: r.selected ? "selected" : "unselected", title: r.prefix },
           h("td", { class: "mono" }, name(r.prefix)),
-          h("td", { class: "mono" }, r.local ? "(local)" : r.next_hop),
-          h("td", { class: "mono" }, r.iface),
+          hop,
           h("td", {}, r.metric === 65535 ? "∞" : String(r.metric)),
           h("td", {}, r.selected ? "✔" : "")));
       }
@@ -304,7 +308,11 @@
     b.hidden = false;
     b.onclick = () => act("rotate", {});
   }
-  fetch("/api/v1/graph").then((r) => r.ok ? r.json() : null).then((g) => { if (g) show(g); }).catch(() => {});
+  // The server embeds its latest graph in the page: draw it at once, then follow the stream.
+  let initial = null;
+  try { initial = JSON.parse($("initial-graph").textContent); } catch (e) { initial = null; }
+  if (initial) show(initial);
+  else fetch("/api/v1/graph").then((r) => r.ok ? r.json() : null).then((g) => { if (g) show(g); }).catch(() => {});
   connect();
   window.addEventListener("resize", fit);
 })();
