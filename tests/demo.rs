@@ -274,7 +274,7 @@ fn root_demo_page_in_chromium_matches_the_api_and_greys_out_a_revoked_node() {
     };
     let port = port(1);
     let p = port.to_string();
-    let mut demo = Demo::start(&["--nodes", "6", "--seed", "7", "--port", &p]);
+    let mut demo = Demo::start(&["--nodes", "8", "--seed", "11", "--port", &p]);
     let pid = demo.pid();
     demo.wait_line("Converged:", Duration::from_secs(120));
     let url = format!("http://127.0.0.1:{port}/");
@@ -301,8 +301,8 @@ fn root_demo_page_in_chromium_matches_the_api_and_greys_out_a_revoked_node() {
     println!(
         "snapshot {version}: {nodes} nodes, {edges} edges; DOM: {dom_nodes} nodes, {dom_edges} edges"
     );
-    assert_eq!(nodes, 6);
-    assert!(edges >= 5, "a connected mesh of 6 has at least 5 tunnels");
+    assert_eq!(nodes, 8);
+    assert!(edges >= 7, "a connected mesh of 8 has at least 7 tunnels");
     assert_eq!(dom_nodes, nodes);
     assert_eq!(dom_edges, edges);
     assert_eq!(attr(&dom, "data-nodes"), Some(nodes as u64));
@@ -379,7 +379,7 @@ fn root_demo_page_in_chromium_matches_the_api_and_greys_out_a_revoked_node() {
         .iter()
         .filter(|n| n["observed"] == true)
         .count();
-    assert_eq!(one["nodes"].as_array().map(Vec::len), Some(6), "{one}");
+    assert_eq!(one["nodes"].as_array().map(Vec::len), Some(8), "{one}");
     assert_eq!(observed, 1, "mesh ui observes its own node only");
     let (_, ui_page) = http(ui_port, "GET", "/", &[], "");
     assert!(
@@ -394,7 +394,7 @@ fn root_demo_page_in_chromium_matches_the_api_and_greys_out_a_revoked_node() {
         &format!("http://127.0.0.1:{ui_port}/"),
         "--dump-dom",
     );
-    assert_eq!(ui_dom.matches("<g class=\"node ").count(), 6, "{ui_dom}");
+    assert_eq!(ui_dom.matches("<g class=\"node ").count(), 8, "{ui_dom}");
     let ui_pid = rustix::process::Pid::from_raw(ui.id() as i32).expect("pid");
     let _ = rustix::process::kill_process(ui_pid, rustix::process::Signal::INT);
     let st = ui.wait().expect("mesh ui exits");

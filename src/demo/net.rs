@@ -1127,57 +1127,85 @@ async fn mac_rotation(
     wake: &Arc<tokio::sync::Notify>,
 ) -> Result<(), String> {
     println!("MAC rotation: three steps of the key cycle while all pairs ping…");
+    let t0 = Instant::now();
     let pinging = Arc::new(AtomicBool::new(true));
+    // Each round: (start, answered, asked, lost pairs).
     let pinger = {
         let (net, pinging) = (net.clone(), pinging.clone());
         tokio::task::spawn_blocking(move || {
-            let (mut ok, mut total, mut rounds) = (0, 0, 0);
+            let mut rounds: Vec<(Duration, usize, usize, String)> = Vec::new();
             while pinging.load(Ordering::SeqCst) {
+                let at = t0.elapsed();
                 let m = net.ping_matrix();
-                let (o, t) = Network::count(&m);
-                ok += o;
-                total += t;
-                rounds += 1;
+                let (ok, total) = Network::count(&m);
+                let lost: Vec<String> = m
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, row)| {
+                        row.iter().enumerate().filter_map(move |(j, c)| {
+                            (*c == Some(false)).then(|| format!("n{i}→n{j}"))
+                        })
+                    })
+                    .collect();
+                rounds.push((at, ok, total, lost.join(" ")));
             }
-            (ok, total, rounds)
+            rounds
         })
     };
-    let t = Instant::now();
     let mut err = None;
-    for step in 1..=3 {
-        match net.rotate() {
-            Ok(line) => println!("  step {step}: {line}"),
-            Err(e) => {
-                err = Some(e);
+    // A baseline first: losses before the first step are not the rotation's.
+    let mut first_step = None;
+    if nap(Duration::from_secs(3), stop, wake).await {
+        for step in 1..=3 {
+            let at = t0.elapsed();
+            first_step.get_or_insert(at);
+            match net.rotate() {
+                Ok(line) => println!("  step {step} at {:.1} s: {line}", at.as_secs_f64()),
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+            let v = net.params_version();
+            let wait = Duration::from_secs(10 * REGISTRY_POLL + 5);
+            if !net.wait_version(v, wait).await {
+                err = Some(format!(
+                    "not every node took parameters version {v} within {} s",
+                    wait.as_secs()
+                ));
+                break;
+            }
+            println!("  every node holds parameters version {v}");
+            // let Babel run a few hello intervals under the new keys before the next step
+            if !nap(Duration::from_secs(2), stop, wake).await {
                 break;
             }
         }
-        let v = net.params_version();
-        if !net
-            .wait_version(v, Duration::from_secs(10 * REGISTRY_POLL + 5))
-            .await
-        {
-            err = Some(format!(
-                "not every node took parameters version {v} within {} s",
-                10 * REGISTRY_POLL + 5
-            ));
-            break;
-        }
-        println!("  every node runs parameters version {v}");
-        // let Babel run a few hello intervals under the new keys before the next step
-        if !nap(Duration::from_secs(2), stop, wake).await {
-            break;
-        }
     }
     pinging.store(false, Ordering::SeqCst);
-    let (ok, total, rounds) = pinger.await.unwrap_or((0, 0, 0));
+    let rounds = pinger.await.unwrap_or_default();
+    let Some(first) = first_step else {
+        return Ok(()); // stopped during the baseline
+    };
+    let (before, during): (Vec<_>, Vec<_>) = rounds.iter().partition(|r| r.0 < first);
+    let sum = |v: &[&(Duration, usize, usize, String)]| {
+        v.iter().fold((0, 0), |(o, t), r| (o + r.1, t + r.2))
+    };
+    let (bok, btotal) = sum(&before);
+    let (ok, total) = sum(&during);
     let lost = total - ok;
+    for r in rounds.iter().filter(|r| r.1 < r.2).take(10) {
+        println!("  round at {:.1} s lost {}", r.0.as_secs_f64(), r.3);
+    }
     println!(
-        "MAC rotation done in {:.1} s: {rounds} all-pairs ping rounds, {total} pings, {lost} lost.",
-        t.elapsed().as_secs_f64()
+        "MAC rotation done: {} all-pairs ping rounds during the three steps, {total} pings, {lost} lost \
+         (baseline before the first step: {btotal} pings, {} lost).",
+        during.len(),
+        btotal - bok
     );
     lock(&net.shared).last_action = Some(format!(
-        "MAC rotation: {rounds} all-pairs rounds, {total} pings, {lost} lost."
+        "MAC rotation: {} all-pairs rounds during the three steps, {total} pings, {lost} lost.",
+        during.len()
     ));
     if let Some(e) = err {
         return Err(e);
