@@ -442,7 +442,55 @@ fn root_demo_page_in_chromium_matches_the_api_and_greys_out_a_revoked_node() {
     );
     assert_eq!(st, 200, "{body}");
 
-    // 4. The page greys the revoked node out.
+    // 4. Cut a link from the API: its tunnel goes; heal it: the tunnel comes back.
+    let link = g["links"]
+        .as_array()
+        .and_then(|l| {
+            l.iter()
+                .find(|l| l["a"].as_str() != Some(&victim) && l["b"].as_str() != Some(&victim))
+        })
+        .expect("a link away from the revoked node")
+        .clone();
+    let (a, b) = (
+        link["a"].as_str().expect("a").to_owned(),
+        link["b"].as_str().expect("b").to_owned(),
+    );
+    let has_edge = |want: bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, body) = http(port, "GET", "/api/v1/graph", &[], "");
+            let g: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let found = g["edges"].as_array().is_some_and(|e| {
+                e.iter().any(|e| {
+                    (e["a"] == a.as_str() && e["b"] == b.as_str())
+                        || (e["a"] == b.as_str() && e["b"] == a.as_str())
+                })
+            });
+            if found == want {
+                return Instant::now() + Duration::from_secs(30) - deadline;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tunnel {a}–{b} present={found}, wanted {want}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let pair = format!("{{\"a\":\"{a}\",\"b\":\"{b}\"}}");
+    let auth = [
+        ("Content-Type", "application/json"),
+        ("X-Mesh-Secret", secret.as_str()),
+    ];
+    let (st, body) = http(port, "POST", "/api/v1/actions/cut", &auth, &pair);
+    assert_eq!(st, 200, "{body}");
+    let took = has_edge(false);
+    println!("cut: the tunnel went away after {took:?}");
+    let (st, body) = http(port, "POST", "/api/v1/actions/heal", &auth, &pair);
+    assert_eq!(st, 200, "{body}");
+    let took = has_edge(true);
+    println!("heal: the tunnel came back after {took:?}");
+
+    // 5. The page greys the revoked node out.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let dom = browse(&chrome, profile.path(), &url, "--dump-dom");
@@ -464,7 +512,7 @@ fn root_demo_page_in_chromium_matches_the_api_and_greys_out_a_revoked_node() {
         &format!("--screenshot={}", after.display()),
     );
 
-    // 5. Ctrl-C ends it cleanly.
+    // 6. Ctrl-C ends it cleanly.
     demo.signal(rustix::process::Signal::INT);
     let (st, out) = demo.wait(Duration::from_secs(60));
     assert!(st.success(), "{out}");

@@ -398,7 +398,8 @@ impl Network {
             prefixes.push(crate::state::load(d)?.facts.prefix);
         }
 
-        // Start the nodes: each dials its topology neighbours at their link addresses.
+        // Start the nodes: each dials its higher-numbered topology neighbours at their link
+        // addresses.
         checked(stop)?;
         let started = Instant::now();
         let mut nodes = Vec::new();
@@ -418,14 +419,11 @@ impl Network {
             .iter()
             .map(|s| s.to_string())
             .collect();
-            for l in &links {
-                let (peer, addr) = if l.a == i {
-                    (l.b, &l.addr_b)
-                } else if l.b == i {
-                    (l.a, &l.addr_a)
-                } else {
-                    continue;
-                };
+            // Only one end of each link dials (the lower-numbered one): when both dial, the
+            // node keeps one of the two tunnels and closes the other about a second later,
+            // which makes the routes over it flap once.
+            for l in links.iter().filter(|l| l.a == i) {
+                let (peer, addr) = (l.b, &l.addr_b);
                 args.push("--peer".into());
                 args.push(format!("{}@[{addr}]:{NODE_PORT}", prefixes[peer]));
             }
@@ -1142,9 +1140,10 @@ async fn mac_rotation(
                     .iter()
                     .enumerate()
                     .flat_map(|(i, row)| {
-                        row.iter().enumerate().filter_map(move |(j, c)| {
-                            (*c == Some(false)).then(|| format!("n{i}→n{j}"))
-                        })
+                        row.iter()
+                            .enumerate()
+                            .filter(|(_, c)| **c == Some(false))
+                            .map(move |(j, _)| format!("n{i}→n{j}"))
                     })
                     .collect();
                 rounds.push((at, ok, total, lost.join(" ")));
