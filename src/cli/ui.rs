@@ -14,9 +14,19 @@ use crate::ui::server::UiServer;
 pub struct UiArgs {
     #[command(flatten)]
     state: StateDir,
-    /// Address to serve the page on (keep it on loopback: the page shows the whole network).
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8642")]
+    /// Where to serve the page: `[ADDR:]PORT`, loopback when no address is given (keep it
+    /// there: the page shows the whole network).
+    #[arg(long, value_name = "[ADDR:]PORT", default_value = "127.0.0.1:8642", value_parser = parse_ui_listen)]
     listen: std::net::SocketAddr,
+}
+
+/// `[ADDR:]PORT`; a bare port means 127.0.0.1.
+fn parse_ui_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse()
+        .map_err(|_| format!("{s:?} is not [ADDR:]PORT (e.g. 8642 or 127.0.0.1:8642)"))
 }
 
 pub fn run(a: UiArgs) -> anyhow::Result<()> {
