@@ -231,6 +231,15 @@ fn browse(chrome: &Path, profile: &Path, url: &str, extra: &str) -> String {
             "--window-size=1400,850",
             // stop after 3 s: the page keeps its event stream open, so "load" is not the end
             "--timeout=3000",
+            // loopback only: no background traffic, no name resolution, no proxy bypass
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            "--no-default-browser-check",
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+            "--proxy-server=http://127.0.0.1:9",
+            "--proxy-bypass-list=127.0.0.1",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(extra)
