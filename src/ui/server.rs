@@ -720,6 +720,74 @@ mod tests {
         assert_eq!(s, StatusCode::NOT_FOUND);
     }
 
+    /// A source whose observation the test changes.
+    struct Fake(std::sync::Mutex<super::super::Observation>);
+
+    impl SnapshotSource for Fake {
+        async fn observe(&self) -> super::super::Observation {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        }
+    }
+
+    /// Reads SSE frames until one whose data contains `want`; returns that data.
+    async fn next_event(r: &mut tokio::io::BufReader<tokio::net::TcpStream>, want: &str) -> String {
+        use tokio::io::AsyncBufReadExt;
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut line))
+                .await
+                .expect("an event within 10 s")
+                .expect("read");
+            assert!(n > 0, "the event stream ended");
+            if let Some(data) = line.strip_prefix("data: ")
+                && data.contains(want)
+            {
+                return data.trim().to_owned();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_event_stream_pushes_each_new_snapshot_and_ends_on_shutdown() {
+        use tokio::io::AsyncWriteExt;
+        let source = Arc::new(Fake(std::sync::Mutex::new(super::super::Observation {
+            info: vec!["first".into()],
+            ..Default::default()
+        })));
+        let server = UiServer::bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let addr = server.local_addr();
+        assert_eq!(server.url(), format!("http://127.0.0.1:{}/", addr.port()));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(
+            source.clone(),
+            "t",
+            None,
+            Duration::from_millis(50),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(format!("GET /api/v1/events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        let mut r = tokio::io::BufReader::new(s);
+        let first = next_event(&mut r, "first").await;
+        let g: super::super::Graph = serde_json::from_str(&first).expect("graph");
+        source.0.lock().expect("lock").info = vec!["second".into()];
+        let second = next_event(&mut r, "second").await;
+        let g2: super::super::Graph = serde_json::from_str(&second).expect("graph");
+        assert!(g2.version > g.version, "versions increase");
+        let _ = stop_tx.send(());
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the server stops although a stream is open")
+            .expect("join")
+            .expect("serve");
+    }
+
     #[test]
     fn hosts_for_loopback_include_localhost_and_all_addresses_disable_the_check() {
         let h = allowed_hosts("127.0.0.1:8642".parse().expect("addr")).expect("some");
