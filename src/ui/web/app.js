@@ -112,6 +112,7 @@
       q.vx -= (dx / d) * f; q.vy -= (dy / d) * f;
     }
     for (const p of nodes) {
+      if (p.fixed) { p.vx = 0; p.vy = 0; continue; }     // placed by hand
       p.vx -= p.x * 0.01 * a; p.vy -= p.y * 0.01 * a;   // gravity to the centre
       p.vx *= 0.6; p.vy *= 0.6;
       p.x += Math.max(-30, Math.min(30, p.vx));
@@ -144,7 +145,39 @@
     const mx = 110, top = 50, bottom = 100;
     svg.setAttribute("viewBox", `${x0 - mx} ${y0 - top} ${x1 - x0 + 2 * mx} ${y1 - y0 + top + bottom}`);
   }
-  function positionAll() {
+  // ---- dragging (a node stays where it is dropped); a click without moving selects ------
+  let drag = null;   // {prefix, x0, y0, moved}
+  function toWorld(ev) {
+    const pt = svg.createSVGPoint();
+    pt.x = ev.clientX; pt.y = ev.clientY;
+    const m = svg.getScreenCTM();
+    return m ? pt.matrixTransform(m.inverse()) : { x: 0, y: 0 };
+  }
+  function startDrag(ev, prefix) {
+    ev.preventDefault();
+    drag = { prefix, x0: ev.clientX, y0: ev.clientY, moved: false };
+  }
+  window.addEventListener("pointermove", (ev) => {
+    if (!drag) return;
+    if (!drag.moved && Math.hypot(ev.clientX - drag.x0, ev.clientY - drag.y0) < 4) return;
+    drag.moved = true;
+    const p = pos.get(drag.prefix);
+    if (!p) return;
+    const w = toWorld(ev);
+    p.x = w.x; p.y = w.y; p.fixed = true;
+    positionAll(true);
+  });
+  window.addEventListener("pointerup", () => {
+    if (!drag) return;
+    const d = drag;
+    drag = null;
+    if (!d.moved) { selected = d.prefix; draw(graph); details(); return; }
+    fit();
+    alpha = Math.max(alpha, 0.3);
+    animate();
+  });
+
+  function positionAll(keepView) {
     for (const e of svg.querySelectorAll("[data-a]")) {
       const p = pos.get(e.dataset.a), q = pos.get(e.dataset.b);
       if (!p || !q) continue;
@@ -159,7 +192,7 @@
       const p = pos.get(g.dataset.prefix);
       if (p) g.setAttribute("transform", `translate(${p.x.toFixed(1)},${p.y.toFixed(1)})`);
     }
-    fit();
+    if (!keepView && !drag) fit();
   }
   function draw(g) {
     const links = $("links"), edges = $("edges"), labels = $("labels"), nodes = $("nodes");
@@ -181,7 +214,7 @@
       grp.append(el("text", { class: "name" }, n.name ? n.name : ""));
       grp.append(el("text", { class: "prefix", y: 40 }, shortPrefix(n.prefix)));
       if (n.params_version) grp.append(el("text", { class: "pv", y: 53 }, "params v" + n.params_version));
-      grp.addEventListener("click", () => { selected = n.prefix; draw(graph); details(); });
+      grp.addEventListener("pointerdown", (ev) => startDrag(ev, n.prefix));
       nodes.append(grp);
     }
     svg.dataset.version = g.version;
@@ -222,7 +255,7 @@
   function details() {
     const box = $("details");
     const n = graph && graph.nodes.find((x) => x.prefix === selected);
-    if (!n) { box.replaceChildren(h("p", { class: "muted" }, "Click a node to see its Babel routes.")); return; }
+    if (!n) { box.replaceChildren(h("p", { class: "muted" }, "Click a node to see its Babel routes; drag one to move it.")); return; }
     const name = (p) => { const m = graph.nodes.find((x) => x.prefix === p); return m && m.name ? m.name : shortPrefix(p); };
     const dl = h("dl", {},
       h("dt", {}, "prefix"), h("dd", {}, n.prefix),
