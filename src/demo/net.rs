@@ -970,10 +970,30 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
             Err(e) => return Err(e.context("cannot build the demo network")),
         };
         let result = drive(&net, server, &opts, &stop, &wake).await;
-        // Clean up on a blocking thread while the signal task keeps answering Ctrl-C.
-        let net = Arc::into_inner(net);
-        tokio::task::spawn_blocking(move || drop(net)).await.ok();
-        println!("Demo network removed.");
+        // Clean up on a blocking thread while the signal task keeps answering Ctrl-C. The
+        // page and the crash monitor have ended; an action still running may hold the
+        // network for a moment.
+        let mut net = net;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Arc::try_unwrap(net) {
+                Ok(owned) => {
+                    tokio::task::spawn_blocking(move || drop(owned)).await.ok();
+                    println!("Demo network removed.");
+                    break;
+                }
+                Err(shared) if Instant::now() < deadline => {
+                    net = shared;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(shared) => {
+                    // the last holder removes it when it lets go (or at exit, below)
+                    drop(shared);
+                    println!("Removing the demo network…");
+                    break;
+                }
+            }
+        }
         result
     })
 }
@@ -1008,10 +1028,17 @@ async fn drive(
 
     // A crashed node (or registry) stops the demo.
     let crashed: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-    {
-        let (net, stop, wake, crashed) = (net.clone(), stop.clone(), wake.clone(), crashed.clone());
+    let finished = Arc::new(AtomicBool::new(false));
+    let monitor = {
+        let (net, stop, wake, crashed, finished) = (
+            net.clone(),
+            stop.clone(),
+            wake.clone(),
+            crashed.clone(),
+            finished.clone(),
+        );
         tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
+            while !stop.load(Ordering::SeqCst) && !finished.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let n = net.clone();
                 let Ok(Some(msg)) = tokio::task::spawn_blocking(move || n.exited()).await else {
@@ -1026,8 +1053,8 @@ async fn drive(
                 }
                 break;
             }
-        });
-    }
+        })
+    };
 
     let mut failure: Option<String> = None;
     match net
@@ -1095,6 +1122,8 @@ async fn drive(
         }
     }
     let interrupted = stop.load(Ordering::SeqCst);
+    finished.store(true, Ordering::SeqCst);
+    let _ = monitor.await;
     let _ = shut_tx.send(());
     let _ = page.await;
     if let Some(msg) = lock(&crashed).take() {

@@ -543,6 +543,8 @@ impl UiServer {
             })
             .await;
         poller.abort();
+        // wait for it to go, so the source is released when this returns
+        let _ = poller.await;
         r
     }
 }
