@@ -578,6 +578,54 @@ fn root_demo_every_exit_path_cleans_up() {
         "left behind after a crash"
     );
 
+    // b2) A panic: its stdout is closed under it, so its next line panics (Rust ignores
+    // SIGPIPE and println! panics on a broken pipe); unwinding removes everything.
+    let mut child = Command::new(MESH)
+        .args(["demo", "--nodes", "3", "--seed", "1", "--port", &p])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mesh demo");
+    let pid = child.id();
+    {
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        while !line.contains("Live page:") {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).expect("read") > 0,
+                "the demo ended early"
+            );
+        }
+        // `out` is dropped here: the pipe closes
+    }
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        err
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let st = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the demo did not end after its stdout closed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let err = reader.join().unwrap_or_default();
+    assert!(!st.success(), "a panic is a failure: {st}\n{err}");
+    assert!(err.contains("panicked"), "{err}");
+    assert_eq!(
+        leftovers(pid),
+        Vec::<String>::new(),
+        "left behind after a panic"
+    );
+
     // c) The demo itself is killed: the next run removes what it left (namespaces, their
     // processes, the run directory).
     let mut demo = Demo::start(&["--nodes", "3", "--seed", "1", "--port", &p]);
