@@ -6,7 +6,7 @@ use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Number of nodes.
+    /// Number of nodes (2 to 64).
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..=64))]
     nodes: u16,
     /// Port of the live page on 127.0.0.1.
