@@ -198,15 +198,38 @@ fn http(
     req.push_str("\r\n");
     req.push_str(body);
     s.write_all(req.as_bytes()).expect("write");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    // headers, then Content-Length bytes (some servers keep the connection open)
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).expect("read") == 0 || line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    (status, body.to_owned())
+    let len = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    let mut body = Vec::new();
+    match len {
+        Some(n) => {
+            body.resize(n, 0);
+            r.read_exact(&mut body).expect("read body");
+        }
+        None => {
+            r.read_to_end(&mut body).expect("read body");
+        }
+    }
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 fn chromium() -> Option<PathBuf> {
@@ -219,28 +242,31 @@ fn chromium() -> Option<PathBuf> {
     })
 }
 
+/// Headless chromium kept to loopback: no background traffic, no name resolution, no proxy
+/// bypass.
+const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--hide-scrollbars",
+    "--no-first-run",
+    "--window-size=1400,850",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--no-default-browser-check",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    "--proxy-server=http://127.0.0.1:9",
+    "--proxy-bypass-list=127.0.0.1",
+];
+
 /// Runs headless chromium on `url` with `extra` (`--dump-dom` or `--screenshot=…`).
 fn browse(chrome: &Path, profile: &Path, url: &str, extra: &str) -> String {
     let out = Command::new(chrome)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--no-first-run",
-            "--window-size=1400,850",
-            // stop after 3 s: the page keeps its event stream open, so "load" is not the end
-            "--timeout=3000",
-            // loopback only: no background traffic, no name resolution, no proxy bypass
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-default-apps",
-            "--no-default-browser-check",
-            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-            "--proxy-server=http://127.0.0.1:9",
-            "--proxy-bypass-list=127.0.0.1",
-        ])
+        .args(CHROMIUM_FLAGS)
+        // stop after 3 s: the page keeps its event stream open, so "load" is not the end
+        .arg("--timeout=3000")
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(extra)
         .arg(url)
@@ -249,6 +275,157 @@ fn browse(chrome: &Path, profile: &Path, url: &str, extra: &str) -> String {
         .output()
         .expect("run chromium");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One page kept open in headless chromium, driven over the DevTools protocol (a minimal
+/// WebSocket client: enough to evaluate expressions in the page). Killed by PID on drop.
+struct LivePage {
+    chrome: Child,
+    ws: std::net::TcpStream,
+    next_id: u64,
+}
+
+impl LivePage {
+    fn open(chrome: &Path, profile: &Path, url: &str) -> LivePage {
+        let mut child = Command::new(chrome)
+            .args(CHROMIUM_FLAGS)
+            .arg("--remote-debugging-port=0")
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start chromium");
+        let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        let port: u16 = loop {
+            line.clear();
+            assert!(
+                err.read_line(&mut line).expect("chromium stderr") > 0,
+                "chromium printed no DevTools address"
+            );
+            if let Some(rest) = line.split("ws://127.0.0.1:").nth(1) {
+                break rest
+                    .split('/')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("DevTools port");
+            }
+        };
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            let _ = err.read_to_string(&mut sink);
+        });
+        // the page's debugger address
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let host = format!("127.0.0.1:{port}");
+        let path = loop {
+            let (_, body) = http(port, "GET", "/json/list", &[], "");
+            let list: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let found = list.as_array().and_then(|l| {
+                l.iter()
+                    .find(|t| {
+                        t["type"] == "page" && t["url"].as_str().is_some_and(|u| u.starts_with(url))
+                    })
+                    .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+                    .and_then(|u| u.split_once(host.as_str()).map(|(_, p)| p.to_owned()))
+            });
+            if let Some(p) = found {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "no page in {body}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut ws = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect DevTools");
+        ws.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        write!(
+            ws,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .expect("upgrade");
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            ws.read_exact(&mut b).expect("upgrade answer");
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        LivePage {
+            chrome: child,
+            ws,
+            next_id: 1,
+        }
+    }
+
+    /// Sends one masked text frame.
+    fn send(&mut self, text: &str) {
+        let p = text.as_bytes();
+        let mut f = vec![0x81u8];
+        if p.len() < 126 {
+            f.push(0x80 | p.len() as u8);
+        } else {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(p.len() as u16).to_be_bytes());
+        }
+        let mask = [0x12u8, 0x34, 0x56, 0x78];
+        f.extend_from_slice(&mask);
+        f.extend(p.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.ws.write_all(&f).expect("send frame");
+    }
+
+    /// Reads one whole message.
+    fn recv(&mut self) -> String {
+        let mut msg = Vec::new();
+        loop {
+            let mut h = [0u8; 2];
+            self.ws.read_exact(&mut h).expect("frame header");
+            let mut len = u64::from(h[1] & 0x7f);
+            if len == 126 {
+                let mut l = [0u8; 2];
+                self.ws.read_exact(&mut l).expect("length");
+                len = u64::from(u16::from_be_bytes(l));
+            } else if len == 127 {
+                let mut l = [0u8; 8];
+                self.ws.read_exact(&mut l).expect("length");
+                len = u64::from_be_bytes(l);
+            }
+            let mut payload = vec![0u8; len as usize];
+            self.ws.read_exact(&mut payload).expect("payload");
+            msg.extend_from_slice(&payload);
+            if h[0] & 0x80 != 0 {
+                return String::from_utf8_lossy(&msg).into_owned();
+            }
+        }
+    }
+
+    /// Evaluates `expr` in the page; returns its value.
+    fn eval(&mut self, expr: &str) -> serde_json::Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let req = serde_json::json!({
+            "id": id,
+            "method": "Runtime.evaluate",
+            "params": {"expression": expr, "returnByValue": true},
+        });
+        self.send(&req.to_string());
+        loop {
+            let m: serde_json::Value = serde_json::from_str(&self.recv()).unwrap_or_default();
+            if m["id"] == id {
+                return m["result"]["result"]["value"].clone();
+            }
+        }
+    }
+}
+
+impl Drop for LivePage {
+    fn drop(&mut self) {
+        let _ = self.chrome.kill();
+        let _ = self.chrome.wait();
+    }
 }
 
 fn attr(dom: &str, name: &str) -> Option<u64> {
@@ -439,6 +616,26 @@ fn root_demo_page_in_chromium_matches_the_api_and_greys_out_a_revoked_node() {
         &req,
     );
     assert_eq!(st, 403, "foreign origin: {body}");
+    // a page opened before the revocation, never reloaded: it must learn it from its
+    // event stream
+    let live_profile = tempfile::tempdir().expect("tempdir");
+    let mut live = LivePage::open(&chrome, live_profile.path(), &url);
+    let node_class_js = format!(
+        "(document.querySelector('g.node[data-prefix=\"{victim}\"]') || {{ getAttribute: () => '' }}).getAttribute('class')"
+    );
+    let t = Instant::now();
+    while live.eval("Number(document.getElementById('graph').dataset.version)") == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the live page drew nothing"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = live.eval(&node_class_js);
+    assert!(
+        before.as_str().is_some_and(|c| !c.contains("revoked")),
+        "{before}"
+    );
     let (st, body) = http(
         port,
         "POST",
@@ -450,6 +647,28 @@ fn root_demo_page_in_chromium_matches_the_api_and_greys_out_a_revoked_node() {
         &req,
     );
     assert_eq!(st, 200, "{body}");
+    let t = Instant::now();
+    loop {
+        let class = live.eval(&node_class_js);
+        if class
+            .as_str()
+            .is_some_and(|c| c.split_whitespace().any(|c| c == "revoked"))
+        {
+            println!(
+                "live page: revoked node greyed out after {:?} ({class})",
+                t.elapsed()
+            );
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the open page did not grey the revoked node out (class {class})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let badge = live.eval("document.getElementById('live').textContent");
+    assert_eq!(badge, "live", "the event stream is connected");
+    drop(live);
 
     // 4. Cut a link from the API: its tunnel goes; heal it: the tunnel comes back.
     let link = g["links"]
@@ -499,7 +718,7 @@ fn root_demo_page_in_chromium_matches_the_api_and_greys_out_a_revoked_node() {
     let took = has_edge(true);
     println!("heal: the tunnel came back after {took:?}");
 
-    // 5. The page greys the revoked node out.
+    // 5. A freshly loaded page greys the revoked node out too.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let dom = browse(&chrome, profile.path(), &url, "--dump-dom");
