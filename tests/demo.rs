@@ -283,6 +283,31 @@ struct LivePage {
     chrome: Child,
     ws: std::net::TcpStream,
     next_id: u64,
+    port: u16,
+    /// The browser's own DevTools path (to close it cleanly).
+    browser: String,
+}
+
+/// A WebSocket to DevTools on loopback (handshake only; frames in [`LivePage`]).
+fn ws_connect(port: u16, path: &str) -> std::net::TcpStream {
+    let mut ws = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect DevTools");
+    ws.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        ws,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .expect("upgrade");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        ws.read_exact(&mut b).expect("upgrade answer");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    ws
 }
 
 impl LivePage {
@@ -299,18 +324,15 @@ impl LivePage {
             .expect("start chromium");
         let mut err = BufReader::new(child.stderr.take().expect("stderr"));
         let mut line = String::new();
-        let port: u16 = loop {
+        let (port, browser): (u16, String) = loop {
             line.clear();
             assert!(
                 err.read_line(&mut line).expect("chromium stderr") > 0,
                 "chromium printed no DevTools address"
             );
-            if let Some(rest) = line.split("ws://127.0.0.1:").nth(1) {
-                break rest
-                    .split('/')
-                    .next()
-                    .and_then(|p| p.parse().ok())
-                    .expect("DevTools port");
+            if let Some(rest) = line.trim().split("ws://127.0.0.1:").nth(1) {
+                let (p, path) = rest.split_once('/').expect("DevTools address");
+                break (p.parse().expect("DevTools port"), format!("/{path}"));
             }
         };
         std::thread::spawn(move || {
@@ -337,27 +359,13 @@ impl LivePage {
             assert!(Instant::now() < deadline, "no page in {body}");
             std::thread::sleep(Duration::from_millis(100));
         };
-        let mut ws = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect DevTools");
-        ws.set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("timeout");
-        write!(
-            ws,
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .expect("upgrade");
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            ws.read_exact(&mut b).expect("upgrade answer");
-            head.push(b[0]);
-        }
-        let head = String::from_utf8_lossy(&head);
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let ws = ws_connect(port, &path);
         LivePage {
             chrome: child,
             ws,
             next_id: 1,
+            port,
+            browser,
         }
     }
 
@@ -423,6 +431,16 @@ impl LivePage {
 
 impl Drop for LivePage {
     fn drop(&mut self) {
+        // a clean close ends all of chromium's helper processes too
+        self.ws = ws_connect(self.port, &self.browser);
+        self.send(r#"{"id":1,"method":"Browser.close"}"#);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.chrome.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.chrome.kill();
         let _ = self.chrome.wait();
     }

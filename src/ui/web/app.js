@@ -332,8 +332,12 @@
   function connect() {
     const badge = $("live");
     const es = new EventSource("/api/v1/events");
-    es.onopen = () => { badge.textContent = "live"; badge.className = "badge live"; };
-    es.onmessage = (ev) => { try { show(JSON.parse(ev.data)); } catch (e) { /* ignore a bad frame */ } };
+    const live = () => { badge.textContent = "live"; badge.className = "badge live"; };
+    es.onopen = live;
+    es.onmessage = (ev) => {
+      live();
+      try { show(JSON.parse(ev.data)); } catch (e) { /* ignore a bad frame */ }
+    };
     es.onerror = () => { badge.textContent = "reconnecting"; badge.className = "badge lost"; };
   }
   if (secret) {
