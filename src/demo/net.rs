@@ -402,8 +402,10 @@ impl Network {
         // addresses.
         checked(stop)?;
         let started = Instant::now();
+        // Highest-numbered first: a node dials only higher-numbered ones, which then already
+        // listen (a first QUIC packet to a port nobody listens on yet costs a ~1 s resend).
         let mut nodes = Vec::new();
-        for i in 0..n {
+        for i in (0..n).rev() {
             let mut args: Vec<String> = [
                 "up",
                 "--foreground",
@@ -443,6 +445,7 @@ impl Network {
                 pid,
             });
         }
+        nodes.reverse();
         let shared = Shared {
             links_up: vec![true; links.len()],
             ..Shared::default()
