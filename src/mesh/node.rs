@@ -63,6 +63,8 @@ pub struct NodeConfig {
     pub babel_timers: Option<Timers>,
     /// Registry poll period (`None`: never poll after start).
     pub registry_poll: Option<Duration>,
+    /// LAN interfaces where neighbours are discovered (`--lan`, Linux only).
+    pub lan: Vec<String>,
 }
 
 /// A snapshot for the control API, refreshed by the core.
@@ -103,6 +105,11 @@ enum Input {
     /// The outcome of a certificate renewal.
     Renewed(Result<Box<Certified>, String>),
     Peers(Vec<PeerAddr>),
+    /// A node announced itself on a `--lan` interface (MAC verified, prefix in the network).
+    LanPeer {
+        prefix: Ipv6Net,
+        addr: std::net::SocketAddrV6,
+    },
     Down,
     Up,
     Exit,
@@ -488,7 +495,30 @@ pub async fn run(
         });
     }
 
+    // `--lan`: neighbours announce themselves on the LAN and get tunnels to their link-local
+    // addresses (src/mesh/lan_discovery.rs).
+    let lan = super::lan_discovery::LanPeers::new(super::lan_discovery::LanAuth::new(
+        &params,
+        mac_keys(&params, &keys),
+    ));
+    if !cfg.lan.is_empty() {
+        let ann = super::lan_discovery::Announcement {
+            prefix,
+            port: endpoint
+                .local_addr()
+                .map_or(cfg.listen.port(), |a| a.port()),
+        };
+        let tx = tx.clone();
+        let found = move |d: super::lan_discovery::Discovered| {
+            let _ = tx.send(Input::LanPeer {
+                prefix: d.prefix,
+                addr: d.addr,
+            });
+        };
+        super::lan_discovery::start(&cfg.lan, ann, timers.hello, lan.subscribe(), found).await?;
+    }
     let core = Core {
+        lan,
         engine,
         fib,
         table,
@@ -680,6 +710,9 @@ struct Core {
     fatal: Option<String>,
     registry: Arc<ArcSwap<RegistryClient>>,
     last_bootstrap: Option<Instant>,
+    /// Neighbours found by `--lan` discovery (dialled through `static_peers`) and the keys
+    /// the discovery tasks sign and verify with.
+    lan: super::lan_discovery::LanPeers,
 }
 
 impl Core {
@@ -746,8 +779,7 @@ impl Core {
                     self.keys.retain(|(i, _)| *i != id);
                     self.keys.push((id, bytes));
                 }
-                self.engine
-                    .set_mac_keys(mac_keys(self.net.params(), &self.keys));
+                self.set_mac_keys();
             }
             Input::Offer { signed, crl, from } => self.offer(signed, crl, from),
             Input::Control { iface, msg } => self.control_message(iface, msg),
@@ -770,6 +802,7 @@ impl Core {
                     self.tunnel_down(id, "node going down");
                 }
             }
+            Input::LanPeer { prefix, addr } => self.lan_peer(prefix, addr),
             Input::Up => self.down = false,
             Input::Exit => return false,
         }
@@ -990,7 +1023,7 @@ impl Core {
             );
             // Key ids we hold bytes for take effect now; new ids are fetched from the
             // registry (only authenticated, non-revoked nodes get them).
-            self.engine.set_mac_keys(mac_keys(&p, &self.keys));
+            self.set_mac_keys();
             let missing = [&p.mac.sign, &p.mac.accept]
                 .into_iter()
                 .flatten()
@@ -1135,6 +1168,7 @@ impl Core {
 
     fn housekeeping(&mut self) {
         let now = self.now();
+        self.lan_expire();
         self.maybe_renew();
         // The parameters name a CRL we lack (no neighbour had it): ask the registry.
         if self.net.crl_wanted()
@@ -1319,6 +1353,40 @@ impl Core {
         s.tunnels = self.tunnels.len();
         s.selected = selected;
         s.params_version = self.net.params().version;
+    }
+
+    /// The MAC keys of the parameters in force, for the Babel engine and LAN discovery.
+    fn set_mac_keys(&mut self) {
+        let keys = mac_keys(self.net.params(), &self.keys);
+        self.lan.set_auth(super::lan_discovery::LanAuth::new(
+            self.net.params(),
+            keys.clone(),
+        ));
+        self.engine.set_mac_keys(keys);
+    }
+
+    /// A neighbour announced itself on a `--lan` interface: kept connected like a `--peer`,
+    /// over its link-local address, while it keeps announcing itself. A `--peer` given for
+    /// the same prefix keeps its address.
+    fn lan_peer(&mut self, prefix: Ipv6Net, addr: std::net::SocketAddrV6) {
+        if prefix == self.prefix
+            || (self.static_peers.contains_key(&prefix) && !self.lan.knows(&prefix))
+        {
+            return;
+        }
+        if self.lan.heard(prefix, addr, Instant::now()) {
+            info!(peer = %prefix, %addr, "LAN neighbour");
+        }
+        self.static_peers.insert(prefix, SocketAddr::V6(addr));
+    }
+
+    /// Stops dialling LAN neighbours not heard for ten hello intervals (at least 10 s).
+    fn lan_expire(&mut self) {
+        let max_age = (self.timers.hello * 10).max(Duration::from_secs(10));
+        for prefix in self.lan.expire(Instant::now(), max_age) {
+            info!(peer = %prefix, "LAN neighbour silent; no longer dialled");
+            self.static_peers.remove(&prefix);
+        }
     }
 }
 
