@@ -1374,10 +1374,13 @@ impl Core {
         {
             return;
         }
-        if self.lan.heard(prefix, addr, Instant::now()) {
-            info!(peer = %prefix, %addr, "LAN neighbour");
-        }
+        let fresh = self.lan.heard(prefix, addr, Instant::now());
         self.static_peers.insert(prefix, SocketAddr::V6(addr));
+        if fresh {
+            info!(peer = %prefix, %addr, "LAN neighbour");
+            // Dial now rather than at the next tick.
+            self.housekeeping();
+        }
     }
 
     /// Stops dialling LAN neighbours not heard for ten hello intervals (at least 10 s).
