@@ -340,3 +340,86 @@ fn root_lan_discovery_tunnels_neighbours_and_ignores_another_network() {
     }
     assert!(!lc.contains(&pa.to_string()) && !lc.contains(&pb.to_string()));
 }
+
+#[test]
+fn root_lan_unknown_interface_fails_with_one_sentence() {
+    if !require_root("root_lan_unknown_interface_fails_with_one_sentence") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rig = Rig::new("rmtlanbad").unwrap();
+    rig.add_ns("reg").unwrap();
+    rig.add_ns("a").unwrap();
+    rig.exec(
+        "reg",
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{REG_ADDR}/128"),
+            "dev",
+            "lo",
+        ],
+    )
+    .unwrap();
+    let (node_end, reg_end) = rig.link("a", "reg").unwrap();
+    rig.exec(
+        "reg",
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "fd99:1::1/64",
+            "dev",
+            &reg_end,
+            "nodad",
+        ],
+    )
+    .unwrap();
+    rig.exec(
+        "a",
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "fd99:1::2/64",
+            "dev",
+            &node_end,
+            "nodad",
+        ],
+    )
+    .unwrap();
+    rig.exec(
+        "a",
+        &["ip", "-6", "route", "add", "fd99::/16", "via", "fd99:1::1"],
+    )
+    .unwrap();
+    let reg = registry(&mut rig, tmp.path(), "registry1", "fd42:aa::/48", 8443);
+    let da = tmp.path().join("a");
+    join(&rig, "a", &reg, &da);
+    let o = ns_mesh(
+        &rig,
+        "a",
+        &[
+            "up",
+            "--foreground",
+            "--state-dir",
+            da.to_str().unwrap(),
+            "--registry-poll",
+            "0",
+            "--lan",
+            "nosuch0",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains("nosuch0") && last.contains("does not exist"),
+        "{err}"
+    );
+    println!("{last}");
+}
