@@ -286,6 +286,35 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
         !selected_routes(&rig, "a", &da).contains(&b_prefix)
     });
     println!("route a -> b withdrawn {gone:?} after `mesh down` on b");
+    // b's own TUN address (and with it the network route) is withdrawn; `mesh up` brings it
+    // back and b reconnects
+    let b_addr = re6mesh::identity::node_address(&prefixes[1]).to_string();
+    let has_addr = |rig: &Rig| {
+        rig.exec("b", &["ip", "-6", "addr", "show", "dev", "mesh0"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(&b_addr))
+            .unwrap_or(false)
+    };
+    assert!(
+        !has_addr(&rig),
+        "b's address is still on mesh0 after `mesh down`"
+    );
+    let st = ns_mesh(
+        &rig,
+        "b",
+        &["status", "--json", "--state-dir", db.to_str().unwrap()],
+    );
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["state"], "down");
+    let o = ns_mesh(&rig, "b", &["up", "--state-dir", db.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        has_addr(&rig),
+        "b's address is not back on mesh0 after `mesh up`"
+    );
+    let back = wait_until("a to route to b again", Duration::from_secs(20), || {
+        selected_routes(&rig, "a", &da).contains(&b_prefix)
+    });
+    println!("route a -> b back {back:?} after `mesh up` on b");
 }
 
 #[test]

@@ -223,6 +223,7 @@ async fn a_peer_below_the_minimum_protocol_is_refused() {
             protocol: 2,
             params_version: 5,
             endpoints: vec![],
+            country: None,
         },
         2,
     );

@@ -1,6 +1,8 @@
 //! Stateful target: arbitrary sequences of packets (structured or raw, signed or not,
 //! from LAN neighbours or the tunnel peer), time advances and commands fed to a Babel
-//! engine wired to a second engine over a tunnel. No panic, and after every operation
+//! engine wired to a second engine over a tunnel; RFC 9616 timestamps and Acknowledgment
+//! Requests are on, and the messages include timestamps, Ack Requests and Acks, unicast
+//! and multicast Hellos. No panic, and after every operation
 //! the FIB matches the selection and every selected route is feasible and finite (see
 //! `re6mesh::mesh::babel::fuzzing`, which also runs the seeds under `cargo test`).
 //!

@@ -44,6 +44,19 @@ pub struct UpArgs {
     /// Hellos) and then get tunnels over their link-local addresses (repeatable; Linux).
     #[arg(long = "lan", value_name = "IFACE")]
     lan: Vec<String>,
+    /// The country this node is in (ISO 3166 alpha-2, e.g. FR), stated to peers so the
+    /// network's country rules can be applied when tunnels are chosen.
+    #[arg(long, value_name = "CC", value_parser = parse_country)]
+    country: Option<String>,
+}
+
+fn parse_country(s: &str) -> Result<String, String> {
+    let c = s.to_ascii_uppercase();
+    if crate::mesh::tunnels::valid_country(&c) {
+        Ok(c)
+    } else {
+        Err(format!("{s:?} is not a two-letter ISO 3166 country code"))
+    }
 }
 
 fn parse_peer(s: &str) -> anyhow::Result<(Ipv6Net, SocketAddr)> {
@@ -105,6 +118,7 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
         }),
         registry_poll: (a.registry_poll > 0).then(|| Duration::from_secs(a.registry_poll)),
         lan: a.lan,
+        country: a.country,
     };
     rt.block_on(run(cfg, super::registry::shutdown_signal()))
 }

@@ -381,6 +381,8 @@ pub async fn run(cfg: RouterConfig) -> anyhow::Result<()> {
             },
             timers,
             max_packet: 1452,
+            timestamps: false,
+            acks: false,
         };
         let now = router.now();
         let id = router.engine.add_interface(now, ic);

@@ -1,18 +1,19 @@
 //! The node: the event loop wiring TUN ⇄ forwarder ⇄ tunnels ⇄ Babel engine ⇄ registry
-//! (DESIGN §2, §6). Thin IO shell around the sans-IO parts.
+//! (DESIGN §2, §5, §6). Thin IO shell around the sans-IO parts.
 //!
 //! Tasks:
-//! * **core** — owns the [`Engine`] and the [`Fib`] writer; receives Babel packets, tunnel
-//!   up/down, MAC keys and control requests on one channel; after every input drains the
-//!   engine in its documented order (transmits, route changes → FIB publish, events,
-//!   timeout);
+//! * **core** — owns the [`Engine`], the [`Fib`] writer, the tunnel manager
+//!   ([`TunnelManager`]), the peer cache ([`PeerCache`]) and the parameters/CRL in force
+//!   ([`NetState`]); receives Babel packets, tunnel up/down, control-stream messages,
+//!   parameter offers, MAC keys and control requests on one channel; after every input drains
+//!   the engine in its documented order (transmits, route changes → FIB publish, events,
+//!   timeout); every 500 ms: RTTs into Babel, renewal, `--peer` dials, a tunnel-manager round;
 //! * **TUN reader** and one **reader per tunnel** — the data path: datagram or packet in,
 //!   [`Forwarder::decide`] against the lock-free FIB snapshot, datagram or packet out.
 //!   Transit traffic never touches the kernel;
-//! * **acceptor** and **dialer** — incoming tunnels and the simple policy of keeping
-//!   `client_count` outgoing tunnels to known peers (static `--peer`s, the registry's
-//!   bootstrap peer, addresses learnt from neighbours);
-//! * **registry poll** — parameters and MAC keys every 5 minutes (configurable, can be off).
+//! * **acceptor**, **dialers**, and one **control-stream reader/writer** per tunnel;
+//! * **registry poll** — parameters, CRL and MAC keys every 5 minutes (configurable, can be
+//!   off); neighbours bring newer parameters sooner.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -27,15 +28,18 @@ use ipnet::Ipv6Net;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use super::babel::cost::CostMultiplier;
 use super::babel::mac::{MacKey, MacKeys};
 use super::babel::time::Time;
 use super::babel::{Config, Engine, Event, IfaceConfig, IfaceId, NeighbourId, RouteChange, Timers};
 use super::fib::{Fib, FibReader};
 use super::forward::{Decision, Forwarder, Lookup, RateLimit};
 use super::netstate::NetState;
+use super::peers::{DEFAULT_CAPACITY, PeerCache};
 use super::tunnels::control::{ControlMsg, PeerAddr};
 use super::tunnels::frame::{self, Datagram};
-use super::tunnels::{HelloInfo, Trust, Tunnel, TunnelEndpoint, TunnelTimers};
+use super::tunnels::policy::{Action, Candidate, Observation, PolicyConfig, TunnelManager};
+use super::tunnels::{HelloInfo, Trust, Tunnel, TunnelEndpoint, TunnelTimers, valid_country};
 use crate::control::{self, ControlHandler, NodeStateName};
 use crate::identity;
 use crate::params::SignedParams;
@@ -65,6 +69,9 @@ pub struct NodeConfig {
     pub registry_poll: Option<Duration>,
     /// LAN interfaces where neighbours are discovered (`--lan`, Linux only).
     pub lan: Vec<String>,
+    /// The country this node is in (ISO 3166 alpha-2), stated to peers for the country
+    /// rules of the parameters.
+    pub country: Option<String>,
 }
 
 /// A snapshot for the control API, refreshed by the core.
@@ -87,6 +94,8 @@ enum Input {
     TunnelUp(Box<Tunnel>),
     TunnelDown {
         iface: IfaceId,
+        /// The peer closed it because our certificate is revoked.
+        revoked_me: bool,
     },
     /// MAC key bytes by id, fresh from the registry.
     KeyBytes(Vec<(String, Vec<u8>)>),
@@ -104,6 +113,10 @@ enum Input {
     },
     /// The outcome of a certificate renewal.
     Renewed(Result<Box<Certified>, String>),
+    /// A dial failed on every address of the peer.
+    DialFailed(Ipv6Net),
+    /// A peer refused our certificate as revoked.
+    RevokedHint,
     Peers(Vec<PeerAddr>),
     /// A node announced itself on a `--lan` interface (MAC verified, prefix in the network).
     LanPeer {
@@ -286,6 +299,18 @@ pub fn router_id_for(prefix: &Ipv6Net) -> [u8; 8] {
     id
 }
 
+/// QUIC application close code: "your certificate is revoked".
+const CLOSE_REVOKED: u32 = 6;
+/// QUIC application close code: the tunnel manager retired the tunnel.
+const CLOSE_RETIRED: u32 = 7;
+/// How long the side that agrees to retire a tunnel keeps it hard-locked before answering,
+/// so Babel routes around it on this side too before the peer closes it.
+const KILL_ANSWER_DELAY: Duration = Duration::from_secs(1);
+
+fn unix_now() -> u64 {
+    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)
+}
+
 /// Runs the node until SIGINT/SIGTERM or `mesh down --exit`.
 pub async fn run(
     cfg: NodeConfig,
@@ -353,6 +378,7 @@ pub async fn run(
             protocol: crate::params::PROTOCOL_VERSION,
             params_version: params.version,
             endpoints: cfg.endpoints.clone(),
+            country: cfg.country.clone(),
         },
         params.min_protocol,
     );
@@ -517,6 +543,16 @@ pub async fn run(
         };
         super::lan_discovery::start(&cfg.lan, ann, timers.hello, lan.subscribe(), found).await?;
     }
+    let (mut cache, cache_err) =
+        PeerCache::load(&PeerCache::path(&cfg.state_dir), DEFAULT_CAPACITY);
+    if let Some(e) = cache_err
+        && !e.is_missing()
+    {
+        warn!(error = %e, "the peer cache is unusable; starting with an empty one");
+    }
+    for (p, a) in &cfg.peers {
+        cache.record_seen(*p, vec![*a], unix_now());
+    }
     let core = Core {
         lan,
         engine,
@@ -529,17 +565,28 @@ pub async fn run(
         me,
         prefix,
         timers,
-        client_count: params.tunnel.client_count.max(1) as usize,
         fixed_timers: cfg.babel_timers.is_some(),
-        max_clients: params.tunnel.max_clients as usize,
         tunnels: BTreeMap::new(),
         by_prefix: HashMap::new(),
         base: Instant::now(),
-        known: cfg.peers.iter().map(|(p, a)| (*p, vec![*a])).collect(),
+        cache,
+        cache_saved: Instant::now(),
+        rng: rand_core::SeedableRng::from_seed(rand::random::<[u8; 32]>()),
+        tm: TunnelManager::new(
+            PolicyConfig::from_params(
+                &params.tunnel,
+                &params.countries,
+                Some(prefix),
+                cfg.country.clone(),
+            ),
+            Time::ZERO,
+            rand::random(),
+        ),
         static_peers: cfg.peers.iter().copied().collect(),
         dialing: HashMap::new(),
         down: false,
         my_endpoints: cfg.endpoints.clone(),
+        country: cfg.country.clone(),
         revoked: net.revoked().contains(&info.serial),
         net,
         keys,
@@ -558,6 +605,9 @@ pub async fn run(
         fatal: None,
         registry: client.clone(),
         last_bootstrap: None,
+        last_registry_fetch: None,
+        registry_fetch_pending: false,
+        static_retry: HashMap::new(),
     };
     let result = core.run(rx).await;
     let _ = stop_tx.send(true);
@@ -652,9 +702,11 @@ struct Identity {
 }
 
 impl Identity {
-    /// When to renew: 30 days before expiry, or half-way through a shorter validity.
+    /// When to renew: 30 days before expiry, or half-way through a shorter validity (the
+    /// registry backdates `not_before` by a few minutes for clock skew; that is not validity).
     fn renew_at(&self) -> i64 {
-        let lifetime = (self.not_after - self.not_before).max(0);
+        let backdate = crate::registry::ca::BACKDATE_SECS;
+        let lifetime = (self.not_after - self.not_before - backdate).max(0);
         self.not_after - (30 * 86_400).min(lifetime / 2)
     }
 }
@@ -681,20 +733,25 @@ struct Core {
     me: Ipv6Addr,
     prefix: Ipv6Net,
     timers: Timers,
-    client_count: usize,
-    max_clients: usize,
     /// Babel timers set by configuration (tests): parameters do not change them.
     fixed_timers: bool,
     tunnels: BTreeMap<IfaceId, TunnelEntry>,
     by_prefix: HashMap<Ipv6Net, IfaceId>,
     base: Instant,
-    known: BTreeMap<Ipv6Net, Vec<SocketAddr>>,
+    /// Peers we know addresses of (persistent, with failure marks).
+    cache: PeerCache,
+    cache_saved: Instant,
+    /// re6st's tunnel manager: which tunnels to open, accept and retire.
+    tm: TunnelManager,
+    /// Randomness for the peer cache's choices.
+    rng: rand_chacha::ChaCha8Rng,
     /// Peers given with `--peer`: always kept connected.
     static_peers: HashMap<Ipv6Net, SocketAddr>,
     /// Dials in progress and when they started (a peer is not dialled twice at once).
     dialing: HashMap<Ipv6Net, Instant>,
     down: bool,
     my_endpoints: Vec<SocketAddr>,
+    country: Option<String>,
     /// Parameters and CRL in force.
     net: NetState,
     /// MAC key bytes known, by registry key id.
@@ -713,6 +770,10 @@ struct Core {
     /// Neighbours found by `--lan` discovery (dialled through `static_peers`) and the keys
     /// the discovery tasks sign and verify with.
     lan: super::lan_discovery::LanPeers,
+    last_registry_fetch: Option<Instant>,
+    registry_fetch_pending: bool,
+    /// When each --peer may be dialled again after a failure.
+    static_retry: HashMap<Ipv6Net, Instant>,
 }
 
 impl Core {
@@ -749,10 +810,13 @@ impl Core {
         let now = self.now();
         self.engine.shutdown(now);
         self.drain();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // (a fatal stop passes the parameters that caused it on first: let them leave)
+        let linger = if self.fatal.is_some() { 300 } else { 50 };
+        tokio::time::sleep(Duration::from_millis(linger)).await;
         for t in self.tunnels.values() {
             t.conn.close(0u32.into(), b"node shutting down");
         }
+        self.save_cache();
         info!("node stopped");
         match self.fatal.take() {
             Some(msg) => Err(anyhow::anyhow!(msg)),
@@ -773,7 +837,14 @@ impl Core {
                 }
             }
             Input::TunnelUp(t) => self.tunnel_up(*t),
-            Input::TunnelDown { iface } => self.tunnel_down(iface, "closed"),
+            Input::TunnelDown { iface, revoked_me } => {
+                self.tunnel_down(iface, "closed");
+                if revoked_me {
+                    // A neighbour applied a CRL naming us before we heard of it: ask the
+                    // registry now (then renew) rather than wait for its next poll.
+                    self.fetch_from_registry();
+                }
+            }
             Input::KeyBytes(keys) => {
                 for (id, bytes) in keys {
                     self.keys.retain(|(i, _)| *i != id);
@@ -785,11 +856,32 @@ impl Core {
             Input::Control { iface, msg } => self.control_message(iface, msg),
             Input::Renewed(r) => self.renewed(r),
             Input::Peers(peers) => {
-                for p in peers {
-                    if p.prefix != self.prefix && !p.endpoints.is_empty() && self.known.len() < 1024
+                let network = self.net.params().network;
+                for p in peers.into_iter().take(256) {
+                    if p.prefix != self.prefix
+                        && network.contains(&p.prefix)
+                        && !p.endpoints.is_empty()
                     {
-                        self.known.entry(p.prefix).or_insert(p.endpoints);
+                        self.cache.record_seen(p.prefix, p.endpoints, unix_now());
+                        if let Some(c) = p.country.filter(|c| valid_country(c)) {
+                            self.cache.set_country(p.prefix, Some(c));
+                        }
                     }
+                }
+            }
+            Input::RevokedHint => {
+                if !self.revoked {
+                    self.fetch_from_registry();
+                }
+            }
+            Input::DialFailed(peer) => {
+                self.dialing.remove(&peer);
+                self.cache.record_failure(peer, unix_now());
+                if self.static_peers.contains_key(&peer) {
+                    self.static_retry
+                        .insert(peer, Instant::now() + Duration::from_secs(2));
+                } else {
+                    self.tm.dial_failed(now, peer);
                 }
             }
             Input::Down => {
@@ -801,9 +893,20 @@ impl Core {
                     }
                     self.tunnel_down(id, "node going down");
                 }
+                // Local applications see the network gone, not a black hole.
+                if let Err(e) = self.tun.withdraw() {
+                    warn!(error = %e, "cannot remove the node address from the TUN device");
+                }
+            }
+            Input::Up => {
+                if self.down
+                    && let Err(e) = self.tun.restore()
+                {
+                    warn!(error = %e, "cannot put the node address back on the TUN device");
+                }
+                self.down = false;
             }
             Input::LanPeer { prefix, addr } => self.lan_peer(prefix, addr),
-            Input::Up => self.down = false,
             Input::Exit => return false,
         }
         self.fatal.is_none()
@@ -818,7 +921,7 @@ impl Core {
         // The handshake already refused revoked serials; a CRL applied while it was in flight
         // is caught here.
         if self.endpoint.trust().is_revoked(&t.peer_serial) {
-            t.conn.close(6u32.into(), b"certificate revoked");
+            t.conn.close(CLOSE_REVOKED.into(), b"certificate revoked");
             return;
         }
         if let Some(&existing) = self.by_prefix.get(&peer) {
@@ -838,12 +941,21 @@ impl Core {
             }
             self.tunnel_down(existing, "replaced by a duplicate");
         }
-        let incoming = self.tunnels.values().filter(|e| !e.initiated).count();
-        if !t.initiated && incoming >= self.max_clients {
+        let is_static = self.static_peers.contains_key(&peer);
+        if !t.initiated
+            && !is_static
+            && !self
+                .tm
+                .accept_incoming(peer, t.peer_hello.country.as_deref())
+        {
             t.conn.close(5u32.into(), b"too many tunnels");
             return;
         }
         let now = self.now();
+        if !is_static {
+            self.tm.tunnel_up(now, peer, t.initiated);
+        }
+        self.dialing.remove(&peer);
         let peer_addr = identity::node_address(&peer);
         let mut icfg = IfaceConfig::tunnel(&format!("t-{peer}"), self.me, peer_addr);
         icfg.timers = self.timers;
@@ -859,8 +971,13 @@ impl Core {
         self.table.store(Arc::new(map));
         self.by_prefix.insert(peer, id);
         if !t.peer_hello.endpoints.is_empty() {
-            self.known.insert(peer, t.peer_hello.endpoints.clone());
+            self.cache
+                .record_seen(peer, t.peer_hello.endpoints.clone(), unix_now());
         }
+        if t.peer_hello.country.is_some() {
+            self.cache.set_country(peer, t.peer_hello.country.clone());
+        }
+        self.cache.record_success(peer, unix_now());
         self.tunnels.insert(
             id,
             TunnelEntry {
@@ -880,17 +997,19 @@ impl Core {
         }
         // Share the peers we know.
         let peers: Vec<PeerAddr> = self
-            .known
+            .cache
             .iter()
-            .filter(|(p, _)| **p != peer)
+            .filter(|(p, e)| **p != peer && e.failures == 0)
             .take(64)
             .map(|(p, e)| PeerAddr {
                 prefix: *p,
-                endpoints: e.clone(),
+                endpoints: e.endpoints.clone(),
+                country: e.country.clone(),
             })
             .chain((!self.my_endpoints.is_empty()).then(|| PeerAddr {
                 prefix: self.prefix,
                 endpoints: self.my_endpoints.clone(),
+                country: self.country.clone(),
             }))
             .collect();
         let _ = ctl_tx.send(ControlMsg::Peers { peers });
@@ -949,13 +1068,40 @@ impl Core {
                 });
             }
             ControlMsg::KillRequest => {
-                // The lock cycle of the tunnel manager: agree unless this is our last tunnel.
-                let accepted = self.tunnels.len() > 1;
+                // The end of the peer's lock cycle: agree unless the tunnel manager says
+                // this is our last tunnel, or the peer is one we were told to keep (--peer).
+                let Some(t) = self.tunnels.get(&iface) else {
+                    return;
+                };
+                let (peer, neighbour, ctl, conn) =
+                    (t.peer_prefix, t.neighbour, t.ctl.clone(), t.conn.clone());
+                let now = self.now();
+                let accepted =
+                    !self.static_peers.contains_key(&peer) && self.tm.on_kill_request(now, peer);
+                if !accepted {
+                    let _ = ctl.send(ControlMsg::KillResponse { accepted });
+                    return;
+                }
+                info!(%peer, "tunnel retired at the peer's request");
+                // Our side of the lock: Babel routes around the tunnel here too before it
+                // closes, then we answer and the peer closes it.
+                let _ = self
+                    .engine
+                    .set_cost_multiplier(now, neighbour, CostMultiplier::HARD_LOCK);
+                tokio::spawn(async move {
+                    tokio::time::sleep(KILL_ANSWER_DELAY).await;
+                    let _ = ctl.send(ControlMsg::KillResponse { accepted });
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    conn.close(CLOSE_RETIRED.into(), b"retired by the tunnel manager");
+                });
+            }
+            ControlMsg::KillResponse { accepted } => {
                 if let Some(t) = self.tunnels.get(&iface) {
-                    let _ = t.ctl.send(ControlMsg::KillResponse { accepted });
+                    let (peer, now) = (t.peer_prefix, self.now());
+                    self.tm.on_kill_response(now, peer, accepted);
                 }
             }
-            ControlMsg::KillResponse { .. } | ControlMsg::Hello { .. } => {}
+            ControlMsg::Hello { .. } => {}
         }
     }
 
@@ -996,12 +1142,23 @@ impl Core {
             let p = self.net.params().clone();
             info!(version = p.version, changed = ?old.diff(&p), "network parameters applied");
             if let Some(msg) = protocol_too_old(&p) {
+                // Pass the news on before stopping: our neighbours must stop too.
                 tracing::error!("{msg}");
                 self.fatal = Some(msg);
+                let m = self.params_message();
+                for (id, t) in &self.tunnels {
+                    if Some(*id) != from {
+                        let _ = t.ctl.send(m.clone());
+                    }
+                }
                 return;
             }
-            self.client_count = p.tunnel.client_count.max(1) as usize;
-            self.max_clients = p.tunnel.max_clients as usize;
+            self.tm.set_config(PolicyConfig::from_params(
+                &p.tunnel,
+                &p.countries,
+                Some(self.prefix),
+                self.country.clone(),
+            ));
             if !self.fixed_timers && p.hello_interval != old.hello_interval {
                 let hello = Duration::from_secs(u64::from(p.hello_interval.max(1)));
                 self.timers = Timers {
@@ -1018,6 +1175,7 @@ impl Core {
                     protocol: crate::params::PROTOCOL_VERSION,
                     params_version: p.version,
                     endpoints: self.my_endpoints.clone(),
+                    country: self.country.clone(),
                 },
                 p.min_protocol,
             );
@@ -1073,10 +1231,10 @@ impl Core {
         self.endpoint.trust().set_revoked(revoked);
         for (id, prefix) in dead {
             if let Some(t) = self.tunnels.get(&id) {
-                t.conn.close(6u32.into(), b"certificate revoked");
+                t.conn.close(CLOSE_REVOKED.into(), b"certificate revoked");
             }
             self.tunnel_down(id, "peer certificate revoked");
-            self.known.remove(&prefix);
+            self.cache.forget(prefix);
         }
         self.refresh_snapshot();
     }
@@ -1139,6 +1297,8 @@ impl Core {
                 self.cert.not_before = info.map(|i| i.not_before).unwrap_or(self.cert.not_before);
                 self.cert.not_after = c.not_after;
                 self.revoked = false;
+                // never renew in a loop, whatever the validity
+                self.next_renewal_try = Instant::now() + Duration::from_secs(5);
                 // Parameters that came with the certificate (the CRL names our old serial).
                 self.offer(Some(c.signed_params.clone()), None, None);
                 self.refresh_snapshot();
@@ -1159,6 +1319,7 @@ impl Core {
         let _ = self.engine.remove_interface(now, iface);
         if self.by_prefix.get(&t.peer_prefix) == Some(&iface) {
             self.by_prefix.remove(&t.peer_prefix);
+            self.tm.tunnel_down(now, t.peer_prefix);
         }
         let mut map = (**self.table.load()).clone();
         map.remove(&iface);
@@ -1170,6 +1331,9 @@ impl Core {
         let now = self.now();
         self.lan_expire();
         self.maybe_renew();
+        if self.registry_fetch_pending {
+            self.fetch_from_registry();
+        }
         // The parameters name a CRL we lack (no neighbour had it): ask the registry.
         if self.net.crl_wanted()
             && self
@@ -1195,7 +1359,11 @@ impl Core {
         // Nobody known and no tunnel: ask the registry for a bootstrap peer (every 10 s).
         if !self.down
             && self.tunnels.is_empty()
-            && self.known.keys().all(|p| *p == self.prefix)
+            && self.dialing.is_empty()
+            && self
+                .cache
+                .candidates(unix_now(), 1, &mut self.rng)
+                .is_empty()
             && self
                 .last_bootstrap
                 .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
@@ -1209,6 +1377,7 @@ impl Core {
                         let _ = tx.send(Input::Peers(vec![PeerAddr {
                             prefix: b.prefix,
                             endpoints: b.endpoints,
+                            country: None,
                         }]));
                     }
                     Ok(None) => debug!("the registry knows no other live node yet"),
@@ -1216,55 +1385,190 @@ impl Core {
                 }
             });
         }
-        // Dial: keep client_count outgoing tunnels to known peers. A dial gives up within
-        // the tunnel idle timeout per address; after 5 s the peer may be tried again.
+        // Dial: peers given with --peer are always kept connected; the tunnel manager
+        // chooses the others. A dial gives up within the tunnel idle timeout per address.
         self.dialing.retain(|p, started| {
-            started.elapsed() < Duration::from_secs(5) && !self.by_prefix.contains_key(p)
+            started.elapsed() < Duration::from_secs(30) && !self.by_prefix.contains_key(p)
         });
         if !self.down {
-            let free = |p: &Ipv6Net| {
-                *p != self.prefix
-                    && !self.by_prefix.contains_key(p)
-                    && !self.dialing.contains_key(p)
-            };
-            // Peers given with --peer are always kept connected.
-            let mut candidates: Vec<(Ipv6Net, Vec<SocketAddr>)> = self
+            let statics: Vec<(Ipv6Net, SocketAddr)> = self
                 .static_peers
                 .iter()
-                .filter(|(p, _)| free(p))
-                .map(|(p, a)| (*p, vec![*a]))
+                .filter(|(p, _)| {
+                    **p != self.prefix
+                        && !self.by_prefix.contains_key(p)
+                        && !self.dialing.contains_key(p)
+                        && self
+                            .static_retry
+                            .get(p)
+                            .is_none_or(|t| *t <= Instant::now())
+                })
+                .map(|(p, a)| (*p, *a))
                 .collect();
-            let outgoing = self.tunnels.values().filter(|t| t.initiated).count()
-                + self.dialing.len()
-                + candidates.len();
-            let wanted = self.client_count.saturating_sub(outgoing);
-            // The others at random, so one unreachable address cannot starve the rest.
-            let mut others: Vec<(Ipv6Net, Vec<SocketAddr>)> = self
-                .known
-                .iter()
-                .filter(|(p, _)| free(p) && !self.static_peers.contains_key(p))
-                .map(|(p, e)| (*p, e.clone()))
-                .collect();
-            use rand::seq::SliceRandom;
-            others.shuffle(&mut rand::rng());
-            candidates.extend(others.into_iter().take(wanted));
-            for (peer, addrs) in candidates {
-                self.dialing.insert(peer, Instant::now());
-                let (endpoint, tx) = (self.endpoint.clone(), self.tx.clone());
-                tokio::spawn(async move {
-                    for addr in addrs {
-                        match endpoint.connect(addr, peer).await {
-                            Ok(t) => {
-                                let _ = tx.send(Input::TunnelUp(Box::new(t)));
-                                return;
-                            }
-                            Err(e) => debug!(%peer, %addr, error = %e, "dial failed"),
+            for (peer, addr) in statics {
+                self.dial(peer, vec![addr]);
+            }
+            self.run_tunnel_manager(now);
+        }
+        if self.cache.is_dirty() && self.cache_saved.elapsed() > Duration::from_secs(60) {
+            self.save_cache();
+        }
+        self.refresh_snapshot();
+    }
+
+    fn dial(&mut self, peer: Ipv6Net, addrs: Vec<SocketAddr>) {
+        self.dialing.insert(peer, Instant::now());
+        let (endpoint, tx) = (self.endpoint.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            for addr in addrs {
+                match endpoint.connect(addr, peer).await {
+                    Ok(t) => {
+                        let _ = tx.send(Input::TunnelUp(Box::new(t)));
+                        return;
+                    }
+                    Err(e) => {
+                        debug!(%peer, %addr, error = %e, "dial failed");
+                        if e.to_string().contains("Revoked") {
+                            // The peer refused our certificate as revoked.
+                            let _ = tx.send(Input::RevokedHint);
                         }
                     }
+                }
+            }
+            let _ = tx.send(Input::DialFailed(peer));
+        });
+    }
+
+    /// One round of re6st's tunnel manager over what Babel and the peer cache know now.
+    fn run_tunnel_manager(&mut self, now: Time) {
+        let by_addr: HashMap<IpAddr, Ipv6Net> = self
+            .tunnels
+            .values()
+            .map(|t| {
+                (
+                    IpAddr::V6(identity::node_address(&t.peer_prefix)),
+                    t.peer_prefix,
+                )
+            })
+            .collect();
+        let mut via: HashMap<Ipv6Net, usize> = HashMap::new();
+        let mut routable = Vec::new();
+        let node_len = self.net.params().node_prefix_len;
+        for r in self.engine.selected_routes() {
+            if let Some(p) = by_addr.get(&r.next_hop) {
+                *via.entry(*p).or_default() += 1;
+            }
+            if let IpAddr::V6(a) = r.prefix.addr()
+                && r.prefix.len() == node_len
+                && let Ok(p) = Ipv6Net::new(a, node_len)
+                && p != self.prefix
+                && !self.by_prefix.contains_key(&p)
+                && !self.static_peers.contains_key(&p)
+                && !self.cache.endpoints(&p).is_empty()
+            {
+                routable.push(Candidate {
+                    prefix: p,
+                    country: self.cache.get(&p).and_then(|e| e.country.clone()),
                 });
             }
         }
-        self.refresh_snapshot();
+        // static peers are not the manager's: it neither counts nor retires them
+        let routes_via: Vec<(Ipv6Net, usize)> = self
+            .tunnels
+            .values()
+            .filter(|t| !self.static_peers.contains_key(&t.peer_prefix))
+            .map(|t| (t.peer_prefix, via.get(&t.peer_prefix).copied().unwrap_or(0)))
+            .collect();
+        let (tunnels, dialing, statics) = (&self.by_prefix, &self.dialing, &self.static_peers);
+        let cached: Vec<Candidate> = self
+            .cache
+            .candidates_where(unix_now(), 16, &mut self.rng, |p, _| {
+                !tunnels.contains_key(p) && !dialing.contains_key(p) && !statics.contains_key(p)
+            })
+            .into_iter()
+            .filter(|p| *p != self.prefix)
+            .map(|p| Candidate {
+                prefix: p,
+                country: self.cache.get(&p).and_then(|e| e.country.clone()),
+            })
+            .collect();
+        self.tm.tick(
+            now,
+            &Observation {
+                routes_via: &routes_via,
+                routable: &routable,
+                cached: &cached,
+            },
+        );
+        while let Some(action) = self.tm.poll_action() {
+            let entry = |p: &Ipv6Net| self.by_prefix.get(p).and_then(|id| self.tunnels.get(id));
+            match action {
+                Action::Dial(p) => {
+                    let addrs = self.cache.endpoints(&p).to_vec();
+                    if addrs.is_empty()
+                        || self.dialing.contains_key(&p)
+                        || self.by_prefix.contains_key(&p)
+                    {
+                        self.tm.dial_failed(now, p);
+                    } else {
+                        debug!(peer = %p, "tunnel manager: dial");
+                        self.dial(p, addrs);
+                    }
+                }
+                Action::SoftLock(p) | Action::HardLock(p) | Action::Unlock(p) => {
+                    let m = match action {
+                        Action::SoftLock(_) => CostMultiplier::SOFT_LOCK,
+                        Action::HardLock(_) => CostMultiplier::HARD_LOCK,
+                        _ => CostMultiplier::NORMAL,
+                    };
+                    if let Some(n) = entry(&p).map(|t| t.neighbour) {
+                        info!(peer = %p, ?action, "tunnel manager");
+                        let _ = self.engine.set_cost_multiplier(now, n, m);
+                    }
+                }
+                Action::SendKillRequest(p) => {
+                    if let Some(t) = entry(&p) {
+                        let _ = t.ctl.send(ControlMsg::KillRequest);
+                    }
+                }
+                Action::Close(p) => {
+                    if let Some(t) = entry(&p) {
+                        info!(peer = %p, "tunnel manager: retiring the tunnel");
+                        t.conn
+                            .close(CLOSE_RETIRED.into(), b"retired by the tunnel manager");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parameters and CRL from the registry now (at most every 5 s).
+    fn fetch_from_registry(&mut self) {
+        if self
+            .last_registry_fetch
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+        {
+            self.registry_fetch_pending = true;
+            return;
+        }
+        self.registry_fetch_pending = false;
+        self.last_registry_fetch = Some(Instant::now());
+        let (client, tx) = (self.registry.load_full(), self.tx.clone());
+        tokio::spawn(async move {
+            let (signed, crl) = fetch_params_and_crl(&client).await;
+            let _ = tx.send(Input::Offer {
+                signed,
+                crl,
+                from: None,
+            });
+        });
+    }
+
+    fn save_cache(&mut self) {
+        if let Err(e) = self.cache.save(&PeerCache::path(&self.cert.dir)) {
+            warn!(error = %e, "cannot save the peer cache");
+        }
+        self.cache_saved = Instant::now();
     }
 
     fn drain(&mut self) {
@@ -1379,7 +1683,12 @@ impl Core {
         if fresh {
             info!(peer = %prefix, %addr, "LAN neighbour");
             // Dial now rather than at the next tick.
-            self.housekeeping();
+            if !self.down
+                && !self.by_prefix.contains_key(&prefix)
+                && !self.dialing.contains_key(&prefix)
+            {
+                self.dial(prefix, vec![SocketAddr::V6(addr)]);
+            }
         }
     }
 
@@ -1389,6 +1698,7 @@ impl Core {
         for prefix in self.lan.expire(Instant::now(), max_age) {
             info!(peer = %prefix, "LAN neighbour silent; no longer dialled");
             self.static_peers.remove(&prefix);
+            self.static_retry.remove(&prefix);
         }
     }
 }
@@ -1457,7 +1767,12 @@ fn spawn_tunnel_tasks(
                 Ok(d) => d,
                 Err(e) => {
                     debug!(error = %e, "tunnel closed");
-                    let _ = tx.send(Input::TunnelDown { iface });
+                    let revoked_me = matches!(
+                        &e,
+                        quinn::ConnectionError::ApplicationClosed(c)
+                            if c.error_code == quinn::VarInt::from_u32(CLOSE_REVOKED)
+                    );
+                    let _ = tx.send(Input::TunnelDown { iface, revoked_me });
                     return;
                 }
             };

@@ -48,6 +48,10 @@ pub struct LinkParams {
     pub mtu: usize,
     /// Timers of the interfaces on this link.
     pub timers: Timers,
+    /// RFC 9616 timestamps on the interfaces of this link ([`IfaceConfig::timestamps`]).
+    pub timestamps: bool,
+    /// Reliable urgent messages on the interfaces of this link ([`IfaceConfig::acks`]).
+    pub acks: bool,
 }
 
 impl Default for LinkParams {
@@ -57,6 +61,8 @@ impl Default for LinkParams {
             loss_ppm: 0,
             mtu: 1400,
             timers: Timers::default(),
+            timestamps: false,
+            acks: false,
         }
     }
 }
@@ -259,6 +265,8 @@ impl Sim {
             let mut cfg = IfaceConfig::tunnel(&format!("t{x}-{y}"), node_addr(x), node_addr(y));
             cfg.timers = params.timers;
             cfg.max_packet = params.mtu;
+            cfg.timestamps = params.timestamps;
+            cfg.acks = params.acks;
             let id = self.nodes[x].engine.add_interface(now, cfg.clone());
             self.nodes[x].ifaces.insert(id, l);
             self.nodes[x].cfgs.insert(id, cfg);
@@ -288,6 +296,8 @@ impl Sim {
             }
             cfg.timers = params.timers;
             cfg.max_packet = params.mtu;
+            cfg.timestamps = params.timestamps;
+            cfg.acks = params.acks;
             let id = self.nodes[x].engine.add_interface(now, cfg.clone());
             self.nodes[x].ifaces.insert(id, l);
             self.nodes[x].cfgs.insert(id, cfg);

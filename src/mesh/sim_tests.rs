@@ -214,6 +214,82 @@ fn starvation_on_a_long_ring_is_resolved_by_forwarded_seqno_requests() {
     assert_eq!(sim.walk(0, 1).map(|p| p.len()), Ok(n));
 }
 
+#[test]
+fn acks_on_a_ring_are_answered_and_starvation_still_resolves_within_the_bound() {
+    // The same ring of 30 with Acknowledgment Requests on every tunnel (RFC 8966 3.3):
+    // the retractions and seqno requests after the cut ask for Acks, every peer engine
+    // answers them (nothing is left pending once the network is quiet, well before the
+    // first resend), and convergence keeps the bound of the plain ring.
+    let n = 30;
+    let mut sim = Sim::new(35);
+    sim.check_loops = true;
+    let nodes = sim.add_nodes(n);
+    let params = LinkParams {
+        acks: true,
+        ..fast()
+    };
+    let links: Vec<LinkIdx> = (0..n)
+        .map(|i| sim.tunnel(nodes[i], nodes[(i + 1) % n], params))
+        .collect();
+    converge(
+        &mut sim,
+        mul(hop(), n / 2) + batch(),
+        "ring of 30 with acks",
+    );
+    sim.kill_tunnel(links[0]);
+    let pending = |sim: &Sim| -> usize { sim.nodes.iter().map(|x| x.engine.pending_acks()).sum() };
+    assert!(
+        pending(&sim) > 0,
+        "the retractions after the cut asked for Acks"
+    );
+    let bound = mul(L + L + batch(), n) + batch();
+    converge(&mut sim, bound, "ring of 30 with acks after cut");
+    sim.run_for(2 * L + Duration::from_millis(1));
+    assert_eq!(pending(&sim), 0, "every Ack Request was answered");
+    assert_eq!(sim.walk(0, 1).map(|p| p.len()), Ok(n));
+}
+
+#[test]
+fn rfc_9616_timestamps_measure_the_rtt_and_feed_the_cost() {
+    // LAN 0–1, 30 ms each way: RTT 60 ms, cost 96 + 150 · (60 − 10) / 110 = 164.
+    // Tunnel 2–3, 25 ms each way: RTT 50 ms, cost 96 + 150 · 40 / 110 = 150.
+    // LAN 4–5, 30 ms, timestamps off: 96 (the RTT is not known).
+    let mut sim = Sim::new(41);
+    sim.check_loops = true;
+    let n = sim.add_nodes(6);
+    let ms = Duration::from_millis;
+    let with = |latency, timestamps| LinkParams {
+        latency,
+        timestamps,
+        ..LinkParams::default()
+    };
+    sim.lan(&[n[0], n[1]], false, with(ms(30), true));
+    let t = sim.tunnel(n[2], n[3], with(ms(25), true));
+    sim.lan(&[n[4], n[5]], false, with(ms(30), false));
+    sim.run_for(Duration::from_secs(20));
+    let nb = |sim: &Sim, i: usize| sim.nodes[i].engine.neighbours()[0].clone();
+    for i in [0, 1] {
+        assert_eq!(nb(&sim, i).measured_rtt, Some(ms(60)), "node {i}");
+        assert_eq!(nb(&sim, i).cost, 164, "node {i}");
+    }
+    let r = sim.nodes[0].engine.selected_route(&node_prefix(1)).cloned();
+    assert_eq!(r.map(|r| r.metric), Some(164));
+    for i in [2, 3] {
+        assert_eq!(nb(&sim, i).measured_rtt, Some(ms(50)), "node {i}");
+        assert_eq!(nb(&sim, i).cost, 150, "node {i}");
+    }
+    assert_eq!((nb(&sim, 4).measured_rtt, nb(&sim, 4).cost), (None, 96));
+    // The host-supplied RTT (what the QUIC tunnel measures) still takes precedence.
+    sim.set_rtt(t, n[2], ms(5));
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(nb(&sim, 2).cost, 96);
+    assert_eq!(
+        nb(&sim, 3).cost,
+        150,
+        "the other end keeps its own measurement"
+    );
+}
+
 fn rid_of(sim: &Sim, node: NodeIdx) -> RouterId {
     sim.nodes[node].engine.router_id()
 }

@@ -54,6 +54,10 @@ pub struct CsrKey {
 const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
 const OID_P256: &str = "1.2.840.10045.3.1.7";
 
+/// Node and server certificates start this long before they are issued, so a peer whose
+/// clock is a little behind accepts them at once.
+pub const BACKDATE_SECS: i64 = 300;
+
 /// Parses a PEM or DER CSR, checks its self-signature and that its key is ECDSA P-256, and
 /// returns only the public key (nothing else from the CSR is used).
 pub fn csr_public_key(csr: &[u8]) -> Result<CsrKey, CaError> {
@@ -122,7 +126,7 @@ impl Ca {
             .push(DnType::CommonName, format!("re6mesh CA {network}"));
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.not_before = now - Duration::minutes(5);
+        params.not_before = now - Duration::seconds(BACKDATE_SECS);
         params.not_after = now + Duration::days(3650);
         params.serial_number = Some(random_serial());
         params
@@ -187,7 +191,7 @@ impl Ca {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        params.not_before = now - Duration::minutes(5);
+        params.not_before = now - Duration::seconds(BACKDATE_SECS);
         params.not_after = now + validity;
         params.use_authority_key_identifier_extension = true;
         params.key_identifier_method = KeyIdMethod::Sha256;
@@ -217,7 +221,7 @@ impl Ca {
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.not_before = now - Duration::minutes(5);
+        params.not_before = now - Duration::seconds(BACKDATE_SECS);
         params.not_after = now + Duration::days(3650);
         params.serial_number = Some(random_serial());
         params.use_authority_key_identifier_extension = true;

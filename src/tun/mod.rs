@@ -37,6 +37,8 @@ pub enum TunError {
 pub struct Tun {
     dev: tun_rs::AsyncDevice,
     name: String,
+    address: Ipv6Addr,
+    prefix_len: u8,
 }
 
 impl Tun {
@@ -65,12 +67,24 @@ impl Tun {
         Ok(Tun {
             dev,
             name: name.to_owned(),
+            address,
+            prefix_len: network.prefix_len(),
         })
     }
 
     /// The device name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Removes the node address (and with it the route of the network prefix): `mesh down`.
+    pub fn withdraw(&self) -> std::io::Result<()> {
+        self.dev.remove_address_v6(self.address, self.prefix_len)
+    }
+
+    /// Puts the node address (and the route) back: `mesh up` after `mesh down`.
+    pub fn restore(&self) -> std::io::Result<()> {
+        self.dev.add_address_v6(self.address, self.prefix_len)
     }
 
     /// Reads one packet into `buf`.

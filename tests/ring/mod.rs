@@ -33,17 +33,21 @@ pub struct RingOptions {
     /// `mesh registry params set` arguments applied before anyone joins.
     pub params: Vec<String>,
     /// `--registry-poll` seconds per node (0 = off).
-    pub poll: fn(usize) -> f64,
+    pub poll: fn(usize) -> u64,
     /// Extra `mesh registry serve` arguments.
     pub serve_args: Vec<String>,
+    /// Tunnels over the bridge, where every node reaches every other (no nftables ring
+    /// rule): the tunnel manager can open tunnels to non-neighbours.
+    pub open: bool,
 }
 
 impl Default for RingOptions {
     fn default() -> Self {
         RingOptions {
             params: vec!["client_count=2".into()],
-            poll: |_| 0.0,
+            poll: |_| 0,
             serve_args: vec![],
+            open: false,
         }
     }
 }
@@ -57,8 +61,9 @@ pub struct Ring {
     pub pids: Vec<Option<u32>>,
     pub registry_pid: Option<u32>,
     port: u16,
-    poll: fn(usize) -> f64,
+    poll: fn(usize) -> u64,
     serve_args: Vec<String>,
+    open: bool,
 }
 
 impl Drop for Ring {
@@ -173,7 +178,7 @@ pub fn start_ring_with(opts: RingOptions) -> Ring {
             .unwrap();
         }
     }
-    for i in 0..N {
+    for i in (0..N).filter(|_| !opts.open) {
         let n = format!("n{i}");
         // tunnel UDP only to and from the two ring neighbours' link addresses
         let (l, r) = ((i + N - 1) % N, (i + 1) % N);
@@ -215,6 +220,7 @@ pub fn start_ring_with(opts: RingOptions) -> Ring {
         port,
         poll: opts.poll,
         serve_args: opts.serve_args,
+        open: opts.open,
     };
     for p in &opts.params {
         ring.registry_ok(&["params", "set", p]);
@@ -319,33 +325,46 @@ impl Ring {
     }
 
     pub fn start_node(&mut self, i: usize) {
+        self.start_node_opts(i, true);
+    }
+
+    /// Starts node `i`; `with_peers`: with its ring neighbours as `--peer`s (otherwise it
+    /// finds peers in its peer cache, from neighbours or from the registry).
+    pub fn start_node_opts(&mut self, i: usize, with_peers: bool) {
         let dir = self.dir(i);
         let (l, r) = ((i + N - 1) % N, (i + 1) % N);
-        let pl = format!("{}@[{}]:6464", self.prefixes[l], link_addr(l, i));
-        let pr = format!("{}@[{}]:6464", self.prefixes[r], link_addr(r, i));
-        let el = format!("[{}]:6464", link_addr(i, l));
-        let er = format!("[{}]:6464", link_addr(i, r));
+        let addr = |of: usize, towards: usize| {
+            if self.open {
+                underlay(of)
+            } else {
+                link_addr(of, towards)
+            }
+        };
+        let pl = format!("{}@[{}]:6464", self.prefixes[l], addr(l, i));
+        let pr = format!("{}@[{}]:6464", self.prefixes[r], addr(r, i));
+        let el = format!("[{}]:6464", addr(i, l));
+        let er = format!("[{}]:6464", addr(i, r));
         let poll = format!("{}", (self.poll)(i));
-        let args = [
+        let mut args = vec![
             "up",
             "--foreground",
             "--state-dir",
             dir.to_str().unwrap(),
             "--listen",
             "[::]:6464",
-            "--peer",
-            &pl,
-            "--peer",
-            &pr,
             "--endpoint",
             &el,
-            "--endpoint",
-            &er,
             "--hello-interval",
             "0.5",
             "--registry-poll",
             &poll,
         ];
+        if er != el {
+            args.extend(["--endpoint", &er]);
+        }
+        if with_peers {
+            args.extend(["--peer", &pl, "--peer", &pr]);
+        }
         let (o, e) = (Stdio::null(), self.log(&format!("n{i}.log")));
         let pid = self.rig.spawn(&format!("n{i}"), MESH, &args, o, e).unwrap();
         self.pids[i] = Some(pid);

@@ -5,8 +5,8 @@
 use std::net::IpAddr;
 
 use crate::wire::{
-    self, EmitConfig, Hello, Ihu, Message, ParseOptions, PcState, RouteRequest, SeqnoRequest,
-    Update,
+    self, EmitConfig, Hello, Ihu, IhuTimestamp, Message, ParseOptions, PcState, RouteRequest,
+    SeqnoRequest, Update,
 };
 
 use super::msg::{Decoded, Msg, RouterId};
@@ -34,11 +34,13 @@ pub fn decode(packet: &[u8], src: IpAddr) -> Result<Decoded, CodecError> {
                 unicast: h.unicast,
                 seqno: Seqno(h.seqno),
                 interval_cs: h.interval,
+                timestamp: h.timestamp,
             }),
             Message::Ihu(i) => out.msgs.push(Msg::Ihu {
                 rxcost: i.rxcost,
                 interval_cs: i.interval,
                 addr: i.address,
+                timestamp: i.timestamp.map(|t| (t.origin, t.receive)),
             }),
             Message::Update(u) => {
                 if u.source_prefix.is_some() {
@@ -80,7 +82,10 @@ pub fn decode(packet: &[u8], src: IpAddr) -> Result<Decoded, CodecError> {
             }
             Message::ChallengeRequest { nonce } => out.msgs.push(Msg::ChallengeRequest { nonce }),
             Message::ChallengeReply { nonce } => out.msgs.push(Msg::ChallengeReply { nonce }),
-            Message::AckRequest { opaque, .. } => out.msgs.push(Msg::AckRequest { opaque }),
+            Message::AckRequest { opaque, interval } => out.msgs.push(Msg::AckRequest {
+                opaque,
+                interval_cs: interval,
+            }),
             Message::Ack { opaque } => out.msgs.push(Msg::Ack { opaque }),
         }
     }
@@ -93,21 +98,23 @@ fn to_wire(m: &Msg, source: IpAddr) -> Message {
             unicast,
             seqno,
             interval_cs,
+            timestamp,
         } => Message::Hello(Hello {
             unicast: *unicast,
             seqno: seqno.0,
             interval: *interval_cs,
-            timestamp: None,
+            timestamp: *timestamp,
         }),
         Msg::Ihu {
             rxcost,
             interval_cs,
             addr,
+            timestamp,
         } => Message::Ihu(Ihu {
             address: *addr,
             rxcost: *rxcost,
             interval: *interval_cs,
-            timestamp: None,
+            timestamp: timestamp.map(|(origin, receive)| IhuTimestamp { origin, receive }),
         }),
         Msg::Update {
             prefix,
@@ -145,9 +152,12 @@ fn to_wire(m: &Msg, source: IpAddr) -> Message {
             hop_count: *hop_count,
             router_id: *router_id,
         }),
-        Msg::AckRequest { opaque } => Message::AckRequest {
+        Msg::AckRequest {
+            opaque,
+            interval_cs,
+        } => Message::AckRequest {
             opaque: *opaque,
-            interval: 0,
+            interval: *interval_cs,
         },
         Msg::Ack { opaque } => Message::Ack { opaque: *opaque },
         Msg::ChallengeRequest { nonce } => Message::ChallengeRequest {

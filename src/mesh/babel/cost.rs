@@ -181,6 +181,14 @@ pub fn rtt_penalty(p: &RttCostParams, rtt: Duration) -> u16 {
     }
 }
 
+/// A finite link cost plus an RTT penalty, saturating below infinity.
+pub fn add_penalty(cost: u16, penalty: u16) -> u16 {
+    if cost == INFINITY {
+        return INFINITY;
+    }
+    clamp(u32::from(cost) + u32::from(penalty))
+}
+
 /// Tunnel cost: `base` scaled by the loss seen in both directions (local Hello history and
 /// the peer's ETX-style rxcost from its IHU, when known), plus the RTT penalty.
 pub fn cost_tunnel(

@@ -35,6 +35,19 @@ const REQUEST_RESENDS: u8 = 2;
 const GREETING_SPACING: Duration = Duration::from_millis(500);
 /// LAN neighbours are dropped after this many Hello slots without any Hello.
 const LAN_NEIGHBOUR_SLOTS: u8 = 16;
+/// How long a reliably sent packet waits for its Acknowledgment before it is resent
+/// (RFC 8966 section 3.3; announced in the Acknowledgment Request's interval field).
+pub const ACK_TIMEOUT: Duration = Duration::from_millis(500);
+/// Resends of an unacknowledged packet before giving up (the periodic updates and the
+/// seqno request timer remain the fallback).
+pub const ACK_RETRIES: u8 = 3;
+/// Smoothing of RFC 9616 RTT samples, babeld's `rtt-decay`: a new sample weighs 42/256.
+const RTT_DECAY: u64 = 42;
+/// A measured RTT is forgotten after this long without a new sample (babeld: 3 minutes).
+const RTT_VALIDITY: Duration = Duration::from_secs(180);
+/// RFC 9616 samples whose local or remote waiting time exceeds this are discarded
+/// (stale echoes, or a clock that jumped; babeld uses the same 10-minute window).
+const RTT_SAMPLE_WINDOW_US: u32 = 600_000_000;
 
 /// Identifies an interface (a LAN or a tunnel) within one engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -115,6 +128,14 @@ pub struct IfaceConfig {
     pub timers: Timers,
     /// Largest Babel packet (header, body and trailer) to send.
     pub max_packet: usize,
+    /// RFC 9616: put Timestamp sub-TLVs in our Hellos and IHUs and measure the RTT to
+    /// each neighbour from the ones it returns. The smoothed RTT adds the same penalty as
+    /// a host-supplied RTT ([`Engine::set_rtt`], which takes precedence). Off by default.
+    pub timestamps: bool,
+    /// RFC 8966 section 3.3: send urgent retractions and seqno requests with an
+    /// Acknowledgment Request and resend them until acknowledged (at most
+    /// [`ACK_RETRIES`] times). Off by default.
+    pub acks: bool,
 }
 
 impl IfaceConfig {
@@ -125,6 +146,8 @@ impl IfaceConfig {
             kind: IfaceKind::Tunnel { local, peer },
             timers: Timers::default(),
             max_packet: 1200,
+            timestamps: false,
+            acks: false,
         }
     }
 
@@ -139,6 +162,8 @@ impl IfaceConfig {
             },
             timers: Timers::default(),
             max_packet: 1452,
+            timestamps: false,
+            acks: false,
         }
     }
 
@@ -291,6 +316,8 @@ pub struct NeighbourInfo {
     pub reach: u16,
     /// Host-supplied RTT.
     pub rtt: Option<Duration>,
+    /// Smoothed RTT measured with RFC 9616 timestamps, if any.
+    pub measured_rtt: Option<Duration>,
     /// Cost multiplier.
     pub multiplier: CostMultiplier,
 }
@@ -318,28 +345,86 @@ struct Iface {
     tx: PcState,
 }
 
-struct Neighbour {
+/// One Hello stream of a neighbour: its history, the announced interval and when the
+/// next Hello is overdue. RFC 8966 section 3.4.1 / appendix A.1: multicast and unicast
+/// Hellos have separate seqno spaces, so each gets its own history and timer.
+#[derive(Default)]
+struct HelloStream {
     history: HelloHistory,
-    hello_interval: Duration,
-    hello_deadline: Option<Time>,
+    interval: Duration,
+    deadline: Option<Time>,
+}
+
+struct Neighbour {
+    /// Multicast Hellos (U flag clear). On a tunnel these are the Hellos the peer sends on
+    /// the point-to-point link: re6mesh sends them with the U flag clear.
+    hello: HelloStream,
+    /// Unicast Hellos (U flag set, RFC 8966 section 4.6.5).
+    uhello: HelloStream,
     txcost: u16,
     ihu_deadline: Option<Time>,
+    /// RTT supplied by the host ([`Engine::set_rtt`]); takes precedence over `measured`.
     rtt: Option<Duration>,
+    /// RFC 9616: the neighbour's last Hello timestamp and when we received it (our
+    /// clock, µs modulo 2³²), echoed in our next IHU to it.
+    hello_ts: Option<(u32, u32)>,
+    /// RFC 9616: smoothed measured RTT and the time of its last sample.
+    measured: Option<(Duration, Time)>,
     multiplier: CostMultiplier,
 }
 
 impl Neighbour {
     fn new() -> Self {
         Neighbour {
-            history: HelloHistory::default(),
-            hello_interval: Duration::ZERO,
-            hello_deadline: None,
+            hello: HelloStream::default(),
+            uhello: HelloStream::default(),
             txcost: INFINITY,
             ihu_deadline: None,
             rtt: None,
+            hello_ts: None,
+            measured: None,
             multiplier: CostMultiplier::NORMAL,
         }
     }
+
+    /// The history the link cost is computed from: the multicast one, as RFC 8966
+    /// section 3.4.1 / appendix A says, unless no multicast Hello was ever received from
+    /// this neighbour and unicast ones were (a neighbour that only sends unicast Hellos).
+    fn link_history(&self) -> &HelloHistory {
+        if self.hello.history.valid() == 0 && self.uhello.history.valid() > 0 {
+            &self.uhello.history
+        } else {
+            &self.hello.history
+        }
+    }
+
+    /// The RTT the cost uses: the host's, else the RFC 9616 measurement (forgotten by
+    /// `handle_timeout` [`RTT_VALIDITY`] after its last sample).
+    fn effective_rtt(&self) -> Option<Duration> {
+        self.rtt.or(self.measured.map(|(r, _)| r))
+    }
+}
+
+/// Something sent reliably (RFC 8966 section 3.3): resent until acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Reliable {
+    /// The update for a prefix, rebuilt from the current tables at each (re)send.
+    Update(Prefix),
+    /// A seqno request.
+    SeqnoRequest {
+        prefix: Prefix,
+        seqno: Seqno,
+        hop_count: u8,
+        router_id: RouterId,
+    },
+}
+
+/// A reliably sent packet awaiting one neighbour's Acknowledgment.
+#[derive(Clone, Debug)]
+struct PendingAck {
+    items: Vec<Reliable>,
+    deadline: Time,
+    retries_left: u8,
 }
 
 #[derive(Clone, Debug)]
@@ -382,6 +467,8 @@ type OutKey = (IfaceId, Option<IpAddr>);
 struct Outgoing {
     msgs: Vec<Msg>,
     updates: BTreeSet<Prefix>,
+    /// Updates that are urgent (lost routes): sent reliably on interfaces with `acks`.
+    urgent: BTreeSet<Prefix>,
     due: Time,
 }
 
@@ -406,6 +493,10 @@ pub struct Engine {
     transmits: VecDeque<Transmit>,
     changes: VecDeque<RouteChange>,
     events: VecDeque<Event>,
+    /// Reliably sent packets awaiting an Acknowledgment, by (neighbour, opaque).
+    acks: BTreeMap<(NeighbourId, u16), PendingAck>,
+    /// Opaque value of the next Acknowledgment Request.
+    next_opaque: u16,
     /// The `now` of the input being handled (for timestamps set deep inside helpers).
     now: Time,
 }
@@ -416,6 +507,9 @@ impl Engine {
     pub fn new(cfg: Config, router_id: [u8; 8], rng_seed: [u8; 32], now: Time) -> Self {
         let mut rng = ChaCha8Rng::from_seed(rng_seed);
         let seqno = Seqno(rng.next_u32() as u16);
+        // Not drawn from the RNG: keeps every other random choice (and so the simulator's
+        // figures) as they were before Acks existed. Opaques only need to be distinct.
+        let next_opaque = seqno.0.rotate_left(8);
         Engine {
             cfg,
             router_id: RouterId(router_id),
@@ -436,6 +530,8 @@ impl Engine {
             transmits: VecDeque::new(),
             changes: VecDeque::new(),
             events: VecDeque::new(),
+            acks: BTreeMap::new(),
+            next_opaque,
             now,
         }
     }
@@ -665,6 +761,7 @@ impl Engine {
                 unicast: false,
                 seqno: i.hello_seqno,
                 interval_cs: 1,
+                timestamp: None,
             };
             let interval_cs = to_cs(i.cfg.timers.update);
             self.queue(id, None, hello);
@@ -701,6 +798,12 @@ impl Engine {
         if let IfaceKind::Tunnel { peer, .. } = i.cfg.kind
             && src.ip() != IpAddr::V6(peer)
         {
+            return reject(self, Reject::UnknownSource);
+        }
+        if self.ifaces.values().any(|i| i.cfg.local_addr() == src.ip()) {
+            // Our own packet: two of our interfaces share a link (or the link loops back).
+            // We are not our own neighbour (RFC 8966 section 3.4: neighbours are other
+            // nodes), and our own updates must not be learnt back.
             return reject(self, Reject::UnknownSource);
         }
         let verdict = mac::check(&self.keys, src, dst, bytes);
@@ -796,16 +899,29 @@ impl Engine {
         let (link, rest): (Vec<Msg>, Vec<Msg>) = msgs
             .into_iter()
             .partition(|m| matches!(m, Msg::Hello { .. } | Msg::Ihu { .. }));
+        // RFC 9616 section 3.3: an RTT sample needs the transmit time of a Hello in the
+        // same packet as the IHU that echoes ours.
+        let hello_ts = link.iter().find_map(|m| match m {
+            Msg::Hello { timestamp, .. } => *timestamp,
+            _ => None,
+        });
         for m in link {
             match m {
                 Msg::Hello {
-                    seqno, interval_cs, ..
-                } => self.on_hello(now, nid, seqno, interval_cs),
+                    unicast,
+                    seqno,
+                    interval_cs,
+                    timestamp,
+                } => self.on_hello(now, nid, unicast, seqno, interval_cs, timestamp),
                 Msg::Ihu {
                     rxcost,
                     interval_cs,
                     addr,
-                } => self.on_ihu(now, nid, rxcost, interval_cs, addr),
+                    timestamp,
+                } => {
+                    let sample = timestamp.zip(hello_ts);
+                    self.on_ihu(now, nid, rxcost, interval_cs, addr, sample)
+                }
                 _ => {}
             }
         }
@@ -874,9 +990,13 @@ impl Engine {
                     hop_count,
                     router_id,
                 } => self.on_seqno_request(now, nid, prefix, seqno, hop_count, router_id),
-                Msg::AckRequest { opaque } => {
-                    // RFC 8966 3.3: always answered, unicast.
+                Msg::AckRequest { opaque, .. } => {
+                    // RFC 8966 3.3 / 4.6.3: always answered, unicast.
                     self.queue(nid.iface, Some(nid.addr), Msg::Ack { opaque });
+                }
+                Msg::Ack { opaque } => {
+                    // RFC 8966 4.6.4: the packet that carried this opaque arrived.
+                    self.acks.remove(&(nid, opaque));
                 }
                 _ => {}
             }
@@ -914,25 +1034,42 @@ impl Engine {
         let mut costs_changed = false;
         let mut dead = Vec::new();
         for (nid, n) in self.neighbours.iter_mut() {
-            if let Some(d) = n.hello_deadline.filter(|d| *d <= now) {
-                n.history.missed();
+            let mut missed = false;
+            for stream in [&mut n.hello, &mut n.uhello] {
+                if let Some(d) = stream.deadline.filter(|d| *d <= now) {
+                    stream.history.missed();
+                    missed = true;
+                    stream.deadline = if stream.interval.is_zero() {
+                        None
+                    } else {
+                        Some(advance(d, stream.interval, now))
+                    };
+                }
+            }
+            if missed {
                 costs_changed = true;
-                n.hello_deadline = if n.hello_interval.is_zero() {
-                    None
-                } else {
-                    Some(advance(d, n.hello_interval, now))
-                };
                 let tunnel = self
                     .ifaces
                     .get(&nid.iface)
                     .is_some_and(|i| i.cfg.is_tunnel());
-                if !tunnel && n.history.is_empty() && n.history.valid() >= LAN_NEIGHBOUR_SLOTS {
+                // Gone when neither kind of Hello was heard for 16 slots.
+                let (m, u) = (&n.hello.history, &n.uhello.history);
+                if !tunnel
+                    && m.is_empty()
+                    && u.is_empty()
+                    && m.valid().max(u.valid()) >= LAN_NEIGHBOUR_SLOTS
+                {
                     dead.push(*nid);
                 }
             }
             if n.ihu_deadline.is_some_and(|d| d <= now) {
                 n.txcost = INFINITY;
                 n.ihu_deadline = None;
+                costs_changed = true;
+            }
+            if n.measured.is_some_and(|(_, at)| at + RTT_VALIDITY <= now) {
+                // No RFC 9616 sample for 3 minutes: the RTT is no longer known.
+                n.measured = None;
                 costs_changed = true;
             }
         }
@@ -987,6 +1124,7 @@ impl Engine {
         }
         self.retracting.retain(|_, until| *until > now);
         self.sources.retain(|_, s| s.gc > now);
+        self.resend_unacknowledged(now);
         // Seqno request resends.
         let due: Vec<(Prefix, RouterId)> = self
             .requests
@@ -1049,8 +1187,15 @@ impl Engine {
             at(i.next_update);
         }
         for n in self.neighbours.values() {
-            n.hello_deadline.into_iter().for_each(&mut at);
+            n.hello.deadline.into_iter().for_each(&mut at);
+            n.uhello.deadline.into_iter().for_each(&mut at);
             n.ihu_deadline.into_iter().for_each(&mut at);
+            if let Some((_, t)) = n.measured {
+                at(t + RTT_VALIDITY);
+            }
+        }
+        for a in self.acks.values() {
+            at(a.deadline);
         }
         for rs in self.routes.values() {
             for r in rs.values() {
@@ -1147,8 +1292,9 @@ impl Engine {
                 cost: self.neighbour_cost(*id),
                 rxcost: self.rxcost(*id),
                 txcost: n.txcost,
-                reach: n.history.bits(),
+                reach: n.link_history().bits(),
                 rtt: n.rtt,
+                measured_rtt: n.measured.map(|(r, _)| r),
                 multiplier: n.multiplier,
             })
             .collect()
@@ -1157,6 +1303,12 @@ impl Engine {
     /// Own prefixes.
     pub fn local_prefixes(&self) -> impl Iterator<Item = &Prefix> {
         self.local.iter()
+    }
+
+    /// Reliably sent packets still waiting for a neighbour's Acknowledgment (one per
+    /// neighbour and packet).
+    pub fn pending_acks(&self) -> usize {
+        self.acks.len()
     }
 
     // ---------------------------------------------------------------- neighbours
@@ -1171,6 +1323,7 @@ impl Engine {
             return;
         }
         self.events.push_back(Event::NeighbourDown(id));
+        self.acks.retain(|(n, _), _| *n != id);
         let mut touched = Vec::new();
         for (p, rs) in self.routes.iter_mut() {
             if rs.remove(&id).is_some() {
@@ -1189,7 +1342,17 @@ impl Engine {
         }
     }
 
-    fn on_hello(&mut self, now: Time, nid: NeighbourId, seqno: Seqno, interval_cs: u16) {
+    /// A Hello (RFC 8966 section 3.4.1, 4.6.5): updates the multicast or the unicast
+    /// history (U flag), the stream's deadline, and the RFC 9616 timestamp to echo.
+    fn on_hello(
+        &mut self,
+        now: Time,
+        nid: NeighbourId,
+        unicast: bool,
+        seqno: Seqno,
+        interval_cs: u16,
+        timestamp: Option<u32>,
+    ) {
         let is_tunnel = self
             .ifaces
             .get(&nid.iface)
@@ -1206,10 +1369,15 @@ impl Engine {
         let Some(n) = self.neighbours.get_mut(&nid) else {
             return;
         };
-        n.history.receive(seqno);
+        let stream = if unicast { &mut n.uhello } else { &mut n.hello };
+        stream.history.receive(seqno);
         if interval_cs > 0 {
-            n.hello_interval = cs(interval_cs);
-            n.hello_deadline = Some(now + cs(interval_cs) * 3 / 2);
+            // The interval announces the next Hello of the same kind (4.6.5).
+            stream.interval = cs(interval_cs);
+            stream.deadline = Some(now + cs(interval_cs) * 3 / 2);
+        }
+        if let Some(ts) = timestamp {
+            n.hello_ts = Some((ts, micros(now)));
         }
         if new {
             self.greet(now, nid);
@@ -1231,7 +1399,7 @@ impl Engine {
         let known = self
             .neighbours
             .get(&nid)
-            .is_some_and(|n| n.history.valid() >= 3);
+            .is_some_and(|n| n.link_history().valid() >= 3);
         if before == INFINITY && known {
             self.queue(
                 nid.iface,
@@ -1256,6 +1424,7 @@ impl Engine {
         i.last_greeting = Some(now);
         i.hello_seqno = i.hello_seqno.next();
         let seqno = i.hello_seqno;
+        let timestamp = i.cfg.timestamps.then_some(micros(now));
         self.queue(
             nid.iface,
             None,
@@ -1263,11 +1432,14 @@ impl Engine {
                 unicast: false,
                 seqno,
                 interval_cs: 0,
+                timestamp,
             },
         );
         self.queue_ihus(nid.iface);
     }
 
+    /// An IHU for us (RFC 8966 4.6.6). `sample` is the IHU's RFC 9616 timestamps with
+    /// the transmit timestamp of the Hello in the same packet.
     fn on_ihu(
         &mut self,
         now: Time,
@@ -1275,6 +1447,7 @@ impl Engine {
         rxcost: u16,
         interval_cs: u16,
         addr: Option<IpAddr>,
+        sample: Option<((u32, u32), u32)>,
     ) {
         let Some(i) = self.ifaces.get(&nid.iface) else {
             return;
@@ -1282,11 +1455,27 @@ impl Engine {
         if addr.is_some_and(|a| a != i.cfg.local_addr()) {
             return;
         }
+        let timestamps = i.cfg.timestamps;
         let before = self.neighbour_cost(nid);
         let Some(n) = self.neighbours.get_mut(&nid) else {
             return;
         };
         n.txcost = rxcost;
+        if let Some(((origin, receive), transmit)) = sample.filter(|_| timestamps)
+            && let Some(rtt) = rtt_sample(origin, receive, transmit, micros(now))
+        {
+            // Smoothed like babeld: new = (42·sample + 214·old) / 256.
+            let smoothed = match n.measured {
+                Some((old, at)) if now.saturating_since(at) < RTT_VALIDITY => {
+                    let us = (RTT_DECAY * rtt.as_micros() as u64
+                        + (256 - RTT_DECAY) * old.as_micros() as u64)
+                        / 256;
+                    Duration::from_micros(us)
+                }
+                _ => rtt,
+            };
+            n.measured = Some((smoothed, now));
+        }
         let interval = if interval_cs == 0 {
             i.cfg.timers.hello
         } else {
@@ -1301,14 +1490,15 @@ impl Engine {
         let (Some(i), Some(n)) = (self.ifaces.get(&nid.iface), self.neighbours.get(&nid)) else {
             return INFINITY;
         };
+        let h = n.link_history();
         match i.cfg.kind {
-            IfaceKind::Lan { lossy: false, .. } => n.history.rxcost_two_of_three(WIRED_NOMINAL),
-            IfaceKind::Lan { lossy: true, .. } => n.history.rxcost_etx(),
+            IfaceKind::Lan { lossy: false, .. } => h.rxcost_two_of_three(WIRED_NOMINAL),
+            IfaceKind::Lan { lossy: true, .. } => h.rxcost_etx(),
             IfaceKind::Tunnel { .. } => {
-                if n.history.valid() == 0 {
+                if h.valid() == 0 {
                     cost::ETX_UNIT
                 } else {
-                    n.history.rxcost_etx()
+                    h.rxcost_etx()
                 }
             }
         }
@@ -1319,13 +1509,26 @@ impl Engine {
         let (Some(i), Some(n)) = (self.ifaces.get(&nid.iface), self.neighbours.get(&nid)) else {
             return INFINITY;
         };
+        let rtt = n.effective_rtt();
         let raw = match i.cfg.kind {
-            IfaceKind::Lan { lossy: false, .. } => {
-                cost::cost_two_of_three(self.rxcost(nid), n.txcost)
+            IfaceKind::Lan { lossy, .. } => {
+                let (rx, tx) = (self.rxcost(nid), n.txcost);
+                let c = if lossy {
+                    cost::cost_etx(rx, tx)
+                } else {
+                    cost::cost_two_of_three(rx, tx)
+                };
+                // babeld's style: the RTT penalty (host-supplied, or measured with RFC
+                // 9616 timestamps) is added to a finite link cost.
+                match rtt {
+                    Some(r) if c < INFINITY => {
+                        cost::add_penalty(c, cost::rtt_penalty(&self.cfg.rtt, r))
+                    }
+                    _ => c,
+                }
             }
-            IfaceKind::Lan { lossy: true, .. } => cost::cost_etx(self.rxcost(nid), n.txcost),
             IfaceKind::Tunnel { .. } => {
-                let h = &n.history;
+                let h = n.link_history();
                 if h.valid() >= 3 && h.bits() & 0b111 == 0 {
                     INFINITY
                 } else {
@@ -1334,7 +1537,7 @@ impl Engine {
                     } else {
                         None
                     };
-                    cost::cost_tunnel(&self.cfg.rtt, h, peer, n.rtt)
+                    cost::cost_tunnel(&self.cfg.rtt, h, peer, rtt)
                 }
             }
         };
@@ -1376,9 +1579,12 @@ impl Engine {
         next_hop: Option<IpAddr>,
     ) -> bool {
         if rid == self.router_id {
-            // Our own announcements coming back, possibly from before a restart: make sure
-            // our next ones are newer.
-            if metric < INFINITY && seqno.at_least(self.seqno) {
+            // Updates carrying our own router-id are never learnt (we would route to
+            // ourselves through a neighbour). One from a previous life with a *newer*
+            // seqno makes our next announcements newer still; our current seqno coming
+            // back (we hear ourselves, or a neighbour echoes us) changes nothing — bumping
+            // on it would start a seqno race with our own echo.
+            if metric < INFINITY && seqno.newer_than(self.seqno) {
                 self.seqno = seqno.next();
                 for p in self.local.clone() {
                     self.triggered_update(p);
@@ -1747,6 +1953,7 @@ impl Engine {
             unicast: false,
             seqno: i.hello_seqno,
             interval_cs: to_cs(i.cfg.timers.hello),
+            timestamp: i.cfg.timestamps.then_some(micros(self.now)),
         };
         self.queue(id, None, msg);
         self.queue_ihus(id);
@@ -1758,13 +1965,14 @@ impl Engine {
         };
         let interval_cs = to_cs(i.cfg.timers.hello);
         let tunnel = i.cfg.is_tunnel();
-        let nids: Vec<NeighbourId> = self
+        let timestamps = i.cfg.timestamps;
+        let nids: Vec<(NeighbourId, Option<(u32, u32)>)> = self
             .neighbours
-            .keys()
-            .filter(|n| n.iface == id)
-            .copied()
+            .iter()
+            .filter(|(n, _)| n.iface == id)
+            .map(|(n, x)| (*n, x.hello_ts.filter(|_| timestamps)))
             .collect();
-        for nid in nids {
+        for (nid, timestamp) in nids {
             let rxcost = self.rxcost(nid);
             let addr = if tunnel { None } else { Some(nid.addr) };
             self.queue(
@@ -1774,6 +1982,9 @@ impl Engine {
                     rxcost,
                     interval_cs,
                     addr,
+                    // RFC 9616 section 3.2: echo the neighbour's last Hello timestamp
+                    // with the time we received it.
+                    timestamp,
                 },
             );
         }
@@ -1786,6 +1997,7 @@ impl Engine {
         let o = self.outbox.entry((iface, dest)).or_insert(Outgoing {
             msgs: Vec::new(),
             updates: BTreeSet::new(),
+            urgent: BTreeSet::new(),
             due,
         });
         o.due = o.due.min(due);
@@ -1871,8 +2083,14 @@ impl Engine {
 
     /// Announces a change on every interface at once (route lost: neighbours must stop
     /// using us now).
+    /// On interfaces with `acks`, the retraction is sent reliably (RFC 8966 3.3, 3.7.2).
     fn urgent_update(&mut self, prefix: Prefix) {
         self.announce(prefix, self.now);
+        let ids: Vec<IfaceId> = self.ifaces.keys().copied().collect();
+        let now = self.now;
+        for id in ids {
+            self.outgoing(id, None, now).urgent.insert(prefix);
+        }
     }
 
     fn announce(&mut self, prefix: Prefix, due: Time) {
@@ -1882,8 +2100,16 @@ impl Engine {
         }
     }
 
+    fn take_opaque(&mut self) -> u16 {
+        let o = self.next_opaque;
+        self.next_opaque = o.wrapping_add(1);
+        o
+    }
+
     /// Turns the outbox into packets: one or more per destination, each with its own
-    /// packet counter and MAC when a sign key is set.
+    /// packet counter and MAC when a sign key is set. On interfaces with `acks`, urgent
+    /// retractions and seqno requests go in packets of their own that carry an
+    /// Acknowledgment Request (RFC 8966 3.3).
     fn flush(&mut self, now: Time) {
         let (due, later): (BTreeMap<OutKey, Outgoing>, BTreeMap<OutKey, Outgoing>) =
             std::mem::take(&mut self.outbox)
@@ -1891,69 +2117,228 @@ impl Engine {
                 .partition(|(_, o)| o.due <= now);
         self.outbox = later;
         for ((iface, dest), out) in due {
-            let mut msgs = out.msgs;
-            for p in out.updates {
-                if let Some(m) = self.build_update(iface, p) {
-                    msgs.push(m);
-                }
-            }
-            let Some(i) = self.ifaces.get_mut(&iface) else {
+            let Some((acks, tunnel)) = self
+                .ifaces
+                .get(&iface)
+                .map(|i| (i.cfg.acks, i.cfg.is_tunnel()))
+            else {
                 continue;
             };
-            let src_ip = i.cfg.local_addr();
-            let dst_ip = match (&i.cfg.kind, dest) {
-                (IfaceKind::Tunnel { peer, .. }, _) => IpAddr::V6(*peer),
-                (_, Some(a)) => a,
-                (_, None) => IpAddr::V6(BABEL_MULTICAST),
-            };
-            let src = SocketAddr::new(src_ip, BABEL_PORT);
-            let dst = SocketAddr::new(dst_ip, BABEL_PORT);
-            // Link-level and authentication TLVs first, then the rest in queue order.
-            msgs.sort_by_key(|m| match m {
-                Msg::ChallengeRequest { .. } | Msg::ChallengeReply { .. } => 0,
-                Msg::Hello { .. } => 1,
-                Msg::Ihu { .. } => 2,
-                _ => 3,
-            });
-            let signing = self.keys.sign.clone();
-            if signing.is_some() && i.tx.counter > u32::MAX - 0x10000 {
-                // Far from wrapping: switch to a fresh index (RFC 8967 4.1).
-                let mut index = vec![0u8; mac::INDEX_LEN];
-                self.rng.fill_bytes(&mut index);
-                i.tx = PcState { index, counter: 0 };
-            }
-            let pc = if signing.is_some() {
-                Some(&mut i.tx)
-            } else {
-                None
-            };
-            let packets = match codec::encode(
-                &msgs,
-                src_ip,
-                i.cfg.max_packet,
-                usize::from(signing.is_some()),
-                pc,
-            ) {
-                Ok(p) => p,
-                Err(_) => continue, // only a local bug can get here: nothing sensible to send
-            };
-            for mut bytes in packets {
-                let signed = signing.as_ref().is_none_or(|key| {
-                    wire::mac::sign_vec(&mut bytes, &mac::pseudo(src, dst), key.bytes()).is_ok()
-                });
-                if !signed {
-                    continue;
+            let mut msgs = Vec::new();
+            let mut reliable = Vec::new();
+            for m in out.msgs {
+                match m {
+                    Msg::SeqnoRequest {
+                        prefix,
+                        seqno,
+                        hop_count,
+                        router_id,
+                    } if acks && (dest.is_some() || tunnel) => {
+                        // Seqno requests are unicast (a tunnel's one queue is unicast too).
+                        reliable.push(Reliable::SeqnoRequest {
+                            prefix,
+                            seqno,
+                            hop_count,
+                            router_id,
+                        })
+                    }
+                    m => msgs.push(m),
                 }
-                self.transmits.push_back(Transmit {
-                    iface,
-                    src,
-                    dst,
-                    bytes,
-                    at: now,
-                });
+            }
+            for p in out.updates {
+                if let Some(m) = self.build_update(iface, p) {
+                    let retraction = matches!(
+                        m,
+                        Msg::Update {
+                            metric: INFINITY,
+                            ..
+                        }
+                    );
+                    if acks && retraction && out.urgent.contains(&p) {
+                        reliable.push(Reliable::Update(p));
+                    } else {
+                        msgs.push(m);
+                    }
+                }
+            }
+            self.emit(now, iface, dest, msgs);
+            if !reliable.is_empty() {
+                self.emit_reliable(now, iface, dest, reliable, ACK_RETRIES);
             }
         }
     }
+
+    /// Sends `items` with an Acknowledgment Request, in packets small enough that each
+    /// carries its own request, and waits for every addressed neighbour's Ack (all of the
+    /// interface's neighbours for a multicast packet). Unacknowledged packets are resent
+    /// unicast after [`ACK_TIMEOUT`], `retries_left` more times.
+    fn emit_reliable(
+        &mut self,
+        now: Time,
+        iface: IfaceId,
+        dest: Option<IpAddr>,
+        items: Vec<Reliable>,
+        retries_left: u8,
+    ) {
+        let Some(i) = self.ifaces.get(&iface) else {
+            return;
+        };
+        // An update is at most 56 bytes with uncompressed prefix, Router-Id and Next Hop
+        // TLVs: keep each chunk well inside one packet.
+        let per_packet = (i.cfg.max_packet.saturating_sub(96) / 64).max(1);
+        let targets: Vec<NeighbourId> = match (dest, i.cfg.is_tunnel()) {
+            (Some(addr), false) => vec![NeighbourId { iface, addr }],
+            _ => self
+                .neighbours
+                .keys()
+                .filter(|n| n.iface == iface)
+                .copied()
+                .collect(),
+        };
+        for chunk in items.chunks(per_packet) {
+            let opaque = self.take_opaque();
+            let mut msgs = vec![Msg::AckRequest {
+                opaque,
+                interval_cs: to_cs(ACK_TIMEOUT),
+            }];
+            for item in chunk {
+                match item {
+                    Reliable::Update(p) => {
+                        if let Some(m) = self.build_update(iface, *p) {
+                            msgs.push(m);
+                        }
+                    }
+                    Reliable::SeqnoRequest {
+                        prefix,
+                        seqno,
+                        hop_count,
+                        router_id,
+                    } => msgs.push(Msg::SeqnoRequest {
+                        prefix: *prefix,
+                        seqno: *seqno,
+                        hop_count: *hop_count,
+                        router_id: *router_id,
+                    }),
+                }
+            }
+            self.emit(now, iface, dest, msgs);
+            for t in &targets {
+                if self.neighbours.contains_key(t) {
+                    self.acks.insert(
+                        (*t, opaque),
+                        PendingAck {
+                            items: chunk.to_vec(),
+                            deadline: now + ACK_TIMEOUT,
+                            retries_left,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Resends the packets whose Acknowledgment is overdue, unicast to the neighbour that
+    /// did not answer, or gives up after [`ACK_RETRIES`] resends.
+    fn resend_unacknowledged(&mut self, now: Time) {
+        let due: Vec<(NeighbourId, u16)> = self
+            .acks
+            .iter()
+            .filter(|(_, a)| a.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            let Some(a) = self.acks.remove(&key) else {
+                continue;
+            };
+            if a.retries_left > 0 {
+                let nid = key.0;
+                self.emit_reliable(now, nid.iface, Some(nid.addr), a.items, a.retries_left - 1);
+            }
+        }
+    }
+
+    /// Encodes, signs and queues `msgs` for one destination at once.
+    fn emit(&mut self, now: Time, iface: IfaceId, dest: Option<IpAddr>, mut msgs: Vec<Msg>) {
+        if msgs.is_empty() {
+            return;
+        }
+        let Some(i) = self.ifaces.get_mut(&iface) else {
+            return;
+        };
+        let src_ip = i.cfg.local_addr();
+        let dst_ip = match (&i.cfg.kind, dest) {
+            (IfaceKind::Tunnel { peer, .. }, _) => IpAddr::V6(*peer),
+            (_, Some(a)) => a,
+            (_, None) => IpAddr::V6(BABEL_MULTICAST),
+        };
+        let src = SocketAddr::new(src_ip, BABEL_PORT);
+        let dst = SocketAddr::new(dst_ip, BABEL_PORT);
+        // Link-level and authentication TLVs first, then the rest in queue order.
+        msgs.sort_by_key(|m| match m {
+            Msg::ChallengeRequest { .. } | Msg::ChallengeReply { .. } => 0,
+            Msg::Hello { .. } => 1,
+            Msg::Ihu { .. } => 2,
+            _ => 3,
+        });
+        let signing = self.keys.sign.clone();
+        if signing.is_some() && i.tx.counter > u32::MAX - 0x10000 {
+            // Far from wrapping: switch to a fresh index (RFC 8967 4.1).
+            let mut index = vec![0u8; mac::INDEX_LEN];
+            self.rng.fill_bytes(&mut index);
+            i.tx = PcState { index, counter: 0 };
+        }
+        let pc = if signing.is_some() {
+            Some(&mut i.tx)
+        } else {
+            None
+        };
+        let packets = match codec::encode(
+            &msgs,
+            src_ip,
+            i.cfg.max_packet,
+            usize::from(signing.is_some()),
+            pc,
+        ) {
+            Ok(p) => p,
+            Err(_) => return, // only a local bug can get here: nothing sensible to send
+        };
+        for mut bytes in packets {
+            let signed = signing.as_ref().is_none_or(|key| {
+                wire::mac::sign_vec(&mut bytes, &mac::pseudo(src, dst), key.bytes()).is_ok()
+            });
+            if !signed {
+                continue;
+            }
+            self.transmits.push_back(Transmit {
+                iface,
+                src,
+                dst,
+                bytes,
+                at: now,
+            });
+        }
+    }
+}
+
+/// `t` as an RFC 9616 timestamp: microseconds modulo 2³².
+fn micros(t: Time) -> u32 {
+    (t.as_millis().wrapping_mul(1000)) as u32
+}
+
+/// One RFC 9616 section 3.3 RTT sample: our Hello left at `origin` (our clock), reached
+/// the neighbour at `receive`; its Hello in the packet carrying the echo left at
+/// `transmit` (its clock) and the packet reached us at `now` (our clock). RTT =
+/// (now − origin) − (transmit − receive), all modulo 2³²; samples with a waiting time
+/// outside the validity window are discarded, a negative result (clock skew) counts as 0.
+fn rtt_sample(origin: u32, receive: u32, transmit: u32, now: u32) -> Option<Duration> {
+    let local = now.wrapping_sub(origin);
+    let remote = transmit.wrapping_sub(receive);
+    if local >= RTT_SAMPLE_WINDOW_US || remote >= RTT_SAMPLE_WINDOW_US {
+        return None;
+    }
+    Some(Duration::from_micros(u64::from(
+        local.saturating_sub(remote),
+    )))
 }
 
 /// Next periodic deadline after `prev`, skipping missed periods.
@@ -1982,6 +2367,11 @@ mod tests {
     const RID_X: RouterId = RouterId([0, 0, 0, 0, 0, 0, 0, 0x42]);
 
     fn setup() -> (Engine, NeighbourId, NeighbourId, Prefix) {
+        setup_with(|_| {})
+    }
+
+    /// `setup` with the LAN's configuration adjusted by `f`.
+    fn setup_with(f: impl FnOnce(&mut IfaceConfig)) -> (Engine, NeighbourId, NeighbourId, Prefix) {
         let mut e = Engine::new(
             Config::default(),
             [0, 0, 0, 0, 0, 0, 0, 9],
@@ -1989,7 +2379,9 @@ mod tests {
             Time::ZERO,
         );
         let me: Ipv6Addr = "fe80::9".parse().unwrap();
-        let iface = e.add_interface(Time::ZERO, IfaceConfig::lan("eth0", me));
+        let mut cfg = IfaceConfig::lan("eth0", me);
+        f(&mut cfg);
+        let iface = e.add_interface(Time::ZERO, cfg);
         let mut ns = Vec::new();
         for a in ["fe80::a", "fe80::b"] {
             let nid = NeighbourId {
@@ -2000,11 +2392,13 @@ mod tests {
                 unicast: false,
                 seqno: Seqno(1),
                 interval_cs: 400,
+                timestamp: None,
             };
             let ihu = Msg::Ihu {
                 rxcost: 96,
                 interval_cs: 400,
                 addr: Some(IpAddr::V6(me)),
+                timestamp: None,
             };
             e.handle_messages(Time::ZERO, nid, true, vec![hello, ihu]);
             ns.push(nid);
@@ -2362,11 +2756,13 @@ mod tests {
                 unicast: false,
                 seqno: Seqno(seq),
                 interval_cs: 400,
+                timestamp: None,
             };
             let ihu = Msg::Ihu {
                 rxcost: 96,
                 interval_cs: 400,
                 addr: Some("fe80::9".parse().unwrap()),
+                timestamp: None,
             };
             seq += 1;
             e.handle_messages(t, a, true, vec![hello, ihu]);
@@ -2393,7 +2789,10 @@ mod tests {
             Time::ZERO,
             a,
             true,
-            vec![Msg::AckRequest { opaque: 0x1234 }],
+            vec![Msg::AckRequest {
+                opaque: 0x1234,
+                interval_cs: 50,
+            }],
         );
         e.flush(Time::ZERO);
         let sent = drain(&mut e);
@@ -2401,6 +2800,573 @@ mod tests {
             sent.iter()
                 .any(|(d, m)| *d == a.addr && *m == Msg::Ack { opaque: 0x1234 })
         );
+    }
+
+    /// Packets sent, each as (destination, messages).
+    fn drain_packets(e: &mut Engine) -> Vec<(IpAddr, Vec<Msg>)> {
+        std::iter::from_fn(|| e.poll_transmit(Time::ZERO))
+            .map(|t| {
+                let d = codec::decode(&t.bytes, t.src.ip()).expect("own packets decode");
+                (t.dst.ip(), d.msgs)
+            })
+            .collect()
+    }
+
+    fn hello_msg(seqno: u16, unicast: bool) -> Msg {
+        Msg::Hello {
+            unicast,
+            seqno: Seqno(seqno),
+            interval_cs: 400,
+            timestamp: None,
+        }
+    }
+
+    fn ihu_for_me() -> Msg {
+        Msg::Ihu {
+            rxcost: 96,
+            interval_cs: 400,
+            addr: Some("fe80::9".parse().unwrap()),
+            timestamp: None,
+        }
+    }
+
+    fn neighbour(e: &Engine, nid: NeighbourId) -> NeighbourInfo {
+        e.neighbours()
+            .into_iter()
+            .find(|n| n.id == nid)
+            .expect("neighbour known")
+    }
+
+    // ------------------------------------------------------------ unicast Hellos
+
+    #[test]
+    fn unicast_hellos_keep_their_own_history() {
+        // RFC 8966 3.4.1 / A.1: unicast Hellos have their own seqno space. Mixed into the
+        // multicast history, every unicast Hello would look like a restart and reset it.
+        let (mut e, a, _, _) = setup(); // a: multicast Hello 1 at 0 s
+        for s in 2..=4u16 {
+            let t = Time::from_millis(u64::from(s) * 100);
+            e.handle_messages(t, a, true, vec![hello_msg(s, false)]);
+            e.handle_messages(t, a, false, vec![hello_msg(900 + s, true)]);
+        }
+        let n = e.neighbours.get(&a).expect("a");
+        assert_eq!(
+            (n.hello.history.bits(), n.hello.history.valid()),
+            (0b1111, 4)
+        );
+        assert_eq!(
+            (n.uhello.history.bits(), n.uhello.history.valid()),
+            (0b111, 3)
+        );
+        assert_eq!(
+            neighbour(&e, a).reach,
+            0b1111,
+            "the cost uses the multicast one"
+        );
+        assert_eq!(neighbour(&e, a).cost, 96);
+    }
+
+    #[test]
+    fn a_neighbour_heard_only_through_unicast_hellos_is_usable_and_times_out() {
+        let (mut e, _, _, _) = setup();
+        let iface = e.ifaces.keys().next().copied().expect("iface");
+        let c = NeighbourId {
+            iface,
+            addr: "fe80::c".parse().unwrap(),
+        };
+        e.handle_messages(
+            Time::ZERO,
+            c,
+            false,
+            vec![hello_msg(700, true), ihu_for_me()],
+        );
+        assert_eq!(
+            neighbour(&e, c).cost,
+            96,
+            "only unicast Hellos: their history"
+        );
+        assert_eq!(neighbour(&e, c).reach, 1);
+        // The unicast Hellos stop (IHUs keep coming): the unicast stream's own deadline
+        // (1.5 intervals, then one per interval) counts them missed.
+        for ms in [4_000, 6_000, 8_000, 10_000] {
+            let t = Time::from_millis(ms);
+            e.handle_messages(t, c, false, vec![ihu_for_me()]);
+            e.handle_timeout(t);
+        }
+        assert_eq!(neighbour(&e, c).reach, 0b100);
+        assert_eq!(
+            neighbour(&e, c).cost,
+            INFINITY,
+            "two of the last three missed"
+        );
+        // A multicast Hello arrives: from now on the multicast history rules (A.1).
+        let t = Time::from_millis(10_500);
+        e.handle_messages(t, c, true, vec![hello_msg(3, false), ihu_for_me()]);
+        assert_eq!(neighbour(&e, c).reach, 1);
+        assert_eq!(neighbour(&e, c).cost, 96);
+    }
+
+    #[test]
+    fn tunnels_send_multicast_style_hellos_that_the_peer_counts() {
+        // A tunnel is point-to-point: our scheduled Hellos go to the peer's address with
+        // the U flag clear, and the peer files them in its multicast history.
+        let t0 = Time::ZERO;
+        let (la, lb): (Ipv6Addr, Ipv6Addr) =
+            ("fd00::a".parse().unwrap(), "fd00::b".parse().unwrap());
+        let mut a = Engine::new(Config::default(), [0, 0, 0, 0, 0, 0, 0, 0xa], [1; 32], t0);
+        let mut b = Engine::new(Config::default(), [0, 0, 0, 0, 0, 0, 0, 0xb], [2; 32], t0);
+        let ia = a.add_interface(t0, IfaceConfig::tunnel("t", la, lb));
+        let ib = b.add_interface(t0, IfaceConfig::tunnel("t", lb, la));
+        let mut t = t0;
+        for _ in 0..4 {
+            a.handle_timeout(t);
+            while let Some(tx) = a.poll_transmit(t) {
+                let d = codec::decode(&tx.bytes, tx.src.ip()).expect("decodes");
+                for m in &d.msgs {
+                    if let Msg::Hello { unicast, .. } = m {
+                        assert!(!unicast, "U flag clear on tunnels");
+                    }
+                }
+                b.handle_packet(t, ib, tx.src, tx.dst, &tx.bytes);
+            }
+            t = t + Duration::from_secs(4);
+        }
+        let _ = ia;
+        let nid = NeighbourId {
+            iface: ib,
+            addr: IpAddr::V6(la),
+        };
+        let n = b.neighbours.get(&nid).expect("peer");
+        assert_eq!(n.hello.history.bits() & 0b1111, 0b1111);
+        assert_eq!(n.uhello.history.valid(), 0);
+        assert_eq!(neighbour(&b, nid).cost, 96);
+    }
+
+    // ------------------------------------------------------------ RFC 9616 timestamps
+
+    #[test]
+    fn rtt_sample_follows_rfc_9616_with_wrap_around() {
+        // Our Hello left at 1 000 µs, reached the peer at 50 000 (its clock); its Hello
+        // left at 80 000 and reached us at 61 000: RTT = 60 000 − 30 000 = 30 ms.
+        assert_eq!(
+            rtt_sample(1_000, 50_000, 80_000, 61_000),
+            Some(Duration::from_millis(30))
+        );
+        // The same across the 2³² µs wrap of both clocks.
+        let w = u32::MAX - 500;
+        assert_eq!(
+            rtt_sample(
+                w,
+                w.wrapping_add(7_000),
+                w.wrapping_add(9_000),
+                w.wrapping_add(12_000)
+            ),
+            Some(Duration::from_millis(10))
+        );
+        // Clock skew never gives a negative RTT; stale echoes are discarded.
+        assert_eq!(rtt_sample(0, 0, 5_000, 1_000), Some(Duration::ZERO));
+        assert_eq!(rtt_sample(0, 0, 0, RTT_SAMPLE_WINDOW_US), None);
+        assert_eq!(rtt_sample(0, 0, RTT_SAMPLE_WINDOW_US, 1), None);
+    }
+
+    #[test]
+    fn timestamps_are_sent_echoed_and_measured_only_when_configured() {
+        let (mut e, a, _, _) = setup_with(|c| c.timestamps = true);
+        // a's Hello with its transmit time 7 000 µs reaches us at 1 s.
+        let t1 = Time::from_millis(1_000);
+        let h = Msg::Hello {
+            unicast: false,
+            seqno: Seqno(2),
+            interval_cs: 400,
+            timestamp: Some(7_000),
+        };
+        e.handle_messages(t1, a, true, vec![h]);
+        // Our next Hello carries our time, our IHU to a echoes (7 000, our receive time).
+        e.handle_timeout(Time::from_millis(4_000));
+        let sent = drain(&mut e);
+        assert!(sent.iter().any(|(_, m)| matches!(
+            m,
+            Msg::Hello {
+                timestamp: Some(4_000_000),
+                ..
+            }
+        )));
+        assert!(sent.iter().any(|(_, m)| matches!(
+            m,
+            Msg::Ihu { addr: Some(x), timestamp: Some((7_000, 1_000_000)), .. } if *x == a.addr
+        )));
+        // a answers: its IHU echoes our 4 s Hello (received at its 10 000 µs), its Hello
+        // left at its 40 000 µs, the packet reaches us at 4.05 s: RTT = 50 − 30 = 20 ms.
+        let t2 = Time::from_millis(4_050);
+        let h = Msg::Hello {
+            unicast: false,
+            seqno: Seqno(3),
+            interval_cs: 400,
+            timestamp: Some(40_000),
+        };
+        let ihu = Msg::Ihu {
+            rxcost: 96,
+            interval_cs: 400,
+            addr: Some("fe80::9".parse().unwrap()),
+            timestamp: Some((4_000_000, 10_000)),
+        };
+        e.handle_messages(t2, a, true, vec![h, ihu]);
+        let n = neighbour(&e, a);
+        assert_eq!(n.measured_rtt, Some(Duration::from_millis(20)));
+        assert_eq!(n.rtt, None, "the host-supplied RTT is separate");
+        // 20 ms: penalty 150 × (20 − 10) / (120 − 10) = 13.
+        assert_eq!(n.cost, 96 + 13);
+        // A second sample of 130 ms is smoothed: (42 × 130 + 214 × 20) / 256 = 38.04 ms.
+        let t3 = Time::from_millis(8_130);
+        let h = Msg::Hello {
+            unicast: false,
+            seqno: Seqno(4),
+            interval_cs: 400,
+            timestamp: Some(50_000),
+        };
+        let ihu = Msg::Ihu {
+            rxcost: 96,
+            interval_cs: 400,
+            addr: Some("fe80::9".parse().unwrap()),
+            timestamp: Some((8_000_000, 50_000)),
+        };
+        e.handle_messages(t3, a, true, vec![h, ihu]);
+        let rtt = neighbour(&e, a).measured_rtt.expect("measured");
+        assert_eq!(rtt.as_micros(), (42 * 130_000 + 214 * 20_000) / 256);
+        // The host's RTT, when given, wins (unchanged set_rtt semantics).
+        e.set_rtt(t3, a, Duration::from_millis(5))
+            .expect("neighbour");
+        assert_eq!(neighbour(&e, a).cost, 96);
+
+        // Without the option: no Timestamp sub-TLVs out, and none used in.
+        let (mut e, a, _, _) = setup();
+        e.handle_timeout(Time::from_millis(4_000));
+        assert!(drain(&mut e).iter().all(|(_, m)| !matches!(
+            m,
+            Msg::Hello {
+                timestamp: Some(_),
+                ..
+            } | Msg::Ihu {
+                timestamp: Some(_),
+                ..
+            }
+        )));
+        let h = Msg::Hello {
+            unicast: false,
+            seqno: Seqno(2),
+            interval_cs: 400,
+            timestamp: Some(40_000),
+        };
+        let ihu = Msg::Ihu {
+            rxcost: 96,
+            interval_cs: 400,
+            addr: Some("fe80::9".parse().unwrap()),
+            timestamp: Some((4_000_000, 10_000)),
+        };
+        e.handle_messages(Time::from_millis(4_050), a, true, vec![h, ihu]);
+        assert_eq!(neighbour(&e, a).measured_rtt, None);
+        assert_eq!(neighbour(&e, a).cost, 96);
+    }
+
+    #[test]
+    fn a_measured_rtt_is_forgotten_three_minutes_after_its_last_sample() {
+        let (mut e, a, _, _) = setup_with(|c| c.timestamps = true);
+        let t = Time::from_millis(4_050);
+        let h = Msg::Hello {
+            unicast: false,
+            seqno: Seqno(2),
+            interval_cs: 400,
+            timestamp: Some(40_000),
+        };
+        let ihu = Msg::Ihu {
+            rxcost: 96,
+            interval_cs: 400,
+            addr: Some("fe80::9".parse().unwrap()),
+            timestamp: Some((4_000_000, 10_000)),
+        };
+        e.handle_messages(t, a, true, vec![h, ihu]);
+        assert_eq!(neighbour(&e, a).cost, 96 + 13);
+        // The neighbour stays (Hellos and IHUs without timestamps), samples stop.
+        let mut seq = 3;
+        let mut now = t;
+        while now < Time::from_millis(4_050 + 180_000) {
+            now = now + Duration::from_secs(4);
+            e.handle_messages(now, a, true, vec![hello_msg(seq, false), ihu_for_me()]);
+            e.handle_timeout(now);
+            seq += 1;
+            if now < Time::from_millis(4_050 + 176_000) {
+                assert_eq!(neighbour(&e, a).cost, 96 + 13, "at {now}");
+            }
+        }
+        e.handle_timeout(now);
+        assert_eq!(neighbour(&e, a).measured_rtt, None);
+        assert_eq!(neighbour(&e, a).cost, 96);
+    }
+
+    // ------------------------------------------------------------ Acknowledgments
+
+    fn ack_requests(pkts: &[(IpAddr, Vec<Msg>)], dst: IpAddr, p: Prefix) -> Vec<u16> {
+        pkts.iter()
+            .filter(|(d, ms)| {
+                *d == dst
+                    && ms.iter().any(|m| {
+                        matches!(m, Msg::Update { prefix, metric: INFINITY, .. } if *prefix == p)
+                    })
+            })
+            .filter_map(|(_, ms)| {
+                ms.iter().find_map(|m| match m {
+                    Msg::AckRequest {
+                        opaque,
+                        interval_cs: 50,
+                    } => Some(*opaque),
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn urgent_retraction_is_resent_until_acknowledged_then_given_up() {
+        let (mut e, a, b, p) = setup_with(|c| c.acks = true);
+        update(&mut e, a, p, 10, 100);
+        drain(&mut e);
+        update(&mut e, a, p, 10, INFINITY); // lost: urgent retraction at 10 ms
+        let mcast = IpAddr::V6(BABEL_MULTICAST);
+        let first = ack_requests(&drain_packets(&mut e), mcast, p);
+        assert_eq!(
+            first.len(),
+            1,
+            "one multicast retraction with an Ack Request"
+        );
+        assert_eq!(e.pending_acks(), 2, "both neighbours must acknowledge");
+        // b acknowledges; a stays silent.
+        e.handle_messages(
+            Time::from_millis(20),
+            b,
+            false,
+            vec![Msg::Ack { opaque: first[0] }],
+        );
+        assert_eq!(e.pending_acks(), 1);
+        let mut resends = Vec::new();
+        for ms in [509, 510, 1_010, 1_510, 2_010, 2_510] {
+            e.handle_timeout(Time::from_millis(ms));
+            let pkts = drain_packets(&mut e);
+            assert!(ack_requests(&pkts, b.addr, p).is_empty(), "b acknowledged");
+            assert!(
+                ack_requests(&pkts, mcast, p).is_empty(),
+                "resends are unicast"
+            );
+            resends.extend(ack_requests(&pkts, a.addr, p).into_iter().map(|o| (ms, o)));
+        }
+        let times: Vec<u64> = resends.iter().map(|r| r.0).collect();
+        assert_eq!(
+            times,
+            vec![510, 1_010, 1_510],
+            "ACK_RETRIES resends, then give up"
+        );
+        assert_eq!(e.pending_acks(), 0);
+        let opaques: BTreeSet<u16> = resends.iter().map(|r| r.1).chain(first).collect();
+        assert_eq!(opaques.len(), 4, "a fresh opaque per packet");
+    }
+
+    #[test]
+    fn an_ack_stops_the_resends_and_acks_are_only_asked_where_configured() {
+        let (mut e, a, b, p) = setup_with(|c| c.acks = true);
+        update(&mut e, a, p, 10, 100);
+        drain(&mut e);
+        update(&mut e, a, p, 10, INFINITY);
+        let first = ack_requests(&drain_packets(&mut e), IpAddr::V6(BABEL_MULTICAST), p);
+        for n in [a, b] {
+            e.handle_messages(
+                Time::from_millis(30),
+                n,
+                false,
+                vec![Msg::Ack { opaque: first[0] }],
+            );
+        }
+        assert_eq!(e.pending_acks(), 0);
+        e.handle_timeout(Time::from_millis(600));
+        assert!(ack_requests(&drain_packets(&mut e), a.addr, p).is_empty());
+        // An Ack from a non-neighbour or with a foreign opaque changes nothing and does
+        // not panic; and without the option nothing asks for Acks.
+        let (mut e, a, _, p) = setup();
+        update(&mut e, a, p, 10, 100);
+        drain(&mut e);
+        update(&mut e, a, p, 10, INFINITY);
+        let pkts = drain_packets(&mut e);
+        assert!(
+            pkts.iter()
+                .all(|(_, ms)| !ms.iter().any(|m| matches!(m, Msg::AckRequest { .. })))
+        );
+        assert_eq!(e.pending_acks(), 0);
+    }
+
+    #[test]
+    fn seqno_requests_ask_for_an_ack_on_ack_interfaces() {
+        let (mut e, a, b, p) = setup_with(|c| c.acks = true);
+        update(&mut e, a, p, 10, 100);
+        drain(&mut e);
+        update(&mut e, b, p, 10, 400); // unfeasible alternative
+        update(&mut e, a, p, 10, INFINITY); // starvation: seqno request to b
+        let pkts = drain_packets(&mut e);
+        let to_b: Vec<&Vec<Msg>> = pkts
+            .iter()
+            .filter(|(d, ms)| {
+                *d == b.addr && ms.iter().any(|m| matches!(m, Msg::SeqnoRequest { .. }))
+            })
+            .map(|(_, ms)| ms)
+            .collect();
+        assert_eq!(to_b.len(), 1);
+        let opaque = to_b[0]
+            .iter()
+            .find_map(|m| match m {
+                Msg::AckRequest { opaque, .. } => Some(*opaque),
+                _ => None,
+            })
+            .expect("the seqno request's packet asks for an Ack");
+        assert!(e.acks.contains_key(&(b, opaque)));
+        // Not acknowledged: resent unicast to b after ACK_TIMEOUT (before the request's
+        // own 1 s resend timer).
+        e.handle_timeout(Time::from_millis(510));
+        assert!(drain_packets(&mut e).iter().any(|(d, ms)| *d == b.addr
+            && ms.iter().any(|m| matches!(m, Msg::SeqnoRequest { .. }))
+            && ms.iter().any(|m| matches!(m, Msg::AckRequest { .. }))));
+    }
+
+    // ------------------------------------------------------------ hearing ourselves
+
+    #[test]
+    fn hearing_itself_on_a_shared_link_is_ignored() {
+        // Two interfaces of the same node on one link: everything one sends, the other
+        // hears. No neighbour, no route, no seqno change (which would feed on itself).
+        let t0 = Time::ZERO;
+        let mut e = Engine::new(Config::default(), [0, 0, 0, 0, 0, 0, 0, 9], [1; 32], t0);
+        let mine: Prefix = "2001:db8:9::/48".parse().unwrap();
+        e.originate(t0, mine);
+        let ia = e.add_interface(t0, IfaceConfig::lan("a", "fe80::1".parse().unwrap()));
+        let ib = e.add_interface(t0, IfaceConfig::lan("b", "fe80::2".parse().unwrap()));
+        let seqno = e.seqno();
+        let mut t = t0;
+        let mut heard = 0;
+        for _ in 0..20 {
+            e.handle_timeout(t);
+            let txs: Vec<Transmit> = std::iter::from_fn(|| e.poll_transmit(t)).collect();
+            for tx in txs {
+                let other = if tx.iface == ia { ib } else { ia };
+                e.handle_packet(t, other, tx.src, tx.dst, &tx.bytes);
+                heard += 1;
+            }
+            t = e
+                .poll_timeout()
+                .unwrap_or(t)
+                .max(t + Duration::from_millis(1));
+        }
+        assert!(heard > 10);
+        assert!(e.neighbours().is_empty(), "not our own neighbour");
+        assert!(
+            e.routes().iter().all(|r| r.local),
+            "nothing learnt from ourselves"
+        );
+        assert_eq!(e.seqno(), seqno, "no seqno race with our own echo");
+        let events: Vec<Event> = std::iter::from_fn(|| e.poll_event()).collect();
+        assert!(events.iter().any(|ev| matches!(
+            ev,
+            Event::PacketRejected {
+                reason: Reject::UnknownSource,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn updates_with_our_own_router_id_are_never_learnt() {
+        let (mut e, a, _, _) = setup();
+        let mine: Prefix = "2001:db8:9::/48".parse().unwrap();
+        let other: Prefix = "2001:db8:99::/48".parse().unwrap();
+        e.originate(Time::ZERO, mine);
+        let s = e.seqno();
+        let echo = |prefix| Msg::Update {
+            prefix,
+            router_id: RouterId([0, 0, 0, 0, 0, 0, 0, 9]),
+            seqno: s,
+            metric: 96,
+            interval_cs: 1600,
+            next_hop: None,
+        };
+        // A neighbour relays our own announcement, and one carrying our router-id for a
+        // prefix we do not originate (a stale or forged one): neither is installed.
+        e.handle_messages(Time::ZERO, a, true, vec![echo(mine), echo(other)]);
+        assert_eq!(e.seqno(), s, "our current seqno coming back is not news");
+        assert!(e.routes().iter().all(|r| r.local));
+        assert_eq!(e.selected_route(&other), None);
+    }
+
+    // ------------------------------------------------------------ RFC 9079
+
+    #[test]
+    fn source_specific_messages_are_ignored_not_installed_as_plain_routes() {
+        // RFC 9079 section 4 / RFC 8966 4.4: the Source Prefix sub-TLV is mandatory; a
+        // router without source-specific routing ignores the whole TLV. Only the plain
+        // update that follows it in the same packet may be learnt.
+        let (mut e, a, _, _) = setup();
+        let dst: Prefix = "2001:db8:5::/48".parse().unwrap();
+        let src: Prefix = "2001:db8:77::/48".parse().unwrap();
+        let plain: Prefix = "2001:db8:6::/48".parse().unwrap();
+        let up = |prefix, source_prefix| {
+            wire::Message::Update(wire::Update {
+                prefix,
+                source_prefix,
+                router_id: Some(RID_X),
+                next_hop: a.addr,
+                metric: 10,
+                seqno: 1,
+                interval: 1600,
+            })
+        };
+        let msgs = vec![
+            up(dst, Some(src)),
+            up(plain, None),
+            wire::Message::RouteRequest(wire::RouteRequest {
+                prefix: Some(dst),
+                source_prefix: Some(src),
+            }),
+            wire::Message::SeqnoRequest(wire::SeqnoRequest {
+                prefix: dst,
+                source_prefix: Some(src),
+                seqno: 2,
+                hop_count: 10,
+                router_id: RID_X,
+            }),
+        ];
+        let cfg = wire::EmitConfig {
+            max_len: 1400,
+            source: a.addr,
+            trailer_reserve: 0,
+        };
+        let pkts = wire::emit_packets(&msgs, cfg, None).expect("emits");
+        assert_eq!(pkts.len(), 1);
+        let t = Time::from_millis(10);
+        e.handle_packet(
+            t,
+            a.iface,
+            SocketAddr::new(a.addr, BABEL_PORT),
+            SocketAddr::new(IpAddr::V6(BABEL_MULTICAST), BABEL_PORT),
+            &pkts[0],
+        );
+        assert!(
+            e.selected_route(&plain).is_some(),
+            "the plain update is learnt"
+        );
+        assert!(
+            e.routes().iter().all(|r| r.prefix != dst),
+            "the source-specific one is not, not even as a plain route"
+        );
+        e.handle_timeout(Time::from_millis(100));
+        assert!(drain(&mut e).iter().all(|(_, m)| match m {
+            Msg::Update { prefix, .. } | Msg::SeqnoRequest { prefix, .. } => *prefix != dst,
+            Msg::RouteRequest { prefix } => *prefix != Some(dst),
+            _ => true,
+        }));
     }
 
     proptest::proptest! {

@@ -107,16 +107,26 @@ fn router_id(i: &mut Input) -> RouterId {
 }
 
 fn msg(i: &mut Input, lan_ll: IpAddr) -> Msg {
-    match i.u8() % 10 {
+    match i.u8() % 11 {
         0 | 1 => Msg::Hello {
             unicast: i.u8() & 1 == 1,
             seqno: Seqno(i.u16()),
             interval_cs: u16::from(i.u8()) * 4,
+            timestamp: if i.u8() & 1 == 0 {
+                None
+            } else {
+                Some(i.u16().into())
+            },
         },
         2 => Msg::Ihu {
             rxcost: if i.u8() & 1 == 0 { 96 } else { i.u16() },
             interval_cs: u16::from(i.u8()) * 4,
             addr: if i.u8() & 1 == 0 { Some(lan_ll) } else { None },
+            timestamp: if i.u8() & 1 == 0 {
+                None
+            } else {
+                Some((i.u16().into(), i.u16().into()))
+            },
         },
         3..=5 => Msg::Update {
             prefix: prefix(i),
@@ -146,7 +156,11 @@ fn msg(i: &mut Input, lan_ll: IpAddr) -> Msg {
         8 => Msg::WildcardRetraction {
             interval_cs: u16::from(i.u8()) * 8,
         },
-        _ => Msg::AckRequest { opaque: i.u16() },
+        9 => Msg::AckRequest {
+            opaque: i.u16(),
+            interval_cs: u16::from(i.u8()),
+        },
+        _ => Msg::Ack { opaque: i.u16() },
     }
 }
 
@@ -230,6 +244,24 @@ impl Side {
     }
 }
 
+/// E's LAN: RFC 9616 timestamps and reliable urgent messages on, so the fuzzer reaches
+/// the RTT and Ack code.
+fn lan_cfg() -> IfaceConfig {
+    let mut c = IfaceConfig::lan("lan", E_LL);
+    c.timestamps = true;
+    c.acks = true;
+    c
+}
+
+/// The E–P tunnel, both ends with timestamps and Acks (two real engines exercise both
+/// directions of RFC 9616 and RFC 8966 3.3).
+fn tunnel_cfg(local: Ipv6Addr, peer: Ipv6Addr) -> IfaceConfig {
+    let mut c = IfaceConfig::tunnel("t", local, peer);
+    c.timestamps = true;
+    c.acks = true;
+    c
+}
+
 /// Runs the operations in `data`; returns the first invariant violation. Never panics
 /// unless the engine does.
 pub fn check_engine(data: &[u8]) -> Result<(), String> {
@@ -251,13 +283,9 @@ pub fn check_engine(data: &[u8]) -> Result<(), String> {
         .originate(now, Prefix::new(IpAddr::V6(E_TUN), 64).expect("/64"));
     p.engine
         .originate(now, Prefix::new(IpAddr::V6(P_TUN), 64).expect("/64"));
-    let mut lan = e.engine.add_interface(now, IfaceConfig::lan("lan", E_LL));
-    let e_tun = e
-        .engine
-        .add_interface(now, IfaceConfig::tunnel("t", E_TUN, P_TUN));
-    let p_tun = p
-        .engine
-        .add_interface(now, IfaceConfig::tunnel("t", P_TUN, E_TUN));
+    let mut lan = e.engine.add_interface(now, lan_cfg());
+    let e_tun = e.engine.add_interface(now, tunnel_cfg(E_TUN, P_TUN));
+    let p_tun = p.engine.add_interface(now, tunnel_cfg(P_TUN, E_TUN));
     let lan_peers: [IpAddr; 3] = [
         IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xa)),
         IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xb)),
@@ -370,7 +398,7 @@ pub fn check_engine(data: &[u8]) -> Result<(), String> {
             _ => {
                 // The LAN interface goes away and comes back (new id).
                 let _ = e.engine.remove_interface(now, lan);
-                lan = e.engine.add_interface(now, IfaceConfig::lan("lan", E_LL));
+                lan = e.engine.add_interface(now, lan_cfg());
                 let _ = IfaceId(0);
             }
         }

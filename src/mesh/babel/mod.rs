@@ -1,5 +1,5 @@
 //! Sans-IO Babel routing engine: RFC 8966, RFC 8967 MAC authentication with RFC 9467
-//! relaxed packet counters, RTT-based tunnel cost in the spirit of RFC 9616.
+//! relaxed packet counters, RFC 9616 Hello/IHU timestamps and an RTT-based cost.
 //!
 //! The engine owns no socket, timer or clock, and draws no randomness of its own: the host
 //! feeds it
@@ -41,6 +41,15 @@
 //!   Hello, IHU with AE 3, 2-out-of-3 (wired) or ETX (lossy) cost as in RFC 8966 appendix A,
 //!   IPv4 routes with an IPv4 next hop when the LAN has one, else v4-via-v6 (RFC 9229).
 //!   Checked against real babeld 1.12 packets from `shared/testdata/babel`.
+//! * Per interface, [`IfaceConfig::timestamps`] adds RFC 9616 Timestamp sub-TLVs and
+//!   measures each neighbour's RTT (smoothed as babeld does; the host's
+//!   [`Engine::set_rtt`] wins), which adds the same RTT penalty to the cost; and
+//!   [`IfaceConfig::acks`] sends urgent retractions and seqno requests with an
+//!   Acknowledgment Request, resent unicast until acknowledged (RFC 8966 3.3).
+//! * Multicast and unicast Hellos are kept in separate histories (RFC 8966 3.4.1); the
+//!   cost uses the multicast one unless a neighbour only sends unicast Hellos.
+//! * Packets from our own addresses and updates with our own router-id are ignored;
+//!   source-specific (RFC 9079) messages are ignored as the mandatory bit requires.
 //!
 //! # Authentication
 //! [`Engine::set_mac_keys`] takes the registry's slots: one key signs, the sign and accept
@@ -76,9 +85,9 @@ mod tests;
 
 pub use cost::{CostMultiplier, RttCostParams};
 pub use engine::{
-    BABEL_MULTICAST, BABEL_PORT, CommandError, Config, Engine, Event, FibRoute, IfaceConfig,
-    IfaceId, IfaceKind, NeighbourId, NeighbourInfo, Reject, RouteChange, RouteInfo, Timers,
-    Transmit,
+    ACK_RETRIES, ACK_TIMEOUT, BABEL_MULTICAST, BABEL_PORT, CommandError, Config, Engine, Event,
+    FibRoute, IfaceConfig, IfaceId, IfaceKind, NeighbourId, NeighbourInfo, Reject, RouteChange,
+    RouteInfo, Timers, Transmit,
 };
 pub use mac::{MacKey, MacKeys};
 pub use msg::{INFINITY, RouterId};

@@ -23,6 +23,8 @@ pub enum Msg {
         seqno: Seqno,
         /// Interval until the next scheduled Hello, centiseconds.
         interval_cs: u16,
+        /// RFC 9616 section 3.1: the sender's transmit time (µs, modulo 2³²).
+        timestamp: Option<u32>,
     },
     /// IHU (4.6.6). `addr` is `None` for AE 0 (applies to any receiver).
     Ihu {
@@ -32,6 +34,9 @@ pub enum Msg {
         interval_cs: u16,
         /// The neighbour this IHU is for.
         addr: Option<IpAddr>,
+        /// RFC 9616 section 3.2: (origin, receive) — the addressed neighbour's last Hello
+        /// timestamp and when the sender received that Hello (sender's clock, µs).
+        timestamp: Option<(u32, u32)>,
     },
     /// An Update or retraction (4.6.9) with its router-id and next hop resolved.
     Update {
@@ -73,6 +78,8 @@ pub enum Msg {
     AckRequest {
         /// Opaque value to echo.
         opaque: u16,
+        /// How long the sender waits for the Ack before resending, centiseconds.
+        interval_cs: u16,
     },
     /// Acknowledgment (4.6.4).
     Ack {

@@ -20,6 +20,9 @@ pub struct PeerAddr {
     pub prefix: Ipv6Net,
     /// Its UDP endpoints.
     pub endpoints: Vec<SocketAddr>,
+    /// Its country as it states it (ISO 3166 alpha-2), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
 }
 
 /// Control stream messages.
@@ -34,6 +37,9 @@ pub enum ControlMsg {
         params_version: u64,
         /// Where the sender can be reached.
         endpoints: Vec<SocketAddr>,
+        /// The sender's country (ISO 3166 alpha-2), if it states one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        country: Option<String>,
     },
     /// "Send me your parameters" (the receiver has a newer version).
     ParamsRequest,
@@ -142,6 +148,7 @@ mod tests {
             protocol: 1,
             params_version: 7,
             endpoints: vec!["[fd00::1]:6464".parse().unwrap()],
+            country: None,
         }
     }
 

@@ -77,6 +77,8 @@ pub struct HelloInfo {
     pub params_version: u64,
     /// Reachable UDP endpoints.
     pub endpoints: Vec<SocketAddr>,
+    /// The country the node says it is in (ISO 3166 alpha-2), for the country rules.
+    pub country: Option<String>,
 }
 
 /// How long the control-stream hello exchange may take.
@@ -133,11 +135,13 @@ async fn read_hello(
                 protocol,
                 params_version,
                 endpoints,
+                country,
             }) => {
                 return Ok(HelloInfo {
                     protocol,
                     params_version,
                     endpoints,
+                    country: country.filter(|c| valid_country(c)),
                 });
             }
             Some(other) => return Err(format!("expected a hello, got {other:?}")),
@@ -155,7 +159,13 @@ fn hello_msg(h: &HelloInfo) -> Vec<u8> {
         protocol: h.protocol,
         params_version: h.params_version,
         endpoints: h.endpoints.clone(),
+        country: h.country.clone(),
     })
+}
+
+/// An ISO 3166 alpha-2 code as the country rules use it: two upper-case ASCII letters.
+pub fn valid_country(c: &str) -> bool {
+    c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase())
 }
 
 impl Tunnel {
@@ -335,6 +345,7 @@ impl TunnelEndpoint {
             protocol: crate::params::PROTOCOL_VERSION,
             params_version: 0,
             endpoints: Vec::new(),
+            country: None,
         };
         Ok(TunnelEndpoint {
             endpoint,

@@ -155,15 +155,23 @@ impl PolicyConfig {
         my_country: Option<String>,
     ) -> Self {
         let refresh = Duration::from_secs(u64::from(tunnel.refresh.max(1)));
+        let d = PolicyConfig::default();
         PolicyConfig {
             client_count: tunnel.client_count as usize,
             max_clients: tunnel.max_clients as usize,
             refresh,
             isolated_after: refresh,
+            // A short refresh (tests, small networks) shortens the lock cycle with it.
+            soft_lock_wait: d.soft_lock_wait.min(refresh / 3),
+            hard_lock_hold: d
+                .hard_lock_hold
+                .min(refresh / 6)
+                .max(Duration::from_secs(1)),
+            lock_timeout: d.lock_timeout.min(refresh / 2).max(Duration::from_secs(2)),
             closed_countries: countries.closed.clone(),
             my_country,
             own_prefix,
-            ..PolicyConfig::default()
+            ..d
         }
     }
 

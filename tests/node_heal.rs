@@ -1,0 +1,454 @@
+//! The node, part 2, on the 7-node ring rig (tests/ring): parameters and CRL spread node to
+//! node, revocation and self-renewal, MAC rotation under traffic, restart from the peer
+//! cache while the registry is down, loss, the tunnel manager's lock cycle, certificate
+//! renewal and the minimum protocol. Every figure is printed.
+
+mod ring;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use re6mesh::netns::require_root;
+use ring::*;
+
+/// Only n0 polls the registry (every second): the entry point of changes; every other node
+/// learns them from its neighbours.
+fn n0_polls(i: usize) -> u64 {
+    u64::from(i == 0)
+}
+
+fn params_version(ring: &Ring, i: usize) -> u64 {
+    ring.status(i)
+        .and_then(|s| s["params_version"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Waits until every node reports a parameters version above `above`; returns the time
+/// each node took (index = node).
+fn wait_versions(ring: &Ring, above: u64, timeout: Duration) -> Vec<Duration> {
+    let t = Instant::now();
+    let mut took: Vec<Option<Duration>> = vec![None; N];
+    while took.iter().any(Option::is_none) {
+        assert!(
+            t.elapsed() < timeout,
+            "not every node has parameters newer than {above} after {timeout:?}: {:?}",
+            (0..N).map(|i| params_version(ring, i)).collect::<Vec<_>>()
+        );
+        for (i, slot) in took.iter_mut().enumerate() {
+            if slot.is_none() && params_version(ring, i) > above {
+                *slot = Some(t.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    took.into_iter().flatten().collect()
+}
+
+fn serial_of(ring: &Ring, i: usize) -> String {
+    let pem = std::fs::read_to_string(ring.dir(i).join("node.pem")).unwrap();
+    let der = re6mesh::identity::pem_to_der(&pem, "CERTIFICATE").unwrap();
+    re6mesh::identity::cert_info(&der).unwrap().serial
+}
+
+fn log_of(ring: &Ring, i: usize) -> String {
+    std::fs::read_to_string(ring.tmp.path().join(format!("n{i}.log"))).unwrap_or_default()
+}
+
+#[test]
+fn root_heal_a_parameter_change_reaches_every_node_from_its_neighbours() {
+    if !require_root("root_heal_a_parameter_change_reaches_every_node_from_its_neighbours") {
+        return;
+    }
+    let ring = start_ring_with(RingOptions {
+        poll: n0_polls,
+        ..RingOptions::default()
+    });
+    wait_all_pairs(&ring, Duration::from_secs(60));
+    let before = params_version(&ring, 3);
+    let pids = ring.pids.clone();
+    ring.registry_ok(&["params", "set", "max_clients=11"]);
+    let took = wait_versions(&ring, before, Duration::from_secs(60));
+    let last = took.iter().max().unwrap();
+    println!(
+        "parameter change: every node has it after {last:?} (per node: {took:?}); only n0 polls the registry"
+    );
+    // nobody restarted: the same processes, still answering
+    assert_eq!(ring.pids, pids);
+    for i in 0..N {
+        assert_eq!(ring.status(i).unwrap()["state"], "up", "n{i}");
+    }
+    // the far side of the ring got it from a neighbour, not from the registry
+    assert!(log_of(&ring, 3).contains("network parameters applied"));
+}
+
+#[test]
+fn root_heal_a_revoked_node_is_cut_off_renews_itself_and_a_ban_keeps_it_out() {
+    if !require_root("root_heal_a_revoked_node_is_cut_off_renews_itself_and_a_ban_keeps_it_out") {
+        return;
+    }
+    let mut ring = start_ring_with(RingOptions {
+        poll: n0_polls,
+        ..RingOptions::default()
+    });
+    wait_all_pairs(&ring, Duration::from_secs(60));
+    let target = node_addr(&ring.prefixes[3]);
+    let old_serial = serial_of(&ring, 3);
+    let (pid, out) = ring.ping_series(0, &target, 300);
+    std::thread::sleep(Duration::from_secs(1));
+    let t = Instant::now();
+    ring.registry_ok(&["revoke", &old_serial]);
+    // it renews itself: a new serial, same prefix, reachable again
+    while serial_of(&ring, 3) == old_serial {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "n3 did not renew itself"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let renewed = t.elapsed();
+    let t2 = Instant::now();
+    while !ping_ok(&ring.rig, 0, &target) {
+        assert!(
+            t2.elapsed() < Duration::from_secs(60),
+            "n3 is not back after renewing"
+        );
+    }
+    let back = t.elapsed();
+    ring.rig.stop(pid, Duration::from_secs(1));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let seqs = received_seqs(&text);
+    let last = seqs.iter().max().copied().unwrap_or(0);
+    let gap = longest_gap(&seqs, last);
+    println!(
+        "revoke by serial: n3 cut off for {} ms (10 Hz ping gap), renewed {renewed:?} and reachable again {back:?} after the revocation",
+        gap * 100
+    );
+    // every tunnel to it was closed: both ring neighbours said so
+    for n in [2, 4] {
+        assert!(
+            log_of(&ring, n).contains("peer certificate revoked"),
+            "n{n} did not close its tunnel to the revoked n3"
+        );
+    }
+    assert!(gap >= 1, "n3 was never cut off:\n{text}");
+    assert!(
+        all_pairs(&ring),
+        "not every pair reaches every other after the renewal"
+    );
+
+    // a ban keeps it out: renewal refused, unreachable from everyone
+    let t = Instant::now();
+    ring.registry_ok(&["revoke", &ring.prefixes[3].to_string()]);
+    let mut cut = None;
+    while t.elapsed() < Duration::from_secs(60) {
+        if (0..N)
+            .filter(|i| *i != 3)
+            .all(|i| !ring.peers(i).contains(&ring.prefixes[3].to_string()))
+            && !ping_ok(&ring.rig, 0, &target)
+        {
+            cut = Some(t.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cut = cut.expect("the banned n3 still has tunnels or answers");
+    println!("ban: every tunnel to n3 closed and n3 unreachable {cut:?} after the ban");
+    std::thread::sleep(Duration::from_secs(5));
+    for i in [0, 1, 2, 4, 5, 6] {
+        assert!(
+            !ping_ok(&ring.rig, i, &target),
+            "n{i} reaches the banned n3"
+        );
+    }
+    assert_eq!(ring.status(3).unwrap()["state"], "revoked");
+}
+
+#[test]
+fn root_heal_mac_rotation_through_every_step_keeps_every_pair_talking() {
+    if !require_root("root_heal_mac_rotation_through_every_step_keeps_every_pair_talking") {
+        return;
+    }
+    let mut ring = start_ring_with(RingOptions {
+        poll: n0_polls,
+        ..RingOptions::default()
+    });
+    wait_all_pairs(&ring, Duration::from_secs(60));
+    // 10 Hz pings across the ring, long enough for the three steps
+    let pairs = [(0, 3), (1, 5), (2, 6), (4, 0)];
+    let series: Vec<(u32, std::path::PathBuf)> = pairs
+        .iter()
+        .map(|(a, b)| {
+            let to = node_addr(&ring.prefixes[*b]);
+            ring.ping_series(*a, &to, 100_000)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    for step in 1..=3 {
+        let before = params_version(&ring, 0);
+        let t = Instant::now();
+        let said = ring.registry_ok(&["mac", "rotate"]);
+        let took = wait_versions(&ring, before, Duration::from_secs(60));
+        println!(
+            "MAC rotation step {step} ({}): every node has it after {:?}",
+            said.trim(),
+            took.iter().max().unwrap()
+        );
+        let _ = t;
+        // longer than a neighbour lives without an accepted Hello (4 × 0.5 s): a step
+        // that broke MAC agreement would show as silence
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for ((a, b), (pid, out)) in pairs.iter().zip(series) {
+        ring.rig.stop(pid, Duration::from_secs(1));
+        let text = std::fs::read_to_string(&out).unwrap();
+        let seqs = received_seqs(&text);
+        let last = seqs.iter().max().copied().unwrap_or(0);
+        let gap = longest_gap(&seqs, last);
+        println!(
+            "MAC rotation: n{a} → n{b}: {} answered, longest silence {} ms",
+            seqs.len(),
+            gap * 100
+        );
+        assert!(last > 100, "n{a} → n{b}: too few answers:\n{text}");
+        assert!(gap <= 30, "n{a} → n{b} silent for {} ms", gap * 100);
+    }
+}
+
+#[test]
+fn root_heal_a_node_restarted_while_the_registry_is_down_reconnects_from_its_peer_cache() {
+    if !require_root(
+        "root_heal_a_node_restarted_while_the_registry_is_down_reconnects_from_its_peer_cache",
+    ) {
+        return;
+    }
+    let mut ring = start_ring();
+    wait_all_pairs(&ring, Duration::from_secs(60));
+    ring.stop_registry();
+    // n2, n3 and n4 stop; they come back without any --peer: only their peer caches know
+    // where the others are (and the registry is down)
+    for i in [2, 3, 4] {
+        ring.stop_node(i);
+    }
+    let cache = std::fs::read_to_string(ring.dir(3).join("peers.json")).unwrap();
+    assert!(cache.contains(&ring.prefixes[2].to_string()), "{cache}");
+    let t = Instant::now();
+    for i in [2, 3, 4] {
+        ring.start_node_opts(i, false);
+    }
+    let took = wait_all_pairs(&ring, Duration::from_secs(90));
+    println!(
+        "restart with the registry down: all pairs reachable again {took:?} after n2–n4 restarted from their peer caches ({:?} since the restart)",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn root_heal_five_percent_loss_on_every_link_every_pair_answers_and_1_mb_crosses() {
+    if !require_root(
+        "root_heal_five_percent_loss_on_every_link_every_pair_answers_and_1_mb_crosses",
+    ) {
+        return;
+    }
+    let ring = start_ring();
+    wait_all_pairs(&ring, Duration::from_secs(60));
+    // 5 % of the packets arriving on every ring link (each direction of each link) dropped
+    for i in 0..N {
+        let rules = "table inet loss {
+               chain in { type filter hook input priority -20; iifname \"to-n*\" numgen random mod 100 < 5 drop; }
+             }";
+        let f = ring.tmp.path().join(format!("loss{i}.nft"));
+        std::fs::write(&f, rules).unwrap();
+        ring.rig
+            .exec(&format!("n{i}"), &["nft", "-f", f.to_str().unwrap()])
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let mut worst = 10;
+    for i in 0..N {
+        for j in (0..N).filter(|j| *j != i) {
+            let o = ring
+                .rig
+                .exec_status(
+                    &format!("n{i}"),
+                    &[
+                        "ping",
+                        "-6",
+                        "-c",
+                        "10",
+                        "-i",
+                        "0.05",
+                        "-W",
+                        "1",
+                        &node_addr(&ring.prefixes[j]),
+                    ],
+                )
+                .unwrap();
+            let got = received_seqs(&String::from_utf8_lossy(&o.stdout)).len();
+            worst = worst.min(got);
+            assert!(
+                got >= 1,
+                "n{i} → n{j}: no answer to 10 pings under 5 % loss"
+            );
+        }
+    }
+    println!("5 % loss on every link: the worst pair answered {worst} of 10 pings");
+    // 1 MB over TCP from n0 to n3, checksummed
+    let server = ring.tmp.path().join("server.out");
+    let mut ring = ring;
+    let pid = ring
+        .rig
+        .spawn(
+            "n3",
+            "python3",
+            &["-c", SERVER_PY],
+            Stdio::from(std::fs::File::create(&server).unwrap()),
+            Stdio::null(),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let client = ring
+        .rig
+        .exec_status(
+            "n0",
+            &["python3", "-c", CLIENT_PY, &node_addr(&ring.prefixes[3])],
+        )
+        .unwrap();
+    assert!(
+        client.status.success(),
+        "{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let elapsed = t.elapsed();
+    ring.wait_pid(pid, Duration::from_secs(20));
+    let sent = String::from_utf8_lossy(&client.stdout).trim().to_owned();
+    let got = std::fs::read_to_string(&server).unwrap().trim().to_owned();
+    assert_eq!(got, sent, "the bytes received differ from the bytes sent");
+    println!("5 % loss: 1 MB TCP n0 → n3 in {elapsed:?}, sha256 match");
+}
+
+const SERVER_PY: &str = r#"
+import socket, hashlib
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", 5001)); s.listen(1)
+c, _ = s.accept(); h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(65536)
+    if not b: break
+    h.update(b); n += len(b)
+print(n, h.hexdigest(), flush=True)
+"#;
+
+const CLIENT_PY: &str = r#"
+import socket, hashlib, sys, random
+r = random.Random(7); data = bytes(r.getrandbits(8) for _ in range(1024 * 1024))
+c = socket.create_connection((sys.argv[1], 5001), timeout=60); c.sendall(data); c.close()
+print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
+"#;
+
+#[test]
+fn root_heal_the_lock_cycle_retires_and_replaces_tunnels_while_traffic_flows() {
+    if !require_root("root_heal_the_lock_cycle_retires_and_replaces_tunnels_while_traffic_flows") {
+        return;
+    }
+    // every node reaches every other on the bridge: the manager picks random peers
+    let mut ring = start_ring_with(RingOptions {
+        // one chord per node besides the two ring peers: the graph stays sparse enough
+        // that a replacement peer always exists
+        params: vec!["client_count=1".into(), "tunnel_refresh=6".into()],
+        open: true,
+        ..RingOptions::default()
+    });
+    wait_all_pairs(&ring, Duration::from_secs(60));
+    let target = node_addr(&ring.prefixes[3]);
+    let (pid, out) = ring.ping_series(0, &target, 400);
+    ring.wait_pid(pid, Duration::from_secs(60));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let seqs = received_seqs(&text);
+    let gap = longest_gap(&seqs, 400);
+    // each retirement is logged by the side that retires ("retiring the tunnel", once the
+    // peer agreed) or by the side that agreed ("retired at the peer's request")
+    let retired: usize = (0..N)
+        .map(|i| {
+            let log = log_of(&ring, i);
+            log.matches("retiring the tunnel").count()
+                + log.matches("retired at the peer's request").count()
+        })
+        .sum();
+    let cycles: usize = (0..N)
+        .map(|i| log_of(&ring, i).matches("action=SoftLock").count())
+        .sum();
+    println!(
+        "lock cycle (refresh 6 s): {cycles} cycles started, {retired} retirement messages in 40 s; n0 → n3 at 10 Hz: {} of 400 answered, longest gap {} ms",
+        seqs.len(),
+        gap * 100
+    );
+    assert!(
+        retired >= 3,
+        "fewer than 3 tunnels retired: the lock cycle did not run"
+    );
+    assert!(
+        gap <= 10,
+        "a gap of {} ms during the lock cycles",
+        gap * 100
+    );
+}
+
+#[test]
+fn root_heal_certificates_renew_before_expiry_and_an_old_protocol_stops_the_node() {
+    if !require_root(
+        "root_heal_certificates_renew_before_expiry_and_an_old_protocol_stops_the_node",
+    ) {
+        return;
+    }
+    let mut ring = start_ring_with(RingOptions {
+        params: vec!["client_count=2".into(), "cert_validity=30s".into()],
+        poll: n0_polls,
+        ..RingOptions::default()
+    });
+    wait_all_pairs(&ring, Duration::from_secs(60));
+    let serials: Vec<String> = (0..N).map(|i| serial_of(&ring, i)).collect();
+    let t = Instant::now();
+    // validity 30 s: every node renews half-way, in the background, without a restart
+    while (0..N).any(|i| serial_of(&ring, i) == serials[i]) {
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "not every node renewed its 30 s certificate"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "renewal: every node renewed its 30 s certificate {:?} into the test",
+        t.elapsed()
+    );
+    assert!(
+        all_pairs(&ring),
+        "not every pair reaches every other after the renewals"
+    );
+
+    // the network now requires protocol 2: every node stops with a clear message
+    ring.registry_ok(&["params", "set", "min_protocol=2"]);
+    let t = Instant::now();
+    for i in 0..N {
+        let pid = ring.pids[i].unwrap();
+        ring.wait_pid(pid, Duration::from_secs(30).saturating_sub(t.elapsed()));
+        let status = ring
+            .rig
+            .child(pid)
+            .and_then(|c| c.try_wait().ok().flatten());
+        assert!(
+            status.is_some_and(|s| s.code() == Some(1)),
+            "n{i} did not stop with exit code 1: {status:?}"
+        );
+        assert!(
+            log_of(&ring, i).contains("requires protocol 2"),
+            "n{i} did not say why it stopped"
+        );
+    }
+    println!(
+        "min_protocol=2: every node stopped within {:?}",
+        t.elapsed()
+    );
+}
