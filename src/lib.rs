@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod control;
+pub mod demo;
 pub mod fsutil;
 pub mod identity;
 #[cfg(target_os = "linux")]
@@ -28,4 +29,5 @@ pub mod registry_client;
 pub mod state;
 pub mod token;
 pub mod tun;
+pub mod ui;
 pub mod wire;

@@ -3,9 +3,11 @@
 
 #[cfg(target_os = "linux")]
 mod babel;
+mod demo;
 mod join;
 mod node;
 mod registry;
+mod ui;
 mod up;
 
 use std::path::PathBuf;
@@ -44,6 +46,10 @@ enum Command {
     #[command(subcommand)]
     #[cfg(target_os = "linux")]
     Babel(babel::BabelCmd),
+    /// Serve the live network page of the local node (prints the URL; runs in the foreground).
+    Ui(ui::UiArgs),
+    /// Try it: a registry and N nodes in network namespaces, drawn live in the browser (root).
+    Demo(demo::DemoArgs),
 }
 
 /// `--state-dir DIR`, shared by every command that touches on-disk state.
@@ -105,6 +111,8 @@ pub fn main() -> i32 {
         Command::Down(a) => node::down(a),
         #[cfg(target_os = "linux")]
         Command::Babel(cmd) => babel::run_cmd(cmd),
+        Command::Ui(a) => ui::run(a),
+        Command::Demo(a) => demo::run(a),
     };
     match result {
         Ok(()) => 0,
