@@ -299,6 +299,9 @@ pub fn router_id_for(prefix: &Ipv6Net) -> [u8; 8] {
     id
 }
 
+/// How long the higher prefix of two `--peer`s defers its dial (see the duplicate rule).
+const STATIC_DIAL_DEFER: Duration = Duration::from_millis(1500);
+
 /// QUIC application close code: "your certificate is revoked".
 const CLOSE_REVOKED: u32 = 6;
 /// QUIC application close code: the tunnel manager retired the tunnel.
@@ -607,7 +610,15 @@ pub async fn run(
         last_bootstrap: None,
         last_registry_fetch: None,
         registry_fetch_pending: false,
-        static_retry: HashMap::new(),
+        // Of two --peer peers that name each other, the lower prefix dials first: the
+        // higher one waits a moment, so they rarely race to two tunnels (one of which the
+        // duplicate rule would close, dropping the routes it already carried).
+        static_retry: cfg
+            .peers
+            .iter()
+            .filter(|(p, _)| *p < prefix)
+            .map(|(p, _)| (*p, Instant::now() + STATIC_DIAL_DEFER))
+            .collect(),
     };
     let result = core.run(rx).await;
     let _ = stop_tx.send(true);
@@ -1320,6 +1331,10 @@ impl Core {
         if self.by_prefix.get(&t.peer_prefix) == Some(&iface) {
             self.by_prefix.remove(&t.peer_prefix);
             self.tm.tunnel_down(now, t.peer_prefix);
+            if self.static_peers.contains_key(&t.peer_prefix) && t.peer_prefix < self.prefix {
+                self.static_retry
+                    .insert(t.peer_prefix, Instant::now() + STATIC_DIAL_DEFER);
+            }
         }
         let mut map = (**self.table.load()).clone();
         map.remove(&iface);
