@@ -2,7 +2,8 @@
 //! their link-local addresses (CONVENTIONS "LAN interfaces": the LAN is for discovery, data
 //! always flows through tunnels).
 //!
-//! Every hello interval (and at once at start and whenever the MAC keys change) a node sends,
+//! Every hello interval (and at once at start, whenever the MAC keys change, and when it hears
+//! a neighbour for the first time, so that one need not wait a whole interval) a node sends,
 //! from `[its link-local]:6696` to `[ff02::1:6]:6696`, one Babel packet (RFC 8966) holding
 //!
 //! * a standard multicast Hello TLV (seqno incremented per packet, the interval in
@@ -422,6 +423,7 @@ where
 
 #[cfg(target_os = "linux")]
 mod io {
+    use std::collections::HashSet;
     use std::net::{SocketAddr, SocketAddrV6};
     use std::sync::Arc;
     use std::time::Duration;
@@ -429,7 +431,7 @@ mod io {
     use anyhow::Context;
     use ipnet::Ipv6Net;
     use tokio::net::UdpSocket;
-    use tokio::sync::watch;
+    use tokio::sync::{Notify, watch};
     use tracing::{debug, trace};
 
     use super::{Announcement, Discovered, LanAuth, build, parse};
@@ -468,7 +470,16 @@ mod io {
         }
         let hello = hello.max(Duration::from_millis(50));
         for s in socks {
-            tokio::spawn(send_loop(s.clone(), ann, hello, auth.clone()));
+            // A new neighbour gets our announcement at once, so it need not wait a whole
+            // hello interval to dial us.
+            let new_neighbour = Arc::new(Notify::new());
+            tokio::spawn(send_loop(
+                s.clone(),
+                ann,
+                hello,
+                auth.clone(),
+                new_neighbour.clone(),
+            ));
             let group = SocketAddr::V6(SocketAddrV6::new(s.group, s.port, 0, 0));
             let mine = SocketAddr::V6(SocketAddrV6::new(s.link_local, s.port, 0, 0));
             for (sock, dst) in [(s.mcast.clone(), group), (s.ucast.clone(), mine)] {
@@ -479,6 +490,7 @@ mod io {
                     ann.prefix,
                     auth.clone(),
                     found.clone(),
+                    new_neighbour.clone(),
                 ));
             }
         }
@@ -490,6 +502,7 @@ mod io {
         ann: Announcement,
         hello: Duration,
         mut auth: watch::Receiver<LanAuth>,
+        new_neighbour: Arc<Notify>,
     ) {
         let src = SocketAddr::V6(SocketAddrV6::new(s.link_local, s.port, 0, 0));
         let dst = SocketAddr::V6(SocketAddrV6::new(s.group, s.port, 0, 0));
@@ -499,6 +512,7 @@ mod io {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = new_neighbour.notified() => {}
                 changed = auth.changed() => {
                     if changed.is_err() {
                         return;
@@ -525,8 +539,10 @@ mod io {
         own: Ipv6Net,
         mut auth: watch::Receiver<LanAuth>,
         found: Found,
+        new_neighbour: Arc<Notify>,
     ) {
         let mut buf = vec![0u8; 65536];
+        let mut heard: HashSet<Ipv6Net> = HashSet::new();
         loop {
             let (n, from) = tokio::select! {
                 r = sock.recv_from(&mut buf) => match r {
@@ -554,6 +570,12 @@ mod io {
             match parse(bytes, src, dst, s.ifindex, &current, &own) {
                 Ok(d) => {
                     trace!(iface = %s.name, peer = %d.prefix, addr = %d.addr, "LAN neighbour heard");
+                    if heard.len() >= 4096 {
+                        heard.clear();
+                    }
+                    if heard.insert(d.prefix) {
+                        new_neighbour.notify_one();
+                    }
                     found(d);
                 }
                 Err(super::Rejected::Own) => {}

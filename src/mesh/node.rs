@@ -1697,11 +1697,15 @@ impl Core {
         self.static_peers.insert(prefix, SocketAddr::V6(addr));
         if fresh {
             info!(peer = %prefix, %addr, "LAN neighbour");
-            // Dial now rather than at the next tick.
-            if !self.down
+            if prefix < self.prefix {
+                // Both sides hear each other: the lower prefix dials first, as for --peer.
+                self.static_retry
+                    .insert(prefix, Instant::now() + STATIC_DIAL_DEFER);
+            } else if !self.down
                 && !self.by_prefix.contains_key(&prefix)
                 && !self.dialing.contains_key(&prefix)
             {
+                // Dial now rather than at the next tick.
                 self.dial(prefix, vec![SocketAddr::V6(addr)]);
             }
         }
