@@ -1,7 +1,12 @@
-//! `mesh join <TOKEN>`: new P-256 key, CSR, join, identity and parameters stored.
+//! `mesh join <TOKEN>`: new P-256 key, CSR, join, identity and parameters stored; each step
+//! shown with a spinner on a terminal, as plain lines otherwise.
+
+use std::io::IsTerminal;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::StateDir;
 use crate::registry_client::{NodeKey, RegistryClient};
@@ -36,14 +41,18 @@ pub fn run(a: JoinArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     super::runtime()?.block_on(async {
-        eprintln!("[1/3] generating an ECDSA P-256 key");
+        let mut steps = Steps::new(4);
+        steps.step("generating an ECDSA P-256 key");
         let key = NodeKey::generate()?;
-        eprintln!("[2/3] joining the registry at {}", token.url);
+        steps.step("building the certificate request (CSR)");
+        let csr = key.csr_pem()?;
+        steps.step(&format!("contacting the registry at {}", token.url));
         let client = RegistryClient::for_token(&token)?;
-        let certified = client.join(Some(&token.secret), &key).await?;
-        eprintln!("[3/3] storing the identity in {}", dir.display());
+        let certified = client.join_with_csr(Some(&token.secret), &key, csr).await?;
+        steps.step(&format!("storing the identity in {}", dir.display()));
         crate::state::save(&dir, &token.url, &key, &certified)
             .context("the registry issued a certificate but it could not be stored")?;
+        steps.done();
         if certified.params.min_protocol > crate::params::PROTOCOL_VERSION {
             bail!(
                 "this network requires protocol {} but this mesh speaks {}; upgrade mesh",
@@ -59,4 +68,72 @@ pub fn run(a: JoinArgs) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// The steps of a join on stderr: a spinner per step when stderr is a terminal (each
+/// finished step stays as a ✓ line, a failed one as a ✗ line), plain `[i/n] step` lines
+/// otherwise (logs, tests, pipes).
+struct Steps {
+    bar: Option<ProgressBar>,
+    total: usize,
+    n: usize,
+    current: Option<String>,
+}
+
+impl Steps {
+    fn new(total: usize) -> Steps {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            if let Ok(style) = ProgressStyle::with_template("{spinner:.cyan} {msg}") {
+                bar.set_style(style.tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏✓"));
+            }
+            bar.enable_steady_tick(Duration::from_millis(80));
+            bar
+        });
+        Steps {
+            bar,
+            total,
+            n: 0,
+            current: None,
+        }
+    }
+
+    /// Starts the next step (the previous one succeeded).
+    fn step(&mut self, what: &str) {
+        self.n += 1;
+        let line = format!("[{}/{}] {what}", self.n, self.total);
+        match &self.bar {
+            Some(bar) => {
+                if let Some(prev) = self.current.take() {
+                    bar.println(format!("✓ {prev}"));
+                }
+                bar.set_message(line.clone());
+            }
+            None => eprintln!("{line}"),
+        }
+        self.current = Some(line);
+    }
+
+    /// Every step succeeded.
+    fn done(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            if let Some(last) = self.current.take() {
+                eprintln!("✓ {last}");
+            }
+        }
+        self.current = None;
+    }
+}
+
+impl Drop for Steps {
+    /// A step that did not finish failed: its line stays, marked ✗, above the error.
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            if let Some(cur) = self.current.take() {
+                eprintln!("✗ {cur}");
+            }
+        }
+    }
 }

@@ -40,6 +40,10 @@ pub struct UpArgs {
     /// Tunnel idle timeout in milliseconds (keep-alive is a quarter of it).
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     tunnel_timeout_ms: u64,
+    /// A LAN interface where nodes of the network discover each other (MAC-signed Babel
+    /// Hellos) and then get tunnels over their link-local addresses (repeatable; Linux).
+    #[arg(long = "lan", value_name = "IFACE")]
+    lan: Vec<String>,
     /// The country this node is in (ISO 3166 alpha-2, e.g. FR), stated to peers so the
     /// network's country rules can be applied when tunnels are chosen.
     #[arg(long, value_name = "CC", value_parser = parse_country)]
@@ -68,6 +72,9 @@ fn parse_peer(s: &str) -> anyhow::Result<(Ipv6Net, SocketAddr)> {
 }
 
 pub fn up(a: UpArgs) -> anyhow::Result<()> {
+    if !a.lan.is_empty() && !cfg!(target_os = "linux") {
+        anyhow::bail!("--lan is only available on Linux; start the node without it");
+    }
     let dir = a
         .state
         .state_dir
@@ -110,6 +117,7 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
             }
         }),
         registry_poll: (a.registry_poll > 0).then(|| Duration::from_secs(a.registry_poll)),
+        lan: a.lan,
         country: a.country,
     };
     rt.block_on(run(cfg, super::registry::shutdown_signal()))

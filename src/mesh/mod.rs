@@ -6,6 +6,7 @@
 pub mod babel;
 pub mod fib;
 pub mod forward;
+pub mod lan_discovery;
 pub mod netstate;
 pub mod node;
 pub mod peers;

@@ -67,6 +67,8 @@ pub struct NodeConfig {
     pub babel_timers: Option<Timers>,
     /// Registry poll period (`None`: never poll after start).
     pub registry_poll: Option<Duration>,
+    /// LAN interfaces where neighbours are discovered (`--lan`, Linux only).
+    pub lan: Vec<String>,
     /// The country this node is in (ISO 3166 alpha-2), stated to peers for the country
     /// rules of the parameters.
     pub country: Option<String>,
@@ -116,6 +118,11 @@ enum Input {
     /// A peer refused our certificate as revoked.
     RevokedHint,
     Peers(Vec<PeerAddr>),
+    /// A node announced itself on a `--lan` interface (MAC verified, prefix in the network).
+    LanPeer {
+        prefix: Ipv6Net,
+        addr: std::net::SocketAddrV6,
+    },
     Down,
     Up,
     Exit,
@@ -517,6 +524,28 @@ pub async fn run(
         });
     }
 
+    // `--lan`: neighbours announce themselves on the LAN and get tunnels to their link-local
+    // addresses (src/mesh/lan_discovery.rs).
+    let lan = super::lan_discovery::LanPeers::new(super::lan_discovery::LanAuth::new(
+        &params,
+        mac_keys(&params, &keys),
+    ));
+    if !cfg.lan.is_empty() {
+        let ann = super::lan_discovery::Announcement {
+            prefix,
+            port: endpoint
+                .local_addr()
+                .map_or(cfg.listen.port(), |a| a.port()),
+        };
+        let tx = tx.clone();
+        let found = move |d: super::lan_discovery::Discovered| {
+            let _ = tx.send(Input::LanPeer {
+                prefix: d.prefix,
+                addr: d.addr,
+            });
+        };
+        super::lan_discovery::start(&cfg.lan, ann, timers.hello, lan.subscribe(), found).await?;
+    }
     let (mut cache, cache_err) =
         PeerCache::load(&PeerCache::path(&cfg.state_dir), DEFAULT_CAPACITY);
     if let Some(e) = cache_err
@@ -528,6 +557,7 @@ pub async fn run(
         cache.record_seen(*p, vec![*a], unix_now());
     }
     let core = Core {
+        lan,
         engine,
         fib,
         table,
@@ -748,6 +778,9 @@ struct Core {
     fatal: Option<String>,
     registry: Arc<ArcSwap<RegistryClient>>,
     last_bootstrap: Option<Instant>,
+    /// Neighbours found by `--lan` discovery (dialled through `static_peers`) and the keys
+    /// the discovery tasks sign and verify with.
+    lan: super::lan_discovery::LanPeers,
     last_registry_fetch: Option<Instant>,
     registry_fetch_pending: bool,
     /// When each --peer may be dialled again after a failure.
@@ -828,8 +861,7 @@ impl Core {
                     self.keys.retain(|(i, _)| *i != id);
                     self.keys.push((id, bytes));
                 }
-                self.engine
-                    .set_mac_keys(mac_keys(self.net.params(), &self.keys));
+                self.set_mac_keys();
             }
             Input::Offer { signed, crl, from } => self.offer(signed, crl, from),
             Input::Control { iface, msg } => self.control_message(iface, msg),
@@ -885,6 +917,7 @@ impl Core {
                 }
                 self.down = false;
             }
+            Input::LanPeer { prefix, addr } => self.lan_peer(prefix, addr),
             Input::Exit => return false,
         }
         self.fatal.is_none()
@@ -1159,7 +1192,7 @@ impl Core {
             );
             // Key ids we hold bytes for take effect now; new ids are fetched from the
             // registry (only authenticated, non-revoked nodes get them).
-            self.engine.set_mac_keys(mac_keys(&p, &self.keys));
+            self.set_mac_keys();
             let missing = [&p.mac.sign, &p.mac.accept]
                 .into_iter()
                 .flatten()
@@ -1311,6 +1344,7 @@ impl Core {
 
     fn housekeeping(&mut self) {
         let now = self.now();
+        self.lan_expire();
         self.maybe_renew();
         if self.registry_fetch_pending {
             self.fetch_from_registry();
@@ -1638,6 +1672,53 @@ impl Core {
         s.tunnels = self.tunnels.len();
         s.selected = selected;
         s.params_version = self.net.params().version;
+    }
+
+    /// The MAC keys of the parameters in force, for the Babel engine and LAN discovery.
+    fn set_mac_keys(&mut self) {
+        let keys = mac_keys(self.net.params(), &self.keys);
+        self.lan.set_auth(super::lan_discovery::LanAuth::new(
+            self.net.params(),
+            keys.clone(),
+        ));
+        self.engine.set_mac_keys(keys);
+    }
+
+    /// A neighbour announced itself on a `--lan` interface: kept connected like a `--peer`,
+    /// over its link-local address, while it keeps announcing itself. A `--peer` given for
+    /// the same prefix keeps its address.
+    fn lan_peer(&mut self, prefix: Ipv6Net, addr: std::net::SocketAddrV6) {
+        if prefix == self.prefix
+            || (self.static_peers.contains_key(&prefix) && !self.lan.knows(&prefix))
+        {
+            return;
+        }
+        let fresh = self.lan.heard(prefix, addr, Instant::now());
+        self.static_peers.insert(prefix, SocketAddr::V6(addr));
+        if fresh {
+            info!(peer = %prefix, %addr, "LAN neighbour");
+            if prefix < self.prefix {
+                // Both sides hear each other: the lower prefix dials first, as for --peer.
+                self.static_retry
+                    .insert(prefix, Instant::now() + STATIC_DIAL_DEFER);
+            } else if !self.down
+                && !self.by_prefix.contains_key(&prefix)
+                && !self.dialing.contains_key(&prefix)
+            {
+                // Dial now rather than at the next tick.
+                self.dial(prefix, vec![SocketAddr::V6(addr)]);
+            }
+        }
+    }
+
+    /// Stops dialling LAN neighbours not heard for ten hello intervals (at least 10 s).
+    fn lan_expire(&mut self) {
+        let max_age = (self.timers.hello * 10).max(Duration::from_secs(10));
+        for prefix in self.lan.expire(Instant::now(), max_age) {
+            info!(peer = %prefix, "LAN neighbour silent; no longer dialled");
+            self.static_peers.remove(&prefix);
+            self.static_retry.remove(&prefix);
+        }
     }
 }
 
