@@ -115,6 +115,16 @@ async fn control_socket_answers_reads_and_actions_and_cleans_up() {
     }
     assert_eq!(r["router_id"], "01:02:03:04:05:06:07:08");
     assert_eq!(client.peers().await.unwrap().len(), 1);
+    // the graph the live page draws: this node, its tunnel peer (also a route destination)
+    let g: serde_json::Value = client.get("/v1/graph").await.unwrap();
+    let nodes: Vec<&str> = g["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["prefix"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["fd00:1:0:1::/64", "fd00:1:0:2::/64"]);
+    assert_eq!(g["edges"].as_array().unwrap().len(), 1);
     let d = client.action("down").await.unwrap();
     assert!(d.ok);
     assert_eq!(client.status().await.unwrap().state, NodeStateName::Down);

@@ -24,6 +24,26 @@ async fn routes(State(h): State<H>) -> Json<Vec<Route>> {
     Json(h.routes())
 }
 
+/// The network as this node sees it (itself, its tunnels, every node it routes to), in the
+/// live page's graph shape.
+async fn graph(State(h): State<H>) -> Json<crate::ui::GraphBody> {
+    let status = h.status();
+    let obs = crate::ui::Observation {
+        nodes: vec![crate::ui::NodeObservation {
+            name: "this node".into(),
+            prefix: Some(status.prefix.clone()),
+            status: Some(status),
+            peers: h.peers(),
+            routes: h.routes(),
+            revoked: false,
+            error: None,
+        }],
+        links: Vec::new(),
+        info: Vec::new(),
+    };
+    Json(crate::ui::build_graph(&obs))
+}
+
 fn reply(r: Result<String, String>) -> (StatusCode, Json<ActionReply>) {
     match r {
         Ok(message) => (StatusCode::OK, Json(ActionReply { ok: true, message })),
@@ -52,6 +72,7 @@ pub fn router(handler: H) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
         .route("/v1/routes", get(routes))
+        .route("/v1/graph", get(graph))
         .route("/v1/up", post(up))
         .route("/v1/down", post(down))
         .route("/v1/exit", post(exit))

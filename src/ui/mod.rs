@@ -365,19 +365,6 @@ impl NodeSource {
     }
 }
 
-/// The version of the signed parameters a node stored in its state directory (the node
-/// writes them when its registry poll brings a newer version, which its status may not show
-/// yet). `None` when unreadable.
-pub fn stored_params_version(dir: &std::path::Path) -> Option<u64> {
-    let text = std::fs::read(dir.join(crate::state::files::PARAMS)).ok()?;
-    let j: crate::params::SignedParamsJson = serde_json::from_slice(&text).ok()?;
-    let signed = crate::params::SignedParams::from_json(&j).ok()?;
-    serde_json::from_slice::<serde_json::Value>(&signed.document)
-        .ok()?
-        .get("version")?
-        .as_u64()
-}
-
 /// Asks one node for status, peers and routes.
 pub async fn observe_node(
     dir: &std::path::Path,
@@ -391,12 +378,7 @@ pub async fn observe_node(
         ..NodeObservation::default()
     };
     match c.status().await {
-        Ok(mut s) => {
-            if let Some(v) = stored_params_version(dir) {
-                s.params_version = s.params_version.max(v);
-            }
-            o.status = Some(s);
-        }
+        Ok(s) => o.status = Some(s),
         Err(e) => {
             o.error = Some(e.to_string());
             return o;
