@@ -139,26 +139,17 @@ impl Drop for Demo {
 }
 
 #[test]
-fn root_demo_five_nodes_converge_with_a_full_ping_matrix_and_leave_nothing_behind() {
+fn root_demo_eight_nodes_run_60_s_with_a_full_ping_matrix_and_leave_nothing_behind() {
     if !require_root(
-        "root_demo_five_nodes_converge_with_a_full_ping_matrix_and_leave_nothing_behind",
+        "root_demo_eight_nodes_run_60_s_with_a_full_ping_matrix_and_leave_nothing_behind",
     ) {
         return;
     }
     let p = port(0).to_string();
-    let mut demo = Demo::start(&[
-        "--nodes",
-        "5",
-        "--duration",
-        "20",
-        "--ping",
-        "--seed",
-        "5",
-        "--port",
-        &p,
-    ]);
+    // exactly the command (default 8 nodes), plus a seed and a free port
+    let mut demo = Demo::start(&["--duration", "60", "--ping", "--seed", "5", "--port", &p]);
     let pid = demo.pid();
-    let (st, out) = demo.wait(Duration::from_secs(120));
+    let (st, out) = demo.wait(Duration::from_secs(180));
     assert!(st.success(), "mesh demo failed ({st}):\n{out}");
     let conv = out
         .lines()
@@ -166,7 +157,7 @@ fn root_demo_five_nodes_converge_with_a_full_ping_matrix_and_leave_nothing_behin
         .unwrap_or_else(|| panic!("no convergence line:\n{out}"));
     println!("{conv}");
     assert!(
-        out.contains("Last ping matrix full: 20/20 pairs answer."),
+        out.contains("Last ping matrix full: 56/56 pairs answer."),
         "{out}"
     );
     assert!(
