@@ -80,6 +80,7 @@ fn init_tracing(verbose: u8) {
 
 /// `mesh registry nodes | head` closes our stdout early: end quietly, as Unix tools do,
 /// instead of panicking on the next `println!` (Rust ignores SIGPIPE, so the write fails).
+/// The exit skips destructors: install it only for commands that merely print.
 fn quiet_broken_pipe() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -98,8 +99,20 @@ fn quiet_broken_pipe() {
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
-    quiet_broken_pipe();
     let cli = Cli::parse();
+    // Only for commands that print and hold nothing to clean up: the exit skips destructors,
+    // which long-running commands (up, serve, babel run, demo) rely on.
+    let prints_only = matches!(
+        &cli.command,
+        Command::Status(_) | Command::Peers(_) | Command::Routes(_)
+    ) || matches!(&cli.command, Command::Registry(r) if !matches!(r, registry::RegistryCmd::Serve(_) | registry::RegistryCmd::Init(_)))
+        || matches!(
+            &cli.command,
+            Command::Babel(babel::BabelCmd::Routes(_) | babel::BabelCmd::Stats(_))
+        );
+    if prints_only {
+        quiet_broken_pipe();
+    }
     init_tracing(cli.verbose);
     let result = match cli.command {
         Command::Registry(cmd) => registry::run(cmd),
