@@ -5,7 +5,6 @@
 
 mod ring;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use re6mesh::netns::require_root;
@@ -298,59 +297,10 @@ fn root_heal_five_percent_loss_on_every_link_every_pair_answers_and_1_mb_crosses
         N * (N - 1) * 10
     );
     // 1 MB over TCP from n0 to n3, checksummed
-    let server = ring.tmp.path().join("server.out");
     let mut ring = ring;
-    let pid = ring
-        .rig
-        .spawn(
-            "n3",
-            "python3",
-            &["-c", SERVER_PY],
-            Stdio::from(std::fs::File::create(&server).unwrap()),
-            Stdio::null(),
-        )
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let t = Instant::now();
-    let client = ring
-        .rig
-        .exec_status(
-            "n0",
-            &["python3", "-c", CLIENT_PY, &node_addr(&ring.prefixes[3])],
-        )
-        .unwrap();
-    assert!(
-        client.status.success(),
-        "{}",
-        String::from_utf8_lossy(&client.stderr)
-    );
-    let elapsed = t.elapsed();
-    ring.wait_pid(pid, Duration::from_secs(20));
-    let sent = String::from_utf8_lossy(&client.stdout).trim().to_owned();
-    let got = std::fs::read_to_string(&server).unwrap().trim().to_owned();
-    assert_eq!(got, sent, "the bytes received differ from the bytes sent");
+    let elapsed = ring.tcp_transfer(0, 3, 1024 * 1024);
     println!("5 % loss: 1 MB TCP n0 → n3 in {elapsed:?}, sha256 match");
 }
-
-const SERVER_PY: &str = r#"
-import socket, hashlib
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("::", 5001)); s.listen(1)
-c, _ = s.accept(); h = hashlib.sha256(); n = 0
-while True:
-    b = c.recv(65536)
-    if not b: break
-    h.update(b); n += len(b)
-print(n, h.hexdigest(), flush=True)
-"#;
-
-const CLIENT_PY: &str = r#"
-import socket, hashlib, sys, random
-r = random.Random(7); data = bytes(r.getrandbits(8) for _ in range(1024 * 1024))
-c = socket.create_connection((sys.argv[1], 5001), timeout=60); c.sendall(data); c.close()
-print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
-"#;
 
 #[test]
 fn root_heal_the_lock_cycle_retires_and_replaces_tunnels_while_traffic_flows() {

@@ -9,26 +9,6 @@ use std::time::{Duration, Instant};
 use re6mesh::netns::require_root;
 use ring::*;
 
-const SERVER_PY: &str = r#"
-import socket, hashlib, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("::", 5001)); s.listen(1)
-c, _ = s.accept(); h = hashlib.sha256(); n = 0
-while True:
-    b = c.recv(65536)
-    if not b: break
-    h.update(b); n += len(b)
-print(n, h.hexdigest(), flush=True)
-"#;
-
-const CLIENT_PY: &str = r#"
-import socket, hashlib, sys, random
-r = random.Random(7); data = bytes(r.getrandbits(8) for _ in range(10 * 1024 * 1024))
-c = socket.create_connection((sys.argv[1], 5001), timeout=60); c.sendall(data); c.close()
-print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
-"#;
-
 #[test]
 fn root_ring_of_seven_every_pair_reaches_every_other_and_a_tcp_transfer_crosses_three_hops() {
     if !require_root(
@@ -71,45 +51,7 @@ fn root_ring_of_seven_every_pair_reaches_every_other_and_a_tcp_transfer_crosses_
     assert!(hlim <= 62, "n0 -> n3 took fewer than 3 hops: {out}");
 
     // 10 MB over TCP from n0 to n3 (3 hops either way round the ring), checksummed end to end
-    let server = ring.tmp.path().join("server.out");
-    let server_out = Stdio::from(std::fs::File::create(&server).unwrap());
-    let pid = ring
-        .rig
-        .spawn(
-            "n3",
-            "python3",
-            &["-c", SERVER_PY],
-            server_out,
-            Stdio::null(),
-        )
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let t = Instant::now();
-    let client = ring
-        .rig
-        .exec_status(
-            "n0",
-            &["python3", "-c", CLIENT_PY, &node_addr(&ring.prefixes[3])],
-        )
-        .unwrap();
-    let elapsed = t.elapsed();
-    let sent = String::from_utf8_lossy(&client.stdout).trim().to_owned();
-    assert!(
-        client.status.success(),
-        "client: {}",
-        String::from_utf8_lossy(&client.stderr)
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ring
-        .rig
-        .child(pid)
-        .is_some_and(|c| c.try_wait().ok().flatten().is_none())
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let got = std::fs::read_to_string(&server).unwrap().trim().to_owned();
-    assert_eq!(got, sent, "the bytes received differ from the bytes sent");
+    let elapsed = ring.tcp_transfer(0, 3, 10 * 1024 * 1024);
     println!(
         "10 MB TCP n0 -> n3 over 3 hops: {elapsed:?} ({:.1} Mbit/s), sha256 match",
         80.0 / elapsed.as_secs_f64()

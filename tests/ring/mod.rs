@@ -433,6 +433,70 @@ impl Ring {
     }
 }
 
+const SERVER_PY: &str = r#"
+import socket, hashlib
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", 5001)); s.listen(1)
+c, _ = s.accept(); h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(65536)
+    if not b: break
+    h.update(b); n += len(b)
+print(n, h.hexdigest(), flush=True)
+"#;
+
+const CLIENT_PY: &str = r#"
+import socket, hashlib, sys, random
+r = random.Random(7); data = bytes(r.getrandbits(8) for _ in range(int(sys.argv[2])))
+c = socket.create_connection((sys.argv[1], 5001), timeout=60); c.sendall(data); c.close()
+print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
+"#;
+
+impl Ring {
+    /// Sends `bytes` random bytes over TCP from node `from` to node `to` and checks the
+    /// SHA-256 at the far end; returns how long the transfer took.
+    pub fn tcp_transfer(&mut self, from: usize, to: usize, bytes: usize) -> Duration {
+        let server = self.tmp.path().join(format!("server-{from}-{to}.out"));
+        let pid = self
+            .rig
+            .spawn(
+                &format!("n{to}"),
+                "python3",
+                &["-c", SERVER_PY],
+                Stdio::from(std::fs::File::create(&server).unwrap()),
+                Stdio::null(),
+            )
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let t = Instant::now();
+        let client = self
+            .rig
+            .exec_status(
+                &format!("n{from}"),
+                &[
+                    "python3",
+                    "-c",
+                    CLIENT_PY,
+                    &node_addr(&self.prefixes[to]),
+                    &bytes.to_string(),
+                ],
+            )
+            .unwrap();
+        let elapsed = t.elapsed();
+        assert!(
+            client.status.success(),
+            "client: {}",
+            String::from_utf8_lossy(&client.stderr)
+        );
+        self.wait_pid(pid, Duration::from_secs(10));
+        let sent = String::from_utf8_lossy(&client.stdout).trim().to_owned();
+        let got = std::fs::read_to_string(&server).unwrap().trim().to_owned();
+        assert_eq!(got, sent, "the bytes received differ from the bytes sent");
+        elapsed
+    }
+}
+
 pub fn all_pairs(ring: &Ring) -> bool {
     (0..N).all(|i| {
         (0..N)
