@@ -46,6 +46,11 @@ fn init(dir: &Path, port: u16, extra: &[&str]) {
 struct Serve(Child);
 
 impl Serve {
+    /// Where its stderr goes (next to the registry state directory).
+    fn log_path(dir: &Path) -> std::path::PathBuf {
+        dir.with_extension("serve.log")
+    }
+
     fn start(dir: &Path, port: u16) -> Serve {
         let child = Command::new(env!("CARGO_BIN_EXE_mesh"))
             .args([
@@ -57,7 +62,9 @@ impl Serve {
             ])
             .arg(format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(Serve::log_path(dir)).expect("serve log"),
+            ))
             .spawn()
             .expect("spawn serve");
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -258,6 +265,13 @@ fn join_stores_the_identity_and_a_second_join_changes_nothing() {
     let port = free_port();
     init(&reg, port, &[]);
     let _serve = Serve::start(&reg, port);
+    // logs written to a file are plain text: no terminal colour codes
+    let log = std::fs::read_to_string(Serve::log_path(&reg)).unwrap();
+    assert!(log.contains("registry serving"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file: {log:?}"
+    );
     let token = stdout(&mesh(&[
         "registry",
         "token",

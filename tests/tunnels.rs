@@ -241,3 +241,30 @@ async fn a_peer_below_the_minimum_protocol_is_refused() {
     }
     reg.stop().await;
 }
+
+/// The country a node states travels in its hello (for the country rules); anything that is
+/// not a two-letter upper-case code is dropped on receipt.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hello_carries_a_valid_country_and_drops_an_invalid_one() {
+    use re6mesh::mesh::tunnels::HelloInfo;
+    let reg = TestRegistry::start().await;
+    let (a, b) = (reg.join_node().await, reg.join_node().await);
+    let (ea, eb) = (Arc::new(endpoint(&a)), Arc::new(endpoint(&b)));
+    let hello = |country: &str| HelloInfo {
+        protocol: re6mesh::params::PROTOCOL_VERSION,
+        params_version: 1,
+        endpoints: vec![],
+        country: Some(country.into()),
+    };
+    let b_addr = eb.local_addr().unwrap();
+    for (sent, seen) in [("FR", Some("FR")), ("france", None)] {
+        eb.set_hello(hello(sent), 1);
+        let eb2 = eb.clone();
+        let acc = tokio::spawn(async move { eb2.accept().await.unwrap().finish().await });
+        let t = ea.connect(b_addr, b.cert.prefix).await.unwrap();
+        assert_eq!(t.peer_hello.country.as_deref(), seen, "sent {sent:?}");
+        let _b_side = acc.await.unwrap().unwrap();
+        t.conn.close(0u32.into(), b"bye");
+    }
+    reg.stop().await;
+}

@@ -30,6 +30,8 @@ pub struct Applied {
     pub params: bool,
     /// A new CRL is now in force (the revoked set changed or was first learnt).
     pub crl: bool,
+    /// The version of the offered parameters (verified), newer or not.
+    pub offered: Option<u64>,
 }
 
 impl Applied {
@@ -114,11 +116,13 @@ impl NetState {
         signed: Option<&SignedParams>,
         crl: Option<&[u8]>,
     ) -> Result<Applied, OfferError> {
+        let mut offered = None;
         let newer = match signed {
             Some(s) => {
                 let p = s
                     .verify(&self.ca_der)
                     .map_err(|e| OfferError::BadParams(e.to_string()))?;
+                offered = Some(p.version);
                 (p.version > self.params.version).then(|| (s.clone(), p))
             }
             None => None,
@@ -145,7 +149,10 @@ impl NetState {
             }
             _ => None,
         };
-        let mut applied = Applied::default();
+        let mut applied = Applied {
+            offered,
+            ..Applied::default()
+        };
         if let Some((s, p)) = newer {
             if p.crl.sha256 != self.params.crl.sha256 && crl_new.is_none() {
                 // The CRL in force is not the one the new parameters name: keep applying
@@ -226,7 +233,8 @@ mod tests {
             a,
             Applied {
                 params: true,
-                crl: true
+                crl: true,
+                offered: Some(2),
             }
         );
         assert_eq!(st.params().version, 2);
@@ -285,7 +293,8 @@ mod tests {
             a,
             Applied {
                 params: true,
-                crl: false
+                crl: false,
+                offered: Some(2),
             }
         );
         assert!(st.crl_wanted());

@@ -604,7 +604,6 @@ pub async fn run(
         },
         renewing: false,
         next_renewal_try: Instant::now(),
-        crl_fetch: None,
         fatal: None,
         registry: client.clone(),
         last_bootstrap: None,
@@ -772,8 +771,6 @@ struct Core {
     cert: Identity,
     renewing: bool,
     next_renewal_try: Instant,
-    /// When the last registry CRL fetch started (the parameters name a CRL we lack).
-    crl_fetch: Option<Instant>,
     /// Why the node must stop (e.g. the network requires a newer protocol).
     fatal: Option<String>,
     registry: Arc<ArcSwap<RegistryClient>>,
@@ -1135,10 +1132,8 @@ impl Core {
             && let Some(t) = self.tunnels.get_mut(&i)
         {
             // The sender has at least what it sent.
-            if let Some(v) = signed.as_ref().and_then(|s| {
-                serde_json::from_slice::<crate::params::NetworkParams>(&s.document).ok()
-            }) {
-                t.peer_params = t.peer_params.max(v.version);
+            if let Some(v) = applied.offered {
+                t.peer_params = t.peer_params.max(v);
             }
         }
         if !applied.any() {
@@ -1156,12 +1151,7 @@ impl Core {
                 // Pass the news on before stopping: our neighbours must stop too.
                 tracing::error!("{msg}");
                 self.fatal = Some(msg);
-                let m = self.params_message();
-                for (id, t) in &self.tunnels {
-                    if Some(*id) != from {
-                        let _ = t.ctl.send(m.clone());
-                    }
-                }
+                self.announce(from);
                 return;
             }
             self.tm.set_config(PolicyConfig::from_params(
@@ -1212,7 +1202,12 @@ impl Core {
         if applied.crl {
             self.apply_crl();
         }
-        // Tell the other neighbours.
+        self.announce(from);
+        self.refresh_snapshot();
+    }
+
+    /// Sends the parameters and CRL in force to every neighbour but `from`.
+    fn announce(&mut self, from: Option<IfaceId>) {
         let m = self.params_message();
         let v = self.net.params().version;
         for (id, t) in self.tunnels.iter_mut() {
@@ -1221,7 +1216,6 @@ impl Core {
                 let _ = t.ctl.send(m.clone());
             }
         }
-        self.refresh_snapshot();
     }
 
     /// Applies the CRL in force at once: handshakes from revoked serials are refused from
@@ -1346,26 +1340,10 @@ impl Core {
         let now = self.now();
         self.lan_expire();
         self.maybe_renew();
-        if self.registry_fetch_pending {
+        // The parameters name a CRL we lack (no neighbour had it): ask the registry
+        // (rate-limited there).
+        if self.registry_fetch_pending || self.net.crl_wanted() {
             self.fetch_from_registry();
-        }
-        // The parameters name a CRL we lack (no neighbour had it): ask the registry.
-        if self.net.crl_wanted()
-            && self
-                .crl_fetch
-                .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
-        {
-            self.crl_fetch = Some(Instant::now());
-            let (client, tx) = (self.registry.load_full(), self.tx.clone());
-            tokio::spawn(async move {
-                if let Ok(der) = client.crl().await {
-                    let _ = tx.send(Input::Offer {
-                        signed: None,
-                        crl: Some(der),
-                        from: None,
-                    });
-                }
-            });
         }
         // RTT from QUIC into the Babel cost.
         for t in self.tunnels.values() {
