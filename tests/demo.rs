@@ -645,6 +645,24 @@ fn root_demo_page_in_chromium_matches_the_api_and_greys_out_a_revoked_node() {
         before.as_str().is_some_and(|c| !c.contains("revoked")),
         "{before}"
     );
+    // the page must be following its event stream before the revocation, and must not
+    // learn it by being reloaded: a marker in this document survives only if it is not
+    let t = Instant::now();
+    loop {
+        let badge = live.eval("document.getElementById('live').textContent");
+        if badge == "live" {
+            println!("live page: event stream open after {:?}", t.elapsed());
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the live page never connected its event stream (badge {badge})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    live.eval("window.meshTestMark = 1");
+    let streamed_js = "Number(document.getElementById('graph').dataset.streamed || 0)";
+    let streamed_before = live.eval(streamed_js).as_u64().unwrap_or(0);
     let (st, body) = http(
         port,
         "POST",
@@ -675,8 +693,16 @@ fn root_demo_page_in_chromium_matches_the_api_and_greys_out_a_revoked_node() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let badge = live.eval("document.getElementById('live').textContent");
-    assert_eq!(badge, "live", "the event stream is connected");
+    assert_eq!(
+        live.eval("window.meshTestMark === 1"),
+        true,
+        "the page was reloaded: it did not follow its event stream"
+    );
+    let streamed_after = live.eval(streamed_js).as_u64().unwrap_or(0);
+    assert!(
+        streamed_after > streamed_before,
+        "the revoked snapshot did not come from the event stream ({streamed_before} → {streamed_after})"
+    );
     drop(live);
 
     // 4. Cut a link from the API: its tunnel goes; heal it: the tunnel comes back.

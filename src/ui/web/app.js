@@ -336,6 +336,9 @@
     es.onopen = live;
     es.onmessage = (ev) => {
       live();
+      // how many snapshots the stream delivered: lets a test tell them from a reload
+      const svg = $("graph");
+      svg.dataset.streamed = String(Number(svg.dataset.streamed || 0) + 1);
       try { show(JSON.parse(ev.data)); } catch (e) { /* ignore a bad frame */ }
     };
     es.onerror = () => { badge.textContent = "reconnecting"; badge.className = "badge lost"; };
