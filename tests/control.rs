@@ -205,3 +205,25 @@ async fn mesh_status_peers_routes_down_talk_to_the_running_node() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// As a service the socket belongs to the `re6mesh` group with mode 0660 (CONVENTIONS); the
+/// handover itself is checked here with a group every Debian system has.
+#[tokio::test(flavor = "multi_thread")]
+async fn root_control_socket_can_be_shared_with_a_group() {
+    if !re6mesh::netns::require_root("root_control_socket_can_be_shared_with_a_group") {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let groups = std::fs::read_to_string("/etc/group").unwrap();
+    let gid = group_id(&groups, "daemon").expect("group daemon in /etc/group");
+    assert_ne!(gid, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let server = ControlServer::bind(dir.path(), 0o600).await.unwrap();
+    let meta = std::fs::metadata(server.path()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_ne!(meta.gid(), gid);
+    server.share_with_group(gid).unwrap();
+    let meta = std::fs::metadata(server.path()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), gid);
+}

@@ -168,6 +168,46 @@ fn root_demo_eight_nodes_run_60_s_with_a_full_ping_matrix_and_leave_nothing_behi
     assert_eq!(leftovers(pid), Vec::<String>::new(), "left behind");
 }
 
+#[test]
+fn root_demo_mac_rotation_loses_no_ping() {
+    if !require_root("root_demo_mac_rotation_loses_no_ping") {
+        return;
+    }
+    let p = port(0).to_string();
+    let mut demo = Demo::start(&[
+        "--nodes",
+        "5",
+        "--duration",
+        "5",
+        "--ping",
+        "--mac-rotation",
+        "--seed",
+        "3",
+        "--port",
+        &p,
+    ]);
+    let pid = demo.pid();
+    let (st, out) = demo.wait(Duration::from_secs(180));
+    assert!(
+        st.success(),
+        "mesh demo --mac-rotation failed ({st}):\n{out}"
+    );
+    for step in 1..=3 {
+        assert!(out.contains(&format!("  step {step} at ")), "{out}");
+    }
+    let done = out
+        .lines()
+        .find(|l| l.starts_with("MAC rotation done:"))
+        .unwrap_or_else(|| panic!("no rotation summary:\n{out}"));
+    println!("{done}");
+    assert!(done.contains(", 0 lost (baseline"), "{done}");
+    assert!(
+        out.contains("Last ping matrix full: 20/20 pairs answer."),
+        "{out}"
+    );
+    assert_eq!(leftovers(pid), Vec::<String>::new(), "left behind");
+}
+
 /// A bare HTTP/1.1 request to the demo page on loopback; returns (status, body).
 fn http(
     port: u16,

@@ -1,5 +1,6 @@
 //! The node's local control API (CONVENTIONS "Node lifecycle"): HTTP/1.1 + JSON on the Unix
-//! socket `<state-dir>/control.sock` (mode 0600 for a per-user run). Read-only calls
+//! socket `<state-dir>/control.sock` (mode 0600 for a per-user run; 0660 with group `re6mesh` when
+//! root runs the node and that group exists, as the installers create it for the service). Read-only calls
 //! (`GET /v1/status`, `/v1/peers`, `/v1/routes`) and actions (`POST /v1/up`, `/v1/down`,
 //! `/v1/exit`) are distinct. Used by the CLI (`mesh status|peers|routes|up|down`), later by
 //! the tray and the web page; `curl --unix-socket` works too.
@@ -128,8 +129,40 @@ pub struct ActionReply {
     pub message: String,
 }
 
+/// The group that may use a service's control socket (CONVENTIONS: installers create it).
+pub const SERVICE_GROUP: &str = "re6mesh";
+
+/// The id of group `name` in an `/etc/group`-format text, if listed. Malformed lines are skipped.
+pub fn group_id(group_file: &str, name: &str) -> Option<u32> {
+    group_file.lines().find_map(|line| {
+        let mut f = line.split(':');
+        (f.next()? == name).then_some(())?;
+        f.nth(1)?.trim().parse().ok()
+    })
+}
+
+/// The id of the [`SERVICE_GROUP`] on this machine, if it exists.
+pub fn service_group_id() -> Option<u32> {
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    group_id(&text, SERVICE_GROUP)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn group_id_reads_etc_group_lines() {
+        let text = "root:x:0:\nre6meshx:x:5:\nre6mesh:x:998:alice,bob\nbad line\nother:x:zz:\n";
+        assert_eq!(super::group_id(text, "re6mesh"), Some(998));
+        assert_eq!(super::group_id(text, "root"), Some(0));
+        assert_eq!(
+            super::group_id(text, "other"),
+            None,
+            "a non-numeric gid is not a gid"
+        );
+        assert_eq!(super::group_id(text, "missing"), None);
+        assert_eq!(super::group_id("", "re6mesh"), None);
+    }
+
     #[test]
     fn router_id_is_colon_hex() {
         assert_eq!(

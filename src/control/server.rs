@@ -125,6 +125,15 @@ impl ControlServer {
         Ok(ControlServer { listener, path })
     }
 
+    /// Hands the socket to group `gid` with mode 0660: how a node run as a service lets the
+    /// members of the `re6mesh` group use `mesh status` (CONVENTIONS, node lifecycle).
+    #[cfg(unix)]
+    pub fn share_with_group(&self, gid: u32) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::chown(&self.path, None, Some(gid))?;
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o660))
+    }
+
     /// The socket path.
     pub fn path(&self) -> &Path {
         &self.path

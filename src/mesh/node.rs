@@ -417,6 +417,21 @@ pub async fn run(
         network: params.network,
     });
     let control = control::server::ControlServer::bind(&cfg.state_dir, 0o600).await?;
+    // As a service (root, and the installers' group exists) the group may use the socket too.
+    #[cfg(unix)]
+    if rustix::process::geteuid().is_root()
+        && let Some(gid) = control::service_group_id()
+    {
+        match control.share_with_group(gid) {
+            Ok(()) => info!(
+                group = control::SERVICE_GROUP,
+                "control socket shared with the group (mode 0660)"
+            ),
+            Err(e) => {
+                warn!(error = %e, "cannot give the control socket to the re6mesh group; only root can use it")
+            }
+        }
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     {
         let mut stop = stop_rx.clone();

@@ -388,6 +388,14 @@ impl Ring {
 
     /// `mesh peers --json` of node `i`: the peers' prefixes.
     pub fn peers(&self, i: usize) -> Vec<String> {
+        self.peer_lines(i)
+            .iter()
+            .filter_map(|v| v["prefix"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// `mesh peers --json` of node `i`, one value per tunnel.
+    pub fn peer_lines(&self, i: usize) -> Vec<serde_json::Value> {
         let o = Command::new(MESH)
             .args(["peers", "--json", "--state-dir"])
             .arg(self.dir(i))
@@ -396,7 +404,6 @@ impl Ring {
         String::from_utf8_lossy(&o.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v["prefix"].as_str().map(str::to_owned))
             .collect()
     }
 
