@@ -741,25 +741,43 @@ fn triangle_scenario(tag: &str, mesh: bool) {
     let _ = ca;
 }
 
-/// Usage errors are one sentence on stderr and exit code 1, before any socket is opened.
+/// Bad argument values are usage errors (CONVENTIONS): exit code 2 and one `error:` sentence
+/// on stderr naming the option and what is wrong, before any socket is opened.
 #[test]
 fn babel_run_rejects_bad_arguments() {
+    let long_key = "00".repeat(65);
     for (args, want) in [
         (
             vec!["--iface", "lo", "--announce", "bogus"],
-            "--announce bogus is not a prefix in CIDR notation",
+            "invalid value 'bogus' for '--announce <CIDR>': not a prefix in CIDR notation",
+        ),
+        (
+            vec!["--iface", "lo", "--announce", "10.0.0.0/33"],
+            "for '--announce <CIDR>': not a prefix in CIDR notation",
         ),
         (
             vec!["--iface", "lo", "--key-hex", "zz"],
-            "--key-hex is not a hexadecimal string",
+            "invalid value 'zz' for '--key-hex <HEX>': not a hexadecimal string",
+        ),
+        (
+            vec!["--iface", "lo", "--key-hex", long_key.as_str()],
+            "for '--key-hex <HEX>': the key must be 1 to 64 bytes long",
         ),
         (
             vec!["--iface", "lo", "--key-alg", "md5", "--key-hex", "00"],
-            "--key-alg md5 is not supported (only hmac-sha256)",
+            "invalid value 'md5' for '--key-alg <ALG>': not supported (only hmac-sha256)",
         ),
         (
             vec!["--iface", "lo", "--hello-interval", "0"],
-            "--hello-interval must be between 0.01 and 655 seconds",
+            "invalid value '0' for '--hello-interval <S>': must be between 0.01 and 655 seconds",
+        ),
+        (
+            vec!["--iface", "lo", "--update-interval", "NaN"],
+            "invalid value 'NaN' for '--update-interval <S>': must be between 0.01 and 655 seconds",
+        ),
+        (
+            vec!["--iface", "lo", "--hello-interval", "soon"],
+            "invalid value 'soon' for '--hello-interval <S>': not a number of seconds",
         ),
     ] {
         let out = std::process::Command::new(MESH)
@@ -768,9 +786,17 @@ fn babel_run_rejects_bad_arguments() {
             .output()
             .expect("mesh");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("error")).count(),
+            1,
+            "{args:?}: {err}"
+        );
         assert!(err.contains(want), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
     }
+    // A runtime failure stays exit code 1.
     let out = std::process::Command::new(MESH)
         .args(["babel", "routes", "--control", "/nonexistent/babel.sock"])
         .output()
