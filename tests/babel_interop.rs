@@ -156,6 +156,49 @@ impl Lab {
         (ia, ib)
     }
 
+    /// One link shared by `members`: a bridge (no STP, no multicast snooping) in namespace
+    /// `lan`, each member joined to it by a veth named `to-lan`, with an IPv4 address from
+    /// 198.18.1.0/24. Returns the members' interface name.
+    fn shared_link(&mut self, members: &[&str]) -> String {
+        self.rig.add_ns("lan").expect("add_ns lan");
+        let br = |args: &[&str]| self.rig.exec("lan", args).expect("bridge");
+        br(&[
+            "ip",
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "mcast_snooping",
+            "0",
+        ]);
+        br(&["ip", "link", "set", "br0", "up"]);
+        let mut ifc = String::new();
+        for (i, m) in members.iter().enumerate() {
+            let (mine, port) = self.rig.link(m, "lan").expect("link");
+            self.rig
+                .exec("lan", &["ip", "link", "set", &port, "master", "br0"])
+                .expect("bridge port");
+            self.rig
+                .exec(
+                    m,
+                    &[
+                        "ip",
+                        "addr",
+                        "add",
+                        &format!("198.18.1.{}/24", i + 1),
+                        "dev",
+                        &mine,
+                    ],
+                )
+                .expect("addr");
+            ifc = mine;
+        }
+        ifc
+    }
+
     fn babeld(&mut self, n: &Node, ifaces: &[&str], key: Option<&str>, tag: &str) -> u32 {
         let mut conf = String::new();
         let keyref = match key {
@@ -172,6 +215,9 @@ impl Lab {
         let v4len = n.v4.split('/').nth(1).unwrap_or("26");
         conf.push_str(&format!("redistribute ip {} eq {v4len} allow\n", n.v4));
         conf.push_str("redistribute local deny\nredistribute deny\n");
+        // babeld's read-only local interface, for `babeld_dump`.
+        let local = self.path(&format!("{}-{tag}.sock", n.name));
+        conf.push_str(&format!("local-path {}\n", local.display()));
         let cf = self.path(&format!("{}-{tag}.conf", n.name));
         std::fs::write(&cf, conf).expect("conf");
         let pid = self.path(&format!("{}-{tag}.pid", n.name));
@@ -191,6 +237,20 @@ impl Lab {
         self.rig
             .spawn(n.name, "babeld", &args, Stdio::from(log), Stdio::from(err))
             .expect("spawn babeld")
+    }
+
+    /// babeld's `dump` (neighbours, routes, …) through its local interface (`local-path`).
+    fn babeld_dump(&self, ns: &str, tag: &str) -> String {
+        use std::io::{Read, Write};
+        let path = self.path(&format!("{ns}-{tag}.sock"));
+        let Ok(mut c) = std::os::unix::net::UnixStream::connect(&path) else {
+            return String::new();
+        };
+        let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = c.write_all(b"dump\nquit\n");
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        out
     }
 
     fn control(&self) -> PathBuf {
@@ -543,64 +603,118 @@ fn root_babel_reference_babeld_in_the_middle() {
     triangle_scenario("bbreftri", false);
 }
 
+/// Link-local address of `ifc` in namespace `ns` (empty if none yet).
+fn link_local(lab: &Lab, ns: &str, ifc: &str) -> String {
+    let o = lab
+        .rig
+        .exec(
+            ns,
+            &[
+                "ip", "-6", "-o", "addr", "show", "dev", ifc, "scope", "link",
+            ],
+        )
+        .expect("ip addr");
+    let s = String::from_utf8_lossy(&o.stdout).into_owned();
+    s.split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// a (babeld, our key), m (ours), x (babeld, another key) and y (babeld, no MAC) on ONE link:
+/// a Linux bridge in its own namespace, each router joined to it by a veth.
 #[test]
 fn root_babel_rejects_wrong_key_and_unsigned() {
     if !require_root("root_babel_rejects_wrong_key_and_unsigned") {
         return;
     }
     let mut lab = Lab::new("bbauth");
-    for n in [&A, &M, &X, &Y] {
+    let members = [&A, &M, &X, &Y];
+    for n in members {
         lab.node(n);
     }
-    let (am, ma) = lab.link("a", "m");
-    let (mx, xm) = lab.link("m", "x");
-    let (my, ym) = lab.link("m", "y");
-    lab.babeld(&A, &[&am], Some(KEY), "1");
-    lab.mesh(&M, &[&ma, &mx, &my], "1");
-    lab.babeld(&X, &[&xm], Some(WRONG_KEY), "1");
-    lab.babeld(&Y, &[&ym], None, "1");
-    let ll = |ns: &str, ifc: &str| -> String {
-        let o = lab
-            .rig
-            .exec(
-                ns,
-                &[
-                    "ip", "-6", "-o", "addr", "show", "dev", ifc, "scope", "link",
-                ],
-            )
-            .expect("ip addr");
-        let s = String::from_utf8_lossy(&o.stdout).into_owned();
-        s.split_whitespace()
-            .skip_while(|w| *w != "inet6")
-            .nth(1)
-            .and_then(|a| a.split('/').next())
-            .unwrap_or_default()
-            .to_owned()
+    let ifc = lab.shared_link(&members.map(|n| n.name));
+    let t0 = Instant::now();
+    lab.babeld(&X, &[&ifc], Some(WRONG_KEY), "1");
+    lab.babeld(&Y, &[&ifc], None, "1");
+    lab.babeld(&A, &[&ifc], Some(KEY), "1");
+    lab.mesh(&M, &[&ifc], "1");
+    let lls = || -> Vec<String> {
+        members
+            .iter()
+            .map(|n| link_local(&lab, n.name, &ifc))
+            .collect()
     };
-    let (llx, lly) = (ll("x", &xm), ll("y", &ym));
-    // The good neighbour is learnt (the rig works) ...
-    assert!(
-        wait(Duration::from_secs(30), || lab.learnt("m", A.v6)
-            && lab.learnt("a", M.v6))
-        .is_some(),
-        "a and m did not learn each other"
-    );
-    // ... and after several hellos and updates from x and y:
-    let counted = wait(Duration::from_secs(15), || {
-        let s: serde_json::Value = serde_json::from_str(&lab.mesh_cli("stats")).unwrap_or_default();
-        let rx = |a: &str| s["rejected_by_source"][a].as_u64().unwrap_or(0);
-        rx(&llx) >= 5 && rx(&lly) >= 5
+    wait(Duration::from_secs(5), || {
+        lls().iter().all(|a| a.starts_with("fe80"))
     });
-    let stats = lab.mesh_cli("stats");
-    println!("auth: stats {stats}");
+    let lls = lls();
+    assert!(lls.iter().all(|a| a.starts_with("fe80")), "{lls:?}");
+    let [lla, llm, llx, lly] = [&lls[0], &lls[1], &lls[2], &lls[3]];
+
+    // The positive control: the correctly keyed babeld on the same link and we learn each
+    // other, both families.
+    let learnt = wait(Duration::from_secs(20), || {
+        lab.learnt("m", A.v6)
+            && lab.learnt("m", A.v4)
+            && lab.learnt("a", M.v6)
+            && lab.learnt("a", M.v4)
+    });
+    if learnt.is_none() {
+        lab.dump(&["a-1.log", "m-1.log"]);
+        eprintln!("mesh stats: {}", lab.mesh_cli("stats"));
+    }
+    assert!(learnt.is_some(), "a and m did not learn each other");
+    println!(
+        "[mesh] shared link a+m+x+y: m and a learnt each other (IPv6 and IPv4) {} after start",
+        secs(t0.elapsed())
+    );
+
+    // x's and y's packets reach us: at least 5 each (hello 1 s), every one rejected. Waiting
+    // for them also gives x and y more than one update interval (4 s) of our packets.
+    let stats = || -> serde_json::Value {
+        serde_json::from_str(&lab.mesh_cli("stats")).unwrap_or_default()
+    };
+    let n = |s: &serde_json::Value, map: &str, ll: &str| s[map][ll].as_u64().unwrap_or(0);
+    let counted = wait(Duration::from_secs(15), || {
+        let s = stats();
+        n(&s, "rejected_by_source", llx) >= 5 && n(&s, "rejected_by_source", lly) >= 5
+    });
+    let s = stats();
+    if counted.is_none() {
+        lab.dump(&["x-1.log", "y-1.log", "m-1.log"]);
+    }
     assert!(
         counted.is_some(),
-        "packets of x ({llx}) and y ({lly}) not counted: {stats}"
+        "packets of x ({llx}) and y ({lly}) not counted as rejected: {s}"
     );
-    let s: serde_json::Value = serde_json::from_str(&stats).expect("stats json");
-    assert!(s["rejected"]["bad_mac"].as_u64().unwrap_or(0) > 0);
-    assert!(s["rejected"]["unsigned"].as_u64().unwrap_or(0) > 0);
-    // None of their prefixes in our table (control socket and kernel) ...
+    println!(
+        "[mesh] shared link: 5 packets each of x and y rejected {} after start",
+        secs(t0.elapsed())
+    );
+    for (who, ll) in [("a", lla), ("x", llx), ("y", lly)] {
+        println!(
+            "[mesh] shared link: from {who} ({ll}): {} packets received, {} rejected",
+            n(&s, "rx_by_source", ll),
+            n(&s, "rejected_by_source", ll)
+        );
+    }
+    println!("[mesh] shared link: rejected by reason {}", s["rejected"]);
+    for ll in [llx, lly] {
+        // Received and rejected are counted at two moments of one packet's handling.
+        let (rx, rej) = (n(&s, "rx_by_source", ll), n(&s, "rejected_by_source", ll));
+        assert!(rej + 1 >= rx, "{ll}: {rx} received but only {rej} rejected");
+    }
+    assert!(n(&s, "rejected", "bad_mac") >= 5, "{s}");
+    assert!(n(&s, "rejected", "unsigned") >= 5, "{s}");
+    assert!(
+        n(&s, "rx_by_source", lla) > n(&s, "rejected_by_source", lla),
+        "a's packets were not accepted: {s}"
+    );
+
+    // None of their prefixes in our table (control socket and kernel), nor passed on to a ...
     let routes = lab.mesh_routes();
     for p in [X.v6, X.v4, Y.v6, Y.v4] {
         assert!(
@@ -610,14 +724,64 @@ fn root_babel_rejects_wrong_key_and_unsigned() {
         assert!(lab.kroute("m", p).is_empty(), "{p} in m's kernel table");
         assert!(!lab.learnt("a", p), "{p} reached a");
     }
-    // ... and they learn nothing from us.
-    for (ns, own) in [("x", &X), ("y", &Y)] {
+    // ... and they learn nothing from us (nor from a, through us or directly), watched for
+    // two more update intervals.
+    let t = Instant::now();
+    let leak = wait(Duration::from_secs(8), || {
+        ["x", "y"]
+            .iter()
+            .any(|ns| [M.v6, M.v4, A.v6, A.v4].iter().any(|p| lab.learnt(ns, p)))
+    });
+    for ns in ["x", "y"] {
         for p in [M.v6, M.v4, A.v6, A.v4] {
             assert!(!lab.learnt(ns, p), "{ns} learnt {p}");
         }
-        let _ = own;
     }
-    println!("auth: wrong-key and unsigned routers rejected, nothing learnt either way");
+    assert!(leak.is_none(), "x or y learnt a route through m or a");
+    println!(
+        "[mesh] shared link: x and y learnt nothing in {} more",
+        secs(t.elapsed())
+    );
+    // Their own view (babeld's local interface): y, which ignores MACs, hears our Hellos but
+    // we never answer it with an IHU, so its cost to us and every route it heard stay
+    // infinite; x drops all our packets and has no neighbour at all.
+    let (dx, dy) = (lab.babeld_dump("x", "1"), lab.babeld_dump("y", "1"));
+    let lines = |d: &str, what: &str| -> Vec<String> {
+        d.lines()
+            .filter(|l| l.starts_with(what))
+            .map(str::to_owned)
+            .collect()
+    };
+    let y_m = lines(&dy, "add neighbour")
+        .into_iter()
+        .find(|l| l.contains(&format!("address {llm} ")));
+    let Some(y_m) = y_m else {
+        panic!("y does not hear m ({llm}):\n{dy}");
+    };
+    println!("[mesh] shared link: y's view of m: {y_m}");
+    assert!(y_m.ends_with("cost 65535"), "{y_m}");
+    let y_routes = lines(&dy, "add route");
+    for p in [M.v6, M.v4] {
+        assert!(
+            y_routes
+                .iter()
+                .any(|l| l.contains(&format!("prefix {p} ")) && l.contains(&format!("via {llm} "))),
+            "y did not even hear m's update for {p}:\n{dy}"
+        );
+    }
+    assert!(
+        y_routes.iter().all(|l| l.contains(" metric 65535 ")),
+        "y has a finite route:\n{dy}"
+    );
+    assert!(
+        lines(&dx, "add neighbour").is_empty() && lines(&dx, "add route").is_empty(),
+        "x accepted someone's packets:\n{dx}"
+    );
+    assert!(dx.contains("add xroute"), "x's dump is incomplete:\n{dx}");
+    println!(
+        "[mesh] shared link: wrong-key x and unsigned y rejected, nothing learnt either way ({} in all)",
+        secs(t0.elapsed())
+    );
 }
 
 /// nft table dropping everything in and out of `ifc` in namespace `ns`.
@@ -741,25 +905,43 @@ fn triangle_scenario(tag: &str, mesh: bool) {
     let _ = ca;
 }
 
-/// Usage errors are one sentence on stderr and exit code 1, before any socket is opened.
+/// Bad argument values are usage errors (CONVENTIONS): exit code 2 and one `error:` sentence
+/// on stderr naming the option and what is wrong, before any socket is opened.
 #[test]
 fn babel_run_rejects_bad_arguments() {
+    let long_key = "00".repeat(65);
     for (args, want) in [
         (
             vec!["--iface", "lo", "--announce", "bogus"],
-            "--announce bogus is not a prefix in CIDR notation",
+            "invalid value 'bogus' for '--announce <CIDR>': not a prefix in CIDR notation",
+        ),
+        (
+            vec!["--iface", "lo", "--announce", "10.0.0.0/33"],
+            "for '--announce <CIDR>': not a prefix in CIDR notation",
         ),
         (
             vec!["--iface", "lo", "--key-hex", "zz"],
-            "--key-hex is not a hexadecimal string",
+            "invalid value 'zz' for '--key-hex <HEX>': not a hexadecimal string",
+        ),
+        (
+            vec!["--iface", "lo", "--key-hex", long_key.as_str()],
+            "for '--key-hex <HEX>': the key must be 1 to 64 bytes long",
         ),
         (
             vec!["--iface", "lo", "--key-alg", "md5", "--key-hex", "00"],
-            "--key-alg md5 is not supported (only hmac-sha256)",
+            "invalid value 'md5' for '--key-alg <ALG>': not supported (only hmac-sha256)",
         ),
         (
             vec!["--iface", "lo", "--hello-interval", "0"],
-            "--hello-interval must be between 0.01 and 655 seconds",
+            "invalid value '0' for '--hello-interval <S>': must be between 0.01 and 655 seconds",
+        ),
+        (
+            vec!["--iface", "lo", "--update-interval", "NaN"],
+            "invalid value 'NaN' for '--update-interval <S>': must be between 0.01 and 655 seconds",
+        ),
+        (
+            vec!["--iface", "lo", "--hello-interval", "soon"],
+            "invalid value 'soon' for '--hello-interval <S>': not a number of seconds",
         ),
     ] {
         let out = std::process::Command::new(MESH)
@@ -768,9 +950,17 @@ fn babel_run_rejects_bad_arguments() {
             .output()
             .expect("mesh");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("error")).count(),
+            1,
+            "{args:?}: {err}"
+        );
         assert!(err.contains(want), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
     }
+    // A runtime failure stays exit code 1.
     let out = std::process::Command::new(MESH)
         .args(["babel", "routes", "--control", "/nonexistent/babel.sock"])
         .output()

@@ -24,26 +24,28 @@ pub enum BabelCmd {
     Stats(ShowArgs),
 }
 
+/// Every value is checked by its clap value parser, so a bad one is a usage error (exit 2)
+/// reported before any socket is opened.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Interface to run Babel on (repeat for several).
     #[arg(long = "iface", value_name = "IF", required = true)]
     ifaces: Vec<String>,
     /// Prefix to announce, IPv6 or IPv4 (repeat for several).
-    #[arg(long = "announce", value_name = "CIDR")]
-    announce: Vec<String>,
+    #[arg(long = "announce", value_name = "CIDR", value_parser = parse_prefix)]
+    announce: Vec<Prefix>,
     /// MAC algorithm (only hmac-sha256).
-    #[arg(long, value_name = "ALG", requires = "key_hex")]
+    #[arg(long, value_name = "ALG", requires = "key_hex", value_parser = parse_key_alg)]
     key_alg: Option<String>,
     /// MAC key in hex (at most 64 bytes, as babeld).
-    #[arg(long, value_name = "HEX")]
-    key_hex: Option<String>,
-    /// Hello interval in seconds.
-    #[arg(long, value_name = "S", default_value_t = 4.0)]
-    hello_interval: f64,
-    /// Update interval in seconds.
-    #[arg(long, value_name = "S", default_value_t = 16.0)]
-    update_interval: f64,
+    #[arg(long, value_name = "HEX", value_parser = parse_key)]
+    key_hex: Option<MacKey>,
+    /// Hello interval in seconds (0.01 to 655).
+    #[arg(long, value_name = "S", default_value = "4", value_parser = parse_interval)]
+    hello_interval: Duration,
+    /// Update interval in seconds (0.01 to 655).
+    #[arg(long, value_name = "S", default_value = "16", value_parser = parse_interval)]
+    update_interval: Duration,
     /// UDP port.
     #[arg(long, default_value_t = BABEL_PORT)]
     port: u16,
@@ -56,6 +58,16 @@ pub struct RunArgs {
     /// State directory: the router-id and seqno are kept there across restarts.
     #[arg(long, value_name = "DIR", env = "MESH_STATE_DIR")]
     state_dir: Option<PathBuf>,
+}
+
+/// The bytes of `--key-hex`; `Debug` does not print them.
+#[derive(Clone)]
+struct MacKey(Vec<u8>);
+
+impl std::fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MacKey({} bytes)", self.0.len())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -71,11 +83,41 @@ pub struct ShowArgs {
     json: bool,
 }
 
-fn interval(s: f64, what: &str) -> anyhow::Result<Duration> {
-    if !(0.01..=655.0).contains(&s) {
-        anyhow::bail!("--{what} must be between 0.01 and 655 seconds");
+// Value parsers: clap prints "invalid value 'V' for '--OPTION <X>': <this message>" and
+// exits with code 2.
+
+fn parse_prefix(s: &str) -> Result<Prefix, String> {
+    s.parse().map_err(|_| {
+        "not a prefix in CIDR notation (e.g. 2001:db8:a::/64 or 198.51.100.0/26)".to_owned()
+    })
+}
+
+fn parse_key_alg(s: &str) -> Result<String, String> {
+    if s == "hmac-sha256" {
+        Ok(s.to_owned())
+    } else {
+        Err("not supported (only hmac-sha256)".to_owned())
     }
-    Ok(Duration::from_secs_f64(s))
+}
+
+fn parse_key(s: &str) -> Result<MacKey, String> {
+    let k = hex::decode(s.trim()).map_err(|_| "not a hexadecimal string".to_owned())?;
+    if k.is_empty() || k.len() > 64 {
+        return Err("the key must be 1 to 64 bytes long (babeld refuses longer keys)".to_owned());
+    }
+    Ok(MacKey(k))
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| "not a number of seconds".to_owned())?;
+    // NaN fails the range check too.
+    if !(0.01..=655.0).contains(&secs) {
+        return Err("must be between 0.01 and 655 seconds".to_owned());
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn socket_path(control: Option<PathBuf>, state_dir: Option<PathBuf>) -> Option<PathBuf> {
@@ -91,35 +133,14 @@ pub fn run_cmd(cmd: BabelCmd) -> anyhow::Result<()> {
 }
 
 fn run_router(a: RunArgs) -> anyhow::Result<()> {
-    let mut announce = Vec::new();
-    for p in &a.announce {
-        let prefix: Prefix = p
-            .parse()
-            .map_err(|_| anyhow::anyhow!("--announce {p} is not a prefix in CIDR notation"))?;
-        announce.push(prefix);
-    }
-    if let Some(alg) = &a.key_alg
-        && alg != "hmac-sha256"
-    {
-        anyhow::bail!("--key-alg {alg} is not supported (only hmac-sha256)");
-    }
-    let key = match &a.key_hex {
-        Some(h) => {
-            let k = hex::decode(h.trim())
-                .map_err(|_| anyhow::anyhow!("--key-hex is not a hexadecimal string"))?;
-            if k.is_empty() || k.len() > 64 {
-                anyhow::bail!("--key-hex must be 1 to 64 bytes long (babeld refuses longer keys)");
-            }
-            Some(k)
-        }
-        None => None,
-    };
+    // hmac-sha256 is the only algorithm: its value parser refuses any other.
+    let _ = a.key_alg;
     let cfg = RouterConfig {
         ifaces: a.ifaces,
-        announce,
-        key,
-        hello: interval(a.hello_interval, "hello-interval")?,
-        update: interval(a.update_interval, "update-interval")?,
+        announce: a.announce,
+        key: a.key_hex.map(|k| k.0),
+        hello: a.hello_interval,
+        update: a.update_interval,
         port: a.port,
         group: a.group,
         control: socket_path(a.control, a.state_dir.clone()),

@@ -1,5 +1,7 @@
 //! The `mesh` command line (clap derive). Human output by default, `--json` for scripts.
-//! Errors: one sentence on stderr, exit code 1 (2 for usage errors, from clap).
+//! Errors: one sentence on stderr, exit code 1 (2 for usage errors, from clap). Option values
+//! are checked by clap value parsers, so a bad value is a usage error too; exit code 1 is left
+//! for what fails at run time.
 
 #[cfg(target_os = "linux")]
 mod babel;

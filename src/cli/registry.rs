@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use ipnet::Ipv6Net;
 
@@ -59,8 +58,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     state: StateDir,
     /// Address and port to listen on: `[ADDR:]PORT` (default [::]:8443).
-    #[arg(long, value_name = "[ADDR:]PORT", default_value = "[::]:8443")]
-    listen: String,
+    #[arg(long, value_name = "[ADDR:]PORT", default_value = "[::]:8443", value_parser = parse_listen)]
+    listen: SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,8 +128,8 @@ pub enum ParamsCmd {
     /// Change parameters and publish a new version, e.g. `params set hello_interval=1`.
     Set {
         /// KEY=VALUE pairs.
-        #[arg(value_name = "KEY=VALUE", required = true)]
-        pairs: Vec<String>,
+        #[arg(value_name = "KEY=VALUE", required = true, value_parser = parse_pair)]
+        pairs: Vec<(String, String)>,
     },
 }
 
@@ -152,14 +151,23 @@ fn dir(s: &StateDir) -> PathBuf {
         .unwrap_or_else(crate::paths::default_registry_dir)
 }
 
-/// Parses `[ADDR:]PORT` (no address: all addresses, IPv6 and IPv4).
-pub fn parse_listen(s: &str) -> anyhow::Result<SocketAddr> {
+/// Parses `[ADDR:]PORT` (no address: all addresses, IPv6 and IPv4); a clap value parser, so a
+/// bad value is a usage error (exit 2).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = s.parse::<u16>() {
         return Ok(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)));
     }
-    s.parse().with_context(|| {
-        format!("{s:?} is not `[ADDR:]PORT` (e.g. 8443, 127.0.0.1:8443, [::]:8443)")
-    })
+    s.parse()
+        .map_err(|_| "not `[ADDR:]PORT` (e.g. 8443, 127.0.0.1:8443, [::]:8443)".to_owned())
+}
+
+/// `KEY=VALUE` of `params set`, as a clap value parser (the value itself is checked by the
+/// store, against the parameter's type).
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err("not KEY=VALUE (e.g. hello_interval=1)".to_owned()),
+    }
 }
 
 fn default_url() -> String {
@@ -200,7 +208,7 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
         }
         RegistryCmd::Serve(a) => {
             let reg = Registry::open(&dir(&a.state))?;
-            let listen = parse_listen(&a.listen)?;
+            let listen = a.listen;
             super::runtime()?.block_on(async move {
                 let server = registry::server::Server::bind(reg, listen).await?;
                 tracing::info!(addr = %server.local_addr()?, "registry serving");
@@ -247,12 +255,9 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
             let mut store = reg.store()?;
             match a.set {
                 Some(ParamsCmd::Set { pairs }) => {
-                    for pair in &pairs {
-                        let Some((k, v)) = pair.split_once('=') else {
-                            bail!("{pair:?} is not KEY=VALUE");
-                        };
-                        let version = store.set_param(&reg.ca, k.trim(), v, registry::now())?;
-                        println!("{} set; parameters version {version}", k.trim());
+                    for (k, v) in &pairs {
+                        let version = store.set_param(&reg.ca, k, v, registry::now())?;
+                        println!("{k} set; parameters version {version}");
                     }
                     Ok(())
                 }

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
 use ipnet::Ipv6Net;
 
@@ -17,8 +16,8 @@ pub struct UpArgs {
     #[command(flatten)]
     state: StateDir,
     /// UDP address for tunnels: `[ADDR:]PORT` (default: all addresses, port 6464).
-    #[arg(long, value_name = "[ADDR:]PORT", default_value = "6464")]
-    listen: String,
+    #[arg(long, value_name = "[ADDR:]PORT", default_value = "6464", value_parser = super::registry::parse_listen)]
+    listen: SocketAddr,
     /// TUN device name.
     #[arg(long, value_name = "NAME", default_value = crate::tun::DEFAULT_NAME)]
     tun: String,
@@ -26,8 +25,8 @@ pub struct UpArgs {
     #[arg(long)]
     foreground: bool,
     /// A peer to keep a tunnel to: `PREFIX@ADDR:PORT` (repeatable).
-    #[arg(long = "peer", value_name = "PREFIX@ADDR:PORT")]
-    peers: Vec<String>,
+    #[arg(long = "peer", value_name = "PREFIX@ADDR:PORT", value_parser = parse_peer)]
+    peers: Vec<(Ipv6Net, SocketAddr)>,
     /// An endpoint where this node can be reached, announced to the registry and peers (repeatable).
     #[arg(long = "endpoint", value_name = "ADDR:PORT")]
     endpoints: Vec<SocketAddr>,
@@ -59,15 +58,14 @@ fn parse_country(s: &str) -> Result<String, String> {
     }
 }
 
-fn parse_peer(s: &str) -> anyhow::Result<(Ipv6Net, SocketAddr)> {
-    let (p, a) = s
-        .split_once('@')
-        .with_context(|| format!("{s:?} is not PREFIX@ADDR:PORT"))?;
+fn parse_peer(s: &str) -> Result<(Ipv6Net, SocketAddr), String> {
+    let (p, a) = s.split_once('@').ok_or_else(|| {
+        "not PREFIX@ADDR:PORT (e.g. fd12:3456:789a:1::/64@192.0.2.1:6464)".to_owned()
+    })?;
     Ok((
         p.parse()
-            .with_context(|| format!("{p:?} is not an IPv6 prefix"))?,
-        a.parse()
-            .with_context(|| format!("{a:?} is not ADDR:PORT"))?,
+            .map_err(|_| format!("{p:?} is not an IPv6 prefix"))?,
+        a.parse().map_err(|_| format!("{a:?} is not ADDR:PORT"))?,
     ))
 }
 
@@ -91,19 +89,13 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
-    let listen = super::registry::parse_listen(&a.listen)?;
-    let peers = a
-        .peers
-        .iter()
-        .map(|p| parse_peer(p))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let idle = Duration::from_millis(a.tunnel_timeout_ms.max(100));
     let cfg = NodeConfig {
         state_dir: dir,
-        listen,
+        listen: a.listen,
         tun_name: a.tun,
         tun_mtu: crate::tun::DEFAULT_MTU,
-        peers,
+        peers: a.peers,
         endpoints: a.endpoints,
         tunnel_timers: TunnelTimers {
             keep_alive: idle / 4,
