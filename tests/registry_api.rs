@@ -252,6 +252,11 @@ async fn renew_is_refused_early_allowed_in_the_window_and_after_a_serial_revocat
     let renewed = node.client.renew(&node.key).await.unwrap();
     assert_eq!(renewed.prefix, node.cert.prefix);
     assert_ne!(renewed.serial, node.cert.serial);
+    // `nodes` lists the new certificate, even when it was issued in the same second as the old
+    let rows = r.store().unwrap().nodes().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].serial, renewed.serial);
+    assert!(!rows[0].revoked);
     // the new certificate works for authenticated calls, the old one does not
     node.client_for(&reg.url, &renewed)
         .mac_keys()

@@ -560,13 +560,14 @@ impl Store {
         Ok(format!("{what} (parameters version {v})"))
     }
 
-    /// Nodes for `mesh registry nodes`.
+    /// Nodes for `mesh registry nodes`, each with its newest certificate (the last one
+    /// inserted: a renewal in the same second as the previous issue ties on `issued_at`).
     pub fn nodes(&self) -> Result<Vec<NodeRow>> {
         let mut st = self.conn.prepare(
             "SELECT n.prefix, c.serial, c.not_after, c.revoked_at, n.banned_at, n.last_seen, n.protocol
-             FROM nodes n JOIN certs c ON c.node_id = n.id
-             WHERE c.issued_at = (SELECT MAX(issued_at) FROM certs WHERE node_id = n.id)
-             GROUP BY n.id ORDER BY n.prefix",
+             FROM nodes n JOIN certs c ON c.rowid = (
+                 SELECT rowid FROM certs WHERE node_id = n.id ORDER BY issued_at DESC, rowid DESC LIMIT 1)
+             ORDER BY n.prefix",
         )?;
         let rows = st.query_map([], |r| {
             Ok(NodeRow {
