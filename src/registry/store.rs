@@ -30,6 +30,9 @@ pub const DEFAULT_CERT_VALIDITY_SECS: i64 = 365 * 86400;
 pub const DEFAULT_RECLAIM_AFTER_SECS: i64 = 30 * 86400;
 /// A node that reported its endpoints this recently counts as live for bootstrap.
 pub const LIVE_SECS: i64 = 15 * 60;
+/// Longest node prefix: a node's address is prefix::1, which a /128 cannot hold (two /128
+/// nodes fd::/128 and fd::1/128 would both get the address fd::1).
+pub const MAX_NODE_PREFIX_LEN: u8 = 127;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -278,6 +281,11 @@ impl Store {
         if len < network.prefix_len() || len > 128 {
             return Err(RegistryError::BadRequest(format!(
                 "prefix length /{len} does not fit inside the network {network}"
+            )));
+        }
+        if len > MAX_NODE_PREFIX_LEN {
+            return Err(RegistryError::BadRequest(format!(
+                "a node prefix must be /{MAX_NODE_PREFIX_LEN} or shorter, not /{len}: the node's address is prefix::1"
             )));
         }
         if uses == 0 {
@@ -752,8 +760,10 @@ fn validate_setting(key: &str, value: &str) -> Result<String> {
         }
         "node_prefix_len" => {
             let v = value.parse::<u8>().map_err(|_| bad("a prefix length"))?;
-            if v > 128 {
-                return Err(bad("a prefix length up to 128"));
+            if v > MAX_NODE_PREFIX_LEN {
+                return Err(bad(
+                    "a prefix length up to 127 (the node's address is prefix::1)",
+                ));
             }
             v.to_string()
         }
