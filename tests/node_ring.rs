@@ -226,6 +226,22 @@ fn root_ring_hostile_inputs_are_refused_while_traffic_flows() {
         inner.status.success() && text.contains("1 passed"),
         "inner test:\n{text}"
     );
+    // n3 itself refused the client certificate of another CA (the dialler trusted n3), and the
+    // expired one: its own verdict, not the dialler's refusal of n3 relayed as "aborted by peer"
+    let n3_log = std::fs::read_to_string(ring.tmp.path().join("n3.log")).unwrap();
+    let refused = |why: &[&str]| {
+        n3_log.lines().any(|l| {
+            l.contains("incoming tunnel refused")
+                && l.contains("invalid peer certificate")
+                && !l.contains("by peer")
+                && why.iter().any(|w| l.contains(w))
+        })
+    };
+    assert!(
+        refused(&["UnknownIssuer", "BadSignature"]),
+        "n3 log:\n{n3_log}"
+    );
+    assert!(refused(&["certificate expired"]), "n3 log:\n{n3_log}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while ring
         .rig
@@ -290,24 +306,13 @@ fn inner_hostile_dials_are_refused() {
             .create_token(None, None, 1)
             .unwrap();
         let tok = re6mesh::token::JoinToken::decode(&tok).unwrap();
-        let key = NodeKey::generate().unwrap();
+        let foreign_key = NodeKey::generate().unwrap();
         let foreign = RegistryClient::for_token(&tok)
             .unwrap()
-            .join(Some(&tok.secret), &key)
+            .join(Some(&tok.secret), &foreign_key)
             .await
             .unwrap();
-        let ep = TunnelEndpoint::bind(
-            "[::]:0".parse().unwrap(),
-            Trust::new(&foreign.ca_der).unwrap(),
-            &foreign.cert_der,
-            &key.to_der(),
-            TunnelTimers::default(),
-        )
-        .unwrap();
-        let err = ep.connect(target, prefix).await;
-        assert!(err.is_err(), "a node of another network got a tunnel");
-
-        // an expired certificate of this network
+        // a certificate of this network (short-lived: the registry issues 1 s certificates now)
         let tok = re6mesh::token::JoinToken::decode(&var("RE6MESH_INNER_TOKEN")).unwrap();
         let key = NodeKey::generate().unwrap();
         let mine = RegistryClient::for_token(&tok)
@@ -315,6 +320,25 @@ fn inner_hostile_dials_are_refused() {
             .join(Some(&tok.secret), &key)
             .await
             .unwrap();
+        let foreign_with = |trusted_ca: &[u8]| {
+            TunnelEndpoint::bind(
+                "[::]:0".parse().unwrap(),
+                Trust::new(trusted_ca).unwrap(),
+                &foreign.cert_der,
+                &foreign_key.to_der(),
+                TunnelTimers::default(),
+            )
+            .unwrap()
+        };
+        // the foreign node trusting only its own CA: it refuses n3 itself
+        let r = foreign_with(&foreign.ca_der).connect(target, prefix).await;
+        assert!(r.is_err(), "a node of another network got a tunnel");
+        // the foreign node trusting this network's CA accepts n3, so n3 must refuse it (the
+        // outer test finds n3's refusal in its log)
+        let r = foreign_with(&mine.ca_der).connect(target, prefix).await;
+        assert!(r.is_err(), "n3 accepted a client certificate of another CA");
+
+        // an expired certificate of this network
         tokio::time::sleep(Duration::from_millis(2100)).await;
         let ep = TunnelEndpoint::bind(
             "[::]:0".parse().unwrap(),

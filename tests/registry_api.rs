@@ -18,6 +18,76 @@ fn overlaps(a: &Ipv6Net, b: &Ipv6Net) -> bool {
     a.contains(b) || b.contains(a)
 }
 
+/// A well-formed, correctly self-signed CSR carrying an Ed25519 key.
+fn ed25519_csr_pem() -> String {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap()
+}
+
+/// A well-formed, correctly self-signed CSR carrying an RSA-2048 key (the fuzz seed: ring
+/// cannot generate RSA keys).
+fn rsa_csr_pem() -> String {
+    let der = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus/registry_csr/rsa2048.der"),
+    )
+    .unwrap();
+    identity::der_to_pem(&der, "CERTIFICATE REQUEST")
+}
+
+/// Everything a request could change in the registry's store.
+#[derive(Debug, PartialEq)]
+struct StoreSnapshot {
+    nodes: Vec<registry::store::NodeRow>,
+    tokens: Vec<registry::store::TokenRow>,
+    params: Vec<u8>,
+    crl: Vec<u8>,
+}
+
+fn snapshot(reg: &TestRegistry) -> StoreSnapshot {
+    let s = reg.registry().store().unwrap();
+    StoreSnapshot {
+        nodes: s.nodes().unwrap(),
+        tokens: s.tokens().unwrap(),
+        params: s.params().unwrap().document,
+        crl: s.crl().unwrap(),
+    }
+}
+
+/// Sends each body to `path` and checks the answer: a 4xx with a JSON error containing the
+/// needle.
+async fn expect_4xx(client: &RegistryClient, path: &str, cases: Vec<(&str, Vec<u8>, &str)>) {
+    for (what, body, needle) in cases {
+        let (status, resp) = client.raw("POST", path, Some(body)).await.unwrap();
+        let text = String::from_utf8_lossy(&resp);
+        assert!(
+            (400..500).contains(&status),
+            "{path} {what}: status {status} {text}"
+        );
+        let parsed: re6mesh::registry_api::ErrorBody = serde_json::from_slice(&resp)
+            .unwrap_or_else(|e| panic!("{path} {what}: not an error body ({e}): {text}"));
+        assert!(parsed.error.contains(needle), "{path} {what}: {text}");
+    }
+}
+
+/// The CRL the registry serves, checked against the CA; returns its number and serials.
+fn crl_number_and_serials(der: &[u8], ca_der: &[u8]) -> (String, Vec<String>) {
+    let (_, crl) = CertificateRevocationList::from_der(der).unwrap();
+    let (_, ca) = X509Certificate::from_der(ca_der).unwrap();
+    crl.verify_signature(ca.public_key())
+        .expect("CRL signed by the CA");
+    let number = crl.crl_number().map(|n| n.to_string()).unwrap_or_default();
+    let serials = crl
+        .iter_revoked_certificates()
+        .map(|rc| identity::serial_hex(rc.raw_serial()))
+        .collect();
+    (number, serials)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn join_with_token_issues_a_certificate_with_the_conventions_fields() {
     let reg = TestRegistry::start().await;
@@ -252,6 +322,11 @@ async fn renew_is_refused_early_allowed_in_the_window_and_after_a_serial_revocat
     let renewed = node.client.renew(&node.key).await.unwrap();
     assert_eq!(renewed.prefix, node.cert.prefix);
     assert_ne!(renewed.serial, node.cert.serial);
+    // `nodes` lists the new certificate, even when it was issued in the same second as the old
+    let rows = r.store().unwrap().nodes().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].serial, renewed.serial);
+    assert!(!rows[0].revoked);
     // the new certificate works for authenticated calls, the old one does not
     node.client_for(&reg.url, &renewed)
         .mac_keys()
@@ -283,12 +358,22 @@ async fn a_ban_refuses_renewal_and_frees_the_prefix_once_the_certificate_expired
         .set_param(&r.ca, "cert_validity", "3s", registry::now())
         .unwrap();
     let a = reg.join_node().await;
+    let (before, _) = a.client.params().await.unwrap();
     let msg = r
         .store()
         .unwrap()
         .revoke(&r.ca, &a.cert.prefix.to_string(), registry::now())
         .unwrap();
     assert!(msg.contains("banned"), "{msg}");
+    // the ban publishes a new CRL listing the serial, and new parameters naming that CRL
+    let (after, _) = a.client.params().await.unwrap();
+    assert!(after.version > before.version);
+    assert!(after.crl.number > before.crl.number);
+    let der = a.client.crl().await.unwrap();
+    assert_eq!(hex::encode(identity::fingerprint(&der)), after.crl.sha256);
+    let (number, serials) = crl_number_and_serials(&der, &a.cert.ca_der);
+    assert_eq!(number, after.crl.number.to_string());
+    assert_eq!(serials, vec![a.cert.serial.clone()]);
     let err = a.client.renew(&a.key).await.unwrap_err();
     assert!(
         matches!(&err, ClientError::Refused { status: 403, .. }),
@@ -340,18 +425,8 @@ async fn revocation_publishes_a_crl_listing_the_serial_and_bumps_the_parameters(
     // the CRL parses, is signed by the CA, lists the serial, and matches the parameters' hash
     let der = b.client.crl().await.unwrap();
     assert_eq!(hex::encode(identity::fingerprint(&der)), after.crl.sha256);
-    let (_, crl) = CertificateRevocationList::from_der(&der).unwrap();
-    let (_, ca) = X509Certificate::from_der(&a.cert.ca_der).unwrap();
-    crl.verify_signature(ca.public_key())
-        .expect("CRL signed by the CA");
-    assert_eq!(
-        crl.crl_number().map(|n| n.to_string()),
-        Some(after.crl.number.to_string())
-    );
-    let serials: Vec<String> = crl
-        .iter_revoked_certificates()
-        .map(|rc| identity::serial_hex(rc.raw_serial()))
-        .collect();
+    let (number, serials) = crl_number_and_serials(&der, &a.cert.ca_der);
+    assert_eq!(number, after.crl.number.to_string());
     assert_eq!(serials, vec![a.cert.serial.clone()]);
     reg.stop().await;
 }
@@ -496,6 +571,8 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         .unwrap()
         .pem()
         .unwrap();
+    let ed25519_csr = ed25519_csr_pem();
+    let rsa_csr = rsa_csr_pem();
     let mut bad_sig = good_csr.clone();
     // flip a base64 character inside the signature (near the end of the PEM body)
     let pos = bad_sig.rfind("-----END").unwrap() - 6;
@@ -510,6 +587,8 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         ("unknown field", serde_json::to_vec(&serde_json::json!({"token": secret, "csr": good_csr, "admin": true})).unwrap(), "unknown field"),
         ("malformed CSR", serde_json::to_vec(&serde_json::json!({"token": secret, "csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"})).unwrap(), "malformed"),
         ("CSR with a P-384 key", serde_json::to_vec(&serde_json::json!({"token": secret, "csr": p384_csr})).unwrap(), "P-256"),
+        ("CSR with an Ed25519 key", serde_json::to_vec(&serde_json::json!({"token": secret, "csr": ed25519_csr})).unwrap(), "P-256"),
+        ("CSR with an RSA key", serde_json::to_vec(&serde_json::json!({"token": secret, "csr": rsa_csr})).unwrap(), "P-256"),
         ("CSR with a broken signature", serde_json::to_vec(&serde_json::json!({"token": secret, "csr": bad_sig})).unwrap(), "signature"),
         ("oversized body", serde_json::to_vec(&serde_json::json!({"token": secret, "csr": "x".repeat(100_000)})).unwrap(), "larger than"),
         ("token not base64", serde_json::to_vec(&serde_json::json!({"token": "***", "csr": good_csr})).unwrap(), "base64"),
@@ -532,6 +611,154 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let r = reg.registry();
     assert!(r.store().unwrap().nodes().unwrap().is_empty());
     assert_eq!(r.store().unwrap().tokens().unwrap()[0].uses_left, 1);
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_renew_and_endpoints_bodies_get_a_clear_4xx_and_change_nothing() {
+    let reg = TestRegistry::start().await;
+    let r = reg.registry();
+    let a = reg.join_node().await;
+    let b = reg.join_node().await;
+    // a is revoked by serial, so a good renewal would go through at once (not "too early")
+    r.store()
+        .unwrap()
+        .revoke(&r.ca, &a.cert.serial, registry::now())
+        .unwrap();
+    let good_csr = NodeKey::generate().unwrap().csr_pem().unwrap();
+    let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let p384_csr = rcgen::CertificateParams::default()
+        .serialize_request(&p384)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let json = |v: serde_json::Value| serde_json::to_vec(&v).unwrap();
+    let before = snapshot(&reg);
+
+    let renew: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("garbage JSON", b"{not json".to_vec(), "not acceptable"),
+        ("empty body", Vec::new(), "not acceptable"),
+        (
+            "unknown field",
+            json(serde_json::json!({"csr": good_csr, "prefix": "fd5e:1234:5678::/56"})),
+            "unknown field",
+        ),
+        ("missing CSR", json(serde_json::json!({})), "missing field"),
+        (
+            "CSR of the wrong type",
+            json(serde_json::json!({"csr": 5})),
+            "invalid type",
+        ),
+        (
+            "malformed CSR",
+            json(
+                serde_json::json!({"csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"}),
+            ),
+            "malformed",
+        ),
+        (
+            "CSR with a P-384 key",
+            json(serde_json::json!({"csr": p384_csr})),
+            "P-256",
+        ),
+        (
+            "CSR with an Ed25519 key",
+            json(serde_json::json!({"csr": ed25519_csr_pem()})),
+            "P-256",
+        ),
+        (
+            "CSR with an RSA key",
+            json(serde_json::json!({"csr": rsa_csr_pem()})),
+            "P-256",
+        ),
+        (
+            "oversized body",
+            json(serde_json::json!({"csr": "x".repeat(100_000)})),
+            "larger than",
+        ),
+    ];
+    expect_4xx(&a.client, "/renew", renew).await;
+
+    let ep = "[fd00::2]:6464";
+    let seventeen: Vec<String> = (1..=17).map(|i| format!("[fd00::{i}]:6464")).collect();
+    let endpoints: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("garbage JSON", b"[[[".to_vec(), "not acceptable"),
+        ("empty body", Vec::new(), "not acceptable"),
+        (
+            "unknown field",
+            json(
+                serde_json::json!({"endpoints": [ep], "protocol": 1, "prefix": "fd5e:1234:5678::/56"}),
+            ),
+            "unknown field",
+        ),
+        (
+            "missing protocol",
+            json(serde_json::json!({"endpoints": [ep]})),
+            "missing field",
+        ),
+        (
+            "negative protocol",
+            json(serde_json::json!({"endpoints": [ep], "protocol": -1})),
+            "invalid value",
+        ),
+        (
+            "endpoints not a list",
+            json(serde_json::json!({"endpoints": ep, "protocol": 1})),
+            "invalid type",
+        ),
+        (
+            "not an address",
+            json(serde_json::json!({"endpoints": ["nowhere:6464"], "protocol": 1})),
+            "socket address",
+        ),
+        (
+            "too many endpoints",
+            json(serde_json::json!({"endpoints": seventeen, "protocol": 1})),
+            "at most 16",
+        ),
+        (
+            "port 0",
+            json(serde_json::json!({"endpoints": ["[fd00::2]:0"], "protocol": 1})),
+            "unicast",
+        ),
+        (
+            "unspecified address",
+            json(serde_json::json!({"endpoints": ["[::]:6464"], "protocol": 1})),
+            "unicast",
+        ),
+        (
+            "multicast address",
+            json(serde_json::json!({"endpoints": ["[ff02::1]:6464"], "protocol": 1})),
+            "unicast",
+        ),
+        (
+            "oversized body",
+            json(serde_json::json!({"endpoints": [ep], "protocol": 1, "pad": "x".repeat(100_000)})),
+            "larger than",
+        ),
+    ];
+    expect_4xx(&b.client, "/endpoints", endpoints).await;
+
+    // nothing changed: no new certificate, no endpoints, no last contact, same CRL and parameters
+    assert_eq!(snapshot(&reg), before);
+
+    // the same clients with good bodies do change the store (the snapshot would have seen it)
+    let renewed = a.client.renew(&a.key).await.unwrap();
+    assert_ne!(renewed.serial, a.cert.serial);
+    b.client
+        .report_endpoints(&[ep.parse().unwrap()], 1)
+        .await
+        .unwrap();
+    let after = snapshot(&reg);
+    let row = |s: &StoreSnapshot, p: &Ipv6Net| {
+        s.nodes
+            .iter()
+            .find(|n| n.prefix == p.to_string())
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(row(&after, &a.cert.prefix).serial, renewed.serial);
+    assert_eq!(row(&after, &b.cert.prefix).protocol, Some(1));
     reg.stop().await;
 }
 

@@ -433,3 +433,118 @@ fn kill_9_during_50_joins_loses_no_certificate_and_never_reuses_a_prefix() {
     );
     assert!(prefixes.len() >= received.len() + 10);
 }
+
+#[test]
+fn token_create_prefix_len_hands_out_a_prefix_of_exactly_that_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("reg");
+    let rs = reg.to_str().unwrap();
+    let port = free_port();
+    init(&reg, port, &["--network", "fd77:3::/48"]);
+    let _serve = Serve::start(&reg, port);
+    let network: ipnet::Ipv6Net = "fd77:3::/48".parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // None: the network's default (64), to show that the option is what changes the length
+    for (arg, want) in [
+        (Some("56"), 56u8),
+        (Some("60"), 60),
+        (None, 64),
+        (Some("62"), 62),
+        (Some("127"), 127),
+    ] {
+        let mut args = vec!["registry", "token", "create", "--state-dir", rs];
+        if let Some(n) = arg {
+            args.extend(["--prefix-len", n]);
+        }
+        let o = mesh(&args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let token = JoinToken::decode(stdout(&o).trim()).unwrap();
+        let c = rt
+            .block_on(async {
+                RegistryClient::for_token(&token)
+                    .unwrap()
+                    .join(Some(&token.secret), &NodeKey::generate().unwrap())
+                    .await
+            })
+            .unwrap();
+        // the answer, the certificate's URI SAN and CN all name a prefix of that length
+        assert_eq!(c.prefix.prefix_len(), want, "{args:?}: {}", c.prefix);
+        assert!(network.contains(&c.prefix), "{}", c.prefix);
+        assert!(
+            c.prefix
+                .contains(&re6mesh::identity::node_address(&c.prefix))
+        );
+        assert_eq!(
+            re6mesh::identity::cert_prefix(&c.cert_der).unwrap(),
+            c.prefix
+        );
+        let (_, cert) = x509_parser::parse_x509_certificate(&c.cert_der).unwrap();
+        let cn = cert.subject().iter_common_name().next().unwrap();
+        assert_eq!(cn.as_str().unwrap(), c.prefix.to_string());
+    }
+    // the token list shows the length each token hands out
+    let o = mesh(&["registry", "token", "list", "--state-dir", rs, "--json"]);
+    let lens: Vec<u64> = stdout(&o)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["prefix_len"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(lens, vec![56, 60, 64, 62, 127]);
+    // a length the network cannot hold, or a /128 (no room for the address prefix::1; two
+    // /128 nodes would share one address): a clear error, and no token
+    for (bad, why) in [
+        ("40", "does not fit"),
+        ("128", "prefix::1"),
+        ("129", "does not fit"),
+    ] {
+        let o = mesh(&[
+            "registry",
+            "token",
+            "create",
+            "--state-dir",
+            rs,
+            "--prefix-len",
+            bad,
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "--prefix-len {bad}: {}",
+            stderr(&o)
+        );
+        assert!(stderr(&o).contains(why), "{}", stderr(&o));
+    }
+    let o = mesh(&["registry", "token", "list", "--state-dir", rs, "--json"]);
+    assert_eq!(stdout(&o).lines().count(), 5);
+    // the same limit for the network's default length
+    let o = mesh(&[
+        "registry",
+        "params",
+        "--state-dir",
+        rs,
+        "set",
+        "node_prefix_len=128",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("prefix::1"), "{}", stderr(&o));
+    let other = dir.path().join("reg128");
+    let o = mesh(&[
+        "registry",
+        "init",
+        "--state-dir",
+        other.to_str().unwrap(),
+        "--url",
+        "https://127.0.0.1:8443",
+        "--node-prefix-len",
+        "128",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("prefix::1"), "{}", stderr(&o));
+    assert!(!other.join("ca.key").exists());
+}

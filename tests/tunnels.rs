@@ -156,6 +156,87 @@ async fn a_node_of_another_network_is_refused() {
     other.stop().await;
 }
 
+/// The next verdict of a server's accept loop: the peer's prefix, or why it was refused.
+async fn verdict(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Result<ipnet::Ipv6Net, String>>,
+) -> Result<ipnet::Ipv6Net, String> {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the server gave no verdict")
+        .expect("the accept loop ended")
+}
+
+/// The case above fails on the client side (the foreign node does not trust this network's
+/// CA). Here the foreign client trusts the real network CA, so it accepts the server; only the
+/// certificate it presents comes from another CA, and the server must be the one to refuse it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_refuses_a_client_whose_certificate_comes_from_another_ca() {
+    let reg = TestRegistry::start().await;
+    let other = TestRegistry::start().await;
+    let (a, b, foreign) = (
+        reg.join_node().await,
+        reg.join_node().await,
+        other.join_node().await,
+    );
+    let ea = endpoint(&a);
+    let a_addr = ea.local_addr().unwrap();
+    // the server's verdict on every incoming tunnel: the peer's prefix, or why it was refused
+    let (tx, mut verdicts) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(acc) = ea.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let r = acc.finish().await.map(|t| {
+                    let p = t.peer_prefix;
+                    std::mem::forget(t);
+                    p
+                });
+                let _ = tx.send(r.map_err(|e| e.to_string()));
+            });
+        }
+    });
+    let client = |cert_der: &[u8], key_der: &[u8]| {
+        TunnelEndpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            Trust::new(&a.cert.ca_der).unwrap(),
+            cert_der,
+            key_der,
+            TunnelTimers::default(),
+        )
+        .unwrap()
+    };
+    // a node certificate of the same shape (both test networks are fd5e:1234:5678::/48),
+    // issued by the other network's CA
+    let ef = client(&foreign.cert.cert_der, &foreign.key.to_der());
+    let f_side = ef.connect(a_addr, a.cert.prefix).await;
+    let a_side = verdict(&mut verdicts).await;
+    let a_err = a_side.expect_err("the server accepted a certificate of another CA");
+    // BadSignature here (both test CAs have the same name), UnknownIssuer for a CA of another
+    // name: either way the server's own certificate check refused it
+    assert!(
+        a_err.contains("invalid peer certificate")
+            && (a_err.contains("BadSignature") || a_err.contains("UnknownIssuer")),
+        "server side: {a_err}"
+    );
+    let f_err = f_side
+        .expect_err("the foreign client got a tunnel")
+        .to_string();
+    // the client's own handshake completed (it accepted the server and went on to the hello);
+    // the server's abort then ended it ("aborted by peer: …" or "connection lost", by timing)
+    assert!(
+        f_err.contains("control hello failed"),
+        "client side: {f_err}"
+    );
+
+    // control: the same client trust with a certificate of this network gets a tunnel
+    let eb = client(&b.cert.cert_der, &b.key.to_der());
+    let t = eb.connect(a_addr, a.cert.prefix).await.unwrap();
+    assert_eq!(t.peer_prefix, a.cert.prefix);
+    assert_eq!(verdict(&mut verdicts).await, Ok(b.cert.prefix));
+    reg.stop().await;
+    other.stop().await;
+}
+
 /// A UDP relay between two endpoints that can go silent (a cut link).
 async fn relay(target: SocketAddr, cut: Arc<AtomicBool>) -> SocketAddr {
     let sock = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());

@@ -88,6 +88,13 @@ pub fn init(dir: &Path, opts: &InitOptions) -> anyhow::Result<Registry> {
             opts.network
         );
     }
+    if opts.node_prefix_len > store::MAX_NODE_PREFIX_LEN {
+        bail!(
+            "a node prefix must be /{} or shorter, not /{}: the node's address is prefix::1",
+            store::MAX_NODE_PREFIX_LEN,
+            opts.node_prefix_len
+        );
+    }
     crate::fsutil::create_private_dir(dir)
         .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
     let now_t = time::OffsetDateTime::now_utc();

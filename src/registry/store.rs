@@ -30,6 +30,9 @@ pub const DEFAULT_CERT_VALIDITY_SECS: i64 = 365 * 86400;
 pub const DEFAULT_RECLAIM_AFTER_SECS: i64 = 30 * 86400;
 /// A node that reported its endpoints this recently counts as live for bootstrap.
 pub const LIVE_SECS: i64 = 15 * 60;
+/// Longest node prefix: a node's address is prefix::1, which a /128 cannot hold (two /128
+/// nodes fd::/128 and fd::1/128 would both get the address fd::1).
+pub const MAX_NODE_PREFIX_LEN: u8 = 127;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -278,6 +281,11 @@ impl Store {
         if len < network.prefix_len() || len > 128 {
             return Err(RegistryError::BadRequest(format!(
                 "prefix length /{len} does not fit inside the network {network}"
+            )));
+        }
+        if len > MAX_NODE_PREFIX_LEN {
+            return Err(RegistryError::BadRequest(format!(
+                "a node prefix must be /{MAX_NODE_PREFIX_LEN} or shorter, not /{len}: the node's address is prefix::1"
             )));
         }
         if uses == 0 {
@@ -560,13 +568,14 @@ impl Store {
         Ok(format!("{what} (parameters version {v})"))
     }
 
-    /// Nodes for `mesh registry nodes`.
+    /// Nodes for `mesh registry nodes`, each with its newest certificate (the last one
+    /// inserted: a renewal in the same second as the previous issue ties on `issued_at`).
     pub fn nodes(&self) -> Result<Vec<NodeRow>> {
         let mut st = self.conn.prepare(
             "SELECT n.prefix, c.serial, c.not_after, c.revoked_at, n.banned_at, n.last_seen, n.protocol
-             FROM nodes n JOIN certs c ON c.node_id = n.id
-             WHERE c.issued_at = (SELECT MAX(issued_at) FROM certs WHERE node_id = n.id)
-             GROUP BY n.id ORDER BY n.prefix",
+             FROM nodes n JOIN certs c ON c.rowid = (
+                 SELECT rowid FROM certs WHERE node_id = n.id ORDER BY issued_at DESC, rowid DESC LIMIT 1)
+             ORDER BY n.prefix",
         )?;
         let rows = st.query_map([], |r| {
             Ok(NodeRow {
@@ -751,8 +760,10 @@ fn validate_setting(key: &str, value: &str) -> Result<String> {
         }
         "node_prefix_len" => {
             let v = value.parse::<u8>().map_err(|_| bad("a prefix length"))?;
-            if v > 128 {
-                return Err(bad("a prefix length up to 128"));
+            if v > MAX_NODE_PREFIX_LEN {
+                return Err(bad(
+                    "a prefix length up to 127 (the node's address is prefix::1)",
+                ));
             }
             v.to_string()
         }
