@@ -578,3 +578,25 @@ impl TunnelEndpoint {
         self.endpoint.close(0u32.into(), b"node shutting down");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_path_mtu_sentence_names_the_ip_mtu_of_the_family() {
+        let v6: SocketAddr = "[fd99:ab::2]:6464".parse().unwrap();
+        let s = path_mtu_sentence(&v6, v6.ip());
+        assert!(
+            s.starts_with("the path to [fd99:ab::2]:6464 does not carry 1360-byte packets"),
+            "{s}"
+        );
+        assert!(s.contains("MTU of at least 1408 bytes"), "{s}");
+        for ip in ["192.0.2.1", "::ffff:192.0.2.1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let s = path_mtu_sentence(&ip, ip);
+            assert!(s.contains("MTU of at least 1388 bytes"), "{s}");
+        }
+        assert!(!s.contains('\n'));
+    }
+}
