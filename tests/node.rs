@@ -456,3 +456,178 @@ fn root_node_two_nodes_find_each_other_through_the_registry_bootstrap() {
         String::from_utf8_lossy(&ping.stdout)
     );
 }
+
+/// CONVENTIONS "Tunnels and MTU": a path that cannot carry 1360-byte packets is refused with a
+/// clear log. Two nodes that `--peer` each other over a veth where a drops UDP packets longer
+/// than 1300 bytes (in and out): no tunnel, and both logs say why in one sentence. The rule is
+/// limited to UDP so the registry's TCP (whose 1500-byte segments it would black-hole) keeps
+/// working; the tunnels are UDP. Without the rule the tunnel comes up (positive control).
+#[test]
+fn root_node_a_path_without_1360_byte_packets_is_refused_with_a_clear_log() {
+    if !require_root("root_node_a_path_without_1360_byte_packets_is_refused_with_a_clear_log") {
+        return;
+    }
+    const SENTENCE: &str = "does not carry 1360-byte packets";
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rig = Rig::new("rmtmtu").unwrap();
+    rig.add_ns("a").unwrap();
+    rig.add_ns("b").unwrap();
+    let (ia, ib) = rig.link("a", "b").unwrap();
+    for (ns, dev, addr) in [("a", &ia, "fd99:ab::1/64"), ("b", &ib, "fd99:ab::2/64")] {
+        rig.exec(ns, &["ip", "-6", "addr", "add", addr, "dev", dev, "nodad"])
+            .unwrap();
+    }
+    let reg = tmp.path().join("registry");
+    let port = 16000 + (std::process::id() % 1000) as u16;
+    let o = Command::new(MESH)
+        .args([
+            "registry",
+            "init",
+            "--state-dir",
+            reg.to_str().unwrap(),
+            "--url",
+            &format!("https://[fd99:ab::2]:{port}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = |name: &str| Stdio::from(std::fs::File::create(tmp.path().join(name)).unwrap());
+    rig.spawn(
+        "b",
+        MESH,
+        &[
+            "registry",
+            "serve",
+            "--state-dir",
+            reg.to_str().unwrap(),
+            "--listen",
+            &format!("[::]:{port}"),
+        ],
+        Stdio::null(),
+        log("registry.log"),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let _logs = LogsOnPanic(tmp.path().to_path_buf());
+    let mut prefixes = Vec::new();
+    for n in ["a", "b"] {
+        let token = Command::new(MESH)
+            .args([
+                "registry",
+                "token",
+                "create",
+                "--state-dir",
+                reg.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let dir = tmp.path().join(n);
+        let o = ns_mesh(
+            &rig,
+            n,
+            &[
+                "join",
+                String::from_utf8_lossy(&token.stdout).trim(),
+                "--state-dir",
+                dir.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        prefixes.push(re6mesh::state::load(&dir).unwrap().facts.prefix);
+    }
+
+    // a drops UDP packets longer than 1300 bytes, in and out
+    for cmd in [
+        "add table inet mtu",
+        "add chain inet mtu in { type filter hook input priority 0 ; }",
+        "add chain inet mtu out { type filter hook output priority 0 ; }",
+        "add rule inet mtu in meta l4proto udp meta length > 1300 drop",
+        "add rule inet mtu out meta l4proto udp meta length > 1300 drop",
+    ] {
+        let argv: Vec<&str> = std::iter::once("nft").chain(cmd.split(' ')).collect();
+        rig.exec("a", &argv).unwrap();
+    }
+
+    let started = Instant::now();
+    for (n, other, their_addr) in [("a", 1, "[fd99:ab::2]:6464"), ("b", 0, "[fd99:ab::1]:6464")] {
+        let dir = tmp.path().join(n);
+        let peer = format!("{}@{their_addr}", prefixes[other]);
+        let args = [
+            "up",
+            "--foreground",
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "[::]:6464",
+            "--hello-interval",
+            "0.5",
+            "--peer",
+            &peer,
+        ];
+        rig.spawn(n, MESH, &args, Stdio::null(), log(&format!("{n}.log")))
+            .unwrap();
+    }
+    let read_log = |n: &str| std::fs::read_to_string(tmp.path().join(format!("{n}.log")));
+    let refused = wait_until(
+        "a node to log that the path is too small",
+        Duration::from_secs(30),
+        || {
+            ["a", "b"]
+                .iter()
+                .any(|n| read_log(n).unwrap_or_default().contains(SENTENCE))
+        },
+    );
+    println!("path refused {refused:?} after the nodes started");
+    // the other side logs the same sentence (from the diagnostic connection's close)
+    wait_until(
+        "both nodes to log that the path is too small",
+        Duration::from_secs(20),
+        || {
+            ["a", "b"]
+                .iter()
+                .all(|n| read_log(n).unwrap_or_default().contains(SENTENCE))
+        },
+    );
+    println!(
+        "both nodes said so {:?} after the nodes started",
+        started.elapsed()
+    );
+    for n in ["a", "b"] {
+        let text = read_log(n).unwrap();
+        let line = text.lines().find(|l| l.contains(SENTENCE)).unwrap();
+        assert!(line.contains("WARN"), "{n}: {line}");
+        println!("{n}: {line}");
+    }
+    let da = tmp.path().join("a");
+    let b_prefix = prefixes[1].to_string();
+    for n in ["a", "b"] {
+        let dir = tmp.path().join(n);
+        let st = ns_mesh(
+            &rig,
+            n,
+            &["status", "--json", "--state-dir", dir.to_str().unwrap()],
+        );
+        let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+        assert_eq!(
+            st["tunnels"], 0,
+            "{n} has a tunnel over the small path: {st}"
+        );
+    }
+    assert!(!selected_routes(&rig, "a", &da).contains(&b_prefix));
+
+    // positive control: without the rule the same nodes get their tunnel
+    rig.exec("a", &["nft", "delete", "table", "inet", "mtu"])
+        .unwrap();
+    let lifted = Instant::now();
+    let up = wait_until(
+        "a to route to b once the path carries full-size packets",
+        Duration::from_secs(30),
+        || selected_routes(&rig, "a", &da).contains(&b_prefix),
+    );
+    println!("tunnel up and route a -> b {up:?} after the rule was deleted");
+    let warnings = ["a", "b"].map(|n| read_log(n).unwrap().matches(SENTENCE).count());
+    println!(
+        "sentences logged (a, b): {warnings:?} over {:?}",
+        lifted - started
+    );
+}

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{TestNode, TestRegistry};
 use re6mesh::mesh::tunnels::frame::{self, Datagram};
-use re6mesh::mesh::tunnels::{Trust, TunnelEndpoint, TunnelTimers};
+use re6mesh::mesh::tunnels::{Trust, TunnelEndpoint, TunnelError, TunnelTimers};
 
 fn endpoint(node: &TestNode) -> TunnelEndpoint {
     let trust = Trust::new(&node.cert.ca_der).unwrap();
@@ -347,5 +347,239 @@ async fn the_hello_carries_a_valid_country_and_drops_an_invalid_one() {
         let _b_side = acc.await.unwrap().unwrap();
         t.conn.close(0u32.into(), b"bye");
     }
+    reg.stop().await;
+}
+
+/// A UDP relay in front of `target` for any number of clients (one back socket per client,
+/// like a NAT) that drops datagrams longer than `max_up` bytes on their way to `target` and
+/// longer than `max_down` bytes on their way back: a path with a small MTU. Besides, it drops
+/// each datagram with probability `loss`, and all of them for the first `silent_for`.
+async fn mtu_relay(
+    target: SocketAddr,
+    max_up: usize,
+    max_down: usize,
+    loss: f64,
+    silent_for: Duration,
+) -> SocketAddr {
+    let opens = Instant::now() + silent_for;
+    let pass = move || Instant::now() >= opens && rand::random::<f64>() >= loss;
+    let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let front_addr = front.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut backs: HashMap<SocketAddr, Arc<tokio::net::UdpSocket>> = HashMap::new();
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = front.recv_from(&mut buf).await {
+            let back = match backs.get(&from) {
+                Some(b) => b.clone(),
+                None => {
+                    let b = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                    let (b2, f2) = (b.clone(), front.clone());
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 65536];
+                        while let Ok((n, _)) = b2.recv_from(&mut buf).await {
+                            if n <= max_down && pass() {
+                                let _ = f2.send_to(&buf[..n], from).await;
+                            }
+                        }
+                    });
+                    backs.insert(from, b.clone());
+                    b
+                }
+            };
+            if n <= max_up && pass() {
+                let _ = back.send_to(&buf[..n], target).await;
+            }
+        }
+    });
+    front_addr
+}
+
+/// Finishes every incoming tunnel of `e`; the outcomes come out of the channel.
+fn accept_all(
+    e: TunnelEndpoint,
+) -> tokio::sync::mpsc::UnboundedReceiver<Result<re6mesh::mesh::tunnels::Tunnel, TunnelError>> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(acc) = e.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(acc.finish().await);
+            });
+        }
+    });
+    rx
+}
+
+/// UDP payload of a 1300-byte IPv6 packet: more than the 1200 bytes of a minimal QUIC
+/// handshake, less than the 1360 re6mesh needs.
+const SMALL_PATH: usize = 1300 - 48;
+
+/// A path that drops packets above 1300 bytes (both ways, or in one direction only) is refused
+/// with one sentence on the dialler's side, and the acceptor logs the same sentence; a path
+/// through the same relay without the limit comes up at once (no diagnosis on success).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_path_without_full_size_packets_is_refused_with_one_clear_sentence_on_both_sides() {
+    let reg = TestRegistry::start().await;
+    let (a, b) = (
+        Arc::new(reg.join_node().await),
+        Arc::new(reg.join_node().await),
+    );
+    let mut cases = Vec::new();
+    for (what, up, down) in [
+        ("both ways", SMALL_PATH, SMALL_PATH),
+        ("towards the acceptor", SMALL_PATH, usize::MAX),
+        ("back to the dialler", usize::MAX, SMALL_PATH),
+        ("no limit", usize::MAX, usize::MAX),
+    ] {
+        let (a, b) = (a.clone(), b.clone());
+        cases.push(tokio::spawn(async move {
+            let (ea, eb) = (endpoint(&a), endpoint(&b));
+            let front = mtu_relay(eb.local_addr().unwrap(), up, down, 0.0, Duration::ZERO).await;
+            let mut accepted = accept_all(eb);
+            let started = Instant::now();
+            let dialled = ea.connect(front, b.cert.prefix).await;
+            let took = started.elapsed();
+            if up == usize::MAX && down == usize::MAX {
+                let t = dialled.unwrap();
+                assert_eq!(t.peer_prefix, b.cert.prefix);
+                assert!(took < Duration::from_secs(1), "{what}: took {took:?}");
+                println!("{what}: tunnel up after {took:?}");
+                return;
+            }
+            let err = dialled.unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, TunnelError::PathMtu(_)), "{what}: {msg}");
+            assert!(
+                msg.starts_with(&format!(
+                    "the path to {front} does not carry 1360-byte packets"
+                )) && msg.contains("MTU of at least 1388 bytes"), // IPv4 here
+                "{what}: {msg}"
+            );
+            println!("{what}: refused after {took:?}: {msg}");
+            // the acceptor saw the small connection closed for this reason
+            let peer_side = tokio::time::timeout(Duration::from_secs(3), async {
+                while let Some(r) = accepted.recv().await {
+                    if let Err(e @ TunnelError::PathMtu(_)) = r {
+                        return e.to_string();
+                    }
+                }
+                String::new()
+            })
+            .await
+            .unwrap_or_default();
+            assert!(
+                peer_side.starts_with("the path to 127.0.0.1 does not carry 1360-byte packets"),
+                "{what}: the acceptor said {peer_side:?}"
+            );
+        }));
+    }
+    for c in cases {
+        c.await.unwrap();
+    }
+    reg.stop().await;
+}
+
+/// A peer that does not answer at all is not blamed on the MTU.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_peer_is_not_blamed_on_the_mtu() {
+    let reg = TestRegistry::start().await;
+    let (a, b) = (reg.join_node().await, reg.join_node().await);
+    let ea = endpoint(&a);
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let started = Instant::now();
+    let err = ea
+        .connect(silent.local_addr().unwrap(), b.cert.prefix)
+        .await
+        .unwrap_err();
+    println!("silent peer: {err} after {:?}", started.elapsed());
+    assert!(matches!(err, TunnelError::Connect { .. }), "{err}");
+    reg.stop().await;
+}
+
+/// Under 5 % random loss each way, a path that carries full-size packets is never blamed on
+/// the MTU (a handshake that times out by bad luck is retried once the small one shows the
+/// peer alive), and a path that does not is still refused with the sentence.
+#[tokio::test(flavor = "multi_thread")]
+async fn under_5_percent_loss_the_verdict_holds() {
+    const DIALS: usize = 10;
+    let reg = TestRegistry::start().await;
+    let (a, b) = (reg.join_node().await, reg.join_node().await);
+    let mut verdicts = Vec::new();
+    for max in [usize::MAX, SMALL_PATH] {
+        let (ea, eb) = (Arc::new(endpoint(&a)), endpoint(&b));
+        let front = mtu_relay(eb.local_addr().unwrap(), max, max, 0.05, Duration::ZERO).await;
+        let mut accepted = accept_all(eb);
+        // keep the accepted tunnels open (dropping one closes it)
+        tokio::spawn(async move {
+            let mut keep = Vec::new();
+            while let Some(r) = accepted.recv().await {
+                keep.push(r);
+            }
+        });
+        let dials: Vec<_> = (0..DIALS)
+            .map(|_| {
+                let (ea, prefix) = (ea.clone(), b.cert.prefix);
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let r = ea.connect(front, prefix).await;
+                    (
+                        r.map(|t| t.conn.close(0u32.into(), b"bye")),
+                        started.elapsed(),
+                    )
+                })
+            })
+            .collect();
+        let (mut up, mut mtu, mut other) = (0, 0, 0);
+        let mut slowest = Duration::ZERO;
+        for d in dials {
+            let (r, took) = d.await.unwrap();
+            slowest = slowest.max(took);
+            match r {
+                Ok(()) => up += 1,
+                Err(TunnelError::PathMtu(_)) => mtu += 1,
+                Err(e) => {
+                    println!("{e}");
+                    other += 1
+                }
+            }
+        }
+        println!(
+            "5 % loss, path limit {max}: {up} up, {mtu} refused for the MTU, {other} other \
+             failures; slowest {slowest:?}"
+        );
+        verdicts.push((up, mtu, other));
+    }
+    let (good, small) = (verdicts[0], verdicts[1]);
+    assert_eq!(good.1, 0, "a good path was blamed on the MTU");
+    assert!(good.0 >= DIALS - 1, "{good:?}");
+    assert_eq!(small.0, 0);
+    assert!(small.1 >= DIALS - 1, "{small:?}");
+    reg.stop().await;
+}
+
+/// A peer that is silent through the first full-size handshake (still starting, or a burst of
+/// loss) but answers the small one is not blamed on the MTU: the second full-size handshake
+/// brings the tunnel up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_silent_only_at_first_gets_its_tunnel_not_an_mtu_verdict() {
+    let reg = TestRegistry::start().await;
+    let (a, b) = (reg.join_node().await, reg.join_node().await);
+    let (ea, eb) = (endpoint(&a), endpoint(&b));
+    let silent = Duration::from_millis(3200);
+    let front = mtu_relay(
+        eb.local_addr().unwrap(),
+        usize::MAX,
+        usize::MAX,
+        0.0,
+        silent,
+    )
+    .await;
+    let _accepted = accept_all(eb);
+    let started = Instant::now();
+    let t = ea.connect(front, b.cert.prefix).await.unwrap();
+    let took = started.elapsed();
+    println!("path silent for {silent:?}: tunnel up after {took:?}");
+    assert_eq!(t.peer_prefix, b.cert.prefix);
+    assert!(took > silent, "{took:?}");
     reg.stop().await;
 }

@@ -39,7 +39,9 @@ use super::peers::{DEFAULT_CAPACITY, PeerCache};
 use super::tunnels::control::{ControlMsg, PeerAddr};
 use super::tunnels::frame::{self, Datagram};
 use super::tunnels::policy::{Action, Candidate, Observation, PolicyConfig, TunnelManager};
-use super::tunnels::{HelloInfo, Trust, Tunnel, TunnelEndpoint, TunnelTimers, valid_country};
+use super::tunnels::{
+    HelloInfo, Trust, Tunnel, TunnelEndpoint, TunnelError, TunnelTimers, valid_country,
+};
 use crate::control::{self, ControlHandler, NodeStateName};
 use crate::identity;
 use crate::params::SignedParams;
@@ -506,6 +508,9 @@ pub async fn run(
                     match acc.finish().await {
                         Ok(t) => {
                             let _ = tx.send(Input::TunnelUp(Box::new(t)));
+                        }
+                        Err(e @ TunnelError::PathMtu(_)) => {
+                            warn!(%from, "incoming tunnel refused: {e}");
                         }
                         Err(e) => info!(%from, error = %e, "incoming tunnel refused"),
                     }
@@ -1433,6 +1438,9 @@ impl Core {
                     Ok(t) => {
                         let _ = tx.send(Input::TunnelUp(Box::new(t)));
                         return;
+                    }
+                    Err(e @ TunnelError::PathMtu(_)) => {
+                        warn!(%peer, "dial failed: {e}");
                     }
                     Err(e) => {
                         debug!(%peer, %addr, error = %e, "dial failed");

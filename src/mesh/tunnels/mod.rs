@@ -5,13 +5,22 @@
 //! (IPv6 packets and Babel packets) and one control stream of [`control`] messages.
 //! Keep-alive and idle timeout are short (250 ms / 1 s by default) so a silent tunnel is
 //! declared dead within about a second.
+//!
+//! Full-size packets: `min_mtu` = [`QUIC_MIN_MTU`] makes quinn pad the client's Initial and the
+//! server's ack-eliciting Initials to 1360 bytes of UDP payload, so a handshake only completes
+//! on a path that carries 1360-byte packets both ways. When a handshake times out, the dialler
+//! tells a too-small path from an unreachable peer: a second handshake of 1200-byte packets
+//! (what every IPv6 path carries) from a throwaway endpoint, then one more full-size attempt.
+//! Small succeeds, full-size fails again: the path is refused with one clear sentence
+//! ([`TunnelError::PathMtu`]), and the small connection is closed with [`CLOSE_PATH_MTU`] so the
+//! peer logs the same sentence.
 
 pub mod control;
 pub mod frame;
 pub mod policy;
 pub mod tls;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +31,17 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use crate::identity;
 pub use tls::Trust;
 
-/// QUIC `initial_mtu` and `min_mtu`: a path that cannot carry this is not used.
+/// QUIC `initial_mtu` and `min_mtu` (UDP payload bytes): a path that cannot carry this is not
+/// used.
 pub const QUIC_MIN_MTU: u16 = 1360;
+/// UDP payload of the diagnostic handshake after a full-size one timed out: quinn's minimum,
+/// which every IPv6 path carries (1248 < 1280).
+const DIAG_MTU: u16 = 1200;
+/// Estimated RTT of the diagnostic handshake before it has a sample: short, so that it
+/// retransmits three times within the idle timeout (it only has to tell "alive" from "dead").
+const DIAG_INITIAL_RTT: Duration = Duration::from_millis(100);
+/// How long the diagnostic connection may take to send its close once the verdict is known.
+const DIAG_CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// Datagram send queue per tunnel. Kept small so that a Babel packet never waits long
 /// behind queued data.
 pub const DATAGRAM_QUEUE: usize = 128 * 1024;
@@ -66,6 +84,26 @@ pub enum TunnelError {
     /// The peer's certificate is not a node certificate of this network.
     #[error("the peer at {0} presented no usable node certificate")]
     PeerIdentity(SocketAddr),
+    /// The path carries small packets but not [`QUIC_MIN_MTU`]-byte ones (one sentence, see
+    /// [`path_mtu_sentence`]).
+    #[error("{0}")]
+    PathMtu(String),
+}
+
+/// The one sentence logged, on both sides, when a path does not carry [`QUIC_MIN_MTU`]-byte
+/// packets. `peer` is how the peer is shown (address, with or without port).
+pub fn path_mtu_sentence(peer: &dyn std::fmt::Display, ip: IpAddr) -> String {
+    let ip_udp = if ip.to_canonical().is_ipv4() {
+        20 + 8
+    } else {
+        40 + 8
+    };
+    format!(
+        "the path to {peer} does not carry {QUIC_MIN_MTU}-byte packets (QUIC handshakes padded \
+         to {QUIC_MIN_MTU} bytes time out while {DIAG_MTU}-byte ones complete); re6mesh needs an \
+         underlay MTU of at least {} bytes ({QUIC_MIN_MTU} bytes of UDP payload)",
+        usize::from(QUIC_MIN_MTU) + ip_udp
+    )
 }
 
 /// What a node says about itself in the first control message.
@@ -87,6 +125,9 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CLOSE_PROTOCOL: u32 = 2;
 /// Application close code: the peer broke the control protocol.
 pub const CLOSE_CONTROL: u32 = 3;
+/// Application close code: the path does not carry [`QUIC_MIN_MTU`]-byte packets (sent on the
+/// diagnostic connection; codes 4–7 are the node's, see `mesh::node`).
+pub const CLOSE_PATH_MTU: u32 = 8;
 
 /// One established tunnel: authenticated both ways, hellos exchanged.
 #[derive(Debug)]
@@ -203,6 +244,11 @@ impl Tunnel {
         let (send, recv, decoder, peer) = match tokio::time::timeout(HELLO_TIMEOUT, exchange).await
         {
             Ok(Ok(x)) => x,
+            Ok(Err(_)) if closed_for_path_mtu(&conn) => {
+                // the dialler's diagnostic connection: it found the path too small
+                let ip = addr.ip().to_canonical();
+                return Err(TunnelError::PathMtu(path_mtu_sentence(&ip, ip)));
+            }
             Ok(Err(e)) => {
                 conn.close(CLOSE_CONTROL.into(), b"control hello failed");
                 return Err(err(format!("control hello failed: {e}")));
@@ -256,6 +302,14 @@ impl Tunnel {
     }
 }
 
+fn closed_for_path_mtu(conn: &quinn::Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(c))
+            if c.error_code == quinn::VarInt::from_u32(CLOSE_PATH_MTU)
+    )
+}
+
 /// An incoming tunnel whose handshake and hello are not done yet.
 pub struct Accepting {
     incoming: quinn::Incoming,
@@ -292,6 +346,10 @@ pub struct TunnelEndpoint {
 }
 
 fn transport(timers: TunnelTimers) -> Result<Arc<quinn::TransportConfig>, TunnelError> {
+    Ok(Arc::new(transport_config(timers)?))
+}
+
+fn transport_config(timers: TunnelTimers) -> Result<quinn::TransportConfig, TunnelError> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(timers.keep_alive));
     t.max_idle_timeout(Some(
@@ -303,7 +361,42 @@ fn transport(timers: TunnelTimers) -> Result<Arc<quinn::TransportConfig>, Tunnel
     t.min_mtu(QUIC_MIN_MTU);
     t.max_concurrent_uni_streams(0u32.into());
     t.max_concurrent_bidi_streams(2u32.into());
+    Ok(t)
+}
+
+/// The diagnostic handshake's transport: [`DIAG_MTU`]-byte packets, no MTU discovery.
+fn diag_transport(timers: TunnelTimers) -> Result<Arc<quinn::TransportConfig>, TunnelError> {
+    let mut t = transport_config(timers)?;
+    t.initial_mtu(DIAG_MTU);
+    t.min_mtu(DIAG_MTU);
+    t.mtu_discovery_config(None);
+    t.initial_rtt(DIAG_INITIAL_RTT);
     Ok(Arc::new(t))
+}
+
+/// What a handshake attempt came to.
+enum Dialled {
+    Up(quinn::Connection),
+    /// Nothing came back in time: unreachable peer, or a path too small for the padding.
+    TimedOut(TunnelError),
+    Failed(TunnelError),
+}
+
+async fn dial_once(
+    endpoint: &quinn::Endpoint,
+    client: quinn::ClientConfig,
+    addr: SocketAddr,
+    name: &str,
+) -> Dialled {
+    let err = |reason: String| TunnelError::Connect { addr, reason };
+    match endpoint.connect_with(client, addr, name) {
+        Err(e) => Dialled::Failed(err(e.to_string())),
+        Ok(connecting) => match connecting.await {
+            Ok(conn) => Dialled::Up(conn),
+            Err(e @ quinn::ConnectionError::TimedOut) => Dialled::TimedOut(err(e.to_string())),
+            Err(e) => Dialled::Failed(err(e.to_string())),
+        },
+    }
 }
 
 fn quinn_configs(
@@ -396,11 +489,11 @@ impl TunnelEndpoint {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let connecting = self
-            .endpoint
-            .connect_with(client, addr, &name)
-            .map_err(|e| err(e.to_string()))?;
-        let conn = connecting.await.map_err(|e| err(e.to_string()))?;
+        let conn = match dial_once(&self.endpoint, client.clone(), addr, &name).await {
+            Dialled::Up(conn) => conn,
+            Dialled::Failed(e) => return Err(e),
+            Dialled::TimedOut(e) => self.after_timeout(addr, &name, client, e).await?,
+        };
         // The TLS name check already bound the certificate to the expected address; the
         // prefix comparison is the same fact read from the URI SAN.
         let (prefix, _) = peer_identity(&conn)?;
@@ -410,6 +503,61 @@ impl TunnelEndpoint {
         }
         let (me, min) = self.hello();
         Tunnel::establish(conn, true, me, min).await
+    }
+
+    /// A full-size handshake to `addr` timed out. A [`DIAG_MTU`]-byte handshake from a throwaway
+    /// endpoint (whose `max_udp_payload_size` keeps the peer's Initials small too) tells an
+    /// unreachable peer (returns `first`) from a live one; for a live one the full-size handshake
+    /// is tried once more (the first may have met loss or a peer still starting), and when it
+    /// times out again the path is refused and the small connection closed with
+    /// [`CLOSE_PATH_MTU`], so the peer logs the same sentence.
+    async fn after_timeout(
+        &self,
+        addr: SocketAddr,
+        name: &str,
+        client: quinn::ClientConfig,
+        first: TunnelError,
+    ) -> Result<quinn::Connection, TunnelError> {
+        let Some((diag_endpoint, diag)) = self.diag_handshake(addr, name, &client).await else {
+            return Err(first);
+        };
+        let (result, code, reason) = match dial_once(&self.endpoint, client, addr, name).await {
+            Dialled::Up(conn) => (Ok(conn), 0, "path checked".to_owned()),
+            Dialled::Failed(e) => (Err(e), 0, "path checked".to_owned()),
+            Dialled::TimedOut(_) => {
+                let msg = path_mtu_sentence(&addr, addr.ip());
+                (Err(TunnelError::PathMtu(msg.clone())), CLOSE_PATH_MTU, msg)
+            }
+        };
+        diag.close(code.into(), reason.as_bytes());
+        // let the close leave before the throwaway endpoint goes
+        let _ = tokio::time::timeout(DIAG_CLOSE_LINGER, diag_endpoint.wait_idle()).await;
+        result
+    }
+
+    /// A [`DIAG_MTU`]-byte handshake with the same identity; `None` when it fails.
+    async fn diag_handshake(
+        &self,
+        addr: SocketAddr,
+        name: &str,
+        client: &quinn::ClientConfig,
+    ) -> Option<(quinn::Endpoint, quinn::Connection)> {
+        let bind: SocketAddr = if addr.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = std::net::UdpSocket::bind(bind).ok()?;
+        let mut config = quinn::EndpointConfig::default();
+        config.max_udp_payload_size(DIAG_MTU).ok()?;
+        let endpoint =
+            quinn::Endpoint::new(config, None, socket, Arc::new(quinn::TokioRuntime)).ok()?;
+        let mut client = client.clone();
+        client.transport_config(diag_transport(self.timers).ok()?);
+        match dial_once(&endpoint, client, addr, name).await {
+            Dialled::Up(conn) => Some((endpoint, conn)),
+            Dialled::TimedOut(_) | Dialled::Failed(_) => None,
+        }
     }
 
     /// The next incoming connection attempt; `None` once the endpoint is closed. Finish it
@@ -428,5 +576,27 @@ impl TunnelEndpoint {
     /// Closes every tunnel and the endpoint.
     pub fn close(&self) {
         self.endpoint.close(0u32.into(), b"node shutting down");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_path_mtu_sentence_names_the_ip_mtu_of_the_family() {
+        let v6: SocketAddr = "[fd99:ab::2]:6464".parse().unwrap();
+        let s = path_mtu_sentence(&v6, v6.ip());
+        assert!(
+            s.starts_with("the path to [fd99:ab::2]:6464 does not carry 1360-byte packets"),
+            "{s}"
+        );
+        assert!(s.contains("MTU of at least 1408 bytes"), "{s}");
+        for ip in ["192.0.2.1", "::ffff:192.0.2.1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let s = path_mtu_sentence(&ip, ip);
+            assert!(s.contains("MTU of at least 1388 bytes"), "{s}");
+        }
+        assert!(!s.contains('\n'));
     }
 }
