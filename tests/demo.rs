@@ -981,10 +981,23 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn demo_without_root_says_what_it_needs() {
-    if re6mesh::paths::is_root() {
-        return; // the root path is what the tests above exercise
-    }
-    let o = Command::new(MESH)
+    // As root (CI), the demo runs as `nobody` from a copy of the binary that user can read.
+    let copy = tempfile::tempdir().expect("tempdir");
+    let mut cmd = if re6mesh::paths::is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = copy.path().join("mesh");
+        std::fs::copy(MESH, &bin).expect("copy mesh");
+        std::fs::set_permissions(copy.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .env("HOME", copy.path());
+        c
+    } else {
+        Command::new(MESH)
+    };
+    let o = cmd
         .args(["demo", "--nodes", "3"])
         .output()
         .expect("run mesh demo");
