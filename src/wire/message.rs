@@ -777,21 +777,7 @@ fn source_prefix(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const SRC: IpAddr = IpAddr::V6(Ipv6Addr::new(
-        0xfe80, 0, 0, 0, 0xc047, 0xf6ff, 0xfe20, 0xf1f4,
-    ));
-
-    fn packet(body: &[u8]) -> Vec<u8> {
-        let mut p = vec![42, 2];
-        p.extend_from_slice(&(body.len() as u16).to_be_bytes());
-        p.extend_from_slice(body);
-        p
-    }
-
-    fn parse(body: &[u8]) -> ParsedPacket {
-        parse_packet(&packet(body), SRC, &ParseOptions::default()).unwrap()
-    }
+    use crate::wire::test_util::{SRC, resolve, resolve_with};
 
     const RID: [u8; 12] = [6, 10, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
 
@@ -802,7 +788,7 @@ mod tests {
         body.extend_from_slice(&[8, 18, 2, 0x80, 64, 0, 0, 100, 0, 7, 0, 96]);
         body.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0x0a, 0, 0]);
         body.extend_from_slice(&[8, 14, 2, 0, 64, 4, 0, 100, 0, 7, 0, 96, 0, 0x0b, 0, 0]);
-        let parsed = parse(&body);
+        let parsed = resolve(&body);
         assert!(parsed.ignored.is_empty(), "{:?}", parsed.ignored);
         let prefixes: Vec<String> = parsed
             .messages
@@ -822,7 +808,7 @@ mod tests {
     #[test]
     fn ignores_unknown_tlv() {
         let body = [0x42, 2, 0xaa, 0xbb, 3, 2, 0x12, 0x34];
-        let parsed = parse(&body);
+        let parsed = resolve(&body);
         assert_eq!(parsed.messages, vec![Message::Ack { opaque: 0x1234 }]);
         assert_eq!(parsed.ignored[0].reason, IgnoreReason::UnknownType);
     }
@@ -835,7 +821,7 @@ mod tests {
         body.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0x0c, 0, 0, 0x99, 1, 0]);
         // Next update omits 8 bytes: must still resolve against that default.
         body.extend_from_slice(&[8, 10, 2, 0, 64, 8, 0, 100, 0, 7, 0, 96]);
-        let parsed = parse(&body);
+        let parsed = resolve(&body);
         assert_eq!(
             parsed.ignored[0].reason,
             IgnoreReason::UnknownMandatorySubTlv(0x99)
@@ -850,7 +836,7 @@ mod tests {
     fn ignores_bad_plen_and_continues() {
         let mut body = vec![8, 12, 2, 0, 172, 0, 0, 100, 0, 7, 0xff, 0xff, 1, 2];
         body.extend_from_slice(&[3, 2, 0, 9]);
-        let parsed = parse(&body);
+        let parsed = resolve(&body);
         assert_eq!(parsed.ignored[0].reason, IgnoreReason::Malformed);
         assert_eq!(parsed.messages, vec![Message::Ack { opaque: 9 }]);
     }
@@ -858,7 +844,7 @@ mod tests {
     #[test]
     fn rejects_truncated_tlv_and_drops_rest() {
         let body = [3, 2, 0, 9, 4, 20, 0, 0];
-        let parsed = parse(&body);
+        let parsed = resolve(&body);
         assert_eq!(parsed.messages, vec![Message::Ack { opaque: 9 }]);
         assert_eq!(
             parsed.ignored,
@@ -877,7 +863,7 @@ mod tests {
         body.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0x0a, 0, 0]);
         // plen 16 (2 bytes) but omitted 4.
         body.extend_from_slice(&[8, 10, 2, 0, 16, 4, 0, 100, 0, 7, 0, 96]);
-        let parsed = parse(&body);
+        let parsed = resolve(&body);
         assert_eq!(parsed.messages.len(), 1);
         assert_eq!(parsed.ignored[0].reason, IgnoreReason::BadOmitted);
     }
@@ -890,7 +876,7 @@ mod tests {
             10, 18, 2, 8, 0, 1, 64, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0x20, 0x81, 1,
             0, // Seqno Request
         ];
-        let parsed = parse(&body);
+        let parsed = resolve(&body);
         assert_eq!(
             parsed.messages,
             vec![Message::RouteRequest(RouteRequest {
@@ -912,7 +898,7 @@ mod tests {
         let mut body = RID.to_vec();
         body.extend_from_slice(&[6, 4, 0, 0, 9, 9]); // Router-Id too short
         body.extend_from_slice(&[8, 11, 2, 0, 8, 0, 0, 100, 0, 7, 0, 1, 0x20]);
-        let parsed = parse(&body);
+        let parsed = resolve(&body);
         assert_eq!(
             parsed.ignored.iter().map(|i| i.reason).collect::<Vec<_>>(),
             vec![IgnoreReason::Malformed, IgnoreReason::NoRouterId]
@@ -923,7 +909,7 @@ mod tests {
     fn ignores_ipv4_update_without_ipv4_next_hop() {
         let mut body = RID.to_vec();
         body.extend_from_slice(&[8, 13, 1, 0, 24, 0, 0, 100, 0, 7, 0, 96, 192, 0, 2]);
-        let parsed = parse(&body);
+        let parsed = resolve(&body);
         assert_eq!(parsed.ignored[0].reason, IgnoreReason::NoNextHop);
     }
 
@@ -931,7 +917,7 @@ mod tests {
     fn decodes_ae4_with_ipv6_next_hop() {
         let mut body = RID.to_vec();
         body.extend_from_slice(&[8, 14, 4, 0, 26, 0, 0, 100, 0, 7, 0, 0, 198, 51, 100, 128]);
-        let parsed = parse(&body);
+        let parsed = resolve(&body);
         let Message::Update(u) = &parsed.messages[0] else {
             panic!()
         };
@@ -943,12 +929,12 @@ mod tests {
     fn ignores_wildcard_update_with_finite_metric() {
         let body = [8, 10, 0, 0, 0, 0, 0, 100, 0, 7, 0, 1];
         assert_eq!(
-            parse(&body).ignored[0].reason,
+            resolve(&body).ignored[0].reason,
             IgnoreReason::WildcardNotRetraction
         );
         let body = [8, 10, 0, 0, 8, 0, 0, 100, 0, 7, 0xff, 0xff];
         assert_eq!(
-            parse(&body).ignored[0].reason,
+            resolve(&body).ignored[0].reason,
             IgnoreReason::BadPrefixLength
         );
     }
@@ -956,10 +942,10 @@ mod tests {
     #[test]
     fn ignores_finite_update_without_router_id() {
         let body = [8, 11, 2, 0, 8, 0, 0, 100, 0, 7, 0, 1, 0x20];
-        assert_eq!(parse(&body).ignored[0].reason, IgnoreReason::NoRouterId);
+        assert_eq!(resolve(&body).ignored[0].reason, IgnoreReason::NoRouterId);
         // ...but a retraction needs none.
         let body = [8, 11, 2, 0, 8, 0, 0, 100, 0, 7, 0xff, 0xff, 0x20];
-        let parsed = parse(&body);
+        let parsed = resolve(&body);
         assert!(matches!(&parsed.messages[0], Message::Update(u) if u.router_id.is_none()));
     }
 
@@ -970,16 +956,14 @@ mod tests {
         body.extend_from_slice(&[0x80, 1, 0]); // source plen 0: invalid
         body.extend_from_slice(&[8, 17, 2, 0, 16, 0, 0, 100, 0, 7, 0, 1, 0x20, 0x01]);
         body.extend_from_slice(&[0x80, 3, 12, 0xfd, 0x00]);
-        let plain = parse(&body);
+        let plain = resolve(&body);
         assert!(plain.messages.is_empty());
-        let ss = parse_packet(
-            &packet(&body),
-            SRC,
+        let ss = resolve_with(
+            &body,
             &ParseOptions {
                 source_specific: true,
             },
-        )
-        .unwrap();
+        );
         assert_eq!(ss.ignored[0].reason, IgnoreReason::BadSourcePrefix);
         let Message::Update(u) = &ss.messages[0] else {
             panic!()
@@ -994,7 +978,7 @@ mod tests {
             5, 24, 3, 0, 0, 96, 4, 0xb0, 0xc0, 0x47, 0xf6, 0xff, 0xfe, 0x20, 0xf1, 0xf4, 3, 8, 0,
             0, 0, 42, 0, 0, 0, 43,
         ];
-        let parsed = parse(&body);
+        let parsed = resolve(&body);
         assert!(parsed.ignored.is_empty(), "{:?}", parsed.ignored);
         assert_eq!(
             parsed.messages,

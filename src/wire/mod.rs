@@ -59,6 +59,8 @@ pub mod tlv;
 
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod test_util;
 
 pub use emit::{EmitConfig, EmitError, Emitter, PcState, emit_packets};
 pub use mac::{MacError, PseudoHeader};
