@@ -793,3 +793,107 @@ async fn admin_commands_work_while_the_server_runs_and_take_effect_at_once() {
     let _ = free_port();
     reg.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parameter_watch_answers_at_once_when_behind_and_as_soon_as_a_change_is_made() {
+    let reg = TestRegistry::start().await;
+    let r = reg.registry();
+    let node = reg.join_node().await;
+    let (p, _) = node.client.params().await.unwrap();
+    // behind: the current parameters at once
+    let t = std::time::Instant::now();
+    let (got, _) = node
+        .client
+        .watch_params(p.version - 1)
+        .await
+        .unwrap()
+        .expect("not busy");
+    assert_eq!(got.version, p.version);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // up to date: held until a change is made by another process (here: the store)
+    let watcher = {
+        let client = second_client(&reg, &node);
+        let v = p.version;
+        tokio::spawn(async move {
+            let r = client.watch_params(v).await;
+            (r, std::time::Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !watcher.is_finished(),
+        "the watch answered before any change"
+    );
+    let changed = std::time::Instant::now();
+    r.store()
+        .unwrap()
+        .set_param(&r.ca, "max_clients", "13", registry::now())
+        .unwrap();
+    let (res, at) = watcher.await.unwrap();
+    let (got, signed) = res.unwrap().expect("not busy");
+    println!(
+        "parameter watch: answered {:?} after the change",
+        at - changed
+    );
+    assert!(got.version > p.version);
+    assert_eq!(got.tunnel.max_clients, 13);
+    assert!(signed.verify(&node.cert.ca_der).is_ok());
+    // nothing changes: the watch ends after the hold time with the same version
+    let t = std::time::Instant::now();
+    let (same, _) = node
+        .client
+        .watch_params(got.version)
+        .await
+        .unwrap()
+        .expect("not busy");
+    assert_eq!(same.version, got.version);
+    let held = t.elapsed();
+    assert!(
+        held >= re6mesh::registry::server::WATCH_HOLD - Duration::from_millis(100),
+        "{held:?}"
+    );
+    // a watch without a version is a bad request
+    let (status, body) = node.client.raw("GET", "/params/watch", None).await.unwrap();
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watches_beyond_the_limit_are_told_the_registry_is_busy() {
+    let reg = TestRegistry::start_max_watchers(1).await;
+    let node = reg.join_node().await;
+    let (p, _) = node.client.params().await.unwrap();
+    let first = {
+        let client = second_client(&reg, &node);
+        let v = p.version;
+        tokio::spawn(async move { client.watch_params(v).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // the second one is refused at once: busy, not an error
+    assert!(node.client.watch_params(p.version).await.unwrap().is_none());
+    let (status, body) = node
+        .client
+        .raw("GET", &format!("/params/watch?after={}", p.version), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 503);
+    assert!(String::from_utf8_lossy(&body).contains("\"busy\""));
+    // when the first ends, its slot is free again
+    first.abort();
+    let _ = first.await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        node.client
+            .watch_params(p.version - 1)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    reg.stop().await;
+}
+
+/// Another client with the same node identity (a watch runs in a task of its own).
+fn second_client(reg: &TestRegistry, node: &common::TestNode) -> RegistryClient {
+    RegistryClient::with_identity(&reg.url, &node.cert.ca_der, &node.cert.cert_der, &node.key)
+        .unwrap()
+}

@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// Address and port to listen on: `[ADDR:]PORT` (default [::]:8443).
     #[arg(long, value_name = "[ADDR:]PORT", default_value = "[::]:8443", value_parser = parse_listen)]
     listen: SocketAddr,
+    /// Parameter watches (long polls) held at once; nodes beyond it poll, and the mesh
+    /// passes changes on to them (0: no watches).
+    #[arg(long, value_name = "N", default_value_t = registry::server::DEFAULT_MAX_WATCHERS)]
+    max_watchers: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +215,7 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
             let listen = a.listen;
             super::runtime()?.block_on(async move {
                 let server = registry::server::Server::bind(reg, listen).await?;
+                server.set_max_watchers(a.max_watchers);
                 tracing::info!(addr = %server.local_addr()?, "registry serving");
                 server.run(shutdown_signal()).await
             })

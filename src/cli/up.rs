@@ -36,6 +36,10 @@ pub struct UpArgs {
     /// Seconds between registry polls for parameters and keys (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     registry_poll: u64,
+    /// Do not hold a parameter watch (long poll) on the registry; changes then come from
+    /// neighbours and from the poll.
+    #[arg(long)]
+    no_registry_watch: bool,
     /// Tunnel idle timeout in milliseconds (keep-alive is a quarter of it).
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     tunnel_timeout_ms: u64,
@@ -109,6 +113,7 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
             }
         }),
         registry_poll: (a.registry_poll > 0).then(|| Duration::from_secs(a.registry_poll)),
+        registry_watch: !a.no_registry_watch,
         lan: a.lan,
         country: a.country,
     };

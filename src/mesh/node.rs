@@ -69,6 +69,10 @@ pub struct NodeConfig {
     pub babel_timers: Option<Timers>,
     /// Registry poll period (`None`: never poll after start).
     pub registry_poll: Option<Duration>,
+    /// Hold a parameter watch (long poll) on the registry, so changes arrive at once; the
+    /// registry admits a limited number of watchers, the others rely on the poll and on
+    /// their neighbours.
+    pub registry_watch: bool,
     /// LAN interfaces where neighbours are discovered (`--lan`, Linux only).
     pub lan: Vec<String>,
     /// The country this node is in (ISO 3166 alpha-2), stated to peers for the country
@@ -268,6 +272,12 @@ async fn fetch_key_bytes(client: &RegistryClient, dir: &std::path::Path) -> Vec<
         }
     }
 }
+
+/// Parameter watch: first and longest wait after a failed watch.
+const WATCH_RETRY_MIN: Duration = Duration::from_secs(1);
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Parameter watch: wait after the registry said it holds as many watches as it allows.
+const WATCH_BUSY_RETRY: Duration = Duration::from_secs(600);
 
 /// The registry's current parameters and CRL (the core verifies both before use).
 async fn fetch_params_and_crl(client: &RegistryClient) -> (Option<SignedParams>, Option<Vec<u8>>) {
@@ -515,6 +525,56 @@ pub async fn run(
                         Err(e) => info!(%from, error = %e, "incoming tunnel refused"),
                     }
                 });
+            }
+        });
+    }
+    // Registry watch: a long poll that brings a change into the mesh within a moment.
+    if cfg.registry_watch {
+        let (tx, dir, client) = (tx.clone(), cfg.state_dir.clone(), client.clone());
+        let mut after = params.version;
+        tokio::spawn(async move {
+            let mut backoff = WATCH_RETRY_MIN;
+            while !tx.is_closed() {
+                let c = client.load_full();
+                match c.watch_params(after).await {
+                    Ok(Some((p, signed))) => {
+                        backoff = WATCH_RETRY_MIN;
+                        if p.version <= after {
+                            continue;
+                        }
+                        after = p.version;
+                        let crl = c
+                            .crl()
+                            .await
+                            .map_err(
+                                |e| warn!(error = %e, "cannot fetch the CRL from the registry"),
+                            )
+                            .ok();
+                        let offer = Input::Offer {
+                            signed: Some(signed),
+                            crl,
+                            from: None,
+                        };
+                        if tx.send(offer).is_err() {
+                            break;
+                        }
+                        let keys = fetch_key_bytes(&c, &dir).await;
+                        if tx.send(Input::KeyBytes(keys)).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        info!(
+                            "the registry holds as many parameter watches as it allows: changes come from the neighbours and the poll"
+                        );
+                        tokio::time::sleep(WATCH_BUSY_RETRY).await;
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "parameter watch failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(WATCH_RETRY_MAX);
+                    }
+                }
             }
         });
     }

@@ -26,6 +26,9 @@ pub enum RegistryError {
     /// The network has no room for another prefix.
     #[error("{0}")]
     Exhausted(String),
+    /// The registry is at a configured limit (too many parameter watchers): try later.
+    #[error("{0}")]
+    Busy(String),
     /// Storage failed (disk, corruption): the registry's fault.
     #[error("registry storage error: {0}")]
     Storage(#[from] rusqlite::Error),
@@ -45,6 +48,7 @@ impl RegistryError {
             RegistryError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             RegistryError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             RegistryError::Exhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "exhausted"),
+            RegistryError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             RegistryError::Storage(_) | RegistryError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }

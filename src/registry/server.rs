@@ -7,12 +7,13 @@
 //! `renew`. Every handler checks serial, ban, revocation and expiry itself.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,7 +23,9 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime, pem::PemObject};
+use serde::Deserialize;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower::ServiceExt;
 use tracing::{info, warn};
 
@@ -40,6 +43,44 @@ pub struct PeerCert(pub Option<Vec<u8>>);
 struct AppState {
     reg: Arc<Registry>,
     store: Arc<Mutex<Store>>,
+    /// The newest parameters version, as last seen in the database (see [`WATCH_CHECK`]).
+    version: watch::Receiver<u64>,
+    /// Watches held now, and how many may be.
+    watchers: Arc<AtomicUsize>,
+    max_watchers: Arc<AtomicUsize>,
+}
+
+/// How long `GET /api/v1/params/watch` holds a request before it answers with unchanged
+/// parameters (below the clients' request timeout).
+pub const WATCH_HOLD: Duration = Duration::from_secs(15);
+/// How often the server reads the newest parameters version. The `mesh registry` commands
+/// write the database directly, so the server learns of a change by looking.
+pub const WATCH_CHECK: Duration = Duration::from_millis(250);
+/// Default limit of watches held at once. A few watchers are enough: they pass every change
+/// on to the mesh, and the rest of the nodes learn it from their neighbours.
+pub const DEFAULT_MAX_WATCHERS: usize = 64;
+
+/// One held watch; the count goes down when it is dropped, however the request ends.
+struct WatchSlot(Arc<AtomicUsize>);
+
+impl WatchSlot {
+    fn take(st: &AppState) -> Result<WatchSlot, RegistryError> {
+        let max = st.max_watchers.load(Ordering::Relaxed);
+        st.watchers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .map_err(|_| {
+                RegistryError::Busy(format!(
+                    "this registry already holds {max} parameter watches; poll /api/v1/params instead"
+                ))
+            })?;
+        Ok(WatchSlot(st.watchers.clone()))
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// An error answer: JSON [`ErrorBody`] with the status of [`RegistryError::status_and_code`].
@@ -129,6 +170,30 @@ async fn ca_cert(State(st): State<AppState>) -> impl IntoResponse {
 
 async fn params(State(st): State<AppState>) -> ApiResult<Json<crate::params::SignedParamsJson>> {
     Ok(Json(blocking(&st, |_, s| s.params()).await?.to_json()))
+}
+
+#[derive(Deserialize)]
+struct WatchQuery {
+    after: u64,
+}
+
+/// `GET /api/v1/params/watch?after=V`: the current parameters as soon as their version is
+/// above V, or after [`WATCH_HOLD`] whatever they are (a long poll). At most
+/// `max_watchers` at once; beyond that 503 `busy`.
+async fn watch_params(
+    State(st): State<AppState>,
+    q: Result<Query<WatchQuery>, QueryRejection>,
+) -> ApiResult<Json<crate::params::SignedParamsJson>> {
+    let Query(q) = q.map_err(|e| {
+        ApiError(RegistryError::BadRequest(format!(
+            "a watch needs ?after=VERSION (a parameters version): {}",
+            e.body_text()
+        )))
+    })?;
+    let _slot = WatchSlot::take(&st)?;
+    let mut version = st.version.clone();
+    let _ = tokio::time::timeout(WATCH_HOLD, version.wait_for(|v| *v > q.after)).await;
+    params(State(st)).await
 }
 
 async fn crl(State(st): State<AppState>) -> ApiResult<impl IntoResponse> {
@@ -265,6 +330,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/ca", get(ca_cert))
         .route("/api/v1/params", get(params))
+        .route("/api/v1/params/watch", get(watch_params))
         .route("/api/v1/crl", get(crl))
         .route("/api/v1/join", post(join))
         .route("/api/v1/renew", post(renew))
@@ -375,6 +441,18 @@ pub struct Server {
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     app: Router,
+    store: Arc<Mutex<Store>>,
+    version: watch::Sender<u64>,
+    max_watchers: Arc<AtomicUsize>,
+}
+
+/// Ends a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Time allowed for a TLS handshake, and for a whole request.
@@ -389,15 +467,61 @@ impl Server {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} (is another registry running?)"))?;
+        let current = store.params_version()?;
+        let (version, version_rx) = watch::channel(current);
+        let max_watchers = Arc::new(AtomicUsize::new(DEFAULT_MAX_WATCHERS));
+        let store = Arc::new(Mutex::new(store));
         let state = AppState {
             reg: Arc::new(reg),
-            store: Arc::new(Mutex::new(store)),
+            store: store.clone(),
+            version: version_rx,
+            watchers: Arc::new(AtomicUsize::new(0)),
+            max_watchers: max_watchers.clone(),
         };
         Ok(Server {
             listener,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
             app: router(state),
+            store,
+            version,
+            max_watchers,
         })
+    }
+
+    /// At most `n` parameter watches held at once (`mesh registry serve --max-watchers`).
+    pub fn set_max_watchers(&self, n: usize) {
+        self.max_watchers.store(n, Ordering::Relaxed);
+    }
+
+    /// Reads the newest parameters version every [`WATCH_CHECK`] and wakes the watches.
+    fn spawn_version_check(&self) -> AbortOnDrop {
+        let (store, version) = (self.store.clone(), self.version.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(WATCH_CHECK).await;
+                let store = store.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    store
+                        .lock()
+                        .map_err(|_| "database lock poisoned".to_owned())
+                        .and_then(|s| s.params_version().map_err(|e| e.to_string()))
+                })
+                .await;
+                match read {
+                    Ok(Ok(v)) => {
+                        version.send_if_modified(|cur| {
+                            let newer = v > *cur;
+                            if newer {
+                                *cur = v;
+                            }
+                            newer
+                        });
+                    }
+                    Ok(Err(e)) => warn!(error = %e, "cannot read the parameters version"),
+                    Err(e) => warn!(error = %e, "parameters version check failed"),
+                }
+            }
+        }))
     }
 
     /// The bound address.
@@ -407,6 +531,7 @@ impl Server {
 
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let _version_check = self.spawn_version_check();
         tokio::pin!(shutdown);
         loop {
             let (tcp, remote) = tokio::select! {

@@ -592,6 +592,16 @@ impl Store {
     }
 
     /// The newest signed parameters.
+    /// The version of the newest parameters document (cheap: what watchers compare).
+    pub fn params_version(&self) -> Result<u64> {
+        let v: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(version), 0) FROM params", [], |r| {
+                    r.get(0)
+                })?;
+        Ok(u64::try_from(v).unwrap_or(0))
+    }
+
     pub fn params(&self) -> Result<SignedParams> {
         Ok(self.conn.query_row(
             "SELECT document, signature FROM params ORDER BY version DESC LIMIT 1",

@@ -502,6 +502,32 @@ impl RegistryClient {
         Ok((params, signed))
     }
 
+    /// Waits (up to the registry's hold time, 15 s) for parameters newer than `after`, and
+    /// returns the current ones, verified against the CA, either way. `Ok(None)`: the
+    /// registry holds as many watches as it allows (poll instead).
+    pub async fn watch_params(&self, after: u64) -> Result<Option<(NetworkParams, SignedParams)>> {
+        let ca = self.ca_der.as_ref().ok_or_else(|| {
+            ClientError::Local("join first: no CA to verify the parameters with".into())
+        })?;
+        let (status, bytes) = self
+            .request("GET", &format!("/params/watch?after={after}"), None)
+            .await?;
+        if let Err(e) = check_status(status, &bytes) {
+            return match e {
+                ClientError::Refused { code, .. } if code == "busy" => Ok(None),
+                e => Err(e),
+            };
+        }
+        let j: crate::params::SignedParamsJson =
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+        let signed =
+            SignedParams::from_json(&j).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+        let params = signed
+            .verify(ca)
+            .map_err(|e| ClientError::BadResponse(e.to_string()))?;
+        Ok(Some((params, signed)))
+    }
+
     /// The CRL (DER), signature checked against the CA.
     pub async fn crl(&self) -> Result<Vec<u8>> {
         let (status, bytes) = self.request("GET", "/crl", None).await?;

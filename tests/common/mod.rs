@@ -33,6 +33,19 @@ impl TestRegistry {
     }
 
     pub async fn start_with(f: impl FnOnce(&mut InitOptions)) -> TestRegistry {
+        Self::start_full(f, None).await
+    }
+
+    /// A registry that holds at most `n` parameter watches.
+    #[allow(dead_code)]
+    pub async fn start_max_watchers(n: usize) -> TestRegistry {
+        Self::start_full(|_| {}, Some(n)).await
+    }
+
+    async fn start_full(
+        f: impl FnOnce(&mut InitOptions),
+        max_watchers: Option<usize>,
+    ) -> TestRegistry {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let url = format!("https://127.0.0.1:{port}");
@@ -48,6 +61,9 @@ impl TestRegistry {
         let reg = Registry::open(dir.path()).expect("open");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let server = Server::bind(reg, addr).await.expect("bind");
+        if let Some(n) = max_watchers {
+            server.set_max_watchers(n);
+        }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = server

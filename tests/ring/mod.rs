@@ -34,6 +34,9 @@ pub struct RingOptions {
     pub params: Vec<String>,
     /// `--registry-poll` seconds per node (0 = off).
     pub poll: fn(usize) -> u64,
+    /// Whether node `i` holds a parameter watch on the registry (`--no-registry-watch`
+    /// otherwise).
+    pub watch: fn(usize) -> bool,
     /// Extra `mesh registry serve` arguments.
     pub serve_args: Vec<String>,
     /// Tunnels over the bridge, where every node reaches every other (no nftables ring
@@ -46,6 +49,7 @@ impl Default for RingOptions {
         RingOptions {
             params: vec!["client_count=2".into()],
             poll: |_| 0,
+            watch: |_| false,
             serve_args: vec![],
             open: false,
         }
@@ -62,6 +66,7 @@ pub struct Ring {
     pub registry_pid: Option<u32>,
     port: u16,
     poll: fn(usize) -> u64,
+    watch: fn(usize) -> bool,
     serve_args: Vec<String>,
     open: bool,
 }
@@ -219,6 +224,7 @@ pub fn start_ring_with(opts: RingOptions) -> Ring {
         registry_pid: None,
         port,
         poll: opts.poll,
+        watch: opts.watch,
         serve_args: opts.serve_args,
         open: opts.open,
     };
@@ -364,6 +370,9 @@ impl Ring {
         }
         if with_peers {
             args.extend(["--peer", &pl, "--peer", &pr]);
+        }
+        if !(self.watch)(i) {
+            args.push("--no-registry-watch");
         }
         let (o, e) = (Stdio::null(), self.log(&format!("n{i}.log")));
         let pid = self.rig.spawn(&format!("n{i}"), MESH, &args, o, e).unwrap();
