@@ -339,6 +339,54 @@ fn root_lan_discovery_tunnels_neighbours_and_ignores_another_network() {
         );
     }
     assert!(!lc.contains(&pa.to_string()) && !lc.contains(&pb.to_string()));
+
+    // A node that is down falls silent on the LAN, and speaks again once up: counted as the
+    // packets from a's link-local address that c (another network) logs and ignores.
+    let a_ll = {
+        let o = rig
+            .exec(
+                "a",
+                &[
+                    "ip", "-6", "-o", "addr", "show", "dev", &lan_if, "scope", "link",
+                ],
+            )
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        text.split_whitespace()
+            .find_map(|w| w.strip_suffix("/64"))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no link-local address on a's LAN interface: {text}"))
+    };
+    let heard_from_a = || {
+        log("c")
+            .lines()
+            .filter(|l| l.contains("LAN discovery packet ignored") && l.contains(&a_ll))
+            .count()
+    };
+    let window = Duration::from_secs(2);
+    let before = heard_from_a();
+    std::thread::sleep(window);
+    let up = heard_from_a() - before;
+    assert!(up >= 2, "a announced {up} times in {window:?} while up");
+    let o = ns_mesh(&rig, "a", &["down", "--state-dir", da.to_str().unwrap()]);
+    assert!(o.status.success(), "{o:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = heard_from_a();
+    std::thread::sleep(window);
+    let down = heard_from_a() - before;
+    assert_eq!(down, 0, "a announced itself {down} times while down");
+    let o = ns_mesh(&rig, "a", &["up", "--state-dir", da.to_str().unwrap()]);
+    assert!(o.status.success(), "{o:?}");
+    let before = heard_from_a();
+    std::thread::sleep(window);
+    let again = heard_from_a() - before;
+    println!(
+        "LAN discovery: a announced {up} times in 2 s while up, {down} while down, {again} after `mesh up`"
+    );
+    assert!(
+        again >= 2,
+        "a announced {again} times in {window:?} after up"
+    );
 }
 
 #[test]

@@ -308,18 +308,35 @@ pub fn parse(
     })
 }
 
-/// The node's side of discovery: the keys the tasks use and the neighbours heard lately.
+/// How the node announces itself: every `hello` (the Babel hello interval in force), and only
+/// while `active` (a node that is `down` falls silent, so its neighbours let it go).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LanPace {
+    /// Interval between announcements.
+    pub hello: Duration,
+    /// Whether to announce at all.
+    pub active: bool,
+}
+
+/// The node's side of discovery: the keys and pace the tasks use and the neighbours heard
+/// lately.
 #[derive(Debug)]
 pub struct LanPeers {
     auth: watch::Sender<LanAuth>,
+    pace: watch::Sender<LanPace>,
     seen: HashMap<Ipv6Net, (SocketAddrV6, Instant)>,
 }
 
 impl LanPeers {
-    /// With the keys in force at start.
-    pub fn new(auth: LanAuth) -> LanPeers {
+    /// With the keys and hello interval in force at start.
+    pub fn new(auth: LanAuth, hello: Duration) -> LanPeers {
         LanPeers {
             auth: watch::channel(auth).0,
+            pace: watch::channel(LanPace {
+                hello,
+                active: true,
+            })
+            .0,
             seen: HashMap::new(),
         }
     }
@@ -327,6 +344,23 @@ impl LanPeers {
     /// What the discovery tasks watch (they stop when this `LanPeers` is dropped).
     pub fn subscribe(&self) -> watch::Receiver<LanAuth> {
         self.auth.subscribe()
+    }
+
+    /// The pace the sending tasks follow.
+    pub fn pace(&self) -> watch::Receiver<LanPace> {
+        self.pace.subscribe()
+    }
+
+    /// A new hello interval (the parameters changed it).
+    pub fn set_hello(&self, hello: Duration) {
+        self.pace
+            .send_if_modified(|p| std::mem::replace(&mut p.hello, hello) != hello);
+    }
+
+    /// Announce (the node is up) or fall silent (it is down).
+    pub fn set_active(&self, active: bool) {
+        self.pace
+            .send_if_modified(|p| std::mem::replace(&mut p.active, active) != active);
     }
 
     /// New keys or parameters for the discovery tasks.
@@ -411,7 +445,7 @@ pub use self::io::start;
 pub async fn start<F>(
     _ifaces: &[String],
     _ann: Announcement,
-    _hello: Duration,
+    _pace: watch::Receiver<LanPace>,
     _auth: watch::Receiver<LanAuth>,
     _found: F,
 ) -> anyhow::Result<()>
@@ -434,7 +468,7 @@ mod io {
     use tokio::sync::{Notify, watch};
     use tracing::{debug, trace};
 
-    use super::{Announcement, Discovered, LanAuth, build, parse};
+    use super::{Announcement, Discovered, LanAuth, LanPace, build, parse};
     use crate::lan::netlink::Netlink;
     use crate::lan::sock::LanSocket;
     use crate::wire::{BABEL_MULTICAST_V6, BABEL_PORT};
@@ -447,7 +481,7 @@ mod io {
     pub async fn start<F>(
         ifaces: &[String],
         ann: Announcement,
-        hello: Duration,
+        pace: watch::Receiver<LanPace>,
         auth: watch::Receiver<LanAuth>,
         found: F,
     ) -> anyhow::Result<()>
@@ -468,7 +502,6 @@ mod io {
             tracing::info!(iface = %name, link_local = %s.link_local, "LAN discovery on");
             socks.push(Arc::new(s));
         }
-        let hello = hello.max(Duration::from_millis(50));
         for s in socks {
             // A new neighbour gets our announcement at once, so it need not wait a whole
             // hello interval to dial us.
@@ -476,7 +509,7 @@ mod io {
             tokio::spawn(send_loop(
                 s.clone(),
                 ann,
-                hello,
+                pace.clone(),
                 auth.clone(),
                 new_neighbour.clone(),
             ));
@@ -500,15 +533,20 @@ mod io {
     async fn send_loop(
         s: Arc<LanSocket>,
         ann: Announcement,
-        hello: Duration,
+        mut pace: watch::Receiver<LanPace>,
         mut auth: watch::Receiver<LanAuth>,
         new_neighbour: Arc<Notify>,
     ) {
         let src = SocketAddr::V6(SocketAddrV6::new(s.link_local, s.port, 0, 0));
         let dst = SocketAddr::V6(SocketAddrV6::new(s.group, s.port, 0, 0));
         let mut seqno: u16 = rand::random();
-        let mut tick = tokio::time::interval(hello);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ticker = |hello: Duration| {
+            let mut t = tokio::time::interval(hello.max(Duration::from_millis(50)));
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        };
+        let mut now = *pace.borrow_and_update();
+        let mut tick = ticker(now.hello);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -518,7 +556,25 @@ mod io {
                         return;
                     }
                 }
+                changed = pace.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let next = *pace.borrow_and_update();
+                    if next.hello != now.hello {
+                        // the first tick is immediate: the new interval is announced at once
+                        tick = ticker(next.hello);
+                    }
+                    if next.active != now.active {
+                        debug!(iface = %s.name, active = next.active, "LAN discovery announcements");
+                    }
+                    now = next;
+                }
             }
+            if !now.active {
+                continue;
+            }
+            let hello = now.hello.max(Duration::from_millis(50));
             let current = auth.borrow_and_update().clone();
             match build(&ann, seqno, hello, src, dst, &current) {
                 Ok(p) => {
@@ -806,6 +862,34 @@ mod tests {
     }
 
     #[test]
+    fn pace_changes_wake_the_senders_only_when_something_changed() {
+        let peers = LanPeers::new(auth(1), Duration::from_secs(1));
+        let mut rx = peers.pace();
+        assert_eq!(
+            *rx.borrow_and_update(),
+            LanPace {
+                hello: Duration::from_secs(1),
+                active: true
+            }
+        );
+        peers.set_hello(Duration::from_secs(1));
+        peers.set_active(true);
+        assert!(!rx.has_changed().unwrap(), "nothing changed");
+        peers.set_active(false);
+        assert!(rx.has_changed().unwrap());
+        assert!(!rx.borrow_and_update().active);
+        peers.set_hello(Duration::from_secs(4));
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(
+            *rx.borrow_and_update(),
+            LanPace {
+                hello: Duration::from_secs(4),
+                active: false
+            }
+        );
+    }
+
+    #[test]
     fn ignores_own_packet() {
         let mine = announcement().prefix;
         assert_eq!(
@@ -848,7 +932,7 @@ mod tests {
 
     #[test]
     fn remembers_and_expires_neighbours() {
-        let mut peers = LanPeers::new(auth(1));
+        let mut peers = LanPeers::new(auth(1), Duration::from_secs(1));
         let t0 = Instant::now();
         let p = announcement().prefix;
         let a = SocketAddrV6::new("fe80::1".parse().unwrap(), 6464, 0, 7);

@@ -606,10 +606,10 @@ pub async fn run(
 
     // `--lan`: neighbours announce themselves on the LAN and get tunnels to their link-local
     // addresses (src/mesh/lan_discovery.rs).
-    let lan = super::lan_discovery::LanPeers::new(super::lan_discovery::LanAuth::new(
-        &params,
-        mac_keys(&params, &keys),
-    ));
+    let lan = super::lan_discovery::LanPeers::new(
+        super::lan_discovery::LanAuth::new(&params, mac_keys(&params, &keys)),
+        timers.hello,
+    );
     if !cfg.lan.is_empty() {
         let ann = super::lan_discovery::Announcement {
             prefix,
@@ -624,7 +624,7 @@ pub async fn run(
                 addr: d.addr,
             });
         };
-        super::lan_discovery::start(&cfg.lan, ann, timers.hello, lan.subscribe(), found).await?;
+        super::lan_discovery::start(&cfg.lan, ann, lan.pace(), lan.subscribe(), found).await?;
     }
     let (mut cache, cache_err) =
         PeerCache::load(&PeerCache::path(&cfg.state_dir), DEFAULT_CAPACITY);
@@ -974,6 +974,7 @@ impl Core {
             }
             Input::Down => {
                 self.down = true;
+                self.lan.set_active(false);
                 let ids: Vec<IfaceId> = self.tunnels.keys().copied().collect();
                 for id in ids {
                     if let Some(t) = self.tunnels.get(&id) {
@@ -993,6 +994,7 @@ impl Core {
                     warn!(error = %e, "cannot put the node address back on the TUN device");
                 }
                 self.down = false;
+                self.lan.set_active(true);
             }
             Input::LanPeer { prefix, addr } => self.lan_peer(prefix, addr),
             Input::Exit => return false,
@@ -1250,6 +1252,7 @@ impl Core {
                 for id in self.tunnels.keys() {
                     let _ = self.engine.set_timers(now, *id, self.timers);
                 }
+                self.lan.set_hello(hello);
             }
             self.endpoint.set_hello(
                 HelloInfo {
