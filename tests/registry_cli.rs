@@ -548,3 +548,31 @@ fn token_create_prefix_len_hands_out_a_prefix_of_exactly_that_length() {
     assert!(stderr(&o).contains("prefix::1"), "{}", stderr(&o));
     assert!(!other.join("ca.key").exists());
 }
+
+/// `mesh registry token list | head -0`: the reader is gone before anything is printed. A
+/// print-only command ends quietly with 0, as Unix tools do, instead of panicking.
+#[test]
+fn a_closed_stdout_ends_a_print_only_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), free_port(), &[]);
+    let d = dir.path().to_str().unwrap();
+    for _ in 0..3 {
+        assert!(
+            mesh(&["registry", "token", "create", "--state-dir", d])
+                .status
+                .success()
+        );
+    }
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["registry", "token", "list", "--state-dir", d])
+        .env_remove("MESH_STATE_DIR")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run mesh");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "", "nothing said on stderr");
+}
