@@ -44,6 +44,93 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Dur
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
+/// Two namespaces, a (fd99:ab::1) and b (fd99:ab::2), on one veth, a registry served from b
+/// on `port`, and nodes joined to it, for the two-node tests. Fields drop in order: the logs
+/// are printed (on a panic) before the processes end and the files go.
+struct TwoNodes {
+    _logs: LogsOnPanic,
+    rig: Rig,
+    /// The prefixes of the joined nodes, in the order they were named.
+    prefixes: Vec<ipnet::Ipv6Net>,
+    tmp: tempfile::TempDir,
+}
+
+impl TwoNodes {
+    fn new(rig_name: &str, port: u16, join: &[&str]) -> TwoNodes {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut rig = Rig::new(rig_name).unwrap();
+        rig.add_ns("a").unwrap();
+        rig.add_ns("b").unwrap();
+        let (ia, ib) = rig.link("a", "b").unwrap();
+        for (ns, dev, addr) in [("a", &ia, "fd99:ab::1/64"), ("b", &ib, "fd99:ab::2/64")] {
+            rig.exec(ns, &["ip", "-6", "addr", "add", addr, "dev", dev, "nodad"])
+                .unwrap();
+        }
+        let reg = tmp.path().join("registry");
+        let o = Command::new(MESH)
+            .args([
+                "registry",
+                "init",
+                "--state-dir",
+                reg.to_str().unwrap(),
+                "--url",
+                &format!("https://[fd99:ab::2]:{port}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let log = Stdio::from(std::fs::File::create(tmp.path().join("registry.log")).unwrap());
+        rig.spawn(
+            "b",
+            MESH,
+            &[
+                "registry",
+                "serve",
+                "--state-dir",
+                reg.to_str().unwrap(),
+                "--listen",
+                &format!("[::]:{port}"),
+            ],
+            Stdio::null(),
+            log,
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        let mut prefixes = Vec::new();
+        for n in join {
+            let token = Command::new(MESH)
+                .args([
+                    "registry",
+                    "token",
+                    "create",
+                    "--state-dir",
+                    reg.to_str().unwrap(),
+                ])
+                .output()
+                .unwrap();
+            let dir = tmp.path().join(n);
+            let o = ns_mesh(
+                &rig,
+                n,
+                &[
+                    "join",
+                    String::from_utf8_lossy(&token.stdout).trim(),
+                    "--state-dir",
+                    dir.to_str().unwrap(),
+                ],
+            );
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            prefixes.push(re6mesh::state::load(&dir).unwrap().facts.prefix);
+        }
+        TwoNodes {
+            _logs: LogsOnPanic(tmp.path().to_path_buf()),
+            rig,
+            prefixes,
+            tmp,
+        }
+    }
+}
+
 fn selected_routes(rig: &Rig, ns: &str, dir: &Path) -> Vec<String> {
     let o = ns_mesh(
         rig,
@@ -322,96 +409,13 @@ fn root_node_two_nodes_find_each_other_through_the_registry_bootstrap() {
     if !require_root("root_node_two_nodes_find_each_other_through_the_registry_bootstrap") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let mut rig = Rig::new("rmtboot").unwrap();
-    rig.add_ns("a").unwrap();
-    rig.add_ns("b").unwrap();
-    let (ia, ib) = rig.link("a", "b").unwrap();
-    rig.exec(
-        "a",
-        &[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            "fd99:ab::1/64",
-            "dev",
-            &ia,
-            "nodad",
-        ],
-    )
-    .unwrap();
-    rig.exec(
-        "b",
-        &[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            "fd99:ab::2/64",
-            "dev",
-            &ib,
-            "nodad",
-        ],
-    )
-    .unwrap();
-    let reg = tmp.path().join("registry");
     let port = 17000 + (std::process::id() % 1000) as u16;
-    let o = Command::new(MESH)
-        .args([
-            "registry",
-            "init",
-            "--state-dir",
-            reg.to_str().unwrap(),
-            "--url",
-            &format!("https://[fd99:ab::2]:{port}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    let mut t = TwoNodes::new("rmtboot", port, &["b", "a"]);
+    let (rig, prefixes, tmp) = (&mut t.rig, &t.prefixes, &t.tmp);
     let log = |name: &str| Stdio::from(std::fs::File::create(tmp.path().join(name)).unwrap());
-    rig.spawn(
-        "b",
-        MESH,
-        &[
-            "registry",
-            "serve",
-            "--state-dir",
-            reg.to_str().unwrap(),
-            "--listen",
-            &format!("[::]:{port}"),
-        ],
-        Stdio::null(),
-        log("registry.log"),
-    )
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
-    let _logs = LogsOnPanic(tmp.path().to_path_buf());
-    let mut prefixes = Vec::new();
+    // b first, so that it has reported its endpoint when a asks the registry for a peer
     for (n, ep) in [("b", "[fd99:ab::2]:6464"), ("a", "[fd99:ab::1]:6464")] {
-        let token = Command::new(MESH)
-            .args([
-                "registry",
-                "token",
-                "create",
-                "--state-dir",
-                reg.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
         let dir = tmp.path().join(n);
-        let o = ns_mesh(
-            &rig,
-            n,
-            &[
-                "join",
-                String::from_utf8_lossy(&token.stdout).trim(),
-                "--state-dir",
-                dir.to_str().unwrap(),
-            ],
-        );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        prefixes.push(re6mesh::state::load(&dir).unwrap().facts.prefix);
         let args = [
             "up",
             "--foreground",
@@ -433,7 +437,7 @@ fn root_node_two_nodes_find_each_other_through_the_registry_bootstrap() {
     let took = wait_until(
         "a to find b through the registry",
         Duration::from_secs(30),
-        || selected_routes(&rig, "a", &da).contains(&b_prefix),
+        || selected_routes(rig, "a", &da).contains(&b_prefix),
     );
     println!("bootstrap through the registry: a routes to b after {took:?}");
     let ping = rig
@@ -468,73 +472,10 @@ fn root_node_a_path_without_1360_byte_packets_is_refused_with_a_clear_log() {
         return;
     }
     const SENTENCE: &str = "does not carry 1360-byte packets";
-    let tmp = tempfile::tempdir().unwrap();
-    let mut rig = Rig::new("rmtmtu").unwrap();
-    rig.add_ns("a").unwrap();
-    rig.add_ns("b").unwrap();
-    let (ia, ib) = rig.link("a", "b").unwrap();
-    for (ns, dev, addr) in [("a", &ia, "fd99:ab::1/64"), ("b", &ib, "fd99:ab::2/64")] {
-        rig.exec(ns, &["ip", "-6", "addr", "add", addr, "dev", dev, "nodad"])
-            .unwrap();
-    }
-    let reg = tmp.path().join("registry");
     let port = 16000 + (std::process::id() % 1000) as u16;
-    let o = Command::new(MESH)
-        .args([
-            "registry",
-            "init",
-            "--state-dir",
-            reg.to_str().unwrap(),
-            "--url",
-            &format!("https://[fd99:ab::2]:{port}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut t = TwoNodes::new("rmtmtu", port, &["a", "b"]);
+    let (rig, prefixes, tmp) = (&mut t.rig, &t.prefixes, &t.tmp);
     let log = |name: &str| Stdio::from(std::fs::File::create(tmp.path().join(name)).unwrap());
-    rig.spawn(
-        "b",
-        MESH,
-        &[
-            "registry",
-            "serve",
-            "--state-dir",
-            reg.to_str().unwrap(),
-            "--listen",
-            &format!("[::]:{port}"),
-        ],
-        Stdio::null(),
-        log("registry.log"),
-    )
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
-    let _logs = LogsOnPanic(tmp.path().to_path_buf());
-    let mut prefixes = Vec::new();
-    for n in ["a", "b"] {
-        let token = Command::new(MESH)
-            .args([
-                "registry",
-                "token",
-                "create",
-                "--state-dir",
-                reg.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        let dir = tmp.path().join(n);
-        let o = ns_mesh(
-            &rig,
-            n,
-            &[
-                "join",
-                String::from_utf8_lossy(&token.stdout).trim(),
-                "--state-dir",
-                dir.to_str().unwrap(),
-            ],
-        );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        prefixes.push(re6mesh::state::load(&dir).unwrap().facts.prefix);
-    }
 
     // a drops UDP packets longer than 1300 bytes, in and out
     for cmd in [
@@ -603,7 +544,7 @@ fn root_node_a_path_without_1360_byte_packets_is_refused_with_a_clear_log() {
     for n in ["a", "b"] {
         let dir = tmp.path().join(n);
         let st = ns_mesh(
-            &rig,
+            rig,
             n,
             &["status", "--json", "--state-dir", dir.to_str().unwrap()],
         );
@@ -613,7 +554,7 @@ fn root_node_a_path_without_1360_byte_packets_is_refused_with_a_clear_log() {
             "{n} has a tunnel over the small path: {st}"
         );
     }
-    assert!(!selected_routes(&rig, "a", &da).contains(&b_prefix));
+    assert!(!selected_routes(rig, "a", &da).contains(&b_prefix));
 
     // positive control: without the rule the same nodes get their tunnel
     rig.exec("a", &["nft", "delete", "table", "inet", "mtu"])
@@ -622,7 +563,7 @@ fn root_node_a_path_without_1360_byte_packets_is_refused_with_a_clear_log() {
     let up = wait_until(
         "a to route to b once the path carries full-size packets",
         Duration::from_secs(30),
-        || selected_routes(&rig, "a", &da).contains(&b_prefix),
+        || selected_routes(rig, "a", &da).contains(&b_prefix),
     );
     println!("tunnel up and route a -> b {up:?} after the rule was deleted");
     let warnings = ["a", "b"].map(|n| read_log(n).unwrap().matches(SENTENCE).count());
