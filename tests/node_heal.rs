@@ -53,6 +53,21 @@ fn log_of(ring: &Ring, i: usize) -> String {
     std::fs::read_to_string(ring.tmp.path().join(format!("n{i}.log"))).unwrap_or_default()
 }
 
+/// Whether node `i` has a selected route of finite metric to `prefix`.
+fn routes_to(ring: &Ring, i: usize, prefix: &str) -> bool {
+    let Ok(o) = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["routes", "--json", "--state-dir"])
+        .arg(ring.dir(i))
+        .output()
+    else {
+        return true;
+    };
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|r| r["prefix"] == prefix && r["selected"] == true && r["metric"] != 65535)
+}
+
 /// The tunnels node `i` dialled beyond its two ring peers: its tunnel manager's.
 fn managed(ring: &Ring, i: usize) -> Vec<String> {
     let ring_peers = [(i + N - 1) % N, (i + 1) % N].map(|j| ring.prefixes[j].to_string());
@@ -114,6 +129,22 @@ fn root_heal_a_revoked_node_is_cut_off_renews_itself_and_a_ban_keeps_it_out() {
     std::thread::sleep(Duration::from_secs(1));
     let t = Instant::now();
     ring.registry_ok(&["revoke", &old_serial]);
+    // cut off from every other node: each is seen without a usable route to n3 (ping output
+    // cannot show this reliably: ping stopped by SIGTERM may lose its buffered lines)
+    let n3 = ring.prefixes[3].to_string();
+    let mut lost: Vec<(usize, Duration)> = Vec::new();
+    while lost.len() < others.len() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "n3 was not cut off from every other node: lost by {lost:?}"
+        );
+        for i in others {
+            if !lost.iter().any(|(j, _)| *j == i) && !routes_to(&ring, i, &n3) {
+                lost.push((i, t.elapsed()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // it renews itself: a new serial, same prefix, reachable again
     while serial_of(&ring, 3) == old_serial {
         assert!(
@@ -138,11 +169,10 @@ fn root_heal_a_revoked_node_is_cut_off_renews_itself_and_a_ban_keeps_it_out() {
         let seqs = received_seqs(&text);
         let last = seqs.iter().max().copied().unwrap_or(0);
         let gap = longest_gap(&seqs, last);
-        assert!(gap >= 1, "n{i} never lost n3 after the revocation:\n{text}");
-        gaps.push(gap * 100);
+        gaps.push((i, gap * 100));
     }
     println!(
-        "revoke by serial: n3 cut off from every other node (longest 10 Hz ping gap per node n0 n1 n2 n4 n5 n6: {gaps:?} ms), renewed {renewed:?} and reachable again {back:?} after the revocation"
+        "revoke by serial: every other node lost its route to n3 (node, time after the revocation: {lost:?}); longest 10 Hz ping gap per node (ms): {gaps:?}; renewed {renewed:?} and reachable again {back:?} after the revocation"
     );
     // every tunnel to it was closed: both ring neighbours said so
     for n in [2, 4] {
