@@ -14,6 +14,11 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 /// The URI SAN scheme that carries a node's prefix.
 pub const NODE_URI_PREFIX: &str = "re6mesh:node:";
 
+/// Node and server certificates start this long before they are issued, so a peer whose
+/// clock is a little behind accepts them at once (so `not_before` is not the start of the
+/// validity a node plans its renewal on).
+pub const CERT_BACKDATE_SECS: i64 = 300;
+
 /// Errors reading a certificate or a signature.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {

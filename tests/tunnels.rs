@@ -50,15 +50,16 @@ async fn a_tunnel_names_both_peers_and_carries_datagrams_both_ways() {
     assert_eq!(ta.peer_hello.protocol, re6mesh::params::PROTOCOL_VERSION);
     assert_eq!(tb.peer_hello.protocol, re6mesh::params::PROTOCOL_VERSION);
     // a 1280-byte IPv6 packet (the TUN MTU) fits in one datagram
+    let (la, lb) = (ta.link(), tb.link());
     assert!(
-        ta.max_payload().unwrap() >= 1280,
+        la.max_payload() >= 1280,
         "max payload {:?}",
-        ta.max_payload()
+        la.max_payload()
     );
-    ta.send(frame::TYPE_IPV6, &ipv6_packet(1)).unwrap();
+    la.send_packet_copy(&ipv6_packet(1)).unwrap();
     let got = tb.conn.read_datagram().await.unwrap();
     assert_eq!(frame::parse(&got), Ok(Datagram::Ipv6(&ipv6_packet(1)[..])));
-    tb.send(frame::TYPE_BABEL, b"\x2a\x02\x00\x00").unwrap();
+    lb.send_babel(b"\x2a\x02\x00\x00").unwrap();
     let got = ta.conn.read_datagram().await.unwrap();
     assert_eq!(frame::parse(&got), Ok(Datagram::Babel(b"\x2a\x02\x00\x00")));
     reg.stop().await;
@@ -96,15 +97,25 @@ async fn revoked_serials_are_refused_in_both_directions_and_the_set_swaps_live()
             tokio::spawn(async move { acc.finish().await.map(std::mem::forget) });
         }
     });
-    // b revokes a: a's handshake is refused by b
+    // b revokes a: a's handshake is refused by b, and a is told why (a typed error, so the
+    // node asks the registry and renews)
     eb.trust()
         .set_revoked(HashSet::from([a.cert.serial.clone()]));
-    assert!(ea.connect(b_addr, b.cert.prefix).await.is_err());
+    let err = ea.connect(b_addr, b.cert.prefix).await.unwrap_err();
+    assert!(
+        matches!(err, re6mesh::mesh::tunnels::TunnelError::Revoked(at) if at == b_addr),
+        "{err:?}"
+    );
     // b lifts it, a revokes b: a refuses b's certificate
     eb.trust().set_revoked(HashSet::new());
     ea.trust()
         .set_revoked(HashSet::from([b.cert.serial.clone()]));
-    assert!(ea.connect(b_addr, b.cert.prefix).await.is_err());
+    let err = ea.connect(b_addr, b.cert.prefix).await.unwrap_err();
+    // refusing the peer is not being refused
+    assert!(
+        !matches!(err, re6mesh::mesh::tunnels::TunnelError::Revoked(_)),
+        "{err:?}"
+    );
     // nobody revokes anyone: it works, without any restart
     ea.trust().set_revoked(HashSet::new());
     ea.connect(b_addr, b.cert.prefix).await.unwrap();

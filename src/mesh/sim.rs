@@ -899,6 +899,10 @@ impl Sim {
 #[path = "sim_tests.rs"]
 mod sim_tests;
 
+/// Whole nodes ([`crate::mesh::node::NodeCore`]) with a simulated registry.
+#[path = "sim_nodes.rs"]
+pub mod nodes;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,9 +54,9 @@ pub struct CsrKey {
 const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
 const OID_P256: &str = "1.2.840.10045.3.1.7";
 
-/// Node and server certificates start this long before they are issued, so a peer whose
-/// clock is a little behind accepts them at once.
-pub const BACKDATE_SECS: i64 = 300;
+/// Node and server certificates start this long before they are issued (see
+/// [`crate::identity::CERT_BACKDATE_SECS`]).
+pub const BACKDATE_SECS: i64 = crate::identity::CERT_BACKDATE_SECS;
 
 /// Parses a PEM or DER CSR, checks its self-signature and that its key is ECDSA P-256, and
 /// returns only the public key (nothing else from the CSR is used).

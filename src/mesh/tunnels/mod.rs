@@ -12,9 +12,10 @@
 //! tells a too-small path from an unreachable peer: a second handshake of 1200-byte packets
 //! (what every IPv6 path carries) from a throwaway endpoint, then one more full-size attempt.
 //! Small succeeds, full-size fails again: the path is refused with one clear sentence
-//! ([`TunnelError::PathMtu`]), and the small connection is closed with [`CLOSE_PATH_MTU`] so the
+//! ([`TunnelError::PathMtu`]), and the small connection is closed with [`CloseCode::PathMtu`] so the
 //! peer logs the same sentence.
 
+pub mod close;
 pub mod control;
 pub mod frame;
 pub mod policy;
@@ -29,6 +30,7 @@ use ipnet::Ipv6Net;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
 use crate::identity;
+pub use close::CloseCode;
 pub use tls::Trust;
 
 /// QUIC `initial_mtu` and `min_mtu` (UDP payload bytes): a path that cannot carry this is not
@@ -88,6 +90,10 @@ pub enum TunnelError {
     /// [`path_mtu_sentence`]).
     #[error("{0}")]
     PathMtu(String),
+    /// The peer refused our certificate as revoked (TLS alert, or the tunnel closed with
+    /// [`CloseCode::Revoked`] during the hello): this node should ask the registry and renew.
+    #[error("the peer at {0} refused this node's certificate as revoked")]
+    Revoked(SocketAddr),
 }
 
 /// The one sentence logged, on both sides, when a path does not carry [`QUIC_MIN_MTU`]-byte
@@ -121,13 +127,6 @@ pub struct HelloInfo {
 
 /// How long the control-stream hello exchange may take.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Application close code: the peer's protocol is below the network minimum.
-pub const CLOSE_PROTOCOL: u32 = 2;
-/// Application close code: the peer broke the control protocol.
-pub const CLOSE_CONTROL: u32 = 3;
-/// Application close code: the path does not carry [`QUIC_MIN_MTU`]-byte packets (sent on the
-/// diagnostic connection; codes 4–7 are the node's, see `mesh::node`).
-pub const CLOSE_PATH_MTU: u32 = 8;
 
 /// One established tunnel: authenticated both ways, hellos exchanged.
 #[derive(Debug)]
@@ -250,16 +249,21 @@ impl Tunnel {
                 return Err(TunnelError::PathMtu(path_mtu_sentence(&ip, ip)));
             }
             Ok(Err(e)) => {
-                conn.close(CLOSE_CONTROL.into(), b"control hello failed");
+                if conn.close_reason().is_some_and(|r| {
+                    close::is_revoked_alert(&r) || CloseCode::from_error(&r) == Some(CloseCode::Revoked)
+                }) {
+                    return Err(TunnelError::Revoked(addr));
+                }
+                CloseCode::Control.close(&conn);
                 return Err(err(format!("control hello failed: {e}")));
             }
             Err(_) => {
-                conn.close(CLOSE_CONTROL.into(), b"control hello timed out");
+                CloseCode::Control.close(&conn);
                 return Err(err("control hello timed out".into()));
             }
         };
         if peer.protocol < min_protocol {
-            conn.close(CLOSE_PROTOCOL.into(), b"protocol below the network minimum");
+            CloseCode::Protocol.close(&conn);
             return Err(err(format!(
                 "the peer speaks protocol {} but the network requires at least {min_protocol}",
                 peer.protocol
@@ -277,37 +281,120 @@ impl Tunnel {
         })
     }
 
-    /// Largest payload (IPv6 or Babel packet) that fits one datagram now, if datagrams work.
-    pub fn max_payload(&self) -> Option<usize> {
+    /// The data-path handle of this tunnel.
+    pub fn link(&self) -> TunnelLink {
+        TunnelLink {
+            conn: self.conn.clone(),
+        }
+    }
+
+    /// Splits the tunnel into its data-path handle and its control stream.
+    pub fn split(self) -> (TunnelLink, ControlStream) {
+        (
+            TunnelLink { conn: self.conn },
+            ControlStream {
+                send: self.control_send,
+                recv: self.control_recv,
+                decoder: self.control_decoder,
+            },
+        )
+    }
+}
+
+/// The control stream of a tunnel, after the hello.
+#[derive(Debug)]
+pub struct ControlStream {
+    /// Send half.
+    pub send: quinn::SendStream,
+    /// Receive half.
+    pub recv: quinn::RecvStream,
+    /// Decoder holding the bytes received after the hello.
+    pub decoder: control::Decoder,
+}
+
+/// Why a datagram was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Data is not queued into the last [`BABEL_RESERVE`] bytes of the send queue: dropped,
+    /// as a router drops on a full queue.
+    #[error("tunnel send queue full")]
+    QueueFull,
+    /// QUIC refused it (closed, too large, datagrams off).
+    #[error("datagram not sent: {0}")]
+    Quic(#[from] quinn::SendDatagramError),
+}
+
+/// The data path's handle on a tunnel: cheap to clone, and the one place that frames
+/// datagrams ([`frame`]), knows how large a packet the tunnel carries and keeps the Babel
+/// reserve of the send queue.
+#[derive(Debug, Clone)]
+pub struct TunnelLink {
+    conn: quinn::Connection,
+}
+
+impl TunnelLink {
+    /// Largest IPv6 or Babel packet that fits one datagram now (0 when datagrams do not work).
+    pub fn max_payload(&self) -> usize {
         self.conn
             .max_datagram_size()
             .map(|m| m.saturating_sub(frame::HEADER_LEN))
+            .unwrap_or(0)
     }
 
-    /// Sends one framed datagram (already carrying its type byte).
-    pub fn send_framed(&self, framed: Bytes) -> Result<(), quinn::SendDatagramError> {
-        self.conn.send_datagram(framed)
+    /// Sends the IPv6 packet that follows the [`frame::HEADER_LEN`] bytes reserved at the
+    /// start of `framed` (no copy), unless the send queue is down to the Babel reserve.
+    pub fn send_packet(&self, mut framed: bytes::BytesMut) -> Result<(), SendError> {
+        if self.conn.datagram_send_buffer_space() < BABEL_RESERVE {
+            return Err(SendError::QueueFull);
+        }
+        let Some(ty) = framed.first_mut() else {
+            return Ok(());
+        };
+        *ty = frame::TYPE_IPV6;
+        self.conn.send_datagram(framed.freeze())?;
+        Ok(())
     }
 
-    /// Frames and sends a payload of type `ty`.
-    pub fn send(&self, ty: u8, payload: &[u8]) -> Result<(), quinn::SendDatagramError> {
-        let mut v = Vec::new();
-        frame::encode_into(ty, payload, &mut v);
-        self.conn.send_datagram(Bytes::from(v))
+    /// Frames and sends an IPv6 packet held elsewhere (one copy: ICMPv6 errors).
+    pub fn send_packet_copy(&self, pkt: &[u8]) -> Result<(), SendError> {
+        let mut v = bytes::BytesMut::with_capacity(frame::HEADER_LEN + pkt.len());
+        v.extend_from_slice(&[frame::TYPE_IPV6]);
+        v.extend_from_slice(pkt);
+        self.send_packet(v)
+    }
+
+    /// Frames and sends a Babel packet (always queued: the reserve is Babel's).
+    pub fn send_babel(&self, payload: &[u8]) -> Result<(), SendError> {
+        let mut v = Vec::with_capacity(frame::HEADER_LEN + payload.len());
+        frame::encode_into(frame::TYPE_BABEL, payload, &mut v);
+        self.conn.send_datagram(Bytes::from(v))?;
+        Ok(())
+    }
+
+    /// The next datagram (still framed); an error once the tunnel is closed.
+    pub async fn read_datagram(&self) -> Result<Bytes, quinn::ConnectionError> {
+        self.conn.read_datagram().await
     }
 
     /// Smoothed RTT measured by QUIC.
     pub fn rtt(&self) -> Duration {
         self.conn.rtt()
     }
+
+    /// The peer's UDP address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.conn.remote_address()
+    }
+
+    /// Closes the tunnel with `code`.
+    pub fn close(&self, code: CloseCode) {
+        code.close(&self.conn);
+    }
 }
 
 fn closed_for_path_mtu(conn: &quinn::Connection) -> bool {
-    matches!(
-        conn.close_reason(),
-        Some(quinn::ConnectionError::ApplicationClosed(c))
-            if c.error_code == quinn::VarInt::from_u32(CLOSE_PATH_MTU)
-    )
+    conn.close_reason()
+        .is_some_and(|r| CloseCode::from_error(&r) == Some(CloseCode::PathMtu))
 }
 
 /// An incoming tunnel whose handshake and hello are not done yet.
@@ -394,6 +481,7 @@ async fn dial_once(
         Ok(connecting) => match connecting.await {
             Ok(conn) => Dialled::Up(conn),
             Err(e @ quinn::ConnectionError::TimedOut) => Dialled::TimedOut(err(e.to_string())),
+            Err(e) if close::is_revoked_alert(&e) => Dialled::Failed(TunnelError::Revoked(addr)),
             Err(e) => Dialled::Failed(err(e.to_string())),
         },
     }
@@ -498,7 +586,7 @@ impl TunnelEndpoint {
         // prefix comparison is the same fact read from the URI SAN.
         let (prefix, _) = peer_identity(&conn)?;
         if prefix != expected {
-            conn.close(1u32.into(), b"unexpected prefix");
+            CloseCode::Internal.close(&conn);
             return Err(err(format!("the peer is {prefix} instead of {expected}")));
         }
         let (me, min) = self.hello();
@@ -510,7 +598,7 @@ impl TunnelEndpoint {
     /// unreachable peer (returns `first`) from a live one; for a live one the full-size handshake
     /// is tried once more (the first may have met loss or a peer still starting), and when it
     /// times out again the path is refused and the small connection closed with
-    /// [`CLOSE_PATH_MTU`], so the peer logs the same sentence.
+    /// [`CloseCode::PathMtu`], so the peer logs the same sentence.
     async fn after_timeout(
         &self,
         addr: SocketAddr,
@@ -526,7 +614,7 @@ impl TunnelEndpoint {
             Dialled::Failed(e) => (Err(e), 0, "path checked".to_owned()),
             Dialled::TimedOut(_) => {
                 let msg = path_mtu_sentence(&addr, addr.ip());
-                (Err(TunnelError::PathMtu(msg.clone())), CLOSE_PATH_MTU, msg)
+                (Err(TunnelError::PathMtu(msg.clone())), CloseCode::PathMtu.code(), msg)
             }
         };
         diag.close(code.into(), reason.as_bytes());
@@ -575,7 +663,8 @@ impl TunnelEndpoint {
 
     /// Closes every tunnel and the endpoint.
     pub fn close(&self) {
-        self.endpoint.close(0u32.into(), b"node shutting down");
+        let c = CloseCode::Shutdown;
+        self.endpoint.close(c.code().into(), c.reason());
     }
 }
 

@@ -1,0 +1,85 @@
+//! The control socket's view of the node: a snapshot the shell refreshes from the core, and
+//! the requests (`up`, `down`, `exit`) sent to the shell's loop.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ipnet::Ipv6Net;
+use tokio::sync::mpsc;
+
+use super::core::{Input, Snapshot};
+use super::shell::ShellEvent;
+use crate::control::{self, ControlHandler, NodeStateName};
+use crate::identity;
+
+/// What the control handler shares with the shell.
+pub(super) struct Shared {
+    pub(super) snapshot: Mutex<Snapshot>,
+    pub(super) tx: mpsc::Sender<ShellEvent>,
+    pub(super) started: Instant,
+    pub(super) prefix: Ipv6Net,
+    pub(super) network: Ipv6Net,
+}
+
+impl Shared {
+    pub(super) fn set_snapshot(&self, s: Snapshot) {
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn request(&self, input: Input) -> Result<(), String> {
+        self.tx
+            .try_send(ShellEvent::Input(input))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => "the node is busy; try again".to_string(),
+                mpsc::error::TrySendError::Closed(_) => "the node is stopping".to_string(),
+            })
+    }
+}
+
+pub(super) struct Handler(pub(super) Arc<Shared>);
+
+impl ControlHandler for Handler {
+    fn status(&self) -> control::Status {
+        let s = self.0.snapshot();
+        control::Status {
+            state: s.state,
+            prefix: self.0.prefix.to_string(),
+            address: identity::node_address(&self.0.prefix).to_string(),
+            network: self.0.network.to_string(),
+            params_version: s.params_version,
+            protocol: crate::params::PROTOCOL_VERSION,
+            tunnels: s.tunnels,
+            routes: s.selected,
+            uptime_secs: self.0.started.elapsed().as_secs(),
+            error: None,
+        }
+    }
+    fn peers(&self) -> Vec<control::Peer> {
+        self.0.snapshot().peers
+    }
+    fn routes(&self) -> Vec<control::Route> {
+        self.0.snapshot().routes
+    }
+    fn up(&self) -> Result<String, String> {
+        self.0.request(Input::Up)?;
+        Ok("connecting".into())
+    }
+    fn down(&self) -> Result<String, String> {
+        if self.0.snapshot().state == NodeStateName::Down {
+            return Err("the node is already down".into());
+        }
+        self.0.request(Input::Down)?;
+        Ok("disconnected: tunnels closed; `mesh up` reconnects".into())
+    }
+    fn exit(&self) -> Result<String, String> {
+        self.0.request(Input::Exit)?;
+        Ok("the node is exiting".into())
+    }
+}

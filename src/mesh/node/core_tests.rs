@@ -1,0 +1,432 @@
+//! Unit tests of the node core, one decision at a time (whole networks of cores run in
+//! `mesh::sim::nodes`).
+
+use super::*;
+use crate::params::{CrlRef, MacState, TunnelPolicy};
+use crate::registry::ca::Ca;
+
+struct World {
+    ca: Ca,
+    crl: Vec<u8>,
+}
+
+const NETWORK: &str = "fd00:1::/48";
+
+fn net_prefix(i: u16) -> Ipv6Net {
+    format!("fd00:1:{i:x}::/64").parse().unwrap()
+}
+
+impl World {
+    fn new() -> World {
+        let ca = Ca::generate(&NETWORK.parse().unwrap(), time::OffsetDateTime::now_utc()).unwrap();
+        let crl = ca.crl(1, &[], time::OffsetDateTime::now_utc()).unwrap();
+        World { ca, crl }
+    }
+
+    fn params(&self, version: u64, min_protocol: u32) -> SignedParams {
+        let p = NetworkParams {
+            version,
+            issued_at: 0,
+            network: NETWORK.parse().unwrap(),
+            node_prefix_len: 64,
+            protocol: PROTOCOL_VERSION,
+            min_protocol,
+            hello_interval: 4,
+            tunnel: TunnelPolicy {
+                client_count: 3,
+                max_clients: 2,
+                refresh: 300,
+            },
+            countries: Default::default(),
+            crl: CrlRef {
+                number: 1,
+                sha256: hex::encode(identity::fingerprint(&self.crl)),
+            },
+            mac: MacState::default(),
+        };
+        let document = p.to_bytes();
+        SignedParams {
+            signature: self.ca.sign(&document).unwrap(),
+            document,
+        }
+    }
+
+    fn core(&self, me: u16) -> NodeCore {
+        let mut net = NetState::new(self.ca.cert_der().to_vec(), self.params(1, 1)).unwrap();
+        net.offer(None, Some(&self.crl)).unwrap();
+        NodeCore::new(
+            CoreConfig {
+                prefix: net_prefix(me),
+                net,
+                keys: vec![],
+                serial: "01".into(),
+                not_before: 0,
+                not_after: i64::MAX / 2,
+                static_peers: vec![],
+                endpoints: vec![],
+                country: None,
+                babel_timers: None,
+                cache: PeerCache::new(16),
+            },
+            [7; 32],
+            at(0),
+        )
+    }
+}
+
+fn at(ms: u64) -> Now {
+    Now {
+        time: Time::from_millis(ms),
+        unix: 1_800_000_000 + i64::try_from(ms / 1000).unwrap(),
+    }
+}
+
+fn info(peer: u16, initiated: bool) -> TunnelInfo {
+    TunnelInfo {
+        peer_prefix: net_prefix(peer),
+        peer_serial: format!("{peer:02x}"),
+        initiated,
+        hello: HelloInfo {
+            protocol: PROTOCOL_VERSION,
+            params_version: 1,
+            endpoints: vec![],
+            country: None,
+        },
+        remote: "192.0.2.1:1".parse().unwrap(),
+    }
+}
+
+fn actions(core: &mut NodeCore) -> Vec<Action> {
+    std::iter::from_fn(|| core.poll_action()).collect()
+}
+
+fn closes(a: &[Action]) -> Vec<(TunnelId, CloseCode)> {
+    a.iter()
+        .filter_map(|a| match a {
+            Action::Close { tunnel, code } => Some((*tunnel, *code)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn up(core: &mut NodeCore, id: u64, peer: u16, initiated: bool) -> Vec<Action> {
+    core.handle(
+        at(10),
+        Input::TunnelUp {
+            tunnel: TunnelId(id),
+            info: info(peer, initiated),
+        },
+    );
+    actions(core)
+}
+
+#[test]
+fn a_new_tunnel_is_activated_and_told_our_peers() {
+    let w = World::new();
+    let mut c = w.core(1);
+    let _ = actions(&mut c);
+    let a = up(&mut c, 1, 2, true);
+    assert!(
+        matches!(a[0], Action::Activate { tunnel: TunnelId(1), .. }),
+        "{a:?}"
+    );
+    assert!(
+        a.iter().any(|a| matches!(a, Action::SendControl { msg: ControlMsg::Peers { .. }, .. })),
+        "{a:?}"
+    );
+    assert_eq!(c.neighbours(), vec![net_prefix(2)]);
+}
+
+#[test]
+fn of_two_tunnels_to_one_peer_the_pair_keeps_the_one_the_lower_prefix_initiated() {
+    let w = World::new();
+    // we are the lower prefix: our own dial wins over the peer's
+    let mut c = w.core(1);
+    up(&mut c, 1, 2, false);
+    let a = up(&mut c, 2, 2, true);
+    assert_eq!(closes(&a), vec![(TunnelId(1), CloseCode::Duplicate)]);
+    assert!(a.iter().any(|a| matches!(a, Action::Activate { tunnel: TunnelId(2), .. })));
+    // a third one, initiated by the peer again, is refused
+    let a = up(&mut c, 3, 2, false);
+    assert_eq!(closes(&a), vec![(TunnelId(3), CloseCode::Duplicate)]);
+    // we are the higher prefix: the peer's dial wins
+    let mut c = w.core(3);
+    up(&mut c, 1, 2, true);
+    let a = up(&mut c, 2, 2, false);
+    assert_eq!(closes(&a), vec![(TunnelId(1), CloseCode::Duplicate)]);
+}
+
+#[test]
+fn a_tunnel_from_a_serial_the_crl_names_is_closed_as_revoked() {
+    let w = World::new();
+    let mut c = w.core(1);
+    let crl = w
+        .ca
+        .crl(2, &[("02".into(), 0)], time::OffsetDateTime::now_utc())
+        .unwrap();
+    let mut p = NetState::new(w.ca.cert_der().to_vec(), w.params(1, 1)).unwrap();
+    let _ = p.offer(None, Some(&crl));
+    // the parameters name the CRL: build version 2 naming it
+    let mut doc = p.params().clone();
+    doc.version = 2;
+    doc.crl = CrlRef {
+        number: 2,
+        sha256: hex::encode(identity::fingerprint(&crl)),
+    };
+    let document = doc.to_bytes();
+    let signed = SignedParams {
+        signature: w.ca.sign(&document).unwrap(),
+        document,
+    };
+    up(&mut c, 1, 2, true);
+    up(&mut c, 2, 3, true);
+    c.handle(
+        at(20),
+        Input::Offer {
+            signed: Some(signed),
+            crl: Some(crl),
+            from: None,
+        },
+    );
+    let a = actions(&mut c);
+    assert_eq!(closes(&a), vec![(TunnelId(1), CloseCode::Revoked)]);
+    assert!(a.iter().any(|a| matches!(a, Action::SetRevoked(s) if s.contains("02"))));
+    // the survivor hears of the new parameters
+    assert!(
+        a.iter().any(|a| matches!(a,
+            Action::SendControl { tunnel: TunnelId(2), msg: ControlMsg::Params { .. } })),
+        "{a:?}"
+    );
+    // and a new tunnel from the revoked serial is refused
+    let a = up(&mut c, 3, 2, false);
+    assert_eq!(closes(&a), vec![(TunnelId(3), CloseCode::Revoked)]);
+}
+
+#[test]
+fn a_peer_closing_with_the_revoked_code_or_refusing_a_dial_as_revoked_sends_us_to_the_registry() {
+    let w = World::new();
+    let mut c = w.core(1);
+    up(&mut c, 1, 2, true);
+    c.handle(
+        at(100),
+        Input::TunnelDown {
+            tunnel: TunnelId(1),
+            code: Some(CloseCode::Revoked),
+        },
+    );
+    assert!(actions(&mut c).contains(&Action::FetchParams));
+    // within the 5 s limit: not again at once, but at the next round after it
+    c.handle(
+        at(200),
+        Input::DialFailed {
+            peer: net_prefix(3),
+            revoked: true,
+        },
+    );
+    assert!(!actions(&mut c).contains(&Action::FetchParams));
+    c.handle_timeout(at(5_200));
+    assert!(actions(&mut c).contains(&Action::FetchParams));
+    // a plain close or failure does not
+    up(&mut c, 2, 4, true);
+    c.handle(
+        at(20_000),
+        Input::TunnelDown {
+            tunnel: TunnelId(2),
+            code: Some(CloseCode::Retired),
+        },
+    );
+    c.handle(
+        at(20_000),
+        Input::DialFailed {
+            peer: net_prefix(3),
+            revoked: false,
+        },
+    );
+    assert!(!actions(&mut c).contains(&Action::FetchParams));
+}
+
+#[test]
+fn params_requests_are_answered_at_most_once_a_second_per_tunnel() {
+    let w = World::new();
+    let mut c = w.core(1);
+    up(&mut c, 1, 2, true);
+    let answers = |c: &mut NodeCore| {
+        actions(c)
+            .iter()
+            .filter(|a| matches!(a, Action::SendControl { msg: ControlMsg::Params { .. }, .. }))
+            .count()
+    };
+    for i in 0..100 {
+        c.handle(
+            at(1_000 + i),
+            Input::Control {
+                tunnel: TunnelId(1),
+                msg: ControlMsg::ParamsRequest,
+            },
+        );
+    }
+    assert_eq!(answers(&mut c), 1);
+    assert_eq!(c.counters().params_requests_ignored, 99);
+    c.handle(
+        at(2_000),
+        Input::Control {
+            tunnel: TunnelId(1),
+            msg: ControlMsg::ParamsRequest,
+        },
+    );
+    assert_eq!(answers(&mut c), 1);
+}
+
+#[test]
+fn a_neighbour_that_does_not_read_its_control_stream_loses_its_tunnel() {
+    let w = World::new();
+    let mut c = w.core(1);
+    up(&mut c, 1, 2, true);
+    c.handle(at(50), Input::ControlStalled(TunnelId(1)));
+    let a = actions(&mut c);
+    assert_eq!(closes(&a), vec![(TunnelId(1), CloseCode::Control)]);
+    assert!(c.neighbours().is_empty());
+    assert_eq!(c.counters().control_stalled, 1);
+}
+
+#[test]
+fn peers_beyond_the_budget_of_one_message_are_not_taken() {
+    let w = World::new();
+    let mut c = w.core(1);
+    up(&mut c, 1, 2, true);
+    let peers = (10..2000u16)
+        .map(|i| PeerAddr {
+            prefix: net_prefix(i),
+            endpoints: vec!["192.0.2.9:1".parse().unwrap()],
+            country: None,
+        })
+        .collect();
+    c.handle(
+        at(50),
+        Input::Control {
+            tunnel: TunnelId(1),
+            msg: ControlMsg::Peers { peers },
+        },
+    );
+    // the cache's own capacity (16 here) bounds it further
+    assert!(c.peer_cache().len() <= 16);
+}
+
+#[test]
+fn a_renewal_for_another_prefix_or_one_that_cannot_be_installed_changes_nothing() {
+    let w = World::new();
+    let mut c = w.core(1);
+    c.revoked = true;
+    c.handle_timeout(at(0));
+    assert!(actions(&mut c).contains(&Action::Renew));
+    let renewal = |prefix| Renewal {
+        prefix,
+        serial: "99".into(),
+        not_before: 0,
+        not_after: i64::MAX / 2,
+        cert_der: vec![1, 2, 3],
+        signed_params: w.params(1, 1),
+    };
+    c.handle(at(10), Input::Renewed(Ok(renewal(net_prefix(5)))));
+    assert!(actions(&mut c).iter().all(|a| !matches!(a, Action::InstallCertificate { .. })));
+    assert_eq!(c.serial(), "01");
+    // retried after a minute, not before
+    c.handle_timeout(at(30_000));
+    assert!(!actions(&mut c).contains(&Action::Renew));
+    c.handle_timeout(at(61_000));
+    assert!(actions(&mut c).contains(&Action::Renew));
+    c.handle(at(61_010), Input::Renewed(Ok(renewal(net_prefix(1)))));
+    assert!(actions(&mut c).contains(&Action::InstallCertificate {
+        cert_der: vec![1, 2, 3]
+    }));
+    c.handle(
+        at(61_020),
+        Input::CertificateInstalled(Err(InstallError("disk full".into()))),
+    );
+    assert_eq!(c.serial(), "01");
+    assert!(c.is_revoked());
+    // an answer nobody waits for is ignored
+    c.handle(at(61_030), Input::CertificateInstalled(Ok(())));
+    assert_eq!(c.serial(), "01");
+    c.handle_timeout(at(122_000));
+    assert!(actions(&mut c).contains(&Action::Renew));
+    c.handle(at(122_010), Input::Renewed(Ok(renewal(net_prefix(1)))));
+    c.handle(at(122_020), Input::CertificateInstalled(Ok(())));
+    assert_eq!(c.serial(), "99");
+    assert!(!c.is_revoked());
+}
+
+#[test]
+fn a_network_requiring_a_newer_protocol_stops_the_node_after_passing_the_news_on() {
+    let w = World::new();
+    let mut c = w.core(1);
+    up(&mut c, 1, 2, true);
+    up(&mut c, 2, 3, true);
+    c.handle(
+        at(100),
+        Input::Offer {
+            signed: Some(w.params(2, PROTOCOL_VERSION + 1)),
+            crl: None,
+            from: Some(TunnelId(1)),
+        },
+    );
+    let a = actions(&mut c);
+    let params_to = a.iter().position(|a| {
+        matches!(a, Action::SendControl { tunnel: TunnelId(2), msg: ControlMsg::Params { .. } })
+    });
+    let stop = a.iter().position(|a| matches!(a, Action::Stop { error: Some(_) }));
+    assert!(params_to.is_some() && stop.is_some() && params_to < stop, "{a:?}");
+    assert!(
+        a.iter().all(|a| !matches!(a, Action::SendControl { tunnel: TunnelId(1), .. })),
+        "the sender is not sent its own news: {a:?}"
+    );
+    assert_eq!(c.linger(), LINGER_FATAL);
+}
+
+#[test]
+fn mesh_down_closes_every_tunnel_withdraws_the_address_and_refuses_new_ones() {
+    let w = World::new();
+    let mut c = w.core(1);
+    up(&mut c, 1, 2, true);
+    c.handle(at(100), Input::Down);
+    let a = actions(&mut c);
+    assert_eq!(closes(&a), vec![(TunnelId(1), CloseCode::Shutdown)]);
+    assert!(a.contains(&Action::TunWithdraw));
+    assert!(a.contains(&Action::LanPace {
+        hello: Duration::from_secs(4),
+        active: false
+    }));
+    let a = up(&mut c, 2, 3, false);
+    assert_eq!(closes(&a), vec![(TunnelId(2), CloseCode::Shutdown)]);
+    c.handle(at(200), Input::Up);
+    assert!(actions(&mut c).contains(&Action::TunRestore));
+}
+
+#[test]
+fn the_same_inputs_and_seed_give_the_same_actions() {
+    let w = World::new();
+    let run = || {
+        let mut c = w.core(1);
+        c.handle(
+            at(0),
+            Input::Peers(
+                (2..40u16)
+                    .map(|i| PeerAddr {
+                        prefix: net_prefix(i),
+                        endpoints: vec![format!("192.0.2.{i}:1").parse().unwrap()],
+                        country: None,
+                    })
+                    .collect(),
+            ),
+        );
+        let mut out = Vec::new();
+        for t in (0..5_000).step_by(500) {
+            c.handle_timeout(at(t));
+            out.extend(actions(&mut c).into_iter().map(|a| format!("{a:?}")));
+        }
+        out
+    };
+    let (a, b) = (run(), run());
+    assert!(a.iter().any(|s| s.starts_with("Dial")), "{a:?}");
+    assert_eq!(a, b);
+}

@@ -1,0 +1,369 @@
+//! `mesh up`: loads the state, brings the parameters up to date, opens the endpoint, the TUN
+//! device and the control socket, starts the long-lived tasks and hands over to the shell.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::NodeConfig;
+use super::control_api::{Handler, Shared};
+use super::core::{self, CoreConfig, Input, NodeCore, Now, Snapshot};
+use super::datapath::DataPath;
+use super::shell::{EVENT_QUEUE, Registry, Shell, ShellEvent, fetch_key_bytes, fetch_params_and_crl};
+use crate::control::{self, ControlHandler, NodeStateName};
+use crate::identity;
+use crate::mesh::babel::time::Time;
+use crate::mesh::lan_discovery::{self, LanAuth, LanPeers};
+use crate::mesh::netstate::NetState;
+use crate::mesh::peers::{DEFAULT_CAPACITY, PeerCache};
+use crate::mesh::tunnels::{HelloInfo, Trust, TunnelEndpoint, TunnelError};
+use crate::registry_client::RegistryClient;
+
+/// Parameter watch: first and longest wait after a failed watch.
+const WATCH_RETRY_MIN: Duration = Duration::from_secs(1);
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Parameter watch: wait after the registry said it holds as many watches as it allows.
+const WATCH_BUSY_RETRY: Duration = Duration::from_secs(600);
+
+/// Runs the node until SIGINT/SIGTERM or `mesh down --exit`.
+pub async fn run(
+    cfg: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let st = crate::state::load(&cfg.state_dir)?;
+    let now_unix = time::OffsetDateTime::now_utc().unix_timestamp();
+    let info = identity::cert_info(&st.cert_der)?;
+    if info.not_after <= now_unix {
+        anyhow::bail!(
+            "this node's certificate has expired; join again with a new token (`mesh join --force <TOKEN>`)"
+        );
+    }
+    let prefix = st.facts.prefix;
+    let me = identity::node_address(&prefix);
+    let client = Arc::new(ArcSwap::from_pointee(RegistryClient::with_identity(
+        &st.facts.registry_url,
+        &st.ca_der,
+        &st.cert_der,
+        &st.key,
+    )?));
+    // Parameters and CRL: the stored ones, then whatever newer the registry has.
+    let mut net = NetState::new(st.ca_der.clone(), st.signed.clone())?;
+    if let Some(der) = &st.crl_der
+        && let Err(e) = net.offer(None, Some(der))
+    {
+        warn!(error = %e, "the cached CRL is unusable; waiting for a fresh one");
+    }
+    let (signed, crl) = fetch_params_and_crl(&client.load()).await;
+    match net.offer(signed.as_ref(), crl.as_deref()) {
+        Ok(a) if a.any() => {
+            if let Err(e) = crate::state::save_params(&cfg.state_dir, net.signed(), net.crl_der()) {
+                warn!(error = %e, "cannot store the new parameters");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "the registry's parameters or CRL were refused"),
+    }
+    let params = net.params().clone();
+    if let Some(msg) = core::protocol_too_old(&params) {
+        anyhow::bail!(msg);
+    }
+    let keys = fetch_key_bytes(&client.load(), &cfg.state_dir).await;
+    let mac = core::mac_keys(&params, &keys);
+    if params.mac.sign.is_some() && mac.sign.is_none() {
+        warn!(
+            "the network signs Babel packets but this node has no key yet; routing waits for the registry"
+        );
+    }
+
+    let trust = Trust::new(&st.ca_der)?;
+    trust.set_revoked(net.revoked().clone());
+    let endpoint = Arc::new(
+        TunnelEndpoint::bind(
+            cfg.listen,
+            trust,
+            &st.cert_der,
+            &st.key.to_der(),
+            cfg.tunnel_timers,
+        )
+        .context("cannot open the tunnel endpoint")?,
+    );
+    endpoint.set_hello(
+        HelloInfo {
+            protocol: crate::params::PROTOCOL_VERSION,
+            params_version: params.version,
+            endpoints: cfg.endpoints.clone(),
+            country: cfg.country.clone(),
+        },
+        params.min_protocol,
+    );
+    let tun = Arc::new(crate::tun::Tun::open(
+        &cfg.tun_name,
+        me,
+        params.network,
+        cfg.tun_mtu,
+    )?);
+    if !cfg.endpoints.is_empty()
+        && let Err(e) = client
+            .load()
+            .report_endpoints(&cfg.endpoints, crate::params::PROTOCOL_VERSION)
+            .await
+    {
+        warn!(error = %e, "cannot report this node's endpoints to the registry");
+    }
+
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    let started = Instant::now();
+    let shared = Arc::new(Shared {
+        snapshot: Mutex::new(Snapshot {
+            state: NodeStateName::Connecting,
+            peers: vec![],
+            routes: vec![],
+            tunnels: 0,
+            selected: 0,
+            params_version: params.version,
+        }),
+        tx: tx.clone(),
+        started,
+        prefix,
+        network: params.network,
+    });
+    let control = control::server::ControlServer::bind(&cfg.state_dir, 0o600).await?;
+    // As a service (root, and the installers' group exists) the group may use the socket too.
+    #[cfg(unix)]
+    if rustix::process::geteuid().is_root()
+        && let Some(gid) = control::service_group_id()
+    {
+        match control.share_with_group(gid) {
+            Ok(()) => info!(
+                group = control::SERVICE_GROUP,
+                "control socket shared with the group (mode 0660)"
+            ),
+            Err(e) => {
+                warn!(error = %e, "cannot give the control socket to the re6mesh group; only root can use it")
+            }
+        }
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    {
+        let mut stop = stop_rx.clone();
+        let h: Arc<dyn ControlHandler> = Arc::new(Handler(shared.clone()));
+        tokio::spawn(control.run(h, async move {
+            let _ = stop.changed().await;
+        }));
+    }
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(ShellEvent::Input(Input::Exit)).await;
+        });
+    }
+
+    // The core.
+    let (cache, cache_err) = PeerCache::load(&PeerCache::path(&cfg.state_dir), DEFAULT_CAPACITY);
+    if let Some(e) = cache_err
+        && !e.is_missing()
+    {
+        warn!(error = %e, "the peer cache is unusable; starting with an empty one");
+    }
+    let core = NodeCore::new(
+        CoreConfig {
+            prefix,
+            net,
+            keys,
+            serial: info.serial.clone(),
+            not_before: info.not_before,
+            not_after: info.not_after,
+            static_peers: cfg.peers.clone(),
+            endpoints: cfg.endpoints.clone(),
+            country: cfg.country.clone(),
+            babel_timers: cfg.babel_timers,
+            cache,
+        },
+        rand::random(),
+        Now {
+            time: Time::ZERO,
+            unix: time::OffsetDateTime::now_utc().unix_timestamp(),
+        },
+    );
+    let data = DataPath {
+        prefix,
+        me,
+        fib: core.fib_reader(),
+        table: Arc::new(ArcSwap::from_pointee(HashMap::new())),
+        tun,
+        babel_dropped: Arc::default(),
+    };
+
+    // TUN reader: packets from local applications.
+    tokio::spawn(data.clone().run_tun_reader());
+    // Acceptor.
+    {
+        let (endpoint, tx) = (endpoint.clone(), tx.clone());
+        tokio::spawn(async move {
+            while let Some(acc) = endpoint.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let from = acc.remote_address();
+                    match acc.finish().await {
+                        Ok(t) => {
+                            let _ = tx.send(ShellEvent::Established(Box::new(t))).await;
+                        }
+                        Err(e @ TunnelError::PathMtu(_)) => {
+                            warn!(%from, "incoming tunnel refused: {e}");
+                        }
+                        Err(e) => info!(%from, error = %e, "incoming tunnel refused"),
+                    }
+                });
+            }
+        });
+    }
+    if cfg.registry_watch {
+        spawn_registry_watch(tx.clone(), cfg.state_dir.clone(), client.clone(), params.version);
+    }
+    if let Some(period) = cfg.registry_poll {
+        spawn_registry_poll(tx.clone(), cfg.state_dir.clone(), client.clone(), period);
+    }
+
+    // `--lan`: neighbours announce themselves on the LAN and get tunnels to their link-local
+    // addresses (src/mesh/lan_discovery.rs).
+    let timers_hello = cfg
+        .babel_timers
+        .map(|t| t.hello)
+        .unwrap_or_else(|| Duration::from_secs(u64::from(params.hello_interval.max(1))));
+    let lan = LanPeers::new(LanAuth::new(&params, mac), timers_hello);
+    if !cfg.lan.is_empty() {
+        let ann = lan_discovery::Announcement {
+            prefix,
+            port: endpoint
+                .local_addr()
+                .map_or(cfg.listen.port(), |a| a.port()),
+        };
+        let tx = tx.clone();
+        let found = move |d: lan_discovery::Discovered| {
+            let ev = ShellEvent::Input(Input::LanPeer {
+                prefix: d.prefix,
+                addr: d.addr,
+            });
+            if tx.try_send(ev).is_err() {
+                debug!("event queue full: LAN announcement dropped");
+            }
+        };
+        lan_discovery::start(&cfg.lan, ann, lan.pace(), lan.subscribe(), found).await?;
+    }
+
+    let registry = Registry {
+        client,
+        url: st.facts.registry_url.clone(),
+        ca_der: st.ca_der.clone(),
+        key: Arc::new(st.key),
+    };
+    let shell = Shell::new(
+        core,
+        started,
+        cfg.state_dir.clone(),
+        endpoint.clone(),
+        registry,
+        lan,
+        data,
+        shared,
+        tx,
+    );
+    let result = shell.run(rx).await;
+    let _ = stop_tx.send(true);
+    endpoint.close();
+    result
+}
+
+/// Registry watch: a long poll that brings a change into the mesh within a moment.
+fn spawn_registry_watch(
+    tx: mpsc::Sender<ShellEvent>,
+    dir: std::path::PathBuf,
+    client: Arc<ArcSwap<RegistryClient>>,
+    mut after: u64,
+) {
+    tokio::spawn(async move {
+        let mut backoff = WATCH_RETRY_MIN;
+        while !tx.is_closed() {
+            let c = client.load_full();
+            match c.watch_params(after).await {
+                Ok(Some((p, signed))) => {
+                    backoff = WATCH_RETRY_MIN;
+                    if p.version <= after {
+                        continue;
+                    }
+                    after = p.version;
+                    let crl = c
+                        .crl()
+                        .await
+                        .map_err(|e| warn!(error = %e, "cannot fetch the CRL from the registry"))
+                        .ok();
+                    let offer = Input::Offer {
+                        signed: Some(signed),
+                        crl,
+                        from: None,
+                    };
+                    if tx.send(ShellEvent::Input(offer)).await.is_err() {
+                        break;
+                    }
+                    let keys = fetch_key_bytes(&c, &dir).await;
+                    if tx
+                        .send(ShellEvent::Input(Input::KeyBytes(keys)))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    info!(
+                        "the registry holds as many parameter watches as it allows: changes come from the neighbours and the poll"
+                    );
+                    tokio::time::sleep(WATCH_BUSY_RETRY).await;
+                }
+                Err(e) => {
+                    debug!(error = %e, "parameter watch failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(WATCH_RETRY_MAX);
+                }
+            }
+        }
+    });
+}
+
+/// Registry poll: the fallback when no neighbour brings newer parameters.
+fn spawn_registry_poll(
+    tx: mpsc::Sender<ShellEvent>,
+    dir: std::path::PathBuf,
+    client: Arc<ArcSwap<RegistryClient>>,
+    period: Duration,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            let c = client.load_full();
+            let (signed, crl) = fetch_params_and_crl(&c).await;
+            let offer = Input::Offer {
+                signed,
+                crl,
+                from: None,
+            };
+            if tx.send(ShellEvent::Input(offer)).await.is_err() {
+                break;
+            }
+            let keys = fetch_key_bytes(&c, &dir).await;
+            if tx
+                .send(ShellEvent::Input(Input::KeyBytes(keys)))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+}

@@ -1,0 +1,534 @@
+//! The node's IO shell: one tokio loop that feeds the [`NodeCore`] and executes its
+//! [`Action`]s. The only place in the node that spawns tasks or reads the clock.
+//!
+//! Channels and budgets (a peer pushes, the node decides what happens when it is full):
+//! * everything reaches the loop on one bounded queue ([`EVENT_QUEUE`]);
+//! * Babel datagrams: at most `datapath::BABEL_BUDGET` per tunnel queued, the rest dropped
+//!   (counted), never waited for (the data path must not stall behind the control plane);
+//! * control messages from a peer: the reader waits for room (back-pressure: it stops reading
+//!   the stream, QUIC flow control stops the peer);
+//! * control messages to a peer: at most [`CONTROL_QUEUE`] queued; a peer that does not read
+//!   them is reported to the core ([`Input::ControlStalled`]), which closes its tunnel.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tracing::{debug, info, warn};
+
+use super::control_api::Shared;
+use super::core::{Action, InstallError, Input, NodeCore, Now, Renewal, TunnelId, TunnelInfo};
+use super::datapath::DataPath;
+use crate::identity;
+use crate::mesh::babel::time::Time;
+use crate::mesh::lan_discovery::LanPeers;
+use crate::mesh::peers::PeerCache;
+use crate::mesh::tunnels::control::{ControlMsg, PeerAddr};
+use crate::mesh::tunnels::{CloseCode, ControlStream, Tunnel, TunnelEndpoint, TunnelError};
+use crate::params::SignedParams;
+use crate::registry_client::{ClientError, NodeKey, RegistryClient};
+
+/// Events queued for the loop.
+pub(super) const EVENT_QUEUE: usize = 4096;
+/// Control messages queued for one neighbour.
+pub(super) const CONTROL_QUEUE: usize = 64;
+/// How often the tunnels' RTTs are read into the core.
+const RTT_SAMPLE: Duration = Duration::from_millis(500);
+
+const MAC_CACHE: &str = "mac-keys.json";
+
+/// What reaches the shell's loop.
+pub(super) enum ShellEvent {
+    /// An input for the core as it is.
+    Input(Input),
+    /// A Babel packet, holding its tunnel's budget until the core has it.
+    Babel {
+        tunnel: TunnelId,
+        bytes: Vec<u8>,
+        _permit: OwnedSemaphorePermit,
+    },
+    /// A tunnel finished its handshake and hello (dialled or accepted).
+    Established(Box<Tunnel>),
+}
+
+/// The registry side of the shell: a client that follows certificate renewals.
+pub(super) struct Registry {
+    pub(super) client: Arc<ArcSwap<RegistryClient>>,
+    pub(super) url: String,
+    pub(super) ca_der: Vec<u8>,
+    pub(super) key: Arc<NodeKey>,
+}
+
+/// A live tunnel as the shell holds it.
+struct Live {
+    link: crate::mesh::tunnels::TunnelLink,
+    iface: crate::mesh::babel::IfaceId,
+    ctl: mpsc::Sender<ControlMsg>,
+}
+
+pub(super) struct Shell {
+    pub(super) core: NodeCore,
+    pub(super) base: Instant,
+    pub(super) dir: PathBuf,
+    pub(super) endpoint: Arc<TunnelEndpoint>,
+    pub(super) registry: Registry,
+    pub(super) lan: LanPeers,
+    pub(super) data: DataPath,
+    pub(super) shared: Arc<Shared>,
+    pub(super) tx: mpsc::Sender<ShellEvent>,
+    pub(super) next_id: u64,
+    pub(super) pending: HashMap<TunnelId, Tunnel>,
+    live: HashMap<TunnelId, Live>,
+    /// Inputs the shell produced itself while executing actions (handled next).
+    follow_up: VecDeque<Input>,
+    stop: Option<Option<String>>,
+}
+
+impl Shell {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        core: NodeCore,
+        base: Instant,
+        dir: PathBuf,
+        endpoint: Arc<TunnelEndpoint>,
+        registry: Registry,
+        lan: LanPeers,
+        data: DataPath,
+        shared: Arc<Shared>,
+        tx: mpsc::Sender<ShellEvent>,
+    ) -> Shell {
+        Shell {
+            core,
+            base,
+            dir,
+            endpoint,
+            registry,
+            lan,
+            data,
+            shared,
+            tx,
+            next_id: 0,
+            pending: HashMap::new(),
+            live: HashMap::new(),
+            follow_up: VecDeque::new(),
+            stop: None,
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            time: Time::from_millis(u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)),
+            unix: time::OffsetDateTime::now_utc().unix_timestamp(),
+        }
+    }
+
+    /// Runs until the core says stop (or every sender is gone); returns the core's reason.
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<ShellEvent>) -> anyhow::Result<()> {
+        let mut rtt_tick = tokio::time::interval(RTT_SAMPLE);
+        self.execute();
+        while self.stop.is_none() {
+            let deadline =
+                self.base + Duration::from_millis(self.core.poll_timeout().as_millis());
+            tokio::select! {
+                ev = rx.recv() => {
+                    let Some(ev) = ev else { break };
+                    self.event(ev);
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let now = self.now();
+                    self.core.handle_timeout(now);
+                }
+                _ = rtt_tick.tick() => {
+                    let now = self.now();
+                    for (id, l) in &self.live {
+                        self.core.handle(now, Input::Rtt { tunnel: *id, rtt: l.link.rtt() });
+                    }
+                }
+            }
+            self.execute();
+            if let Some(s) = self.core.take_snapshot() {
+                self.shared.set_snapshot(s);
+            }
+        }
+        // Clean shutdown: retract our routes, let them leave, close tunnels.
+        let now = self.now();
+        self.core.begin_shutdown(now);
+        self.execute();
+        tokio::time::sleep(self.core.linger()).await;
+        self.core.finish_shutdown();
+        self.execute();
+        for (_, t) in self.pending.drain() {
+            CloseCode::Shutdown.close(&t.conn);
+        }
+        self.endpoint.close();
+        info!("node stopped");
+        match self.stop.flatten() {
+            Some(msg) => Err(anyhow::anyhow!(msg)),
+            None => Ok(()),
+        }
+    }
+
+    fn event(&mut self, ev: ShellEvent) {
+        let now = self.now();
+        match ev {
+            ShellEvent::Input(input) => {
+                if let Input::TunnelDown { tunnel, .. } = &input {
+                    self.forget(*tunnel);
+                }
+                self.core.handle(now, input);
+            }
+            ShellEvent::Babel { tunnel, bytes, .. } => {
+                self.core.handle(now, Input::Babel { tunnel, bytes });
+            }
+            ShellEvent::Established(t) => {
+                self.next_id += 1;
+                let tunnel = TunnelId(self.next_id);
+                let info = TunnelInfo {
+                    peer_prefix: t.peer_prefix,
+                    peer_serial: t.peer_serial.clone(),
+                    initiated: t.initiated,
+                    hello: t.peer_hello.clone(),
+                    remote: t.conn.remote_address(),
+                };
+                self.pending.insert(tunnel, *t);
+                self.core.handle(now, Input::TunnelUp { tunnel, info });
+                // the core answers a TunnelUp with Activate or Close, except while stopping
+                self.execute();
+                if let Some(t) = self.pending.remove(&tunnel) {
+                    CloseCode::Shutdown.close(&t.conn);
+                }
+            }
+        }
+    }
+
+    fn forget(&mut self, tunnel: TunnelId) {
+        if let Some(l) = self.live.remove(&tunnel) {
+            let mut map = (**self.data.table.load()).clone();
+            map.remove(&l.iface);
+            self.data.table.store(Arc::new(map));
+        }
+    }
+
+    /// Executes the core's actions, and feeds back what executing them produced.
+    fn execute(&mut self) {
+        loop {
+            while let Some(a) = self.core.poll_action() {
+                self.action(a);
+            }
+            let Some(input) = self.follow_up.pop_front() else {
+                break;
+            };
+            let now = self.now();
+            self.core.handle(now, input);
+        }
+    }
+
+    fn spawn_input<F>(&self, f: F)
+    where
+        F: std::future::Future<Output = Option<Input>> + Send + 'static,
+    {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            if let Some(input) = f.await {
+                let _ = tx.send(ShellEvent::Input(input)).await;
+            }
+        });
+    }
+
+    fn action(&mut self, a: Action) {
+        match a {
+            Action::Activate { tunnel, iface } => self.activate(tunnel, iface),
+            Action::Close { tunnel, code } => {
+                if let Some(t) = self.pending.remove(&tunnel) {
+                    code.close(&t.conn);
+                } else if let Some(l) = self.live.get(&tunnel) {
+                    l.link.close(code);
+                    self.forget(tunnel);
+                }
+            }
+            Action::Dial { peer, addrs } => {
+                let (endpoint, tx) = (self.endpoint.clone(), self.tx.clone());
+                tokio::spawn(async move {
+                    let mut revoked = false;
+                    for addr in addrs {
+                        match endpoint.connect(addr, peer).await {
+                            Ok(t) => {
+                                let _ = tx.send(ShellEvent::Established(Box::new(t))).await;
+                                return;
+                            }
+                            Err(e @ TunnelError::PathMtu(_)) => warn!(%peer, "dial failed: {e}"),
+                            Err(e @ TunnelError::Revoked(_)) => {
+                                info!(%peer, "{e}");
+                                revoked = true;
+                            }
+                            Err(e) => debug!(%peer, %addr, error = %e, "dial failed"),
+                        }
+                    }
+                    let failed = Input::DialFailed { peer, revoked };
+                    let _ = tx.send(ShellEvent::Input(failed)).await;
+                });
+            }
+            Action::SendBabel { tunnel, bytes } => {
+                if let Some(l) = self.live.get(&tunnel)
+                    && let Err(e) = l.link.send_babel(&bytes)
+                {
+                    debug!(%tunnel, error = %e, "Babel datagram not sent");
+                }
+            }
+            Action::SendControl { tunnel, msg } => {
+                if let Some(l) = self.live.get(&tunnel)
+                    && let Err(mpsc::error::TrySendError::Full(_)) = l.ctl.try_send(msg)
+                {
+                    self.follow_up.push_back(Input::ControlStalled(tunnel));
+                }
+            }
+            Action::FetchParams => {
+                let client = self.registry.client.load_full();
+                self.spawn_input(async move {
+                    let (signed, crl) = fetch_params_and_crl(&client).await;
+                    Some(Input::Offer {
+                        signed,
+                        crl,
+                        from: None,
+                    })
+                });
+            }
+            Action::FetchKeys => {
+                let (client, dir) = (self.registry.client.load_full(), self.dir.clone());
+                self.spawn_input(async move {
+                    Some(Input::KeyBytes(fetch_key_bytes(&client, &dir).await))
+                });
+            }
+            Action::FetchBootstrap => {
+                let client = self.registry.client.load_full();
+                self.spawn_input(async move {
+                    match client.bootstrap().await {
+                        Ok(Some(b)) => {
+                            info!(peer = %b.prefix, "bootstrap peer from the registry");
+                            Some(Input::Peers(vec![PeerAddr {
+                                prefix: b.prefix,
+                                endpoints: b.endpoints,
+                                country: None,
+                            }]))
+                        }
+                        Ok(None) => {
+                            debug!("the registry knows no other live node yet");
+                            None
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "cannot ask the registry for a bootstrap peer");
+                            None
+                        }
+                    }
+                });
+            }
+            Action::Renew => {
+                let (client, key) = (self.registry.client.load_full(), self.registry.key.clone());
+                self.spawn_input(async move {
+                    let r = client.renew(&key).await.and_then(|c| {
+                        let info = identity::cert_info(&c.cert_der)
+                            .map_err(|e| ClientError::BadResponse(e.to_string()))?;
+                        Ok(Renewal {
+                            prefix: c.prefix,
+                            serial: c.serial,
+                            not_before: info.not_before,
+                            not_after: c.not_after,
+                            cert_der: c.cert_der,
+                            signed_params: c.signed_params,
+                        })
+                    });
+                    Some(Input::Renewed(r))
+                });
+            }
+            Action::InstallCertificate { cert_der } => {
+                let r = self.install(&cert_der);
+                self.follow_up.push_back(Input::CertificateInstalled(r));
+            }
+            Action::SaveParams { signed, crl } => {
+                if let Err(e) = crate::state::save_params(&self.dir, &signed, crl.as_deref()) {
+                    warn!(error = %e, "cannot store the new parameters");
+                }
+            }
+            Action::SavePeerCache(json) => {
+                if let Err(e) =
+                    crate::fsutil::write_atomic(&PeerCache::path(&self.dir), &json, 0o600)
+                {
+                    warn!(error = %e, "cannot save the peer cache");
+                }
+            }
+            Action::SetRevoked(set) => self.endpoint.trust().set_revoked(set),
+            Action::SetHello {
+                hello,
+                min_protocol,
+            } => self.endpoint.set_hello(hello, min_protocol),
+            Action::LanAuth(auth) => self.lan.set_auth(*auth),
+            Action::LanPace { hello, active } => {
+                self.lan.set_hello(hello);
+                self.lan.set_active(active);
+            }
+            Action::TunWithdraw => {
+                if let Err(e) = self.data.tun.withdraw() {
+                    warn!(error = %e, "cannot remove the node address from the TUN device");
+                }
+            }
+            Action::TunRestore => {
+                if let Err(e) = self.data.tun.restore() {
+                    warn!(error = %e, "cannot put the node address back on the TUN device");
+                }
+            }
+            Action::Stop { error } => self.stop = Some(error),
+        }
+    }
+
+    /// Puts a tunnel the core accepted to work: data path table, control stream tasks,
+    /// datagram reader.
+    fn activate(&mut self, tunnel: TunnelId, iface: crate::mesh::babel::IfaceId) {
+        let Some(t) = self.pending.remove(&tunnel) else {
+            return;
+        };
+        let (link, ctl) = t.split();
+        let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
+        spawn_control_tasks(tunnel, ctl, ctl_rx, self.tx.clone());
+        let mut map = (**self.data.table.load()).clone();
+        map.insert(iface, link.clone());
+        self.data.table.store(Arc::new(map));
+        tokio::spawn(
+            self.data
+                .clone()
+                .run_tunnel_reader(tunnel, link.clone(), self.tx.clone()),
+        );
+        self.live.insert(
+            tunnel,
+            Live {
+                link,
+                iface,
+                ctl: ctl_tx,
+            },
+        );
+    }
+
+    /// Stores a renewed certificate and switches the endpoint and the registry client to it.
+    fn install(&self, cert_der: &[u8]) -> Result<(), InstallError> {
+        let r = &self.registry;
+        crate::state::save_cert(&self.dir, cert_der).map_err(|e| InstallError(e.to_string()))?;
+        self.endpoint
+            .set_identity(cert_der, &r.key.to_der())
+            .map_err(|e| InstallError(e.to_string()))?;
+        let client = RegistryClient::with_identity(&r.url, &r.ca_der, cert_der, &r.key)
+            .map_err(|e| InstallError(e.to_string()))?;
+        r.client.store(Arc::new(client));
+        Ok(())
+    }
+}
+
+/// The control stream's writer and reader tasks of one tunnel.
+fn spawn_control_tasks(
+    tunnel: TunnelId,
+    ctl: ControlStream,
+    mut ctl_rx: mpsc::Receiver<ControlMsg>,
+    tx: mpsc::Sender<ShellEvent>,
+) {
+    let ControlStream {
+        mut send,
+        mut recv,
+        mut decoder,
+    } = ctl;
+    tokio::spawn(async move {
+        while let Some(m) = ctl_rx.recv().await {
+            if send
+                .write_all(&crate::mesh::tunnels::control::encode(&m))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        loop {
+            loop {
+                match decoder.next_message() {
+                    Ok(Some(msg)) => {
+                        // waits for room: a peer that floods its control stream is slowed
+                        // down by QUIC flow control, not buffered here
+                        let ev = ShellEvent::Input(Input::Control { tunnel, msg });
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        debug!(%tunnel, error = %e, "control stream broken");
+                        return;
+                    }
+                }
+            }
+            match recv.read(&mut buf).await {
+                Ok(Some(n)) => decoder.push(&buf[..n]),
+                _ => return,
+            }
+        }
+    });
+}
+
+/// MAC key bytes from the registry (written to the cache), or from the cache when the
+/// registry cannot answer.
+pub(super) async fn fetch_key_bytes(
+    client: &RegistryClient,
+    dir: &std::path::Path,
+) -> Vec<(String, Vec<u8>)> {
+    match client.mac_keys().await {
+        Ok(resp) => {
+            let keys: Vec<(String, Vec<u8>)> = resp
+                .keys
+                .into_iter()
+                .filter_map(|k| Some((k.id, hex::decode(k.key).ok()?)))
+                .collect();
+            let cache: Vec<(String, String)> = keys
+                .iter()
+                .map(|(i, k)| (i.clone(), hex::encode(k)))
+                .collect();
+            let _ = crate::fsutil::write_atomic(
+                &dir.join(MAC_CACHE),
+                &serde_json::to_vec(&cache).unwrap_or_default(),
+                0o600,
+            );
+            keys
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot fetch the MAC keys; using the cached ones");
+            std::fs::read(dir.join(MAC_CACHE))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Vec<(String, String)>>(&b).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(i, k)| Some((i, hex::decode(k).ok()?)))
+                .collect()
+        }
+    }
+}
+
+/// The registry's current parameters and CRL (the core verifies both before use).
+pub(super) async fn fetch_params_and_crl(
+    client: &RegistryClient,
+) -> (Option<SignedParams>, Option<Vec<u8>>) {
+    let signed = match client.params().await {
+        Ok((_, signed)) => Some(signed),
+        Err(e) => {
+            warn!(error = %e, "cannot fetch the network parameters from the registry");
+            None
+        }
+    };
+    let crl = match client.crl().await {
+        Ok(d) => Some(d),
+        Err(e) => {
+            warn!(error = %e, "cannot fetch the CRL from the registry");
+            None
+        }
+    };
+    (signed, crl)
+}

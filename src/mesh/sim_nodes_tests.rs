@@ -1,0 +1,265 @@
+//! Deterministic scenarios of whole nodes (ARCHITECTURE §5, issue "the node's pure core"):
+//! each runs seconds of CPU for minutes of virtual time, and every bound is derived from the
+//! timers involved rather than measured.
+
+use super::*;
+use crate::mesh::node::core::{Counters, Input, STATIC_DIAL_DEFER, TICK};
+
+const HELLO: u32 = 1;
+
+fn policy(client_count: u32, refresh: u32) -> TunnelPolicy {
+    TunnelPolicy {
+        client_count,
+        max_clients: 8,
+        refresh,
+    }
+}
+
+/// `n` nodes in a ring of `--peer`s (each names its successor), node 0 watching the
+/// registry, nobody polling, the tunnel manager idle (client_count 0).
+fn ring(seed: u64, n: usize) -> NodeNet {
+    let mut net = NodeNet::new(seed, policy(0, 300), HELLO);
+    for i in 0..n {
+        net.add_node(NodeSetup {
+            peers: vec![(i + 1) % n, (i + n - 1) % n],
+            watch: i == 0,
+            ..NodeSetup::default()
+        });
+    }
+    for i in 0..n {
+        net.start(i);
+    }
+    net
+}
+
+fn converge(net: &mut NodeNet, max: Duration) -> Duration {
+    net.run_until_true(max, Duration::from_millis(100), NodeNet::fully_reachable)
+        .unwrap_or_else(|| panic!("no full reachability within {max:?}"))
+}
+
+#[test]
+fn a_ring_of_nodes_converges_to_full_reachability() {
+    let mut net = ring(1, 7);
+    // dial deferral + 2 RTT handshake + a few hello/update rounds
+    let t = converge(&mut net, Duration::from_secs(20));
+    assert!(net.tunnels().len() == 7, "{:?}", net.tunnels());
+    eprintln!("7-node ring: full reachability after {t:?} (virtual)");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let run = |seed| {
+        let mut net = ring(seed, 6);
+        net.run_for(Duration::from_secs(10));
+        (net.stats, net.tunnels())
+    };
+    assert_eq!(run(5), run(5));
+}
+
+#[test]
+fn a_parameter_change_with_polling_off_reaches_every_node_from_its_neighbours() {
+    let mut net = ring(2, 7);
+    converge(&mut net, Duration::from_secs(20));
+    let t0 = net.now();
+    net.set_params(|p| p.tunnel.max_clients = 9);
+    let v = net.registry.params().version;
+    let took = net
+        .run_until_true(Duration::from_secs(5), Duration::from_millis(10), |n| {
+            (0..7).all(|i| n.core(i).is_some_and(|c| c.params().version == v))
+        })
+        .expect("every node took the new parameters");
+    // only node 0 heard the registry: the others got it hop by hop (≤ 3 hops of 20 ms
+    // plus the registry's 20 ms)
+    assert!(took <= Duration::from_millis(200), "{took:?}");
+    for i in 1..7 {
+        assert!(net.nodes[i].applied_at[&v] > net.nodes[0].applied_at[&v]);
+    }
+    eprintln!("params on all 7 nodes {took:?} after publication (t0 {t0})");
+}
+
+#[test]
+fn a_node_revoked_by_serial_is_cut_off_renews_itself_and_comes_back() {
+    let mut net = ring(3, 6);
+    converge(&mut net, Duration::from_secs(20));
+    let old = net.serial(3).to_owned();
+    net.revoke(3);
+    // cut off: every neighbour closes its tunnel to the revoked serial
+    net.run_until_true(Duration::from_secs(2), Duration::from_millis(10), |n| {
+        n.neighbours_of(3).is_empty()
+            && (0..6).filter(|i| *i != 3).all(|i| !n.neighbours_of(i).contains(&3))
+    })
+    .expect("node 3 cut off from every neighbour");
+    // renewed (same prefix, new serial), let back in, reachable again from everyone
+    let back = net
+        .run_until_true(Duration::from_secs(30), Duration::from_millis(100), |n| {
+            n.serial(3) != old && n.fully_reachable()
+        })
+        .expect("node 3 renewed and reachable again");
+    assert!(!net.core(3).unwrap().is_revoked());
+    eprintln!("revoked node renewed and reachable again {back:?} after being cut off");
+}
+
+#[test]
+fn a_banned_node_stays_out() {
+    let mut net = ring(4, 6);
+    converge(&mut net, Duration::from_secs(20));
+    net.ban(3);
+    net.run_for(Duration::from_secs(30));
+    assert!(net.neighbours_of(3).is_empty());
+    assert!(net.core(3).unwrap().is_revoked());
+    for i in (0..6).filter(|i| *i != 3) {
+        assert!(!net.has_route(i, 3), "node {i} still routes to the banned node");
+        assert!(!net.neighbours_of(i).contains(&3));
+    }
+    // the rest of the ring still reaches itself around the hole
+    let others = [0, 1, 2, 4, 5];
+    for a in others {
+        for b in others {
+            assert!(a == b || net.has_route(a, b), "{a} → {b}");
+        }
+    }
+}
+
+#[test]
+fn the_mac_rotation_steps_without_a_silent_pair() {
+    let mut net = ring(5, 6);
+    // introduce MAC, then sign K1, then rotate K1 → K2 fully
+    net.rotate_mac();
+    net.rotate_mac();
+    converge(&mut net, Duration::from_secs(30));
+    let mut checks = 0;
+    for _step in 0..3 {
+        net.rotate_mac();
+        for _ in 0..30 {
+            net.run_for(Duration::from_millis(100));
+            assert!(net.fully_reachable(), "a pair fell silent at {}", net.now());
+            checks += 1;
+        }
+    }
+    let v = net.registry.params().version;
+    assert!((0..6).all(|i| net.core(i).unwrap().params().version == v));
+    assert!(checks == 90);
+}
+
+#[test]
+fn the_lock_cycle_retires_tunnels_and_replaces_them() {
+    // 8 nodes, the tunnel manager at work: 2 outgoing tunnels each, refresh every 6 s
+    let mut net = NodeNet::new(6, policy(2, 6), HELLO);
+    for i in 0..8 {
+        net.add_node(NodeSetup {
+            watch: i == 0,
+            ..NodeSetup::default()
+        });
+    }
+    for i in 0..8 {
+        net.start(i);
+    }
+    converge(&mut net, Duration::from_secs(60));
+    let before: BTreeSet<(NodeIdx, NodeIdx)> = net.tunnels().into_iter().collect();
+    let mut silent = 0;
+    for _ in 0..600 {
+        net.run_for(Duration::from_millis(100));
+        if !net.fully_reachable() {
+            silent += 1;
+        }
+    }
+    let after: BTreeSet<(NodeIdx, NodeIdx)> = net.tunnels().into_iter().collect();
+    let replaced = before.difference(&after).count();
+    assert!(replaced >= 2, "retired tunnels: {replaced} ({before:?} → {after:?})");
+    // a retired tunnel is hard-locked first: Babel routes around it before it closes
+    assert!(silent <= 5, "{silent} of 600 checks without full reachability");
+    assert!(net.fully_reachable());
+    eprintln!(
+        "lock cycle: {replaced} tunnels of {} replaced in 60 s, {silent}/600 checks not fully reachable",
+        before.len()
+    );
+}
+
+#[test]
+fn a_node_restarted_while_the_registry_is_down_rejoins_from_its_peer_cache() {
+    // the tunnel manager finds peers through the registry's bootstrap and the peer cache
+    let mut net = NodeNet::new(7, policy(2, 300), HELLO);
+    net.add_started(6, &NodeSetup::default());
+    converge(&mut net, Duration::from_secs(60));
+    // let every node save its cache (at most once a minute) and stop node 5 cleanly
+    net.run_for(Duration::from_secs(61));
+    net.input(5, Input::Exit);
+    net.run_for(Duration::from_secs(1));
+    assert!(!net.running(5));
+    net.registry.up = false;
+    net.start(5);
+    let t = net
+        .run_until_true(Duration::from_secs(30), Duration::from_millis(100), |n| {
+            n.fully_reachable()
+        })
+        .expect("node 5 back without the registry");
+    assert!(!net.neighbours_of(5).is_empty());
+    eprintln!("restart from the peer cache with the registry down: reachable after {t:?}");
+}
+
+#[test]
+fn two_nodes_dialling_each_other_at_once_keep_one_tunnel() {
+    let mut net = NodeNet::new(8, policy(0, 300), HELLO);
+    let setup = |p| NodeSetup {
+        peers: vec![p],
+        ..NodeSetup::default()
+    };
+    net.add_node(setup(1));
+    net.add_node(setup(0));
+    net.start(0);
+    net.start(1);
+    // node 0 (lower prefix) dials at once, node 1 after the deferral: let node 1's dial start
+    // before node 0's tunnel is up by making the path slow
+    net.set_path(
+        0,
+        1,
+        Path {
+            latency: STATIC_DIAL_DEFER,
+            ..Path::default()
+        },
+    );
+    net.run_for(Duration::from_secs(30));
+    assert_eq!(net.tunnels(), vec![(0, 1)]);
+    assert_eq!(net.neighbours_of(0), vec![1]);
+    assert_eq!(net.neighbours_of(1), vec![0]);
+    assert!(net.fully_reachable());
+}
+
+#[test]
+fn a_network_requiring_a_newer_protocol_stops_every_node_after_each_passed_it_on() {
+    let mut net = ring(9, 7);
+    converge(&mut net, Duration::from_secs(20));
+    net.set_params(|p| p.min_protocol = PROTOCOL_VERSION + 1);
+    let took = net
+        .run_until_true(Duration::from_secs(5), Duration::from_millis(10), |n| {
+            (0..7).all(|i| !n.running(i))
+        })
+        .expect("every node stopped");
+    for i in 0..7 {
+        let why = net.nodes[i].stopped.clone().flatten().unwrap_or_default();
+        assert!(why.contains("upgrade mesh"), "node {i}: {why:?}");
+    }
+    eprintln!("min_protocol raised: all 7 stopped within {took:?}");
+}
+
+#[test]
+fn a_partition_heals_and_a_silently_killed_node_is_routed_around() {
+    let mut net = ring(10, 8);
+    converge(&mut net, Duration::from_secs(20));
+    net.kill(4);
+    // the idle timeout, then Babel's retractions around the ring
+    let t = net
+        .run_until_true(Duration::from_secs(10), Duration::from_millis(100), |n| {
+            n.fully_reachable()
+        })
+        .expect("the others reach each other without node 4");
+    assert!(t >= IDLE_TIMEOUT);
+    net.partition(&[0, 1, 2]);
+    net.run_for(Duration::from_secs(5));
+    assert!(!net.has_route(0, 6));
+    net.heal();
+    converge(&mut net, Duration::from_secs(30));
+    let c: Counters = net.core(0).unwrap().counters();
+    assert_eq!(c.offers_refused, 0);
+    let _ = TICK;
+}
