@@ -54,10 +54,10 @@ pub const DIAL_FAIL_AFTER: Duration = Duration::from_secs(4);
 /// Silence after which QUIC declares a tunnel dead (the real default).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Node `i`'s prefix: `fd00:1:i::/64`.
+/// Node `i`'s prefix: `fd00:1:0:i::/64`.
 pub fn prefix_of(i: NodeIdx) -> Ipv6Net {
     let seg = u16::try_from(i).expect("at most 65536 simulated nodes");
-    Ipv6Net::new(Ipv6Addr::new(0xfd00, 1, seg, 0, 0, 0, 0, 0), 64)
+    Ipv6Net::new(Ipv6Addr::new(0xfd00, 1, 0, seg, 0, 0, 0, 0), 64)
         .expect("64 is a valid prefix length")
 }
 
@@ -199,7 +199,8 @@ impl SimRegistry {
 
     fn issue(&mut self, prefix: Ipv6Net) -> String {
         self.next_serial += 1;
-        let serial = format!("{:08x}", self.next_serial);
+        // canonical form, as certificates and CRLs give it
+        let serial = identity::serial_hex(&self.next_serial.to_be_bytes());
         self.serials.insert(prefix, serial.clone());
         serial
     }
@@ -710,10 +711,10 @@ impl NodeNet {
 
     fn after_handle(&mut self, i: NodeIdx) {
         self.execute(i);
-        let Some(c) = self.nodes[i].core.as_ref() else {
+        let Some(t) = self.nodes[i].core.as_ref().and_then(NodeCore::poll_timeout) else {
             return;
         };
-        let t = c.poll_timeout().max(self.now);
+        let t = t.max(self.now);
         let n = &mut self.nodes[i];
         n.wake_gen += 1;
         let generation = n.wake_gen;
@@ -988,7 +989,7 @@ impl NodeNet {
                 c.neighbours()
                     .iter()
                     .filter_map(|p| {
-                        let seg = p.network().segments()[2];
+                        let seg = p.network().segments()[3];
                         Some(usize::from(seg)).filter(|j| prefix_of(*j) == *p)
                     })
                     .collect()

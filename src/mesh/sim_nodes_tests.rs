@@ -3,7 +3,7 @@
 //! timers involved rather than measured.
 
 use super::*;
-use crate::mesh::node::core::{Counters, Input, STATIC_DIAL_DEFER, TICK};
+use crate::mesh::node::core::{Counters, Input, STATIC_DIAL_DEFER};
 
 const HELLO: u32 = 1;
 
@@ -154,7 +154,9 @@ fn the_lock_cycle_retires_tunnels_and_replaces_them() {
     for i in 0..8 {
         net.start(i);
     }
-    converge(&mut net, Duration::from_secs(60));
+    // nodes that started together may form islands until the registry's bootstrap answers
+    // (every minute while a cache is short) join them
+    converge(&mut net, Duration::from_secs(300));
     let before: BTreeSet<(NodeIdx, NodeIdx)> = net.tunnels().into_iter().collect();
     let mut silent = 0;
     for _ in 0..600 {
@@ -247,13 +249,14 @@ fn a_partition_heals_and_a_silently_killed_node_is_routed_around() {
     let mut net = ring(10, 8);
     converge(&mut net, Duration::from_secs(20));
     net.kill(4);
-    // the idle timeout, then Babel's retractions around the ring
+    // the idle timeout, then Babel's retractions around the ring: nobody routes to the dead
+    // node any more, everybody still reaches everybody else (the ring is now a line)
     let t = net
-        .run_until_true(Duration::from_secs(10), Duration::from_millis(100), |n| {
-            n.fully_reachable()
+        .run_until_true(Duration::from_secs(60), Duration::from_millis(100), |n| {
+            (0..8).all(|i| i == 4 || !n.has_route(i, 4)) && n.fully_reachable()
         })
         .expect("the others reach each other without node 4");
-    assert!(t >= IDLE_TIMEOUT);
+    assert!(t >= IDLE_TIMEOUT, "{t:?}");
     net.partition(&[0, 1, 2]);
     net.run_for(Duration::from_secs(5));
     assert!(!net.has_route(0, 6));
@@ -261,5 +264,6 @@ fn a_partition_heals_and_a_silently_killed_node_is_routed_around() {
     converge(&mut net, Duration::from_secs(30));
     let c: Counters = net.core(0).unwrap().counters();
     assert_eq!(c.offers_refused, 0);
-    let _ = TICK;
 }
+
+

@@ -69,6 +69,8 @@ pub const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const REGISTRY_FETCH_INTERVAL: Duration = Duration::from_secs(5);
 /// A node with nothing to dial asks the registry for a bootstrap peer this often.
 pub const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(10);
+/// A node whose peer cache holds fewer peers than the tunnel manager wants asks this often.
+pub const BOOTSTRAP_TOP_UP_INTERVAL: Duration = Duration::from_secs(60);
 /// The peer cache is written at most this often (and at exit).
 pub const CACHE_SAVE_INTERVAL: Duration = Duration::from_secs(60);
 /// Wait after a failed renewal.
@@ -753,8 +755,11 @@ impl NodeCore {
         self.drain(now);
     }
 
-    /// The next time [`NodeCore::handle_timeout`] must run.
-    pub fn poll_timeout(&self) -> Time {
+    /// The next time [`NodeCore::handle_timeout`] must run (`None` once stopping).
+    pub fn poll_timeout(&self) -> Option<Time> {
+        if self.stopped {
+            return None;
+        }
         let mut t = self.next_tick;
         if let Some(e) = self.engine.poll_timeout() {
             t = t.min(e);
@@ -762,7 +767,7 @@ impl NodeCore {
         if let Some(((l, _), _)) = self.later.first_key_value() {
             t = t.min(*l);
         }
-        t
+        Some(t)
     }
 
     /// Runs what is due at `now`: engine timers, scheduled answers, the housekeeping round.
@@ -1025,9 +1030,18 @@ impl NodeCore {
             },
         );
         self.actions.push_back(Action::Activate { tunnel, iface });
-        // Parameters: the older side pulls from the newer one.
-        if info.hello.params_version > self.net.params().version {
+        // Parameters: the older side pulls from the newer one, and the newer side pushes
+        // too — the hello was written before the handshake finished, so parameters applied
+        // in between would otherwise reach this neighbour only with the next change.
+        let (theirs, mine) = (info.hello.params_version, self.net.params().version);
+        if theirs > mine {
             self.send_control(tunnel, ControlMsg::ParamsRequest);
+        } else if theirs < mine {
+            let m = self.params_message();
+            if let Some(t) = self.tunnels.get_mut(&tunnel) {
+                t.peer_params = mine;
+            }
+            self.send_control(tunnel, m);
         }
         // Share the peers we know.
         let peers: Vec<PeerAddr> = self
@@ -1359,21 +1373,7 @@ impl NodeCore {
         if self.registry_fetch_pending || self.net.crl_wanted() {
             self.fetch_from_registry(now);
         }
-        // Nobody known and no tunnel: ask the registry for a bootstrap peer.
-        if !self.down
-            && self.tunnels.is_empty()
-            && self.dialing.is_empty()
-            && self
-                .cache
-                .candidates(now.unix_u64(), 1, &mut self.rng)
-                .is_empty()
-            && self
-                .last_bootstrap
-                .is_none_or(|t| now.time.saturating_since(t) >= BOOTSTRAP_INTERVAL)
-        {
-            self.last_bootstrap = Some(now.time);
-            self.actions.push_back(Action::FetchBootstrap);
-        }
+        self.maybe_bootstrap(now);
         // Dial: peers given with --peer are always kept connected; the tunnel manager
         // chooses the others. A dial gives up within the tunnel idle timeout per address.
         let by_prefix = &self.by_prefix;
@@ -1405,6 +1405,44 @@ impl NodeCore {
             self.cache_saved = now.time;
         }
         self.snapshot_dirty = true;
+    }
+
+    /// Asks the registry for a bootstrap peer: every [`BOOTSTRAP_INTERVAL`] while nobody is
+    /// known and no tunnel is up, and every [`BOOTSTRAP_TOP_UP_INTERVAL`] while the peer cache
+    /// holds fewer peers to dial than the tunnel manager wants. Without the second, nodes that
+    /// started together can stay in islands that only know each other (found in the
+    /// simulator: 8 nodes, two islands, forever).
+    fn maybe_bootstrap(&mut self, now: Now) {
+        if self.down {
+            return;
+        }
+        let unix = now.unix_u64();
+        let isolated = self.tunnels.is_empty()
+            && self.dialing.is_empty()
+            && self.cache.candidates(unix, 1, &mut self.rng).is_empty();
+        let want = usize::try_from(self.net.params().tunnel.client_count).unwrap_or(usize::MAX);
+        let interval = if isolated {
+            BOOTSTRAP_INTERVAL
+        } else {
+            let (tunnels, statics) = (&self.by_prefix, &self.static_peers);
+            let spare = self
+                .cache
+                .candidates_where(unix, want, &mut self.rng, |p, _| {
+                    !tunnels.contains_key(p) && !statics.contains_key(p)
+                })
+                .len();
+            if spare >= want {
+                return;
+            }
+            BOOTSTRAP_TOP_UP_INTERVAL
+        };
+        if self
+            .last_bootstrap
+            .is_none_or(|t| now.time.saturating_since(t) >= interval)
+        {
+            self.last_bootstrap = Some(now.time);
+            self.actions.push_back(Action::FetchBootstrap);
+        }
     }
 
     fn dial(&mut self, now: Now, peer: Ipv6Net, addrs: Vec<SocketAddr>) {

@@ -13,7 +13,7 @@ struct World {
 const NETWORK: &str = "fd00:1::/48";
 
 fn net_prefix(i: u16) -> Ipv6Net {
-    format!("fd00:1:{i:x}::/64").parse().unwrap()
+    format!("fd00:1:0:{i:x}::/64").parse().unwrap()
 }
 
 impl World {
@@ -430,3 +430,4 @@ fn the_same_inputs_and_seed_give_the_same_actions() {
     assert!(a.iter().any(|s| s.starts_with("Dial")), "{a:?}");
     assert_eq!(a, b);
 }
+

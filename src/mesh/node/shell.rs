@@ -130,8 +130,10 @@ impl Shell {
         let mut rtt_tick = tokio::time::interval(RTT_SAMPLE);
         self.execute();
         while self.stop.is_none() {
-            let deadline =
-                self.base + Duration::from_millis(self.core.poll_timeout().as_millis());
+            let deadline = match self.core.poll_timeout() {
+                Some(t) => self.base + Duration::from_millis(t.as_millis()),
+                None => Instant::now() + Duration::from_secs(3600),
+            };
             tokio::select! {
                 ev = rx.recv() => {
                     let Some(ev) = ev else { break };
