@@ -85,15 +85,13 @@ impl CloseCode {
 }
 
 /// True when a connection error is the peer's TLS refusal of our certificate as revoked
-/// (alert `certificate_revoked`, carried as QUIC CRYPTO_ERROR 0x100 + 44).
+/// (alert `certificate_revoked`, carried as QUIC CRYPTO_ERROR 0x100 + 44 in the peer's
+/// CONNECTION_CLOSE). Our own refusal of the peer's certificate is a local
+/// `TransportError` with the same code, and is not this.
 pub fn is_revoked_alert(e: &quinn::ConnectionError) -> bool {
     const CERTIFICATE_REVOKED: u8 = 44;
     let revoked = quinn::TransportErrorCode::crypto(CERTIFICATE_REVOKED);
-    match e {
-        quinn::ConnectionError::ConnectionClosed(c) => c.error_code == revoked,
-        quinn::ConnectionError::TransportError(t) => t.code == revoked,
-        _ => false,
-    }
+    matches!(e, quinn::ConnectionError::ConnectionClosed(c) if c.error_code == revoked)
 }
 
 #[cfg(test)]
