@@ -23,6 +23,7 @@ pub mod mesh;
 pub mod netns;
 pub mod params;
 pub mod paths;
+pub mod platform;
 pub mod registry;
 pub mod registry_api;
 pub mod registry_client;

@@ -34,7 +34,7 @@
 //! no packet counter is needed.
 //!
 //! [`build`] and [`parse`] are sans-IO; [`start`] is the small tokio shell (Linux): per
-//! interface the sockets of [`crate::lan::sock`], one sender task and one receiver task per
+//! interface the sockets of [`crate::platform::LanSocket`], one sender task and one receiver task per
 //! socket.
 
 use std::collections::HashMap;
@@ -469,8 +469,7 @@ mod io {
     use tracing::{debug, trace};
 
     use super::{Announcement, Discovered, LanAuth, LanPace, build, parse};
-    use crate::lan::netlink::Netlink;
-    use crate::lan::sock::LanSocket;
+    use crate::platform::{LanSocket, Netlink};
     use crate::wire::{BABEL_MULTICAST_V6, BABEL_PORT};
 
     type Found = Arc<dyn Fn(Discovered) + Send + Sync>;
