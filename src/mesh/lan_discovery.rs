@@ -403,6 +403,7 @@ impl LanPeers {
 /// The property the `lan_discovery` fuzz target checks: [`parse`] never panics, and whatever
 /// it accepts (unauthenticated network) survives [`build`] → [`parse`] unchanged; with a MAC
 /// key nothing unsigned or wrongly signed gets through.
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn fuzz_check(data: &[u8]) -> Result<(), String> {
     use super::babel::mac::MacKey;
     let network: Ipv6Net = "fd00::/8".parse().map_err(|_| "bad network")?;
