@@ -2,6 +2,8 @@
 //! matrix and MAC rotation. Everything created lives in a [`Rig`] and a per-run directory,
 //! both removed when [`Network`] is dropped (normal exit, Ctrl-C, a node crash, a panic).
 
+#![allow(clippy::disallowed_methods)] // IO shell: runs the demo network: processes, tasks, waiting, wall-clock timings
+
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

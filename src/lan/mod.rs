@@ -9,6 +9,8 @@
 //! engine's shutdown (wildcard retraction and a 10 ms Hello on every interface), those
 //! packets sent, routes removed, exit.
 
+#![allow(clippy::disallowed_methods)] // IO shell: the `mesh babel run` router: sockets, timers, tasks, a fresh router-id
+
 pub mod control;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,8 @@
 //! The page server: routes, the host/origin/secret checks, the event stream and the poller
 //! that feeds the [`Hub`].
 
+#![allow(clippy::disallowed_methods)] // IO shell: the live page's HTTP server: tasks, polling, a per-run secret
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
