@@ -16,6 +16,8 @@
 //!
 //! Run: `cargo bench --bench babel` (add `-- --quick` for a fast pass).
 
+#![allow(clippy::disallowed_methods)] // bench: wall-clock time is what it measures
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -11,6 +11,7 @@
 //! Run: `cargo bench --bench node_sim` (sizes 1 000 by default; set `NODE_SIM_SIZES`, e.g.
 //! `NODE_SIM_SIZES=1000,2000,3000`). The routing state of a Babel network grows as
 //! nodes × routes, so memory bounds the largest size a machine can simulate.
+#![allow(clippy::disallowed_methods)] // bench host: wall time of each phase
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeSet;
@@ -148,10 +149,7 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run small then.
     let benching = std::env::args().any(|a| a == "--bench");
     let sizes: Vec<usize> = match std::env::var("NODE_SIM_SIZES") {
-        Ok(s) => s
-            .split(',')
-            .filter_map(|x| x.trim().parse().ok())
-            .collect(),
+        Ok(s) => s.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
         Err(_) if benching => vec![1000],
         Err(_) => vec![50],
     };

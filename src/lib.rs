@@ -2,12 +2,16 @@
 //!
 //! The crate is layered like this (see `docs/ARCHITECTURE.md` for the full map):
 //!
-//! * **Sans-IO cores** — no sockets, no tokio, no clock reads, no global RNG: [`params`]
-//!   (signed network parameters), [`token`] (join tokens), [`identity`] (certificate fields),
-//!   [`registry::allocator`] (prefix allocation), [`registry::mac`] (the MAC key cycle).
+//! * **Sans-IO cores** — no sockets, no tokio, no clock reads, no global RNG (`clippy.toml`
+//!   enforces it): [`params`] (signed network parameters), [`token`] (join tokens),
+//!   [`identity`] (certificate fields), [`registry::allocator`] (prefix allocation),
+//!   [`registry::mac`] (the MAC key cycle).
 //! * **IO shells** — [`registry`] (the CA and its HTTPS API), [`registry_client`] (the node's
-//!   side of that API), [`cli`] (the `mesh` command).
-//! * **Test and demo support** — [`netns`] (network namespaces with cleanup on every exit path).
+//!   side of that API), [`cli`] (the `mesh` command), [`platform`] (OS sockets and netlink);
+//!   each opts out of the clippy rule at the top of its module, saying why.
+//! * **Test and demo support** — [`netns`] (network namespaces with cleanup on every exit path);
+//!   `mesh::sim` and the fuzz properties, built only for tests and with the features `sim` /
+//!   `fuzzing`.
 //!
 //! Only the TUN layer may use `unsafe`; everything else forbids it.
 #![forbid(unsafe_code)]
@@ -23,6 +27,7 @@ pub mod mesh;
 pub mod netns;
 pub mod params;
 pub mod paths;
+pub mod platform;
 pub mod registry;
 pub mod registry_api;
 pub mod registry_client;

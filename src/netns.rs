@@ -8,6 +8,8 @@
 //! (`ip link add … netns A type veth peer … netns B`), so interface names never collide in
 //! the host namespace.
 
+#![allow(clippy::disallowed_methods)] // IO shell: starts, waits for and stops processes in namespaces
+
 use std::collections::BTreeMap;
 use std::io;
 use std::process::{Child, Command, Output, Stdio};

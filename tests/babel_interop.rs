@@ -3,6 +3,8 @@
 //! every router with the same HMAC-SHA256 key and short timers (hello 1 s, update 4 s).
 //! Root only (`root_*`, one at a time); every measured time is printed (`--nocapture`).
 
+#![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
+
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::Stdio;

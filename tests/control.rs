@@ -1,5 +1,7 @@
 //! The control socket with a fake node behind it.
 
+#![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
+
 use std::sync::Arc;
 use std::sync::Mutex;
 

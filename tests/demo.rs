@@ -1,6 +1,8 @@
 //! `mesh demo` end to end: the real binary builds a registry and nodes in namespaces; the
 //! ping matrix is full; Debian's chromium draws the page; every exit path leaves nothing.
 
+#![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,5 +1,7 @@
 //! The shared namespace helper itself (root only).
 
+#![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
+
 use std::process::Stdio;
 use std::time::Duration;
 

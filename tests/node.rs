@@ -1,6 +1,8 @@
 //! The node end to end (root): a registry and three `mesh up` nodes in network namespaces,
 //! tunnels only a–b and b–c, so a reaches c over two hops through b's userspace forwarder.
 
+#![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
+
 mod common;
 
 use std::path::Path;

@@ -1,6 +1,8 @@
 //! `mesh up` refuses to start with one clear sentence (no root needed: it stops before the
 //! TUN device).
 
+#![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
+
 mod common;
 
 use std::process::Command;

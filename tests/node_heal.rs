@@ -3,6 +3,8 @@
 //! cache while the registry is down, loss, the tunnel manager's lock cycle, certificate
 //! renewal and the minimum protocol. Every figure is printed.
 
+#![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
+
 mod ring;
 
 use std::time::{Duration, Instant};

@@ -10,6 +10,8 @@
 //!            lan (bridge br0)  the LAN: a, b in network 1, c in network 2
 //! ```
 
+#![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! The node on the 7-node ring rig (tests/ring): all pairs, a 10 MB TCP transfer over three
 //! hops, link cuts, hostile inputs.
 
+#![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
+
 mod ring;
 
 use std::process::{Command, Stdio};

@@ -1,6 +1,8 @@
 //! The registry end to end: an in-process `mesh registry serve` on 127.0.0.1, driven through
 //! `registry_client` (and raw requests for bad input).
 
+#![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
+
 mod common;
 
 use std::collections::HashSet;

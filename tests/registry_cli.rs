@@ -1,5 +1,7 @@
 //! The `mesh registry …` and `mesh join` commands as a user runs them (the real binary).
 
+#![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
+
 mod common;
 
 use std::collections::HashSet;

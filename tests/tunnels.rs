@@ -1,5 +1,7 @@
 //! QUIC tunnels between nodes on loopback, with identities from a real in-process registry.
 
+#![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
+
 mod common;
 
 use std::collections::{HashMap, HashSet};

@@ -1,5 +1,7 @@
 //! `mesh demo`: a whole network in namespaces on this machine, drawn live in the browser.
 
+#![allow(clippy::disallowed_methods)] // IO shell: a random demo seed when none is given
+
 use std::time::Duration;
 
 use clap::Args;

@@ -1,5 +1,7 @@
 //! The CLI's side of the control API.
 
+#![allow(clippy::disallowed_methods)] // IO shell: drives the HTTP connection on the control socket in a task
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

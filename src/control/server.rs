@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use super::graph::{GraphBody, NodeObservation, Observation, build_graph};
 use super::{ActionReply, ControlHandler, Peer, Route, Status};
 
 type H = Arc<dyn ControlHandler>;
@@ -26,10 +27,10 @@ async fn routes(State(h): State<H>) -> Json<Vec<Route>> {
 
 /// The network as this node sees it (itself, its tunnels, every node it routes to), in the
 /// live page's graph shape.
-async fn graph(State(h): State<H>) -> Json<crate::ui::GraphBody> {
+async fn graph(State(h): State<H>) -> Json<GraphBody> {
     let status = h.status();
-    let obs = crate::ui::Observation {
-        nodes: vec![crate::ui::NodeObservation {
+    let obs = Observation {
+        nodes: vec![NodeObservation {
             name: "this node".into(),
             prefix: Some(status.prefix.clone()),
             status: Some(status),
@@ -41,7 +42,7 @@ async fn graph(State(h): State<H>) -> Json<crate::ui::GraphBody> {
         links: Vec::new(),
         info: Vec::new(),
     };
-    Json(crate::ui::build_graph(&obs))
+    Json(build_graph(&obs))
 }
 
 fn reply(r: Result<String, String>) -> (StatusCode, Json<ActionReply>) {

@@ -2,6 +2,8 @@
 //! matrix and MAC rotation. Everything created lives in a [`Rig`] and a per-run directory,
 //! both removed when [`Network`] is dropped (normal exit, Ctrl-C, a node crash, a panic).
 
+#![allow(clippy::disallowed_methods)] // IO shell: runs the demo network: processes, tasks, waiting, wall-clock timings
+
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -13,9 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::topology::{Topology, generate};
+use crate::control::graph::{LinkView, NodeObservation, Observation};
 use crate::netns::Rig;
 use crate::ui::server::{Action, ActionHandler, UiServer};
-use crate::ui::{LinkView, Observation, SnapshotSource, observe_node};
+use crate::ui::{SnapshotSource, observe_node};
 
 /// Namespace tag of the demo (`meshdemo-<pid>-<name>`).
 pub const TAG: &str = "meshdemo";
@@ -525,13 +528,13 @@ impl Network {
     }
 
     /// Observes every node through its control socket.
-    async fn observe_all(&self) -> Vec<crate::ui::NodeObservation> {
+    async fn observe_all(&self) -> Vec<NodeObservation> {
         let mut set = tokio::task::JoinSet::new();
         for (i, n) in self.nodes.iter().enumerate() {
             let (dir, name, prefix) = (n.dir.clone(), n.name.clone(), n.prefix.clone());
             set.spawn(async move { (i, observe_node(&dir, &name, Some(prefix)).await) });
         }
-        let mut out: Vec<Option<crate::ui::NodeObservation>> = vec![None; self.nodes.len()];
+        let mut out: Vec<Option<NodeObservation>> = vec![None; self.nodes.len()];
         while let Some(r) = set.join_next().await {
             if let Ok((i, o)) = r
                 && let Some(slot) = out.get_mut(i)

@@ -1,17 +1,17 @@
 //! `mesh babel run`: the sans-IO Babel engine ([`crate::mesh::babel`]) as a standalone
 //! RFC 8966/8967 router on real interfaces, interoperable with babeld and BIRD.
 //!
-//! The IO shell owns, per interface, two UDP sockets ([`sock`]: one bound to the multicast
+//! The IO shell owns, per interface, two UDP sockets ([`LanSocket`]: one bound to the multicast
 //! group, one to the link-local address, so each packet's destination — needed by the MAC
 //! pseudo-header — is known without IPV6_RECVPKTINFO), a single timer, and the kernel routes
-//! ([`netlink`]: main table, route protocol 250, stale ones flushed at start, all removed at
+//! ([`Netlink`]: main table, route protocol 250, stale ones flushed at start, all removed at
 //! exit). A control socket ([`control`]) lists routes and counters. SIGTERM/SIGINT: the
 //! engine's shutdown (wildcard retraction and a 10 ms Hello on every interface), those
 //! packets sent, routes removed, exit.
 
+#![allow(clippy::disallowed_methods)] // IO shell: the `mesh babel run` router: sockets, timers, tasks, a fresh router-id
+
 pub mod control;
-pub mod netlink;
-pub mod sock;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -29,8 +29,7 @@ use crate::mesh::babel::{
 };
 
 use self::control::{Handler, Shared};
-use self::netlink::Netlink;
-use self::sock::LanSocket;
+use crate::platform::{LanSocket, Netlink};
 
 /// What `mesh babel run` is told.
 #[derive(Debug, Clone)]
@@ -203,7 +202,10 @@ impl Router {
                     return;
                 };
                 let oif = self.socks[i].ifindex;
-                match self.kernel.replace_route(&r.prefix, r.next_hop, oif) {
+                match self
+                    .kernel
+                    .replace_route(r.prefix.addr(), r.prefix.len(), r.next_hop, oif)
+                {
                     Ok(()) => {
                         tracing::info!(
                             "route {} via {}%{} metric {}",
@@ -220,7 +222,7 @@ impl Router {
             RouteChange::Removed(p) => {
                 if self.installed.remove(&p).is_some() {
                     tracing::info!("route {p} removed");
-                    if let Err(e) = self.kernel.delete_route(&p) {
+                    if let Err(e) = self.kernel.delete_route(p.addr(), p.len()) {
                         tracing::warn!("cannot remove the route to {p}: {e}");
                     }
                 }
@@ -278,7 +280,7 @@ impl Router {
     /// goes down, and a short flap need not change the selection.
     fn resync_routes(&mut self) {
         for (p, (nh, oif)) in &self.installed {
-            if let Err(e) = self.kernel.replace_route(p, *nh, *oif) {
+            if let Err(e) = self.kernel.replace_route(p.addr(), p.len(), *nh, *oif) {
                 tracing::debug!("cannot re-install the route to {p}: {e}");
             }
         }
@@ -286,7 +288,7 @@ impl Router {
 
     fn remove_all_routes(&mut self) {
         for (p, _) in std::mem::take(&mut self.installed) {
-            if let Err(e) = self.kernel.delete_route(&p) {
+            if let Err(e) = self.kernel.delete_route(p.addr(), p.len()) {
                 tracing::warn!("cannot remove the route to {p}: {e}");
             }
         }
@@ -307,7 +309,7 @@ pub async fn run(cfg: RouterConfig) -> anyhow::Result<()> {
     let mut kernel = Netlink::open().map_err(|e| anyhow::anyhow!("cannot open rtnetlink: {e}"))?;
     // Deleting a route that does not exist needs CAP_NET_ADMIN all the same: a cheap probe.
     if let Ok(probe) = "100::/128".parse::<Prefix>()
-        && let Err(e) = kernel.delete_route(&probe)
+        && let Err(e) = kernel.delete_route(probe.addr(), probe.len())
         && e.kind() == std::io::ErrorKind::PermissionDenied
     {
         anyhow::bail!("no permission to change kernel routes (run as root or with CAP_NET_ADMIN)");

@@ -298,6 +298,13 @@ mod tests {
         RateLimit::new(1e12, 1e12)
     }
 
+    /// An arbitrary origin for the tests' virtual time: `Instant` has no constructor but the
+    /// clock, so the test (the host here) reads it once and passes it in.
+    #[allow(clippy::disallowed_methods)] // test host: the only way to get an Instant
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
     fn after(base: Instant, ms: u64) -> Instant {
         base + Duration::from_millis(ms)
     }
@@ -341,7 +348,7 @@ mod tests {
     #[test]
     fn forwards_from_a_tunnel_with_the_hop_limit_decremented() {
         let mut p = packet("fd00:2::1", "fd00:3::1", 64, 17, &[0; 20]);
-        let now = Instant::now();
+        let now = t0();
         assert_eq!(
             fwd().decide(&mut p, true, Lookup::Via { next: 7, mtu: 1280 }, now),
             Decision::Forward(7)
@@ -358,7 +365,7 @@ mod tests {
 
     #[test]
     fn answers_time_exceeded_no_route_and_packet_too_big() {
-        let now = Instant::now();
+        let now = t0();
         let mut p = packet("fd00:2::1", "fd00:3::1", 1, 17, &[0; 20]);
         let Decision::Reply(r) =
             fwd().decide(&mut p, true, Lookup::Via { next: 1, mtu: 1280 }, now)
@@ -399,7 +406,7 @@ mod tests {
 
     #[test]
     fn never_answers_an_error_with_an_error_and_respects_the_rate_limit() {
-        let now = Instant::now();
+        let now = t0();
         let mut err = packet(
             "fd00:2::1",
             "fd00:9::1",
@@ -442,7 +449,7 @@ mod tests {
 
     #[test]
     fn delivers_local_traffic_and_drops_garbage() {
-        let now = Instant::now();
+        let now = t0();
         let mut p = packet("fd00:2::1", "fd00::1", 9, 17, &[0; 8]);
         assert_eq!(
             fwd().decide::<u8>(&mut p, true, Lookup::Local, now),

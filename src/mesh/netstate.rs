@@ -182,6 +182,9 @@ mod tests {
         ca: Ca,
     }
 
+    /// A fixed issue time: the CRL checks here are about signatures and numbers, not dates.
+    const WHEN: time::OffsetDateTime = time::macros::datetime!(2026-01-01 00:00 UTC);
+
     fn doc(version: u64, crl_der: &[u8]) -> NetworkParams {
         let mut p = crate::params::tests::sample(version);
         p.crl.sha256 = hex::encode(identity::fingerprint(crl_der));
@@ -191,11 +194,7 @@ mod tests {
     impl World {
         fn new() -> World {
             World {
-                ca: Ca::generate(
-                    &"fd00:1::/48".parse().unwrap(),
-                    time::OffsetDateTime::now_utc(),
-                )
-                .unwrap(),
+                ca: Ca::generate(&"fd00:1::/48".parse().unwrap(), WHEN).unwrap(),
             }
         }
         fn sign(&self, p: &NetworkParams) -> SignedParams {
@@ -213,7 +212,7 @@ mod tests {
                         .iter()
                         .map(|s| (s.to_string(), 0i64))
                         .collect::<Vec<_>>(),
-                    time::OffsetDateTime::now_utc(),
+                    WHEN,
                 )
                 .unwrap()
         }

@@ -219,7 +219,12 @@ impl SimRegistry {
         let number = self.params.crl.number + 1;
         self.crl = self.ca.crl(number, &self.revoked, at).expect("CRL");
         let sha = hex::encode(identity::fingerprint(&self.crl));
-        self.publish(|p| p.crl = CrlRef { number, sha256: sha });
+        self.publish(|p| {
+            p.crl = CrlRef {
+                number,
+                sha256: sha,
+            }
+        });
     }
 
     fn keys(&self) -> Vec<(String, Vec<u8>)> {
@@ -459,7 +464,12 @@ impl NodeNet {
             serial: n.serial.clone(),
             not_before: n.not_before,
             not_after: n.not_after,
-            static_peers: n.setup.peers.iter().map(|p| (prefix_of(*p), addr_of(*p))).collect(),
+            static_peers: n
+                .setup
+                .peers
+                .iter()
+                .map(|p| (prefix_of(*p), addr_of(*p)))
+                .collect(),
             endpoints: vec![addr_of(i)],
             country: n.setup.country.clone(),
             babel_timers: n.setup.babel_timers,
@@ -632,7 +642,16 @@ impl NodeNet {
                 if let Some(e) = self.ends.remove(&id) {
                     self.ends.remove(&e.peer_tunnel);
                     let at = self.now;
-                    self.push(at, Ev::Input(e.node, Input::TunnelDown { tunnel: id, code: None }));
+                    self.push(
+                        at,
+                        Ev::Input(
+                            e.node,
+                            Input::TunnelDown {
+                                tunnel: id,
+                                code: None,
+                            },
+                        ),
+                    );
                     self.push(
                         at,
                         Ev::Input(
@@ -763,8 +782,8 @@ impl NodeNet {
                 if let Some(e) = self.ends.get(&tunnel).copied() {
                     self.stats.babel_sent += 1;
                     let p = self.path(i, e.peer);
-                    let lost = !p.up
-                        || (p.loss_ppm > 0 && self.rng.next_u32() % 1_000_000 < p.loss_ppm);
+                    let lost =
+                        !p.up || (p.loss_ppm > 0 && self.rng.next_u32() % 1_000_000 < p.loss_ppm);
                     if lost {
                         self.stats.babel_lost += 1;
                     } else {

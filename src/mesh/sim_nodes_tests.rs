@@ -86,7 +86,9 @@ fn a_node_revoked_by_serial_is_cut_off_renews_itself_and_comes_back() {
     // cut off: every neighbour closes its tunnel to the revoked serial
     net.run_until_true(Duration::from_secs(2), Duration::from_millis(10), |n| {
         n.neighbours_of(3).is_empty()
-            && (0..6).filter(|i| *i != 3).all(|i| !n.neighbours_of(i).contains(&3))
+            && (0..6)
+                .filter(|i| *i != 3)
+                .all(|i| !n.neighbours_of(i).contains(&3))
     })
     .expect("node 3 cut off from every neighbour");
     // renewed (same prefix, new serial), let back in, reachable again from everyone
@@ -108,7 +110,10 @@ fn a_banned_node_stays_out() {
     assert!(net.neighbours_of(3).is_empty());
     assert!(net.core(3).unwrap().is_revoked());
     for i in (0..6).filter(|i| *i != 3) {
-        assert!(!net.has_route(i, 3), "node {i} still routes to the banned node");
+        assert!(
+            !net.has_route(i, 3),
+            "node {i} still routes to the banned node"
+        );
         assert!(!net.neighbours_of(i).contains(&3));
     }
     // the rest of the ring still reaches itself around the hole
@@ -179,13 +184,20 @@ fn the_lock_cycle_retires_tunnels_and_replaces_them() {
     }
     let after: BTreeSet<(NodeIdx, NodeIdx)> = net.tunnels().into_iter().collect();
     let replaced = before.difference(&after).count();
-    assert!(replaced >= 3, "retired tunnels: {replaced} ({before:?} → {after:?})");
+    assert!(
+        replaced >= 3,
+        "retired tunnels: {replaced} ({before:?} → {after:?})"
+    );
     // a pair that loses its route gets one back within two update intervals (4 s at a 1 s
     // hello): Babel's periodic updates bring every alternative by then. (Measured: up to
     // 3.2 s — the lock cycle does not always route around a tunnel before it closes; see
     // ARCHITECTURE §5.1.)
     let worst = longest.iter().flatten().max().copied().unwrap_or(0);
-    assert!(worst <= 80, "a pair went {} ms without a route", worst * 100);
+    assert!(
+        worst <= 80,
+        "a pair went {} ms without a route",
+        worst * 100
+    );
     assert!(net.fully_reachable());
     eprintln!(
         "lock cycle: {replaced} of {} tunnels replaced in 120 s; pair-checks without a route: \
@@ -283,6 +295,3 @@ fn a_partition_heals_and_a_silently_killed_node_is_routed_around() {
     let c: Counters = net.core(0).unwrap().counters();
     assert_eq!(c.offers_refused, 0);
 }
-
-
-

@@ -99,6 +99,7 @@ pub fn csr_public_key(csr: &[u8]) -> Result<CsrKey, CaError> {
 }
 
 /// A fresh random positive serial of 128 bits.
+#[allow(clippy::disallowed_methods)] // a serial must be unpredictable: from the OS RNG, as the keys are
 fn random_serial() -> SerialNumber {
     let mut b: [u8; 16] = rand::random();
     b[0] &= 0x7f;

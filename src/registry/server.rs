@@ -6,6 +6,8 @@
 //! rejoin); it does not look at the CRL — a node revoked by serial must still reach
 //! `renew`. Every handler checks serial, ban, revocation and expiry itself.
 
+#![allow(clippy::disallowed_methods)] // IO shell: the HTTPS server: tasks, blocking SQLite calls, periodic work
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

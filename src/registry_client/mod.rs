@@ -7,6 +7,8 @@
 //! only trust anchor, and the node presents its certificate (mutual TLS). Every parameters
 //! document is verified against the CA before it is returned.
 
+#![allow(clippy::disallowed_methods)] // IO shell: drives the HTTPS connection to the registry in a task
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

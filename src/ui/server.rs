@@ -1,6 +1,8 @@
 //! The page server: routes, the host/origin/secret checks, the event stream and the poller
 //! that feeds the [`Hub`].
 
+#![allow(clippy::disallowed_methods)] // IO shell: the live page's HTTP server: tasks, polling, a per-run secret
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,7 +21,8 @@ use hyper::body::Frame;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::{Hub, SnapshotSource, build_graph};
+use super::{Hub, SnapshotSource};
+use crate::control::graph::build_graph;
 
 const INDEX_HTML: &str = include_str!("web/index.html");
 const APP_JS: &str = include_str!("web/app.js");
@@ -570,7 +573,7 @@ mod tests {
     fn app(actions: bool) -> (Arc<App>, Arc<Recorder>) {
         let rec = Arc::new(Recorder(std::sync::Mutex::new(Vec::new())));
         let hub = Arc::new(Hub::new());
-        hub.publish(super::super::GraphBody::default());
+        hub.publish(crate::control::graph::GraphBody::default());
         let handler: Option<Arc<dyn ActionHandler>> =
             if actions { Some(rec.clone()) } else { None };
         let app = App::new(
@@ -723,10 +726,10 @@ mod tests {
     }
 
     /// A source whose observation the test changes.
-    struct Fake(std::sync::Mutex<super::super::Observation>);
+    struct Fake(std::sync::Mutex<crate::control::graph::Observation>);
 
     impl SnapshotSource for Fake {
-        async fn observe(&self) -> super::super::Observation {
+        async fn observe(&self) -> crate::control::graph::Observation {
             self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
         }
     }
@@ -752,10 +755,12 @@ mod tests {
     #[tokio::test]
     async fn the_event_stream_pushes_each_new_snapshot_and_ends_on_shutdown() {
         use tokio::io::AsyncWriteExt;
-        let source = Arc::new(Fake(std::sync::Mutex::new(super::super::Observation {
-            info: vec!["first".into()],
-            ..Default::default()
-        })));
+        let source = Arc::new(Fake(std::sync::Mutex::new(
+            crate::control::graph::Observation {
+                info: vec!["first".into()],
+                ..Default::default()
+            },
+        )));
         let server = UiServer::bind("127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("bind");

@@ -31,8 +31,9 @@
 //!    in the caller's buffer (no allocation), [`mac::verify`] tries a list of
 //!    keys in constant time per key and says which one matched.
 //!
-//! [`fuzzing::check_packet`] states the round-trip property the fuzz target
-//! (`fuzz/fuzz_targets/babel_packet.rs`) and the capture tests check.
+//! `fuzzing::check_packet` states the round-trip property the fuzz target
+//! (`fuzz/fuzz_targets/babel_packet.rs`) and the capture tests check (test support: built
+//! for tests and with the `fuzzing` feature only, not into the `mesh` binary).
 //!
 //! # Receive path
 //!
@@ -50,6 +51,7 @@
 //! ```
 
 pub mod emit;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod mac;
 pub mod message;

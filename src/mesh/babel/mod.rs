@@ -73,6 +73,7 @@
 pub mod codec;
 pub mod cost;
 mod engine;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod mac;
 pub mod msg;

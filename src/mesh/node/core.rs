@@ -924,7 +924,12 @@ impl NodeCore {
             }
             Later::KillClose(tunnel) => {
                 if self.tunnels.contains_key(&tunnel) {
-                    self.close(now, tunnel, CloseCode::Retired, "retired at the peer's request");
+                    self.close(
+                        now,
+                        tunnel,
+                        CloseCode::Retired,
+                        "retired at the peer's request",
+                    );
                 }
             }
         }
@@ -980,7 +985,12 @@ impl NodeCore {
             if !keep_new || old_initiated == Some(info.initiated) {
                 return reject(self, CloseCode::Duplicate);
             }
-            self.close(now, existing, CloseCode::Duplicate, "replaced by a duplicate");
+            self.close(
+                now,
+                existing,
+                CloseCode::Duplicate,
+                "replaced by a duplicate",
+            );
         }
         let is_static = self.static_peers.contains_key(&peer);
         if !info.initiated
@@ -1122,8 +1132,7 @@ impl NodeCore {
                 let Some(t) = self.tunnels.get_mut(&tunnel) else {
                     return;
                 };
-                if t
-                    .last_params_answer
+                if t.last_params_answer
                     .is_some_and(|l| now.time.saturating_since(l) < PARAMS_ANSWER_INTERVAL)
                 {
                     self.counters.params_requests_ignored += 1;
@@ -1397,7 +1406,8 @@ impl NodeCore {
             }
             self.run_tunnel_manager(now);
         }
-        if self.cache.is_dirty() && now.time.saturating_since(self.cache_saved) >= CACHE_SAVE_INTERVAL
+        if self.cache.is_dirty()
+            && now.time.saturating_since(self.cache_saved) >= CACHE_SAVE_INTERVAL
         {
             self.actions
                 .push_back(Action::SavePeerCache(self.cache.to_json()));
@@ -1540,7 +1550,9 @@ impl NodeCore {
                         policy::Action::HardLock(_) => CostMultiplier::HARD_LOCK,
                         _ => CostMultiplier::NORMAL,
                     };
-                    if let Some(n) = entry.and_then(|id| self.tunnels.get(&id)).map(|t| t.neighbour)
+                    if let Some(n) = entry
+                        .and_then(|id| self.tunnels.get(&id))
+                        .map(|t| t.neighbour)
                     {
                         info!(peer = %p, ?action, "tunnel manager");
                         let _ = self.engine.set_cost_multiplier(now.time, n, m);
@@ -1587,8 +1599,7 @@ impl NodeCore {
         }
         let mut changed = false;
         while let Some(c) = self.engine.poll_route_change() {
-            if let RouteChange::Removed(p) | RouteChange::Added(FibRoute { prefix: p, .. }) = &c
-            {
+            if let RouteChange::Removed(p) | RouteChange::Added(FibRoute { prefix: p, .. }) = &c {
                 debug!(prefix = %p, "route change");
             }
             self.fib.apply(&c);
@@ -1611,10 +1622,11 @@ impl NodeCore {
     /// The MAC keys of the parameters in force, for the Babel engine and LAN discovery.
     fn set_mac_keys(&mut self) {
         let keys = mac_keys(self.net.params(), &self.keys);
-        self.actions.push_back(Action::LanAuth(Box::new(LanAuth::new(
-            self.net.params(),
-            keys.clone(),
-        ))));
+        self.actions
+            .push_back(Action::LanAuth(Box::new(LanAuth::new(
+                self.net.params(),
+                keys.clone(),
+            ))));
         self.engine.set_mac_keys(keys);
     }
 

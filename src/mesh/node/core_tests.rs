@@ -5,6 +5,11 @@ use super::*;
 use crate::params::{CrlRef, MacState, TunnelPolicy};
 use crate::registry::ca::Ca;
 
+/// A fixed wall-clock date (the core's `Now.unix` below starts there too).
+fn epoch() -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+}
+
 struct World {
     ca: Ca,
     crl: Vec<u8>,
@@ -18,8 +23,8 @@ fn net_prefix(i: u16) -> Ipv6Net {
 
 impl World {
     fn new() -> World {
-        let ca = Ca::generate(&NETWORK.parse().unwrap(), time::OffsetDateTime::now_utc()).unwrap();
-        let crl = ca.crl(1, &[], time::OffsetDateTime::now_utc()).unwrap();
+        let ca = Ca::generate(&NETWORK.parse().unwrap(), epoch()).unwrap();
+        let crl = ca.crl(1, &[], epoch()).unwrap();
         World { ca, crl }
     }
 
@@ -127,11 +132,23 @@ fn a_new_tunnel_is_activated_and_told_our_peers() {
     let _ = actions(&mut c);
     let a = up(&mut c, 1, 2, true);
     assert!(
-        matches!(a[0], Action::Activate { tunnel: TunnelId(1), .. }),
+        matches!(
+            a[0],
+            Action::Activate {
+                tunnel: TunnelId(1),
+                ..
+            }
+        ),
         "{a:?}"
     );
     assert!(
-        a.iter().any(|a| matches!(a, Action::SendControl { msg: ControlMsg::Peers { .. }, .. })),
+        a.iter().any(|a| matches!(
+            a,
+            Action::SendControl {
+                msg: ControlMsg::Peers { .. },
+                ..
+            }
+        )),
         "{a:?}"
     );
     assert_eq!(c.neighbours(), vec![net_prefix(2)]);
@@ -145,7 +162,13 @@ fn of_two_tunnels_to_one_peer_the_pair_keeps_the_one_the_lower_prefix_initiated(
     up(&mut c, 1, 2, false);
     let a = up(&mut c, 2, 2, true);
     assert_eq!(closes(&a), vec![(TunnelId(1), CloseCode::Duplicate)]);
-    assert!(a.iter().any(|a| matches!(a, Action::Activate { tunnel: TunnelId(2), .. })));
+    assert!(a.iter().any(|a| matches!(
+        a,
+        Action::Activate {
+            tunnel: TunnelId(2),
+            ..
+        }
+    )));
     // a third one, initiated by the peer again, is refused
     let a = up(&mut c, 3, 2, false);
     assert_eq!(closes(&a), vec![(TunnelId(3), CloseCode::Duplicate)]);
@@ -160,10 +183,7 @@ fn of_two_tunnels_to_one_peer_the_pair_keeps_the_one_the_lower_prefix_initiated(
 fn a_tunnel_from_a_serial_the_crl_names_is_closed_as_revoked() {
     let w = World::new();
     let mut c = w.core(1);
-    let crl = w
-        .ca
-        .crl(2, &[("02".into(), 0)], time::OffsetDateTime::now_utc())
-        .unwrap();
+    let crl = w.ca.crl(2, &[("02".into(), 0)], epoch()).unwrap();
     let mut p = NetState::new(w.ca.cert_der().to_vec(), w.params(1, 1)).unwrap();
     let _ = p.offer(None, Some(&crl));
     // the parameters name the CRL: build version 2 naming it
@@ -190,11 +210,19 @@ fn a_tunnel_from_a_serial_the_crl_names_is_closed_as_revoked() {
     );
     let a = actions(&mut c);
     assert_eq!(closes(&a), vec![(TunnelId(1), CloseCode::Revoked)]);
-    assert!(a.iter().any(|a| matches!(a, Action::SetRevoked(s) if s.contains("02"))));
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::SetRevoked(s) if s.contains("02")))
+    );
     // the survivor hears of the new parameters
     assert!(
-        a.iter().any(|a| matches!(a,
-            Action::SendControl { tunnel: TunnelId(2), msg: ControlMsg::Params { .. } })),
+        a.iter().any(|a| matches!(
+            a,
+            Action::SendControl {
+                tunnel: TunnelId(2),
+                msg: ControlMsg::Params { .. }
+            }
+        )),
         "{a:?}"
     );
     // and a new tunnel from the revoked serial is refused
@@ -253,7 +281,15 @@ fn params_requests_are_answered_at_most_once_a_second_per_tunnel() {
     let answers = |c: &mut NodeCore| {
         actions(c)
             .iter()
-            .filter(|a| matches!(a, Action::SendControl { msg: ControlMsg::Params { .. }, .. }))
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::SendControl {
+                        msg: ControlMsg::Params { .. },
+                        ..
+                    }
+                )
+            })
             .count()
     };
     for i in 0..100 {
@@ -328,7 +364,11 @@ fn a_renewal_for_another_prefix_or_one_that_cannot_be_installed_changes_nothing(
         signed_params: w.params(1, 1),
     };
     c.handle(at(10), Input::Renewed(Ok(renewal(net_prefix(5)))));
-    assert!(actions(&mut c).iter().all(|a| !matches!(a, Action::InstallCertificate { .. })));
+    assert!(
+        actions(&mut c)
+            .iter()
+            .all(|a| !matches!(a, Action::InstallCertificate { .. }))
+    );
     assert_eq!(c.serial(), "01");
     // retried after a minute, not before
     c.handle_timeout(at(30_000));
@@ -372,12 +412,29 @@ fn a_network_requiring_a_newer_protocol_stops_the_node_after_passing_the_news_on
     );
     let a = actions(&mut c);
     let params_to = a.iter().position(|a| {
-        matches!(a, Action::SendControl { tunnel: TunnelId(2), msg: ControlMsg::Params { .. } })
+        matches!(
+            a,
+            Action::SendControl {
+                tunnel: TunnelId(2),
+                msg: ControlMsg::Params { .. }
+            }
+        )
     });
-    let stop = a.iter().position(|a| matches!(a, Action::Stop { error: Some(_) }));
-    assert!(params_to.is_some() && stop.is_some() && params_to < stop, "{a:?}");
+    let stop = a
+        .iter()
+        .position(|a| matches!(a, Action::Stop { error: Some(_) }));
     assert!(
-        a.iter().all(|a| !matches!(a, Action::SendControl { tunnel: TunnelId(1), .. })),
+        params_to.is_some() && stop.is_some() && params_to < stop,
+        "{a:?}"
+    );
+    assert!(
+        a.iter().all(|a| !matches!(
+            a,
+            Action::SendControl {
+                tunnel: TunnelId(1),
+                ..
+            }
+        )),
         "the sender is not sent its own news: {a:?}"
     );
     assert_eq!(c.linger(), LINGER_FATAL);
@@ -430,4 +487,3 @@ fn the_same_inputs_and_seed_give_the_same_actions() {
     assert!(a.iter().any(|s| s.starts_with("Dial")), "{a:?}");
     assert_eq!(a, b);
 }
-

@@ -2,6 +2,7 @@
 //! [`Forwarder::decide`] against the lock-free FIB snapshot and the tunnel table, datagram or
 //! TUN write out; transit traffic never touches the kernel. Babel datagrams go to the shell's
 //! loop within a per-tunnel budget.
+#![allow(clippy::disallowed_methods)] // IO shell: the data path stamps packets for the ICMPv6 rate limit
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -96,14 +97,18 @@ impl DataPath {
             };
             match frame::parse(&d) {
                 Ok(Datagram::Babel(b)) => {
-                    let sent = budget.clone().try_acquire_owned().ok().is_some_and(|permit| {
-                        tx.try_send(ShellEvent::Babel {
-                            tunnel,
-                            bytes: b.to_vec(),
-                            _permit: permit,
-                        })
-                        .is_ok()
-                    });
+                    let sent = budget
+                        .clone()
+                        .try_acquire_owned()
+                        .ok()
+                        .is_some_and(|permit| {
+                            tx.try_send(ShellEvent::Babel {
+                                tunnel,
+                                bytes: b.to_vec(),
+                                _permit: permit,
+                            })
+                            .is_ok()
+                        });
                     if !sent {
                         self.babel_dropped.fetch_add(1, Ordering::Relaxed);
                     }

@@ -1,5 +1,6 @@
 //! `mesh up`: loads the state, brings the parameters up to date, opens the endpoint, the TUN
 //! device and the control socket, starts the long-lived tasks and hands over to the shell.
+#![allow(clippy::disallowed_methods)] // IO shell: `mesh up` set-up spawns the long-lived tasks, seeds the core
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,9 @@ use super::NodeConfig;
 use super::control_api::{Handler, Shared};
 use super::core::{self, CoreConfig, Input, NodeCore, Now, Snapshot};
 use super::datapath::DataPath;
-use super::shell::{EVENT_QUEUE, Registry, Shell, ShellEvent, fetch_key_bytes, fetch_params_and_crl};
+use super::shell::{
+    EVENT_QUEUE, Registry, Shell, ShellEvent, fetch_key_bytes, fetch_params_and_crl,
+};
 use crate::control::{self, ControlHandler, NodeStateName};
 use crate::identity;
 use crate::mesh::babel::time::Time;
@@ -224,7 +227,12 @@ pub async fn run(
         });
     }
     if cfg.registry_watch {
-        spawn_registry_watch(tx.clone(), cfg.state_dir.clone(), client.clone(), params.version);
+        spawn_registry_watch(
+            tx.clone(),
+            cfg.state_dir.clone(),
+            client.clone(),
+            params.version,
+        );
     }
     if let Some(period) = cfg.registry_poll {
         spawn_registry_poll(tx.clone(), cfg.state_dir.clone(), client.clone(), period);

@@ -9,6 +9,7 @@
 //!   the stream, QUIC flow control stops the peer);
 //! * control messages to a peer: at most [`CONTROL_QUEUE`] queued; a peer that does not read
 //!   them is reported to the core ([`Input::ControlStalled`]), which closes its tunnel.
+#![allow(clippy::disallowed_methods)] // IO shell: the node's event loop spawns tasks and reads the clock
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::{debug, info, warn};
 
 use super::control_api::Shared;
-use super::core::{Action, InstallError, Input, NodeCore, Now, Renewal, TunnelId, TunnelInfo};
+use super::core::{Action, Input, InstallError, NodeCore, Now, Renewal, TunnelId, TunnelInfo};
 use super::datapath::DataPath;
 use crate::identity;
 use crate::mesh::babel::time::Time;
@@ -120,7 +121,9 @@ impl Shell {
 
     fn now(&self) -> Now {
         Now {
-            time: Time::from_millis(u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)),
+            time: Time::from_millis(
+                u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ),
             unix: time::OffsetDateTime::now_utc().unix_timestamp(),
         }
     }

@@ -50,7 +50,9 @@ impl CloseCode {
 
     /// The code read back from the wire (`None`: a code this version does not know).
     pub fn from_code(code: u64) -> Option<CloseCode> {
-        CloseCode::ALL.into_iter().find(|c| u64::from(c.code()) == code)
+        CloseCode::ALL
+            .into_iter()
+            .find(|c| u64::from(c.code()) == code)
     }
 
     /// The reason text sent with the code (for the peer's logs).

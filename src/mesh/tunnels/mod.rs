@@ -250,7 +250,8 @@ impl Tunnel {
             }
             Ok(Err(e)) => {
                 if conn.close_reason().is_some_and(|r| {
-                    close::is_revoked_alert(&r) || CloseCode::from_error(&r) == Some(CloseCode::Revoked)
+                    close::is_revoked_alert(&r)
+                        || CloseCode::from_error(&r) == Some(CloseCode::Revoked)
                 }) {
                     return Err(TunnelError::Revoked(addr));
                 }
@@ -614,7 +615,11 @@ impl TunnelEndpoint {
             Dialled::Failed(e) => (Err(e), 0, "path checked".to_owned()),
             Dialled::TimedOut(_) => {
                 let msg = path_mtu_sentence(&addr, addr.ip());
-                (Err(TunnelError::PathMtu(msg.clone())), CloseCode::PathMtu.code(), msg)
+                (
+                    Err(TunnelError::PathMtu(msg.clone())),
+                    CloseCode::PathMtu.code(),
+                    msg,
+                )
             }
         };
         diag.close(code.into(), reason.as_bytes());

@@ -15,6 +15,8 @@
 //! another `mesh babel run`) holding `[::]:6696` makes the `ucast` bind fail with "port in
 //! use", as it should.
 
+#![allow(clippy::disallowed_methods)] // IO shell: waits (clock, sleep) for a usable link-local address
+
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -20,8 +20,6 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-use crate::mesh::babel::Prefix;
-
 /// Route protocol number of the routes `mesh babel run` installs (babeld uses 42, BIRD 12;
 /// 250 is unassigned in `/etc/iproute2/rt_protos`).
 pub const RTPROT_MESH: u8 = 250;
@@ -142,30 +140,35 @@ impl Netlink {
         Ok(a)
     }
 
-    fn route_message(prefix: &Prefix) -> RouteMessage {
+    /// A route message for destination `dst/len` (host bits already cleared by the caller).
+    fn route_message(dst: IpAddr, len: u8) -> RouteMessage {
         let mut m = RouteMessage::default();
-        m.header.address_family = if prefix.is_ipv4() {
+        m.header.address_family = if dst.is_ipv4() {
             AddressFamily::Inet
         } else {
             AddressFamily::Inet6
         };
-        m.header.destination_prefix_length = prefix.len();
+        m.header.destination_prefix_length = len;
         m.header.table = RouteHeader::RT_TABLE_MAIN;
         m.header.protocol = RouteProtocol::from(RTPROT_MESH);
         m.header.scope = RouteScope::Universe;
         m.header.kind = RouteType::Unicast;
         m.attributes
-            .push(RouteAttribute::Destination(RouteAddress::from(
-                prefix.addr(),
-            )));
+            .push(RouteAttribute::Destination(RouteAddress::from(dst)));
         m
     }
 
-    /// Installs or replaces the route to `prefix` via `next_hop` on interface `oif`. An IPv4
-    /// prefix with an IPv6 next hop (RFC 9229) uses RTA_VIA.
-    pub fn replace_route(&mut self, prefix: &Prefix, next_hop: IpAddr, oif: u32) -> io::Result<()> {
-        let mut m = Self::route_message(prefix);
-        match (prefix.is_ipv4(), next_hop) {
+    /// Installs or replaces the route to `dst/len` via `next_hop` on interface `oif`. An IPv4
+    /// destination with an IPv6 next hop (RFC 9229) uses RTA_VIA.
+    pub fn replace_route(
+        &mut self,
+        dst: IpAddr,
+        len: u8,
+        next_hop: IpAddr,
+        oif: u32,
+    ) -> io::Result<()> {
+        let mut m = Self::route_message(dst, len);
+        match (dst.is_ipv4(), next_hop) {
             (true, IpAddr::V6(v6)) => m.attributes.push(RouteAttribute::Via(RouteVia::Inet6(v6))),
             _ => m
                 .attributes
@@ -179,10 +182,10 @@ impl Netlink {
         .map(|_| ())
     }
 
-    /// Deletes our route to `prefix` (absent is fine).
-    pub fn delete_route(&mut self, prefix: &Prefix) -> io::Result<()> {
+    /// Deletes our route to `dst/len` (absent is fine).
+    pub fn delete_route(&mut self, dst: IpAddr, len: u8) -> io::Result<()> {
         match self.request(
-            RouteNetlinkMessage::DelRoute(Self::route_message(prefix)),
+            RouteNetlinkMessage::DelRoute(Self::route_message(dst, len)),
             NLM_F_REQUEST | NLM_F_ACK,
         ) {
             Err(e) if e.raw_os_error() == Some(3) => Ok(()), // ESRCH: not there
