@@ -334,17 +334,51 @@ async fn renew_is_refused_early_allowed_in_the_window_and_after_a_serial_revocat
         .unwrap();
     assert!(node.client.mac_keys().await.is_err());
 
-    // inside the 30-day window: allowed (and a new key may be used)
+    // inside the 30-day window: allowed for the key on record only
     r.store()
         .unwrap()
         .set_param(&r.ca, "cert_validity", "20d", registry::now())
         .unwrap();
     let short = reg.join_node().await;
+    let (before, _) = short.client.params().await.unwrap();
     let new_key = NodeKey::generate().unwrap();
-    let renewed = short.client.renew(&new_key).await.unwrap();
+    let err = short.client.renew(&new_key).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Refused { status: 403, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("keeps the node's key"), "{err}");
+    let renewed = short.client.renew(&short.key).await.unwrap();
     assert_eq!(renewed.prefix, short.cert.prefix);
     assert_ne!(renewed.serial, short.cert.serial);
     assert!(renewed.not_after >= short.cert.not_after);
+    // the new certificate supersedes the old one: revoked, in a new CRL named by new
+    // parameters (the renewal's answer carries them), and the old one no longer authenticates
+    assert!(renewed.params.version > before.version);
+    let (after, _) = short.client.params().await.unwrap();
+    assert_eq!(after.version, renewed.params.version);
+    let (_, serials) =
+        crl_number_and_serials(&short.client.crl().await.unwrap(), &short.cert.ca_der);
+    assert!(serials.contains(&short.cert.serial), "{serials:?}");
+    assert!(!serials.contains(&renewed.serial), "{serials:?}");
+    assert!(short.client.mac_keys().await.is_err());
+    short
+        .client_for(&reg.url, &renewed)
+        .mac_keys()
+        .await
+        .unwrap();
+    let row = r
+        .store()
+        .unwrap()
+        .nodes()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.prefix == short.cert.prefix.to_string())
+        .unwrap();
+    assert_eq!(
+        (row.serial.as_str(), row.revoked),
+        (renewed.serial.as_str(), false)
+    );
     reg.stop().await;
 }
 

@@ -30,6 +30,10 @@ pub const DEFAULT_CERT_VALIDITY_SECS: i64 = 365 * 86400;
 pub const DEFAULT_RECLAIM_AFTER_SECS: i64 = 30 * 86400;
 /// A node that reported its endpoints this recently counts as live for bootstrap.
 pub const LIVE_SECS: i64 = 15 * 60;
+/// A revoked certificate stays in the CRL until this long after its expiry (then every
+/// verifier refuses it anyway, clocks a little behind included). Superseded serials thus leave
+/// the CRL about 31 days after a renewal in the window.
+pub const CRL_KEEP_EXPIRED_SECS: i64 = 86400;
 /// Longest node prefix: a node's address is prefix::1, which a /128 cannot hold (two /128
 /// nodes fd::/128 and fd::1/128 would both get the address fd::1).
 pub const MAX_NODE_PREFIX_LEN: u8 = 127;
@@ -442,7 +446,9 @@ impl Store {
         Ok(node)
     }
 
-    /// Renew: within [`RENEW_WINDOW_SECS`] of expiry, or at any time when revoked by serial.
+    /// Renew: within [`RENEW_WINDOW_SECS`] of expiry, or at any time when revoked by serial
+    /// (or superseded), and only for the key on record. The new certificate supersedes
+    /// (revokes, in a new CRL and parameters version) the node's older ones.
     ///
     /// Every check runs inside the transaction that issues the certificate: a ban or a
     /// revocation committed while this call waits for the write lock is seen, so it cannot
@@ -461,11 +467,30 @@ impl Store {
                 rfc3339(not_after - RENEW_WINDOW_SECS)
             )));
         }
-        tx.execute(
-            "UPDATE nodes SET pubkey = ?1 WHERE id = ?2",
-            params![key.raw, node.node_id],
+        let on_record: Vec<u8> = tx.query_row(
+            "SELECT pubkey FROM nodes WHERE id = ?1",
+            [node.node_id],
+            |r| r.get(0),
         )?;
+        if on_record != key.raw {
+            return Err(RegistryError::Forbidden(
+                "a renewal keeps the node's key, and this request is for another key; \
+                 a node that lost its key (or whose key was stolen) needs the registry admin \
+                 (`mesh registry rekey PREFIX`)"
+                    .into(),
+            ));
+        }
         let issued = issue(&tx, ca, node.node_id, node.prefix, key, now)?;
+        // The new certificate supersedes every older one of the node: one valid certificate
+        // per prefix, published in the same transaction.
+        let superseded = tx.execute(
+            "UPDATE certs SET revoked_at = ?1 WHERE node_id = ?2 AND serial != ?3 AND revoked_at IS NULL",
+            params![now, node.node_id, issued.serial],
+        )?;
+        if superseded > 0 {
+            write_crl(&tx, ca, now)?;
+            bump_params(&tx, ca, now)?;
+        }
         tx.commit()?;
         Ok(issued)
     }
@@ -912,10 +937,13 @@ fn write_crl(tx: &Transaction<'_>, ca: &Ca, now: i64) -> Result<()> {
         r.get(0)
     })?;
     let mut st = tx.prepare(
-        "SELECT serial, revoked_at FROM certs WHERE revoked_at IS NOT NULL ORDER BY revoked_at",
+        "SELECT serial, revoked_at FROM certs WHERE revoked_at IS NOT NULL AND not_after > ?1
+         ORDER BY revoked_at",
     )?;
     let revoked = st
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        .query_map([now - CRL_KEEP_EXPIRED_SECS], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let der = ca.crl(number, &revoked, odt(now))?;
     tx.execute(
@@ -1093,5 +1121,80 @@ mod tests {
             leaked.is_empty(),
             "valid certificates of banned nodes: {leaked:?}"
         );
+    }
+
+    /// A node revoked by serial renews only with the key on record; each renewal supersedes
+    /// (revokes, in the CRL) the node's older certificates, so a prefix has one valid one.
+    #[test]
+    fn renewal_keeps_the_key_on_record_and_supersedes_older_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, path) = registry(dir.path());
+        let mut s = Store::open(&path).unwrap();
+        let t = super::super::now();
+        let (kp, key) = new_key();
+        let first = s.join(&ca, None, &key, t).unwrap();
+        s.revoke(&ca, &first.serial, t).unwrap();
+        // a new key is refused, and nothing changes
+        let (crl_before, params_before) = (s.crl().unwrap(), s.params_version().unwrap());
+        let (_, stolen) = new_key();
+        let err = s.renew(&ca, &first.serial, &stolen, t).unwrap_err();
+        assert!(matches!(err, RegistryError::Forbidden(_)), "{err}");
+        assert!(err.to_string().contains("keeps the node's key"), "{err}");
+        assert_eq!(serials_of(&s, &first.prefix).len(), 1);
+        assert_eq!(s.crl().unwrap(), crl_before);
+        assert_eq!(s.params_version().unwrap(), params_before);
+        // the key on record renews
+        let second = s.renew(&ca, &first.serial, &csr_key(&kp), t).unwrap();
+        assert_eq!(second.prefix, first.prefix);
+        // a renewal in the window (20-day certificates) supersedes the valid one
+        let third = s.renew(&ca, &second.serial, &csr_key(&kp), t).unwrap();
+        let serials = serials_of(&s, &first.prefix);
+        let valid: Vec<_> = serials.iter().filter(|(_, r)| !r).collect();
+        assert_eq!(valid, vec![&(third.serial.clone(), false)]);
+        let listed = crl_serials(&s);
+        for serial in [&first.serial, &second.serial] {
+            assert!(listed.contains(serial), "{serial} not in the CRL");
+        }
+        assert!(!listed.contains(&third.serial));
+        assert!(s.params_version().unwrap() > params_before);
+        let rows = s.nodes().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].serial.as_str(), rows[0].revoked),
+            (third.serial.as_str(), false)
+        );
+        // the superseded certificate still renews (a lost answer is retried with it), and the
+        // one it supersedes is revoked in turn
+        let fourth = s.renew(&ca, &second.serial, &csr_key(&kp), t).unwrap();
+        assert!(crl_serials(&s).contains(&third.serial));
+        assert!(!crl_serials(&s).contains(&fourth.serial));
+    }
+
+    /// Revoked certificates leave the CRL a day after they expire.
+    #[test]
+    fn the_crl_drops_revoked_certificates_a_day_after_their_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, path) = registry(dir.path());
+        let mut s = Store::open(&path).unwrap();
+        let t = super::super::now();
+        let (_, key) = new_key();
+        let a = s.join(&ca, None, &key, t).unwrap();
+        s.revoke(&ca, &a.serial, t).unwrap();
+        assert!(crl_serials(&s).contains(&a.serial));
+        let expiry = t + 20 * 86400;
+        // any later CRL still lists it until a day after its expiry
+        let (_, other) = new_key();
+        let b = s.join(&ca, None, &other, t).unwrap();
+        s.revoke(&ca, &b.serial, expiry + CRL_KEEP_EXPIRED_SECS - 10)
+            .unwrap();
+        assert!(crl_serials(&s).contains(&a.serial));
+        s.rotate_mac(&ca, expiry).unwrap();
+        let (_, third) = new_key();
+        let c = s.join(&ca, None, &third, expiry).unwrap();
+        s.revoke(&ca, &c.serial, expiry + CRL_KEEP_EXPIRED_SECS + 10)
+            .unwrap();
+        let listed = crl_serials(&s);
+        assert!(!listed.contains(&a.serial) && !listed.contains(&b.serial));
+        assert!(listed.contains(&c.serial));
     }
 }
