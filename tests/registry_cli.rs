@@ -142,6 +142,35 @@ fn usage_errors_exit_2_and_runtime_errors_exit_1_with_one_sentence() {
         "{}",
         stderr(&o)
     );
+    // a bad rate limit is a usage error that names the option and the form
+    for (flag, value) in [
+        ("--anon-join-rate", "lots"),
+        ("--anon-join-rate-per-source", "0/1h"),
+        ("--max-watchers-per-node", "many"),
+    ] {
+        let o = mesh(&[
+            "registry",
+            "serve",
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+            flag,
+            value,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {}", stderr(&o));
+        assert!(stderr(&o).contains(flag), "{}", stderr(&o));
+    }
+    let help = stdout(&mesh(&["registry", "serve", "--help"]))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for default in [
+        "[default: 5/1h]",
+        "[default: 100/1h]",
+        "[default: 64]",
+        "[default: 2]",
+    ] {
+        assert!(help.contains(default), "{help}");
+    }
 }
 
 #[test]

@@ -15,6 +15,7 @@
 pub mod allocator;
 pub mod ca;
 pub mod error;
+pub mod limits;
 pub mod mac;
 pub mod server;
 pub mod store;
