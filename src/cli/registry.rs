@@ -25,6 +25,9 @@ pub enum RegistryCmd {
     Nodes(ListArgs),
     /// Revoke a certificate (by serial: the node may renew) or ban a node (by prefix).
     Revoke(RevokeArgs),
+    /// Give a node a new key: revoke its certificates, refuse renewals, and print a one-use
+    /// join token that gives its prefix to whoever joins with it (for a lost or stolen key).
+    Rekey(RekeyArgs),
     /// Show the network parameters, or change one with `params set KEY=VALUE`.
     Params(ParamsArgs),
     /// Babel MAC keys.
@@ -125,6 +128,17 @@ pub struct RevokeArgs {
     state: StateDir,
     /// A node prefix (CIDR: ban) or a certificate serial (hex: revoke that certificate).
     target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    #[command(flatten)]
+    state: StateDir,
+    /// The node's prefix (CIDR).
+    prefix: Ipv6Net,
+    /// Lifetime of the token, e.g. `1h`, `7d` (default: no expiry).
+    #[arg(long, value_name = "DURATION")]
+    expires: Option<humantime::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +283,14 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
             let reg = Registry::open(&dir(&a.state))?;
             let what = reg.store()?.revoke(&reg.ca, &a.target, registry::now())?;
             println!("{what}");
+            Ok(())
+        }
+        RegistryCmd::Rekey(a) => {
+            let reg = Registry::open(&dir(&a.state))?;
+            let expires_at = a.expires.map(|d| {
+                registry::now().saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            });
+            println!("{}", reg.rekey(&a.prefix, expires_at)?);
             Ok(())
         }
         RegistryCmd::Params(a) => {

@@ -156,6 +156,18 @@ impl Registry {
             .context("the registry database has no URL")
     }
 
+    /// `mesh registry rekey PREFIX`: revokes the node's certificates and forgets its key;
+    /// returns a one-use join token (printable form) that gives the same prefix to a new key.
+    pub fn rekey(&self, prefix: &Ipv6Net, expires_at: Option<i64>) -> anyhow::Result<String> {
+        let secret = self.store()?.rekey(&self.ca, prefix, expires_at, now())?;
+        Ok(crate::token::JoinToken {
+            url: self.url()?,
+            ca_fingerprint: crate::identity::fingerprint(self.ca.cert_der()),
+            secret,
+        }
+        .encode())
+    }
+
     /// Mints a join token (printable form).
     pub fn create_token(
         &self,

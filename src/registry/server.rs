@@ -526,7 +526,7 @@ impl Server {
             loop {
                 tokio::time::sleep(WATCH_CHECK).await;
                 ticks = ticks.wrapping_add(1);
-                if ticks % FORGET_IDLE_TICKS == 0 {
+                if ticks.is_multiple_of(FORGET_IDLE_TICKS) {
                     joins.forget_idle();
                 }
                 let store = store.clone();

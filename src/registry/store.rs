@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     expires_at INTEGER,
     uses_left INTEGER NOT NULL,
     uses_total INTEGER NOT NULL,
-    created_at INTEGER NOT NULL);
+    created_at INTEGER NOT NULL,
+    node_id INTEGER REFERENCES nodes(id) ON DELETE CASCADE);
 CREATE TABLE IF NOT EXISTS token_uses (
     token_id INTEGER NOT NULL REFERENCES tokens(id) ON DELETE CASCADE,
     pubkey BLOB NOT NULL,
@@ -212,6 +213,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Store { conn })
     }
 
@@ -349,14 +351,15 @@ impl Store {
         let tx = self.tx()?;
         let (len, token_id) = match secret {
             Some(secret) => {
-                let row: Option<(i64, u8, Option<i64>, u32)> = tx
+                type Row = (i64, u8, Option<i64>, u32, Option<i64>);
+                let row: Option<Row> = tx
                     .query_row(
-                        "SELECT id, prefix_len, expires_at, uses_left FROM tokens WHERE secret_hash = ?1",
+                        "SELECT id, prefix_len, expires_at, uses_left, node_id FROM tokens WHERE secret_hash = ?1",
                         [hash_secret(secret).to_vec()],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                     )
                     .optional()?;
-                let Some((id, len, expires_at, uses_left)) = row else {
+                let Some((id, len, expires_at, uses_left, rekey_node)) = row else {
                     return Err(RegistryError::Unauthorized(
                         "this join token is not known to the registry".into(),
                     ));
@@ -392,6 +395,12 @@ impl Store {
                         "this join token has already been used".into(),
                     ));
                 }
+                if let Some(node_id) = rekey_node {
+                    let issued = rekey_join(&tx, ca, node_id, key, now)?;
+                    use_token(&tx, id, key, &issued.serial)?;
+                    tx.commit()?;
+                    return Ok(issued);
+                }
                 (len, Some(id))
             }
             None => {
@@ -415,17 +424,67 @@ impl Store {
         let node_id = tx.last_insert_rowid();
         let issued = issue(&tx, ca, node_id, prefix, key, now)?;
         if let Some(id) = token_id {
-            tx.execute(
-                "UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ?1",
-                [id],
-            )?;
-            tx.execute(
-                "INSERT INTO token_uses (token_id, pubkey, serial) VALUES (?1, ?2, ?3)",
-                params![id, key.raw, issued.serial],
-            )?;
+            use_token(&tx, id, key, &issued.serial)?;
         }
         tx.commit()?;
         Ok(issued)
+    }
+
+    /// `mesh registry rekey PREFIX`: for a node whose key was lost or stolen. Revokes every
+    /// certificate of the node (new CRL and parameters), forgets its key so that no renewal
+    /// succeeds, and mints a one-use token bound to the node: `mesh join` with it and a new
+    /// key gives the node a certificate for the same prefix. Returns the token secret.
+    pub fn rekey(
+        &mut self,
+        ca: &Ca,
+        prefix: &Ipv6Net,
+        expires_at: Option<i64>,
+        now: i64,
+    ) -> Result<[u8; crate::token::SECRET_LEN]> {
+        let tx = self.tx()?;
+        let node: Option<(i64, Option<i64>)> = tx
+            .query_row(
+                "SELECT id, banned_at FROM nodes WHERE prefix = ?1",
+                [prefix.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((node_id, banned)) = node else {
+            return Err(RegistryError::NotFound(format!(
+                "no node has the prefix {prefix}"
+            )));
+        };
+        if banned.is_some() {
+            return Err(RegistryError::Conflict(format!(
+                "the node {prefix} is banned; a banned node cannot be re-keyed"
+            )));
+        }
+        tx.execute(
+            "UPDATE certs SET revoked_at = ?1 WHERE node_id = ?2 AND revoked_at IS NULL",
+            params![now, node_id],
+        )?;
+        tx.execute("UPDATE nodes SET pubkey = X'' WHERE id = ?1", [node_id])?;
+        // an earlier re-key token of this node is replaced
+        tx.execute(
+            "DELETE FROM tokens WHERE node_id = ?1 AND id NOT IN (SELECT token_id FROM token_uses)",
+            [node_id],
+        )?;
+        let secret: [u8; crate::token::SECRET_LEN] = rand::random();
+        tx.execute(
+            "INSERT INTO tokens (secret_hash, prefix_len, expires_at, uses_left, uses_total, created_at, node_id)
+             VALUES (?1, ?2, ?3, 1, 1, ?4, ?5)",
+            params![
+                hash_secret(&secret).to_vec(),
+                prefix.prefix_len(),
+                expires_at,
+                now,
+                node_id
+            ],
+        )?;
+        write_crl(&tx, ca, now)?;
+        bump_params(&tx, ca, now)?;
+        tx.commit()?;
+        Ok(secret)
     }
 
     /// Identifies the node behind a client certificate; refuses unknown serials, banned
@@ -756,6 +815,22 @@ fn authenticate(conn: &Connection, serial: &str, now: i64) -> Result<AuthNode> {
     })
 }
 
+/// Brings a database created by an older version up to [`SCHEMA`].
+fn migrate(conn: &Connection) -> Result<()> {
+    let has_node_id: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('tokens') WHERE name = 'node_id'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_node_id {
+        // a re-key token is bound to its node (`mesh registry rekey`)
+        conn.execute_batch(
+            "ALTER TABLE tokens ADD COLUMN node_id INTEGER REFERENCES nodes(id) ON DELETE CASCADE",
+        )?;
+    }
+    Ok(())
+}
+
 fn parse_prefix(s: &str) -> Result<Ipv6Net> {
     s.parse()
         .map_err(|_| RegistryError::Internal(format!("corrupt prefix {s:?} in the database")))
@@ -863,6 +938,54 @@ fn issue(
         prefix,
         serial,
     })
+}
+
+/// Records one use of a token by `key`.
+fn use_token(tx: &Transaction<'_>, id: i64, key: &CsrKey, serial: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ?1",
+        [id],
+    )?;
+    tx.execute(
+        "INSERT INTO token_uses (token_id, pubkey, serial) VALUES (?1, ?2, ?3)",
+        params![id, key.raw, serial],
+    )?;
+    Ok(())
+}
+
+/// The join of a re-key token: the node keeps its prefix and gets `key` on record and a
+/// certificate for it; any older certificate still valid is superseded.
+fn rekey_join(
+    tx: &Transaction<'_>,
+    ca: &Ca,
+    node_id: i64,
+    key: &CsrKey,
+    now: i64,
+) -> Result<Issued> {
+    let (prefix, banned): (String, Option<i64>) = tx.query_row(
+        "SELECT prefix, banned_at FROM nodes WHERE id = ?1",
+        [node_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if banned.is_some() {
+        return Err(RegistryError::Forbidden(
+            "this node is banned from the network".into(),
+        ));
+    }
+    tx.execute(
+        "UPDATE nodes SET pubkey = ?1 WHERE id = ?2",
+        params![key.raw, node_id],
+    )?;
+    let issued = issue(tx, ca, node_id, parse_prefix(&prefix)?, key, now)?;
+    let superseded = tx.execute(
+        "UPDATE certs SET revoked_at = ?1 WHERE node_id = ?2 AND serial != ?3 AND revoked_at IS NULL",
+        params![now, node_id, issued.serial],
+    )?;
+    if superseded > 0 {
+        write_crl(tx, ca, now)?;
+        bump_params(tx, ca, now)?;
+    }
+    Ok(issued)
 }
 
 /// Prefixes in use: every node row (banned ones included until [`reclaim`] drops them).
@@ -1196,5 +1319,85 @@ mod tests {
         let listed = crl_serials(&s);
         assert!(!listed.contains(&a.serial) && !listed.contains(&b.serial));
         assert!(listed.contains(&c.serial));
+    }
+
+    /// `mesh registry rekey`: the old key stops renewing at once; the bound token gives the
+    /// same prefix to a new key, once (a retry with that key gets the same certificate).
+    #[test]
+    fn rekey_ejects_the_old_key_and_hands_the_prefix_to_the_token_s_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, path) = registry(dir.path());
+        let mut s = Store::open(&path).unwrap();
+        let t = super::super::now();
+        let (old_kp, old_key) = new_key();
+        let a = s.join(&ca, None, &old_key, t).unwrap();
+        let (_, other) = new_key();
+        let b = s.join(&ca, None, &other, t).unwrap();
+        let v = s.params_version().unwrap();
+        let secret = s.rekey(&ca, &a.prefix, None, t).unwrap();
+        assert!(s.params_version().unwrap() > v);
+        assert!(crl_serials(&s).contains(&a.serial));
+        // the old key (the thief's copy too) no longer renews
+        let err = s.renew(&ca, &a.serial, &csr_key(&old_kp), t).unwrap_err();
+        assert!(matches!(err, RegistryError::Forbidden(_)), "{err}");
+        // the token and a new key: same prefix, new certificate; the old key still cannot renew
+        let (new_kp, new_key_) = new_key();
+        let c = s.join(&ca, Some(&secret), &new_key_, t).unwrap();
+        assert_eq!(c.prefix, a.prefix);
+        let again = s.join(&ca, Some(&secret), &csr_key(&new_kp), t).unwrap();
+        assert_eq!(again.serial, c.serial);
+        let (_, third) = new_key();
+        assert!(matches!(
+            s.join(&ca, Some(&secret), &third, t),
+            Err(RegistryError::Forbidden(_))
+        ));
+        assert!(s.renew(&ca, &a.serial, &csr_key(&old_kp), t).is_err());
+        let d = s.renew(&ca, &c.serial, &csr_key(&new_kp), t).unwrap();
+        assert_eq!(d.prefix, a.prefix);
+        let valid: Vec<_> = serials_of(&s, &a.prefix)
+            .into_iter()
+            .filter(|(_, r)| !r)
+            .collect();
+        assert_eq!(valid, vec![(d.serial.clone(), false)]);
+        // b untouched; unknown and banned prefixes are refused
+        assert!(serials_of(&s, &b.prefix).iter().all(|(_, r)| !r));
+        let nowhere: Ipv6Net = "fd00:5eed:0:ffff::/64".parse().unwrap();
+        assert!(matches!(
+            s.rekey(&ca, &nowhere, None, t),
+            Err(RegistryError::NotFound(_))
+        ));
+        s.revoke(&ca, &b.prefix.to_string(), t).unwrap();
+        assert!(matches!(
+            s.rekey(&ca, &b.prefix, None, t),
+            Err(RegistryError::Conflict(_))
+        ));
+    }
+
+    /// A database made before re-key tokens gains their column when opened.
+    #[test]
+    fn an_older_database_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old_schema = SCHEMA.replace(
+            ",\n    node_id INTEGER REFERENCES nodes(id) ON DELETE CASCADE",
+            "",
+        );
+        assert_ne!(old_schema, SCHEMA);
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&old_schema)
+            .unwrap();
+        let s = Store::open(&path).unwrap();
+        let n: i64 = s
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('tokens') WHERE name = 'node_id'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        drop(s);
+        Store::open(&path).unwrap();
     }
 }
