@@ -384,6 +384,12 @@ fn print_params(
         "cert_validity     {} s",
         store.config("cert_validity")?.unwrap_or_default()
     );
+    println!(
+        "anonymous_validity {} s",
+        store.config("anonymous_validity")?.unwrap_or_else(|| {
+            crate::registry::store::DEFAULT_ANONYMOUS_VALIDITY_SECS.to_string()
+        })
+    );
     println!();
     println!("settable with `mesh registry params set KEY=VALUE`:");
     for (k, d) in SETTABLE {

@@ -26,6 +26,9 @@ type Result<T> = std::result::Result<T, RegistryError>;
 pub const RENEW_WINDOW_SECS: i64 = 30 * 86400;
 /// Default node certificate validity.
 pub const DEFAULT_CERT_VALIDITY_SECS: i64 = 365 * 86400;
+/// Default validity of the first certificate of an anonymous join: a node that never shows up
+/// gives its prefix back when it expires; a live one renews it half-way.
+pub const DEFAULT_ANONYMOUS_VALIDITY_SECS: i64 = 7 * 86400;
 /// An unbanned node whose certificates all expired this long ago loses its prefix.
 pub const DEFAULT_RECLAIM_AFTER_SECS: i64 = 30 * 86400;
 /// A node that reported its endpoints this recently counts as live for bootstrap.
@@ -99,6 +102,10 @@ pub const SETTABLE: &[(&str, &str)] = &[
     (
         "cert_validity",
         "validity of new node certificates (e.g. 365d, 2s)",
+    ),
+    (
+        "anonymous_validity",
+        "validity of the first certificate of a node that joined without a token (e.g. 7d)",
     ),
 ];
 
@@ -245,6 +252,10 @@ impl Store {
             ("tunnel_refresh", np::DEFAULT_TUNNEL_REFRESH.to_string()),
             ("closed_countries", String::new()),
             ("cert_validity", DEFAULT_CERT_VALIDITY_SECS.to_string()),
+            (
+                "anonymous_validity",
+                DEFAULT_ANONYMOUS_VALIDITY_SECS.to_string(),
+            ),
             ("reclaim_after", DEFAULT_RECLAIM_AFTER_SECS.to_string()),
         ];
         for (k, v) in cfg {
@@ -422,7 +433,7 @@ impl Store {
             params![prefix.to_string(), key.raw, now],
         )?;
         let node_id = tx.last_insert_rowid();
-        let issued = issue(&tx, ca, node_id, prefix, key, now)?;
+        let issued = issue(&tx, ca, node_id, prefix, key, token_id.is_none(), now)?;
         if let Some(id) = token_id {
             use_token(&tx, id, key, &issued.serial)?;
         }
@@ -539,7 +550,11 @@ impl Store {
                     .into(),
             ));
         }
-        let issued = issue(&tx, ca, node.node_id, node.prefix, key, now)?;
+        let issued = issue(&tx, ca, node.node_id, node.prefix, key, false, now)?;
+        tx.execute(
+            "UPDATE nodes SET last_seen = ?1 WHERE id = ?2",
+            params![now, node.node_id],
+        )?;
         // The new certificate supersedes every older one of the node: one valid certificate
         // per prefix, published in the same transaction.
         let superseded = tx.execute(
@@ -890,7 +905,7 @@ fn validate_setting(key: &str, value: &str) -> Result<String> {
             "false" | "no" | "0" => "false".into(),
             _ => return Err(bad("true or false")),
         },
-        "cert_validity" => {
+        "cert_validity" | "anonymous_validity" => {
             let d = humantime::parse_duration(value).map_err(|_| bad("a duration such as 365d"))?;
             if d.as_secs() == 0 {
                 return Err(bad("a duration of at least one second"));
@@ -924,9 +939,17 @@ fn issue(
     node_id: i64,
     prefix: Ipv6Net,
     key: &CsrKey,
+    anonymous: bool,
     now: i64,
 ) -> Result<Issued> {
-    let validity: i64 = cfg_num(tx, "cert_validity")?;
+    let mut validity: i64 = cfg_num(tx, "cert_validity")?;
+    if anonymous {
+        // a registry made before this setting has none: the default
+        let first: i64 = get_config(tx, "anonymous_validity")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_ANONYMOUS_VALIDITY_SECS);
+        validity = validity.min(first);
+    }
     let (der, serial, not_after) =
         ca.issue_node(key, &prefix, odt(now), Duration::seconds(validity))?;
     tx.execute(
@@ -976,7 +999,7 @@ fn rekey_join(
         "UPDATE nodes SET pubkey = ?1 WHERE id = ?2",
         params![key.raw, node_id],
     )?;
-    let issued = issue(tx, ca, node_id, parse_prefix(&prefix)?, key, now)?;
+    let issued = issue(tx, ca, node_id, parse_prefix(&prefix)?, key, false, now)?;
     let superseded = tx.execute(
         "UPDATE certs SET revoked_at = ?1 WHERE node_id = ?2 AND serial != ?3 AND revoked_at IS NULL",
         params![now, node_id, issued.serial],
@@ -995,15 +1018,17 @@ fn used_prefixes(conn: &Connection) -> Result<Vec<Ipv6Net>> {
     rows.map(|r| parse_prefix(&r?)).collect()
 }
 
-/// Frees the prefixes of banned nodes whose certificates have all expired, and of nodes
-/// whose certificates expired more than `reclaim_after` ago.
+/// Frees the prefixes of banned nodes and of nodes never seen (no endpoint report, bootstrap,
+/// key request or renewal ever) whose certificates have all expired, and of other nodes whose
+/// certificates expired more than `reclaim_after` ago.
 fn reclaim(tx: &Transaction<'_>, now: i64) -> Result<()> {
     let grace: i64 = cfg_num(tx, "reclaim_after")?;
     tx.execute(
         "DELETE FROM nodes WHERE id IN (
             SELECT n.id FROM nodes n
             WHERE COALESCE((SELECT MAX(not_after) FROM certs WHERE node_id = n.id), 0)
-                  <= CASE WHEN n.banned_at IS NOT NULL THEN ?1 ELSE ?1 - ?2 END)",
+                  <= CASE WHEN n.banned_at IS NOT NULL OR n.last_seen IS NULL THEN ?1
+                          ELSE ?1 - ?2 END)",
         params![now, grace],
     )?;
     Ok(())
@@ -1304,7 +1329,7 @@ mod tests {
         let a = s.join(&ca, None, &key, t).unwrap();
         s.revoke(&ca, &a.serial, t).unwrap();
         assert!(crl_serials(&s).contains(&a.serial));
-        let expiry = t + 20 * 86400;
+        let expiry = crate::identity::cert_info(&a.cert_der).unwrap().not_after;
         // any later CRL still lists it until a day after its expiry
         let (_, other) = new_key();
         let b = s.join(&ca, None, &other, t).unwrap();
@@ -1399,5 +1424,45 @@ mod tests {
         assert_eq!(n, 1);
         drop(s);
         Store::open(&path).unwrap();
+    }
+
+    /// An anonymous node's first certificate is short; if the node never shows up its prefix
+    /// comes back when that certificate expires, while a node seen keeps its prefix.
+    #[test]
+    fn a_never_seen_anonymous_node_gives_its_prefix_back_when_its_first_certificate_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, path) = registry(dir.path());
+        let mut s = Store::open(&path).unwrap();
+        let t = super::super::now();
+        let (_, key) = new_key();
+        let a = s.join(&ca, None, &key, t).unwrap();
+        let a_end = crate::identity::cert_info(&a.cert_der).unwrap().not_after;
+        assert_eq!(a_end, t + DEFAULT_ANONYMOUS_VALIDITY_SECS);
+        // a token join gets the full validity (20 days here)
+        let secret = s.create_token(None, None, 1, t).unwrap();
+        let (_, other) = new_key();
+        let b = s.join(&ca, Some(&secret), &other, t).unwrap();
+        let b_end = crate::identity::cert_info(&b.cert_der).unwrap().not_after;
+        assert_eq!(b_end, t + 20 * 86400);
+        // the renewal of an anonymous node has the full validity
+        let (kp2, key2) = new_key();
+        let c = s.join(&ca, None, &key2, t).unwrap();
+        let c2 = s.renew(&ca, &c.serial, &csr_key(&kp2), t).unwrap();
+        let c2_end = crate::identity::cert_info(&c2.cert_der).unwrap().not_after;
+        assert_eq!(c2_end, t + 20 * 86400);
+        // a never seen: its prefix is the first one handed out after its certificate expired
+        let (_, key3) = new_key();
+        let d = s.join(&ca, None, &key3, a_end + 1).unwrap();
+        assert_eq!(d.prefix, a.prefix);
+        // d is seen: after its certificate expired it keeps its prefix for reclaim_after
+        let node = s.authenticate(&d.serial, a_end + 1).unwrap();
+        s.touch(node.node_id, a_end + 1).unwrap();
+        let d_end = crate::identity::cert_info(&d.cert_der).unwrap().not_after;
+        let (_, key4) = new_key();
+        let e = s.join(&ca, None, &key4, d_end + 1).unwrap();
+        assert_ne!(e.prefix, d.prefix);
+        // a bad value is refused
+        assert!(s.set_param(&ca, "anonymous_validity", "0s", t).is_err());
+        s.set_param(&ca, "anonymous_validity", "1d", t).unwrap();
     }
 }
