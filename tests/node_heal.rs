@@ -469,10 +469,10 @@ fn root_heal_certificates_renew_before_expiry_and_an_old_protocol_stops_the_node
         "renewal: every node renewed its 30 s certificate {:?} into the test",
         t.elapsed()
     );
-    assert!(
-        all_pairs(&ring),
-        "not every pair reaches every other after the renewals"
-    );
+    // a renewal supersedes (revokes) the old certificate: peers close the tunnels opened with
+    // it when the new CRL reaches them, and the renewed node dials them again
+    let back = wait_all_pairs(&ring, Duration::from_secs(30));
+    println!("renewal: all pairs again {back:?} after the last node renewed");
 
     // the network now requires protocol 2: every node stops with a clear message
     ring.registry_ok(&["params", "set", "min_protocol=2"]);

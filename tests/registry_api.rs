@@ -336,17 +336,51 @@ async fn renew_is_refused_early_allowed_in_the_window_and_after_a_serial_revocat
         .unwrap();
     assert!(node.client.mac_keys().await.is_err());
 
-    // inside the 30-day window: allowed (and a new key may be used)
+    // inside the 30-day window: allowed for the key on record only
     r.store()
         .unwrap()
         .set_param(&r.ca, "cert_validity", "20d", registry::now())
         .unwrap();
     let short = reg.join_node().await;
+    let (before, _) = short.client.params().await.unwrap();
     let new_key = NodeKey::generate().unwrap();
-    let renewed = short.client.renew(&new_key).await.unwrap();
+    let err = short.client.renew(&new_key).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Refused { status: 403, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("keeps the node's key"), "{err}");
+    let renewed = short.client.renew(&short.key).await.unwrap();
     assert_eq!(renewed.prefix, short.cert.prefix);
     assert_ne!(renewed.serial, short.cert.serial);
     assert!(renewed.not_after >= short.cert.not_after);
+    // the new certificate supersedes the old one: revoked, in a new CRL named by new
+    // parameters (the renewal's answer carries them), and the old one no longer authenticates
+    assert!(renewed.params.version > before.version);
+    let (after, _) = short.client.params().await.unwrap();
+    assert_eq!(after.version, renewed.params.version);
+    let (_, serials) =
+        crl_number_and_serials(&short.client.crl().await.unwrap(), &short.cert.ca_der);
+    assert!(serials.contains(&short.cert.serial), "{serials:?}");
+    assert!(!serials.contains(&renewed.serial), "{serials:?}");
+    assert!(short.client.mac_keys().await.is_err());
+    short
+        .client_for(&reg.url, &renewed)
+        .mac_keys()
+        .await
+        .unwrap();
+    let row = r
+        .store()
+        .unwrap()
+        .nodes()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.prefix == short.cert.prefix.to_string())
+        .unwrap();
+    assert_eq!(
+        (row.serial.as_str(), row.revoked),
+        (renewed.serial.as_str(), false)
+    );
     reg.stop().await;
 }
 
@@ -898,4 +932,183 @@ async fn watches_beyond_the_limit_are_told_the_registry_is_busy() {
 fn second_client(reg: &TestRegistry, node: &common::TestNode) -> RegistryClient {
     RegistryClient::with_identity(&reg.url, &node.cert.ca_der, &node.cert.cert_der, &node.key)
         .unwrap()
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, for at most 20 s (a condition, not a delay).
+async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn limits() -> registry::limits::Limits {
+    registry::limits::Limits::default()
+}
+
+fn per_hour(n: u32) -> Option<registry::limits::Rate> {
+    registry::limits::Rate::new(n, Duration::from_secs(3600))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_joins_are_limited_per_source_with_a_429_and_retry_after() {
+    let reg = TestRegistry::start_with_limits(
+        |o| o.anonymous = true,
+        registry::limits::Limits {
+            anon_joins_per_source: per_hour(3),
+            anon_joins: None,
+            ..limits()
+        },
+    )
+    .await;
+    let t = JoinToken::decode(&reg.token()).unwrap();
+    let client = RegistryClient::for_token(&t).unwrap();
+    for _ in 0..3 {
+        client
+            .join(None, &NodeKey::generate().unwrap())
+            .await
+            .unwrap();
+    }
+    let before = snapshot(&reg);
+    let err = client
+        .join(None, &NodeKey::generate().unwrap())
+        .await
+        .unwrap_err();
+    let ClientError::Refused {
+        status,
+        code,
+        retry_after,
+        ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    println!("4th anonymous join from 127.0.0.1 at 3/h: {err} (Retry-After {retry_after:?})");
+    assert_eq!((*status, code.as_str()), (429, "rate_limited"), "{err}");
+    // 3 an hour: one comes back within 20 minutes
+    assert!(
+        retry_after.is_some_and(|s| (1..=1200).contains(&s)),
+        "{retry_after:?}"
+    );
+    assert!(err.to_string().contains("join token"), "{err}");
+    assert_eq!(snapshot(&reg), before, "a refused join changed the store");
+    // joins with a token are not counted
+    reg.join_node().await;
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_joins_are_limited_in_total_with_a_503_and_retry_after() {
+    let reg = TestRegistry::start_with_limits(
+        |o| o.anonymous = true,
+        registry::limits::Limits {
+            anon_joins_per_source: None,
+            anon_joins: per_hour(2),
+            ..limits()
+        },
+    )
+    .await;
+    let t = JoinToken::decode(&reg.token()).unwrap();
+    let client = RegistryClient::for_token(&t).unwrap();
+    for _ in 0..2 {
+        client
+            .join(None, &NodeKey::generate().unwrap())
+            .await
+            .unwrap();
+    }
+    let err = client
+        .join(None, &NodeKey::generate().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Refused { status: 503, code, retry_after: Some(s), .. }
+            if code == "busy" && (1..=1800).contains(s)),
+        "{err}"
+    );
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watches_need_a_valid_node_certificate_and_are_capped_per_node() {
+    let reg = TestRegistry::start_with_limits(
+        |_| {},
+        registry::limits::Limits {
+            max_watchers_per_node: 1,
+            ..limits()
+        },
+    )
+    .await;
+    let r = reg.registry();
+    let a = reg.join_node().await;
+    let b = reg.join_node().await;
+    let (p, _) = a.client.params().await.unwrap();
+    // no client certificate: 401
+    let t = JoinToken::decode(&reg.token()).unwrap();
+    let anon = RegistryClient::for_token(&t).unwrap();
+    let (status, body) = anon
+        .raw("GET", &format!("/params/watch?after={}", p.version), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("client certificate"));
+    // one watch of a held; its second one is refused (429, poll instead), b's is served
+    let held = {
+        let client = second_client(&reg, &a);
+        let v = p.version;
+        tokio::spawn(async move { client.watch_params(v).await })
+    };
+    let err = wait_for("a's second watch to be refused", || {
+        let c = &a.client;
+        let v = p.version;
+        async move {
+            match c
+                .raw("GET", &format!("/params/watch?after={v}"), None)
+                .await
+            {
+                Ok((429, body)) => Some(String::from_utf8_lossy(&body).into_owned()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(err.contains("rate_limited"), "{err}");
+    assert!(a.client.watch_params(p.version).await.unwrap().is_none());
+    assert!(
+        b.client
+            .watch_params(p.version - 1)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // when the held watch ends, a may watch again
+    held.abort();
+    let _ = held.await;
+    wait_for("a's watch slot to come back", || {
+        let c = &a.client;
+        let v = p.version - 1;
+        async move { c.watch_params(v).await.ok().flatten() }
+    })
+    .await;
+    // a revoked certificate may not watch: 403
+    r.store()
+        .unwrap()
+        .revoke(&r.ca, &b.cert.serial, registry::now())
+        .unwrap();
+    let (status, body) = b
+        .client
+        .raw("GET", &format!("/params/watch?after={}", p.version), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    reg.stop().await;
 }

@@ -105,6 +105,7 @@ fn every_command_has_help() {
         &["registry", "token", "delete", "--help"],
         &["registry", "nodes", "--help"],
         &["registry", "revoke", "--help"],
+        &["registry", "rekey", "--help"],
         &["registry", "params", "--help"],
         &["registry", "params", "set", "--help"],
         &["registry", "mac", "rotate", "--help"],
@@ -144,6 +145,35 @@ fn usage_errors_exit_2_and_runtime_errors_exit_1_with_one_sentence() {
         "{}",
         stderr(&o)
     );
+    // a bad rate limit is a usage error that names the option and the form
+    for (flag, value) in [
+        ("--anon-join-rate", "lots"),
+        ("--anon-join-rate-per-source", "0/1h"),
+        ("--max-watchers-per-node", "many"),
+    ] {
+        let o = mesh(&[
+            "registry",
+            "serve",
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+            flag,
+            value,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {}", stderr(&o));
+        assert!(stderr(&o).contains(flag), "{}", stderr(&o));
+    }
+    let help = stdout(&mesh(&["registry", "serve", "--help"]))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for default in [
+        "[default: 5/1h]",
+        "[default: 100/1h]",
+        "[default: 64]",
+        "[default: 2]",
+    ] {
+        assert!(help.contains(default), "{help}");
+    }
 }
 
 #[test]
@@ -577,4 +607,113 @@ fn a_closed_stdout_ends_a_print_only_command_quietly() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     assert_eq!(stderr(&o), "", "nothing said on stderr");
+}
+
+#[test]
+fn rekey_hands_a_node_s_prefix_to_a_new_key_through_a_bound_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("reg");
+    let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+    let port = free_port();
+    init(&reg, port, &[]);
+    let _serve = Serve::start(&reg, port);
+    let ds = reg.to_str().unwrap();
+    let token = stdout(&mesh(&["registry", "token", "create", "--state-dir", ds]));
+    let o = mesh(&["join", token.trim(), "--state-dir", old.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = re6mesh::state::load(&old).unwrap();
+    let prefix = before.facts.prefix.to_string();
+    // the admin re-keys the node: a token bound to its prefix
+    let o = mesh(&[
+        "registry",
+        "rekey",
+        "--state-dir",
+        ds,
+        &prefix,
+        "--expires",
+        "1d",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rekey = stdout(&o);
+    assert!(rekey.trim().starts_with("mesh1-"), "{rekey}");
+    // the old key may not renew any more
+    let old_client = RegistryClient::with_identity(
+        &before.facts.registry_url,
+        &before.ca_der,
+        &before.cert_der,
+        &before.key,
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let err = rt.block_on(old_client.renew(&before.key)).unwrap_err();
+    assert!(err.to_string().contains("keeps the node's key"), "{err}");
+    // a new key joins with the token and gets the same prefix
+    let o = mesh(&["join", rekey.trim(), "--state-dir", new.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after = re6mesh::state::load(&new).unwrap();
+    assert_eq!(after.facts.prefix, before.facts.prefix);
+    assert_ne!(after.key.public_raw(), before.key.public_raw());
+    let serial = re6mesh::identity::cert_info(&after.cert_der)
+        .unwrap()
+        .serial;
+    let o = mesh(&["registry", "nodes", "--json", "--state-dir", ds]);
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["serial"], serial.as_str());
+    assert_eq!(rows[0]["revoked"], false);
+    // unknown prefix: one clear sentence, exit 1
+    let o = mesh(&["registry", "rekey", "--state-dir", ds, "fd77:1:0:9::/64"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no node has the prefix"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_join_whose_answer_was_not_stored_is_retried_with_the_same_key_and_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("reg");
+    let node = dir.path().join("node");
+    let port = free_port();
+    init(&reg, port, &[]);
+    let _serve = Serve::start(&reg, port);
+    let token = stdout(&mesh(&[
+        "registry",
+        "token",
+        "create",
+        "--state-dir",
+        reg.to_str().unwrap(),
+    ]));
+    // the certificate cannot be stored (a directory in its place): the registry has used the
+    // one-use token, the node has nothing
+    std::fs::create_dir_all(node.join("node.pem")).unwrap();
+    let o = mesh(&["join", token.trim(), "--state-dir", node.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("run the same `mesh join` again"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_dir(node.join("node.pem")).unwrap();
+    // the same command again: the stored key is sent again, the registry answers with the same
+    // certificate (without the stored key the token would be refused as used)
+    let o = mesh(&["join", token.trim(), "--state-dir", node.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("reusing the key"), "{}", stderr(&o));
+    let st = re6mesh::state::load(&node).unwrap();
+    let rows = stdout(&mesh(&[
+        "registry",
+        "nodes",
+        "--json",
+        "--state-dir",
+        reg.to_str().unwrap(),
+    ]));
+    assert_eq!(rows.lines().count(), 1, "{rows}");
+    assert!(rows.contains(&st.facts.prefix.to_string()), "{rows}");
+    assert!(!node.join("join.key").exists());
 }

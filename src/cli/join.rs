@@ -42,16 +42,17 @@ pub fn run(a: JoinArgs) -> anyhow::Result<()> {
     }
     super::runtime()?.block_on(async {
         let mut steps = Steps::new(4);
-        steps.step("generating an ECDSA P-256 key");
-        let key = NodeKey::generate()?;
+        let key = pending_key(&dir, &mut steps)?;
         steps.step("building the certificate request (CSR)");
         let csr = key.csr_pem()?;
         steps.step(&format!("contacting the registry at {}", token.url));
         let client = RegistryClient::for_token(&token)?;
         let certified = client.join_with_csr(Some(&token.secret), &key, csr).await?;
         steps.step(&format!("storing the identity in {}", dir.display()));
-        crate::state::save(&dir, &token.url, &key, &certified)
-            .context("the registry issued a certificate but it could not be stored")?;
+        crate::state::save(&dir, &token.url, &key, &certified).context(
+            "the registry issued a certificate but it could not be stored; run the same `mesh join` again to get it back",
+        )?;
+        let _ = std::fs::remove_file(dir.join(PENDING_KEY));
         steps.done();
         if certified.params.min_protocol > crate::params::PROTOCOL_VERSION {
             bail!(
@@ -68,6 +69,37 @@ pub fn run(a: JoinArgs) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// The key of a join not finished yet, stored before the registry is contacted.
+const PENDING_KEY: &str = "join.key";
+
+/// The key to join with: the one of an unfinished join in `dir` (its answer was lost, or could
+/// not be stored), else a new one, stored (0600) before any request is sent. A retried join so
+/// sends the same key, and the registry hands back the same certificate instead of refusing a
+/// used token.
+fn pending_key(dir: &std::path::Path, steps: &mut Steps) -> anyhow::Result<NodeKey> {
+    let path = dir.join(PENDING_KEY);
+    match std::fs::read_to_string(&path) {
+        Ok(pem) => {
+            steps.step("reusing the key of an unfinished join");
+            return NodeKey::from_pem(&pem).with_context(|| {
+                format!(
+                    "{} is damaged; delete it to join with a new key",
+                    path.display()
+                )
+            });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    steps.step("generating an ECDSA P-256 key");
+    let key = NodeKey::generate()?;
+    crate::fsutil::create_private_dir(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    crate::fsutil::write_atomic(&path, key.to_pem().as_bytes(), 0o600)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(key)
 }
 
 /// The steps of a join on stderr: a spinner per step when stderr is a terminal (each

@@ -25,6 +25,9 @@ pub enum RegistryCmd {
     Nodes(ListArgs),
     /// Revoke a certificate (by serial: the node may renew) or ban a node (by prefix).
     Revoke(RevokeArgs),
+    /// Give a node a new key: revoke its certificates, refuse renewals, and print a one-use
+    /// join token that gives its prefix to whoever joins with it (for a lost or stolen key).
+    Rekey(RekeyArgs),
     /// Show the network parameters, or change one with `params set KEY=VALUE`.
     Params(ParamsArgs),
     /// Babel MAC keys.
@@ -61,9 +64,20 @@ pub struct ServeArgs {
     #[arg(long, value_name = "[ADDR:]PORT", default_value = "[::]:8443", value_parser = parse_listen)]
     listen: SocketAddr,
     /// Parameter watches (long polls) held at once; nodes beyond it poll, and the mesh
-    /// passes changes on to them (0: no watches).
-    #[arg(long, value_name = "N", default_value_t = registry::server::DEFAULT_MAX_WATCHERS)]
+    /// passes changes on to them (0: no watches). Only nodes with a valid certificate watch.
+    #[arg(long, value_name = "N", default_value_t = registry::limits::DEFAULT_MAX_WATCHERS)]
     max_watchers: usize,
+    /// Parameter watches one node may hold at once (beyond: 429).
+    #[arg(long, value_name = "N", default_value_t = registry::limits::DEFAULT_MAX_WATCHERS_PER_NODE)]
+    max_watchers_per_node: usize,
+    /// Joins without a token from one source (an IPv4 address or an IPv6 /64), as COUNT/PERIOD
+    /// (a burst of COUNT, refilled over PERIOD), or `off`. Beyond: 429 with Retry-After.
+    #[arg(long, value_name = "RATE", default_value = "5/1h", value_parser = registry::limits::parse_rate_or_off)]
+    anon_join_rate_per_source: registry::limits::RateOrOff,
+    /// Joins without a token from all sources together, as COUNT/PERIOD, or `off`. Beyond:
+    /// 503 with Retry-After.
+    #[arg(long, value_name = "RATE", default_value = "100/1h", value_parser = registry::limits::parse_rate_or_off)]
+    anon_join_rate: registry::limits::RateOrOff,
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +128,17 @@ pub struct RevokeArgs {
     state: StateDir,
     /// A node prefix (CIDR: ban) or a certificate serial (hex: revoke that certificate).
     target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    #[command(flatten)]
+    state: StateDir,
+    /// The node's prefix (CIDR).
+    prefix: Ipv6Net,
+    /// Lifetime of the token, e.g. `1h`, `7d` (default: no expiry).
+    #[arg(long, value_name = "DURATION")]
+    expires: Option<humantime::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -214,8 +239,13 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
             let reg = Registry::open(&dir(&a.state))?;
             let listen = a.listen;
             super::runtime()?.block_on(async move {
-                let server = registry::server::Server::bind(reg, listen).await?;
-                server.set_max_watchers(a.max_watchers);
+                let limits = registry::limits::Limits {
+                    anon_joins_per_source: a.anon_join_rate_per_source.0,
+                    anon_joins: a.anon_join_rate.0,
+                    max_watchers: a.max_watchers,
+                    max_watchers_per_node: a.max_watchers_per_node,
+                };
+                let server = registry::server::Server::bind_with(reg, listen, limits).await?;
                 tracing::info!(addr = %server.local_addr()?, "registry serving");
                 server.run(shutdown_signal()).await
             })
@@ -253,6 +283,14 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
             let reg = Registry::open(&dir(&a.state))?;
             let what = reg.store()?.revoke(&reg.ca, &a.target, registry::now())?;
             println!("{what}");
+            Ok(())
+        }
+        RegistryCmd::Rekey(a) => {
+            let reg = Registry::open(&dir(&a.state))?;
+            let expires_at = a.expires.map(|d| {
+                registry::now().saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            });
+            println!("{}", reg.rekey(&a.prefix, expires_at)?);
             Ok(())
         }
         RegistryCmd::Params(a) => {
@@ -345,6 +383,12 @@ fn print_params(
     println!(
         "cert_validity     {} s",
         store.config("cert_validity")?.unwrap_or_default()
+    );
+    println!(
+        "anonymous_validity {} s",
+        store.config("anonymous_validity")?.unwrap_or_else(|| {
+            crate::registry::store::DEFAULT_ANONYMOUS_VALIDITY_SECS.to_string()
+        })
     );
     println!();
     println!("settable with `mesh registry params set KEY=VALUE`:");

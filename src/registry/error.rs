@@ -26,9 +26,14 @@ pub enum RegistryError {
     /// The network has no room for another prefix.
     #[error("{0}")]
     Exhausted(String),
-    /// The registry is at a configured limit (too many parameter watchers): try later.
+    /// The registry is at a configured limit for everyone (parameter watches, anonymous
+    /// joins in total): try again after the given seconds.
     #[error("{0}")]
-    Busy(String),
+    Busy(String, u64),
+    /// This client (source address or node) is over its own limit: try again after the given
+    /// seconds.
+    #[error("{0}")]
+    RateLimited(String, u64),
     /// Storage failed (disk, corruption): the registry's fault.
     #[error("registry storage error: {0}")]
     Storage(#[from] rusqlite::Error),
@@ -48,10 +53,21 @@ impl RegistryError {
             RegistryError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             RegistryError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             RegistryError::Exhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "exhausted"),
-            RegistryError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            RegistryError::Busy(..) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            RegistryError::RateLimited(..) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             RegistryError::Storage(_) | RegistryError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
+        }
+    }
+}
+
+impl RegistryError {
+    /// Seconds after which a refused request may be sent again (the `Retry-After` header).
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            RegistryError::Busy(_, s) | RegistryError::RateLimited(_, s) => Some((*s).max(1)),
+            _ => None,
         }
     }
 }

@@ -17,6 +17,7 @@
 pub mod allocator;
 pub mod ca;
 pub mod error;
+pub mod limits;
 pub mod mac;
 pub mod server;
 pub mod store;
@@ -155,6 +156,18 @@ impl Registry {
         self.store()?
             .config("url")?
             .context("the registry database has no URL")
+    }
+
+    /// `mesh registry rekey PREFIX`: revokes the node's certificates and forgets its key;
+    /// returns a one-use join token (printable form) that gives the same prefix to a new key.
+    pub fn rekey(&self, prefix: &Ipv6Net, expires_at: Option<i64>) -> anyhow::Result<String> {
+        let secret = self.store()?.rekey(&self.ca, prefix, expires_at, now())?;
+        Ok(crate::token::JoinToken {
+            url: self.url()?,
+            ca_fingerprint: crate::identity::fingerprint(self.ca.cert_der()),
+            secret,
+        }
+        .encode())
     }
 
     /// Mints a join token (printable form).

@@ -9,7 +9,6 @@
 #![allow(clippy::disallowed_methods)] // IO shell: the HTTPS server: tasks, blocking SQLite calls, periodic work
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +31,7 @@ use tower::ServiceExt;
 use tracing::{info, warn};
 
 use super::error::RegistryError;
+use super::limits::{JoinLimiter, Limits, WatchCounts};
 use super::store::Store;
 use super::{Registry, files, now};
 use crate::identity;
@@ -41,15 +41,20 @@ use crate::registry_api::*;
 #[derive(Clone, Debug, Default)]
 pub struct PeerCert(pub Option<Vec<u8>>);
 
+/// The remote address of the connection a request came on.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
 #[derive(Clone)]
 struct AppState {
     reg: Arc<Registry>,
     store: Arc<Mutex<Store>>,
     /// The newest parameters version, as last seen in the database (see [`WATCH_CHECK`]).
     version: watch::Receiver<u64>,
-    /// Watches held now, and how many may be.
-    watchers: Arc<AtomicUsize>,
-    max_watchers: Arc<AtomicUsize>,
+    /// Watches held now, in total and per node.
+    watches: Arc<WatchCounts>,
+    /// Anonymous joins, per source and in total.
+    joins: Arc<JoinLimiter>,
 }
 
 /// How long `GET /api/v1/params/watch` holds a request before it answers with unchanged
@@ -58,30 +63,21 @@ pub const WATCH_HOLD: Duration = Duration::from_secs(15);
 /// How often the server reads the newest parameters version. The `mesh registry` commands
 /// write the database directly, so the server learns of a change by looking.
 pub const WATCH_CHECK: Duration = Duration::from_millis(250);
-/// Default limit of watches held at once. A few watchers are enough: they pass every change
-/// on to the mesh, and the rest of the nodes learn it from their neighbours.
-pub const DEFAULT_MAX_WATCHERS: usize = 64;
+pub use super::limits::DEFAULT_MAX_WATCHERS;
 
-/// One held watch; the count goes down when it is dropped, however the request ends.
-struct WatchSlot(Arc<AtomicUsize>);
+/// One held watch of a node; its slot comes back when it is dropped, however the request ends.
+struct WatchSlot(Arc<WatchCounts>, i64);
 
 impl WatchSlot {
-    fn take(st: &AppState) -> Result<WatchSlot, RegistryError> {
-        let max = st.max_watchers.load(Ordering::Relaxed);
-        st.watchers
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .map_err(|_| {
-                RegistryError::Busy(format!(
-                    "this registry already holds {max} parameter watches; poll /api/v1/params instead"
-                ))
-            })?;
-        Ok(WatchSlot(st.watchers.clone()))
+    fn take(st: &AppState, node: i64) -> Result<WatchSlot, RegistryError> {
+        st.watches.take(node)?;
+        Ok(WatchSlot(st.watches.clone(), node))
     }
 }
 
 impl Drop for WatchSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.release(self.1);
     }
 }
 
@@ -97,17 +93,22 @@ impl From<RegistryError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.0.status_and_code();
-        if status.is_server_error() {
+        if status.is_server_error() && self.0.retry_after().is_none() {
             warn!(error = %self.0, "request failed");
         }
-        (
+        let mut resp = (
             status,
             Json(ErrorBody {
                 code: code.into(),
                 error: self.0.to_string(),
             }),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.0.retry_after() {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        resp
     }
 }
 
@@ -180,10 +181,12 @@ struct WatchQuery {
 }
 
 /// `GET /api/v1/params/watch?after=V`: the current parameters as soon as their version is
-/// above V, or after [`WATCH_HOLD`] whatever they are (a long poll). At most
-/// `max_watchers` at once; beyond that 503 `busy`.
+/// above V, or after [`WATCH_HOLD`] whatever they are (a long poll). Only for nodes with a
+/// valid (not revoked, not banned, not expired) certificate; at most `max_watchers` at once
+/// (beyond: 503 `busy`) and `max_watchers_per_node` per node (beyond: 429 `rate_limited`).
 async fn watch_params(
     State(st): State<AppState>,
+    Extension(peer): Extension<PeerCert>,
     q: Result<Query<WatchQuery>, QueryRejection>,
 ) -> ApiResult<Json<crate::params::SignedParamsJson>> {
     let Query(q) = q.map_err(|e| {
@@ -192,7 +195,14 @@ async fn watch_params(
             e.body_text()
         )))
     })?;
-    let _slot = WatchSlot::take(&st)?;
+    let serial = peer_serial(&peer).map_err(|_| {
+        RegistryError::Unauthorized(
+            "a parameter watch needs a node's client certificate; poll /api/v1/params instead"
+                .into(),
+        )
+    })?;
+    let node = blocking(&st, move |_, s| s.authenticate_valid(&serial, now())).await?;
+    let _slot = WatchSlot::take(&st, node.node_id)?;
     let mut version = st.version.clone();
     let _ = tokio::time::timeout(WATCH_HOLD, version.wait_for(|v| *v > q.after)).await;
     params(State(st)).await
@@ -205,9 +215,16 @@ async fn crl(State(st): State<AppState>) -> ApiResult<impl IntoResponse> {
 
 async fn join(
     State(st): State<AppState>,
+    Extension(PeerAddr(remote)): Extension<PeerAddr>,
     body: Result<Json<JoinRequest>, JsonRejection>,
 ) -> ApiResult<Json<CertResponse>> {
     let Json(req) = body.map_err(bad_json)?;
+    if req.token.is_none() {
+        // before any work: a refused anonymous join costs a JSON parse
+        st.joins.check(remote.ip()).inspect_err(|e| {
+            info!(%remote, error = %e, "anonymous join refused by the rate limit");
+        })?;
+    }
     let key = super::ca::csr_public_key(req.csr.as_bytes()).map_err(RegistryError::from)?;
     let secret = match &req.token {
         Some(t) => {
@@ -445,7 +462,7 @@ pub struct Server {
     app: Router,
     store: Arc<Mutex<Store>>,
     version: watch::Sender<u64>,
-    max_watchers: Arc<AtomicUsize>,
+    joins: Arc<JoinLimiter>,
 }
 
 /// Ends a background task when dropped.
@@ -457,13 +474,25 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Every this many version checks (a minute), the join limiter forgets idle sources.
+const FORGET_IDLE_TICKS: u32 = 240;
+
 /// Time allowed for a TLS handshake, and for a whole request.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Server {
-    /// Opens the database and binds `listen`.
+    /// Opens the database and binds `listen`, with the default [`Limits`].
     pub async fn bind(reg: Registry, listen: SocketAddr) -> anyhow::Result<Server> {
+        Self::bind_with(reg, listen, Limits::default()).await
+    }
+
+    /// Opens the database and binds `listen`, with `limits`.
+    pub async fn bind_with(
+        reg: Registry,
+        listen: SocketAddr,
+        limits: Limits,
+    ) -> anyhow::Result<Server> {
         let tls = tls_config(&reg)?;
         let store = reg.store()?;
         let listener = TcpListener::bind(listen)
@@ -471,14 +500,14 @@ impl Server {
             .with_context(|| format!("cannot listen on {listen} (is another registry running?)"))?;
         let current = store.params_version()?;
         let (version, version_rx) = watch::channel(current);
-        let max_watchers = Arc::new(AtomicUsize::new(DEFAULT_MAX_WATCHERS));
+        let joins = Arc::new(JoinLimiter::new(&limits));
         let store = Arc::new(Mutex::new(store));
         let state = AppState {
             reg: Arc::new(reg),
             store: store.clone(),
             version: version_rx,
-            watchers: Arc::new(AtomicUsize::new(0)),
-            max_watchers: max_watchers.clone(),
+            watches: Arc::new(WatchCounts::new(&limits)),
+            joins: joins.clone(),
         };
         Ok(Server {
             listener,
@@ -486,21 +515,22 @@ impl Server {
             app: router(state),
             store,
             version,
-            max_watchers,
+            joins,
         })
-    }
-
-    /// At most `n` parameter watches held at once (`mesh registry serve --max-watchers`).
-    pub fn set_max_watchers(&self, n: usize) {
-        self.max_watchers.store(n, Ordering::Relaxed);
     }
 
     /// Reads the newest parameters version every [`WATCH_CHECK`] and wakes the watches.
     fn spawn_version_check(&self) -> AbortOnDrop {
         let (store, version) = (self.store.clone(), self.version.clone());
+        let joins = self.joins.clone();
         AbortOnDrop(tokio::spawn(async move {
+            let mut ticks = 0u32;
             loop {
                 tokio::time::sleep(WATCH_CHECK).await;
+                ticks = ticks.wrapping_add(1);
+                if ticks.is_multiple_of(FORGET_IDLE_TICKS) {
+                    joins.forget_idle();
+                }
                 let store = store.clone();
                 let read = tokio::task::spawn_blocking(move || {
                     store
@@ -568,6 +598,7 @@ impl Server {
                 let svc = hyper::service::service_fn(
                     move |mut req: hyper::Request<hyper::body::Incoming>| {
                         req.extensions_mut().insert(peer.clone());
+                        req.extensions_mut().insert(PeerAddr(remote));
                         let app = app.clone();
                         async move {
                             let method = req.method().clone();

@@ -28,10 +28,17 @@ type Result<T> = std::result::Result<T, RegistryError>;
 pub const RENEW_WINDOW_SECS: i64 = 30 * 86400;
 /// Default node certificate validity.
 pub const DEFAULT_CERT_VALIDITY_SECS: i64 = 365 * 86400;
+/// Default validity of the first certificate of an anonymous join: a node that never shows up
+/// gives its prefix back when it expires; a live one renews it half-way.
+pub const DEFAULT_ANONYMOUS_VALIDITY_SECS: i64 = 7 * 86400;
 /// An unbanned node whose certificates all expired this long ago loses its prefix.
 pub const DEFAULT_RECLAIM_AFTER_SECS: i64 = 30 * 86400;
 /// A node that reported its endpoints this recently counts as live for bootstrap.
 pub const LIVE_SECS: i64 = 15 * 60;
+/// A revoked certificate stays in the CRL until this long after its expiry (then every
+/// verifier refuses it anyway, clocks a little behind included). Superseded serials thus leave
+/// the CRL about 31 days after a renewal in the window.
+pub const CRL_KEEP_EXPIRED_SECS: i64 = 86400;
 /// Longest node prefix: a node's address is prefix::1, which a /128 cannot hold (two /128
 /// nodes fd::/128 and fd::1/128 would both get the address fd::1).
 pub const MAX_NODE_PREFIX_LEN: u8 = 127;
@@ -45,7 +52,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     expires_at INTEGER,
     uses_left INTEGER NOT NULL,
     uses_total INTEGER NOT NULL,
-    created_at INTEGER NOT NULL);
+    created_at INTEGER NOT NULL,
+    node_id INTEGER REFERENCES nodes(id) ON DELETE CASCADE);
 CREATE TABLE IF NOT EXISTS token_uses (
     token_id INTEGER NOT NULL REFERENCES tokens(id) ON DELETE CASCADE,
     pubkey BLOB NOT NULL,
@@ -96,6 +104,10 @@ pub const SETTABLE: &[(&str, &str)] = &[
     (
         "cert_validity",
         "validity of new node certificates (e.g. 365d, 2s)",
+    ),
+    (
+        "anonymous_validity",
+        "validity of the first certificate of a node that joined without a token (e.g. 7d)",
     ),
 ];
 
@@ -210,6 +222,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Store { conn })
     }
 
@@ -241,6 +254,10 @@ impl Store {
             ("tunnel_refresh", np::DEFAULT_TUNNEL_REFRESH.to_string()),
             ("closed_countries", String::new()),
             ("cert_validity", DEFAULT_CERT_VALIDITY_SECS.to_string()),
+            (
+                "anonymous_validity",
+                DEFAULT_ANONYMOUS_VALIDITY_SECS.to_string(),
+            ),
             ("reclaim_after", DEFAULT_RECLAIM_AFTER_SECS.to_string()),
         ];
         for (k, v) in cfg {
@@ -347,14 +364,15 @@ impl Store {
         let tx = self.tx()?;
         let (len, token_id) = match secret {
             Some(secret) => {
-                let row: Option<(i64, u8, Option<i64>, u32)> = tx
+                type Row = (i64, u8, Option<i64>, u32, Option<i64>);
+                let row: Option<Row> = tx
                     .query_row(
-                        "SELECT id, prefix_len, expires_at, uses_left FROM tokens WHERE secret_hash = ?1",
+                        "SELECT id, prefix_len, expires_at, uses_left, node_id FROM tokens WHERE secret_hash = ?1",
                         [hash_secret(secret).to_vec()],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                     )
                     .optional()?;
-                let Some((id, len, expires_at, uses_left)) = row else {
+                let Some((id, len, expires_at, uses_left, rekey_node)) = row else {
                     return Err(RegistryError::Unauthorized(
                         "this join token is not known to the registry".into(),
                     ));
@@ -390,6 +408,12 @@ impl Store {
                         "this join token has already been used".into(),
                     ));
                 }
+                if let Some(node_id) = rekey_node {
+                    let issued = rekey_join(&tx, ca, node_id, key, now)?;
+                    use_token(&tx, id, key, &issued.serial)?;
+                    tx.commit()?;
+                    return Ok(issued);
+                }
                 (len, Some(id))
             }
             None => {
@@ -411,54 +435,76 @@ impl Store {
             params![prefix.to_string(), key.raw, now],
         )?;
         let node_id = tx.last_insert_rowid();
-        let issued = issue(&tx, ca, node_id, prefix, key, now)?;
+        let issued = issue(&tx, ca, node_id, prefix, key, token_id.is_none(), now)?;
         if let Some(id) = token_id {
-            tx.execute(
-                "UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ?1",
-                [id],
-            )?;
-            tx.execute(
-                "INSERT INTO token_uses (token_id, pubkey, serial) VALUES (?1, ?2, ?3)",
-                params![id, key.raw, issued.serial],
-            )?;
+            use_token(&tx, id, key, &issued.serial)?;
         }
         tx.commit()?;
         Ok(issued)
+    }
+
+    /// `mesh registry rekey PREFIX`: for a node whose key was lost or stolen. Revokes every
+    /// certificate of the node (new CRL and parameters), forgets its key so that no renewal
+    /// succeeds, and mints a one-use token bound to the node: `mesh join` with it and a new
+    /// key gives the node a certificate for the same prefix. Returns the token secret.
+    pub fn rekey(
+        &mut self,
+        ca: &Ca,
+        prefix: &Ipv6Net,
+        expires_at: Option<i64>,
+        now: i64,
+    ) -> Result<[u8; crate::token::SECRET_LEN]> {
+        let tx = self.tx()?;
+        let node: Option<(i64, Option<i64>)> = tx
+            .query_row(
+                "SELECT id, banned_at FROM nodes WHERE prefix = ?1",
+                [prefix.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((node_id, banned)) = node else {
+            return Err(RegistryError::NotFound(format!(
+                "no node has the prefix {prefix}"
+            )));
+        };
+        if banned.is_some() {
+            return Err(RegistryError::Conflict(format!(
+                "the node {prefix} is banned; a banned node cannot be re-keyed"
+            )));
+        }
+        tx.execute(
+            "UPDATE certs SET revoked_at = ?1 WHERE node_id = ?2 AND revoked_at IS NULL",
+            params![now, node_id],
+        )?;
+        tx.execute("UPDATE nodes SET pubkey = X'' WHERE id = ?1", [node_id])?;
+        // an earlier re-key token of this node is replaced
+        tx.execute(
+            "DELETE FROM tokens WHERE node_id = ?1 AND id NOT IN (SELECT token_id FROM token_uses)",
+            [node_id],
+        )?;
+        let secret: [u8; crate::token::SECRET_LEN] = rand::random();
+        tx.execute(
+            "INSERT INTO tokens (secret_hash, prefix_len, expires_at, uses_left, uses_total, created_at, node_id)
+             VALUES (?1, ?2, ?3, 1, 1, ?4, ?5)",
+            params![
+                hash_secret(&secret).to_vec(),
+                prefix.prefix_len(),
+                expires_at,
+                now,
+                node_id
+            ],
+        )?;
+        write_crl(&tx, ca, now)?;
+        bump_params(&tx, ca, now)?;
+        tx.commit()?;
+        Ok(secret)
     }
 
     /// Identifies the node behind a client certificate; refuses unknown serials, banned
     /// nodes and expired certificates. Revoked serials are reported, not refused (renew
     /// needs them).
     pub fn authenticate(&self, serial: &str, now: i64) -> Result<AuthNode> {
-        type Row = (i64, String, i64, Option<i64>, Option<i64>);
-        let row: Option<Row> = self
-            .conn
-            .query_row(
-                "SELECT n.id, n.prefix, c.not_after, c.revoked_at, n.banned_at
-                 FROM certs c JOIN nodes n ON n.id = c.node_id WHERE c.serial = ?1",
-                [serial],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .optional()?;
-        let Some((node_id, prefix, not_after, revoked_at, banned_at)) = row else {
-            return Err(RegistryError::Unauthorized(
-                "this certificate was not issued by this registry (or its node was removed)".into(),
-            ));
-        };
-        if banned_at.is_some() {
-            return Err(RegistryError::Forbidden(
-                "this node is banned from the network".into(),
-            ));
-        }
-        if not_after <= now {
-            return Err(RegistryError::Expired);
-        }
-        Ok(AuthNode {
-            node_id,
-            prefix: parse_prefix(&prefix)?,
-            serial: serial.to_owned(),
-            revoked: revoked_at.is_some(),
-        })
+        authenticate(&self.conn, serial, now)
     }
 
     /// Like [`Store::authenticate`], and also refuses revoked serials.
@@ -472,10 +518,16 @@ impl Store {
         Ok(node)
     }
 
-    /// Renew: within [`RENEW_WINDOW_SECS`] of expiry, or at any time when revoked by serial.
+    /// Renew: within [`RENEW_WINDOW_SECS`] of expiry, or at any time when revoked by serial
+    /// (or superseded), and only for the key on record. The new certificate supersedes
+    /// (revokes, in a new CRL and parameters version) the node's older ones.
+    ///
+    /// Every check runs inside the transaction that issues the certificate: a ban or a
+    /// revocation committed while this call waits for the write lock is seen, so it cannot
+    /// issue a certificate that the ban's CRL does not list.
     pub fn renew(&mut self, ca: &Ca, serial: &str, key: &CsrKey, now: i64) -> Result<Issued> {
-        let node = self.authenticate(serial, now)?;
         let tx = self.tx()?;
+        let node = authenticate(&tx, serial, now)?;
         let not_after: i64 = tx.query_row(
             "SELECT not_after FROM certs WHERE serial = ?1",
             [serial],
@@ -487,11 +539,34 @@ impl Store {
                 rfc3339(not_after - RENEW_WINDOW_SECS)
             )));
         }
-        tx.execute(
-            "UPDATE nodes SET pubkey = ?1 WHERE id = ?2",
-            params![key.raw, node.node_id],
+        let on_record: Vec<u8> = tx.query_row(
+            "SELECT pubkey FROM nodes WHERE id = ?1",
+            [node.node_id],
+            |r| r.get(0),
         )?;
-        let issued = issue(&tx, ca, node.node_id, node.prefix, key, now)?;
+        if on_record != key.raw {
+            return Err(RegistryError::Forbidden(
+                "a renewal keeps the node's key, and this request is for another key; \
+                 a node that lost its key (or whose key was stolen) needs the registry admin \
+                 (`mesh registry rekey PREFIX`)"
+                    .into(),
+            ));
+        }
+        let issued = issue(&tx, ca, node.node_id, node.prefix, key, false, now)?;
+        tx.execute(
+            "UPDATE nodes SET last_seen = ?1 WHERE id = ?2",
+            params![now, node.node_id],
+        )?;
+        // The new certificate supersedes every older one of the node: one valid certificate
+        // per prefix, published in the same transaction.
+        let superseded = tx.execute(
+            "UPDATE certs SET revoked_at = ?1 WHERE node_id = ?2 AND serial != ?3 AND revoked_at IS NULL",
+            params![now, node.node_id, issued.serial],
+        )?;
+        if superseded > 0 {
+            write_crl(&tx, ca, now)?;
+            bump_params(&tx, ca, now)?;
+        }
         tx.commit()?;
         Ok(issued)
     }
@@ -725,6 +800,54 @@ impl Store {
     }
 }
 
+/// [`Store::authenticate`] on a connection or inside a transaction.
+fn authenticate(conn: &Connection, serial: &str, now: i64) -> Result<AuthNode> {
+    type Row = (i64, String, i64, Option<i64>, Option<i64>);
+    let row: Option<Row> = conn
+        .query_row(
+            "SELECT n.id, n.prefix, c.not_after, c.revoked_at, n.banned_at
+             FROM certs c JOIN nodes n ON n.id = c.node_id WHERE c.serial = ?1",
+            [serial],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?;
+    let Some((node_id, prefix, not_after, revoked_at, banned_at)) = row else {
+        return Err(RegistryError::Unauthorized(
+            "this certificate was not issued by this registry (or its node was removed)".into(),
+        ));
+    };
+    if banned_at.is_some() {
+        return Err(RegistryError::Forbidden(
+            "this node is banned from the network".into(),
+        ));
+    }
+    if not_after <= now {
+        return Err(RegistryError::Expired);
+    }
+    Ok(AuthNode {
+        node_id,
+        prefix: parse_prefix(&prefix)?,
+        serial: serial.to_owned(),
+        revoked: revoked_at.is_some(),
+    })
+}
+
+/// Brings a database created by an older version up to [`SCHEMA`].
+fn migrate(conn: &Connection) -> Result<()> {
+    let has_node_id: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('tokens') WHERE name = 'node_id'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_node_id {
+        // a re-key token is bound to its node (`mesh registry rekey`)
+        conn.execute_batch(
+            "ALTER TABLE tokens ADD COLUMN node_id INTEGER REFERENCES nodes(id) ON DELETE CASCADE",
+        )?;
+    }
+    Ok(())
+}
+
 fn parse_prefix(s: &str) -> Result<Ipv6Net> {
     s.parse()
         .map_err(|_| RegistryError::Internal(format!("corrupt prefix {s:?} in the database")))
@@ -784,7 +907,7 @@ fn validate_setting(key: &str, value: &str) -> Result<String> {
             "false" | "no" | "0" => "false".into(),
             _ => return Err(bad("true or false")),
         },
-        "cert_validity" => {
+        "cert_validity" | "anonymous_validity" => {
             let d = humantime::parse_duration(value).map_err(|_| bad("a duration such as 365d"))?;
             if d.as_secs() == 0 {
                 return Err(bad("a duration of at least one second"));
@@ -818,9 +941,17 @@ fn issue(
     node_id: i64,
     prefix: Ipv6Net,
     key: &CsrKey,
+    anonymous: bool,
     now: i64,
 ) -> Result<Issued> {
-    let validity: i64 = cfg_num(tx, "cert_validity")?;
+    let mut validity: i64 = cfg_num(tx, "cert_validity")?;
+    if anonymous {
+        // a registry made before this setting has none: the default
+        let first: i64 = get_config(tx, "anonymous_validity")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_ANONYMOUS_VALIDITY_SECS);
+        validity = validity.min(first);
+    }
     let (der, serial, not_after) =
         ca.issue_node(key, &prefix, odt(now), Duration::seconds(validity))?;
     tx.execute(
@@ -834,6 +965,54 @@ fn issue(
     })
 }
 
+/// Records one use of a token by `key`.
+fn use_token(tx: &Transaction<'_>, id: i64, key: &CsrKey, serial: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ?1",
+        [id],
+    )?;
+    tx.execute(
+        "INSERT INTO token_uses (token_id, pubkey, serial) VALUES (?1, ?2, ?3)",
+        params![id, key.raw, serial],
+    )?;
+    Ok(())
+}
+
+/// The join of a re-key token: the node keeps its prefix and gets `key` on record and a
+/// certificate for it; any older certificate still valid is superseded.
+fn rekey_join(
+    tx: &Transaction<'_>,
+    ca: &Ca,
+    node_id: i64,
+    key: &CsrKey,
+    now: i64,
+) -> Result<Issued> {
+    let (prefix, banned): (String, Option<i64>) = tx.query_row(
+        "SELECT prefix, banned_at FROM nodes WHERE id = ?1",
+        [node_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if banned.is_some() {
+        return Err(RegistryError::Forbidden(
+            "this node is banned from the network".into(),
+        ));
+    }
+    tx.execute(
+        "UPDATE nodes SET pubkey = ?1 WHERE id = ?2",
+        params![key.raw, node_id],
+    )?;
+    let issued = issue(tx, ca, node_id, parse_prefix(&prefix)?, key, false, now)?;
+    let superseded = tx.execute(
+        "UPDATE certs SET revoked_at = ?1 WHERE node_id = ?2 AND serial != ?3 AND revoked_at IS NULL",
+        params![now, node_id, issued.serial],
+    )?;
+    if superseded > 0 {
+        write_crl(tx, ca, now)?;
+        bump_params(tx, ca, now)?;
+    }
+    Ok(issued)
+}
+
 /// Prefixes in use: every node row (banned ones included until [`reclaim`] drops them).
 fn used_prefixes(conn: &Connection) -> Result<Vec<Ipv6Net>> {
     let mut st = conn.prepare("SELECT prefix FROM nodes")?;
@@ -841,15 +1020,17 @@ fn used_prefixes(conn: &Connection) -> Result<Vec<Ipv6Net>> {
     rows.map(|r| parse_prefix(&r?)).collect()
 }
 
-/// Frees the prefixes of banned nodes whose certificates have all expired, and of nodes
-/// whose certificates expired more than `reclaim_after` ago.
+/// Frees the prefixes of banned nodes and of nodes never seen (no endpoint report, bootstrap,
+/// key request or renewal ever) whose certificates have all expired, and of other nodes whose
+/// certificates expired more than `reclaim_after` ago.
 fn reclaim(tx: &Transaction<'_>, now: i64) -> Result<()> {
     let grace: i64 = cfg_num(tx, "reclaim_after")?;
     tx.execute(
         "DELETE FROM nodes WHERE id IN (
             SELECT n.id FROM nodes n
             WHERE COALESCE((SELECT MAX(not_after) FROM certs WHERE node_id = n.id), 0)
-                  <= CASE WHEN n.banned_at IS NOT NULL THEN ?1 ELSE ?1 - ?2 END)",
+                  <= CASE WHEN n.banned_at IS NOT NULL OR n.last_seen IS NULL THEN ?1
+                          ELSE ?1 - ?2 END)",
         params![now, grace],
     )?;
     Ok(())
@@ -906,10 +1087,13 @@ fn write_crl(tx: &Transaction<'_>, ca: &Ca, now: i64) -> Result<()> {
         r.get(0)
     })?;
     let mut st = tx.prepare(
-        "SELECT serial, revoked_at FROM certs WHERE revoked_at IS NOT NULL ORDER BY revoked_at",
+        "SELECT serial, revoked_at FROM certs WHERE revoked_at IS NOT NULL AND not_after > ?1
+         ORDER BY revoked_at",
     )?;
     let revoked = st
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        .query_map([now - CRL_KEEP_EXPIRED_SECS], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let der = ca.crl(number, &revoked, odt(now))?;
     tx.execute(
@@ -965,4 +1149,322 @@ fn bump_params(tx: &Transaction<'_>, ca: &Ca, now: i64) -> Result<u64> {
         params![version as i64, document, signature],
     )?;
     Ok(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::prelude::{CertificateRevocationList, FromDer};
+
+    const NETWORK: &str = "fd00:5eed::/48";
+
+    /// A fresh registry database (anonymous joins on, certificates always inside the renewal
+    /// window) and its CA.
+    fn registry(dir: &Path) -> (Ca, std::path::PathBuf) {
+        let network: Ipv6Net = NETWORK.parse().unwrap();
+        let t = super::super::now();
+        let ca = Ca::generate(&network, odt(t)).unwrap();
+        let path = dir.join("registry.db");
+        let mut s = Store::open(&path).unwrap();
+        let opts = InitOptions {
+            network,
+            url: "https://127.0.0.1:1".into(),
+            node_prefix_len: 64,
+            anonymous: true,
+            no_mac: false,
+        };
+        s.initialise(&ca, &opts, t).unwrap();
+        s.set_param(&ca, "cert_validity", "20d", t).unwrap();
+        (ca, path)
+    }
+
+    fn new_key() -> (rcgen::KeyPair, CsrKey) {
+        let kp = rcgen::KeyPair::generate().unwrap();
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&kp)
+            .unwrap()
+            .pem()
+            .unwrap();
+        let key = super::super::ca::csr_public_key(csr.as_bytes()).unwrap();
+        (kp, key)
+    }
+
+    fn csr_key(kp: &rcgen::KeyPair) -> CsrKey {
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(kp)
+            .unwrap()
+            .pem()
+            .unwrap();
+        super::super::ca::csr_public_key(csr.as_bytes()).unwrap()
+    }
+
+    /// Serials listed in the newest CRL.
+    fn crl_serials(s: &Store) -> HashSet<String> {
+        let der = s.crl().unwrap();
+        let (_, crl) = CertificateRevocationList::from_der(&der).unwrap();
+        crl.iter_revoked_certificates()
+            .map(|rc| crate::identity::serial_hex(rc.raw_serial()))
+            .collect()
+    }
+
+    /// Serials of a node (by prefix) and whether each is revoked in the database.
+    fn serials_of(s: &Store, prefix: &Ipv6Net) -> Vec<(String, bool)> {
+        let mut st = s
+            .conn
+            .prepare(
+                "SELECT c.serial, c.revoked_at IS NOT NULL FROM certs c JOIN nodes n ON n.id = c.node_id
+                 WHERE n.prefix = ?1 ORDER BY c.rowid",
+            )
+            .unwrap();
+        st.query_map([prefix.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    use std::collections::HashSet;
+
+    /// A renewal racing a ban (two connections, as the server and `mesh registry revoke`
+    /// are): whichever wins, no certificate of the banned node is left out of the CRL.
+    #[test]
+    fn renew_racing_a_ban_never_leaves_a_certificate_of_the_banned_node_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, path) = registry(dir.path());
+        let mut admin = Store::open(&path).unwrap();
+        let mut server = Store::open(&path).unwrap();
+        let rounds = 60;
+        let (mut renewed, mut leaked) = (0, Vec::new());
+        for _ in 0..rounds {
+            let (kp, key) = new_key();
+            let t = super::super::now();
+            let joined = admin.join(&ca, None, &key, t).unwrap();
+            let barrier = std::sync::Barrier::new(2);
+            let (renew, ban) = std::thread::scope(|sc| {
+                let renew = sc.spawn(|| {
+                    let key = csr_key(&kp);
+                    barrier.wait();
+                    server.renew(&ca, &joined.serial, &key, t)
+                });
+                let ban = sc.spawn(|| {
+                    barrier.wait();
+                    admin.revoke(&ca, &joined.prefix.to_string(), t)
+                });
+                (renew.join().unwrap(), ban.join().unwrap())
+            });
+            ban.unwrap();
+            if renew.is_ok() {
+                renewed += 1;
+            }
+            let check = Store::open(&path).unwrap();
+            let listed = crl_serials(&check);
+            for (serial, revoked) in serials_of(&check, &joined.prefix) {
+                if !revoked || !listed.contains(&serial) {
+                    leaked.push(serial);
+                }
+            }
+        }
+        println!(
+            "renew vs ban: renew won {renewed} of {rounds} rounds; certificates of banned nodes left out of the CRL: {}",
+            leaked.len()
+        );
+        assert!(
+            leaked.is_empty(),
+            "valid certificates of banned nodes: {leaked:?}"
+        );
+    }
+
+    /// A node revoked by serial renews only with the key on record; each renewal supersedes
+    /// (revokes, in the CRL) the node's older certificates, so a prefix has one valid one.
+    #[test]
+    fn renewal_keeps_the_key_on_record_and_supersedes_older_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, path) = registry(dir.path());
+        let mut s = Store::open(&path).unwrap();
+        let t = super::super::now();
+        let (kp, key) = new_key();
+        let first = s.join(&ca, None, &key, t).unwrap();
+        s.revoke(&ca, &first.serial, t).unwrap();
+        // a new key is refused, and nothing changes
+        let (crl_before, params_before) = (s.crl().unwrap(), s.params_version().unwrap());
+        let (_, stolen) = new_key();
+        let err = s.renew(&ca, &first.serial, &stolen, t).unwrap_err();
+        assert!(matches!(err, RegistryError::Forbidden(_)), "{err}");
+        assert!(err.to_string().contains("keeps the node's key"), "{err}");
+        assert_eq!(serials_of(&s, &first.prefix).len(), 1);
+        assert_eq!(s.crl().unwrap(), crl_before);
+        assert_eq!(s.params_version().unwrap(), params_before);
+        // the key on record renews
+        let second = s.renew(&ca, &first.serial, &csr_key(&kp), t).unwrap();
+        assert_eq!(second.prefix, first.prefix);
+        // a renewal in the window (20-day certificates) supersedes the valid one
+        let third = s.renew(&ca, &second.serial, &csr_key(&kp), t).unwrap();
+        let serials = serials_of(&s, &first.prefix);
+        let valid: Vec<_> = serials.iter().filter(|(_, r)| !r).collect();
+        assert_eq!(valid, vec![&(third.serial.clone(), false)]);
+        let listed = crl_serials(&s);
+        for serial in [&first.serial, &second.serial] {
+            assert!(listed.contains(serial), "{serial} not in the CRL");
+        }
+        assert!(!listed.contains(&third.serial));
+        assert!(s.params_version().unwrap() > params_before);
+        let rows = s.nodes().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].serial.as_str(), rows[0].revoked),
+            (third.serial.as_str(), false)
+        );
+        // the superseded certificate still renews (a lost answer is retried with it), and the
+        // one it supersedes is revoked in turn
+        let fourth = s.renew(&ca, &second.serial, &csr_key(&kp), t).unwrap();
+        assert!(crl_serials(&s).contains(&third.serial));
+        assert!(!crl_serials(&s).contains(&fourth.serial));
+    }
+
+    /// Revoked certificates leave the CRL a day after they expire.
+    #[test]
+    fn the_crl_drops_revoked_certificates_a_day_after_their_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, path) = registry(dir.path());
+        let mut s = Store::open(&path).unwrap();
+        let t = super::super::now();
+        let (_, key) = new_key();
+        let a = s.join(&ca, None, &key, t).unwrap();
+        s.revoke(&ca, &a.serial, t).unwrap();
+        assert!(crl_serials(&s).contains(&a.serial));
+        let expiry = crate::identity::cert_info(&a.cert_der).unwrap().not_after;
+        // any later CRL still lists it until a day after its expiry
+        let (_, other) = new_key();
+        let b = s.join(&ca, None, &other, t).unwrap();
+        s.revoke(&ca, &b.serial, expiry + CRL_KEEP_EXPIRED_SECS - 10)
+            .unwrap();
+        assert!(crl_serials(&s).contains(&a.serial));
+        s.rotate_mac(&ca, expiry).unwrap();
+        let (_, third) = new_key();
+        let c = s.join(&ca, None, &third, expiry).unwrap();
+        s.revoke(&ca, &c.serial, expiry + CRL_KEEP_EXPIRED_SECS + 10)
+            .unwrap();
+        let listed = crl_serials(&s);
+        assert!(!listed.contains(&a.serial) && !listed.contains(&b.serial));
+        assert!(listed.contains(&c.serial));
+    }
+
+    /// `mesh registry rekey`: the old key stops renewing at once; the bound token gives the
+    /// same prefix to a new key, once (a retry with that key gets the same certificate).
+    #[test]
+    fn rekey_ejects_the_old_key_and_hands_the_prefix_to_the_token_s_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, path) = registry(dir.path());
+        let mut s = Store::open(&path).unwrap();
+        let t = super::super::now();
+        let (old_kp, old_key) = new_key();
+        let a = s.join(&ca, None, &old_key, t).unwrap();
+        let (_, other) = new_key();
+        let b = s.join(&ca, None, &other, t).unwrap();
+        let v = s.params_version().unwrap();
+        let secret = s.rekey(&ca, &a.prefix, None, t).unwrap();
+        assert!(s.params_version().unwrap() > v);
+        assert!(crl_serials(&s).contains(&a.serial));
+        // the old key (the thief's copy too) no longer renews
+        let err = s.renew(&ca, &a.serial, &csr_key(&old_kp), t).unwrap_err();
+        assert!(matches!(err, RegistryError::Forbidden(_)), "{err}");
+        // the token and a new key: same prefix, new certificate; the old key still cannot renew
+        let (new_kp, new_key_) = new_key();
+        let c = s.join(&ca, Some(&secret), &new_key_, t).unwrap();
+        assert_eq!(c.prefix, a.prefix);
+        let again = s.join(&ca, Some(&secret), &csr_key(&new_kp), t).unwrap();
+        assert_eq!(again.serial, c.serial);
+        let (_, third) = new_key();
+        assert!(matches!(
+            s.join(&ca, Some(&secret), &third, t),
+            Err(RegistryError::Forbidden(_))
+        ));
+        assert!(s.renew(&ca, &a.serial, &csr_key(&old_kp), t).is_err());
+        let d = s.renew(&ca, &c.serial, &csr_key(&new_kp), t).unwrap();
+        assert_eq!(d.prefix, a.prefix);
+        let valid: Vec<_> = serials_of(&s, &a.prefix)
+            .into_iter()
+            .filter(|(_, r)| !r)
+            .collect();
+        assert_eq!(valid, vec![(d.serial.clone(), false)]);
+        // b untouched; unknown and banned prefixes are refused
+        assert!(serials_of(&s, &b.prefix).iter().all(|(_, r)| !r));
+        let nowhere: Ipv6Net = "fd00:5eed:0:ffff::/64".parse().unwrap();
+        assert!(matches!(
+            s.rekey(&ca, &nowhere, None, t),
+            Err(RegistryError::NotFound(_))
+        ));
+        s.revoke(&ca, &b.prefix.to_string(), t).unwrap();
+        assert!(matches!(
+            s.rekey(&ca, &b.prefix, None, t),
+            Err(RegistryError::Conflict(_))
+        ));
+    }
+
+    /// A database made before re-key tokens gains their column when opened.
+    #[test]
+    fn an_older_database_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old_schema = SCHEMA.replace(
+            ",\n    node_id INTEGER REFERENCES nodes(id) ON DELETE CASCADE",
+            "",
+        );
+        assert_ne!(old_schema, SCHEMA);
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&old_schema)
+            .unwrap();
+        let s = Store::open(&path).unwrap();
+        let n: i64 = s
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('tokens') WHERE name = 'node_id'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        drop(s);
+        Store::open(&path).unwrap();
+    }
+
+    /// An anonymous node's first certificate is short; if the node never shows up its prefix
+    /// comes back when that certificate expires, while a node seen keeps its prefix.
+    #[test]
+    fn a_never_seen_anonymous_node_gives_its_prefix_back_when_its_first_certificate_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, path) = registry(dir.path());
+        let mut s = Store::open(&path).unwrap();
+        let t = super::super::now();
+        let (_, key) = new_key();
+        let a = s.join(&ca, None, &key, t).unwrap();
+        let a_end = crate::identity::cert_info(&a.cert_der).unwrap().not_after;
+        assert_eq!(a_end, t + DEFAULT_ANONYMOUS_VALIDITY_SECS);
+        // a token join gets the full validity (20 days here)
+        let secret = s.create_token(None, None, 1, t).unwrap();
+        let (_, other) = new_key();
+        let b = s.join(&ca, Some(&secret), &other, t).unwrap();
+        let b_end = crate::identity::cert_info(&b.cert_der).unwrap().not_after;
+        assert_eq!(b_end, t + 20 * 86400);
+        // the renewal of an anonymous node has the full validity
+        let (kp2, key2) = new_key();
+        let c = s.join(&ca, None, &key2, t).unwrap();
+        let c2 = s.renew(&ca, &c.serial, &csr_key(&kp2), t).unwrap();
+        let c2_end = crate::identity::cert_info(&c2.cert_der).unwrap().not_after;
+        assert_eq!(c2_end, t + 20 * 86400);
+        // a never seen: its prefix is the first one handed out after its certificate expired
+        let (_, key3) = new_key();
+        let d = s.join(&ca, None, &key3, a_end + 1).unwrap();
+        assert_eq!(d.prefix, a.prefix);
+        // d is seen: after its certificate expired it keeps its prefix for reclaim_after
+        let node = s.authenticate(&d.serial, a_end + 1).unwrap();
+        s.touch(node.node_id, a_end + 1).unwrap();
+        let d_end = crate::identity::cert_info(&d.cert_der).unwrap().not_after;
+        let (_, key4) = new_key();
+        let e = s.join(&ca, None, &key4, d_end + 1).unwrap();
+        assert_ne!(e.prefix, d.prefix);
+        // a bad value is refused
+        assert!(s.set_param(&ca, "anonymous_validity", "0s", t).is_err());
+        s.set_param(&ca, "anonymous_validity", "1d", t).unwrap();
+    }
 }

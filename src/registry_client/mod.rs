@@ -63,6 +63,8 @@ pub enum ClientError {
         code: String,
         /// The registry's sentence.
         message: String,
+        /// When the registry said to try again (`Retry-After`, seconds), if it did.
+        retry_after: Option<u64>,
     },
     /// The registry answered something we cannot use.
     #[error("the registry sent an invalid answer: {0}")]
@@ -326,12 +328,7 @@ impl RegistryClient {
         &self.url
     }
 
-    async fn request(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Bytes)> {
+    async fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Answer> {
         let fut = self.request_inner(method, path, body);
         match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
             Ok(r) => r,
@@ -347,7 +344,7 @@ impl RegistryClient {
         method: &str,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Bytes)> {
+    ) -> Result<Answer> {
         let unreachable = |reason: String| ClientError::Unreachable {
             url: self.url.clone(),
             reason,
@@ -391,12 +388,21 @@ impl RegistryClient {
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         let status = resp.status();
-        let bytes = Limited::new(resp.into_body(), MAX_RESPONSE)
+        let retry_after = resp
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        let body = Limited::new(resp.into_body(), MAX_RESPONSE)
             .collect()
             .await
             .map_err(|e| ClientError::BadResponse(e.to_string()))?
             .to_bytes();
-        Ok((status, bytes))
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
     }
 
     async fn call<T: DeserializeOwned>(
@@ -409,9 +415,9 @@ impl RegistryClient {
             Some(b) => Some(serde_json::to_vec(b).map_err(|e| ClientError::Local(e.to_string()))?),
             None => None,
         };
-        let (status, bytes) = self.request(method, path, body).await?;
-        check_status(status, &bytes)?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse(e.to_string()))
+        let a = self.request(method, path, body).await?;
+        a.check()?;
+        serde_json::from_slice(&a.body).map_err(|e| ClientError::BadResponse(e.to_string()))
     }
 
     fn verify_certified(&self, resp: CertResponse, key: &NodeKey) -> Result<Certified> {
@@ -506,22 +512,25 @@ impl RegistryClient {
 
     /// Waits (up to the registry's hold time, 15 s) for parameters newer than `after`, and
     /// returns the current ones, verified against the CA, either way. `Ok(None)`: the
-    /// registry holds as many watches as it allows (poll instead).
+    /// registry holds as many watches as it allows, in total or for this node (poll instead).
+    /// Needs this node's identity ([`RegistryClient::with_identity`]).
     pub async fn watch_params(&self, after: u64) -> Result<Option<(NetworkParams, SignedParams)>> {
         let ca = self.ca_der.as_ref().ok_or_else(|| {
             ClientError::Local("join first: no CA to verify the parameters with".into())
         })?;
-        let (status, bytes) = self
+        let a = self
             .request("GET", &format!("/params/watch?after={after}"), None)
             .await?;
-        if let Err(e) = check_status(status, &bytes) {
+        if let Err(e) = a.check() {
             return match e {
-                ClientError::Refused { code, .. } if code == "busy" => Ok(None),
+                ClientError::Refused { code, .. } if code == "busy" || code == "rate_limited" => {
+                    Ok(None)
+                }
                 e => Err(e),
             };
         }
         let j: crate::params::SignedParamsJson =
-            serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+            serde_json::from_slice(&a.body).map_err(|e| ClientError::BadResponse(e.to_string()))?;
         let signed =
             SignedParams::from_json(&j).map_err(|e| ClientError::BadResponse(e.to_string()))?;
         let params = signed
@@ -532,9 +541,9 @@ impl RegistryClient {
 
     /// The CRL (DER), signature checked against the CA.
     pub async fn crl(&self) -> Result<Vec<u8>> {
-        let (status, bytes) = self.request("GET", "/crl", None).await?;
-        check_status(status, &bytes)?;
-        Ok(bytes.to_vec())
+        let a = self.request("GET", "/crl", None).await?;
+        a.check()?;
+        Ok(a.body.to_vec())
     }
 
     /// The MAC keys in force (mutual TLS, refused to revoked nodes).
@@ -553,8 +562,9 @@ impl RegistryClient {
             protocol,
         })
         .map_err(|e| ClientError::Local(e.to_string()))?;
-        let (status, bytes) = self.request("POST", "/endpoints", Some(body)).await?;
-        check_status(status, &bytes)
+        self.request("POST", "/endpoints", Some(body))
+            .await?
+            .check()
     }
 
     /// Sends raw bytes to an API path and returns the status and body, unchecked. For tests
@@ -566,8 +576,8 @@ impl RegistryClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Vec<u8>)> {
-        let (status, bytes) = self.request(method, path, body).await?;
-        Ok((status.as_u16(), bytes.to_vec()))
+        let a = self.request(method, path, body).await?;
+        Ok((a.status.as_u16(), a.body.to_vec()))
     }
 
     /// A random other live node, or `None` when the registry knows none.
@@ -580,7 +590,21 @@ impl RegistryClient {
     }
 }
 
-fn check_status(status: StatusCode, body: &[u8]) -> Result<()> {
+/// One answer of the registry.
+struct Answer {
+    status: StatusCode,
+    /// `Retry-After`, seconds.
+    retry_after: Option<u64>,
+    body: Bytes,
+}
+
+impl Answer {
+    fn check(&self) -> Result<()> {
+        check_status(self.status, self.retry_after, &self.body)
+    }
+}
+
+fn check_status(status: StatusCode, retry_after: Option<u64>, body: &[u8]) -> Result<()> {
     if status.is_success() {
         return Ok(());
     }
@@ -595,5 +619,6 @@ fn check_status(status: StatusCode, body: &[u8]) -> Result<()> {
         status: status.as_u16(),
         code,
         message,
+        retry_after,
     })
 }

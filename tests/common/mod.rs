@@ -4,6 +4,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 
+use re6mesh::registry::limits::Limits;
 use re6mesh::registry::server::Server;
 use re6mesh::registry::store::InitOptions;
 use re6mesh::registry::{self, Registry};
@@ -33,19 +34,32 @@ impl TestRegistry {
     }
 
     pub async fn start_with(f: impl FnOnce(&mut InitOptions)) -> TestRegistry {
-        Self::start_full(f, None).await
+        Self::start_full(f, Limits::default()).await
     }
 
     /// A registry that holds at most `n` parameter watches.
     #[allow(dead_code)]
     pub async fn start_max_watchers(n: usize) -> TestRegistry {
-        Self::start_full(|_| {}, Some(n)).await
+        Self::start_full(
+            |_| {},
+            Limits {
+                max_watchers: n,
+                ..Limits::default()
+            },
+        )
+        .await
     }
 
-    async fn start_full(
+    /// A registry with these API limits.
+    #[allow(dead_code)]
+    pub async fn start_with_limits(
         f: impl FnOnce(&mut InitOptions),
-        max_watchers: Option<usize>,
+        limits: Limits,
     ) -> TestRegistry {
+        Self::start_full(f, limits).await
+    }
+
+    async fn start_full(f: impl FnOnce(&mut InitOptions), limits: Limits) -> TestRegistry {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let url = format!("https://127.0.0.1:{port}");
@@ -60,10 +74,7 @@ impl TestRegistry {
         registry::init(dir.path(), &opts).expect("registry init");
         let reg = Registry::open(dir.path()).expect("open");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let server = Server::bind(reg, addr).await.expect("bind");
-        if let Some(n) = max_watchers {
-            server.set_max_watchers(n);
-        }
+        let server = Server::bind_with(reg, addr, limits).await.expect("bind");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = server
