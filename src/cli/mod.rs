@@ -36,7 +36,9 @@ enum Command {
     Join(join::JoinArgs),
     /// Connect: ask the running node, or run the node (TUN, tunnels, Babel) in the foreground.
     Up(up::UpArgs),
-    /// Show the running node's state.
+    /// Write the node's configuration file (`<state-dir>/node.toml`), read by `mesh up`.
+    Set(up::SetArgs),
+    /// Show the running node's state (yours, or the system node run by root or the service).
     Status(node::ShowArgs),
     /// List the running node's tunnels.
     Peers(node::ShowArgs),
@@ -57,7 +59,8 @@ enum Command {
 /// `--state-dir DIR`, shared by every command that touches on-disk state.
 #[derive(Debug, clap::Args, Clone)]
 pub struct StateDir {
-    /// State directory (default: /var/lib/re6mesh[/registry] as root, the user's data directory otherwise).
+    /// State directory (default: /var/lib/re6mesh[/registry] as root, the user's data directory
+    /// otherwise; without it, up, down, status, peers, routes and ui also find a node run by root).
     #[arg(long, value_name = "DIR", env = "MESH_STATE_DIR", global = true)]
     pub state_dir: Option<PathBuf>,
 }
@@ -120,6 +123,7 @@ pub fn main() -> i32 {
         Command::Registry(cmd) => registry::run(cmd),
         Command::Join(args) => join::run(args),
         Command::Up(a) => up::up(a),
+        Command::Set(a) => up::set(a),
         Command::Status(a) => node::status(a),
         Command::Peers(a) => node::peers(a),
         Command::Routes(a) => node::routes(a),

@@ -6,6 +6,7 @@
 //! the tray and the web page; `curl --unix-socket` works too.
 
 pub mod client;
+pub mod locate;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
