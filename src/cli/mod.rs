@@ -9,6 +9,7 @@ mod demo;
 mod join;
 mod node;
 mod registry;
+mod service;
 mod ui;
 mod up;
 
@@ -50,6 +51,9 @@ enum Command {
     #[command(subcommand)]
     #[cfg(target_os = "linux")]
     Babel(babel::BabelCmd),
+    /// The node as a system service: `install`, `uninstall`, `status` (systemd on Linux).
+    #[command(subcommand)]
+    Service(service::ServiceCmd),
     /// Serve the live network page of the local node (prints the URL; runs in the foreground).
     Ui(ui::UiArgs),
     /// Try it: a registry and N nodes in network namespaces, drawn live in the browser (root).
@@ -130,6 +134,7 @@ pub fn main() -> i32 {
         Command::Down(a) => node::down(a),
         #[cfg(target_os = "linux")]
         Command::Babel(cmd) => babel::run_cmd(cmd),
+        Command::Service(cmd) => service::run(cmd),
         Command::Ui(a) => ui::run(a),
         Command::Demo(a) => demo::run(a),
     };
