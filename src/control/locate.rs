@@ -113,8 +113,10 @@ fn list(paths: &[PathBuf]) -> String {
 }
 
 fn denied_sentence(socket: &Path, group_exists: bool) -> String {
+    // Also what a user sees when root's state directory is still private (0700): the socket
+    // may or may not be there, and either way the remedy is the same.
     let why = format!(
-        "the node runs as root and you may not use its control socket {}",
+        "you may not use the system node's control socket {} (it is root's)",
         socket.display()
     );
     if group_exists {
@@ -278,7 +280,10 @@ mod tests {
             "{e:?}"
         );
         let text = e.to_string();
-        assert!(text.contains("the node runs as root"), "{text}");
+        assert!(
+            text.contains("you may not use the system node's control socket"),
+            "{text}"
+        );
         assert!(text.contains("usermod -aG re6mesh"), "{text}");
         let no_group = denied_sentence(Path::new("/x/control.sock"), false);
         assert!(no_group.contains("groupadd --system re6mesh"), "{no_group}");
