@@ -366,12 +366,9 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn share_dir_with_group_only_touches_private_root_dirs() {
+    fn root_share_dir_with_group_only_touches_private_dirs() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        if !crate::paths::is_root() {
-            println!(
-                "SKIPPED share_dir_with_group_only_touches_private_root_dirs: needs root (chown)"
-            );
+        if !crate::netns::require_root("root_share_dir_with_group_only_touches_private_dirs") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
