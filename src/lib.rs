@@ -25,6 +25,7 @@ pub mod identity;
 pub mod lan;
 pub mod mesh;
 pub mod netns;
+pub mod node_config;
 pub mod params;
 pub mod paths;
 pub mod platform;

@@ -14,19 +14,27 @@ pub fn is_root() -> bool {
     }
 }
 
-fn user_data_dir() -> PathBuf {
+/// The state directory of a per-user node: the platform data directory (`~/.local/share/re6mesh`
+/// on Linux).
+pub fn user_node_dir() -> PathBuf {
     directories::ProjectDirs::from("", "", "re6mesh")
         .map(|d| d.data_dir().to_path_buf())
         .unwrap_or_else(|| PathBuf::from(".re6mesh"))
 }
 
+/// The state directory of the system node (run by root or the service): `/var/lib/re6mesh`.
+pub fn system_node_dir() -> PathBuf {
+    PathBuf::from("/var/lib/re6mesh")
+}
+
 /// The node's default state directory: `/var/lib/re6mesh` as root, the platform data
-/// directory otherwise.
+/// directory otherwise. Commands that talk to a running node look further: see
+/// [`crate::control::locate`].
 pub fn default_node_dir() -> PathBuf {
     if is_root() {
-        PathBuf::from("/var/lib/re6mesh")
+        system_node_dir()
     } else {
-        user_data_dir()
+        user_node_dir()
     }
 }
 

@@ -229,3 +229,117 @@ async fn root_control_socket_can_be_shared_with_a_group() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert_eq!(meta.gid(), gid);
 }
+
+/// Issue 16: after `sudo mesh up`, a plain `mesh status` run by a member of the socket's group
+/// finds the system node in /var/lib/re6mesh without `--state-dir`, and a non-member is told
+/// why not. The "system" directory is a tmpfs over /var/lib in a private mount namespace, so
+/// the machine's own /var/lib/re6mesh is never touched; the user is nobody, with and without
+/// the socket's group.
+#[test]
+fn root_status_as_a_user_finds_the_system_node() {
+    if !re6mesh::netns::require_root("root_status_as_a_user_finds_the_system_node") {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let o = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private"])
+        .arg(exe)
+        .args(["--exact", INNER_SYSTEM_NODE, "--ignored", "--nocapture"])
+        .env("RE6MESH_INNER_SYSTEM_NODE", "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    println!("{text}");
+    assert!(o.status.success(), "inner test failed:\n{text}");
+    assert!(text.contains("1 passed"), "inner test did not run:\n{text}");
+}
+
+const INNER_SYSTEM_NODE: &str = "inner_status_as_a_user_finds_the_system_node";
+
+/// Runs only inside the mount namespace made by the test above.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "runs in a private mount namespace, started by root_status_as_a_user_finds_the_system_node"]
+async fn inner_status_as_a_user_finds_the_system_node() {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    assert!(
+        std::env::var_os("RE6MESH_INNER_SYSTEM_NODE").is_some(),
+        "run through the root_ test"
+    );
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs", "/var/lib"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs on /var/lib");
+    let dir = re6mesh::paths::system_node_dir();
+    std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+    // The socket's group stands in for re6mesh: `daemon`, which nobody is not in (nobody's
+    // own group, nogroup, would let the outsider in).
+    let groups = std::fs::read_to_string("/etc/group").unwrap();
+    let gid = group_id(&groups, "daemon").expect("group daemon in /etc/group");
+    assert_ne!(gid, 65534);
+    // what `sudo mesh up` does: the node shares its socket, the CLI opens the directory
+    let server = ControlServer::bind(&dir, 0o600).await.unwrap();
+    server.share_with_group(gid).unwrap();
+    assert!(re6mesh::control::locate::share_dir_with_group(&dir, gid).unwrap());
+    assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o710);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let fake = Arc::new(Fake {
+        state: Mutex::new(NodeStateName::Up),
+    });
+    let task = tokio::spawn(server.run(fake, async {
+        let _ = rx.await;
+    }));
+    let as_nobody = |groups: String, args: &'static [&'static str]| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", &groups])
+                .arg(env!("CARGO_BIN_EXE_mesh"))
+                .args(args)
+                // a home without a node of its own: the search goes on to the system node
+                .env("HOME", "/nonexistent-re6mesh-test")
+                .env_remove("MESH_STATE_DIR")
+                .env_remove("XDG_DATA_HOME")
+                .output()
+                .unwrap()
+        })
+    };
+    let member = as_nobody(format!("--groups={gid}"), &["status"])
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&member.stdout);
+    assert!(
+        member.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&member.stderr)
+    );
+    assert!(
+        out.contains("node            system node (/var/lib/re6mesh)"),
+        "{out}"
+    );
+    assert!(out.contains("state           up"), "{out}");
+    let down = as_nobody(format!("--groups={gid}"), &["down"])
+        .await
+        .unwrap();
+    assert!(
+        down.status.success(),
+        "a member disconnects the node without sudo"
+    );
+
+    let outsider = as_nobody("--clear-groups".into(), &["status"])
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&outsider.stderr);
+    assert_eq!(outsider.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("may not use the system node's control socket"),
+        "{err}"
+    );
+    assert!(err.contains("usermod -aG re6mesh"), "{err}");
+    println!("member: {}\noutsider: {}", out.trim(), err.trim());
+    tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}

@@ -471,6 +471,48 @@ fn root_node_two_nodes_find_each_other_through_the_registry_bootstrap() {
     );
 }
 
+/// Issue 16: the node takes its options from `<state-dir>/node.toml` (written by `mesh set`),
+/// as the service does: it runs exactly `mesh up --foreground --state-dir DIR`. Without the
+/// file's `endpoint`, b would announce no endpoint and a could not find it through the
+/// registry; `listen` and `hello-interval` come from the file too.
+#[test]
+fn root_node_starts_from_its_config_file() {
+    if !require_root("root_node_starts_from_its_config_file") {
+        return;
+    }
+    let port = 18000 + (std::process::id() % 1000) as u16;
+    let mut t = TwoNodes::new("rmtconf", port, &["b", "a"]);
+    let (rig, prefixes, tmp) = (&mut t.rig, &t.prefixes, &t.tmp);
+    let log = |name: &str| Stdio::from(std::fs::File::create(tmp.path().join(name)).unwrap());
+    for (n, ep) in [("b", "[fd99:ab::2]:6464"), ("a", "[fd99:ab::1]:6464")] {
+        let dir = tmp.path().join(n);
+        let o = Command::new(MESH)
+            .args(["set", "--state-dir", dir.to_str().unwrap()])
+            .args([
+                "listen=[::]:6464",
+                &format!("endpoint={ep}"),
+                "hello-interval=0.5",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let file = std::fs::read_to_string(dir.join("node.toml")).unwrap();
+        assert!(file.contains(&format!("endpoint = [\"{ep}\"]")), "{file}");
+        let args = ["up", "--foreground", "--state-dir", dir.to_str().unwrap()];
+        rig.spawn(n, MESH, &args, Stdio::null(), log(&format!("{n}.log")))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let da = tmp.path().join("a");
+    let b_prefix = prefixes[0].to_string();
+    let took = wait_until(
+        "a to find b through the registry (b's endpoint from its node.toml)",
+        Duration::from_secs(30),
+        || selected_routes(rig, "a", &da).contains(&b_prefix),
+    );
+    println!("nodes configured by node.toml only: a routes to b after {took:?}");
+}
+
 /// CONVENTIONS "Tunnels and MTU": a path that cannot carry 1360-byte packets is refused with a
 /// clear log. Two nodes that `--peer` each other over a veth where a drops UDP packets longer
 /// than 1300 bytes (in and out): no tunnel, and both logs say why in one sentence. The rule is

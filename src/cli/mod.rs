@@ -9,6 +9,7 @@ mod demo;
 mod join;
 mod node;
 mod registry;
+mod service;
 mod ui;
 mod up;
 
@@ -36,7 +37,9 @@ enum Command {
     Join(join::JoinArgs),
     /// Connect: ask the running node, or run the node (TUN, tunnels, Babel) in the foreground.
     Up(up::UpArgs),
-    /// Show the running node's state.
+    /// Write the node's configuration file (`<state-dir>/node.toml`), read by `mesh up`.
+    Set(up::SetArgs),
+    /// Show the running node's state (yours, or the system node run by root or the service).
     Status(node::ShowArgs),
     /// List the running node's tunnels.
     Peers(node::ShowArgs),
@@ -48,6 +51,9 @@ enum Command {
     #[command(subcommand)]
     #[cfg(target_os = "linux")]
     Babel(babel::BabelCmd),
+    /// The node as a system service: `install`, `uninstall`, `status` (systemd on Linux).
+    #[command(subcommand)]
+    Service(service::ServiceCmd),
     /// Serve the live network page of the local node (prints the URL; runs in the foreground).
     Ui(ui::UiArgs),
     /// Try it: a registry and N nodes in network namespaces, drawn live in the browser (root).
@@ -57,7 +63,8 @@ enum Command {
 /// `--state-dir DIR`, shared by every command that touches on-disk state.
 #[derive(Debug, clap::Args, Clone)]
 pub struct StateDir {
-    /// State directory (default: /var/lib/re6mesh[/registry] as root, the user's data directory otherwise).
+    /// State directory (default: /var/lib/re6mesh[/registry] as root, the user's data directory
+    /// otherwise; without it, up, down, status, peers, routes and ui also find a node run by root).
     #[arg(long, value_name = "DIR", env = "MESH_STATE_DIR", global = true)]
     pub state_dir: Option<PathBuf>,
 }
@@ -120,12 +127,14 @@ pub fn main() -> i32 {
         Command::Registry(cmd) => registry::run(cmd),
         Command::Join(args) => join::run(args),
         Command::Up(a) => up::up(a),
+        Command::Set(a) => up::set(a),
         Command::Status(a) => node::status(a),
         Command::Peers(a) => node::peers(a),
         Command::Routes(a) => node::routes(a),
         Command::Down(a) => node::down(a),
         #[cfg(target_os = "linux")]
         Command::Babel(cmd) => babel::run_cmd(cmd),
+        Command::Service(cmd) => service::run(cmd),
         Command::Ui(a) => ui::run(a),
         Command::Demo(a) => demo::run(a),
     };

@@ -4,6 +4,7 @@ use clap::Args;
 
 use super::StateDir;
 use crate::control::client::ControlClient;
+use crate::control::locate::{Candidates, NodeChoice, locate};
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
@@ -23,21 +24,28 @@ pub struct DownArgs {
     exit: bool,
 }
 
-fn client(s: &StateDir) -> ControlClient {
-    ControlClient::new(
-        &s.state_dir
-            .clone()
-            .unwrap_or_else(crate::paths::default_node_dir),
-    )
+/// The node to talk to (`--state-dir`, else the user's running node, else the system node)
+/// and a client for it.
+fn client(
+    rt: &tokio::runtime::Runtime,
+    s: &StateDir,
+) -> anyhow::Result<(NodeChoice, ControlClient)> {
+    let choice = rt.block_on(locate(&Candidates::for_this_process(s.state_dir.clone())))?;
+    tracing::debug!(node = %choice.describe(), "talking to");
+    let client = ControlClient::new(choice.dir());
+    Ok((choice, client))
 }
 
 pub fn status(a: ShowArgs) -> anyhow::Result<()> {
-    let st = super::runtime()?.block_on(client(&a.state).status())?;
+    let rt = super::runtime()?;
+    let (choice, client) = client(&rt, &a.state)?;
+    let st = rt.block_on(client.status())?;
     if a.json {
         println!("{}", serde_json::to_string(&st)?);
         return Ok(());
     }
     let state = serde_json::to_value(st.state)?;
+    println!("node            {}", choice.describe());
     println!("state           {}", state.as_str().unwrap_or("?"));
     println!("prefix          {}", st.prefix);
     println!("address         {}", st.address);
@@ -59,7 +67,8 @@ pub fn status(a: ShowArgs) -> anyhow::Result<()> {
 }
 
 pub fn peers(a: ShowArgs) -> anyhow::Result<()> {
-    let peers = super::runtime()?.block_on(client(&a.state).peers())?;
+    let rt = super::runtime()?;
+    let peers = rt.block_on(client(&rt, &a.state)?.1.peers())?;
     if a.json {
         for p in peers {
             println!("{}", serde_json::to_string(&p)?);
@@ -85,7 +94,8 @@ pub fn peers(a: ShowArgs) -> anyhow::Result<()> {
 }
 
 pub fn routes(a: ShowArgs) -> anyhow::Result<()> {
-    let routes = super::runtime()?.block_on(client(&a.state).routes())?;
+    let rt = super::runtime()?;
+    let routes = rt.block_on(client(&rt, &a.state)?.1.routes())?;
     print_routes(routes, a.json)
 }
 
@@ -127,7 +137,8 @@ pub(super) fn print_routes(routes: Vec<crate::control::Route>, json: bool) -> an
 
 pub fn down(a: DownArgs) -> anyhow::Result<()> {
     let what = if a.exit { "exit" } else { "down" };
-    let reply = super::runtime()?.block_on(client(&a.state).action(what))?;
+    let rt = super::runtime()?;
+    let reply = rt.block_on(client(&rt, &a.state)?.1.action(what))?;
     if !reply.ok {
         anyhow::bail!("{}", reply.message);
     }

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::StateDir;
+use crate::control::locate::{Candidates, LocateError, locate};
 use crate::ui::NodeSource;
 use crate::ui::server::UiServer;
 
@@ -30,12 +31,16 @@ fn parse_ui_listen(s: &str) -> Result<std::net::SocketAddr, String> {
 }
 
 pub fn run(a: UiArgs) -> anyhow::Result<()> {
-    let dir = a
-        .state
-        .state_dir
-        .clone()
-        .unwrap_or_else(crate::paths::default_node_dir);
-    super::runtime()?.block_on(async move {
+    let rt = super::runtime()?;
+    let cands = Candidates::for_this_process(a.state.state_dir.clone());
+    // The running node as `mesh status` finds it; with none running yet, the page waits for
+    // the one `mesh up` would start.
+    let dir = match rt.block_on(locate(&cands)) {
+        Ok(choice) => choice.dir().to_path_buf(),
+        Err(LocateError::NotRunning(_)) => cands.default_dir(),
+        Err(e) => return Err(e.into()),
+    };
+    rt.block_on(async move {
         let server = UiServer::bind(a.listen).await.with_context(|| {
             format!(
                 "cannot listen on {} (is another page running there?)",

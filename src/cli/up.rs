@@ -1,121 +1,123 @@
-//! `mesh up`: connect the running node, or run the node in the foreground.
-
-use std::net::SocketAddr;
-use std::time::Duration;
+//! `mesh up`: connect the running node, or run the node in the foreground; `mesh set`: write
+//! the node's configuration file.
 
 use clap::Args;
-use ipnet::Ipv6Net;
 
 use super::StateDir;
 use crate::control::client::{ControlClient, ControlClientError};
-use crate::mesh::node::{NodeConfig, run};
-use crate::mesh::tunnels::TunnelTimers;
+use crate::control::locate::{Candidates, LocateError, locate};
+use crate::mesh::node::run;
+use crate::node_config::NodeOptions;
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
     #[command(flatten)]
     state: StateDir,
-    /// UDP address for tunnels: `[ADDR:]PORT` (default: all addresses, port 6464).
-    #[arg(long, value_name = "[ADDR:]PORT", default_value = "6464", value_parser = super::registry::parse_listen)]
-    listen: SocketAddr,
-    /// TUN device name.
-    #[arg(long, value_name = "NAME", default_value = crate::tun::DEFAULT_NAME)]
-    tun: String,
     /// Run the node in this process even if the control socket could be asked.
     #[arg(long)]
     foreground: bool,
-    /// A peer to keep a tunnel to: `PREFIX@ADDR:PORT` (repeatable).
-    #[arg(long = "peer", value_name = "PREFIX@ADDR:PORT", value_parser = parse_peer)]
-    peers: Vec<(Ipv6Net, SocketAddr)>,
-    /// An endpoint where this node can be reached, announced to the registry and peers (repeatable).
-    #[arg(long = "endpoint", value_name = "ADDR:PORT")]
-    endpoints: Vec<SocketAddr>,
-    /// Babel hello interval on tunnels in seconds (default: the network parameters').
-    #[arg(long, value_name = "SECS")]
-    hello_interval: Option<f64>,
-    /// Seconds between registry polls for parameters and keys (0: never).
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    registry_poll: u64,
-    /// Do not hold a parameter watch (long poll) on the registry; changes then come from
-    /// neighbours and from the poll.
+    /// Also write the options given here into the node's configuration file
+    /// (`<state-dir>/node.toml`), so later starts (the service, the tray) use them.
     #[arg(long)]
-    no_registry_watch: bool,
-    /// Tunnel idle timeout in milliseconds (keep-alive is a quarter of it).
-    #[arg(long, value_name = "MS", default_value_t = 1000)]
-    tunnel_timeout_ms: u64,
-    /// A LAN interface where nodes of the network discover each other (MAC-signed Babel
-    /// Hellos) and then get tunnels over their link-local addresses (repeatable; Linux).
-    #[arg(long = "lan", value_name = "IFACE")]
-    lan: Vec<String>,
-    /// The country this node is in (ISO 3166 alpha-2, e.g. FR), stated to peers so the
-    /// network's country rules can be applied when tunnels are chosen.
-    #[arg(long, value_name = "CC", value_parser = parse_country)]
-    country: Option<String>,
+    save: bool,
+    /// Options; unset ones come from `<state-dir>/node.toml`, then the defaults.
+    #[command(flatten)]
+    options: NodeOptions,
 }
 
-fn parse_country(s: &str) -> Result<String, String> {
-    let c = s.to_ascii_uppercase();
-    if crate::mesh::tunnels::valid_country(&c) {
-        Ok(c)
-    } else {
-        Err(format!("{s:?} is not a two-letter ISO 3166 country code"))
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    #[command(flatten)]
+    state: StateDir,
+    /// `KEY=VALUE`: a `mesh up` option without its dashes (`peer`, `lan`, `country`,
+    /// `listen`, …); lists are comma-separated; an empty value removes the key.
+    #[arg(value_name = "KEY=VALUE", required = true, value_parser = parse_pair)]
+    pairs: Vec<(String, String)>,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err("not KEY=VALUE (e.g. country=FR, lan=eth0,wlan0)".to_owned()),
     }
-}
-
-fn parse_peer(s: &str) -> Result<(Ipv6Net, SocketAddr), String> {
-    let (p, a) = s.split_once('@').ok_or_else(|| {
-        "not PREFIX@ADDR:PORT (e.g. fd12:3456:789a:1::/64@192.0.2.1:6464)".to_owned()
-    })?;
-    Ok((
-        p.parse()
-            .map_err(|_| format!("{p:?} is not an IPv6 prefix"))?,
-        a.parse().map_err(|_| format!("{a:?} is not ADDR:PORT"))?,
-    ))
 }
 
 pub fn up(a: UpArgs) -> anyhow::Result<()> {
-    if !a.lan.is_empty() && !cfg!(target_os = "linux") {
-        anyhow::bail!("--lan is only available on Linux; start the node without it");
-    }
-    let dir = a
-        .state
-        .state_dir
-        .clone()
-        .unwrap_or_else(crate::paths::default_node_dir);
+    let cands = Candidates::for_this_process(a.state.state_dir.clone());
     let rt = super::runtime()?;
-    if !a.foreground {
-        match rt.block_on(ControlClient::new(&dir).action("up")) {
+    // The node to ask, found as `mesh status` finds it; none: start one here.
+    let running = match rt.block_on(locate(&cands)) {
+        Ok(choice) => Some(choice),
+        Err(LocateError::NotRunning(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let dir = running
+        .as_ref()
+        .map(|c| c.dir().to_path_buf())
+        .unwrap_or_else(|| cands.default_dir());
+    // Read before anything else: a broken file stops here, whatever runs.
+    let file = NodeOptions::load(&dir)?;
+    let options = a.options.over(file);
+    if a.save {
+        let path = options.save(&dir)?;
+        println!("saved {}", path.display());
+    }
+    if !a.foreground
+        && let Some(choice) = &running
+    {
+        match rt.block_on(ControlClient::new(choice.dir()).action("up")) {
             Ok(r) => {
                 println!("{}", r.message);
+                if a.save {
+                    println!(
+                        "(the saved options apply when {} next starts)",
+                        choice.describe()
+                    );
+                }
                 return Ok(());
             }
             Err(ControlClientError::NotRunning(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    let idle = Duration::from_millis(a.tunnel_timeout_ms.max(100));
-    let cfg = NodeConfig {
-        state_dir: dir,
-        listen: a.listen,
-        tun_name: a.tun,
-        tun_mtu: crate::tun::DEFAULT_MTU,
-        peers: a.peers,
-        endpoints: a.endpoints,
-        tunnel_timers: TunnelTimers {
-            keep_alive: idle / 4,
-            idle_timeout: idle,
-        },
-        babel_timers: a.hello_interval.map(|h| {
-            let hello = Duration::from_secs_f64(h.max(0.05));
-            crate::mesh::babel::Timers {
-                hello,
-                update: hello * 4,
+    if !options.lan.is_empty() && !cfg!(target_os = "linux") {
+        anyhow::bail!("--lan is only available on Linux; start the node without it");
+    }
+    // Root's node: let group re6mesh reach the control socket the node shares with it.
+    #[cfg(unix)]
+    if crate::paths::is_root()
+        && let Some(gid) = crate::control::service_group_id()
+        && dir.is_dir()
+    {
+        match crate::control::locate::share_dir_with_group(&dir, gid) {
+            Ok(true) => tracing::info!(
+                dir = %dir.display(),
+                "state directory opened to group re6mesh (mode 0710) for its control socket"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "cannot open the state directory to group re6mesh; only root can use the node")
             }
-        }),
-        registry_poll: (a.registry_poll > 0).then(|| Duration::from_secs(a.registry_poll)),
-        registry_watch: !a.no_registry_watch,
-        lan: a.lan,
-        country: a.country,
-    };
+        }
+    }
+    let cfg = options.node_config(dir);
     rt.block_on(run(cfg, super::registry::shutdown_signal()))
+}
+
+pub fn set(a: SetArgs) -> anyhow::Result<()> {
+    let dir = a
+        .state
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::paths::default_node_dir);
+    let mut options = NodeOptions::load(&dir)?;
+    for (k, v) in &a.pairs {
+        options.set(k, v)?;
+    }
+    let path = options.save(&dir)?;
+    println!(
+        "saved {} (applies when the node next starts: `mesh down --exit`, then `mesh up`)",
+        path.display()
+    );
+    Ok(())
 }

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod graph;
+pub mod locate;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
