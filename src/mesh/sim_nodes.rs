@@ -854,10 +854,19 @@ impl NodeNet {
                         status: 403,
                         code: "banned".into(),
                         message: "this node is banned".into(),
+                        retry_after: None,
                     })
                 } else {
-                    let serial = self.registry.issue(prefix);
+                    // the new certificate supersedes the old one (revoked, new CRL), as the
+                    // registry does
+                    let old = self.nodes[i].serial.clone();
                     let unix = self.at().unix;
+                    if !self.registry.revoked.iter().any(|(s, _)| *s == old) {
+                        self.registry.revoked.push((old, unix));
+                    }
+                    let serial = self.registry.issue(prefix);
+                    self.registry.publish_crl(unix);
+                    self.notify_watchers();
                     let validity =
                         i64::try_from(self.registry.validity.as_secs()).unwrap_or(i64::MAX);
                     let (nb, na) = (unix - identity::CERT_BACKDATE_SECS, unix + validity);

@@ -295,3 +295,43 @@ fn a_partition_heals_and_a_silently_killed_node_is_routed_around() {
     let c: Counters = net.core(0).unwrap().counters();
     assert_eq!(c.offers_refused, 0);
 }
+
+#[test]
+fn short_certificates_renew_before_expiry_and_the_ring_stays_whole() {
+    // 2-minute certificates: each node renews half-way, its old certificate is superseded
+    // (revoked), its neighbours close the old tunnels and it dials again with the new one
+    let mut net = NodeNet::new(11, policy(0, 300), HELLO);
+    net.registry.validity = Duration::from_secs(120);
+    for i in 0..6 {
+        net.add_node(NodeSetup {
+            peers: vec![(i + 1) % 6, (i + 5) % 6],
+            watch: i == 0,
+            ..NodeSetup::default()
+        });
+    }
+    for i in 0..6 {
+        net.start(i);
+    }
+    converge(&mut net, Duration::from_secs(20));
+    let first: Vec<String> = (0..6).map(|i| net.serial(i).to_owned()).collect();
+    let mut longest = Duration::ZERO;
+    let mut since: Option<Time> = None;
+    for _ in 0..3000 {
+        net.run_for(Duration::from_millis(100));
+        if net.fully_reachable() {
+            since = None;
+        } else {
+            let s = *since.get_or_insert(net.now());
+            longest = longest.max(net.now().saturating_since(s));
+        }
+    }
+    for (i, first) in first.iter().enumerate() {
+        assert_ne!(net.serial(i), first, "node {i} never renewed");
+        assert!(!net.core(i).unwrap().is_revoked());
+    }
+    eprintln!("longest gap {longest:?}");
+    // a renewed node is away for its neighbours' close, its dial deferral and a hello
+    assert!(longest <= Duration::from_secs(5), "longest gap {longest:?}");
+    converge(&mut net, Duration::from_secs(10));
+    eprintln!("300 s of 2-minute certificates: every node renewed, longest gap {longest:?}");
+}

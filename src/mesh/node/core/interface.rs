@@ -1,0 +1,298 @@
+//! What goes in and out of the core: inputs, actions, the time, the configuration.
+
+use super::*;
+
+/// A tunnel, as the shell names it (unique for the life of the process, never reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TunnelId(pub u64);
+
+impl std::fmt::Display for TunnelId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "t{}", self.0)
+    }
+}
+
+/// The time, as the core needs it: a monotonic clock for timers and the wall clock (Unix
+/// seconds) for certificate validity and the peer cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time since the node started.
+    pub time: Time,
+    /// Unix time in seconds.
+    pub unix: i64,
+}
+
+impl Now {
+    pub(super) fn unix_u64(self) -> u64 {
+        u64::try_from(self.unix).unwrap_or(0)
+    }
+}
+
+/// What the shell knows of a tunnel that completed its handshake and hello.
+#[derive(Debug, Clone)]
+pub struct TunnelInfo {
+    /// The neighbour's prefix (from its certificate).
+    pub peer_prefix: Ipv6Net,
+    /// The neighbour's certificate serial.
+    pub peer_serial: String,
+    /// We dialled it.
+    pub initiated: bool,
+    /// The neighbour's hello.
+    pub hello: HelloInfo,
+    /// The neighbour's UDP address.
+    pub remote: SocketAddr,
+}
+
+/// A renewed certificate, as the registry issued it.
+#[derive(Debug, Clone)]
+pub struct Renewal {
+    /// The prefix in the new certificate.
+    pub prefix: Ipv6Net,
+    /// Its serial.
+    pub serial: String,
+    /// Its validity (Unix seconds).
+    pub not_before: i64,
+    /// See `not_before`.
+    pub not_after: i64,
+    /// The certificate (DER), for the shell to install.
+    pub cert_der: Vec<u8>,
+    /// The parameters that came with it (their CRL names the old serial when it was revoked).
+    pub signed_params: SignedParams,
+}
+
+/// The shell could not put a renewed certificate in use.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot use the renewed certificate: {0}")]
+pub struct InstallError(pub String);
+
+/// Inputs to [`NodeCore::handle`].
+#[derive(Debug)]
+pub enum Input {
+    /// A tunnel completed its handshake and hello (dialled or accepted).
+    TunnelUp {
+        /// The shell's name for it.
+        tunnel: TunnelId,
+        /// What the handshake told.
+        info: TunnelInfo,
+    },
+    /// A tunnel is gone. `code`: the close code the peer sent, if it sent one of ours.
+    TunnelDown {
+        /// Which.
+        tunnel: TunnelId,
+        /// The peer's close code.
+        code: Option<CloseCode>,
+    },
+    /// A Babel packet arrived on a tunnel.
+    Babel {
+        /// On which tunnel.
+        tunnel: TunnelId,
+        /// The packet.
+        bytes: Vec<u8>,
+    },
+    /// A control-stream message from the neighbour on a tunnel.
+    Control {
+        /// From which tunnel.
+        tunnel: TunnelId,
+        /// The message.
+        msg: ControlMsg,
+    },
+    /// The shell's queue to a neighbour's control stream is full: it does not read.
+    ControlStalled(TunnelId),
+    /// The tunnel's smoothed RTT (QUIC's).
+    Rtt {
+        /// Which tunnel.
+        tunnel: TunnelId,
+        /// Its RTT.
+        rtt: Duration,
+    },
+    /// A dial ([`Action::Dial`]) failed on every address. `revoked`: a peer refused our
+    /// certificate as revoked.
+    DialFailed {
+        /// The peer dialled.
+        peer: Ipv6Net,
+        /// Refused as revoked.
+        revoked: bool,
+    },
+    /// Parameters and/or a CRL, not verified yet, from the registry (`from: None`) or from the
+    /// neighbour on a tunnel.
+    Offer {
+        /// Signed parameters.
+        signed: Option<SignedParams>,
+        /// CRL (DER).
+        crl: Option<Vec<u8>>,
+        /// Who sent it.
+        from: Option<TunnelId>,
+    },
+    /// MAC key bytes by registry key id.
+    KeyBytes(Vec<(String, Vec<u8>)>),
+    /// Peer addresses (from the registry's bootstrap answer).
+    Peers(Vec<PeerAddr>),
+    /// The outcome of [`Action::Renew`].
+    Renewed(Result<Renewal, ClientError>),
+    /// The outcome of [`Action::InstallCertificate`].
+    CertificateInstalled(Result<(), InstallError>),
+    /// A node announced itself on a `--lan` interface (MAC verified, prefix in the network).
+    LanPeer {
+        /// Its prefix.
+        prefix: Ipv6Net,
+        /// Its link-local tunnel endpoint.
+        addr: SocketAddrV6,
+    },
+    /// `mesh down`.
+    Down,
+    /// `mesh up` on a running node.
+    Up,
+    /// `mesh down --exit`, SIGINT, SIGTERM.
+    Exit,
+}
+
+/// What the shell must do, from [`NodeCore::poll_action`], in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Start carrying the tunnel's traffic: it is the engine's interface `iface` (the FIB names
+    /// next hops by interface).
+    Activate {
+        /// Which tunnel.
+        tunnel: TunnelId,
+        /// Its interface.
+        iface: IfaceId,
+    },
+    /// Close a tunnel with a code. The core has forgotten it already.
+    Close {
+        /// Which tunnel.
+        tunnel: TunnelId,
+        /// Why.
+        code: CloseCode,
+    },
+    /// Dial a peer, trying its addresses in order; answer with [`Input::TunnelUp`] or
+    /// [`Input::DialFailed`].
+    Dial {
+        /// Its prefix.
+        peer: Ipv6Net,
+        /// Its addresses.
+        addrs: Vec<SocketAddr>,
+    },
+    /// Send a Babel packet on a tunnel.
+    SendBabel {
+        /// Which tunnel.
+        tunnel: TunnelId,
+        /// The packet.
+        bytes: Vec<u8>,
+    },
+    /// Send a control-stream message on a tunnel.
+    SendControl {
+        /// Which tunnel.
+        tunnel: TunnelId,
+        /// The message.
+        msg: ControlMsg,
+    },
+    /// Ask the registry for its parameters and CRL; answer with [`Input::Offer`].
+    FetchParams,
+    /// Ask the registry for the MAC key bytes; answer with [`Input::KeyBytes`].
+    FetchKeys,
+    /// Ask the registry for a bootstrap peer; answer with [`Input::Peers`] when it has one.
+    FetchBootstrap,
+    /// Renew the certificate (same key, same prefix); answer with [`Input::Renewed`].
+    Renew,
+    /// Store the renewed certificate and use it for new tunnels and registry requests; answer
+    /// with [`Input::CertificateInstalled`].
+    InstallCertificate {
+        /// The certificate (DER).
+        cert_der: Vec<u8>,
+    },
+    /// Store the parameters and CRL in force.
+    SaveParams {
+        /// Signed parameters.
+        signed: Box<SignedParams>,
+        /// The CRL (DER).
+        crl: Option<Vec<u8>>,
+    },
+    /// Store the peer cache (its JSON form).
+    SavePeerCache(Vec<u8>),
+    /// Refuse handshakes from these serials from now on.
+    SetRevoked(HashSet<String>),
+    /// What new tunnels say in their hello, and the minimum protocol they accept.
+    SetHello {
+        /// The hello.
+        hello: HelloInfo,
+        /// The minimum protocol.
+        min_protocol: u32,
+    },
+    /// The keys LAN discovery signs and verifies with.
+    LanAuth(Box<LanAuth>),
+    /// LAN discovery pace (the hello interval) and whether it announces at all.
+    LanPace {
+        /// Hello interval.
+        hello: Duration,
+        /// Announce (false while the node is down).
+        active: bool,
+    },
+    /// Remove the node address from the TUN device (`mesh down`: applications see the network
+    /// gone, not a black hole).
+    TunWithdraw,
+    /// Put the node address back.
+    TunRestore,
+    /// Stop the node: the shell calls [`NodeCore::begin_shutdown`], lingers
+    /// [`NodeCore::linger`], then [`NodeCore::finish_shutdown`]. `error`: why it must stop.
+    Stop {
+        /// The one sentence to exit with, for a stop the user did not ask for.
+        error: Option<String>,
+    },
+}
+
+/// What the node counts of what it refused or dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// `ParamsRequest`s beyond [`PARAMS_ANSWER_INTERVAL`].
+    pub params_requests_ignored: u64,
+    /// Tunnels closed because the neighbour did not read its control stream.
+    pub control_stalled: u64,
+    /// Parameters or CRLs refused (bad signature, older, mismatched).
+    pub offers_refused: u64,
+    /// Babel packets for a tunnel the core does not know.
+    pub babel_unknown_tunnel: u64,
+}
+
+/// What the control API shows, built by [`NodeCore::snapshot`].
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Node state.
+    pub state: NodeStateName,
+    /// Tunnels.
+    pub peers: Vec<control::Peer>,
+    /// Babel's routes.
+    pub routes: Vec<control::Route>,
+    /// Number of tunnels.
+    pub tunnels: usize,
+    /// Selected routes other than our own.
+    pub selected: usize,
+    /// Parameters version in force.
+    pub params_version: u64,
+}
+
+/// What [`NodeCore::new`] starts from (the shell loads it from the state directory).
+#[derive(Debug)]
+pub struct CoreConfig {
+    /// This node's prefix.
+    pub prefix: Ipv6Net,
+    /// Parameters and CRL in force.
+    pub net: NetState,
+    /// MAC key bytes known, by registry key id.
+    pub keys: Vec<(String, Vec<u8>)>,
+    /// This node's certificate serial.
+    pub serial: String,
+    /// Its validity (Unix seconds).
+    pub not_before: i64,
+    /// See `not_before`.
+    pub not_after: i64,
+    /// Peers given with `--peer`: always kept connected.
+    pub static_peers: Vec<(Ipv6Net, SocketAddr)>,
+    /// Endpoints announced to neighbours.
+    pub endpoints: Vec<SocketAddr>,
+    /// The country this node states.
+    pub country: Option<String>,
+    /// Babel timers fixed by configuration (`None`: from the parameters).
+    pub babel_timers: Option<Timers>,
+    /// The peer cache as loaded.
+    pub cache: PeerCache,
+}

@@ -1,0 +1,470 @@
+//! Tunnels: admission and the duplicate rule, the control stream, the housekeeping round
+//! (static peers, bootstrap, the tunnel manager), LAN neighbours.
+
+use super::*;
+
+impl NodeCore {
+    pub(super) fn tunnel_up(&mut self, now: Now, tunnel: TunnelId, info: TunnelInfo) {
+        let peer = info.peer_prefix;
+        let reject = |core: &mut NodeCore, code: CloseCode| {
+            core.actions.push_back(Action::Close { tunnel, code });
+        };
+        if self.down || self.tunnels.contains_key(&tunnel) {
+            return reject(self, CloseCode::Shutdown);
+        }
+        // The handshake already refused revoked serials; a CRL applied while it was in flight
+        // is caught here.
+        if self.net.revoked().contains(&info.peer_serial) {
+            return reject(self, CloseCode::Revoked);
+        }
+        if peer == self.prefix {
+            return reject(self, CloseCode::Internal);
+        }
+        if let Some(&existing) = self.by_prefix.get(&peer) {
+            // One connection per pair: the lower prefix keeps the one it initiated.
+            let keep_new = if self.prefix < peer {
+                info.initiated
+            } else {
+                !info.initiated
+            };
+            let old_initiated = self.tunnels.get(&existing).map(|e| e.initiated);
+            if !keep_new || old_initiated == Some(info.initiated) {
+                return reject(self, CloseCode::Duplicate);
+            }
+            self.close(
+                now,
+                existing,
+                CloseCode::Duplicate,
+                "replaced by a duplicate",
+            );
+        }
+        let is_static = self.static_peers.contains_key(&peer);
+        if !info.initiated
+            && !is_static
+            && !self.tm.accept_incoming(peer, info.hello.country.as_deref())
+        {
+            return reject(self, CloseCode::TooMany);
+        }
+        if !is_static {
+            self.tm.tunnel_up(now.time, peer, info.initiated);
+        }
+        self.dialing.remove(&peer);
+        let peer_addr = identity::node_address(&peer);
+        let mut icfg = IfaceConfig::tunnel(&format!("t-{peer}"), self.me, peer_addr);
+        icfg.timers = self.timers;
+        let iface = self.engine.add_interface(now.time, icfg);
+        let Ok(neighbour) = self
+            .engine
+            .add_neighbour(now.time, iface, IpAddr::V6(peer_addr))
+        else {
+            let _ = self.engine.remove_interface(now.time, iface);
+            return reject(self, CloseCode::Internal);
+        };
+        info!(peer = %peer, remote = %info.remote, initiated = info.initiated, "tunnel up");
+        if !info.hello.endpoints.is_empty() {
+            self.cache
+                .record_seen(peer, info.hello.endpoints.clone(), now.unix_u64());
+        }
+        if info.hello.country.is_some() {
+            self.cache.set_country(peer, info.hello.country.clone());
+        }
+        self.cache.record_success(peer, now.unix_u64());
+        self.by_prefix.insert(peer, tunnel);
+        self.by_iface.insert(iface, tunnel);
+        self.tunnels.insert(
+            tunnel,
+            TunnelEntry {
+                iface,
+                peer_prefix: peer,
+                neighbour,
+                initiated: info.initiated,
+                peer_params: info.hello.params_version,
+                peer_serial: info.peer_serial,
+                remote: info.remote,
+                rtt: Duration::ZERO,
+                last_params_answer: None,
+            },
+        );
+        self.actions.push_back(Action::Activate { tunnel, iface });
+        // Parameters: the older side pulls from the newer one, and the newer side pushes
+        // too — the hello was written before the handshake finished, so parameters applied
+        // in between would otherwise reach this neighbour only with the next change.
+        let (theirs, mine) = (info.hello.params_version, self.net.params().version);
+        if theirs > mine {
+            self.send_control(tunnel, ControlMsg::ParamsRequest);
+        } else if theirs < mine {
+            let m = self.params_message();
+            if let Some(t) = self.tunnels.get_mut(&tunnel) {
+                t.peer_params = mine;
+            }
+            self.send_control(tunnel, m);
+        }
+        // Share the peers we know.
+        let peers: Vec<PeerAddr> = self
+            .cache
+            .iter()
+            .filter(|(p, e)| **p != peer && e.failures == 0)
+            .take(PEERS_SHARED)
+            .map(|(p, e)| PeerAddr {
+                prefix: *p,
+                endpoints: e.endpoints.clone(),
+                country: e.country.clone(),
+            })
+            .chain((!self.my_endpoints.is_empty()).then(|| PeerAddr {
+                prefix: self.prefix,
+                endpoints: self.my_endpoints.clone(),
+                country: self.country.clone(),
+            }))
+            .collect();
+        self.send_control(tunnel, ControlMsg::Peers { peers });
+        self.snapshot_dirty = true;
+    }
+
+    pub(super) fn tunnel_down(&mut self, now: Now, tunnel: TunnelId, why: &str) {
+        let Some(t) = self.tunnels.remove(&tunnel) else {
+            return;
+        };
+        let _ = self.engine.remove_neighbour(now.time, t.neighbour);
+        let _ = self.engine.remove_interface(now.time, t.iface);
+        self.by_iface.remove(&t.iface);
+        if self.by_prefix.get(&t.peer_prefix) == Some(&tunnel) {
+            self.by_prefix.remove(&t.peer_prefix);
+            self.tm.tunnel_down(now.time, t.peer_prefix);
+            if self.static_peers.contains_key(&t.peer_prefix) && t.peer_prefix < self.prefix {
+                self.static_retry
+                    .insert(t.peer_prefix, now.time + STATIC_DIAL_DEFER);
+            }
+        }
+        self.later.retain(|_, job| match job {
+            Later::KillAnswer(id) | Later::KillClose(id) => *id != tunnel,
+        });
+        info!(peer = %t.peer_prefix, why, "tunnel down");
+        self.snapshot_dirty = true;
+    }
+
+    pub(super) fn learn_peers(&mut self, now: Now, peers: Vec<PeerAddr>) {
+        let network = self.net.params().network;
+        for p in peers.into_iter().take(MAX_PEERS_PER_MESSAGE) {
+            if p.prefix != self.prefix && network.contains(&p.prefix) && !p.endpoints.is_empty() {
+                self.cache
+                    .record_seen(p.prefix, p.endpoints, now.unix_u64());
+                if let Some(c) = p.country.filter(|c| valid_country(c)) {
+                    self.cache.set_country(p.prefix, Some(c));
+                }
+            }
+        }
+    }
+
+    pub(super) fn control_message(&mut self, now: Now, tunnel: TunnelId, msg: ControlMsg) {
+        if !self.tunnels.contains_key(&tunnel) {
+            return;
+        }
+        match msg {
+            ControlMsg::Peers { peers } => self.learn_peers(now, peers),
+            ControlMsg::ParamsRequest => {
+                let version = self.net.params().version;
+                let Some(t) = self.tunnels.get_mut(&tunnel) else {
+                    return;
+                };
+                if t.last_params_answer
+                    .is_some_and(|l| now.time.saturating_since(l) < PARAMS_ANSWER_INTERVAL)
+                {
+                    self.counters.params_requests_ignored += 1;
+                    return;
+                }
+                t.last_params_answer = Some(now.time);
+                t.peer_params = t.peer_params.max(version);
+                let m = self.params_message();
+                self.send_control(tunnel, m);
+            }
+            ControlMsg::Params { params, crl } => {
+                use base64::Engine as _;
+                let signed = match SignedParams::from_json(&params) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        debug!(error = %e, "malformed parameters from a neighbour");
+                        self.counters.offers_refused += 1;
+                        return;
+                    }
+                };
+                let crl =
+                    crl.and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok());
+                self.offer(now, Some(signed), crl, Some(tunnel));
+            }
+            ControlMsg::KillRequest => {
+                // The end of the peer's lock cycle: agree unless the tunnel manager says
+                // this is our last tunnel, or the peer is one we were told to keep (--peer).
+                let Some(t) = self.tunnels.get(&tunnel) else {
+                    return;
+                };
+                let (peer, neighbour) = (t.peer_prefix, t.neighbour);
+                let accepted = !self.static_peers.contains_key(&peer)
+                    && self.tm.on_kill_request(now.time, peer);
+                if !accepted {
+                    self.send_control(tunnel, ControlMsg::KillResponse { accepted });
+                    return;
+                }
+                info!(%peer, "tunnel retired at the peer's request");
+                // Our side of the lock: Babel routes around the tunnel here too before it
+                // closes, then we answer and the peer closes it.
+                let _ =
+                    self.engine
+                        .set_cost_multiplier(now.time, neighbour, CostMultiplier::HARD_LOCK);
+                self.schedule(now.time + KILL_ANSWER_DELAY, Later::KillAnswer(tunnel));
+            }
+            ControlMsg::KillResponse { accepted } => {
+                if let Some(t) = self.tunnels.get(&tunnel) {
+                    let peer = t.peer_prefix;
+                    self.tm.on_kill_response(now.time, peer, accepted);
+                }
+            }
+            ControlMsg::Hello { .. } => {}
+        }
+    }
+
+    pub(super) fn housekeeping(&mut self, now: Now) {
+        self.lan_expire(now);
+        self.maybe_renew(now);
+        // The parameters name a CRL we lack (no neighbour had it): ask the registry
+        // (rate-limited there).
+        if self.registry_fetch_pending || self.net.crl_wanted() {
+            self.fetch_from_registry(now);
+        }
+        self.maybe_bootstrap(now);
+        // Dial: peers given with --peer are always kept connected; the tunnel manager
+        // chooses the others. A dial gives up within the tunnel idle timeout per address.
+        let by_prefix = &self.by_prefix;
+        self.dialing.retain(|p, started| {
+            now.time.saturating_since(*started) < DIAL_TIMEOUT && !by_prefix.contains_key(p)
+        });
+        if !self.down {
+            let statics: Vec<(Ipv6Net, SocketAddr)> = self
+                .static_peers
+                .iter()
+                .filter(|(p, _)| {
+                    **p != self.prefix
+                        && !self.by_prefix.contains_key(p)
+                        && !self.dialing.contains_key(p)
+                        && self.static_retry.get(p).is_none_or(|t| *t <= now.time)
+                })
+                .map(|(p, a)| (*p, *a))
+                .collect();
+            for (peer, addr) in statics {
+                self.dial(now, peer, vec![addr]);
+            }
+            self.run_tunnel_manager(now);
+        }
+        if self.cache.is_dirty()
+            && now.time.saturating_since(self.cache_saved) >= CACHE_SAVE_INTERVAL
+        {
+            self.actions
+                .push_back(Action::SavePeerCache(self.cache.to_json()));
+            self.cache.mark_saved();
+            self.cache_saved = now.time;
+        }
+        self.snapshot_dirty = true;
+    }
+
+    /// Asks the registry for a bootstrap peer: every [`BOOTSTRAP_INTERVAL`] while nobody is
+    /// known and no tunnel is up, and every [`BOOTSTRAP_TOP_UP_INTERVAL`] while the peer cache
+    /// holds fewer peers to dial than the tunnel manager wants. Without the second, nodes that
+    /// started together can stay in islands that only know each other (found in the
+    /// simulator: 8 nodes, two islands, forever).
+    pub(super) fn maybe_bootstrap(&mut self, now: Now) {
+        if self.down {
+            return;
+        }
+        let unix = now.unix_u64();
+        let isolated = self.tunnels.is_empty()
+            && self.dialing.is_empty()
+            && self.cache.candidates(unix, 1, &mut self.rng).is_empty();
+        let want = usize::try_from(self.net.params().tunnel.client_count).unwrap_or(usize::MAX);
+        let interval = if isolated {
+            BOOTSTRAP_INTERVAL
+        } else {
+            let (tunnels, statics) = (&self.by_prefix, &self.static_peers);
+            let spare = self
+                .cache
+                .candidates_where(unix, want, &mut self.rng, |p, _| {
+                    !tunnels.contains_key(p) && !statics.contains_key(p)
+                })
+                .len();
+            if spare >= want {
+                return;
+            }
+            BOOTSTRAP_TOP_UP_INTERVAL
+        };
+        if self
+            .last_bootstrap
+            .is_none_or(|t| now.time.saturating_since(t) >= interval)
+        {
+            self.last_bootstrap = Some(now.time);
+            self.actions.push_back(Action::FetchBootstrap);
+        }
+    }
+
+    pub(super) fn dial(&mut self, now: Now, peer: Ipv6Net, addrs: Vec<SocketAddr>) {
+        self.dialing.insert(peer, now.time);
+        self.actions.push_back(Action::Dial { peer, addrs });
+    }
+
+    /// One round of re6st's tunnel manager over what Babel and the peer cache know now.
+    pub(super) fn run_tunnel_manager(&mut self, now: Now) {
+        let by_addr: BTreeMap<IpAddr, Ipv6Net> = self
+            .tunnels
+            .values()
+            .map(|t| {
+                (
+                    IpAddr::V6(identity::node_address(&t.peer_prefix)),
+                    t.peer_prefix,
+                )
+            })
+            .collect();
+        let mut via: BTreeMap<Ipv6Net, usize> = BTreeMap::new();
+        let mut routable = Vec::new();
+        let node_len = self.net.params().node_prefix_len;
+        for r in self.engine.selected_routes() {
+            if let Some(p) = by_addr.get(&r.next_hop) {
+                *via.entry(*p).or_default() += 1;
+            }
+            if let IpAddr::V6(a) = r.prefix.addr()
+                && r.prefix.len() == node_len
+                && let Ok(p) = Ipv6Net::new(a, node_len)
+                && p != self.prefix
+                && !self.by_prefix.contains_key(&p)
+                && !self.static_peers.contains_key(&p)
+                && !self.cache.endpoints(&p).is_empty()
+            {
+                routable.push(Candidate {
+                    prefix: p,
+                    country: self.cache.get(&p).and_then(|e| e.country.clone()),
+                });
+            }
+        }
+        // static peers are not the manager's: it neither counts nor retires them
+        let routes_via: Vec<(Ipv6Net, usize)> = self
+            .tunnels
+            .values()
+            .filter(|t| !self.static_peers.contains_key(&t.peer_prefix))
+            .map(|t| (t.peer_prefix, via.get(&t.peer_prefix).copied().unwrap_or(0)))
+            .collect();
+        let (tunnels, dialing, statics) = (&self.by_prefix, &self.dialing, &self.static_peers);
+        let cached: Vec<Candidate> = self
+            .cache
+            .candidates_where(now.unix_u64(), 16, &mut self.rng, |p, _| {
+                !tunnels.contains_key(p) && !dialing.contains_key(p) && !statics.contains_key(p)
+            })
+            .into_iter()
+            .filter(|p| *p != self.prefix)
+            .map(|p| Candidate {
+                prefix: p,
+                country: self.cache.get(&p).and_then(|e| e.country.clone()),
+            })
+            .collect();
+        self.tm.tick(
+            now.time,
+            &Observation {
+                routes_via: &routes_via,
+                routable: &routable,
+                cached: &cached,
+            },
+        );
+        while let Some(action) = self.tm.poll_action() {
+            let (policy::Action::Dial(p)
+            | policy::Action::SoftLock(p)
+            | policy::Action::HardLock(p)
+            | policy::Action::Unlock(p)
+            | policy::Action::SendKillRequest(p)
+            | policy::Action::Close(p)) = action;
+            let entry = self.by_prefix.get(&p).copied();
+            match action {
+                policy::Action::Dial(p) => {
+                    let addrs = self.cache.endpoints(&p).to_vec();
+                    if addrs.is_empty()
+                        || self.dialing.contains_key(&p)
+                        || self.by_prefix.contains_key(&p)
+                    {
+                        self.tm.dial_failed(now.time, p);
+                    } else {
+                        debug!(peer = %p, "tunnel manager: dial");
+                        self.dial(now, p, addrs);
+                    }
+                }
+                policy::Action::SoftLock(p)
+                | policy::Action::HardLock(p)
+                | policy::Action::Unlock(p) => {
+                    let m = match action {
+                        policy::Action::SoftLock(_) => CostMultiplier::SOFT_LOCK,
+                        policy::Action::HardLock(_) => CostMultiplier::HARD_LOCK,
+                        _ => CostMultiplier::NORMAL,
+                    };
+                    if let Some(n) = entry
+                        .and_then(|id| self.tunnels.get(&id))
+                        .map(|t| t.neighbour)
+                    {
+                        info!(peer = %p, ?action, "tunnel manager");
+                        let _ = self.engine.set_cost_multiplier(now.time, n, m);
+                    }
+                }
+                policy::Action::SendKillRequest(_) => {
+                    if let Some(id) = entry {
+                        self.send_control(id, ControlMsg::KillRequest);
+                    }
+                }
+                policy::Action::Close(p) => {
+                    if let Some(id) = entry {
+                        info!(peer = %p, "tunnel manager: retiring the tunnel");
+                        self.close(now, id, CloseCode::Retired, "retired by the tunnel manager");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A neighbour announced itself on a `--lan` interface: kept connected like a `--peer`,
+    /// over its link-local address, while it keeps announcing itself. A `--peer` given for
+    /// the same prefix keeps its address.
+    pub(super) fn lan_peer(&mut self, now: Now, prefix: Ipv6Net, addr: SocketAddrV6) {
+        if prefix == self.prefix
+            || (self.static_peers.contains_key(&prefix) && !self.lan_heard.contains_key(&prefix))
+        {
+            return;
+        }
+        let fresh = self
+            .lan_heard
+            .insert(prefix, (addr, now.time))
+            .is_none_or(|(old, _)| old != addr);
+        self.static_peers.insert(prefix, SocketAddr::V6(addr));
+        if fresh {
+            info!(peer = %prefix, %addr, "LAN neighbour");
+            if prefix < self.prefix {
+                // Both sides hear each other: the lower prefix dials first, as for --peer.
+                self.static_retry
+                    .insert(prefix, now.time + STATIC_DIAL_DEFER);
+            } else if !self.down
+                && !self.by_prefix.contains_key(&prefix)
+                && !self.dialing.contains_key(&prefix)
+            {
+                // Dial now rather than at the next tick.
+                self.dial(now, prefix, vec![SocketAddr::V6(addr)]);
+            }
+        }
+    }
+
+    /// Stops dialling LAN neighbours not heard for ten hello intervals (at least 10 s).
+    pub(super) fn lan_expire(&mut self, now: Now) {
+        let max_age = (self.timers.hello * 10).max(Duration::from_secs(10));
+        let gone: Vec<Ipv6Net> = self
+            .lan_heard
+            .iter()
+            .filter(|(_, (_, at))| now.time.saturating_since(*at) > max_age)
+            .map(|(p, _)| *p)
+            .collect();
+        for prefix in gone {
+            info!(peer = %prefix, "LAN neighbour silent; no longer dialled");
+            self.lan_heard.remove(&prefix);
+            self.static_peers.remove(&prefix);
+            self.static_retry.remove(&prefix);
+        }
+    }
+}
