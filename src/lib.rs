@@ -8,6 +8,8 @@
 //! * **IO shells** — [`registry`] (the CA and its HTTPS API), [`registry_client`] (the node's
 //!   side of that API), [`cli`] (the `mesh` command).
 //! * **Test and demo support** — [`netns`] (network namespaces with cleanup on every exit path).
+//! * **Platform layer** — [`platform`]: what differs between Linux, macOS and Windows, one
+//!   module per concern (control socket, privilege, process stop, TUN naming).
 //!
 //! Only the TUN layer may use `unsafe`; everything else forbids it.
 #![forbid(unsafe_code)]
@@ -23,6 +25,7 @@ pub mod mesh;
 pub mod netns;
 pub mod params;
 pub mod paths;
+pub mod platform;
 pub mod registry;
 pub mod registry_api;
 pub mod registry_client;

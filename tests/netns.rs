@@ -1,3 +1,4 @@
+#![cfg(target_os = "linux")]
 //! The shared namespace helper itself (root only).
 
 use std::process::Stdio;
