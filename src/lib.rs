@@ -7,11 +7,14 @@
 //!   [`identity`] (certificate fields), [`registry::allocator`] (prefix allocation),
 //!   [`registry::mac`] (the MAC key cycle).
 //! * **IO shells** — [`registry`] (the CA and its HTTPS API), [`registry_client`] (the node's
-//!   side of that API), [`cli`] (the `mesh` command), [`platform`] (OS sockets and netlink);
-//!   each opts out of the clippy rule at the top of its module, saying why.
+//!   side of that API), [`cli`] (the `mesh` command); each opts out of the clippy rule at the
+//!   top of its module, saying why.
 //! * **Test and demo support** — [`netns`] (network namespaces with cleanup on every exit path);
 //!   `mesh::sim` and the fuzz properties, built only for tests and with the features `sim` /
 //!   `fuzzing`.
+//! * **Platform layer** — [`platform`]: what differs between Linux, macOS and Windows, one
+//!   module per concern (control socket, privilege, process stop, TUN naming, Linux LAN
+//!   sockets and netlink).
 //!
 //! Only the TUN layer may use `unsafe`; everything else forbids it.
 #![forbid(unsafe_code)]

@@ -51,11 +51,11 @@ pub fn require_root(test: &str) -> bool {
     if std::env::var_os("CI").is_some() {
         panic!("{test}: needs root for network namespaces, and CI must run as root");
     }
-    // Written straight to fd 2 rather than with eprintln!, which the test harness captures.
+    // Written straight to stderr rather than with eprintln!, which the test harness captures.
     let line = format!(
         "SKIPPED {test}: needs root for network namespaces (run the test command as root; CI does)\n"
     );
-    let _ = rustix::io::write(rustix::stdio::stderr(), line.as_bytes());
+    let _ = io::Write::write_all(&mut io::stderr(), line.as_bytes());
     false
 }
 
@@ -263,11 +263,7 @@ fn terminate(child: &mut Child, grace: Duration) -> Option<std::process::ExitSta
     if let Ok(Some(st)) = child.try_wait() {
         return Some(st);
     }
-    if let Ok(pid) = i32::try_from(child.id())
-        && let Some(pid) = rustix::process::Pid::from_raw(pid)
-    {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    }
+    crate::platform::process::request_stop(child.id());
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if let Ok(Some(st)) = child.try_wait() {

@@ -2,16 +2,10 @@
 
 use std::path::PathBuf;
 
-/// True when the process runs as root (effective uid 0). Always false off Unix.
+/// True when the process runs as root (effective uid 0). Always false on Windows
+/// ([`crate::platform::privilege`]).
 pub fn is_root() -> bool {
-    #[cfg(unix)]
-    {
-        rustix::process::geteuid().is_root()
-    }
-    #[cfg(not(unix))]
-    {
-        false
-    }
+    crate::platform::privilege::is_root()
 }
 
 /// The state directory of a per-user node: the platform data directory (`~/.local/share/re6mesh`

@@ -77,6 +77,7 @@ async fn control_socket_answers_reads_and_actions_and_cleans_up() {
     ));
     let server = ControlServer::bind(dir.path(), 0o600).await.unwrap();
     let sock = server.path().to_path_buf();
+    #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
@@ -137,6 +138,7 @@ async fn control_socket_answers_reads_and_actions_and_cleans_up() {
     assert!(!sock.exists(), "socket left behind");
 }
 
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_socket_file_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
@@ -210,6 +212,7 @@ async fn mesh_status_peers_routes_down_talk_to_the_running_node() {
 
 /// As a service the socket belongs to the `re6mesh` group with mode 0660 (CONVENTIONS); the
 /// handover itself is checked here with a group every Debian system has.
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn root_control_socket_can_be_shared_with_a_group() {
     if !re6mesh::netns::require_root("root_control_socket_can_be_shared_with_a_group") {

@@ -1,3 +1,4 @@
+#![cfg(target_os = "linux")]
 //! `mesh demo` end to end: the real binary builds a registry and nodes in namespaces; the
 //! ping matrix is full; Debian's chromium draws the page; every exit path leaves nothing.
 

@@ -1,3 +1,4 @@
+#![cfg(target_os = "linux")]
 //! The shared namespace helper itself (root only).
 
 #![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks

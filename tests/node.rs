@@ -1,3 +1,4 @@
+#![cfg(target_os = "linux")]
 //! The node end to end (root): a registry and three `mesh up` nodes in network namespaces,
 //! tunnels only a–b and b–c, so a reaches c over two hops through b's userspace forwarder.
 

@@ -1,3 +1,4 @@
+#![cfg(target_os = "linux")]
 //! The node, part 2, on the 7-node ring rig (tests/ring): parameters and CRL spread node to
 //! node, revocation and self-renewal, MAC rotation under traffic, restart from the peer
 //! cache while the registry is down, loss, the tunnel manager's lock cycle, certificate

@@ -1,3 +1,4 @@
+#![cfg(target_os = "linux")]
 //! `mesh up --lan` end to end (root): nodes on a shared LAN discover each other with
 //! MAC-signed Hellos and get tunnels over their link-local addresses; a node of another
 //! network on the same LAN is never dialled.

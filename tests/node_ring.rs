@@ -1,3 +1,4 @@
+#![cfg(target_os = "linux")]
 //! The node on the 7-node ring rig (tests/ring): all pairs, a 10 MB TCP transfer over three
 //! hops, link cuts, hostile inputs.
 

@@ -1,3 +1,4 @@
+#![cfg(target_os = "linux")]
 //! The TUN device, inside a network namespace made by the test: the test binary re-runs
 //! itself inside the namespace (`ip netns exec NS <this binary> --exact inner…`).
 

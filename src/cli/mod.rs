@@ -115,10 +115,7 @@ pub fn main() -> i32 {
         &cli.command,
         Command::Status(_) | Command::Peers(_) | Command::Routes(_)
     ) || matches!(&cli.command, Command::Registry(r) if !matches!(r, registry::RegistryCmd::Serve(_) | registry::RegistryCmd::Init(_)))
-        || matches!(
-            &cli.command,
-            Command::Babel(babel::BabelCmd::Routes(_) | babel::BabelCmd::Stats(_))
-        );
+        || babel_prints_only(&cli.command);
     if prints_only {
         quiet_broken_pipe();
     }
@@ -144,6 +141,22 @@ pub fn main() -> i32 {
             eprintln!("error: {}", sentence(&e));
             1
         }
+    }
+}
+
+/// `mesh babel routes|stats` only print (`mesh babel` is Linux-only).
+fn babel_prints_only(command: &Command) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        matches!(
+            command,
+            Command::Babel(babel::BabelCmd::Routes(_) | babel::BabelCmd::Stats(_))
+        )
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = command;
+        false
     }
 }
 

@@ -50,7 +50,7 @@ pub fn run(a: UiArgs) -> anyhow::Result<()> {
         println!("The node's live page: {}", server.url());
         println!(
             "(reading {}; Ctrl-C to stop)",
-            dir.join(crate::control::SOCKET_NAME).display()
+            crate::platform::control_socket::endpoint(&dir).display()
         );
         let source = Arc::new(NodeSource::new(dir));
         server

@@ -26,7 +26,8 @@ pub enum ControlClientError {
     BadAnswer(String),
 }
 
-/// A client for `<dir>/control.sock`.
+/// A client for the control endpoint of a state directory (`<dir>/control.sock`; a named
+/// pipe on Windows).
 pub struct ControlClient {
     path: PathBuf,
 }
@@ -37,7 +38,7 @@ impl ControlClient {
     /// A client for the node of state directory `dir`.
     pub fn new(dir: &Path) -> ControlClient {
         ControlClient {
-            path: dir.join(super::SOCKET_NAME),
+            path: crate::platform::control_socket::endpoint(dir),
         }
     }
 
@@ -56,7 +57,7 @@ impl ControlClient {
         method: &str,
         path: &str,
     ) -> Result<T, ControlClientError> {
-        let stream = tokio::net::UnixStream::connect(&self.path)
+        let stream = crate::platform::control_socket::connect(&self.path)
             .await
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::PermissionDenied => {

@@ -1,4 +1,4 @@
-//! Serves a [`ControlHandler`] on a Unix socket.
+//! Serves a [`ControlHandler`] on the control endpoint (a Unix socket; a named pipe on Windows).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use axum::{Json, Router};
 
 use super::graph::{GraphBody, NodeObservation, Observation, build_graph};
 use super::{ActionReply, ControlHandler, Peer, Route, Status};
+use crate::platform::control_socket;
 
 type H = Arc<dyn ControlHandler>;
 
@@ -80,9 +81,10 @@ pub fn router(handler: H) -> Router {
         .with_state(handler)
 }
 
-/// A bound control socket; removes the socket file when dropped.
+/// A bound control endpoint ([`crate::platform::control_socket`]: a Unix socket, a named
+/// pipe on Windows); a socket file is removed when the server ends or is dropped.
 pub struct ControlServer {
-    listener: tokio::net::UnixListener,
+    listener: control_socket::Listener,
     path: PathBuf,
 }
 
@@ -103,26 +105,20 @@ pub enum ControlBindError {
 }
 
 impl ControlServer {
-    /// Binds `<dir>/control.sock` with `mode` (0600 per-user, 0660 as a service). A stale
-    /// socket file (nobody answering) is replaced; a live one is an error.
+    /// Binds the control endpoint of state directory `dir` (`<dir>/control.sock`) with `mode`
+    /// (0600 per-user, 0660 as a service; Unix only). A stale socket file (nobody answering)
+    /// is replaced; a live one is an error.
     pub async fn bind(dir: &Path, mode: u32) -> Result<ControlServer, ControlBindError> {
-        let path = dir.join(super::SOCKET_NAME);
-        if path.exists() {
-            if tokio::net::UnixStream::connect(&path).await.is_ok() {
-                return Err(ControlBindError::InUse(path));
-            }
-            let _ = std::fs::remove_file(&path);
-        }
-        let io = |source| ControlBindError::Io {
-            path: path.clone(),
-            source,
-        };
-        let listener = tokio::net::UnixListener::bind(&path).map_err(io)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
-        }
+        let path = control_socket::endpoint(dir);
+        let listener = control_socket::Listener::bind(&path, mode)
+            .await
+            .map_err(|e| match e {
+                control_socket::BindError::InUse => ControlBindError::InUse(path.clone()),
+                control_socket::BindError::Io(source) => ControlBindError::Io {
+                    path: path.clone(),
+                    source,
+                },
+            })?;
         Ok(ControlServer { listener, path })
     }
 
@@ -130,12 +126,10 @@ impl ControlServer {
     /// members of the `re6mesh` group use `mesh status` (CONVENTIONS, node lifecycle).
     #[cfg(unix)]
     pub fn share_with_group(&self, gid: u32) -> std::io::Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        std::os::unix::fs::chown(&self.path, None, Some(gid))?;
-        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o660))
+        self.listener.share_with_group(gid)
     }
 
-    /// The socket path.
+    /// The socket path (the pipe name on Windows).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -146,11 +140,8 @@ impl ControlServer {
         handler: H,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let path = self.path.clone();
-        let r = axum::serve(self.listener, router(handler))
+        axum::serve(self.listener, router(handler))
             .with_graceful_shutdown(shutdown)
-            .await;
-        let _ = std::fs::remove_file(&path);
-        r
+            .await
     }
 }

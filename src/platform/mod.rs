@@ -1,16 +1,35 @@
-//! Platform plumbing below both [`crate::mesh`] and [`crate::lan`]: the sockets of a Babel LAN
-//! interface and the rtnetlink calls that read interface addresses and install kernel routes.
+//! What differs per operating system, one module per concern, one file per OS inside it
+//! (chosen with `#[cfg(...)] #[path = ...] mod imp;`, the layout of quinn-udp). The code
+//! above this layer is the same on Linux, macOS and Windows; nothing else in the crate
+//! should need a `cfg` on the OS except the Linux-only features (`mesh babel run`, LAN
+//! discovery, `mesh demo`, network namespaces), which say so with one sentence elsewhere.
+//! This layer knows neither the mesh nor the Babel engine: addresses, prefixes as
+//! `(address, length)`, sockets, devices.
 //!
-//! Nothing here uses the Babel engine or the mesh: addresses, prefixes as `(address, length)`,
-//! sockets. `mesh::lan_discovery` (`mesh up --lan`) and `lan` (`mesh babel run`) both build on
-//! it, so neither imports the other. The implementation is chosen per OS (`imp`); only Linux has
-//! one today, and callers gate their use of it on `target_os = "linux"` as before.
+//! * [`control_socket`]: the node's local control endpoint — a Unix socket
+//!   `<state-dir>/control.sock` on Linux and macOS, a named pipe on Windows.
+//! * [`privilege`]: "are we root/administrator", the hint to print when we are not, and the
+//!   system-wide state directory.
+//! * [`process`]: asking a child process to stop (SIGTERM; no equivalent on Windows).
+//! * [`tun`]: the TUN device's default name and the address calls tun-rs spells differently
+//!   per OS (Linux `mesh0`; macOS `utun`, numbered by the system; Windows wintun `mesh0`).
+//! * Linux only: the sockets of a Babel LAN interface (`LanSocket`) and the rtnetlink calls
+//!   that read interface addresses and install kernel routes (`Netlink`), below both
+//!   `mesh::lan_discovery` (`mesh up --lan`) and `lan` (`mesh babel run`), so neither imports
+//!   the other.
+//!
+//! Runtime-tested on Linux; Windows and macOS are compile-checked (`scripts/cross-check`).
+
+pub mod control_socket;
+pub mod privilege;
+pub mod process;
+pub mod tun;
 
 #[cfg(target_os = "linux")]
 #[path = "linux/mod.rs"]
-mod imp;
+mod linux;
 
 #[cfg(target_os = "linux")]
-pub use imp::lan_sock::LanSocket;
+pub use linux::lan_sock::LanSocket;
 #[cfg(target_os = "linux")]
-pub use imp::netlink::{IfaceAddrs, Netlink, RTPROT_MESH};
+pub use linux::netlink::{IfaceAddrs, Netlink, RTPROT_MESH};

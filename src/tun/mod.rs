@@ -1,6 +1,8 @@
 //! The TUN device (crate tun-rs): the node address, the route of the whole network prefix,
 //! the MTU. Thin on purpose: the platform code lives in tun-rs (Linux tun, macOS utun,
-//! Windows wintun); only Linux is built and tested here.
+//! Windows wintun), and what it leaves to us (default name, address removal, the privilege
+//! hint) in [`crate::platform::tun`]. Runtime-tested on Linux; macOS and Windows are
+//! compile-checked.
 //!
 //! The device gets the node address (prefix::1) with the *network* prefix length, so the
 //! kernel routes the whole network prefix into it without a separate route.
@@ -9,20 +11,24 @@ use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
 
-/// Default TUN name (CONVENTIONS).
-pub const DEFAULT_NAME: &str = "mesh0";
+/// Default TUN name: `mesh0` (CONVENTIONS); `utun` on macOS, where the system numbers the
+/// device (`utunN`).
+pub const DEFAULT_NAME: &str = crate::platform::tun::DEFAULT_NAME;
 /// Default TUN MTU (CONVENTIONS).
 pub const DEFAULT_MTU: u16 = 1280;
 
 /// Why the TUN device cannot be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum TunError {
-    /// No permission (CAP_NET_ADMIN / root needed).
-    #[error("no permission to create the TUN device {name}: run as root or grant CAP_NET_ADMIN")]
+    /// No permission (root / CAP_NET_ADMIN / Administrator needed).
+    #[error("no permission to create the TUN device {name}: {hint}", hint = crate::platform::privilege::TUN_HINT)]
     Permission {
         /// Device name.
         name: String,
     },
+    /// A name this OS cannot give a TUN device (macOS: only `utun` or `utunN`).
+    #[error("{0}")]
+    Name(String),
     /// Anything else the OS refused.
     #[error("cannot create the TUN device {name}: {source}")]
     Os {
@@ -50,8 +56,11 @@ impl Tun {
         network: Ipv6Net,
         mtu: u16,
     ) -> Result<Tun, TunError> {
-        let dev = tun_rs::DeviceBuilder::new()
-            .name(name)
+        let mut builder = tun_rs::DeviceBuilder::new();
+        if let Some(n) = crate::platform::tun::requested_name(name).map_err(TunError::Name)? {
+            builder = builder.name(n);
+        }
+        let dev = builder
             .mtu(mtu)
             .ipv6(address, network.prefix_len())
             .build_async()
@@ -64,9 +73,11 @@ impl Tun {
                     source,
                 },
             })?;
+        // the name in use: on macOS the system may have picked the number
+        let name = dev.name().unwrap_or_else(|_| name.to_owned());
         Ok(Tun {
             dev,
-            name: name.to_owned(),
+            name,
             address,
             prefix_len: network.prefix_len(),
         })
@@ -79,7 +90,7 @@ impl Tun {
 
     /// Removes the node address (and with it the route of the network prefix): `mesh down`.
     pub fn withdraw(&self) -> std::io::Result<()> {
-        self.dev.remove_address_v6(self.address, self.prefix_len)
+        crate::platform::tun::remove_address_v6(&self.dev, self.address, self.prefix_len)
     }
 
     /// Puts the node address (and the route) back: `mesh up` after `mesh down`.

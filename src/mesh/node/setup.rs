@@ -138,7 +138,7 @@ pub async fn run(
     let control = control::server::ControlServer::bind(&cfg.state_dir, 0o600).await?;
     // As a service (root, and the installers' group exists) the group may use the socket too.
     #[cfg(unix)]
-    if rustix::process::geteuid().is_root()
+    if crate::paths::is_root()
         && let Some(gid) = control::service_group_id()
     {
         match control.share_with_group(gid) {

@@ -1,0 +1,11 @@
+//! Windows: elevation is not checked ahead (that needs a Win32 call, and this crate forbids
+//! `unsafe`); the TUN device's own refusal is what tells the user.
+
+/// Always false: a node on Windows keeps its state in the user's data directory unless given
+/// `--state-dir` (the service passes one).
+pub fn is_root() -> bool {
+    false
+}
+
+/// What to do when the TUN device is refused for lack of privilege.
+pub const TUN_HINT: &str = "run it from an Administrator prompt, with wintun.dll next to mesh.exe";

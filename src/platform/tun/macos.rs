@@ -1,0 +1,24 @@
+//! macOS utun: devices are named `utunN`. The default, plain `utun`, lets the system pick the
+//! first free number; `utunN` asks for that one.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+/// Default TUN name on macOS: `utun`, numbered by the system (the name in use is logged and
+/// shown by `mesh status`' routes).
+pub const DEFAULT_NAME: &str = "utun";
+
+/// The name to ask tun-rs for: `None` (system's choice) for `utun`, `utunN` as given; any
+/// other name is refused with a sentence.
+pub fn requested_name(name: &str) -> Result<Option<&str>, String> {
+    super::utun_request(name)
+}
+
+/// Removes `address` from the device (utun has one prefix per address).
+pub fn remove_address_v6(
+    dev: &tun_rs::AsyncDevice,
+    address: Ipv6Addr,
+    prefix_len: u8,
+) -> std::io::Result<()> {
+    let _ = prefix_len;
+    dev.remove_address(IpAddr::V6(address))
+}

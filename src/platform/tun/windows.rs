@@ -1,0 +1,22 @@
+//! Windows wintun: the adapter takes the name given (`mesh0` by default); `wintun.dll` must be
+//! next to `mesh.exe` (the installer puts it there).
+
+use std::net::{IpAddr, Ipv6Addr};
+
+/// Default TUN (wintun adapter) name.
+pub const DEFAULT_NAME: &str = "mesh0";
+
+/// The name to ask tun-rs for: `name` itself.
+pub fn requested_name(name: &str) -> Result<Option<&str>, String> {
+    Ok(Some(name))
+}
+
+/// Removes `address` from the adapter.
+pub fn remove_address_v6(
+    dev: &tun_rs::AsyncDevice,
+    address: Ipv6Addr,
+    prefix_len: u8,
+) -> std::io::Result<()> {
+    let _ = prefix_len;
+    dev.remove_address(IpAddr::V6(address))
+}
