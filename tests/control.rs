@@ -238,6 +238,7 @@ async fn root_control_socket_can_be_shared_with_a_group() {
 /// why not. The "system" directory is a tmpfs over /var/lib in a private mount namespace, so
 /// the machine's own /var/lib/re6mesh is never touched; the user is nobody, with and without
 /// the socket's group.
+#[cfg(target_os = "linux")]
 #[test]
 fn root_status_as_a_user_finds_the_system_node() {
     if !re6mesh::netns::require_root("root_status_as_a_user_finds_the_system_node") {
@@ -261,9 +262,11 @@ fn root_status_as_a_user_finds_the_system_node() {
     assert!(text.contains("1 passed"), "inner test did not run:\n{text}");
 }
 
+#[cfg(target_os = "linux")]
 const INNER_SYSTEM_NODE: &str = "inner_status_as_a_user_finds_the_system_node";
 
 /// Runs only inside the mount namespace made by the test above.
+#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "runs in a private mount namespace, started by root_status_as_a_user_finds_the_system_node"]
 async fn inner_status_as_a_user_finds_the_system_node() {

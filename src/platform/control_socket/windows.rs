@@ -2,6 +2,7 @@
 //! with its server, so there is no stale file to replace; a second server is refused by
 //! `first_pipe_instance`. Remote clients are rejected. Access follows the pipe's default
 //! security descriptor: the owner, administrators and LocalSystem may write to it.
+#![allow(clippy::disallowed_methods)] // IO shell: waits for a busy pipe instance
 
 use std::io;
 use std::path::{Path, PathBuf};
