@@ -607,14 +607,11 @@ impl NodeNet {
         }
         let ((at, _), ev) = entry.remove_entry();
         self.now = self.now.max(at);
+        let now = self.at();
         self.stats.events += 1;
         match ev {
             Ev::Input(i, input) => {
                 if let Some(c) = self.nodes[i].core.as_mut() {
-                    let now = Now {
-                        time: self.now,
-                        unix: UNIX_START + i64::try_from(self.now.as_millis() / 1000).unwrap_or(0),
-                    };
                     c.handle(now, input);
                     self.after_handle(i);
                 }
@@ -623,10 +620,6 @@ impl NodeNet {
                 if self.nodes[i].wake_gen == generation
                     && let Some(c) = self.nodes[i].core.as_mut()
                 {
-                    let now = Now {
-                        time: self.now,
-                        unix: UNIX_START + i64::try_from(self.now.as_millis() / 1000).unwrap_or(0),
-                    };
                     c.handle_timeout(now);
                     self.after_handle(i);
                 }

@@ -311,20 +311,7 @@ fn spawn_registry_watch(
                         .await
                         .map_err(|e| warn!(error = %e, "cannot fetch the CRL from the registry"))
                         .ok();
-                    let offer = Input::Offer {
-                        signed: Some(signed),
-                        crl,
-                        from: None,
-                    };
-                    if tx.send(ShellEvent::Input(offer)).await.is_err() {
-                        break;
-                    }
-                    let keys = fetch_key_bytes(&c, &dir).await;
-                    if tx
-                        .send(ShellEvent::Input(Input::KeyBytes(keys)))
-                        .await
-                        .is_err()
-                    {
+                    if !offer_and_keys(&tx, &c, &dir, Some(signed), crl).await {
                         break;
                     }
                 }
@@ -356,22 +343,32 @@ fn spawn_registry_poll(
             tokio::time::sleep(period).await;
             let c = client.load_full();
             let (signed, crl) = fetch_params_and_crl(&c).await;
-            let offer = Input::Offer {
-                signed,
-                crl,
-                from: None,
-            };
-            if tx.send(ShellEvent::Input(offer)).await.is_err() {
-                break;
-            }
-            let keys = fetch_key_bytes(&c, &dir).await;
-            if tx
-                .send(ShellEvent::Input(Input::KeyBytes(keys)))
-                .await
-                .is_err()
-            {
+            if !offer_and_keys(&tx, &c, &dir, signed, crl).await {
                 break;
             }
         }
     });
+}
+
+/// Hands the registry's parameters and CRL to the core, then the MAC key bytes (fetched after,
+/// so new key ids are known); false once the node is gone.
+async fn offer_and_keys(
+    tx: &mpsc::Sender<ShellEvent>,
+    client: &RegistryClient,
+    dir: &std::path::Path,
+    signed: Option<crate::params::SignedParams>,
+    crl: Option<Vec<u8>>,
+) -> bool {
+    let offer = Input::Offer {
+        signed,
+        crl,
+        from: None,
+    };
+    if tx.send(ShellEvent::Input(offer)).await.is_err() {
+        return false;
+    }
+    let keys = fetch_key_bytes(client, dir).await;
+    tx.send(ShellEvent::Input(Input::KeyBytes(keys)))
+        .await
+        .is_ok()
 }
