@@ -1062,14 +1062,22 @@ async fn watches_need_a_valid_node_certificate_and_are_capped_per_node() {
     assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("client certificate"));
     // one watch of a held; its second one is refused (429, poll instead), b's is served
+    // The holder retries until it has the slot (the probe below may hold it for a moment); the
+    // probe asks for a version that is already out, so it never waits when it is served.
     let held = {
         let client = second_client(&reg, &a);
         let v = p.version;
-        tokio::spawn(async move { client.watch_params(v).await })
+        tokio::spawn(async move {
+            // `watch_params` reads a refusal as "nothing new"; the raw status tells them apart
+            let path = format!("/params/watch?after={v}");
+            while !matches!(client.raw("GET", &path, None).await, Ok((200, _))) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
     };
     let err = wait_for("a's second watch to be refused", || {
         let c = &a.client;
-        let v = p.version;
+        let v = p.version - 1;
         async move {
             match c
                 .raw("GET", &format!("/params/watch?after={v}"), None)
