@@ -26,6 +26,8 @@ impl ControlHandler for Fake {
             routes: 2,
             uptime_secs: 5,
             error: None,
+            warnings: Vec::new(),
+            counters: Default::default(),
         }
     }
     fn peers(&self) -> Vec<Peer> {

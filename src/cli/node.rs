@@ -63,6 +63,17 @@ pub fn status(a: ShowArgs) -> anyhow::Result<()> {
     if let Some(e) = st.error {
         println!("error           {e}");
     }
+    for w in &st.warnings {
+        println!("warning         {w}");
+    }
+    if !st.counters.is_empty() {
+        let list: Vec<String> = st
+            .counters
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        println!("dropped         {}", list.join(", "));
+    }
     Ok(())
 }
 

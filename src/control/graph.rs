@@ -260,6 +260,8 @@ mod tests {
             routes: 0,
             uptime_secs: 1,
             error: None,
+            warnings: Vec::new(),
+            counters: Default::default(),
         }
     }
 

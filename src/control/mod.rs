@@ -10,6 +10,8 @@ pub mod graph;
 pub mod locate;
 pub mod server;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// File name of the socket inside the state directory.
@@ -58,6 +60,14 @@ pub struct Status {
     pub uptime_secs: u64,
     /// Last error, if any.
     pub error: Option<String>,
+    /// What the user should know although the node runs (e.g. the CRL is missing and new
+    /// tunnels are held), one sentence each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// What the node refused or dropped, by counter name (a hostile or broken peer shows
+    /// here).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters: BTreeMap<String, u64>,
 }
 
 /// One line of `GET /v1/peers`.

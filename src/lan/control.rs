@@ -81,6 +81,8 @@ impl ControlHandler for Handler {
             routes,
             uptime_secs: self.started.elapsed().as_secs(),
             error: None,
+            warnings: Vec::new(),
+            counters: Default::default(),
         }
     }
 

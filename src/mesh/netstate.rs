@@ -5,7 +5,13 @@
 //! its version is newer than ours. The CRL travels next to it: it is accepted when its
 //! SHA-256 is the one the (signed) parameters name and its own signature verifies with the
 //! CA. Parameters may be taken before their CRL arrives (the CRL is then "wanted" and the
-//! node asks the registry); a CRL that does not match the parameters in force is refused.
+//! node asks its neighbours and the registry); a CRL that does not match the parameters in
+//! force is refused.
+//!
+//! Fail closed: revocations are never forgotten by waiting. Until the CRL the parameters name
+//! arrives, the revoked set of the last CRL verified stays in force (a CRL only grows, but
+//! for certificates that have expired anyway), and that CRL is what [`NetState::crl_to_store`]
+//! gives the state directory, so a restart with the registry down keeps it too.
 //! Pure logic: no I/O.
 
 use std::collections::HashSet;
@@ -20,6 +26,9 @@ pub struct NetState {
     signed: SignedParams,
     params: NetworkParams,
     crl_der: Option<Vec<u8>>,
+    /// While the CRL the parameters name is wanted: the last CRL verified (its revoked set is
+    /// the one in force).
+    stale_crl_der: Option<Vec<u8>>,
     revoked: HashSet<String>,
 }
 
@@ -80,8 +89,36 @@ impl NetState {
             signed,
             params,
             crl_der: None,
+            stale_crl_der: None,
             revoked: HashSet::new(),
         })
+    }
+
+    /// State from stored parameters and the CRL stored with them. A stored CRL signed by the
+    /// CA but not the one the parameters name (older, or newer after an interrupted save)
+    /// still keeps its revocations in force while the right one is wanted. A CRL that does
+    /// not verify is dropped: the error says why.
+    pub fn with_stored_crl(
+        ca_der: Vec<u8>,
+        signed: SignedParams,
+        crl_der: Option<&[u8]>,
+    ) -> Result<(NetState, Option<OfferError>), OfferError> {
+        let mut st = NetState::new(ca_der, signed)?;
+        let Some(der) = crl_der else {
+            return Ok((st, None));
+        };
+        match st.offer(None, Some(der)) {
+            Ok(_) => Ok((st, None)),
+            Err(OfferError::CrlMismatch) => match verify_crl(&st.ca_der, der) {
+                Ok(revoked) => {
+                    st.revoked = revoked;
+                    st.stale_crl_der = Some(der.to_vec());
+                    Ok((st, None))
+                }
+                Err(e) => Ok((st, Some(OfferError::BadCrl(e)))),
+            },
+            Err(e) => Ok((st, Some(e))),
+        }
     }
 
     /// The parameters in force.
@@ -107,6 +144,12 @@ impl NetState {
     /// True when the parameters name a CRL we do not hold yet.
     pub fn crl_wanted(&self) -> bool {
         self.crl_der.is_none()
+    }
+
+    /// The CRL to store next to the parameters: the one in force, or else the last one
+    /// verified (whose revocations stay in force until the right one arrives).
+    pub fn crl_to_store(&self) -> Option<&[u8]> {
+        self.crl_der.as_deref().or(self.stale_crl_der.as_deref())
     }
 
     /// Takes `signed` if it is newer, and `crl` if it is the CRL the parameters (new or in
@@ -158,7 +201,9 @@ impl NetState {
                 // The CRL in force is not the one the new parameters name: keep applying
                 // the old revoked set (revocations are never undone by waiting) and want
                 // the new one.
-                self.crl_der = None;
+                if let Some(old) = self.crl_der.take() {
+                    self.stale_crl_der = Some(old);
+                }
             }
             self.signed = s;
             self.params = p;
@@ -166,6 +211,7 @@ impl NetState {
         }
         if let Some((der, revoked)) = crl_new {
             self.crl_der = Some(der);
+            self.stale_crl_der = None;
             self.revoked = revoked;
             applied.crl = true;
         }
@@ -300,6 +346,77 @@ mod tests {
         assert!(st.revoked().contains("aa"));
         let a = st.offer(None, Some(&crl2)).unwrap();
         assert!(a.crl && st.revoked().contains("bb") && !st.crl_wanted());
+    }
+
+    #[test]
+    fn a_stored_crl_older_than_the_parameters_keeps_its_revocations() {
+        let w = World::new();
+        let crl1 = w.crl(1, &["aa"]);
+        let crl2 = w.crl(2, &["aa", "bb"]);
+        // parameters v2 were stored, the CRL they name was not (registry down): crl1 stays
+        let (st, err) = NetState::with_stored_crl(
+            w.ca.cert_der().to_vec(),
+            w.sign(&doc(2, &crl2)),
+            Some(&crl1),
+        )
+        .unwrap();
+        assert_eq!(err, None);
+        assert!(st.crl_wanted());
+        assert!(
+            st.revoked().contains("aa"),
+            "a stored revocation was forgotten"
+        );
+        assert_eq!(st.crl_to_store(), Some(&crl1[..]));
+        // and the CRL in force is stored once it arrives
+        let mut st = st;
+        assert!(st.offer(None, Some(&crl2)).unwrap().crl);
+        assert_eq!(st.crl_to_store(), Some(&crl2[..]));
+        assert!(st.revoked().contains("bb"));
+    }
+
+    #[test]
+    fn new_parameters_without_their_crl_store_the_old_crl() {
+        let w = World::new();
+        let crl1 = w.crl(1, &["aa"]);
+        let (mut st, _) = NetState::with_stored_crl(
+            w.ca.cert_der().to_vec(),
+            w.sign(&doc(1, &crl1)),
+            Some(&crl1),
+        )
+        .unwrap();
+        assert!(!st.crl_wanted());
+        let crl2 = w.crl(2, &["aa", "bb"]);
+        assert!(
+            st.offer(Some(&w.sign(&doc(2, &crl2))), None)
+                .unwrap()
+                .params
+        );
+        assert!(st.crl_wanted());
+        // what a restart now would load keeps "aa" revoked
+        assert_eq!(st.crl_to_store(), Some(&crl1[..]));
+        let (again, _) = NetState::with_stored_crl(
+            w.ca.cert_der().to_vec(),
+            st.signed().clone(),
+            st.crl_to_store(),
+        )
+        .unwrap();
+        assert!(again.revoked().contains("aa") && again.crl_wanted());
+    }
+
+    #[test]
+    fn a_stored_crl_of_another_ca_is_dropped_with_a_reason() {
+        let (w, other) = (World::new(), World::new());
+        let crl = w.crl(1, &[]);
+        let forged = other.crl(1, &["aa"]);
+        let (st, err) = NetState::with_stored_crl(
+            w.ca.cert_der().to_vec(),
+            w.sign(&doc(1, &crl)),
+            Some(&forged),
+        )
+        .unwrap();
+        assert!(matches!(err, Some(OfferError::BadCrl(_))), "{err:?}");
+        assert!(st.revoked().is_empty() && st.crl_wanted());
+        assert_eq!(st.crl_to_store(), None);
     }
 
     #[test]

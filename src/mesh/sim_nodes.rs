@@ -755,7 +755,11 @@ impl NodeNet {
     fn action(&mut self, i: NodeIdx, a: Action) {
         let reg_rtt = self.registry.latency * 2;
         match a {
-            Action::Activate { .. } | Action::LanAuth(_) | Action::LanPace { .. } => {}
+            // a held tunnel's Babel is dropped by the core itself (both directions)
+            Action::Activate { .. }
+            | Action::Hold { .. }
+            | Action::LanAuth(_)
+            | Action::LanPace { .. } => {}
             Action::TunWithdraw | Action::TunRestore => {}
             Action::Close { tunnel, code } => {
                 if let Some(e) = self.ends.remove(&tunnel) {
@@ -964,6 +968,7 @@ impl NodeNet {
         let info_i = TunnelInfo {
             peer_prefix: prefix_of(j),
             peer_serial: self.nodes[j].serial.clone(),
+            peer_not_after: self.nodes[j].not_after,
             initiated: true,
             hello: hello(&self.nodes[j], j, vb),
             remote: addr_of(j),
@@ -971,6 +976,7 @@ impl NodeNet {
         let info_j = TunnelInfo {
             peer_prefix: prefix_of(i),
             peer_serial: self.nodes[i].serial.clone(),
+            peer_not_after: self.nodes[i].not_after,
             initiated: false,
             hello: hello(&self.nodes[i], i, va),
             remote: addr_of(i),

@@ -60,6 +60,24 @@ impl ControlHandler for Handler {
             routes: s.selected,
             uptime_secs: self.0.started.elapsed().as_secs(),
             error: None,
+            warnings: s
+                .crl_missing
+                .then(|| {
+                    format!(
+                        "the CRL the parameters name has not arrived yet: {} new tunnel(s) held \
+                         (control only) until it does",
+                        s.held
+                    )
+                })
+                .into_iter()
+                .collect(),
+            counters: s
+                .counters
+                .named()
+                .into_iter()
+                .filter(|(_, v)| *v > 0)
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
         }
     }
     fn peers(&self) -> Vec<control::Peer> {

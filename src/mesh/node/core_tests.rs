@@ -79,6 +79,16 @@ impl World {
     }
 }
 
+impl World {
+    /// A core whose parameters name a CRL it does not hold (restart with the registry away).
+    fn core_without_crl(&self, me: u16) -> NodeCore {
+        let mut c = self.core(me);
+        let net = NetState::new(self.ca.cert_der().to_vec(), self.params(1, 1)).unwrap();
+        c.net = net;
+        c
+    }
+}
+
 fn at(ms: u64) -> Now {
     Now {
         time: Time::from_millis(ms),
@@ -98,6 +108,7 @@ fn info(peer: u16, initiated: bool) -> TunnelInfo {
             country: None,
         },
         remote: "192.0.2.1:1".parse().unwrap(),
+        peer_not_after: 1_900_000_000,
     }
 }
 
@@ -486,4 +497,148 @@ fn the_same_inputs_and_seed_give_the_same_actions() {
     let (a, b) = (run(), run());
     assert!(a.iter().any(|s| s.starts_with("Dial")), "{a:?}");
     assert_eq!(a, b);
+}
+
+#[test]
+fn without_the_crl_new_tunnels_are_held_and_neighbours_asked_until_one_brings_it() {
+    let w = World::new();
+    let mut c = w.core_without_crl(1);
+    let _ = actions(&mut c);
+    let a = up(&mut c, 1, 2, true);
+    assert!(
+        a.contains(&Action::Hold {
+            tunnel: TunnelId(1)
+        }),
+        "{a:?}"
+    );
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::Activate { .. })),
+        "{a:?}"
+    );
+    assert!(a.contains(&Action::SendControl {
+        tunnel: TunnelId(1),
+        msg: ControlMsg::ParamsRequest
+    }));
+    // nothing of Babel passes either way while held
+    c.handle(
+        at(20),
+        Input::Babel {
+            tunnel: TunnelId(1),
+            bytes: vec![42, 2, 0, 0],
+        },
+    );
+    assert_eq!(c.counters.babel_unknown_tunnel, 1);
+    c.handle_timeout(at(6_000));
+    let a = actions(&mut c);
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::SendBabel { .. })),
+        "{a:?}"
+    );
+    // asked again every CRL_ASK_INTERVAL, not on every tick
+    assert!(a.contains(&Action::SendControl {
+        tunnel: TunnelId(1),
+        msg: ControlMsg::ParamsRequest
+    }));
+    c.handle_timeout(at(6_500));
+    assert!(!actions(&mut c).contains(&Action::SendControl {
+        tunnel: TunnelId(1),
+        msg: ControlMsg::ParamsRequest
+    }));
+    let snap = c.snapshot();
+    assert!(snap.crl_missing);
+    assert_eq!(snap.held, 1);
+    // a wrong CRL (another number, CA-signed) changes nothing
+    use base64::Engine as _;
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let other = w.ca.crl(7, &[], epoch()).unwrap();
+    let params = w.params(1, 1).to_json();
+    c.handle(
+        at(7_000),
+        Input::Control {
+            tunnel: TunnelId(1),
+            msg: ControlMsg::Params {
+                params: params.clone(),
+                crl: Some(b64(&other)),
+            },
+        },
+    );
+    let a = actions(&mut c);
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::Activate { .. })),
+        "{a:?}"
+    );
+    assert!(c.snapshot().crl_missing);
+    // the neighbour brings the right one: the tunnel starts carrying traffic
+    c.handle(
+        at(7_100),
+        Input::Control {
+            tunnel: TunnelId(1),
+            msg: ControlMsg::Params {
+                params,
+                crl: Some(b64(&w.crl)),
+            },
+        },
+    );
+    let a = actions(&mut c);
+    assert!(
+        a.iter().any(|a| matches!(
+            a,
+            Action::Activate {
+                tunnel: TunnelId(1),
+                ..
+            }
+        )),
+        "{a:?}"
+    );
+    let snap = c.snapshot();
+    assert!(!snap.crl_missing);
+    assert_eq!(snap.held, 0);
+    // and a later tunnel is activated at once
+    let a = up(&mut c, 2, 3, true);
+    assert!(matches!(
+        a[0],
+        Action::Activate {
+            tunnel: TunnelId(2),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn an_expired_peer_certificate_is_refused_and_a_tunnel_closes_when_its_peer_expires() {
+    let w = World::new();
+    let mut c = w.core(1);
+    let _ = actions(&mut c);
+    // at(ms).unix = 1_800_000_000 + ms / 1000
+    let mut i = info(2, true);
+    i.peer_not_after = 1_800_000_000;
+    c.handle(
+        at(10),
+        Input::TunnelUp {
+            tunnel: TunnelId(1),
+            info: i,
+        },
+    );
+    assert_eq!(
+        closes(&actions(&mut c)),
+        vec![(TunnelId(1), CloseCode::Expired)]
+    );
+    let mut i = info(3, true);
+    i.peer_not_after = 1_800_000_030;
+    c.handle(
+        at(10),
+        Input::TunnelUp {
+            tunnel: TunnelId(2),
+            info: i,
+        },
+    );
+    assert!(closes(&actions(&mut c)).is_empty());
+    c.handle_timeout(at(29_000));
+    assert!(closes(&actions(&mut c)).is_empty());
+    c.handle_timeout(at(31_000));
+    assert_eq!(
+        closes(&actions(&mut c)),
+        vec![(TunnelId(2), CloseCode::Expired)]
+    );
+    assert_eq!(c.counters.peer_certificate_expired, 2);
 }

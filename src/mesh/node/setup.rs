@@ -55,16 +55,17 @@ pub async fn run(
         &st.key,
     )?));
     // Parameters and CRL: the stored ones, then whatever newer the registry has.
-    let mut net = NetState::new(st.ca_der.clone(), st.signed.clone())?;
-    if let Some(der) = &st.crl_der
-        && let Err(e) = net.offer(None, Some(der))
-    {
-        warn!(error = %e, "the cached CRL is unusable; waiting for a fresh one");
+    let (mut net, crl_err) =
+        NetState::with_stored_crl(st.ca_der.clone(), st.signed.clone(), st.crl_der.as_deref())?;
+    if let Some(e) = crl_err {
+        warn!(error = %e, "the stored CRL is unusable; waiting for a fresh one");
     }
     let (signed, crl) = fetch_params_and_crl(&client.load()).await;
     match net.offer(signed.as_ref(), crl.as_deref()) {
         Ok(a) if a.any() => {
-            if let Err(e) = crate::state::save_params(&cfg.state_dir, net.signed(), net.crl_der()) {
+            if let Err(e) =
+                crate::state::save_params(&cfg.state_dir, net.signed(), net.crl_to_store())
+            {
                 warn!(error = %e, "cannot store the new parameters");
             }
         }
@@ -129,6 +130,9 @@ pub async fn run(
             tunnels: 0,
             selected: 0,
             params_version: params.version,
+            crl_missing: net.crl_wanted(),
+            held: 0,
+            counters: Default::default(),
         }),
         tx: tx.clone(),
         started,

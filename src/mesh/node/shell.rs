@@ -66,7 +66,8 @@ pub(super) struct Registry {
 /// A live tunnel as the shell holds it.
 struct Live {
     link: crate::mesh::tunnels::TunnelLink,
-    iface: crate::mesh::babel::IfaceId,
+    /// `None` while the core holds the tunnel (control stream only).
+    iface: Option<crate::mesh::babel::IfaceId>,
     ctl: mpsc::Sender<ControlMsg>,
 }
 
@@ -194,6 +195,7 @@ impl Shell {
                 let info = TunnelInfo {
                     peer_prefix: t.peer_prefix,
                     peer_serial: t.peer_serial.clone(),
+                    peer_not_after: t.peer_not_after,
                     initiated: t.initiated,
                     hello: t.peer_hello.clone(),
                     remote: t.conn.remote_address(),
@@ -210,9 +212,12 @@ impl Shell {
     }
 
     fn forget(&mut self, tunnel: TunnelId) {
-        if let Some(l) = self.live.remove(&tunnel) {
+        if let Some(Live {
+            iface: Some(iface), ..
+        }) = self.live.remove(&tunnel)
+        {
             let mut map = (**self.data.table.load()).clone();
-            map.remove(&l.iface);
+            map.remove(&iface);
             self.data.table.store(Arc::new(map));
         }
     }
@@ -245,6 +250,7 @@ impl Shell {
 
     fn action(&mut self, a: Action) {
         match a {
+            Action::Hold { tunnel } => self.hold(tunnel),
             Action::Activate { tunnel, iface } => self.activate(tunnel, iface),
             Action::Close { tunnel, code } => {
                 if let Some(t) = self.pending.remove(&tunnel) {
@@ -390,28 +396,74 @@ impl Shell {
 
     /// Puts a tunnel the core accepted to work: data path table, control stream tasks,
     /// datagram reader.
-    fn activate(&mut self, tunnel: TunnelId, iface: crate::mesh::babel::IfaceId) {
+    /// Starts a tunnel's control stream only (no Babel, no data): the core holds it.
+    fn hold(&mut self, tunnel: TunnelId) {
         let Some(t) = self.pending.remove(&tunnel) else {
             return;
         };
         let (link, ctl) = t.split();
         let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
         spawn_control_tasks(tunnel, ctl, ctl_rx, self.tx.clone());
+        // Nobody reads its datagrams yet: report its end (a second report from the data
+        // reader after activation is ignored by the core).
+        let (watched, tx) = (link.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            let code = CloseCode::from_error(&watched.closed().await);
+            let _ = tx
+                .send(ShellEvent::Input(Input::TunnelDown { tunnel, code }))
+                .await;
+        });
+        self.live.insert(
+            tunnel,
+            Live {
+                link,
+                iface: None,
+                ctl: ctl_tx,
+            },
+        );
+    }
+
+    fn activate(&mut self, tunnel: TunnelId, iface: crate::mesh::babel::IfaceId) {
+        if let Some(l) = self.live.get_mut(&tunnel)
+            && l.iface.is_none()
+        {
+            // a held tunnel released
+            l.iface = Some(iface);
+            let link = l.link.clone();
+            self.start_data(tunnel, iface, link);
+            return;
+        }
+        let Some(t) = self.pending.remove(&tunnel) else {
+            return;
+        };
+        let (link, ctl) = t.split();
+        let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
+        spawn_control_tasks(tunnel, ctl, ctl_rx, self.tx.clone());
+        self.start_data(tunnel, iface, link.clone());
+        self.live.insert(
+            tunnel,
+            Live {
+                link,
+                iface: Some(iface),
+                ctl: ctl_tx,
+            },
+        );
+    }
+
+    /// The tunnel carries traffic: a next hop of the FIB, its datagrams read.
+    fn start_data(
+        &mut self,
+        tunnel: TunnelId,
+        iface: crate::mesh::babel::IfaceId,
+        link: crate::mesh::tunnels::TunnelLink,
+    ) {
         let mut map = (**self.data.table.load()).clone();
         map.insert(iface, link.clone());
         self.data.table.store(Arc::new(map));
         tokio::spawn(
             self.data
                 .clone()
-                .run_tunnel_reader(tunnel, link.clone(), self.tx.clone()),
-        );
-        self.live.insert(
-            tunnel,
-            Live {
-                link,
-                iface,
-                ctl: ctl_tx,
-            },
+                .run_tunnel_reader(tunnel, link, self.tx.clone()),
         );
     }
 

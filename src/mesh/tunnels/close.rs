@@ -27,11 +27,13 @@ pub enum CloseCode {
     Retired = 7,
     /// The path does not carry full-size packets (sent on the diagnostic connection).
     PathMtu = 8,
+    /// The peer's certificate has expired.
+    Expired = 9,
 }
 
 impl CloseCode {
     /// Every code, in wire order.
-    pub const ALL: [CloseCode; 9] = [
+    pub const ALL: [CloseCode; 10] = [
         CloseCode::Shutdown,
         CloseCode::Internal,
         CloseCode::Protocol,
@@ -41,6 +43,7 @@ impl CloseCode {
         CloseCode::Revoked,
         CloseCode::Retired,
         CloseCode::PathMtu,
+        CloseCode::Expired,
     ];
 
     /// The code on the wire.
@@ -67,6 +70,7 @@ impl CloseCode {
             CloseCode::Revoked => b"certificate revoked",
             CloseCode::Retired => b"retired by the tunnel manager",
             CloseCode::PathMtu => b"path does not carry full-size packets",
+            CloseCode::Expired => b"certificate expired",
         }
     }
 
@@ -106,7 +110,8 @@ mod tests {
             assert_eq!(CloseCode::from_code(u64::from(c.code())), Some(c));
             assert!(!c.reason().is_empty());
         }
-        assert_eq!(CloseCode::from_code(9), None);
+        assert_eq!(CloseCode::from_code(10), None);
+        assert_eq!(CloseCode::Expired.code(), 9);
         assert_eq!(CloseCode::from_code(u64::MAX), None);
         // wire values are a contract: a change here breaks mixed-version networks
         assert_eq!(CloseCode::Revoked.code(), 6);

@@ -137,6 +137,8 @@ pub struct Tunnel {
     pub peer_prefix: Ipv6Net,
     /// The neighbour's certificate serial.
     pub peer_serial: String,
+    /// When the neighbour's certificate expires (Unix seconds).
+    pub peer_not_after: i64,
     /// We dialled it (false: it dialled us).
     pub initiated: bool,
     /// The neighbour's hello.
@@ -149,7 +151,7 @@ pub struct Tunnel {
     pub control_decoder: control::Decoder,
 }
 
-fn peer_identity(conn: &quinn::Connection) -> Result<(Ipv6Net, String), TunnelError> {
+fn peer_identity(conn: &quinn::Connection) -> Result<(Ipv6Net, identity::CertInfo), TunnelError> {
     let addr = conn.remote_address();
     let der = conn
         .peer_identity()
@@ -161,7 +163,7 @@ fn peer_identity(conn: &quinn::Connection) -> Result<(Ipv6Net, String), TunnelEr
         .ok_or(TunnelError::PeerIdentity(addr))?;
     let info = identity::cert_info(&der).map_err(|_| TunnelError::PeerIdentity(addr))?;
     let prefix = info.prefix.ok_or(TunnelError::PeerIdentity(addr))?;
-    Ok((prefix, info.serial))
+    Ok((prefix, info))
 }
 
 async fn read_hello(
@@ -217,7 +219,7 @@ impl Tunnel {
     ) -> Result<Tunnel, TunnelError> {
         let addr = conn.remote_address();
         let err = |reason: String| TunnelError::Connect { addr, reason };
-        let (peer_prefix, peer_serial) = peer_identity(&conn)?;
+        let (peer_prefix, peer_cert) = peer_identity(&conn)?;
         let exchange = async {
             let mut decoder = control::Decoder::default();
             // The dialler opens the stream and speaks first; the peer answers. A peer that
@@ -273,7 +275,8 @@ impl Tunnel {
         Ok(Tunnel {
             conn,
             peer_prefix,
-            peer_serial,
+            peer_serial: peer_cert.serial,
+            peer_not_after: peer_cert.not_after,
             initiated,
             peer_hello: peer,
             control_send: send,
@@ -375,6 +378,11 @@ impl TunnelLink {
     /// The next datagram (still framed); an error once the tunnel is closed.
     pub async fn read_datagram(&self) -> Result<Bytes, quinn::ConnectionError> {
         self.conn.read_datagram().await
+    }
+
+    /// Waits until the tunnel is closed; the reason.
+    pub async fn closed(&self) -> quinn::ConnectionError {
+        self.conn.closed().await
     }
 
     /// Smoothed RTT measured by QUIC.

@@ -35,6 +35,8 @@ pub struct TunnelInfo {
     pub peer_prefix: Ipv6Net,
     /// The neighbour's certificate serial.
     pub peer_serial: String,
+    /// When the neighbour's certificate expires (Unix seconds): the tunnel closes then.
+    pub peer_not_after: i64,
     /// We dialled it.
     pub initiated: bool,
     /// The neighbour's hello.
@@ -149,8 +151,15 @@ pub enum Input {
 /// What the shell must do, from [`NodeCore::poll_action`], in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    /// Start the tunnel's control stream only: no Babel, no data, in either direction, until
+    /// [`Action::Activate`] (a tunnel that came up while the CRL the parameters name is
+    /// missing; its peer may be revoked there).
+    Hold {
+        /// Which tunnel.
+        tunnel: TunnelId,
+    },
     /// Start carrying the tunnel's traffic: it is the engine's interface `iface` (the FIB names
-    /// next hops by interface).
+    /// next hops by interface). Also ends a [`Action::Hold`].
     Activate {
         /// Which tunnel.
         tunnel: TunnelId,
@@ -249,8 +258,26 @@ pub struct Counters {
     pub control_stalled: u64,
     /// Parameters or CRLs refused (bad signature, older, mismatched).
     pub offers_refused: u64,
-    /// Babel packets for a tunnel the core does not know.
+    /// Babel packets for a tunnel the core does not know, or holds (CRL missing).
     pub babel_unknown_tunnel: u64,
+    /// Tunnels closed because the neighbour's certificate expired.
+    pub peer_certificate_expired: u64,
+    /// Tunnels that came up while the CRL was missing and were held.
+    pub tunnels_held: u64,
+}
+
+impl Counters {
+    /// Every counter by name, for `mesh status --json`.
+    pub fn named(&self) -> [(&'static str, u64); 6] {
+        [
+            ("params_requests_ignored", self.params_requests_ignored),
+            ("control_stalled", self.control_stalled),
+            ("offers_refused", self.offers_refused),
+            ("babel_unknown_tunnel", self.babel_unknown_tunnel),
+            ("peer_certificate_expired", self.peer_certificate_expired),
+            ("tunnels_held", self.tunnels_held),
+        ]
+    }
 }
 
 /// What the control API shows, built by [`NodeCore::snapshot`].
@@ -268,6 +295,12 @@ pub struct Snapshot {
     pub selected: usize,
     /// Parameters version in force.
     pub params_version: u64,
+    /// The parameters name a CRL this node lacks: new tunnels are held (control only).
+    pub crl_missing: bool,
+    /// Tunnels held for want of the CRL.
+    pub held: usize,
+    /// What the core counted.
+    pub counters: Counters,
 }
 
 /// What [`NodeCore::new`] starts from (the shell loads it from the state directory).

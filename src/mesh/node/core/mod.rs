@@ -98,6 +98,8 @@ pub const PEERS_SHARED: usize = 64;
 pub const LINGER: Duration = Duration::from_millis(50);
 /// See [`LINGER`].
 pub const LINGER_FATAL: Duration = Duration::from_millis(300);
+/// While the CRL the parameters name is missing, each neighbour is asked for it this often.
+pub const CRL_ASK_INTERVAL: Duration = Duration::from_secs(5);
 
 struct TunnelEntry {
     iface: IfaceId,
@@ -107,8 +109,11 @@ struct TunnelEntry {
     peer_params: u64,
     peer_serial: String,
     remote: SocketAddr,
+    peer_not_after: i64,
     rtt: Duration,
     last_params_answer: Option<Time>,
+    /// Came up while the CRL was missing: control stream only until it arrives.
+    held: bool,
 }
 
 /// Certificate renewal: one struct per state.
@@ -175,6 +180,8 @@ pub struct NodeCore {
     last_bootstrap: Option<Time>,
     last_registry_fetch: Option<Time>,
     registry_fetch_pending: bool,
+    /// When the neighbours were last asked for the missing CRL.
+    last_crl_ask: Option<Time>,
     next_tick: Time,
     later: BTreeMap<(Time, u64), Later>,
     later_seq: u64,
@@ -258,6 +265,7 @@ impl NodeCore {
             last_bootstrap: None,
             last_registry_fetch: None,
             registry_fetch_pending: false,
+            last_crl_ask: None,
             next_tick: now.time,
             later: BTreeMap::new(),
             later_seq: 0,
@@ -346,14 +354,14 @@ impl NodeCore {
                 }
             }
             Input::Babel { tunnel, bytes } => match self.tunnels.get(&tunnel) {
-                Some(t) => {
+                Some(t) if !t.held => {
                     let src =
                         SocketAddr::new(IpAddr::V6(identity::node_address(&t.peer_prefix)), 6696);
                     let dst = SocketAddr::new(IpAddr::V6(self.me), 6696);
                     self.engine
                         .handle_packet(now.time, t.iface, src, dst, &bytes);
                 }
-                None => self.counters.babel_unknown_tunnel += 1,
+                _ => self.counters.babel_unknown_tunnel += 1,
             },
             Input::Control { tunnel, msg } => self.control_message(now, tunnel, msg),
             Input::ControlStalled(tunnel) => {
@@ -483,7 +491,7 @@ impl NodeCore {
                 endpoint: t.remote.to_string(),
                 rtt_ms: t.rtt.as_secs_f64() * 1000.0,
                 initiated: t.initiated,
-                state: "up".into(),
+                state: if t.held { "held" } else { "up" }.into(),
                 params_version: t.peer_params,
             })
             .collect();
@@ -504,6 +512,9 @@ impl NodeCore {
             tunnels: self.tunnels.len(),
             selected,
             params_version: self.net.params().version,
+            crl_missing: self.net.crl_wanted(),
+            held: self.tunnels.values().filter(|t| t.held).count(),
+            counters: self.counters,
         }
     }
 
@@ -614,7 +625,9 @@ impl NodeCore {
     /// Engine output in its documented order: transmits, route changes (FIB), events.
     fn drain(&mut self, now: Now) {
         while let Some(t) = self.engine.poll_transmit(now.time) {
-            if let Some(&tunnel) = self.by_iface.get(&t.iface) {
+            if let Some(&tunnel) = self.by_iface.get(&t.iface)
+                && self.tunnels.get(&tunnel).is_some_and(|e| !e.held)
+            {
                 self.actions.push_back(Action::SendBabel {
                     tunnel,
                     bytes: t.bytes,

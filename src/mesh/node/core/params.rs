@@ -112,7 +112,7 @@ impl NodeCore {
         }
         self.actions.push_back(Action::SaveParams {
             signed: Box::new(self.net.signed().clone()),
-            crl: self.net.crl_der().map(<[u8]>::to_vec),
+            crl: self.net.crl_to_store().map(<[u8]>::to_vec),
         });
         if applied.params {
             let p = self.net.params().clone();
@@ -194,6 +194,7 @@ impl NodeCore {
         for id in dead {
             self.close(now, id, CloseCode::Revoked, "peer certificate revoked");
         }
+        self.release_held();
         self.snapshot_dirty = true;
     }
 

@@ -17,6 +17,10 @@ impl NodeCore {
         if self.net.revoked().contains(&info.peer_serial) {
             return reject(self, CloseCode::Revoked);
         }
+        if info.peer_not_after <= now.unix {
+            self.counters.peer_certificate_expired += 1;
+            return reject(self, CloseCode::Expired);
+        }
         if peer == self.prefix {
             return reject(self, CloseCode::Internal);
         }
@@ -80,17 +84,31 @@ impl NodeCore {
                 initiated: info.initiated,
                 peer_params: info.hello.params_version,
                 peer_serial: info.peer_serial,
+                peer_not_after: info.peer_not_after,
                 remote: info.remote,
                 rtt: Duration::ZERO,
                 last_params_answer: None,
+                held: false,
             },
         );
-        self.actions.push_back(Action::Activate { tunnel, iface });
+        if self.net.crl_wanted() {
+            // Fail closed: the CRL the parameters name may revoke this peer. Until it is
+            // here the tunnel carries only control messages (which can bring the CRL).
+            if let Some(t) = self.tunnels.get_mut(&tunnel) {
+                t.held = true;
+            }
+            self.counters.tunnels_held += 1;
+            info!(%peer, "tunnel held until the CRL the parameters name arrives");
+            self.actions.push_back(Action::Hold { tunnel });
+            self.send_control(tunnel, ControlMsg::ParamsRequest);
+        } else {
+            self.actions.push_back(Action::Activate { tunnel, iface });
+        }
         // Parameters: the older side pulls from the newer one, and the newer side pushes
         // too — the hello was written before the handshake finished, so parameters applied
         // in between would otherwise reach this neighbour only with the next change.
         let (theirs, mine) = (info.hello.params_version, self.net.params().version);
-        if theirs > mine {
+        if theirs > mine && !self.net.crl_wanted() {
             self.send_control(tunnel, ControlMsg::ParamsRequest);
         } else if theirs < mine {
             let m = self.params_message();
@@ -230,6 +248,10 @@ impl NodeCore {
         if self.registry_fetch_pending || self.net.crl_wanted() {
             self.fetch_from_registry(now);
         }
+        if self.net.crl_wanted() {
+            self.ask_neighbours_for_crl(now);
+        }
+        self.close_expired(now);
         self.maybe_bootstrap(now);
         // Dial: peers given with --peer are always kept connected; the tunnel manager
         // chooses the others. A dial gives up within the tunnel idle timeout per address.
@@ -465,6 +487,56 @@ impl NodeCore {
             self.lan_heard.remove(&prefix);
             self.static_peers.remove(&prefix);
             self.static_retry.remove(&prefix);
+        }
+    }
+}
+
+impl NodeCore {
+    /// While the CRL the parameters name is missing, every neighbour is asked for it (a
+    /// `ParamsRequest` is answered with the parameters and the CRL the sender holds) at most
+    /// every [`CRL_ASK_INTERVAL`].
+    fn ask_neighbours_for_crl(&mut self, now: Now) {
+        if self
+            .last_crl_ask
+            .is_some_and(|t| now.time.saturating_since(t) < CRL_ASK_INTERVAL)
+        {
+            return;
+        }
+        self.last_crl_ask = Some(now.time);
+        let ids: Vec<TunnelId> = self.tunnels.keys().copied().collect();
+        for id in ids {
+            self.send_control(id, ControlMsg::ParamsRequest);
+        }
+    }
+
+    /// The CRL in force is the one the parameters name: held tunnels whose peer it does not
+    /// revoke start carrying traffic.
+    pub(super) fn release_held(&mut self) {
+        if self.net.crl_wanted() {
+            return;
+        }
+        for (id, t) in self.tunnels.iter_mut().filter(|(_, t)| t.held) {
+            t.held = false;
+            info!(peer = %t.peer_prefix, "held tunnel released: the CRL is here");
+            self.actions.push_back(Action::Activate {
+                tunnel: *id,
+                iface: t.iface,
+            });
+        }
+    }
+
+    /// Tunnels whose peer certificate has expired close (the handshake checked validity
+    /// only once).
+    fn close_expired(&mut self, now: Now) {
+        let expired: Vec<TunnelId> = self
+            .tunnels
+            .iter()
+            .filter(|(_, t)| t.peer_not_after <= now.unix)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.counters.peer_certificate_expired += 1;
+            self.close(now, id, CloseCode::Expired, "peer certificate expired");
         }
     }
 }
