@@ -96,3 +96,20 @@ pub struct ErrorBody {
     /// What went wrong and what to do.
     pub error: String,
 }
+
+/// May `addr` be dialled as a peer's endpoint? Not unspecified, multicast, broadcast or port
+/// 0; not link-local (a scope id from another host names one of *its* interfaces: LAN
+/// neighbours come from LAN discovery, never from the cache); loopback only when the one who
+/// told us is on this host too (`allow_loopback`), e.g. nodes in tests on one machine.
+pub fn usable_endpoint(addr: &std::net::SocketAddr, allow_loopback: bool) -> bool {
+    let ip = addr.ip().to_canonical();
+    let link_local = match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local() || v4.is_broadcast(),
+        std::net::IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    addr.port() != 0
+        && !ip.is_unspecified()
+        && !ip.is_multicast()
+        && !link_local
+        && (allow_loopback || !ip.is_loopback())
+}

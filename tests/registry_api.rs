@@ -768,6 +768,16 @@ async fn bad_renew_and_endpoints_bodies_get_a_clear_4xx_and_change_nothing() {
             "unicast",
         ),
         (
+            "link-local address (its scope means nothing to another host)",
+            json(serde_json::json!({"endpoints": ["[fe80::1]:6464"], "protocol": 1})),
+            "link-local",
+        ),
+        (
+            "IPv4 link-local address",
+            json(serde_json::json!({"endpoints": ["169.254.3.4:6464"], "protocol": 1})),
+            "link-local",
+        ),
+        (
             "oversized body",
             json(serde_json::json!({"endpoints": [ep], "protocol": 1, "pad": "x".repeat(100_000)})),
             "larger than",

@@ -37,9 +37,8 @@
 //! interface the sockets of [`crate::platform::LanSocket`], one sender task and one receiver task per
 //! socket.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ipnet::Ipv6Net;
 use tokio::sync::watch;
@@ -318,13 +317,12 @@ pub struct LanPace {
     pub active: bool,
 }
 
-/// The node's side of discovery: the keys and pace the tasks use and the neighbours heard
-/// lately.
+/// The node's side of discovery: the keys and pace the tasks use (the neighbours heard are
+/// the node core's, bounded there).
 #[derive(Debug)]
 pub struct LanPeers {
     auth: watch::Sender<LanAuth>,
     pace: watch::Sender<LanPace>,
-    seen: HashMap<Ipv6Net, (SocketAddrV6, Instant)>,
 }
 
 impl LanPeers {
@@ -337,7 +335,6 @@ impl LanPeers {
                 active: true,
             })
             .0,
-            seen: HashMap::new(),
         }
     }
 
@@ -370,33 +367,6 @@ impl LanPeers {
             *cur = auth;
             changed
         });
-    }
-
-    /// Whether `prefix` was learnt on a LAN (rather than given with `--peer`).
-    pub fn knows(&self, prefix: &Ipv6Net) -> bool {
-        self.seen.contains_key(prefix)
-    }
-
-    /// Records an announcement; true when the neighbour is new or changed address.
-    pub fn heard(&mut self, prefix: Ipv6Net, addr: SocketAddrV6, now: Instant) -> bool {
-        match self.seen.insert(prefix, (addr, now)) {
-            Some((old, _)) => old != addr,
-            None => true,
-        }
-    }
-
-    /// Forgets the neighbours not heard for `max_age`; returns their prefixes.
-    pub fn expire(&mut self, now: Instant, max_age: Duration) -> Vec<Ipv6Net> {
-        let gone: Vec<Ipv6Net> = self
-            .seen
-            .iter()
-            .filter(|(_, (_, t))| now.saturating_duration_since(*t) > max_age)
-            .map(|(p, _)| *p)
-            .collect();
-        for p in &gone {
-            self.seen.remove(p);
-        }
-        gone
     }
 }
 
@@ -658,13 +628,6 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
-    }
-
-    /// An arbitrary origin for the tests' virtual time: `Instant` has no constructor but the
-    /// clock, so the test (the host here) reads it once and passes it in.
-    #[allow(clippy::disallowed_methods)] // test host: the only way to get an Instant
-    fn t0() -> Instant {
-        Instant::now()
     }
 
     fn network() -> Ipv6Net {
@@ -940,26 +903,8 @@ mod tests {
     }
 
     #[test]
-    fn remembers_and_expires_neighbours() {
-        let mut peers = LanPeers::new(auth(1), Duration::from_secs(1));
-        let t0 = t0();
-        let p = announcement().prefix;
-        let a = SocketAddrV6::new("fe80::1".parse().unwrap(), 6464, 0, 7);
-        let b = SocketAddrV6::new("fe80::2".parse().unwrap(), 6464, 0, 7);
-        assert!(peers.heard(p, a, t0));
-        assert!(!peers.heard(p, a, t0 + Duration::from_secs(1)));
-        assert!(peers.heard(p, b, t0 + Duration::from_secs(2)));
-        assert!(peers.knows(&p));
-        assert!(
-            peers
-                .expire(t0 + Duration::from_secs(5), Duration::from_secs(10))
-                .is_empty()
-        );
-        assert_eq!(
-            peers.expire(t0 + Duration::from_secs(13), Duration::from_secs(10)),
-            vec![p]
-        );
-        assert!(!peers.knows(&p));
+    fn new_keys_reach_the_discovery_tasks() {
+        let peers = LanPeers::new(auth(1), Duration::from_secs(1));
         let rx = peers.subscribe();
         peers.set_auth(auth(3));
         assert!(rx.has_changed().unwrap());

@@ -56,6 +56,24 @@ pub const BACKOFF_MAX_SECS: u64 = 3600;
 pub const FILE_NAME: &str = "peers.json";
 /// Format version written in the file.
 const FORMAT: u32 = 1;
+/// Entries one neighbour's hearsay (its `Peers` messages) may hold in the cache.
+pub const MAX_HEARSAY_PER_SOURCE: usize = 32;
+
+pub use crate::registry_api::usable_endpoint;
+
+/// What [`PeerCache::record_hearsay`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hearsay {
+    /// A new entry.
+    Added,
+    /// The peer was known: first-hand knowledge (or a working address) is not overwritten.
+    Kept,
+    /// Its endpoints replaced those of an entry heard of before whose dials failed.
+    Replaced,
+    /// The informant already holds [`MAX_HEARSAY_PER_SOURCE`] entries, or the cache is full
+    /// of first-hand entries: nothing changed.
+    OverBudget,
+}
 
 /// What the cache knows about one peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +91,10 @@ pub struct PeerEntry {
     /// Its country (ISO 3166 alpha-2), if known.
     #[serde(default)]
     pub country: Option<String>,
+    /// `None`: first-hand (the peer's own hello, the registry, the command line); else the
+    /// neighbour whose `Peers` message told us.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heard_from: Option<Ipv6Net>,
 }
 
 impl PeerEntry {
@@ -221,8 +243,10 @@ impl PeerCache {
         self.dirty = false;
     }
 
-    /// The peer was seen or announced at `now` with these endpoints (an empty list keeps
-    /// the known ones). Failures are kept: only a tunnel proves it reachable.
+    /// The peer was seen at `now` with these endpoints, first-hand: its own hello, the
+    /// registry, the command line (an empty list keeps the known ones). First-hand knowledge
+    /// replaces hearsay. Failures are kept: only a tunnel proves it reachable. The caller
+    /// checks the addresses ([`usable_endpoint`]).
     pub fn record_seen(&mut self, prefix: Ipv6Net, endpoints: Vec<SocketAddr>, now: u64) {
         let mut endpoints = endpoints;
         dedup_keep_order(&mut endpoints);
@@ -230,6 +254,7 @@ impl PeerCache {
         if let Some(e) = self.entries.get_mut(&prefix) {
             if !endpoints.is_empty() {
                 e.endpoints = endpoints;
+                e.heard_from = None;
             }
             e.last_seen = e.last_seen.max(now);
             self.dirty = true;
@@ -240,6 +265,69 @@ impl PeerCache {
             return;
         }
         self.make_room();
+        self.insert_new(prefix, endpoints, now, None);
+    }
+
+    /// Neighbour `from` says the peer is at these endpoints. Hearsay never overwrites what
+    /// is known first-hand, nor addresses that have not failed; one neighbour holds at most
+    /// [`MAX_HEARSAY_PER_SOURCE`] entries; and it evicts only hearsay or failed entries. So a
+    /// member cannot redirect the dials to the peers we know, nor fill the cache with its own
+    /// inventions (eclipse).
+    pub fn record_hearsay(
+        &mut self,
+        from: Ipv6Net,
+        prefix: Ipv6Net,
+        endpoints: Vec<SocketAddr>,
+        now: u64,
+    ) -> Hearsay {
+        let mut endpoints = endpoints;
+        dedup_keep_order(&mut endpoints);
+        endpoints.truncate(MAX_ENDPOINTS);
+        if endpoints.is_empty() {
+            return Hearsay::Kept;
+        }
+        if let Some(e) = self.entries.get_mut(&prefix) {
+            if e.heard_from.is_some() && e.failures > 0 && e.endpoints != endpoints {
+                e.endpoints = endpoints;
+                e.heard_from = Some(from);
+                self.dirty = true;
+                return Hearsay::Replaced;
+            }
+            return Hearsay::Kept;
+        }
+        let held = self
+            .entries
+            .values()
+            .filter(|e| e.heard_from == Some(from))
+            .count();
+        if held >= MAX_HEARSAY_PER_SOURCE {
+            return Hearsay::OverBudget;
+        }
+        if self.entries.len() >= self.capacity {
+            let victim = self
+                .entries
+                .iter()
+                .filter(|(_, e)| e.heard_from.is_some() || e.failures > 0)
+                .max_by_key(|(p, e)| (e.failures, std::cmp::Reverse(e.last_seen), **p))
+                .map(|(p, _)| *p);
+            match victim {
+                Some(v) => {
+                    self.entries.remove(&v);
+                }
+                None => return Hearsay::OverBudget,
+            }
+        }
+        self.insert_new(prefix, endpoints, now, Some(from));
+        Hearsay::Added
+    }
+
+    fn insert_new(
+        &mut self,
+        prefix: Ipv6Net,
+        endpoints: Vec<SocketAddr>,
+        now: u64,
+        heard_from: Option<Ipv6Net>,
+    ) {
         self.entries.insert(
             prefix,
             PeerEntry {
@@ -248,6 +336,7 @@ impl PeerCache {
                 failures: 0,
                 last_failure: None,
                 country: None,
+                heard_from,
             },
         );
         self.dirty = true;
@@ -346,7 +435,14 @@ impl PeerCache {
             let Some(victim) = self
                 .entries
                 .iter()
-                .max_by_key(|(p, e)| (e.failures, std::cmp::Reverse(e.last_seen), **p))
+                .max_by_key(|(p, e)| {
+                    (
+                        e.heard_from.is_some(),
+                        e.failures,
+                        std::cmp::Reverse(e.last_seen),
+                        **p,
+                    )
+                })
                 .map(|(p, _)| *p)
             else {
                 return;
@@ -497,6 +593,111 @@ mod tests {
         assert_eq!(c.endpoints(&pfx(2)).len(), MAX_ENDPOINTS);
         assert!(c.endpoints(&pfx(9)).is_empty());
         assert!(c.is_dirty());
+    }
+
+    #[test]
+    fn only_dialable_addresses_are_usable() {
+        let ok = |s: &str, lo: bool| usable_endpoint(&s.parse().unwrap(), lo);
+        assert!(ok("192.0.2.1:6000", false));
+        assert!(ok("[2001:db8::1]:6000", false));
+        assert!(!ok("192.0.2.1:0", false));
+        assert!(!ok("0.0.0.0:6000", false));
+        assert!(!ok("[::]:6000", false));
+        assert!(!ok("224.0.0.1:6000", false));
+        assert!(!ok("[ff02::1]:6000", false));
+        assert!(!ok("255.255.255.255:6000", false));
+        assert!(!ok("169.254.1.1:6000", false));
+        assert!(!ok("[fe80::1]:6000", false));
+        assert!(!ok("[fe80::1%2]:6000", false));
+        assert!(!ok("127.0.0.1:6000", false));
+        assert!(!ok("[::1]:6000", false));
+        assert!(!ok("[::ffff:127.0.0.1]:6000", false));
+        assert!(ok("127.0.0.1:6000", true));
+        assert!(ok("[::1]:6000", true));
+    }
+
+    #[test]
+    fn hearsay_never_overwrites_first_hand_nor_working_addresses() {
+        let mut c = PeerCache::default();
+        let (liar, other) = (pfx(100), pfx(101));
+        c.record_seen(pfx(1), vec![ep(1)], 10);
+        assert_eq!(
+            c.record_hearsay(liar, pfx(1), vec![ep(66)], 20),
+            Hearsay::Kept
+        );
+        assert_eq!(c.endpoints(&pfx(1)), &[ep(1)]);
+        assert_eq!(
+            c.get(&pfx(1)).unwrap().last_seen,
+            10,
+            "hearsay does not refresh"
+        );
+        // a first-hand entry that fails is still not the liar's to redirect
+        c.record_failure(pfx(1), 30);
+        assert_eq!(
+            c.record_hearsay(liar, pfx(1), vec![ep(66)], 40),
+            Hearsay::Kept
+        );
+        // hearsay about an unknown peer is taken; another's hearsay does not replace it...
+        assert_eq!(
+            c.record_hearsay(liar, pfx(2), vec![ep(2)], 40),
+            Hearsay::Added
+        );
+        assert_eq!(c.get(&pfx(2)).unwrap().heard_from, Some(liar));
+        assert_eq!(
+            c.record_hearsay(other, pfx(2), vec![ep(3)], 41),
+            Hearsay::Kept
+        );
+        // ...unless its addresses failed
+        c.record_failure(pfx(2), 50);
+        assert_eq!(
+            c.record_hearsay(other, pfx(2), vec![ep(3)], 51),
+            Hearsay::Replaced
+        );
+        assert_eq!(c.endpoints(&pfx(2)), &[ep(3)]);
+        // the peer's own hello makes it first-hand
+        c.record_seen(pfx(2), vec![ep(4)], 60);
+        assert_eq!(c.get(&pfx(2)).unwrap().heard_from, None);
+        // the file keeps the distinction
+        let back = PeerCache::from_json(&c.to_json(), DEFAULT_CAPACITY).unwrap();
+        assert_eq!(back.get(&pfx(2)).unwrap().heard_from, None);
+        c.record_hearsay(liar, pfx(3), vec![ep(5)], 70);
+        let back = PeerCache::from_json(&c.to_json(), DEFAULT_CAPACITY).unwrap();
+        assert_eq!(back.get(&pfx(3)).unwrap().heard_from, Some(liar));
+    }
+
+    #[test]
+    fn one_neighbours_hearsay_is_bounded_and_cannot_evict_first_hand_peers() {
+        let mut c = PeerCache::new(DEFAULT_CAPACITY);
+        for i in 0..40 {
+            c.record_seen(pfx(i), vec![ep(1)], 10);
+        }
+        let liar = pfx(1000);
+        let added = (0..10_000)
+            .filter(|i| c.record_hearsay(liar, pfx(100 + i), vec![ep(2)], 20) == Hearsay::Added)
+            .count();
+        assert_eq!(added, MAX_HEARSAY_PER_SOURCE);
+        assert_eq!(c.len(), 40 + MAX_HEARSAY_PER_SOURCE);
+        for i in 0..40 {
+            assert_eq!(c.endpoints(&pfx(i)), &[ep(1)], "first-hand peer {i} kept");
+        }
+        // a full cache of first-hand peers takes no hearsay at all
+        let mut c = PeerCache::new(8);
+        for i in 0..8 {
+            c.record_seen(pfx(i), vec![ep(1)], 10);
+        }
+        assert_eq!(
+            c.record_hearsay(liar, pfx(50), vec![ep(2)], 20),
+            Hearsay::OverBudget
+        );
+        assert_eq!(c.len(), 8);
+        // while first-hand news evicts hearsay first
+        let mut c = PeerCache::new(4);
+        c.record_hearsay(liar, pfx(50), vec![ep(2)], 100);
+        for i in 0..4 {
+            c.record_seen(pfx(i), vec![ep(1)], 10);
+        }
+        assert!(c.get(&pfx(50)).is_none());
+        assert_eq!(c.len(), 4);
     }
 
     #[test]

@@ -295,6 +295,7 @@ async fn mac_keys(
 async fn endpoints(
     State(st): State<AppState>,
     Extension(peer): Extension<PeerCert>,
+    Extension(PeerAddr(remote)): Extension<PeerAddr>,
     body: Result<Json<EndpointsRequest>, JsonRejection>,
 ) -> ApiResult<StatusCode> {
     let serial = peer_serial(&peer)?;
@@ -305,14 +306,19 @@ async fn endpoints(
         ))
         .into());
     }
-    if req
+    // The registry hands these out as bootstrap peers: loopback only from a node on the
+    // registry's own host (where it means something to the others there too).
+    let local = remote.ip().to_canonical().is_loopback();
+    if let Some(bad) = req
         .endpoints
         .iter()
-        .any(|e| e.port() == 0 || e.ip().is_unspecified() || e.ip().is_multicast())
+        .find(|e| !crate::registry_api::usable_endpoint(e, local))
     {
-        return Err(RegistryError::BadRequest(
-            "endpoints must be unicast addresses with a port".into(),
-        )
+        return Err(RegistryError::BadRequest(format!(
+            "endpoint {bad} cannot be dialled by other nodes: endpoints must be global or \
+             private unicast addresses with a port (not loopback, link-local, multicast, \
+             broadcast or unspecified)"
+        ))
         .into());
     }
     blocking(&st, move |_, s| {

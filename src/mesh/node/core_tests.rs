@@ -642,3 +642,106 @@ fn an_expired_peer_certificate_is_refused_and_a_tunnel_closes_when_its_peer_expi
     );
     assert_eq!(c.counters.peer_certificate_expired, 2);
 }
+
+#[test]
+fn a_neighbours_false_peer_lists_neither_redirect_known_peers_nor_aim_dials_at_a_victim() {
+    let w = World::new();
+    let mut c = w.core(1);
+    c.cache = PeerCache::new(256);
+    let _ = actions(&mut c);
+    let known: SocketAddr = "198.51.100.3:6000".parse().unwrap();
+    let victim: SocketAddr = "203.0.113.99:443".parse().unwrap();
+    // the registry told us where node 3 is (first-hand)
+    c.handle(
+        at(5),
+        Input::Peers(vec![PeerAddr {
+            prefix: net_prefix(3),
+            endpoints: vec![known],
+            country: None,
+        }]),
+    );
+    up(&mut c, 1, 2, true);
+    let peer = |i: u16, a: &str| PeerAddr {
+        prefix: net_prefix(i),
+        endpoints: vec![a.parse().unwrap()],
+        country: None,
+    };
+    let mut lies = vec![
+        peer(3, "203.0.113.66:1"),
+        peer(50, "127.0.0.1:22"),
+        peer(51, "[fe80::1%1]:6000"),
+        peer(52, "[ff02::1]:6000"),
+    ];
+    lies.extend((100..140).map(|i| peer(i, "203.0.113.99:443")));
+    c.handle(
+        at(20),
+        Input::Control {
+            tunnel: TunnelId(1),
+            msg: ControlMsg::Peers { peers: lies },
+        },
+    );
+    assert_eq!(c.cache.endpoints(&net_prefix(3)), &[known]);
+    for i in 50..53 {
+        assert!(c.cache.get(&net_prefix(i)).is_none(), "{i}");
+    }
+    assert_eq!(c.counters.peer_addresses_refused, 3);
+    let heard = (100..140)
+        .filter(|i| c.cache.get(&net_prefix(*i)).is_some())
+        .count();
+    assert_eq!(heard, crate::mesh::peers::MAX_HEARSAY_PER_SOURCE);
+    assert_eq!(
+        c.counters.hearsay_over_budget,
+        40 - crate::mesh::peers::MAX_HEARSAY_PER_SOURCE as u64
+    );
+    // the tunnel manager dials: the victim's address once per DIAL_ADDR_INTERVAL at most,
+    // whatever the number of prefixes pointed at it
+    let mut at_victim = 0;
+    let mut dials = 0;
+    for ms in (100..29_000).step_by(100) {
+        c.handle_timeout(at(ms));
+        for a in actions(&mut c) {
+            if let Action::Dial { peer, addrs } = a {
+                dials += 1;
+                at_victim += usize::from(addrs.contains(&victim));
+                c.handle(
+                    at(ms),
+                    Input::DialFailed {
+                        peer,
+                        revoked: false,
+                    },
+                );
+            }
+        }
+    }
+    assert!(dials >= 2, "the manager dialled {dials} times");
+    assert_eq!(at_victim, 1, "{dials} dials");
+    assert!(c.counters.dials_rate_limited > 0);
+}
+
+#[test]
+fn lan_neighbours_are_bounded() {
+    let w = World::new();
+    let mut c = w.core(1);
+    let _ = actions(&mut c);
+    let n = u16::try_from(MAX_LAN_NEIGHBOURS).unwrap();
+    for i in 0..n + 100 {
+        c.handle(
+            at(10),
+            Input::LanPeer {
+                prefix: net_prefix(1000 + i),
+                addr: SocketAddrV6::new(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2), 6464, 0, 3),
+            },
+        );
+    }
+    assert_eq!(c.lan_heard.len(), MAX_LAN_NEIGHBOURS);
+    assert_eq!(c.counters.lan_over_budget, 100);
+    // one already heard still refreshes
+    c.handle(
+        at(20),
+        Input::LanPeer {
+            prefix: net_prefix(1000),
+            addr: SocketAddrV6::new(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2), 6464, 0, 3),
+        },
+    );
+    assert_eq!(c.counters.lan_over_budget, 100);
+}

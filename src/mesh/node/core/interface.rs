@@ -264,11 +264,19 @@ pub struct Counters {
     pub peer_certificate_expired: u64,
     /// Tunnels that came up while the CRL was missing and were held.
     pub tunnels_held: u64,
+    /// Peer addresses refused (loopback from afar, link-local, multicast, unspecified…).
+    pub peer_addresses_refused: u64,
+    /// Peers a neighbour told us of beyond its share of the peer cache.
+    pub hearsay_over_budget: u64,
+    /// Dials that left out an address dialled for another peer moments before.
+    pub dials_rate_limited: u64,
+    /// LAN announcements of new neighbours beyond [`super::MAX_LAN_NEIGHBOURS`].
+    pub lan_over_budget: u64,
 }
 
 impl Counters {
     /// Every counter by name, for `mesh status --json`.
-    pub fn named(&self) -> [(&'static str, u64); 6] {
+    pub fn named(&self) -> [(&'static str, u64); 10] {
         [
             ("params_requests_ignored", self.params_requests_ignored),
             ("control_stalled", self.control_stalled),
@@ -276,6 +284,10 @@ impl Counters {
             ("babel_unknown_tunnel", self.babel_unknown_tunnel),
             ("peer_certificate_expired", self.peer_certificate_expired),
             ("tunnels_held", self.tunnels_held),
+            ("peer_addresses_refused", self.peer_addresses_refused),
+            ("hearsay_over_budget", self.hearsay_over_budget),
+            ("dials_rate_limited", self.dials_rate_limited),
+            ("lan_over_budget", self.lan_over_budget),
         ]
     }
 }

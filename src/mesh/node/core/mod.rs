@@ -42,7 +42,7 @@ use crate::mesh::babel::{
 use crate::mesh::fib::{Fib, FibReader};
 use crate::mesh::lan_discovery::LanAuth;
 use crate::mesh::netstate::NetState;
-use crate::mesh::peers::PeerCache;
+use crate::mesh::peers::{Hearsay, PeerCache, usable_endpoint};
 use crate::mesh::tunnels::control::{ControlMsg, PeerAddr};
 use crate::mesh::tunnels::policy::{self, Candidate, Observation, PolicyConfig, TunnelManager};
 use crate::mesh::tunnels::{CloseCode, HelloInfo, valid_country};
@@ -100,6 +100,12 @@ pub const LINGER: Duration = Duration::from_millis(50);
 pub const LINGER_FATAL: Duration = Duration::from_millis(300);
 /// While the CRL the parameters name is missing, each neighbour is asked for it this often.
 pub const CRL_ASK_INTERVAL: Duration = Duration::from_secs(5);
+/// LAN neighbours dialled at most (an open LAN is anyone's to announce on).
+pub const MAX_LAN_NEIGHBOURS: usize = 64;
+/// An address dialled for one peer is not dialled for another one within this time.
+pub const DIAL_ADDR_INTERVAL: Duration = Duration::from_secs(30);
+/// Addresses remembered for [`DIAL_ADDR_INTERVAL`] (beyond: the old ones are forgotten).
+pub const MAX_DIALLED_ADDRS: usize = 4096;
 
 struct TunnelEntry {
     iface: IfaceId,
@@ -160,6 +166,8 @@ pub struct NodeCore {
     static_retry: BTreeMap<Ipv6Net, Time>,
     /// Dials in progress and when they started (a peer is not dialled twice at once).
     dialing: BTreeMap<Ipv6Net, Time>,
+    /// Address → (the peer it was last dialled for, when): see [`DIAL_ADDR_INTERVAL`].
+    dialled_addrs: BTreeMap<SocketAddr, (Ipv6Net, Time)>,
     /// LAN neighbours heard (dialled through `static_peers`) and when.
     lan_heard: BTreeMap<Ipv6Net, (SocketAddrV6, Time)>,
     down: bool,
@@ -249,6 +257,7 @@ impl NodeCore {
                 .collect(),
             static_peers: cfg.static_peers.into_iter().collect(),
             dialing: BTreeMap::new(),
+            dialled_addrs: BTreeMap::new(),
             lan_heard: BTreeMap::new(),
             down: false,
             my_endpoints: cfg.endpoints,
@@ -398,7 +407,7 @@ impl NodeCore {
                 }
                 self.set_mac_keys();
             }
-            Input::Peers(peers) => self.learn_peers(now, peers),
+            Input::Peers(peers) => self.learn_peers(now, peers, None),
             Input::Renewed(r) => self.renewed(now, r),
             Input::CertificateInstalled(r) => self.installed(now, r),
             Input::LanPeer { prefix, addr } => self.lan_peer(now, prefix, addr),

@@ -65,9 +65,22 @@ impl NodeCore {
             return reject(self, CloseCode::Internal);
         };
         info!(peer = %peer, remote = %info.remote, initiated = info.initiated, "tunnel up");
-        if !info.hello.endpoints.is_empty() {
-            self.cache
-                .record_seen(peer, info.hello.endpoints.clone(), now.unix_u64());
+        // First-hand: the peer's own word, over its authenticated tunnel. Loopback is taken
+        // only from a peer on this host.
+        let local = info.remote.ip().to_canonical().is_loopback();
+        let endpoints: Vec<SocketAddr> = info
+            .hello
+            .endpoints
+            .iter()
+            .filter(|a| usable_endpoint(a, local))
+            .copied()
+            .collect();
+        if endpoints.len() < info.hello.endpoints.len() {
+            self.counters.peer_addresses_refused +=
+                u64::try_from(info.hello.endpoints.len() - endpoints.len()).unwrap_or(u64::MAX);
+        }
+        if !endpoints.is_empty() {
+            self.cache.record_seen(peer, endpoints, now.unix_u64());
         }
         if info.hello.country.is_some() {
             self.cache.set_country(peer, info.hello.country.clone());
@@ -121,7 +134,8 @@ impl NodeCore {
         let peers: Vec<PeerAddr> = self
             .cache
             .iter()
-            .filter(|(p, e)| **p != peer && e.failures == 0)
+            // only what we know first-hand: hearsay travels one hop at most
+            .filter(|(p, e)| **p != peer && e.failures == 0 && e.heard_from.is_none())
             .take(PEERS_SHARED)
             .map(|(p, e)| PeerAddr {
                 prefix: *p,
@@ -160,15 +174,57 @@ impl NodeCore {
         self.snapshot_dirty = true;
     }
 
-    pub(super) fn learn_peers(&mut self, now: Now, peers: Vec<PeerAddr>) {
+    /// Peer addresses from the registry (`from: None`: first-hand, the registry checked
+    /// them when the peer reported them) or from a neighbour's `Peers` message (hearsay:
+    /// bounded per neighbour, never overwriting what we know; see [`PeerCache::record_hearsay`]).
+    pub(super) fn learn_peers(&mut self, now: Now, peers: Vec<PeerAddr>, from: Option<TunnelId>) {
         let network = self.net.params().network;
+        let informant = match from {
+            None => None,
+            Some(id) => match self.tunnels.get(&id) {
+                Some(t) => Some((t.peer_prefix, t.remote.ip().to_canonical().is_loopback())),
+                None => return,
+            },
+        };
         for p in peers.into_iter().take(MAX_PEERS_PER_MESSAGE) {
-            if p.prefix != self.prefix && network.contains(&p.prefix) && !p.endpoints.is_empty() {
-                self.cache
-                    .record_seen(p.prefix, p.endpoints, now.unix_u64());
-                if let Some(c) = p.country.filter(|c| valid_country(c)) {
-                    self.cache.set_country(p.prefix, Some(c));
+            if p.prefix == self.prefix || !network.contains(&p.prefix) || p.endpoints.is_empty() {
+                continue;
+            }
+            let allow_loopback = informant.is_none_or(|(_, local)| local);
+            let n = p.endpoints.len();
+            let endpoints: Vec<SocketAddr> = p
+                .endpoints
+                .into_iter()
+                .filter(|a| usable_endpoint(a, allow_loopback))
+                .collect();
+            if endpoints.len() < n {
+                self.counters.peer_addresses_refused +=
+                    u64::try_from(n - endpoints.len()).unwrap_or(u64::MAX);
+            }
+            if endpoints.is_empty() {
+                continue;
+            }
+            let taken = match informant {
+                None => {
+                    self.cache.record_seen(p.prefix, endpoints, now.unix_u64());
+                    true
                 }
+                Some((source, _)) => {
+                    match self
+                        .cache
+                        .record_hearsay(source, p.prefix, endpoints, now.unix_u64())
+                    {
+                        Hearsay::Added | Hearsay::Replaced => true,
+                        Hearsay::Kept => false,
+                        Hearsay::OverBudget => {
+                            self.counters.hearsay_over_budget += 1;
+                            false
+                        }
+                    }
+                }
+            };
+            if taken && let Some(c) = p.country.filter(|c| valid_country(c)) {
+                self.cache.set_country(p.prefix, Some(c));
             }
         }
     }
@@ -178,7 +234,7 @@ impl NodeCore {
             return;
         }
         match msg {
-            ControlMsg::Peers { peers } => self.learn_peers(now, peers),
+            ControlMsg::Peers { peers } => self.learn_peers(now, peers, Some(tunnel)),
             ControlMsg::ParamsRequest => {
                 let version = self.net.params().version;
                 let Some(t) = self.tunnels.get_mut(&tunnel) else {
@@ -325,9 +381,45 @@ impl NodeCore {
         }
     }
 
-    pub(super) fn dial(&mut self, now: Now, peer: Ipv6Net, addrs: Vec<SocketAddr>) {
+    /// Dials `peer`. An address dialled for another peer within [`DIAL_ADDR_INTERVAL`] is
+    /// left out (many prefixes pointed at one victim address by false hearsay must not turn
+    /// the mesh into a handshake flood against it); `--peer` and LAN addresses are not
+    /// limited. Returns false when no address is left: nothing was dialled.
+    pub(super) fn dial(&mut self, now: Now, peer: Ipv6Net, addrs: Vec<SocketAddr>) -> bool {
+        let limited = !self.static_peers.contains_key(&peer);
+        let n = addrs.len();
+        let addrs: Vec<SocketAddr> = if limited {
+            addrs
+                .into_iter()
+                .filter(|a| {
+                    self.dialled_addrs.get(a).is_none_or(|(p, t)| {
+                        *p == peer || now.time.saturating_since(*t) >= DIAL_ADDR_INTERVAL
+                    })
+                })
+                .collect()
+        } else {
+            addrs
+        };
+        if addrs.len() < n {
+            self.counters.dials_rate_limited += 1;
+        }
+        if addrs.is_empty() {
+            return false;
+        }
+        if limited {
+            if self.dialled_addrs.len() >= MAX_DIALLED_ADDRS {
+                self.dialled_addrs
+                    .retain(|_, (_, t)| now.time.saturating_since(*t) < DIAL_ADDR_INTERVAL);
+            }
+            if self.dialled_addrs.len() < MAX_DIALLED_ADDRS {
+                for a in &addrs {
+                    self.dialled_addrs.insert(*a, (peer, now.time));
+                }
+            }
+        }
         self.dialing.insert(peer, now.time);
         self.actions.push_back(Action::Dial { peer, addrs });
+        true
     }
 
     /// One round of re6st's tunnel manager over what Babel and the peer cache know now.
@@ -409,7 +501,9 @@ impl NodeCore {
                         self.tm.dial_failed(now.time, p);
                     } else {
                         debug!(peer = %p, "tunnel manager: dial");
-                        self.dial(now, p, addrs);
+                        if !self.dial(now, p, addrs) {
+                            self.tm.dial_failed(now.time, p);
+                        }
                     }
                 }
                 policy::Action::SoftLock(p)
@@ -450,6 +544,10 @@ impl NodeCore {
         if prefix == self.prefix
             || (self.static_peers.contains_key(&prefix) && !self.lan_heard.contains_key(&prefix))
         {
+            return;
+        }
+        if !self.lan_heard.contains_key(&prefix) && self.lan_heard.len() >= MAX_LAN_NEIGHBOURS {
+            self.counters.lan_over_budget += 1;
             return;
         }
         let fresh = self
