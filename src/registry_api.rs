@@ -14,8 +14,9 @@ pub const API_PREFIX: &str = "/api/v1";
 /// Largest request body the registry reads.
 pub const MAX_BODY: usize = 16 * 1024;
 
-/// `POST /api/v1/join`: a CSR plus a token secret (absent for an anonymous join).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `POST /api/v1/join`: a CSR plus a token secret (absent for an anonymous join). `Debug`
+/// does not show the secret.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
     /// base64url (no padding) of the token secret.
@@ -48,13 +49,31 @@ pub struct CertResponse {
     pub params: SignedParamsJson,
 }
 
-/// One MAC key as served to authenticated nodes.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// One MAC key as served to authenticated nodes. `Debug` does not show the key.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MacKeyJson {
     /// Key id (as named in the parameters).
     pub id: String,
     /// 32 key bytes, lowercase hex.
     pub key: String,
+}
+
+impl std::fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinRequest")
+            .field("token", &self.token.as_ref().map(|_| "<secret>"))
+            .field("csr", &self.csr)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for MacKeyJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MacKeyJson")
+            .field("id", &self.id)
+            .field("key", &"<secret>")
+            .finish()
+    }
 }
 
 /// `GET /api/v1/mac-keys` (mutual TLS, non-revoked nodes only).
@@ -112,4 +131,34 @@ pub fn usable_endpoint(addr: &std::net::SocketAddr, allow_loopback: bool) -> boo
         && !ip.is_multicast()
         && !link_local
         && (allow_loopback || !ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let j = JoinRequest {
+            token: Some("c2VjcmV0LXRva2Vu".into()),
+            csr: "CSR".into(),
+        };
+        let k = MacKeyJson {
+            id: "k1".into(),
+            key: "00112233445566778899aabbccddeeff".into(),
+        };
+        let text = format!("{j:?} {k:?}");
+        assert!(!text.contains("c2VjcmV0LXRva2Vu"), "{text}");
+        assert!(!text.contains("00112233"), "{text}");
+        assert!(text.contains("k1") && text.contains("<secret>"), "{text}");
+    }
+
+    #[test]
+    fn usable_endpoints() {
+        let ok = |s: &str, lo: bool| usable_endpoint(&s.parse().unwrap(), lo);
+        assert!(ok("192.0.2.1:6000", false));
+        assert!(!ok("[fe80::1%2]:6000", false));
+        assert!(!ok("[::ffff:127.0.0.1]:6000", false));
+        assert!(ok("[::1]:6000", true));
+    }
 }

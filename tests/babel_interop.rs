@@ -271,11 +271,13 @@ impl Lab {
             args.push("--announce".into());
             args.push(p.into());
         }
+        let key_file = self.path(&format!("{}.key", n.name));
+        std::fs::write(&key_file, format!("{KEY}\n")).expect("key file");
+        args.push("--key-file".into());
+        args.push(key_file.display().to_string());
         for a in [
             "--key-alg",
             "hmac-sha256",
-            "--key-hex",
-            KEY,
             "--hello-interval",
             "1",
             "--update-interval",
@@ -912,6 +914,10 @@ fn triangle_scenario(tag: &str, mesh: bool) {
 #[test]
 fn babel_run_rejects_bad_arguments() {
     let long_key = "00".repeat(65);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("babel.key");
+    std::fs::write(&key_file, "00\n").expect("key file");
+    let key_file = key_file.display().to_string();
     for (args, want) in [
         (
             vec!["--iface", "lo", "--announce", "bogus"],
@@ -928,6 +934,25 @@ fn babel_run_rejects_bad_arguments() {
         (
             vec!["--iface", "lo", "--key-hex", long_key.as_str()],
             "for '--key-hex <HEX>': the key must be 1 to 64 bytes long",
+        ),
+        (
+            vec!["--iface", "lo", "--key-file", "/nonexistent/mesh.key"],
+            "invalid value '/nonexistent/mesh.key' for '--key-file <FILE>': cannot read the key file",
+        ),
+        (
+            vec![
+                "--iface",
+                "lo",
+                "--key-hex",
+                "00",
+                "--key-file",
+                key_file.as_str(),
+            ],
+            "cannot be used with",
+        ),
+        (
+            vec!["--iface", "lo", "--key-alg", "hmac-sha256"],
+            "the following required arguments were not provided",
         ),
         (
             vec!["--iface", "lo", "--key-alg", "md5", "--key-hex", "00"],

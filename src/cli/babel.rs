@@ -27,6 +27,7 @@ pub enum BabelCmd {
 /// Every value is checked by its clap value parser, so a bad one is a usage error (exit 2)
 /// reported before any socket is opened.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("key").args(["key_file", "key_hex"])))]
 pub struct RunArgs {
     /// Interface to run Babel on (repeat for several).
     #[arg(long = "iface", value_name = "IF", required = true)]
@@ -35,9 +36,14 @@ pub struct RunArgs {
     #[arg(long = "announce", value_name = "CIDR", value_parser = parse_prefix)]
     announce: Vec<Prefix>,
     /// MAC algorithm (only hmac-sha256).
-    #[arg(long, value_name = "ALG", requires = "key_hex", value_parser = parse_key_alg)]
+    #[arg(long, value_name = "ALG", requires = "key", value_parser = parse_key_alg)]
     key_alg: Option<String>,
-    /// MAC key in hex (at most 64 bytes, as babeld).
+    /// File holding the MAC key in hex (at most 64 bytes, as babeld; surrounding whitespace
+    /// ignored). Keep it 0600: this is the secret of every router on the link.
+    #[arg(long, value_name = "FILE", conflicts_with = "key_hex", value_parser = read_key_file)]
+    key_file: Option<MacKey>,
+    /// MAC key in hex on the command line. Any local user can read it in the process list
+    /// (`ps`): prefer --key-file.
     #[arg(long, value_name = "HEX", value_parser = parse_key)]
     key_hex: Option<MacKey>,
     /// Hello interval in seconds (0.01 to 655).
@@ -108,6 +114,11 @@ fn parse_key(s: &str) -> Result<MacKey, String> {
     Ok(MacKey(k))
 }
 
+fn read_key_file(s: &str) -> Result<MacKey, String> {
+    let text = std::fs::read_to_string(s).map_err(|e| format!("cannot read the key file: {e}"))?;
+    parse_key(&text)
+}
+
 fn parse_interval(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .trim()
@@ -135,10 +146,15 @@ pub fn run_cmd(cmd: BabelCmd) -> anyhow::Result<()> {
 fn run_router(a: RunArgs) -> anyhow::Result<()> {
     // hmac-sha256 is the only algorithm: its value parser refuses any other.
     let _ = a.key_alg;
+    if a.key_hex.is_some() {
+        eprintln!(
+            "warning: --key-hex shows the key to every local user (ps); use --key-file FILE instead"
+        );
+    }
     let cfg = RouterConfig {
         ifaces: a.ifaces,
         announce: a.announce,
-        key: a.key_hex.map(|k| k.0),
+        key: a.key_file.or(a.key_hex).map(|k| k.0),
         hello: a.hello_interval,
         update: a.update_interval,
         port: a.port,

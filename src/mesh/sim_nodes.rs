@@ -30,7 +30,8 @@ use crate::mesh::babel::Timers;
 use crate::mesh::babel::time::Time;
 use crate::mesh::netstate::NetState;
 use crate::mesh::node::core::{
-    Action, CoreConfig, Input, NodeCore, Now, Renewal, TunnelId, TunnelInfo,
+    Action, CoreConfig, Input, MacKeyBytes, NodeCore, Now, Renewal, SecretBytes, TunnelId,
+    TunnelInfo,
 };
 use crate::mesh::peers::PeerCache;
 use crate::mesh::tunnels::control::PeerAddr;
@@ -227,12 +228,12 @@ impl SimRegistry {
         });
     }
 
-    fn keys(&self) -> Vec<(String, Vec<u8>)> {
+    fn keys(&self) -> MacKeyBytes {
         self.slots
             .iter()
             .flatten()
             .filter_map(|s| match s {
-                Slot::Key { id, bytes } => Some((id.clone(), bytes.to_vec())),
+                Slot::Key { id, bytes } => Some((id.clone(), SecretBytes::new(bytes.to_vec()))),
                 Slot::Unsigned => None,
             })
             .collect()
@@ -265,7 +266,7 @@ pub struct SimNode {
     min_protocol: u32,
     saved: Option<(SignedParams, Option<Vec<u8>>)>,
     saved_cache: Option<Vec<u8>>,
-    keys: Vec<(String, Vec<u8>)>,
+    keys: MacKeyBytes,
     wake_gen: u64,
 }
 

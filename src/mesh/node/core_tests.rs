@@ -745,3 +745,17 @@ fn lan_neighbours_are_bounded() {
     );
     assert_eq!(c.counters.lan_over_budget, 100);
 }
+
+#[test]
+fn logging_an_input_never_writes_a_key() {
+    let i = Input::KeyBytes(vec![("k1".into(), SecretBytes::new(vec![0xab; 32]))]);
+    let text = format!("{i:?}");
+    assert!(
+        text.contains("k1") && text.contains("32 secret bytes"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("171") && !text.to_lowercase().contains("abab"),
+        "{text}"
+    );
+}

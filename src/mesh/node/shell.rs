@@ -21,7 +21,10 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::{debug, info, warn};
 
 use super::control_api::Shared;
-use super::core::{Action, Input, InstallError, NodeCore, Now, Renewal, TunnelId, TunnelInfo};
+use super::core::{
+    Action, Input, InstallError, MacKeyBytes, NodeCore, Now, Renewal, SecretBytes, TunnelId,
+    TunnelInfo,
+};
 use super::datapath::DataPath;
 use crate::identity;
 use crate::mesh::babel::time::Time;
@@ -534,20 +537,17 @@ fn spawn_control_tasks(
 
 /// MAC key bytes from the registry (written to the cache), or from the cache when the
 /// registry cannot answer.
-pub(super) async fn fetch_key_bytes(
-    client: &RegistryClient,
-    dir: &std::path::Path,
-) -> Vec<(String, Vec<u8>)> {
+pub(super) async fn fetch_key_bytes(client: &RegistryClient, dir: &std::path::Path) -> MacKeyBytes {
     match client.mac_keys().await {
         Ok(resp) => {
-            let keys: Vec<(String, Vec<u8>)> = resp
+            let keys: MacKeyBytes = resp
                 .keys
                 .into_iter()
-                .filter_map(|k| Some((k.id, hex::decode(k.key).ok()?)))
+                .filter_map(|k| Some((k.id, SecretBytes::new(hex::decode(k.key).ok()?))))
                 .collect();
             let cache: Vec<(String, String)> = keys
                 .iter()
-                .map(|(i, k)| (i.clone(), hex::encode(k)))
+                .map(|(i, k)| (i.clone(), hex::encode(k.expose())))
                 .collect();
             let _ = crate::fsutil::write_atomic(
                 &dir.join(MAC_CACHE),
@@ -563,7 +563,7 @@ pub(super) async fn fetch_key_bytes(
                 .and_then(|b| serde_json::from_slice::<Vec<(String, String)>>(&b).ok())
                 .unwrap_or_default()
                 .into_iter()
-                .filter_map(|(i, k)| Some((i, hex::decode(k).ok()?)))
+                .filter_map(|(i, k)| Some((i, SecretBytes::new(hex::decode(k).ok()?))))
                 .collect()
         }
     }

@@ -126,7 +126,7 @@ pub enum Input {
         from: Option<TunnelId>,
     },
     /// MAC key bytes by registry key id.
-    KeyBytes(Vec<(String, Vec<u8>)>),
+    KeyBytes(MacKeyBytes),
     /// Peer addresses (from the registry's bootstrap answer).
     Peers(Vec<PeerAddr>),
     /// The outcome of [`Action::Renew`].
@@ -323,7 +323,7 @@ pub struct CoreConfig {
     /// Parameters and CRL in force.
     pub net: NetState,
     /// MAC key bytes known, by registry key id.
-    pub keys: Vec<(String, Vec<u8>)>,
+    pub keys: MacKeyBytes,
     /// This node's certificate serial.
     pub serial: String,
     /// Its validity (Unix seconds).
@@ -341,3 +341,29 @@ pub struct CoreConfig {
     /// The peer cache as loaded.
     pub cache: PeerCache,
 }
+
+/// Key material: `Debug` shows its length only, so logging an [`Input`] or a [`CoreConfig`]
+/// never writes a key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(Vec<u8>);
+
+impl SecretBytes {
+    /// Wraps key bytes.
+    pub fn new(bytes: Vec<u8>) -> SecretBytes {
+        SecretBytes(bytes)
+    }
+
+    /// The bytes themselves.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} secret bytes>", self.0.len())
+    }
+}
+
+/// MAC key bytes by key id, as the registry serves them.
+pub type MacKeyBytes = Vec<(String, SecretBytes)>;

@@ -55,7 +55,8 @@ mod params;
 mod tunnels;
 
 pub use interface::{
-    Action, CoreConfig, Counters, Input, InstallError, Now, Renewal, Snapshot, TunnelId, TunnelInfo,
+    Action, CoreConfig, Counters, Input, InstallError, MacKeyBytes, Now, Renewal, SecretBytes,
+    Snapshot, TunnelId, TunnelInfo,
 };
 use params::timers_of;
 pub use params::{mac_keys, protocol_too_old, renew_at, router_id_for};
@@ -176,7 +177,7 @@ pub struct NodeCore {
     /// Parameters and CRL in force.
     net: NetState,
     /// MAC key bytes known, by registry key id.
-    keys: Vec<(String, Vec<u8>)>,
+    keys: MacKeyBytes,
     my_serial: String,
     revoked: bool,
     not_before: i64,

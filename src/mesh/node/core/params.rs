@@ -29,11 +29,11 @@ pub fn protocol_too_old(params: &NetworkParams) -> Option<String> {
 }
 
 /// The MAC keys of `params` from the key bytes known.
-pub fn mac_keys(params: &NetworkParams, keys: &[(String, Vec<u8>)]) -> MacKeys {
+pub fn mac_keys(params: &NetworkParams, keys: &[(String, SecretBytes)]) -> MacKeys {
     let find = |id: &Option<String>, slot: u32| {
         id.as_ref()
             .and_then(|id| keys.iter().find(|(k, _)| k == id))
-            .map(|(_, b)| MacKey::new(slot, b.clone()))
+            .map(|(_, b)| MacKey::new(slot, b.expose().to_vec()))
     };
     let sign = find(&params.mac.sign, 1);
     let accept = find(&params.mac.accept, 2);
