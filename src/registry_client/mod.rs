@@ -155,6 +155,18 @@ impl ServerCertVerifier for PinnedCaVerifier {
     }
 }
 
+/// What [`RegistryClient::watch`] brings back.
+#[derive(Debug)]
+pub enum Watched {
+    /// The current parameters (newer than asked for, or the same after the hold time).
+    Params(Box<NetworkParams>, SignedParams),
+    /// No watch slot: try again after `retry_after` (the registry's `Retry-After`).
+    Busy {
+        /// When the registry said to come back, if it did.
+        retry_after: Option<std::time::Duration>,
+    },
+}
+
 /// A node's identity: its key and certificate.
 pub struct NodeKey {
     key: KeyPair,
@@ -510,11 +522,20 @@ impl RegistryClient {
         Ok((params, signed))
     }
 
-    /// Waits (up to the registry's hold time, 15 s) for parameters newer than `after`, and
-    /// returns the current ones, verified against the CA, either way. `Ok(None)`: the
-    /// registry holds as many watches as it allows, in total or for this node (poll instead).
-    /// Needs this node's identity ([`RegistryClient::with_identity`]).
+    /// [`RegistryClient::watch`], with a refusal for want of watch slots as `Ok(None)`.
     pub async fn watch_params(&self, after: u64) -> Result<Option<(NetworkParams, SignedParams)>> {
+        Ok(match self.watch(after).await? {
+            Watched::Params(p, s) => Some((*p, s)),
+            Watched::Busy { .. } => None,
+        })
+    }
+
+    /// Waits (up to the registry's hold time, 15 s) for parameters newer than `after`, and
+    /// returns the current ones, verified against the CA, either way; or
+    /// [`Watched::Busy`] when the registry holds as many watches as it allows, in total or
+    /// for this node (poll instead, and watch again after its `Retry-After`). Needs this
+    /// node's identity ([`RegistryClient::with_identity`]).
+    pub async fn watch(&self, after: u64) -> Result<Watched> {
         let ca = self.ca_der.as_ref().ok_or_else(|| {
             ClientError::Local("join first: no CA to verify the parameters with".into())
         })?;
@@ -523,9 +544,11 @@ impl RegistryClient {
             .await?;
         if let Err(e) = a.check() {
             return match e {
-                ClientError::Refused { code, .. } if code == "busy" || code == "rate_limited" => {
-                    Ok(None)
-                }
+                ClientError::Refused {
+                    code, retry_after, ..
+                } if code == "busy" || code == "rate_limited" => Ok(Watched::Busy {
+                    retry_after: retry_after.map(std::time::Duration::from_secs),
+                }),
                 e => Err(e),
             };
         }
@@ -536,7 +559,7 @@ impl RegistryClient {
         let params = signed
             .verify(ca)
             .map_err(|e| ClientError::BadResponse(e.to_string()))?;
-        Ok(Some((params, signed)))
+        Ok(Watched::Params(Box::new(params), signed))
     }
 
     /// The CRL (DER), signature checked against the CA.

@@ -25,13 +25,15 @@ use crate::mesh::lan_discovery::{self, LanAuth, LanPeers};
 use crate::mesh::netstate::NetState;
 use crate::mesh::peers::{DEFAULT_CAPACITY, PeerCache};
 use crate::mesh::tunnels::{HelloInfo, Trust, TunnelEndpoint, TunnelError};
-use crate::registry_client::RegistryClient;
+use crate::registry_client::{ClientError, RegistryClient, Watched};
 
 /// Parameter watch: first and longest wait after a failed watch.
 const WATCH_RETRY_MIN: Duration = Duration::from_secs(1);
 const WATCH_RETRY_MAX: Duration = Duration::from_secs(60);
 /// Parameter watch: wait after the registry said it holds as many watches as it allows.
 const WATCH_BUSY_RETRY: Duration = Duration::from_secs(600);
+/// The longest a registry's Retry-After keeps the watch away.
+const WATCH_BUSY_MAX: Duration = Duration::from_secs(3600);
 
 /// Runs the node until SIGINT/SIGTERM or `mesh down --exit`.
 pub async fn run(
@@ -303,8 +305,8 @@ fn spawn_registry_watch(
         let mut backoff = WATCH_RETRY_MIN;
         while !tx.is_closed() {
             let c = client.load_full();
-            match c.watch_params(after).await {
-                Ok(Some((p, signed))) => {
+            match c.watch(after).await {
+                Ok(Watched::Params(p, signed)) => {
                     backoff = WATCH_RETRY_MIN;
                     if p.version <= after {
                         continue;
@@ -319,15 +321,27 @@ fn spawn_registry_watch(
                         break;
                     }
                 }
-                Ok(None) => {
+                Ok(Watched::Busy { retry_after }) => {
+                    // The registry's Retry-After, within sane bounds; its absence: 10 min.
+                    let wait = retry_after
+                        .unwrap_or(WATCH_BUSY_RETRY)
+                        .clamp(WATCH_RETRY_MIN, WATCH_BUSY_MAX);
                     info!(
+                        retry_in_s = wait.as_secs(),
                         "the registry holds as many parameter watches as it allows: changes come from the neighbours and the poll"
                     );
-                    tokio::time::sleep(WATCH_BUSY_RETRY).await;
+                    tokio::time::sleep(wait).await;
                 }
                 Err(e) => {
-                    debug!(error = %e, "parameter watch failed; retrying");
-                    tokio::time::sleep(backoff).await;
+                    let wait = match &e {
+                        ClientError::Refused {
+                            retry_after: Some(s),
+                            ..
+                        } => backoff.max(Duration::from_secs(*s)).min(WATCH_BUSY_MAX),
+                        _ => backoff,
+                    };
+                    debug!(error = %e, retry_in_s = wait.as_secs(), "parameter watch failed; retrying");
+                    tokio::time::sleep(wait).await;
                     backoff = (backoff * 2).min(WATCH_RETRY_MAX);
                 }
             }
