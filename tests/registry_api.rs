@@ -1103,7 +1103,10 @@ async fn watches_need_a_valid_node_certificate_and_are_capped_per_node() {
     // the node is told when to come back (it waits that long before watching again)
     match a.client.watch(p.version).await.unwrap() {
         re6mesh::registry_client::Watched::Busy { retry_after } => {
-            assert!(retry_after.is_some_and(|d| d.as_secs() > 0), "{retry_after:?}")
+            assert!(
+                retry_after.is_some_and(|d| d.as_secs() > 0),
+                "{retry_after:?}"
+            )
         }
         other => panic!("a third watch was taken: {other:?}"),
     }
