@@ -60,8 +60,8 @@ fn man_prints_roff_and_out_writes_one_page_per_command() {
     let pages = dir.path().join("man1");
     ok_stdout(&mesh(&["man", "--out", pages.to_str().unwrap()]));
     for page in ["mesh.1", "mesh-up.1", "mesh-join.1", "mesh-registry-init.1"] {
-        let text = std::fs::read_to_string(pages.join(page))
-            .unwrap_or_else(|e| panic!("{page}: {e}"));
+        let text =
+            std::fs::read_to_string(pages.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
         assert!(text.contains(".TH"), "{page}: {text}");
     }
 }
@@ -179,4 +179,60 @@ async fn down_json_is_one_object_and_a_refusal_stays_on_stderr() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already down"));
     tx.send(()).unwrap();
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_init_revoke_and_mac_rotate_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fresh = tmp.path().join("reg");
+    let f = fresh.to_str().unwrap().to_owned();
+    let init = tokio::task::spawn_blocking(move || {
+        mesh(&[
+            "registry",
+            "init",
+            "--state-dir",
+            &f,
+            "--url",
+            "https://127.0.0.1:8443",
+            "--network",
+            "fd11:2233:4455::/48",
+            "--json",
+        ])
+    })
+    .await
+    .unwrap();
+    let v = json(&init);
+    assert_eq!(v["network"], "fd11:2233:4455::/48");
+    assert_eq!(v["url"], "https://127.0.0.1:8443");
+    assert_eq!(v["node_prefix_len"], 64);
+    assert_eq!(v["mac"], true);
+    assert_eq!(v["state_dir"], fresh.to_str().unwrap());
+
+    let reg = TestRegistry::start().await;
+    let a = reg.join_node().await;
+    let b = reg.join_node().await;
+    let d = reg.path().to_str().unwrap().to_owned();
+    let serial = a.cert.serial.clone();
+    let prefix = b.cert.prefix.to_string();
+    let (revoke, ban, rotate) = tokio::task::spawn_blocking(move || {
+        let revoke = mesh(&["registry", "revoke", &serial, "--state-dir", &d, "--json"]);
+        let ban = mesh(&["registry", "revoke", &prefix, "--state-dir", &d, "--json"]);
+        let rotate = mesh(&["registry", "mac", "rotate", "--state-dir", &d, "--json"]);
+        (revoke, ban, rotate)
+    })
+    .await
+    .unwrap();
+    let r = json(&revoke);
+    assert_eq!(r["action"], "revoked");
+    assert_eq!(r["serial"], a.cert.serial.as_str());
+    let v1 = r["params_version"].as_u64().expect("params_version");
+    let b2 = json(&ban);
+    assert_eq!(b2["action"], "banned");
+    assert_eq!(b2["prefix"], b.cert.prefix.to_string());
+    assert_eq!(b2["params_version"].as_u64(), Some(v1 + 1));
+    let m = json(&rotate);
+    assert_eq!(m["params_version"].as_u64(), Some(v1 + 2));
+    assert!(m["sign"].is_string() && m["accept"].is_string(), "{m}");
+    assert_eq!(m["accept_unsigned"], false);
+    reg.stop().await;
 }
