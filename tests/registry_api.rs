@@ -400,7 +400,7 @@ async fn a_ban_refuses_renewal_and_frees_the_prefix_once_the_certificate_expired
         .unwrap()
         .revoke(&r.ca, &a.cert.prefix.to_string(), registry::now())
         .unwrap();
-    assert!(msg.contains("banned"), "{msg}");
+    assert!(msg.to_string().contains("banned"), "{msg}");
     // the ban publishes a new CRL listing the serial, and new parameters naming that CRL
     let (after, _) = a.client.params().await.unwrap();
     assert!(after.version > before.version);

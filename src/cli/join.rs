@@ -21,6 +21,10 @@ pub struct JoinArgs {
     /// Join again even if this state directory already holds a node (a new key and prefix).
     #[arg(long)]
     force: bool,
+    /// JSON output: {"joined", "network", "prefix", "address", "state_dir"} ("joined" false:
+    /// this directory already held a node and nothing changed).
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(a: JoinArgs) -> anyhow::Result<()> {
@@ -32,6 +36,10 @@ pub fn run(a: JoinArgs) -> anyhow::Result<()> {
     let token = JoinToken::decode(&a.token)?;
     if crate::state::is_joined(&dir) && !a.force {
         let st = crate::state::load(&dir)?;
+        if a.json {
+            print_json(false, &st.params.network, &st.facts.prefix, &dir);
+            return Ok(());
+        }
         println!(
             "Already joined: prefix {} (address {}) in {}. Nothing changed; use --force to join again.",
             st.facts.prefix,
@@ -61,6 +69,10 @@ pub fn run(a: JoinArgs) -> anyhow::Result<()> {
                 crate::params::PROTOCOL_VERSION
             );
         }
+        if a.json {
+            print_json(true, &certified.params.network, &certified.prefix, &dir);
+            return Ok(());
+        }
         println!("Joined network {}", certified.params.network);
         println!("  prefix   {}", certified.prefix);
         println!(
@@ -69,6 +81,22 @@ pub fn run(a: JoinArgs) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+fn print_json(
+    joined: bool,
+    network: &dyn std::fmt::Display,
+    prefix: &ipnet::Ipv6Net,
+    dir: &std::path::Path,
+) {
+    let v = serde_json::json!({
+        "joined": joined,
+        "network": network.to_string(),
+        "prefix": prefix.to_string(),
+        "address": crate::identity::node_address(prefix).to_string(),
+        "state_dir": dir.display().to_string(),
+    });
+    println!("{v}");
 }
 
 /// The key of a join not finished yet, stored before the registry is contacted.

@@ -6,6 +6,7 @@
 #[cfg(target_os = "linux")]
 mod babel;
 mod demo;
+mod docs;
 mod join;
 mod node;
 mod registry;
@@ -19,7 +20,7 @@ use clap::{Parser, Subcommand};
 
 /// re6mesh: a resilient, scalable IPv6 mesh network.
 #[derive(Debug, Parser)]
-#[command(name = "mesh", version, about, propagate_version = true)]
+#[command(name = "mesh", version = docs::version_line(), about, propagate_version = true)]
 pub struct Cli {
     /// More logging (-v: debug, -vv: trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -58,6 +59,12 @@ enum Command {
     Ui(ui::UiArgs),
     /// Try it: a registry and N nodes in network namespaces, drawn live in the browser (root).
     Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(docs::CompletionsArgs),
+    /// Print the man page of `mesh`, or write one page per command with `--out DIR`.
+    Man(docs::ManArgs),
+    /// Print the version, the mesh protocol version and the git commit of this binary.
+    Version(docs::VersionArgs),
 }
 
 /// `--state-dir DIR`, shared by every command that touches on-disk state.
@@ -113,7 +120,7 @@ pub fn main() -> i32 {
     // which long-running commands (up, serve, babel run, demo) rely on.
     let prints_only = matches!(
         &cli.command,
-        Command::Status(_) | Command::Peers(_) | Command::Routes(_)
+        Command::Status(_) | Command::Peers(_) | Command::Routes(_) | Command::Version(_)
     ) || matches!(&cli.command, Command::Registry(r) if !matches!(r, registry::RegistryCmd::Serve(_) | registry::RegistryCmd::Init(_)))
         || babel_prints_only(&cli.command);
     if prints_only {
@@ -134,6 +141,9 @@ pub fn main() -> i32 {
         Command::Service(cmd) => service::run(cmd),
         Command::Ui(a) => ui::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a),
+        Command::Version(a) => docs::version(a),
     };
     match result {
         Ok(()) => 0,

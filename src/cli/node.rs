@@ -22,6 +22,9 @@ pub struct DownArgs {
     /// Make the node process exit instead of staying down.
     #[arg(long)]
     exit: bool,
+    /// JSON output: {"action", "message", "state_dir"}.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The node to talk to (`--state-dir`, else the user's running node, else the system node)
@@ -149,10 +152,20 @@ pub(super) fn print_routes(routes: Vec<crate::control::Route>, json: bool) -> an
 pub fn down(a: DownArgs) -> anyhow::Result<()> {
     let what = if a.exit { "exit" } else { "down" };
     let rt = super::runtime()?;
-    let reply = rt.block_on(client(&rt, &a.state)?.1.action(what))?;
+    let (choice, client) = client(&rt, &a.state)?;
+    let reply = rt.block_on(client.action(what))?;
     if !reply.ok {
         anyhow::bail!("{}", reply.message);
     }
-    println!("{}", reply.message);
+    if a.json {
+        let v = serde_json::json!({
+            "action": what,
+            "message": reply.message,
+            "state_dir": choice.dir().display().to_string(),
+        });
+        println!("{v}");
+    } else {
+        println!("{}", reply.message);
+    }
     Ok(())
 }

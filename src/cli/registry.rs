@@ -54,6 +54,9 @@ pub struct InitArgs {
     /// Create the network without a Babel MAC key (`mac rotate` introduces one later).
     #[arg(long)]
     no_mac: bool,
+    /// JSON output: {"state_dir", "network", "url", "node_prefix_len", "anonymous", "mac"}.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +131,9 @@ pub struct RevokeArgs {
     state: StateDir,
     /// A node prefix (CIDR: ban) or a certificate serial (hex: revoke that certificate).
     target: String,
+    /// JSON output: {"action": "revoked"|"banned", "serial"|"prefix", "params_version"}.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +178,9 @@ pub enum MacCmd {
 pub struct MacRotateArgs {
     #[command(flatten)]
     state: StateDir,
+    /// JSON output: {"params_version", "sign", "accept", "accept_unsigned"}.
+    #[arg(long)]
+    json: bool,
 }
 
 fn dir(s: &StateDir) -> PathBuf {
@@ -224,6 +233,18 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
                 no_mac: a.no_mac,
             };
             registry::init(&d, &opts)?;
+            if a.json {
+                let v = serde_json::json!({
+                    "state_dir": d.display().to_string(),
+                    "network": opts.network.to_string(),
+                    "url": opts.url,
+                    "node_prefix_len": opts.node_prefix_len,
+                    "anonymous": opts.anonymous,
+                    "mac": !opts.no_mac,
+                });
+                println!("{v}");
+                return Ok(());
+            }
             println!("Registry created in {}", d.display());
             println!("  network  {}", opts.network);
             println!("  URL      {}", opts.url);
@@ -282,7 +303,11 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
         RegistryCmd::Revoke(a) => {
             let reg = Registry::open(&dir(&a.state))?;
             let what = reg.store()?.revoke(&reg.ca, &a.target, registry::now())?;
-            println!("{what}");
+            if a.json {
+                println!("{}", serde_json::to_string(&what)?);
+            } else {
+                println!("{what}");
+            }
             Ok(())
         }
         RegistryCmd::Rekey(a) => {
@@ -321,6 +346,16 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
             let mut store = reg.store()?;
             let v = store.rotate_mac(&reg.ca, registry::now())?;
             let p = store.params()?.verify(reg.ca.cert_der())?;
+            if a.json {
+                let v = serde_json::json!({
+                    "params_version": v,
+                    "sign": p.mac.sign,
+                    "accept": p.mac.accept,
+                    "accept_unsigned": p.mac.accept_unsigned,
+                });
+                println!("{v}");
+                return Ok(());
+            }
             println!(
                 "MAC keys rotated (parameters version {v}): sign {}, accept {}",
                 p.mac.sign.as_deref().unwrap_or("none"),

@@ -24,6 +24,45 @@ use crate::token::hash_secret;
 
 type Result<T> = std::result::Result<T, RegistryError>;
 
+/// What [`Store::revoke`] did (`mesh registry revoke [--json]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Revoked {
+    /// A certificate revoked, or a node banned.
+    #[serde(flatten)]
+    pub what: Revocation,
+    /// The parameters version that publishes the new CRL.
+    pub params_version: u64,
+}
+
+/// A certificate revoked (by serial) or a node banned (by prefix).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Revocation {
+    /// That certificate is in the CRL; the node may renew.
+    Revoked {
+        /// Its serial (hex).
+        serial: String,
+    },
+    /// The node is banned; its certificates are in the CRL.
+    Banned {
+        /// Its prefix (CIDR).
+        prefix: String,
+    },
+}
+
+impl std::fmt::Display for Revoked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.what {
+            Revocation::Banned { prefix } => write!(
+                f,
+                "banned node {prefix}; its prefix is freed once its certificates expire"
+            )?,
+            Revocation::Revoked { serial } => write!(f, "revoked certificate {serial}")?,
+        }
+        write!(f, " (parameters version {})", self.params_version)
+    }
+}
+
 /// Renewal opens this long before expiry.
 pub const RENEW_WINDOW_SECS: i64 = 30 * 86400;
 /// Default node certificate validity.
@@ -574,7 +613,7 @@ impl Store {
     /// Revokes one certificate by serial (the node may renew), or bans the node owning a
     /// prefix (its serials revoked; its prefix freed once they have expired). Returns a
     /// description of what was done.
-    pub fn revoke(&mut self, ca: &Ca, target: &str, now: i64) -> Result<String> {
+    pub fn revoke(&mut self, ca: &Ca, target: &str, now: i64) -> Result<Revoked> {
         let tx = self.tx()?;
         let what = if let Ok(prefix) = target.parse::<Ipv6Net>() {
             let node: Option<(i64, Option<i64>)> = tx
@@ -602,7 +641,9 @@ impl Store {
                 "UPDATE certs SET revoked_at = ?1 WHERE node_id = ?2 AND revoked_at IS NULL",
                 params![now, id],
             )?;
-            format!("banned node {prefix}; its prefix is freed once its certificates expire")
+            Revocation::Banned {
+                prefix: prefix.to_string(),
+            }
         } else {
             let serial = target.trim().trim_start_matches("0x").to_ascii_lowercase();
             let serial = match hex::decode(&serial) {
@@ -637,12 +678,15 @@ impl Store {
                 "UPDATE certs SET revoked_at = ?1 WHERE serial = ?2",
                 params![now, serial],
             )?;
-            format!("revoked certificate {serial}")
+            Revocation::Revoked { serial }
         };
         write_crl(&tx, ca, now)?;
         let v = bump_params(&tx, ca, now)?;
         tx.commit()?;
-        Ok(format!("{what} (parameters version {v})"))
+        Ok(Revoked {
+            what,
+            params_version: v,
+        })
     }
 
     /// Nodes for `mesh registry nodes`, each with its newest certificate (the last one
