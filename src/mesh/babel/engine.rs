@@ -9,6 +9,7 @@ use std::time::Duration;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
+use super::budget::{Budget, BudgetCounters};
 use super::codec;
 use super::cost::{self, CostMultiplier, HelloHistory, RttCostParams, WIRED_NOMINAL};
 use super::mac::{self, MacKeys, MacVerdict, PcVerdict, RxAuth};
@@ -187,6 +188,48 @@ pub struct Config {
     /// Triggered updates are held this long so that route changes arriving together leave
     /// in one packet per interface (everything else is sent at once).
     pub batch: Duration,
+    /// Budgets (docs/BABEL.md, "Budgets"): routes one neighbour can have in the table.
+    /// An Update for a prefix the neighbour has no entry for is dropped at this cap
+    /// (counted in [`BudgetCounters::routes_over_budget`]); refreshes and retractions of
+    /// its held routes still go through. Default 4,096: a whole mesh's prefixes many
+    /// times over (each node announces a handful), yet a flooding member can make every
+    /// other node hold at most this many of its routes per tunnel.
+    pub max_routes_per_neighbour: usize,
+    /// Routes in the table from all neighbours together (new ones dropped beyond it,
+    /// [`BudgetCounters::routes_total_over_budget`]), and lost routes whose retraction
+    /// is held for repetition ([`BudgetCounters::retractions_over_budget`]). Default
+    /// 65,536: 16 full neighbours; some 10 MB of routes at most.
+    pub max_routes: usize,
+    /// Entries of the source table (the feasibility distances of what we announced,
+    /// kept 3 minutes). A selected route whose (prefix, router-id) would need a new
+    /// entry beyond it is announced as a retraction instead, which needs none
+    /// ([`BudgetCounters::sources_over_budget`]); our own prefixes are always
+    /// announced. Default 131,072: twice `max_routes`, as entries outlive the routes
+    /// they came from by 3 minutes.
+    pub max_sources: usize,
+    /// Seqno requests pending in total (forwarded ones; our own are bounded by the
+    /// route table). A request that would need a new pending entry beyond it is not
+    /// forwarded ([`BudgetCounters::requests_over_budget`]). Default 1,024: requests
+    /// are rare (starvation, a much better unfeasible route) and live 3 seconds.
+    pub max_requests: usize,
+    /// Seqno requests pending on behalf of one neighbour; beyond it that neighbour's
+    /// new requests are not forwarded ([`BudgetCounters::requests_over_neighbour_budget`]).
+    /// Default 64.
+    pub max_requests_per_neighbour: usize,
+    /// Seqno requests accepted from one neighbour per second (a token bucket refilled
+    /// from the `now` the engine is handed); beyond it, and the burst, they are ignored
+    /// ([`BudgetCounters::requests_rate_limited`]). Default 32 per second: a node that
+    /// lost many routes at once asks once per prefix, resends each twice a second apart.
+    pub request_rate: u32,
+    /// The token bucket's size: requests accepted at once from one neighbour. Default
+    /// 256.
+    pub request_burst: u32,
+    /// Our seqno is increased on someone else's word (a seqno request for our prefix,
+    /// an update from a previous life with our router-id) at most once per this
+    /// interval ([`BudgetCounters::seqno_bumps_limited`]; the update is still sent).
+    /// Default 1 s: the requester resends after 1 s, so a legitimate second bump is
+    /// only delayed; a neighbour cannot drive our seqno round the 16-bit circle.
+    pub seqno_bump_interval: Duration,
 }
 
 impl Default for Config {
@@ -194,6 +237,14 @@ impl Default for Config {
         Config {
             rtt: RttCostParams::default(),
             batch: Duration::from_millis(20),
+            max_routes_per_neighbour: 4096,
+            max_routes: 65_536,
+            max_sources: 131_072,
+            max_requests: 1024,
+            max_requests_per_neighbour: 64,
+            request_rate: 32,
+            request_burst: 256,
+            seqno_bump_interval: Duration::from_secs(1),
         }
     }
 }
@@ -499,6 +550,8 @@ pub struct Engine {
     next_opaque: u16,
     /// The `now` of the input being handled (for timestamps set deep inside helpers).
     now: Time,
+    /// Route counts, request buckets and counters behind the [`Config`] caps.
+    budget: Budget,
 }
 
 impl Engine {
@@ -533,6 +586,7 @@ impl Engine {
             acks: BTreeMap::new(),
             next_opaque,
             now,
+            budget: Budget::default(),
         }
     }
 
@@ -989,7 +1043,9 @@ impl Engine {
                     seqno,
                     hop_count,
                     router_id,
-                } => self.on_seqno_request(now, nid, prefix, seqno, hop_count, router_id),
+                } if self.budget.admit_request(&self.cfg, nid, now) => {
+                    self.on_seqno_request(now, nid, prefix, seqno, hop_count, router_id)
+                }
                 Msg::AckRequest { opaque, .. } => {
                     // RFC 8966 3.3 / 4.6.3: always answered, unicast.
                     self.queue(nid.iface, Some(nid.addr), Msg::Ack { opaque });
@@ -1115,6 +1171,7 @@ impl Engine {
             });
         }
         self.routes.retain(|_, rs| !rs.is_empty());
+        self.recount_routes();
         if costs_changed {
             self.reselect_all(now);
         } else {
@@ -1311,11 +1368,28 @@ impl Engine {
         self.acks.len()
     }
 
+    /// What the budgets ([`Config::max_routes_per_neighbour`] and the other caps)
+    /// refused so far.
+    pub fn budget_counters(&self) -> BudgetCounters {
+        self.budget.counters()
+    }
+
+    /// Routes in the table (entries per prefix and neighbour, held retractions included),
+    /// the figure [`Config::max_routes`] caps.
+    pub fn route_count(&self) -> usize {
+        self.budget.routes()
+    }
+
     // ---------------------------------------------------------------- neighbours
 
     fn insert_neighbour(&mut self, id: NeighbourId) {
         self.neighbours.insert(id, Neighbour::new());
         self.events.push_back(Event::NeighbourUp(id));
+    }
+
+    fn recount_routes(&mut self) {
+        self.budget
+            .recount(self.routes.values().flat_map(|rs| rs.keys()));
     }
 
     fn drop_neighbour(&mut self, now: Time, id: NeighbourId) {
@@ -1331,6 +1405,8 @@ impl Engine {
             }
         }
         self.routes.retain(|_, rs| !rs.is_empty());
+        self.recount_routes();
+        self.budget.forget(id);
         for r in self.requests.values_mut() {
             r.targets.retain(|t| *t != id);
             if r.requester == Some(id) {
@@ -1584,7 +1660,10 @@ impl Engine {
             // seqno makes our next announcements newer still; our current seqno coming
             // back (we hear ourselves, or a neighbour echoes us) changes nothing — bumping
             // on it would start a seqno race with our own echo.
-            if metric < INFINITY && seqno.newer_than(self.seqno) {
+            if metric < INFINITY
+                && seqno.newer_than(self.seqno)
+                && self.budget.admit_bump(&self.cfg, Some(nid), now)
+            {
                 self.seqno = seqno.next();
                 for p in self.local.clone() {
                     self.triggered_update(p);
@@ -1651,6 +1730,13 @@ impl Engine {
                 .map_or(seqno, |s| s.seqno)
                 .next();
             self.request_seqno(now, prefix, rid, want, vec![nid]);
+            return false;
+        }
+        let held = self
+            .routes
+            .get(&prefix)
+            .is_some_and(|rs| rs.contains_key(&nid));
+        if !held && !self.budget.admit_route(&self.cfg, nid) {
             return false;
         }
         let rs = self.routes.entry(prefix).or_default();
@@ -1743,7 +1829,13 @@ impl Engine {
                 self.selected.remove(&prefix);
                 self.changes.push_back(RouteChange::Removed(prefix));
                 let hold = self.max_update_interval() * 3;
-                self.retracting.insert(prefix, now + hold);
+                if self.retracting.contains_key(&prefix)
+                    || self
+                        .budget
+                        .admit_retraction(&self.cfg, self.retracting.len())
+                {
+                    self.retracting.insert(prefix, now + hold);
+                }
                 self.urgent_update(prefix);
             }
             (Some((onid, ofr)), Some((nid, fr, rid, _))) => {
@@ -1857,7 +1949,10 @@ impl Engine {
         rid: RouterId,
     ) {
         if self.local.contains(&prefix) {
-            if rid == self.router_id && seqno.newer_than(self.seqno) {
+            if rid == self.router_id
+                && seqno.newer_than(self.seqno)
+                && self.budget.admit_bump(&self.cfg, Some(from), now)
+            {
                 self.seqno = seqno;
             }
             self.triggered_update(prefix);
@@ -1905,6 +2000,25 @@ impl Engine {
             .is_some_and(|p| p.seqno.at_least(seqno))
         {
             return; // already forwarded
+        }
+        let replaces = self
+            .requests
+            .get(&(prefix, rid))
+            .is_some_and(|p| p.requester == Some(from));
+        if !replaces {
+            let from_nid = self
+                .requests
+                .values()
+                .filter(|p| p.requester == Some(from))
+                .count();
+            let pending =
+                self.requests.len() - usize::from(self.requests.contains_key(&(prefix, rid)));
+            if !self
+                .budget
+                .admit_forward(&self.cfg, from, pending, from_nid)
+            {
+                return;
+            }
         }
         self.queue(
             next.iface,
@@ -2039,6 +2153,12 @@ impl Engine {
         } else {
             (self.router_id, self.seqno, INFINITY)
         };
+        let over = metric < INFINITY
+            && !self.local.contains(&prefix)
+            && !self.sources.contains_key(&(prefix, rid))
+            && !self.budget.admit_source(&self.cfg, self.sources.len());
+        // No room to record what we announce: announce a retraction, which needs none.
+        let metric = if over { INFINITY } else { metric };
         if metric < INFINITY {
             let gc = self.sources_gc_time();
             let s = self

@@ -70,6 +70,7 @@
 //! them, which forward them (hop count, duplicate suppression) towards the source. Route
 //! selection uses hysteresis (a new route must be better by max(16, metric/16)).
 
+mod budget;
 pub mod codec;
 pub mod cost;
 mod engine;
@@ -84,6 +85,7 @@ pub mod time;
 #[cfg(test)]
 mod tests;
 
+pub use budget::BudgetCounters;
 pub use cost::{CostMultiplier, RttCostParams};
 pub use engine::{
     ACK_RETRIES, ACK_TIMEOUT, BABEL_MULTICAST, BABEL_PORT, CommandError, Config, Engine, Event,
