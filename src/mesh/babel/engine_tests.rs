@@ -1476,3 +1476,41 @@ fn request_driven_seqno_bumps_are_rate_limited() {
     );
     assert_eq!(e.seqno(), want);
 }
+
+#[test]
+fn held_retractions_are_capped_by_the_route_budget() {
+    let (mut e, a, _, _) = setup_cfg(Config {
+        max_routes: 4,
+        ..Config::default()
+    });
+    // A announces and retracts five prefixes in turn, with a short interval so that each
+    // retracted route leaves the table before the next: the retractions we repeat (held
+    // 3 update intervals) would outgrow the table.
+    let mut t = Time::from_millis(10);
+    for i in 0..5 {
+        let short = |metric| Msg::Update {
+            prefix: flood_prefix(i),
+            router_id: RID_X,
+            seqno: Seqno(1),
+            metric,
+            interval_cs: 10,
+            next_hop: None,
+        };
+        receive(&mut e, t, a, &[short(10)]);
+        assert!(e.selected_route(&flood_prefix(i)).is_some());
+        receive(&mut e, t, a, &[short(INFINITY)]);
+        let sent = drain(&mut e);
+        assert!(
+            sent.iter().any(|(_, m)| matches!(
+                m,
+                Msg::Update { prefix, metric: INFINITY, .. } if *prefix == flood_prefix(i)
+            )),
+            "every loss is retracted at once"
+        );
+        t = t + Duration::from_millis(300);
+        e.handle_timeout(t);
+        assert_eq!(e.route_count(), 0);
+    }
+    assert_eq!(e.retracting.len(), 4);
+    assert_eq!(e.budget_counters().retractions_over_budget, 1);
+}
