@@ -1674,6 +1674,16 @@ impl Engine {
         if prefix.addr().is_multicast() || is_link_local(prefix.addr()) {
             return false;
         }
+        let held = self
+            .routes
+            .get(&prefix)
+            .is_some_and(|rs| rs.contains_key(&nid));
+        if !held && metric < INFINITY && !self.budget.admit_route(&self.cfg, nid) {
+            // A new route beyond the budget: dropped before any other work (a flood
+            // costs one lookup per Update). Retractions of routes not held are ignored
+            // below anyway; the only path that does not insert needs a held route.
+            return false;
+        }
         let update_default = self
             .ifaces
             .get(&nid.iface)
@@ -1730,13 +1740,6 @@ impl Engine {
                 .map_or(seqno, |s| s.seqno)
                 .next();
             self.request_seqno(now, prefix, rid, want, vec![nid]);
-            return false;
-        }
-        let held = self
-            .routes
-            .get(&prefix)
-            .is_some_and(|rs| rs.contains_key(&nid));
-        if !held && !self.budget.admit_route(&self.cfg, nid) {
             return false;
         }
         let rs = self.routes.entry(prefix).or_default();
