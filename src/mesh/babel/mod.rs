@@ -61,6 +61,14 @@
 //! checked separately for unicast and multicast packets (RFC 9467). Keys change live;
 //! counter state is kept, so a compatible rotation step never drops an adjacency.
 //!
+//! # Budgets
+//! What one neighbour can make the engine hold or do is capped ([`Config`]'s
+//! `max_routes_per_neighbour`, `max_routes`, `max_sources`, `max_requests`,
+//! `max_requests_per_neighbour`, `request_rate`/`request_burst`, `seqno_bump_interval`;
+//! docs/BABEL.md, "Budgets"). At a cap the new item is dropped, counted in
+//! [`Engine::budget_counters`] and logged once per neighbour; refreshes and retractions of
+//! routes already held always pass.
+//!
 //! # Loop freedom
 //! Routes are selected only if feasible (RFC 8966 3.5.1) against the source table, which
 //! records the smallest metric this node announced per (prefix, router-id, seqno). An
