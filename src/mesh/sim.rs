@@ -157,6 +157,8 @@ pub struct Sim {
     /// Nodes drained during the current step (FIB-vs-engine check).
     touched: BTreeSet<NodeIdx>,
     restarts: u64,
+    /// Configuration of the engines of nodes added (or restarted) from now on.
+    engine_cfg: Config,
 }
 
 /// Node `i`'s /64.
@@ -206,12 +208,19 @@ impl Sim {
             reach_ok: Vec::new(),
             touched: BTreeSet::new(),
             restarts: 0,
+            engine_cfg: Config::default(),
         }
     }
 
     /// Virtual time.
     pub fn now(&self) -> Time {
         self.now
+    }
+
+    /// The engine configuration of nodes added or restarted from now on (default:
+    /// [`Config::default`]), e.g. smaller budgets for a flooding test.
+    pub fn set_engine_config(&mut self, cfg: Config) {
+        self.engine_cfg = cfg;
     }
 
     /// Adds a node announcing its /64.
@@ -221,7 +230,7 @@ impl Sim {
         seed[8..16].copy_from_slice(&(i as u64).to_be_bytes());
         let mut rid = [0u8; 8];
         rid.copy_from_slice(&(i as u64 + 1).to_be_bytes());
-        let mut engine = Engine::new(Config::default(), rid, seed, self.now);
+        let mut engine = Engine::new(self.engine_cfg.clone(), rid, seed, self.now);
         engine.originate(self.now, node_prefix(i));
         self.nodes.push(Node {
             engine,
@@ -390,7 +399,7 @@ impl Sim {
             .iter()
             .filter_map(|(id, l)| Some((*id, *l, old.cfgs.get(id)?.clone())))
             .collect();
-        let mut engine = Engine::new(Config::default(), rid, seed, now);
+        let mut engine = Engine::new(self.engine_cfg.clone(), rid, seed, now);
         if let Some(s) = seqno {
             engine.set_seqno(now, s);
         }

@@ -637,3 +637,105 @@ fn partition_heals_and_reconverges_loop_free() {
     let bound = hello() + Duration::from_secs(3) + mul(ten + ten + batch(), 2 * d);
     converge(&mut sim, bound, "40 nodes after the partition heals");
 }
+
+/// Issue 13 ("Flooding"): a member with two tunnels into a ring of honest nodes sends
+/// thousands of random /128 Updates (random router-ids and seqnos) through both. Each
+/// honest node holds at most its per-neighbour budget from any neighbour and its total
+/// budget overall, the flooder's tunnel partners count what they dropped, and every
+/// honest pair stays reachable, loop-free, throughout.
+#[test]
+fn a_member_flooding_random_routes_is_held_to_its_budget() {
+    use crate::mesh::babel::{BABEL_PORT, codec, msg::Msg};
+
+    const PER_NEIGHBOUR: usize = 64;
+    const TOTAL: usize = 256;
+    const ROUNDS: u32 = 100;
+    const PER_ROUND: u32 = 500;
+    let mut sim = Sim::new(13);
+    sim.set_engine_config(Config {
+        max_routes_per_neighbour: PER_NEIGHBOUR,
+        max_routes: TOTAL,
+        ..Config::default()
+    });
+    let honest: Vec<NodeIdx> = (0..6).collect();
+    ring(&mut sim, honest.len());
+    let flooder = sim.add_node();
+    let tunnels = [
+        sim.tunnel(flooder, 0, fast()),
+        sim.tunnel(flooder, 3, fast()),
+    ];
+    assert!(
+        sim.run_until_converged(update()).is_some(),
+        "converges before the flood"
+    );
+    sim.check_loops = true;
+    // The flooder's side of its tunnels: (victim, victim's interface, flooder's address).
+    let entries: Vec<(NodeIdx, IfaceId, IpAddr, IpAddr)> = tunnels
+        .iter()
+        .map(|l| {
+            let m = &sim.links[*l].members;
+            let (f, v) = if m[0].0 == flooder {
+                (m[0], m[1])
+            } else {
+                (m[1], m[0])
+            };
+            (v.0, v.1, f.2, v.2)
+        })
+        .collect();
+    let mut rng = ChaCha8Rng::from_seed([13; 32]);
+    for _ in 0..ROUNDS {
+        for &(victim, iface, from, to) in &entries {
+            let msgs: Vec<Msg> = (0..PER_ROUND)
+                .map(|_| {
+                    let addr = 0x2001_0db8_u128 << 96 | u128::from(rng.next_u64());
+                    let mut rid = [0u8; 8];
+                    rng.fill_bytes(&mut rid);
+                    Msg::Update {
+                        prefix: Prefix::new(IpAddr::V6(Ipv6Addr::from(addr)), 128).expect("a /128"),
+                        router_id: RouterId(rid),
+                        seqno: Seqno(rng.next_u32() as u16),
+                        metric: (rng.next_u32() % 512) as u16,
+                        interval_cs: 400,
+                        next_hop: None,
+                    }
+                })
+                .collect();
+            let pkts = codec::encode(&msgs, from, 1400, 0, None).expect("encodes");
+            sim.with_engine(victim, |e, now| {
+                for p in &pkts {
+                    let src = SocketAddr::new(from, BABEL_PORT);
+                    let dst = SocketAddr::new(to, BABEL_PORT);
+                    e.handle_packet(now, iface, src, dst, p);
+                }
+            });
+        }
+        sim.run_for(Duration::from_millis(200));
+        for &n in &honest {
+            let e = &sim.nodes[n].engine;
+            assert!(e.route_count() <= TOTAL, "node {n}: {}", e.route_count());
+            let mut per: BTreeMap<(String, Option<IpAddr>), usize> = BTreeMap::new();
+            for r in e.routes().into_iter().filter(|r| !r.local) {
+                *per.entry((r.iface, r.next_hop)).or_default() += 1;
+            }
+            assert!(
+                per.values().all(|c| *c <= PER_NEIGHBOUR),
+                "node {n}: {per:?}"
+            );
+        }
+    }
+    for &(victim, ..) in &entries {
+        let k = sim.nodes[victim].engine.budget_counters();
+        assert!(
+            k.routes_over_budget >= u64::from(ROUNDS * PER_ROUND) - PER_NEIGHBOUR as u64,
+            "node {victim}: {k:?}"
+        );
+    }
+    for &a in &honest {
+        for &b in &honest {
+            if a != b {
+                assert!(sim.walk(a, b).is_ok(), "{a}->{b}: {:?}", sim.walk(a, b));
+            }
+        }
+    }
+    sim.check_loop_free().expect("loop-free");
+}

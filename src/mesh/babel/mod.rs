@@ -61,6 +61,14 @@
 //! checked separately for unicast and multicast packets (RFC 9467). Keys change live;
 //! counter state is kept, so a compatible rotation step never drops an adjacency.
 //!
+//! # Budgets
+//! What one neighbour can make the engine hold or do is capped ([`Config`]'s
+//! `max_routes_per_neighbour`, `max_routes`, `max_sources`, `max_requests`,
+//! `max_requests_per_neighbour`, `request_rate`/`request_burst`, `seqno_bump_interval`;
+//! docs/BABEL.md, "Budgets"). At a cap the new item is dropped, counted in
+//! [`Engine::budget_counters`] and logged once per neighbour; refreshes and retractions of
+//! routes already held always pass.
+//!
 //! # Loop freedom
 //! Routes are selected only if feasible (RFC 8966 3.5.1) against the source table, which
 //! records the smallest metric this node announced per (prefix, router-id, seqno). An
@@ -70,6 +78,7 @@
 //! them, which forward them (hop count, duplicate suppression) towards the source. Route
 //! selection uses hysteresis (a new route must be better by max(16, metric/16)).
 
+mod budget;
 pub mod codec;
 pub mod cost;
 mod engine;
@@ -84,6 +93,7 @@ pub mod time;
 #[cfg(test)]
 mod tests;
 
+pub use budget::BudgetCounters;
 pub use cost::{CostMultiplier, RttCostParams};
 pub use engine::{
     ACK_RETRIES, ACK_TIMEOUT, BABEL_MULTICAST, BABEL_PORT, CommandError, Config, Engine, Event,
