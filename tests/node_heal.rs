@@ -436,6 +436,10 @@ fn root_heal_the_lock_cycle_retires_and_replaces_tunnels_while_traffic_flows() {
         retired >= 3,
         "fewer than 3 tunnels retired: the lock cycle did not run"
     );
+    // The simulator asserts make-before-break exactly (no pair ever without a route,
+    // `the_lock_cycle_retires_tunnels_and_replaces_them_without_a_gap`); here, on real
+    // sockets and a shared CPU, one ping may fall in the instant a tunnel closes, but a
+    // starved route (the failure mode it guards against: 1.4-3 s) must not show up.
     assert!(
         gap <= 10,
         "a gap of {} ms during the lock cycles",

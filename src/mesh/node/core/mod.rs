@@ -68,11 +68,15 @@ pub const TICK: Duration = Duration::from_millis(500);
 pub const STATIC_DIAL_DEFER: Duration = Duration::from_millis(1500);
 /// Wait before a failed `--peer` dial is retried.
 pub const STATIC_RETRY: Duration = Duration::from_secs(2);
-/// How long the side that agrees to retire a tunnel keeps it hard-locked before answering,
-/// so Babel routes around it on this side too before the peer closes it.
-pub const KILL_ANSWER_DELAY: Duration = Duration::from_secs(1);
-/// After answering a kill request, how long until this side closes the tunnel itself (if the
-/// requester has not).
+/// How long the side that agrees to retire a tunnel keeps it soft-locked at least before
+/// it looks whether its routes have moved off it (then every [`KILL_ANSWER_RECHECK`]).
+pub const KILL_ANSWER_DELAY: Duration = Duration::from_millis(500);
+/// The longest an agreed kill request waits for the routes to move off the tunnel, as a
+/// fraction of the lock timeout (the requester gives up after one lock timeout, and both
+/// sides have it from the same parameters): half of it.
+pub const KILL_ANSWER_MAX_DIVISOR: u32 = 2;
+/// How often that wait looks again.
+pub const KILL_ANSWER_RECHECK: Duration = Duration::from_millis(200);
 pub const KILL_CLOSE_DELAY: Duration = Duration::from_secs(2);
 /// A dial that has not come to anything in this long is forgotten.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -136,8 +140,9 @@ enum Renewing {
 /// Work scheduled for later (the lock cycle's answer side).
 #[derive(Debug, Clone, Copy)]
 enum Later {
-    /// Answer a kill request we agreed to.
-    KillAnswer(TunnelId),
+    /// Answer a kill request we agreed to (received at the given time), once no selected
+    /// route uses the tunnel any more or half the lock timeout has passed.
+    KillAnswer(TunnelId, Time),
     /// Close the tunnel we agreed to retire, if the requester has not.
     KillClose(TunnelId),
 }
@@ -590,8 +595,27 @@ impl NodeCore {
 
     fn run_later(&mut self, now: Now, job: Later) {
         match job {
-            Later::KillAnswer(tunnel) => {
-                if self.tunnels.contains_key(&tunnel) {
+            Later::KillAnswer(tunnel, asked) => {
+                let Some(t) = self.tunnels.get(&tunnel) else {
+                    return;
+                };
+                // Make before break: Babel may need a seqno round trip before a feasible
+                // route around the soft-locked tunnel exists; closing earlier is a gap.
+                let (peer, neighbour) = (t.peer_prefix, t.neighbour);
+                let max = self.tm.config().lock_timeout / KILL_ANSWER_MAX_DIVISOR;
+                if self.selected_routes_via(peer) > 0 && now.time.saturating_since(asked) < max {
+                    self.schedule(
+                        now.time + KILL_ANSWER_RECHECK,
+                        Later::KillAnswer(tunnel, asked),
+                    );
+                    return;
+                }
+                // Routes have moved (or we waited long enough): unusable from now on, and
+                // the answer lets the peer close it.
+                let _ =
+                    self.engine
+                        .set_cost_multiplier(now.time, neighbour, CostMultiplier::HARD_LOCK);
+                {
                     self.send_control(tunnel, ControlMsg::KillResponse { accepted: true });
                     self.schedule(now.time + KILL_CLOSE_DELAY, Later::KillClose(tunnel));
                 }

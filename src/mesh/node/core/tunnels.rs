@@ -168,7 +168,7 @@ impl NodeCore {
             }
         }
         self.later.retain(|_, job| match job {
-            Later::KillAnswer(id) | Later::KillClose(id) => *id != tunnel,
+            Later::KillAnswer(id, _) | Later::KillClose(id) => *id != tunnel,
         });
         info!(peer = %t.peer_prefix, why, "tunnel down");
         self.snapshot_dirty = true;
@@ -279,12 +279,17 @@ impl NodeCore {
                     return;
                 }
                 info!(%peer, "tunnel retired at the peer's request");
-                // Our side of the lock: Babel routes around the tunnel here too before it
-                // closes, then we answer and the peer closes it.
+                // Our side of the lock: a soft lock first, so that Babel keeps the route
+                // while it asks for a seqno that makes the way around feasible (a hard lock
+                // now would retract it: starvation until the new seqno arrives). The answer
+                // waits until no selected route uses the tunnel (see `Later::KillAnswer`).
                 let _ =
                     self.engine
-                        .set_cost_multiplier(now.time, neighbour, CostMultiplier::HARD_LOCK);
-                self.schedule(now.time + KILL_ANSWER_DELAY, Later::KillAnswer(tunnel));
+                        .set_cost_multiplier(now.time, neighbour, CostMultiplier::SOFT_LOCK);
+                self.schedule(
+                    now.time + KILL_ANSWER_DELAY,
+                    Later::KillAnswer(tunnel, now.time),
+                );
             }
             ControlMsg::KillResponse { accepted } => {
                 if let Some(t) = self.tunnels.get(&tunnel) {
@@ -420,6 +425,15 @@ impl NodeCore {
         self.dialing.insert(peer, now.time);
         self.actions.push_back(Action::Dial { peer, addrs });
         true
+    }
+
+    /// How many selected routes have this tunnel peer as next hop.
+    pub(super) fn selected_routes_via(&self, peer: Ipv6Net) -> usize {
+        let hop = IpAddr::V6(identity::node_address(&peer));
+        self.engine
+            .selected_routes()
+            .filter(|r| r.next_hop == hop)
+            .count()
     }
 
     /// One round of re6st's tunnel manager over what Babel and the peer cache know now.
