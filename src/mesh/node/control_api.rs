@@ -75,6 +75,7 @@ impl ControlHandler for Handler {
                 .counters
                 .named()
                 .into_iter()
+                .chain(s.babel_budget.named())
                 .filter(|(_, v)| *v > 0)
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),

@@ -135,6 +135,7 @@ pub async fn run(
             crl_missing: net.crl_wanted(),
             held: 0,
             counters: Default::default(),
+            babel_budget: Default::default(),
         }),
         tx: tx.clone(),
         started,

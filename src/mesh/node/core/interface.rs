@@ -313,6 +313,8 @@ pub struct Snapshot {
     pub held: usize,
     /// What the core counted.
     pub counters: Counters,
+    /// What the Babel engine dropped at its budgets (routes, sources, requests, seqno bumps).
+    pub babel_budget: crate::mesh::babel::BudgetCounters,
 }
 
 /// What [`NodeCore::new`] starts from (the shell loads it from the state directory).

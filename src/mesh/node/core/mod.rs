@@ -530,6 +530,7 @@ impl NodeCore {
             crl_missing: self.net.crl_wanted(),
             held: self.tunnels.values().filter(|t| t.held).count(),
             counters: self.counters,
+            babel_budget: self.engine.budget_counters(),
         }
     }
 
