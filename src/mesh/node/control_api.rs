@@ -20,6 +20,8 @@ pub(super) struct Shared {
     pub(super) started: Instant,
     pub(super) prefix: Ipv6Net,
     pub(super) network: Ipv6Net,
+    /// Babel packets the data path dropped at a tunnel's budget (counted there).
+    pub(super) babel_dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Shared {
@@ -76,6 +78,12 @@ impl ControlHandler for Handler {
                 .named()
                 .into_iter()
                 .chain(s.babel_budget.named())
+                .chain([(
+                    "babel_packets_dropped",
+                    self.0
+                        .babel_dropped
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                )])
                 .filter(|(_, v)| *v > 0)
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),

@@ -124,7 +124,9 @@ pub async fn run(
 
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let started = Instant::now();
+    let babel_dropped = Arc::<std::sync::atomic::AtomicU64>::default();
     let shared = Arc::new(Shared {
+        babel_dropped: babel_dropped.clone(),
         snapshot: Mutex::new(Snapshot {
             state: NodeStateName::Connecting,
             peers: vec![],
@@ -207,7 +209,7 @@ pub async fn run(
         fib: core.fib_reader(),
         table: Arc::new(ArcSwap::from_pointee(HashMap::new())),
         tun,
-        babel_dropped: Arc::default(),
+        babel_dropped,
     };
 
     // TUN reader: packets from local applications.
