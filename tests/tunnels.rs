@@ -318,6 +318,7 @@ async fn a_peer_below_the_minimum_protocol_is_refused() {
             params_version: 5,
             endpoints: vec![],
             country: None,
+            observed: None,
         },
         2,
     );
@@ -349,6 +350,7 @@ async fn the_hello_carries_a_valid_country_and_drops_an_invalid_one() {
         params_version: 1,
         endpoints: vec![],
         country: Some(country.into()),
+        observed: None,
     };
     let b_addr = eb.local_addr().unwrap();
     for (sent, seen) in [("FR", Some("FR")), ("france", None)] {

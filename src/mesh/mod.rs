@@ -11,6 +11,7 @@ pub mod lan_discovery;
 pub mod netstate;
 pub mod node;
 pub mod peers;
+pub mod reach;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod tunnels;

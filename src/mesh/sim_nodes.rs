@@ -472,6 +472,7 @@ impl NodeNet {
                 .map(|p| (prefix_of(*p), addr_of(*p)))
                 .collect(),
             endpoints: vec![addr_of(i)],
+            listen_port: addr_of(i).port(),
             country: n.setup.country.clone(),
             babel_timers: n.setup.babel_timers,
             cache,
@@ -762,6 +763,8 @@ impl NodeNet {
             | Action::LanAuth(_)
             | Action::LanPace { .. } => {}
             Action::TunWithdraw | Action::TunRestore => {}
+            // the simulated registry knows every node at `addr_of` already
+            Action::ReportEndpoints(_) => {}
             Action::Close { tunnel, code } => {
                 if let Some(e) = self.ends.remove(&tunnel) {
                     self.ends.remove(&e.peer_tunnel);
@@ -963,6 +966,7 @@ impl NodeNet {
             params_version,
             endpoints: vec![addr_of(idx)],
             country: n.setup.country.clone(),
+            observed: None,
         };
         let version = |n: &SimNode| n.core.as_ref().map_or(0, |c| c.params().version);
         let (va, vb) = (version(&self.nodes[i]), version(&self.nodes[j]));

@@ -104,6 +104,7 @@ pub async fn run(
             params_version: params.version,
             endpoints: cfg.endpoints.clone(),
             country: cfg.country.clone(),
+            observed: None,
         },
         params.min_protocol,
     );
@@ -113,14 +114,6 @@ pub async fn run(
         params.network,
         cfg.tun_mtu,
     )?);
-    if !cfg.endpoints.is_empty()
-        && let Err(e) = client
-            .load()
-            .report_endpoints(&cfg.endpoints, crate::params::PROTOCOL_VERSION)
-            .await
-    {
-        warn!(error = %e, "cannot report this node's endpoints to the registry");
-    }
 
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let started = Instant::now();
@@ -193,6 +186,7 @@ pub async fn run(
             not_after: info.not_after,
             static_peers: cfg.peers.clone(),
             endpoints: cfg.endpoints.clone(),
+            listen_port: endpoint.local_addr().map(|a| a.port()).unwrap_or(0),
             country: cfg.country.clone(),
             babel_timers: cfg.babel_timers,
             cache,
@@ -212,6 +206,25 @@ pub async fn run(
         babel_dropped,
     };
 
+    // The host's addresses, for the endpoint candidates (mesh::reach): now, then every
+    // LOCAL_ADDRESS_INTERVAL (an address that comes or goes — Wi-Fi to Ethernet — is noticed
+    // within that).
+    {
+        let (tx, tun_name) = (tx.clone(), cfg.tun_name.clone());
+        tokio::spawn(async move {
+            loop {
+                let addrs = local_addresses(&tun_name);
+                if tx
+                    .send(ShellEvent::Input(Input::LocalAddresses(addrs)))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                tokio::time::sleep(LOCAL_ADDRESS_INTERVAL).await;
+            }
+        });
+    }
     // TUN reader: packets from local applications.
     tokio::spawn(data.clone().run_tun_reader());
     // Acceptor.
@@ -392,4 +405,23 @@ async fn offer_and_keys(
     tx.send(ShellEvent::Input(Input::KeyBytes(keys)))
         .await
         .is_ok()
+}
+
+/// How often the shell looks at the host's interface addresses again.
+const LOCAL_ADDRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The host's interface addresses, but the TUN's own and loopback ones (the core filters
+/// the rest: link-local, inside the mesh).
+fn local_addresses(tun_name: &str) -> Vec<std::net::IpAddr> {
+    match if_addrs::get_if_addrs() {
+        Ok(list) => list
+            .into_iter()
+            .filter(|i| i.name != tun_name && !i.is_loopback())
+            .map(|i| i.ip())
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, "cannot list this host's addresses");
+            Vec::new()
+        }
+    }
 }

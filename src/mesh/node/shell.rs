@@ -316,6 +316,21 @@ impl Shell {
                     Some(Input::KeyBytes(fetch_key_bytes(&client, &dir).await))
                 });
             }
+            Action::ReportEndpoints(endpoints) => {
+                let client = self.registry.client.load_full();
+                self.spawn_input(async move {
+                    match client
+                        .report_endpoints(&endpoints, crate::params::PROTOCOL_VERSION)
+                        .await
+                    {
+                        Ok(()) => debug!(?endpoints, "endpoints reported to the registry"),
+                        Err(e) => {
+                            warn!(error = %e, "cannot report this node's endpoints to the registry")
+                        }
+                    }
+                    None
+                });
+            }
             Action::FetchBootstrap => {
                 let client = self.registry.client.load_full();
                 self.spawn_input(async move {

@@ -40,6 +40,10 @@ pub enum ControlMsg {
         /// The sender's country (ISO 3166 alpha-2), if it states one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         country: Option<String>,
+        /// The address and port the sender sees this connection come from: the receiver's
+        /// address as the outside sees it (behind a NAT, the mapped one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        observed: Option<SocketAddr>,
     },
     /// "Send me your parameters" (the receiver has a newer version).
     ParamsRequest,
@@ -149,6 +153,7 @@ mod tests {
             params_version: 7,
             endpoints: vec!["[fd00::1]:6464".parse().unwrap()],
             country: None,
+            observed: Some("[2001:db8::7]:40000".parse().unwrap()),
         }
     }
 

@@ -123,6 +123,9 @@ pub struct HelloInfo {
     pub endpoints: Vec<SocketAddr>,
     /// The country the node says it is in (ISO 3166 alpha-2), for the country rules.
     pub country: Option<String>,
+    /// Where the sender sees the receiver's packets come from (filled per connection when
+    /// the hello is sent; what the node sets is ignored).
+    pub observed: Option<SocketAddr>,
 }
 
 /// How long the control-stream hello exchange may take.
@@ -178,12 +181,14 @@ async fn read_hello(
                 params_version,
                 endpoints,
                 country,
+                observed,
             }) => {
                 return Ok(HelloInfo {
                     protocol,
                     params_version,
                     endpoints,
                     country: country.filter(|c| valid_country(c)),
+                    observed,
                 });
             }
             Some(other) => return Err(format!("expected a hello, got {other:?}")),
@@ -202,6 +207,7 @@ fn hello_msg(h: &HelloInfo) -> Vec<u8> {
         params_version: h.params_version,
         endpoints: h.endpoints.clone(),
         country: h.country.clone(),
+        observed: h.observed,
     })
 }
 
@@ -214,10 +220,11 @@ impl Tunnel {
     async fn establish(
         conn: quinn::Connection,
         initiated: bool,
-        me: HelloInfo,
+        mut me: HelloInfo,
         min_protocol: u32,
     ) -> Result<Tunnel, TunnelError> {
         let addr = conn.remote_address();
+        me.observed = Some(SocketAddr::new(addr.ip().to_canonical(), addr.port()));
         let err = |reason: String| TunnelError::Connect { addr, reason };
         let (peer_prefix, peer_cert) = peer_identity(&conn)?;
         let exchange = async {
@@ -536,6 +543,7 @@ impl TunnelEndpoint {
             params_version: 0,
             endpoints: Vec::new(),
             country: None,
+            observed: None,
         };
         Ok(TunnelEndpoint {
             endpoint,

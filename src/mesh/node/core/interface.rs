@@ -70,6 +70,8 @@ pub struct InstallError(pub String);
 /// Inputs to [`NodeCore::handle`].
 #[derive(Debug)]
 pub enum Input {
+    /// The host's interface addresses now (at start, then whenever the shell looks again).
+    LocalAddresses(Vec<IpAddr>),
     /// A tunnel completed its handshake and hello (dialled or accepted).
     TunnelUp {
         /// The shell's name for it.
@@ -227,6 +229,9 @@ pub enum Action {
         /// The minimum protocol.
         min_protocol: u32,
     },
+    /// Report these endpoint candidates to the registry (they changed; see
+    /// [`crate::mesh::reach`]).
+    ReportEndpoints(Vec<SocketAddr>),
     /// The keys LAN discovery signs and verifies with.
     LanAuth(Box<LanAuth>),
     /// LAN discovery pace (the hello interval) and whether it announces at all.
@@ -336,6 +341,8 @@ pub struct CoreConfig {
     pub static_peers: Vec<(Ipv6Net, SocketAddr)>,
     /// Endpoints announced to neighbours.
     pub endpoints: Vec<SocketAddr>,
+    /// The tunnel socket's UDP port (for the candidates made of interface addresses).
+    pub listen_port: u16,
     /// The country this node states.
     pub country: Option<String>,
     /// Babel timers fixed by configuration (`None`: from the parameters).

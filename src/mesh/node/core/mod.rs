@@ -43,6 +43,7 @@ use crate::mesh::fib::{Fib, FibReader};
 use crate::mesh::lan_discovery::LanAuth;
 use crate::mesh::netstate::NetState;
 use crate::mesh::peers::{Hearsay, PeerCache, usable_endpoint};
+use crate::mesh::reach::Reach;
 use crate::mesh::tunnels::control::{ControlMsg, PeerAddr};
 use crate::mesh::tunnels::policy::{self, Candidate, Observation, PolicyConfig, TunnelManager};
 use crate::mesh::tunnels::{CloseCode, HelloInfo, valid_country};
@@ -177,7 +178,9 @@ pub struct NodeCore {
     /// LAN neighbours heard (dialled through `static_peers`) and when.
     lan_heard: BTreeMap<Ipv6Net, (SocketAddrV6, Time)>,
     down: bool,
+    /// The endpoint candidates last announced (hello, registry, `Peers`).
     my_endpoints: Vec<SocketAddr>,
+    reach: Reach,
     country: Option<String>,
     /// Parameters and CRL in force.
     net: NetState,
@@ -266,7 +269,8 @@ impl NodeCore {
             dialled_addrs: BTreeMap::new(),
             lan_heard: BTreeMap::new(),
             down: false,
-            my_endpoints: cfg.endpoints,
+            my_endpoints: Vec::new(),
+            reach: Reach::new(cfg.listen_port, params.network, cfg.endpoints),
             country: cfg.country,
             net: cfg.net,
             keys: cfg.keys,
@@ -288,7 +292,7 @@ impl NodeCore {
             snapshot_dirty: true,
             counters: Counters::default(),
         };
-        core.push_hello();
+        core.refresh_reach();
         core.actions
             .push_back(Action::SetRevoked(core.net.revoked().clone()));
         core.actions
@@ -427,8 +431,50 @@ impl NodeCore {
                 self.snapshot_dirty = true;
             }
             Input::Exit => self.stop(None),
+            Input::LocalAddresses(addrs) => self.reach.set_local(&addrs),
         }
+        self.refresh_reach();
         self.drain(now);
+    }
+
+    /// Announces the endpoint candidates when they changed: in the hello of new tunnels, to
+    /// the registry, and to every neighbour in a repeated hello.
+    fn refresh_reach(&mut self) {
+        if self.down {
+            return;
+        }
+        self.reach.set_network(self.net.params().network);
+        let Some(c) = self.reach.poll_changed() else {
+            return;
+        };
+        if c != self.my_endpoints {
+            info!(endpoints = ?c, "this node can be reached at");
+        }
+        self.my_endpoints = c.clone();
+        self.push_hello();
+        if !c.is_empty() {
+            self.actions.push_back(Action::ReportEndpoints(c.clone()));
+        }
+        let p = self.net.params();
+        let hellos: Vec<(TunnelId, ControlMsg)> = self
+            .tunnels
+            .iter()
+            .map(|(id, t)| {
+                (
+                    *id,
+                    ControlMsg::Hello {
+                        protocol: PROTOCOL_VERSION,
+                        params_version: p.version,
+                        endpoints: c.clone(),
+                        country: self.country.clone(),
+                        observed: Some(t.remote),
+                    },
+                )
+            })
+            .collect();
+        for (id, m) in hellos {
+            self.send_control(id, m);
+        }
     }
 
     /// The next time [`NodeCore::handle_timeout`] must run (`None` once stopping).
@@ -577,6 +623,7 @@ impl NodeCore {
                 params_version: p.version,
                 endpoints: self.my_endpoints.clone(),
                 country: self.country.clone(),
+                observed: None,
             },
             min_protocol: p.min_protocol,
         });

@@ -85,6 +85,9 @@ impl NodeCore {
         if info.hello.country.is_some() {
             self.cache.set_country(peer, info.hello.country.clone());
         }
+        if let Some(seen) = info.hello.observed {
+            self.reach.observed(peer, seen, local);
+        }
         self.cache.record_success(peer, now.unix_u64());
         self.by_prefix.insert(peer, tunnel);
         self.by_iface.insert(iface, tunnel);
@@ -161,6 +164,7 @@ impl NodeCore {
         self.by_iface.remove(&t.iface);
         if self.by_prefix.get(&t.peer_prefix) == Some(&tunnel) {
             self.by_prefix.remove(&t.peer_prefix);
+            self.reach.forget(&t.peer_prefix);
             self.tm.tunnel_down(now.time, t.peer_prefix);
             if self.static_peers.contains_key(&t.peer_prefix) && t.peer_prefix < self.prefix {
                 self.static_retry
@@ -297,7 +301,33 @@ impl NodeCore {
                     self.tm.on_kill_response(now.time, peer, accepted);
                 }
             }
-            ControlMsg::Hello { .. } => {}
+            ControlMsg::Hello {
+                endpoints,
+                observed,
+                ..
+            } => {
+                // A repeated hello: the neighbour's candidates changed, or it tells us
+                // where it sees us now. First-hand, validated as in `tunnel_up`.
+                let Some(t) = self.tunnels.get(&tunnel) else {
+                    return;
+                };
+                let (peer, local) = (t.peer_prefix, t.remote.ip().to_canonical().is_loopback());
+                let n = endpoints.len();
+                let usable: Vec<SocketAddr> = endpoints
+                    .into_iter()
+                    .filter(|a| usable_endpoint(a, local))
+                    .collect();
+                if usable.len() < n {
+                    self.counters.peer_addresses_refused +=
+                        u64::try_from(n - usable.len()).unwrap_or(u64::MAX);
+                }
+                if !usable.is_empty() {
+                    self.cache.record_seen(peer, usable, now.unix_u64());
+                }
+                if let Some(seen) = observed {
+                    self.reach.observed(peer, seen, local);
+                }
+            }
         }
     }
 
