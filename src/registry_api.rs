@@ -98,14 +98,35 @@ pub struct EndpointsRequest {
 /// Most endpoints a node may report.
 pub const MAX_ENDPOINTS: usize = 16;
 
-/// `GET /api/v1/bootstrap`: a random other live node.
+/// `GET /api/v1/bootstrap`: random other live nodes (the first also in `prefix`/`endpoints`,
+/// the shape of the first protocol version).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BootstrapResponse {
-    /// The peer's prefix.
+    /// The first peer's prefix.
     pub prefix: Ipv6Net,
-    /// The peer's endpoints.
+    /// The first peer's endpoints.
+    pub endpoints: Vec<SocketAddr>,
+    /// Up to [`BOOTSTRAP_PEERS`] live nodes in random order, the first included: a node that
+    /// can reach only some of them (firewalls, NATs) still finds a way into every part of
+    /// the mesh.
+    #[serde(default)]
+    pub peers: Vec<BootstrapPeer>,
+    /// Live nodes the registry knows besides the asker (with endpoints, not banned).
+    #[serde(default)]
+    pub live: u32,
+}
+
+/// One node of a [`BootstrapResponse`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BootstrapPeer {
+    /// Its prefix.
+    pub prefix: Ipv6Net,
+    /// Its endpoints.
     pub endpoints: Vec<SocketAddr>,
 }
+
+/// Nodes one bootstrap answer names at most.
+pub const BOOTSTRAP_PEERS: usize = 8;
 
 /// Every error answer: a machine-readable code and one clear sentence.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -573,8 +573,29 @@ async fn bootstrap_returns_another_live_node_with_its_endpoints() {
     let got = a.client.bootstrap().await.unwrap().unwrap();
     assert_eq!(got.prefix, b.cert.prefix);
     assert_eq!(got.endpoints, vec![ep]);
+    assert_eq!(got.live, 1);
+    assert_eq!(got.peers.len(), 1);
+    assert_eq!(got.peers[0].prefix, b.cert.prefix);
     // b never gets itself
     assert_eq!(b.client.bootstrap().await.unwrap(), None);
+    // with many live nodes, one answer names up to 8 of them, all different, never the asker
+    let mut more = Vec::new();
+    for i in 0..10u16 {
+        let n = reg.join_node().await;
+        let ep: std::net::SocketAddr = format!("[fd00::1:{i:x}]:6464").parse().unwrap();
+        n.client.report_endpoints(&[ep], 1).await.unwrap();
+        more.push(n);
+    }
+    let got = a.client.bootstrap().await.unwrap().unwrap();
+    assert_eq!(got.live, 11);
+    assert_eq!(got.peers.len(), re6mesh::registry_api::BOOTSTRAP_PEERS);
+    let distinct: std::collections::BTreeSet<_> = got.peers.iter().map(|p| p.prefix).collect();
+    assert_eq!(distinct.len(), got.peers.len());
+    assert!(!distinct.contains(&a.cert.prefix));
+    assert_eq!(
+        (got.prefix, &got.endpoints),
+        (got.peers[0].prefix, &got.peers[0].endpoints)
+    );
     // bad endpoints are refused
     let err = a
         .client

@@ -829,16 +829,21 @@ impl NodeNet {
             }
             Action::FetchBootstrap => {
                 if self.registry.up {
-                    let live: Vec<NodeIdx> = (0..self.nodes.len())
+                    let mut live: Vec<NodeIdx> = (0..self.nodes.len())
                         .filter(|j| *j != i && self.running(*j))
                         .collect();
                     if !live.is_empty() {
-                        let j = live[self.rng.next_u32() as usize % live.len()];
-                        let peers = vec![PeerAddr {
-                            prefix: prefix_of(j),
-                            endpoints: vec![addr_of(j)],
-                            country: None,
-                        }];
+                        // up to BOOTSTRAP_PEERS in random order, as the registry answers
+                        let mut peers = Vec::new();
+                        while !live.is_empty() && peers.len() < crate::registry_api::BOOTSTRAP_PEERS
+                        {
+                            let j = live.swap_remove(self.rng.next_u32() as usize % live.len());
+                            peers.push(PeerAddr {
+                                prefix: prefix_of(j),
+                                endpoints: vec![addr_of(j)],
+                                country: None,
+                            });
+                        }
                         self.deliver(i, reg_rtt, Input::Peers(peers));
                     }
                 }

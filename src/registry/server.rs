@@ -335,14 +335,28 @@ async fn bootstrap(
     Extension(peer): Extension<PeerCert>,
 ) -> ApiResult<Json<BootstrapResponse>> {
     let serial = peer_serial(&peer)?;
-    let (prefix, endpoints) = blocking(&st, move |_, s| {
+    let crate::registry::store::LivePeers { peers, live } = blocking(&st, move |_, s| {
         let t = now();
         let node = s.authenticate_valid(&serial, t)?;
         s.touch(node.node_id, t)?;
-        s.bootstrap(node.node_id, t)
+        s.bootstrap(node.node_id, t, crate::registry_api::BOOTSTRAP_PEERS)
     })
     .await?;
-    Ok(Json(BootstrapResponse { prefix, endpoints }))
+    let peers: Vec<BootstrapPeer> = peers
+        .into_iter()
+        .map(|(prefix, endpoints)| BootstrapPeer { prefix, endpoints })
+        .collect();
+    let first = peers.first().cloned().ok_or_else(|| {
+        ApiError(RegistryError::NotFound(
+            "no other live node is known yet".into(),
+        ))
+    })?;
+    Ok(Json(BootstrapResponse {
+        prefix: first.prefix,
+        endpoints: first.endpoints,
+        peers,
+        live,
+    }))
 }
 
 async fn not_found() -> ApiError {

@@ -820,28 +820,52 @@ impl Store {
         Ok(())
     }
 
-    /// A random other live node with endpoints, not banned and with a valid certificate.
-    pub fn bootstrap(&self, except: i64, now: i64) -> Result<(Ipv6Net, Vec<SocketAddr>)> {
-        let row: Option<(String, String)> = self
+    /// Up to `limit` random other live nodes with endpoints, not banned and with a valid
+    /// certificate, and how many there are in all.
+    pub fn bootstrap(
+        &self,
+        except: i64,
+        now: i64,
+        limit: usize,
+    ) -> Result<LivePeers> {
+        const LIVE: &str = "FROM nodes n
+             WHERE n.id != ?1 AND n.banned_at IS NULL AND n.endpoints != '[]' AND n.last_seen >= ?2
+               AND EXISTS (SELECT 1 FROM certs c WHERE c.node_id = n.id AND c.revoked_at IS NULL AND c.not_after > ?3)";
+        let args = params![except, now - LIVE_SECS, now];
+        let live: u32 = self
             .conn
-            .query_row(
-                "SELECT n.prefix, n.endpoints FROM nodes n
-                 WHERE n.id != ?1 AND n.banned_at IS NULL AND n.endpoints != '[]' AND n.last_seen >= ?2
-                   AND EXISTS (SELECT 1 FROM certs c WHERE c.node_id = n.id AND c.revoked_at IS NULL AND c.not_after > ?3)
-                 ORDER BY random() LIMIT 1",
-                params![except, now - LIVE_SECS, now],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((prefix, endpoints)) = row else {
+            .query_row(&format!("SELECT count(*) {LIVE}"), args, |r| r.get(0))?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT n.prefix, n.endpoints {LIVE} ORDER BY random() LIMIT {}",
+            limit.min(1000)
+        ))?;
+        let rows = stmt
+            .query_map(args, |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        if rows.is_empty() {
             return Err(RegistryError::NotFound(
                 "no other live node is known yet".into(),
             ));
-        };
-        let endpoints =
-            serde_json::from_str(&endpoints).map_err(|e| RegistryError::Internal(e.to_string()))?;
-        Ok((parse_prefix(&prefix)?, endpoints))
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for (prefix, endpoints) in rows {
+            let endpoints = serde_json::from_str(&endpoints)
+                .map_err(|e| RegistryError::Internal(e.to_string()))?;
+            out.push((parse_prefix(&prefix)?, endpoints));
+        }
+        Ok(LivePeers { peers: out, live })
     }
+}
+
+/// [`Store::bootstrap`]'s answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LivePeers {
+    /// Prefix and endpoints of each node named.
+    pub peers: Vec<(Ipv6Net, Vec<SocketAddr>)>,
+    /// Live nodes in all (the asker left out).
+    pub live: u32,
 }
 
 /// [`Store::authenticate`] on a connection or inside a transaction.

@@ -336,12 +336,30 @@ impl Shell {
                 self.spawn_input(async move {
                     match client.bootstrap().await {
                         Ok(Some(b)) => {
-                            info!(peer = %b.prefix, "bootstrap peer from the registry");
-                            Some(Input::Peers(vec![PeerAddr {
-                                prefix: b.prefix,
-                                endpoints: b.endpoints,
-                                country: None,
-                            }]))
+                            let mut peers: Vec<PeerAddr> = b
+                                .peers
+                                .into_iter()
+                                .map(|p| PeerAddr {
+                                    prefix: p.prefix,
+                                    endpoints: p.endpoints,
+                                    country: None,
+                                })
+                                .collect();
+                            if peers.is_empty() {
+                                // a registry of the first protocol version: one peer
+                                peers.push(PeerAddr {
+                                    prefix: b.prefix,
+                                    endpoints: b.endpoints,
+                                    country: None,
+                                });
+                            }
+                            info!(
+                                peer = %b.prefix,
+                                peers = peers.len(),
+                                live = b.live,
+                                "bootstrap peers from the registry"
+                            );
+                            Some(Input::Peers(peers))
                         }
                         Ok(None) => {
                             debug!("the registry knows no other live node yet");

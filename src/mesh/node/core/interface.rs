@@ -277,11 +277,13 @@ pub struct Counters {
     pub dials_rate_limited: u64,
     /// LAN announcements of new neighbours beyond [`super::MAX_LAN_NEIGHBOURS`].
     pub lan_over_budget: u64,
+    /// Dials to known nodes Babel had no route to (a split mesh healing itself).
+    pub explore_dials: u64,
 }
 
 impl Counters {
     /// Every counter by name, for `mesh status --json`.
-    pub fn named(&self) -> [(&'static str, u64); 10] {
+    pub fn named(&self) -> [(&'static str, u64); 11] {
         [
             ("params_requests_ignored", self.params_requests_ignored),
             ("control_stalled", self.control_stalled),
@@ -293,6 +295,7 @@ impl Counters {
             ("hearsay_over_budget", self.hearsay_over_budget),
             ("dials_rate_limited", self.dials_rate_limited),
             ("lan_over_budget", self.lan_over_budget),
+            ("explore_dials", self.explore_dials),
         ]
     }
 }

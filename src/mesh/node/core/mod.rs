@@ -86,6 +86,9 @@ pub const REGISTRY_FETCH_INTERVAL: Duration = Duration::from_secs(5);
 /// A node with nothing to dial asks the registry for a bootstrap peer this often.
 pub const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(10);
 /// A node whose peer cache holds fewer peers than the tunnel manager wants asks this often.
+/// A node we know of but cannot route to is dialled at most this often (one at a time).
+pub const EXPLORE_INTERVAL: Duration = Duration::from_secs(10);
+/// See [`BOOTSTRAP_INTERVAL`].
 pub const BOOTSTRAP_TOP_UP_INTERVAL: Duration = Duration::from_secs(60);
 /// The peer cache is written at most this often (and at exit).
 pub const CACHE_SAVE_INTERVAL: Duration = Duration::from_secs(60);
@@ -195,6 +198,8 @@ pub struct NodeCore {
     fatal: Option<String>,
     stopped: bool,
     last_bootstrap: Option<Time>,
+    /// Last dial to a known node Babel has no route to (see `explore`).
+    last_explore: Option<Time>,
     last_registry_fetch: Option<Time>,
     registry_fetch_pending: bool,
     /// When the neighbours were last asked for the missing CRL.
@@ -282,6 +287,7 @@ impl NodeCore {
             fatal: None,
             stopped: false,
             last_bootstrap: None,
+            last_explore: None,
             last_registry_fetch: None,
             registry_fetch_pending: false,
             last_crl_ask: None,

@@ -457,6 +457,54 @@ impl NodeCore {
         true
     }
 
+    /// A mesh split in parts that cannot route to each other heals itself (issue 14): the
+    /// tunnel manager picks among the nodes Babel can route to, so a part whose nodes have
+    /// their tunnels among themselves never tries the others. Every [`EXPLORE_INTERVAL`],
+    /// while no dial is in flight, one known node (the peer cache: the registry's bootstrap
+    /// answers, neighbours) that has no selected route and is not in its failure back-off is
+    /// dialled. In a joined mesh every known live node is routed and nothing happens; a dead
+    /// entry costs one handshake per back-off period (30 s doubling to an hour).
+    pub(super) fn explore(&mut self, now: Now) {
+        if self.down
+            || !self.dialing.is_empty()
+            || self
+                .last_explore
+                .is_some_and(|t| now.time.saturating_since(t) < EXPLORE_INTERVAL)
+        {
+            return;
+        }
+        let node_len = self.net.params().node_prefix_len;
+        let routed: std::collections::BTreeSet<Ipv6Net> = self
+            .engine
+            .selected_routes()
+            .filter_map(|r| match r.prefix.addr() {
+                IpAddr::V6(a) if r.prefix.len() == node_len => Ipv6Net::new(a, node_len).ok(),
+                _ => None,
+            })
+            .collect();
+        let (me, tunnels, statics) = (self.prefix, &self.by_prefix, &self.static_peers);
+        let Some(p) = self
+            .cache
+            .candidates_where(now.unix_u64(), 1, &mut self.rng, |p, _| {
+                *p != me
+                    && !tunnels.contains_key(p)
+                    && !statics.contains_key(p)
+                    && !routed.contains(p)
+            })
+            .into_iter()
+            .next()
+        else {
+            return;
+        };
+        self.last_explore = Some(now.time);
+        let addrs = self.cache.endpoints(&p).to_vec();
+        if !addrs.is_empty() {
+            debug!(peer = %p, "dialling a known node Babel cannot route to");
+            self.counters.explore_dials += 1;
+            self.dial(now, p, addrs);
+        }
+    }
+
     /// How many selected routes have this tunnel peer as next hop.
     pub(super) fn selected_routes_via(&self, peer: Ipv6Net) -> usize {
         let hop = IpAddr::V6(identity::node_address(&peer));
@@ -527,6 +575,7 @@ impl NodeCore {
                 cached: &cached,
             },
         );
+        self.explore(now);
         while let Some(action) = self.tm.poll_action() {
             let (policy::Action::Dial(p)
             | policy::Action::SoftLock(p)
