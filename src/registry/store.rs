@@ -822,12 +822,7 @@ impl Store {
 
     /// Up to `limit` random other live nodes with endpoints, not banned and with a valid
     /// certificate, and how many there are in all.
-    pub fn bootstrap(
-        &self,
-        except: i64,
-        now: i64,
-        limit: usize,
-    ) -> Result<LivePeers> {
+    pub fn bootstrap(&self, except: i64, now: i64, limit: usize) -> Result<LivePeers> {
         const LIVE: &str = "FROM nodes n
              WHERE n.id != ?1 AND n.banned_at IS NULL AND n.endpoints != '[]' AND n.last_seen >= ?2
                AND EXISTS (SELECT 1 FROM certs c WHERE c.node_id = n.id AND c.revoked_at IS NULL AND c.not_after > ?3)";
