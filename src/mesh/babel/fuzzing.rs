@@ -139,6 +139,7 @@ fn msg(i: &mut Input, lan_ll: IpAddr) -> Msg {
             },
             interval_cs: u16::from(i.u8()) * 8,
             next_hop: None,
+            signature: None,
         },
         6 => Msg::RouteRequest {
             prefix: if i.u8() & 1 == 0 {
