@@ -30,8 +30,8 @@ use crate::mesh::babel::Timers;
 use crate::mesh::babel::time::Time;
 use crate::mesh::netstate::NetState;
 use crate::mesh::node::core::{
-    Action, CoreConfig, Input, MacKeyBytes, NodeCore, Now, Renewal, SecretBytes, TunnelId,
-    TunnelInfo,
+    Action, CoreConfig, Input, MacKeyBytes, NodeCore, Now, OriginSetup, Renewal, SecretBytes,
+    TunnelId, TunnelInfo,
 };
 use crate::mesh::peers::PeerCache;
 use crate::mesh::tunnels::control::PeerAddr;
@@ -119,6 +119,10 @@ pub struct NodeSetup {
     pub babel_timers: Option<Timers>,
     /// The country it states.
     pub country: Option<String>,
+    /// Origin authentication of routes: the node gets a real key and CA-signed
+    /// certificate and signs and checks routes. (Renewal in the simulator issues serials
+    /// only, without a new certificate: do not combine with renewals.)
+    pub origin_auth: bool,
 }
 
 /// The simulated registry.
@@ -198,6 +202,29 @@ impl SimRegistry {
         self.serials.get(prefix).map(String::as_str)
     }
 
+    /// A real key and certificate for `prefix` (origin authentication), at `unix`.
+    fn issue_real(&mut self, prefix: Ipv6Net, unix: i64) -> (OriginSetup, String, i64) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key");
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .expect("CSR");
+        let csr_key = crate::registry::ca::csr_public_key(csr.der()).expect("our own CSR");
+        let at = time::OffsetDateTime::from_unix_timestamp(unix)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let validity =
+            time::Duration::seconds(i64::try_from(self.validity.as_secs()).unwrap_or(i64::MAX / 2));
+        let (der, serial, not_after) = self
+            .ca
+            .issue_node(&csr_key, &prefix, at, validity)
+            .expect("node certificate");
+        self.serials.insert(prefix, serial.clone());
+        let setup = OriginSetup {
+            cert_der: der,
+            key_pkcs8: SecretBytes::new(key.serialize_der()),
+        };
+        (setup, serial, not_after)
+    }
+
     fn issue(&mut self, prefix: Ipv6Net) -> String {
         self.next_serial += 1;
         // canonical form, as certificates and CRLs give it
@@ -258,6 +285,9 @@ pub struct SimNode {
     pub stopped: Option<Option<String>>,
     /// When each parameters version was applied (from its `SaveParams`).
     pub applied_at: BTreeMap<u64, Time>,
+    /// Its certificate (DER) when it has a real one (origin authentication), else empty.
+    pub cert: Vec<u8>,
+    origin: Option<OriginSetup>,
     serial: String,
     not_before: i64,
     not_after: i64,
@@ -413,17 +443,27 @@ impl NodeNet {
     /// Adds a node (not started: see [`NodeNet::start`]); its certificate is issued now.
     pub fn add_node(&mut self, setup: NodeSetup) -> NodeIdx {
         let i = self.nodes.len();
-        let serial = self.registry.issue(prefix_of(i));
         let validity = i64::try_from(self.registry.validity.as_secs()).unwrap_or(i64::MAX);
         let unix = self.at().unix;
+        let (origin, serial, not_after) = if setup.origin_auth {
+            let (o, serial, not_after) = self.registry.issue_real(prefix_of(i), unix);
+            (Some(o), serial, not_after)
+        } else {
+            (None, self.registry.issue(prefix_of(i)), unix + validity)
+        };
         self.nodes.push(SimNode {
             core: None,
             setup,
             stopped: None,
             applied_at: BTreeMap::new(),
+            cert: origin
+                .as_ref()
+                .map(|o| o.cert_der.clone())
+                .unwrap_or_default(),
+            origin,
             serial,
             not_before: unix - identity::CERT_BACKDATE_SECS,
-            not_after: unix + validity,
+            not_after,
             pending_cert: None,
             trust: HashSet::new(),
             min_protocol: PROTOCOL_VERSION,
@@ -475,6 +515,7 @@ impl NodeNet {
             country: n.setup.country.clone(),
             babel_timers: n.setup.babel_timers,
             cache,
+            origin: n.origin.clone(),
         };
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
@@ -973,6 +1014,7 @@ impl NodeNet {
             initiated: true,
             hello: hello(&self.nodes[j], j, vb),
             remote: addr_of(j),
+            peer_cert: self.nodes[j].cert.clone(),
         };
         let info_j = TunnelInfo {
             peer_prefix: prefix_of(i),
@@ -981,6 +1023,7 @@ impl NodeNet {
             initiated: false,
             hello: hello(&self.nodes[i], i, va),
             remote: addr_of(i),
+            peer_cert: self.nodes[i].cert.clone(),
         };
         // the acceptor completes after 1.5 round trips, the dialler after 2
         self.deliver(
@@ -1029,3 +1072,7 @@ impl NodeNet {
 #[cfg(test)]
 #[path = "sim_nodes_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "sim_origin_tests.rs"]
+mod origin_tests;

@@ -84,6 +84,14 @@ impl Engine {
         self.flush(now);
     }
 
+    /// Test support: sends `msgs` on `iface` at once, through the normal emit path (MAC,
+    /// packet counter) — how the simulator makes a hostile member forge Updates.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn forge(&mut self, now: Time, iface: IfaceId, msgs: Vec<Msg>) {
+        self.now = self.now.max(now);
+        self.emit(now, iface, None, msgs);
+    }
+
     /// Prefixes with a route held unselectable for want of a verdict, each with the
     /// neighbours that announced it (for the host to retry what it asks).
     pub fn origin_unknown(&self) -> Vec<(Prefix, Vec<NeighbourId>)> {

@@ -76,6 +76,7 @@ impl ControlHandler for Handler {
                 .named()
                 .into_iter()
                 .chain(s.babel_budget.named())
+                .chain(s.babel_origin.named())
                 .filter(|(_, v)| *v > 0)
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),

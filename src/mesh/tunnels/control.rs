@@ -63,6 +63,20 @@ pub enum ControlMsg {
         /// The receiver agrees and closes.
         accepted: bool,
     },
+    /// "Send me the certificate of this node prefix": origin authentication of routes
+    /// (the receiver announced a route for it, so it verified it with that certificate).
+    CertRequest {
+        /// The node prefix.
+        prefix: Ipv6Net,
+    },
+    /// Answer to a [`ControlMsg::CertRequest`].
+    Cert {
+        /// The node prefix asked for.
+        prefix: Ipv6Net,
+        /// The certificate (base64 DER); absent when the sender does not hold it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cert: Option<String>,
+    },
 }
 
 /// Why the control stream is broken.
@@ -124,6 +138,8 @@ impl Decoder {
                         | "peers"
                         | "kill_request"
                         | "kill_response"
+                        | "cert_request"
+                        | "cert"
                 )
             );
             if !known {
@@ -172,6 +188,30 @@ mod tests {
                 vec![hello(), ControlMsg::KillResponse { accepted: true }]
             );
         }
+    }
+
+    #[test]
+    fn certificate_requests_and_answers_round_trip() {
+        let prefix: Ipv6Net = "fd00:1:0:3::/64".parse().unwrap();
+        let msgs = [
+            ControlMsg::CertRequest { prefix },
+            ControlMsg::Cert {
+                prefix,
+                cert: Some("MIIB".into()),
+            },
+            ControlMsg::Cert { prefix, cert: None },
+        ];
+        let mut d = Decoder::default();
+        for m in &msgs {
+            d.push(&encode(m));
+        }
+        for m in msgs {
+            assert_eq!(d.next_message().unwrap(), Some(m));
+        }
+        assert_eq!(
+            String::from_utf8(encode(&ControlMsg::CertRequest { prefix })[4..].to_vec()).unwrap(),
+            r#"{"type":"cert_request","prefix":"fd00:1:0:3::/64"}"#
+        );
     }
 
     #[test]

@@ -298,6 +298,9 @@ impl NodeCore {
                 }
             }
             ControlMsg::Hello { .. } => {}
+            m @ (ControlMsg::CertRequest { .. } | ControlMsg::Cert { .. }) => {
+                self.origin_control(now, tunnel, m)
+            }
         }
     }
 
