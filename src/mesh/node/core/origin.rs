@@ -514,3 +514,7 @@ impl NodeCore {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "origin_tests.rs"]
+mod tests;
