@@ -120,8 +120,7 @@ pub struct NodeSetup {
     /// The country it states.
     pub country: Option<String>,
     /// Origin authentication of routes: the node gets a real key and CA-signed
-    /// certificate and signs and checks routes. (Renewal in the simulator issues serials
-    /// only, without a new certificate: do not combine with renewals.)
+    /// certificate (a renewal: a new one for the same key) and signs and checks routes.
     pub origin_auth: bool,
 }
 
@@ -202,9 +201,20 @@ impl SimRegistry {
         self.serials.get(prefix).map(String::as_str)
     }
 
-    /// A real key and certificate for `prefix` (origin authentication), at `unix`.
-    fn issue_real(&mut self, prefix: Ipv6Net, unix: i64) -> (OriginSetup, String, i64) {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key");
+    /// A real key and certificate for `prefix` (origin authentication), at `unix`; with
+    /// `key` (PKCS#8), a renewal: same key, new certificate.
+    fn issue_real(
+        &mut self,
+        prefix: Ipv6Net,
+        unix: i64,
+        key: Option<&[u8]>,
+    ) -> (OriginSetup, String, i64) {
+        let key = match key {
+            Some(der) => rcgen::KeyPair::try_from(der).expect("our own key"),
+            None => {
+                rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key")
+            }
+        };
         let csr = rcgen::CertificateParams::default()
             .serialize_request(&key)
             .expect("CSR");
@@ -291,7 +301,7 @@ pub struct SimNode {
     serial: String,
     not_before: i64,
     not_after: i64,
-    pending_cert: Option<(String, i64, i64)>,
+    pending_cert: Option<(String, i64, i64, Option<OriginSetup>)>,
     trust: HashSet<String>,
     min_protocol: u32,
     saved: Option<(SignedParams, Option<Vec<u8>>)>,
@@ -446,7 +456,7 @@ impl NodeNet {
         let validity = i64::try_from(self.registry.validity.as_secs()).unwrap_or(i64::MAX);
         let unix = self.at().unix;
         let (origin, serial, not_after) = if setup.origin_auth {
-            let (o, serial, not_after) = self.registry.issue_real(prefix_of(i), unix);
+            let (o, serial, not_after) = self.registry.issue_real(prefix_of(i), unix, None);
             (Some(o), serial, not_after)
         } else {
             (None, self.registry.issue(prefix_of(i)), unix + validity)
@@ -903,19 +913,32 @@ impl NodeNet {
                     if !self.registry.revoked.iter().any(|(s, _)| *s == old) {
                         self.registry.revoked.push((old, unix));
                     }
-                    let serial = self.registry.issue(prefix);
-                    self.registry.publish_crl(unix);
-                    self.notify_watchers();
                     let validity =
                         i64::try_from(self.registry.validity.as_secs()).unwrap_or(i64::MAX);
-                    let (nb, na) = (unix - identity::CERT_BACKDATE_SECS, unix + validity);
-                    self.nodes[i].pending_cert = Some((serial.clone(), nb, na));
+                    let (serial, na, origin) = match &self.nodes[i].origin {
+                        // origin authentication: a real certificate for the same key
+                        Some(o) => {
+                            let key = o.key_pkcs8.expose().to_vec();
+                            let (o, serial, na) =
+                                self.registry.issue_real(prefix, unix, Some(&key));
+                            (serial, na, Some(o))
+                        }
+                        None => (self.registry.issue(prefix), unix + validity, None),
+                    };
+                    self.registry.publish_crl(unix);
+                    self.notify_watchers();
+                    let nb = unix - identity::CERT_BACKDATE_SECS;
+                    let cert_der = origin
+                        .as_ref()
+                        .map(|o| o.cert_der.clone())
+                        .unwrap_or_default();
+                    self.nodes[i].pending_cert = Some((serial.clone(), nb, na, origin));
                     Ok(Renewal {
                         prefix,
                         serial,
                         not_before: nb,
                         not_after: na,
-                        cert_der: Vec::new(),
+                        cert_der,
                         signed_params: self.registry.signed.clone(),
                     })
                 };
@@ -923,10 +946,14 @@ impl NodeNet {
             }
             Action::InstallCertificate { .. } => {
                 let n = &mut self.nodes[i];
-                if let Some((serial, nb, na)) = n.pending_cert.take() {
+                if let Some((serial, nb, na, origin)) = n.pending_cert.take() {
                     n.serial = serial;
                     n.not_before = nb;
                     n.not_after = na;
+                    if let Some(o) = origin {
+                        n.cert = o.cert_der.clone();
+                        n.origin = Some(o);
+                    }
                 }
                 self.deliver(i, Duration::ZERO, Input::CertificateInstalled(Ok(())));
             }

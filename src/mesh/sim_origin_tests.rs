@@ -179,3 +179,35 @@ fn without_origin_authentication_the_same_attack_hijacks() {
         "the forged /128 was not taken"
     );
 }
+
+#[test]
+fn a_revoked_node_s_routes_go_and_its_renewed_certificate_brings_them_back() {
+    let mut net = ring(5, 6, true);
+    net.run_until_true(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        NodeNet::fully_reachable,
+    )
+    .expect("converges");
+    let old = net.serial(3).to_owned();
+    let vp = babel_prefix(prefix_of(3));
+    net.revoke(3);
+    net.run_until_true(Duration::from_secs(5), Duration::from_millis(10), |n| {
+        (0..6)
+            .filter(|i| *i != 3)
+            .all(|i| selected(n, i, vp).is_none())
+    })
+    .expect("no node selects the revoked node's prefix");
+    // Renewed (same key, new certificate): every node learns the new certificate, from
+    // the node itself or over the mesh, and selects its routes again.
+    let back = net
+        .run_until_true(Duration::from_secs(30), Duration::from_millis(100), |n| {
+            n.serial(3) != old && n.fully_reachable()
+        })
+        .expect("renewed and reachable again");
+    eprintln!("revoked node's routes valid again {back:?} after they went (virtual)");
+    for i in 0..6 {
+        let s = net.core(i).unwrap().snapshot();
+        assert_eq!(s.babel_origin.routes_unauthenticated, 0, "node {i}");
+    }
+}
