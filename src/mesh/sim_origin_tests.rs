@@ -211,3 +211,55 @@ fn a_revoked_node_s_routes_go_and_its_renewed_certificate_brings_them_back() {
         assert_eq!(s.babel_origin.routes_unauthenticated, 0, "node {i}");
     }
 }
+
+#[test]
+fn certificate_requests_and_answers_are_budgeted() {
+    use crate::mesh::node::core::CERT_ANSWER_BURST;
+    use crate::mesh::tunnels::control::ControlMsg;
+    use base64::Engine as _;
+    let mut net = ring(7, 5, true);
+    net.run_until_true(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        NodeNet::fully_reachable,
+    )
+    .expect("converges");
+    let (h, victim) = (0, 1);
+    let before = net.core(victim).unwrap().counters();
+    // A burst of 200 requests at once: CERT_ANSWER_BURST answered, the rest ignored.
+    for _ in 0..200 {
+        net.input(
+            h,
+            Input::ForgeControl {
+                to: prefix_of(victim),
+                msg: ControlMsg::CertRequest {
+                    prefix: prefix_of(3),
+                },
+            },
+        );
+    }
+    // Certificates nobody asked for: a real one, another prefix's, junk.
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    for (prefix, cert) in [
+        (prefix_of(3), Some(b64(&net.nodes[3].cert))),
+        (prefix_of(2), Some(b64(&net.nodes[3].cert))),
+        (prefix_of(2), Some(b64(b"junk"))),
+    ] {
+        net.input(
+            h,
+            Input::ForgeControl {
+                to: prefix_of(victim),
+                msg: ControlMsg::Cert { prefix, cert },
+            },
+        );
+    }
+    net.run_for(Duration::from_millis(200));
+    let after = net.core(victim).unwrap().counters();
+    assert_eq!(
+        after.cert_requests_ignored - before.cert_requests_ignored,
+        200 - u64::from(CERT_ANSWER_BURST)
+    );
+    assert_eq!(after.certs_refused - before.certs_refused, 3);
+    // The honest network did not notice.
+    assert!(net.fully_reachable());
+}

@@ -158,6 +158,14 @@ pub enum Input {
         /// The messages (e.g. forged Updates).
         msgs: Vec<crate::mesh::babel::msg::Msg>,
     },
+    /// Test support: this node (a hostile member) sends `msg` on its tunnel to `to`.
+    #[cfg(any(test, feature = "sim"))]
+    ForgeControl {
+        /// The neighbour's prefix.
+        to: Ipv6Net,
+        /// The message.
+        msg: ControlMsg,
+    },
 }
 
 /// What the shell must do, from [`NodeCore::poll_action`], in order.

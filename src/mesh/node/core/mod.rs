@@ -450,6 +450,12 @@ impl NodeCore {
                     self.engine.forge(now.time, t.iface, msgs);
                 }
             }
+            #[cfg(any(test, feature = "sim"))]
+            Input::ForgeControl { to, msg } => {
+                if let Some(&t) = self.by_prefix.get(&to) {
+                    self.send_control(t, msg);
+                }
+            }
         }
         self.drain(now);
     }
