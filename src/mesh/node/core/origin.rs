@@ -498,8 +498,11 @@ impl NodeCore {
         let Some(store) = self.store() else { return };
         let gone = store.set_time(now.unix);
         self.origin_recheck(now, gone);
+        // Asked again in turn of every neighbour that announced it, so one that never
+        // answers (or answers nothing) does not keep the route held when another could.
+        let turn = usize::try_from(now.time.as_millis() / TICK.as_millis() as u64).unwrap_or(0);
         for (p, ns) in self.engine.origin_unknown() {
-            if let Some(n) = ns.first() {
+            if let Some(n) = ns.get(turn % ns.len().max(1)) {
                 self.origin_ask(now, p, *n);
             }
         }
