@@ -61,7 +61,7 @@ impl Engine {
             .collect();
         let mut dropped = false;
         for (nid, rid, seqno, sig) in held {
-            let verdict = self.origin.check(prefix, rid, seqno, sig.as_ref());
+            let verdict = self.origin.check(prefix, rid, seqno, sig.as_ref(), None);
             let Some(r) = self.routes.get_mut(&prefix).and_then(|rs| rs.get_mut(&nid)) else {
                 continue;
             };

@@ -308,3 +308,41 @@ fn without_a_policy_signatures_are_relayed_and_unsigned_routes_learnt() {
     assert_eq!(announced(&out, q)[0].1, None);
     assert_eq!(e.origin_counters(), Default::default());
 }
+
+#[test]
+fn a_neighbour_sending_bogus_signatures_is_held_to_its_verification_budget() {
+    use crate::mesh::babel::origin::{VERIFY_BURST, VERIFY_RATE};
+    let p: Prefix = "fd00:1:2:3::/64".parse().unwrap();
+    let (mut e, a, b, _) = with_policy(&[(p, OWNER)]);
+    let t = Time::from_millis(10);
+    // Every Update a new seqno (no cache hit), every signature wrong.
+    let n = VERIFY_BURST + 1000;
+    for chunk in (0..n).collect::<Vec<u32>>().chunks(16) {
+        let msgs: Vec<Msg> = chunk.iter().map(|i| signed(p, *i as u16, 96, 99)).collect();
+        receive(&mut e, t, a, &msgs);
+    }
+    let c = e.origin_counters();
+    assert_eq!(c.signatures_verified, u64::from(VERIFY_BURST));
+    assert_eq!(c.verifications_over_budget, 1000);
+    assert_eq!(c.routes_unauthenticated, u64::from(VERIFY_BURST));
+    // Refused routes use none of the neighbour's route budget.
+    assert_eq!(e.budget_counters(), Default::default());
+    assert_eq!(e.route_count(), 0);
+    // Another neighbour's genuine route is still checked and taken.
+    receive(&mut e, t, b, &[signed(p, 7, 96, OWNER)]);
+    assert!(e.selected_route(&p).is_some());
+    // One second later a has VERIFY_RATE more.
+    for i in 0..(VERIFY_RATE + 10) {
+        receive(
+            &mut e,
+            Time::from_millis(1010),
+            a,
+            &[signed(p, (n + i) as u16, 96, 99)],
+        );
+    }
+    let c2 = e.origin_counters();
+    assert_eq!(
+        c2.signatures_verified - c.signatures_verified,
+        u64::from(VERIFY_RATE) + 1
+    );
+}

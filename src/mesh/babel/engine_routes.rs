@@ -99,9 +99,18 @@ impl Engine {
         }
         // Origin authentication (origin.rs): before anything else can act on the update
         // (a forged one must not even trigger a seqno request).
-        let origin = match self.origin.check(prefix, rid, seqno, sig.as_ref()) {
+        let origin = match self
+            .origin
+            .check(prefix, rid, seqno, sig.as_ref(), Some((nid, now)))
+        {
             OriginVerdict::Valid => RouteOrigin::Valid,
-            OriginVerdict::Invalid => return false,
+            OriginVerdict::Invalid => {
+                if !held {
+                    // Counted by `admit_route` above, never inserted.
+                    self.budget.release_route(nid);
+                }
+                return false;
+            }
             OriginVerdict::Unknown => {
                 self.events.push_back(Event::OriginUnknown {
                     prefix,

@@ -32,9 +32,11 @@ use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
+use super::engine::NeighbourId;
 use super::msg::RouterId;
 use super::prefix::Prefix;
 use super::seqno::Seqno;
+use super::time::Time;
 
 pub use crate::wire::RouteSignature;
 
@@ -48,6 +50,16 @@ pub const SIGNED_LEN: usize = 17 + 1 + 1 + 16 + 8 + 2;
 
 /// Verified `(prefix, router-id, seqno, signature)` tuples kept.
 pub const VERIFIED_CACHE: usize = 4096;
+/// Signatures one neighbour can make us check at once (cache misses: verifications that
+/// the cache of verified announcements did not spare). A new neighbour's first full
+/// update of a mesh this size needs no more.
+pub const VERIFY_BURST: u32 = 4096;
+/// Signatures one neighbour can make us check per second after the burst. Beyond it its
+/// Updates are dropped unchecked and counted ([`OriginCounters::verifications_over_budget`]);
+/// honest neighbours stay far below it (their announcements hit the cache; a new seqno
+/// is one verification per origin), while a member sending bogus signatures costs at
+/// most this many verifications per second (≈ 3 % of a core, see docs/BABEL.md).
+pub const VERIFY_RATE: u32 = 512;
 
 /// The bytes an originator signs: [`SIGNATURE_DOMAIN`] ‖ family (4 or 6) ‖ plen ‖ the
 /// prefix address (16 bytes; an IPv4 address in the first 4, zeros after; host bits are
@@ -118,17 +130,21 @@ pub struct OriginCounters {
     pub signatures_cached: u64,
     /// Signatures made for our own announcements.
     pub signatures_made: u64,
+    /// Updates dropped unchecked because their neighbour exceeded [`VERIFY_BURST`] /
+    /// [`VERIFY_RATE`] verifications.
+    pub verifications_over_budget: u64,
 }
 
 impl OriginCounters {
     /// Every counter by name, for `mesh status --json`.
-    pub fn named(&self) -> [(&'static str, u64); 5] {
+    pub fn named(&self) -> [(&'static str, u64); 6] {
         [
             ("routes_unauthenticated", self.routes_unauthenticated),
             ("routes_origin_unknown", self.routes_origin_unknown),
             ("signatures_verified", self.signatures_verified),
             ("signatures_cached", self.signatures_cached),
             ("signatures_made", self.signatures_made),
+            ("verifications_over_budget", self.verifications_over_budget),
         ]
     }
 }
@@ -144,6 +160,8 @@ pub(super) struct Origin {
     /// Insertion order of `verified`, oldest first (entries already gone are skipped).
     order: VecDeque<Key>,
     own: BTreeMap<Prefix, (RouterId, Seqno, RouteSignature)>,
+    /// Per neighbour: verification tokens and when they were last refilled.
+    tokens: BTreeMap<NeighbourId, (u32, Time)>,
     pub(super) counters: OriginCounters,
 }
 
@@ -173,13 +191,16 @@ impl Origin {
         self.policy.as_mut()
     }
 
-    /// The verdict on a received finite announcement (no policy: always valid).
+    /// The verdict on a received finite announcement (no policy: always valid). `from`:
+    /// the neighbour it came from, whose verification budget a cache miss uses (`None`:
+    /// the host asked, no budget).
     pub(super) fn check(
         &mut self,
         prefix: Prefix,
         rid: RouterId,
         seqno: Seqno,
         sig: Option<&RouteSignature>,
+        from: Option<(NeighbourId, Time)>,
     ) -> OriginVerdict {
         let Some(policy) = self.policy.as_mut() else {
             return OriginVerdict::Valid;
@@ -191,6 +212,21 @@ impl Origin {
                 if self.verified.get(&key) == Some(sig) {
                     self.counters.signatures_cached += 1;
                     return OriginVerdict::Valid;
+                }
+                if let Some((nid, now)) = from {
+                    let (tokens, at) = self.tokens.entry(nid).or_insert((VERIFY_BURST, now));
+                    let ms = now.saturating_since(*at).as_millis();
+                    let refill =
+                        u32::try_from(ms * u128::from(VERIFY_RATE) / 1000).unwrap_or(u32::MAX);
+                    if refill > 0 {
+                        *tokens = tokens.saturating_add(refill).min(VERIFY_BURST);
+                        *at = now;
+                    }
+                    if *tokens == 0 {
+                        self.counters.verifications_over_budget += 1;
+                        return OriginVerdict::Invalid;
+                    }
+                    *tokens -= 1;
                 }
                 self.counters.signatures_verified += 1;
                 let v = policy.verify(prefix, rid, seqno, sig);
@@ -224,6 +260,11 @@ impl Origin {
                 self.verified.remove(&old);
             }
         }
+    }
+
+    /// Forgets a neighbour that left (its verification budget).
+    pub(super) fn forget_neighbour(&mut self, nid: NeighbourId) {
+        self.tokens.remove(&nid);
     }
 
     /// Forgets the cached verdicts for `prefix` (its certificate changed or went away).
@@ -315,20 +356,20 @@ mod tests {
         o.set_policy(Some(Box::new(Count(0))));
         let p: Prefix = "fd00::/64".parse().unwrap();
         for i in 0..(VERIFIED_CACHE as u32 + 100) {
-            let v = o.check(p, RouterId([1; 8]), Seqno(i as u16), Some(&[1; 64]));
+            let v = o.check(p, RouterId([1; 8]), Seqno(i as u16), Some(&[1; 64]), None);
             assert_eq!(v, OriginVerdict::Valid);
         }
         assert_eq!(o.cached(), VERIFIED_CACHE);
         let last = Seqno((VERIFIED_CACHE + 99) as u16);
-        o.check(p, RouterId([1; 8]), last, Some(&[1; 64]));
+        o.check(p, RouterId([1; 8]), last, Some(&[1; 64]), None);
         assert_eq!(o.counters.signatures_cached, 1);
         // Another signature for the same tuple is verified again.
-        o.check(p, RouterId([1; 8]), last, Some(&[2; 64]));
+        o.check(p, RouterId([1; 8]), last, Some(&[2; 64]), None);
         assert_eq!(o.counters.signatures_cached, 1);
         // No signature: refused without asking the policy.
         let before = o.counters.signatures_verified;
         assert_eq!(
-            o.check(p, RouterId([1; 8]), last, None),
+            o.check(p, RouterId([1; 8]), last, None, None),
             OriginVerdict::Invalid
         );
         assert_eq!(o.counters.signatures_verified, before);
