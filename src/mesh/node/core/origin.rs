@@ -53,7 +53,10 @@ pub struct OriginSetup {
     pub key_pkcs8: SecretBytes,
 }
 
-/// Signs our routes with the node key: ECDSA P-256 / SHA-256, fixed 64-byte r‖s.
+/// Signs our routes with the node key: ECDSA P-256 / SHA-256, fixed 64-byte r‖s. ECDSA's
+/// per-signature nonce comes from the OS (ring's `SystemRandom`, the only way ring signs);
+/// it decides nothing: the bytes of a signature differ between runs, never what any node
+/// does with it (the simulator stays reproducible).
 pub struct KeySigner {
     key: EcdsaKeyPair,
     rng: ring::rand::SystemRandom,
