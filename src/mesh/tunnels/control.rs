@@ -215,6 +215,26 @@ mod tests {
     }
 
     #[test]
+    fn the_certificate_fuzz_seed_decodes() {
+        // fuzz/corpus/tunnel_control/cert: split byte, then the stream.
+        let seed = include_bytes!("../../../fuzz/corpus/tunnel_control/cert");
+        let mut d = Decoder::default();
+        d.push(&seed[1..]);
+        let mut got = Vec::new();
+        while let Some(m) = d.next_message().unwrap() {
+            got.push(m);
+        }
+        assert!(matches!(
+            &got[..],
+            [
+                ControlMsg::CertRequest { .. },
+                ControlMsg::Cert { cert: Some(_), .. },
+                ControlMsg::Cert { cert: None, .. }
+            ]
+        ));
+    }
+
+    #[test]
     fn skips_unknown_message_types() {
         let body = br#"{"type":"from_the_future","x":1}"#;
         let mut wire = (body.len() as u32).to_be_bytes().to_vec();
