@@ -150,7 +150,10 @@ fn msg(i: &mut Input, lan_ll: IpAddr) -> Msg {
                 metric,
                 interval_cs: u16::from(i.u8()) * 8,
                 next_hop: None,
-                signature: (seqno.0 % 2 == 0).then(|| fake_sig(prefix, router_id, seqno)),
+                signature: seqno
+                    .0
+                    .is_multiple_of(2)
+                    .then(|| fake_sig(prefix, router_id, seqno)),
             }
         }
         6 => Msg::RouteRequest {
@@ -412,7 +415,7 @@ pub fn check_engine(data: &[u8]) -> Result<(), String> {
                     }
                     side.engine.handle_timeout(now);
                 }
-                if ms % 3 == 0 {
+                if ms.is_multiple_of(3) {
                     // The "certificates" of 2001::/16 become known, or are revoked.
                     known = !known;
                     if let Some(pol) = p.engine.origin_policy_mut::<FuzzPolicy>() {
