@@ -56,6 +56,7 @@ fn full_update_packets(n: usize) -> Vec<Vec<u8>> {
             metric: 96 + (i % 512) as u16,
             interval_cs: 1600,
             next_hop: None,
+            signature: None,
         })
         .collect();
     codec::encode(&msgs, IpAddr::V6(PEER), 1200, 0, None).expect("encodes")

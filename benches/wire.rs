@@ -57,6 +57,7 @@ fn full_update(n: u16) -> Vec<Message> {
                 metric: 96 + i,
                 seqno: 1234,
                 interval: 1600,
+                signature: None,
             })
         })
         .collect()

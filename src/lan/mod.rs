@@ -183,6 +183,8 @@ impl Router {
                     );
                     rejects.push((src, reason));
                 }
+                // The standalone router sets no origin policy: never emitted here.
+                Event::OriginUnknown { .. } => {}
             }
         }
         self.publish(sent, &rejects);

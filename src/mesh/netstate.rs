@@ -121,6 +121,11 @@ impl NetState {
         }
     }
 
+    /// The network CA's certificate (DER).
+    pub fn ca_der(&self) -> &[u8] {
+        &self.ca_der
+    }
+
     /// The parameters in force.
     pub fn params(&self) -> &NetworkParams {
         &self.params

@@ -30,8 +30,8 @@ use crate::mesh::babel::Timers;
 use crate::mesh::babel::time::Time;
 use crate::mesh::netstate::NetState;
 use crate::mesh::node::core::{
-    Action, CoreConfig, Input, MacKeyBytes, NodeCore, Now, Renewal, SecretBytes, TunnelId,
-    TunnelInfo,
+    Action, CoreConfig, Input, MacKeyBytes, NodeCore, Now, OriginSetup, Renewal, SecretBytes,
+    TunnelId, TunnelInfo,
 };
 use crate::mesh::peers::PeerCache;
 use crate::mesh::tunnels::control::PeerAddr;
@@ -119,6 +119,9 @@ pub struct NodeSetup {
     pub babel_timers: Option<Timers>,
     /// The country it states.
     pub country: Option<String>,
+    /// Origin authentication of routes: the node gets a real key and CA-signed
+    /// certificate (a renewal: a new one for the same key) and signs and checks routes.
+    pub origin_auth: bool,
 }
 
 /// The simulated registry.
@@ -198,6 +201,40 @@ impl SimRegistry {
         self.serials.get(prefix).map(String::as_str)
     }
 
+    /// A real key and certificate for `prefix` (origin authentication), at `unix`; with
+    /// `key` (PKCS#8), a renewal: same key, new certificate.
+    fn issue_real(
+        &mut self,
+        prefix: Ipv6Net,
+        unix: i64,
+        key: Option<&[u8]>,
+    ) -> (OriginSetup, String, i64) {
+        let key = match key {
+            Some(der) => rcgen::KeyPair::try_from(der).expect("our own key"),
+            None => {
+                rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key")
+            }
+        };
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .expect("CSR");
+        let csr_key = crate::registry::ca::csr_public_key(csr.der()).expect("our own CSR");
+        let at = time::OffsetDateTime::from_unix_timestamp(unix)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let validity =
+            time::Duration::seconds(i64::try_from(self.validity.as_secs()).unwrap_or(i64::MAX / 2));
+        let (der, serial, not_after) = self
+            .ca
+            .issue_node(&csr_key, &prefix, at, validity)
+            .expect("node certificate");
+        self.serials.insert(prefix, serial.clone());
+        let setup = OriginSetup {
+            cert_der: der,
+            key_pkcs8: SecretBytes::new(key.serialize_der()),
+        };
+        (setup, serial, not_after)
+    }
+
     fn issue(&mut self, prefix: Ipv6Net) -> String {
         self.next_serial += 1;
         // canonical form, as certificates and CRLs give it
@@ -258,10 +295,13 @@ pub struct SimNode {
     pub stopped: Option<Option<String>>,
     /// When each parameters version was applied (from its `SaveParams`).
     pub applied_at: BTreeMap<u64, Time>,
+    /// Its certificate (DER) when it has a real one (origin authentication), else empty.
+    pub cert: Vec<u8>,
+    origin: Option<OriginSetup>,
     serial: String,
     not_before: i64,
     not_after: i64,
-    pending_cert: Option<(String, i64, i64)>,
+    pending_cert: Option<(String, i64, i64, Option<OriginSetup>)>,
     trust: HashSet<String>,
     min_protocol: u32,
     saved: Option<(SignedParams, Option<Vec<u8>>)>,
@@ -278,7 +318,7 @@ struct End {
 }
 
 enum Ev {
-    Input(NodeIdx, Input),
+    Input(NodeIdx, Box<Input>),
     Wake(NodeIdx, u64),
     /// The node's linger after a stop is over.
     FinishStop(NodeIdx),
@@ -413,17 +453,27 @@ impl NodeNet {
     /// Adds a node (not started: see [`NodeNet::start`]); its certificate is issued now.
     pub fn add_node(&mut self, setup: NodeSetup) -> NodeIdx {
         let i = self.nodes.len();
-        let serial = self.registry.issue(prefix_of(i));
         let validity = i64::try_from(self.registry.validity.as_secs()).unwrap_or(i64::MAX);
         let unix = self.at().unix;
+        let (origin, serial, not_after) = if setup.origin_auth {
+            let (o, serial, not_after) = self.registry.issue_real(prefix_of(i), unix, None);
+            (Some(o), serial, not_after)
+        } else {
+            (None, self.registry.issue(prefix_of(i)), unix + validity)
+        };
         self.nodes.push(SimNode {
             core: None,
             setup,
             stopped: None,
             applied_at: BTreeMap::new(),
+            cert: origin
+                .as_ref()
+                .map(|o| o.cert_der.clone())
+                .unwrap_or_default(),
+            origin,
             serial,
             not_before: unix - identity::CERT_BACKDATE_SECS,
-            not_after: unix + validity,
+            not_after,
             pending_cert: None,
             trust: HashSet::new(),
             min_protocol: PROTOCOL_VERSION,
@@ -476,6 +526,7 @@ impl NodeNet {
             country: n.setup.country.clone(),
             babel_timers: n.setup.babel_timers,
             cache,
+            origin: n.origin.clone(),
         };
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
@@ -507,7 +558,7 @@ impl NodeNet {
     /// Sends `input` to node `i` now (e.g. `Input::Down`, `Input::Exit`).
     pub fn input(&mut self, i: NodeIdx, input: Input) {
         let at = self.now;
-        self.push(at, Ev::Input(i, input));
+        self.push(at, Ev::Input(i, Box::new(input)));
     }
 
     /// True while node `i` runs.
@@ -571,10 +622,10 @@ impl NodeNet {
             .collect();
         for i in watchers {
             let offer = self.offer_from_registry();
-            self.push(at, Ev::Input(i, offer));
+            self.push(at, Ev::Input(i, Box::new(offer)));
             if self.registry_answers_keys(i) {
                 let keys = Input::KeyBytes(self.registry.keys());
-                self.push(at, Ev::Input(i, keys));
+                self.push(at, Ev::Input(i, Box::new(keys)));
             }
         }
     }
@@ -614,7 +665,7 @@ impl NodeNet {
         match ev {
             Ev::Input(i, input) => {
                 if let Some(c) = self.nodes[i].core.as_mut() {
-                    c.handle(now, input);
+                    c.handle(now, *input);
                     self.after_handle(i);
                 }
             }
@@ -641,20 +692,20 @@ impl NodeNet {
                         at,
                         Ev::Input(
                             e.node,
-                            Input::TunnelDown {
+                            Box::new(Input::TunnelDown {
                                 tunnel: id,
                                 code: None,
-                            },
+                            }),
                         ),
                     );
                     self.push(
                         at,
                         Ev::Input(
                             e.peer,
-                            Input::TunnelDown {
+                            Box::new(Input::TunnelDown {
                                 tunnel: e.peer_tunnel,
                                 code: None,
-                            },
+                            }),
                         ),
                     );
                 }
@@ -742,7 +793,7 @@ impl NodeNet {
 
     fn deliver(&mut self, to: NodeIdx, after: Duration, input: Input) {
         let at = self.now + after;
-        self.push(at, Ev::Input(to, input));
+        self.push(at, Ev::Input(to, Box::new(input)));
     }
 
     fn execute(&mut self, i: NodeIdx) {
@@ -870,19 +921,32 @@ impl NodeNet {
                     if !self.registry.revoked.iter().any(|(s, _)| *s == old) {
                         self.registry.revoked.push((old, unix));
                     }
-                    let serial = self.registry.issue(prefix);
-                    self.registry.publish_crl(unix);
-                    self.notify_watchers();
                     let validity =
                         i64::try_from(self.registry.validity.as_secs()).unwrap_or(i64::MAX);
-                    let (nb, na) = (unix - identity::CERT_BACKDATE_SECS, unix + validity);
-                    self.nodes[i].pending_cert = Some((serial.clone(), nb, na));
+                    let (serial, na, origin) = match &self.nodes[i].origin {
+                        // origin authentication: a real certificate for the same key
+                        Some(o) => {
+                            let key = o.key_pkcs8.expose().to_vec();
+                            let (o, serial, na) =
+                                self.registry.issue_real(prefix, unix, Some(&key));
+                            (serial, na, Some(o))
+                        }
+                        None => (self.registry.issue(prefix), unix + validity, None),
+                    };
+                    self.registry.publish_crl(unix);
+                    self.notify_watchers();
+                    let nb = unix - identity::CERT_BACKDATE_SECS;
+                    let cert_der = origin
+                        .as_ref()
+                        .map(|o| o.cert_der.clone())
+                        .unwrap_or_default();
+                    self.nodes[i].pending_cert = Some((serial.clone(), nb, na, origin));
                     Ok(Renewal {
                         prefix,
                         serial,
                         not_before: nb,
                         not_after: na,
-                        cert_der: Vec::new(),
+                        cert_der,
                         signed_params: self.registry.signed.clone(),
                     })
                 };
@@ -890,10 +954,14 @@ impl NodeNet {
             }
             Action::InstallCertificate { .. } => {
                 let n = &mut self.nodes[i];
-                if let Some((serial, nb, na)) = n.pending_cert.take() {
+                if let Some((serial, nb, na, origin)) = n.pending_cert.take() {
                     n.serial = serial;
                     n.not_before = nb;
                     n.not_after = na;
+                    if let Some(o) = origin {
+                        n.cert = o.cert_der.clone();
+                        n.origin = Some(o);
+                    }
                 }
                 self.deliver(i, Duration::ZERO, Input::CertificateInstalled(Ok(())));
             }
@@ -982,6 +1050,7 @@ impl NodeNet {
             initiated: true,
             hello: hello(&self.nodes[j], j, vb),
             remote: addr_of(j),
+            peer_cert: self.nodes[j].cert.clone(),
         };
         let info_j = TunnelInfo {
             peer_prefix: prefix_of(i),
@@ -990,6 +1059,7 @@ impl NodeNet {
             initiated: false,
             hello: hello(&self.nodes[i], i, va),
             remote: addr_of(i),
+            peer_cert: self.nodes[i].cert.clone(),
         };
         // the acceptor completes after 1.5 round trips, the dialler after 2
         self.deliver(
@@ -1038,3 +1108,7 @@ impl NodeNet {
 #[cfg(test)]
 #[path = "sim_nodes_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "sim_origin_tests.rs"]
+mod origin_tests;

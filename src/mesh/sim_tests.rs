@@ -697,6 +697,7 @@ fn a_member_flooding_random_routes_is_held_to_its_budget() {
                         metric: (rng.next_u32() % 512) as u16,
                         interval_cs: 400,
                         next_hop: None,
+                        signature: None,
                     }
                 })
                 .collect();

@@ -415,6 +415,10 @@ fn encode_update(u: &Update, state: &mut TxState, out: &mut Vec<u8>) -> Result<(
     v.extend_from_slice(&u.metric.to_be_bytes());
     v.extend_from_slice(full.get(omitted..nbytes).unwrap_or(&[]));
     source_prefix_sub(&mut v, &prefix, u.source_prefix)?;
+    if let Some(sig) = &u.signature {
+        v.extend_from_slice(&[sub_kind::ROUTE_SIGNATURE, 64]);
+        v.extend_from_slice(sig);
+    }
     tlv(out, kind::UPDATE, &v)
 }
 
@@ -444,6 +448,7 @@ mod tests {
             metric: 96,
             seqno: 7,
             interval: 1600,
+            signature: None,
         })
     }
 

@@ -76,3 +76,21 @@ pub fn check_packet(data: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_signature_seed_passes_and_carries_its_signature() {
+        let seed = include_bytes!("../../fuzz/corpus/babel_packet/re6mesh-update-route-signature");
+        check_packet(seed).unwrap();
+        let src = "fe80::1".parse().unwrap();
+        let parsed = crate::wire::parse_packet(seed, src, &Default::default()).unwrap();
+        let sig: [u8; 64] = std::array::from_fn(|i| i as u8);
+        assert!(matches!(
+            &parsed.messages[..],
+            [crate::wire::Message::Update(u)] if u.signature == Some(sig) && u.seqno == 77
+        ));
+    }
+}

@@ -87,7 +87,13 @@ pub struct Update {
     pub seqno: u16,
     /// Update interval, centiseconds.
     pub interval: u16,
+    /// re6mesh route origin signature (sub-TLV [`sub_kind::ROUTE_SIGNATURE`], exactly
+    /// 64 bytes; a sub-TLV of another length is skipped as unknown). The first one counts.
+    pub signature: Option<RouteSignature>,
 }
+
+/// The 64-byte route origin signature: ECDSA P-256 r‖s.
+pub type RouteSignature = [u8; 64];
 
 impl Update {
     /// True for a retraction (metric 0xFFFF).
@@ -622,6 +628,7 @@ impl State {
             metric,
             seqno,
             interval,
+            signature: route_signature(sub_tlvs),
         })))
     }
 }
@@ -737,6 +744,14 @@ fn check_mandatory(sub_tlvs: SubTlvs<'_>, known: &[u8]) -> Result<(), IgnoreReas
         }
     }
     Ok(())
+}
+
+/// The first route signature sub-TLV of exactly 64 bytes, if any.
+fn route_signature(sub_tlvs: SubTlvs<'_>) -> Option<RouteSignature> {
+    sub_tlvs
+        .iter()
+        .find(|s| s.ty == sub_kind::ROUTE_SIGNATURE && s.value.len() == 64)
+        .and_then(|s| s.value.try_into().ok())
 }
 
 /// RFC 9079 Source Prefix sub-TLV: source plen, then ceil(plen/8) bytes,

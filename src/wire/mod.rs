@@ -68,7 +68,7 @@ pub use emit::{EmitConfig, EmitError, Emitter, PcState, emit_packets};
 pub use mac::{MacError, PseudoHeader};
 pub use message::{
     Hello, IgnoreReason, Ignored, Ihu, IhuTimestamp, Message, ParseOptions, ParsedPacket,
-    RouteRequest, SeqnoRequest, Update, parse_packet, parse_packet_into,
+    RouteRequest, RouteSignature, SeqnoRequest, Update, parse_packet, parse_packet_into,
 };
 pub use packet::{Packet, PacketRepr};
 pub use prefix::{Prefix, PrefixParseError, RouterId};

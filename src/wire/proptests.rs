@@ -278,9 +278,17 @@ fn update() -> impl Strategy<Value = Message> {
             any::<u16>(),
             any::<u16>(),
             any::<u16>(),
+            prop::option::of(prop::array::uniform32(any::<u8>())),
         )
             .prop_map(
-                |(prefix, source_prefix, router_id, next_hop, metric, seqno, interval)| {
+                |(prefix, source_prefix, router_id, next_hop, metric, seqno, interval, sig)| {
+                    // The 64-byte route signature sub-TLV, when present.
+                    let signature = sig.map(|h| {
+                        let mut s = [0u8; 64];
+                        s[..32].copy_from_slice(&h);
+                        s[32..].copy_from_slice(&h);
+                        s
+                    });
                     // No router-id is only possible on a retraction.
                     let metric = if router_id.is_none() { 0xFFFF } else { metric };
                     Message::Update(Update {
@@ -291,6 +299,7 @@ fn update() -> impl Strategy<Value = Message> {
                         metric,
                         seqno,
                         interval,
+                        signature,
                     })
                 },
             )

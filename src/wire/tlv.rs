@@ -61,6 +61,11 @@ pub mod sub_kind {
     pub const TIMESTAMP: u8 = 0x03;
     /// Source Prefix (RFC 9079), mandatory.
     pub const SOURCE_PREFIX: u8 = 0x80;
+    /// re6mesh route origin signature (Update): 64 bytes, ECDSA P-256 r‖s by the
+    /// originator's certificate key over (prefix, plen, router-id, seqno). Type 112 is in
+    /// IANA's range reserved for experimental use and below 128, so not mandatory:
+    /// standard Babel routers skip it.
+    pub const ROUTE_SIGNATURE: u8 = 112;
     /// Bit that marks a sub-TLV as mandatory (RFC 8966 section 4.4).
     pub const MANDATORY: u8 = 0x80;
 }

@@ -164,6 +164,15 @@ impl Budget {
         true
     }
 
+    /// Gives back what [`Budget::admit_route`] counted for a route that was not inserted
+    /// after all (its origin was refused).
+    pub(super) fn release_route(&mut self, nid: NeighbourId) {
+        if let Some(n) = self.per_neighbour.get_mut(&nid) {
+            *n = n.saturating_sub(1);
+        }
+        self.total = self.total.saturating_sub(1);
+    }
+
     /// Recomputes the route counts from the table's (prefix, neighbour) entries, after
     /// entries left it.
     pub(super) fn recount<'a>(&mut self, entries: impl Iterator<Item = &'a NeighbourId>) {

@@ -53,6 +53,7 @@ pub fn decode(packet: &[u8], src: IpAddr) -> Result<Decoded, CodecError> {
                     metric: u.metric,
                     interval_cs: u.interval,
                     next_hop: Some(u.next_hop),
+                    signature: u.signature,
                 });
             }
             Message::WildcardRetraction { interval, .. } => {
@@ -123,6 +124,7 @@ fn to_wire(m: &Msg, source: IpAddr) -> Message {
             metric,
             interval_cs,
             next_hop,
+            signature,
         } => Message::Update(Update {
             prefix: *prefix,
             source_prefix: None,
@@ -131,6 +133,8 @@ fn to_wire(m: &Msg, source: IpAddr) -> Message {
             metric: *metric,
             seqno: seqno.0,
             interval: *interval_cs,
+            // A retraction carries none (nothing to authenticate).
+            signature: signature.filter(|_| *metric != super::msg::INFINITY),
         }),
         Msg::WildcardRetraction { interval_cs } => Message::WildcardRetraction {
             seqno: 0,
@@ -200,4 +204,74 @@ pub fn encode(
         trailer_reserve: wire::mac::MAC_TLV_LEN * sign_keys,
     };
     Ok(wire::emit_packets(&wire_msgs, cfg, pc)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::tlv::sub_kind;
+
+    #[test]
+    fn an_update_carrying_a_route_signature_round_trips() {
+        let src: IpAddr = "fe80::1".parse().unwrap();
+        let sig: [u8; 64] = std::array::from_fn(|i| i as u8);
+        let msgs = vec![
+            Msg::Update {
+                prefix: "fd00:1:2:3::/64".parse().unwrap(),
+                router_id: RouterId([1, 2, 3, 4, 5, 6, 7, 8]),
+                seqno: Seqno(77),
+                metric: 96,
+                interval_cs: 1600,
+                next_hop: Some(src),
+                signature: Some(sig),
+            },
+            Msg::Update {
+                prefix: "fd00:1:2:4::/64".parse().unwrap(),
+                router_id: RouterId([1, 2, 3, 4, 5, 6, 7, 8]),
+                seqno: Seqno(78),
+                metric: 100,
+                interval_cs: 1600,
+                next_hop: Some(src),
+                signature: None,
+            },
+        ];
+        let pkts = encode(&msgs, src, 1400, 0, None).unwrap();
+        assert_eq!(pkts.len(), 1);
+        // The sub-TLV is on the wire: type 112, length 64, the bytes.
+        let at = pkts[0]
+            .windows(66)
+            .position(|w| w[0] == sub_kind::ROUTE_SIGNATURE && w[1] == 64 && w[2..] == sig)
+            .expect("sub-TLV 112 present");
+        assert!(at > 4);
+        assert_eq!(decode(&pkts[0], src).unwrap().msgs, msgs);
+        // A retraction never carries one.
+        let mut retraction = msgs[0].clone();
+        if let Msg::Update { metric, .. } = &mut retraction {
+            *metric = super::super::msg::INFINITY;
+        }
+        let pkts = encode(std::slice::from_ref(&retraction), src, 1400, 0, None).unwrap();
+        let back = decode(&pkts[0], src).unwrap().msgs;
+        assert!(matches!(
+            back[0],
+            Msg::Update {
+                signature: None,
+                ..
+            }
+        ));
+        // A signature sub-TLV of another length is skipped (the Update still counts).
+        let mut bytes = encode(&msgs[..1], src, 1400, 0, None).unwrap().remove(0);
+        let len_at = bytes
+            .windows(2)
+            .position(|w| w == [sub_kind::ROUTE_SIGNATURE, 64])
+            .unwrap();
+        bytes[len_at] = sub_kind::ROUTE_SIGNATURE + 1;
+        let back = decode(&bytes, src).unwrap().msgs;
+        assert!(matches!(
+            back[0],
+            Msg::Update {
+                signature: None,
+                ..
+            }
+        ));
+    }
 }

@@ -13,7 +13,8 @@ use super::budget::{Budget, BudgetCounters};
 use super::codec;
 use super::cost::{self, CostMultiplier, HelloHistory, RttCostParams, WIRED_NOMINAL};
 use super::mac::{self, MacKeys, MacVerdict, PcVerdict, RxAuth};
-use super::msg::{INFINITY, Msg, RouterId};
+use super::msg::{INFINITY, Msg, RouteSignature, RouterId};
+use super::origin::{Origin, RouteOrigin};
 use super::prefix::Prefix;
 use super::seqno::Seqno;
 use super::time::{Time, cs, to_cs};
@@ -316,6 +317,15 @@ pub enum Event {
     NeighbourDown(NeighbourId),
     /// A challenge completed: the neighbour's counter index is now known.
     ChallengeSucceeded(NeighbourId),
+    /// A route was received whose origin the [`super::OriginPolicy`] cannot tell yet: it
+    /// is held unselectable; call [`Engine::origin_known`] once the policy can tell (e.g.
+    /// ask `neighbour` for the certificate of `prefix`).
+    OriginUnknown {
+        /// The announced prefix.
+        prefix: Prefix,
+        /// Who announced it.
+        neighbour: NeighbourId,
+    },
     /// A packet was dropped.
     PacketRejected {
         /// Interface.
@@ -487,6 +497,11 @@ struct Route {
     next_hop: IpAddr,
     interval: Duration,
     expires: Time,
+    /// The originator's signature of (prefix, router_id, seqno), re-attached when this
+    /// route is announced.
+    sig: Option<RouteSignature>,
+    /// Whether the origin policy accepted it (unknown: not selectable).
+    origin: RouteOrigin,
     /// A Route Request was sent because the route is about to expire.
     refresh_asked: bool,
 }
@@ -552,6 +567,8 @@ pub struct Engine {
     now: Time,
     /// Route counts, request buckets and counters behind the [`Config`] caps.
     budget: Budget,
+    /// Origin authentication: policy, signer, verified cache (`origin.rs`).
+    origin: Origin,
 }
 
 impl Engine {
@@ -587,6 +604,7 @@ impl Engine {
             next_opaque,
             now,
             budget: Budget::default(),
+            origin: Origin::default(),
         }
     }
 
@@ -789,6 +807,7 @@ impl Engine {
     pub fn withdraw(&mut self, now: Time, prefix: Prefix) {
         self.now = self.now.max(now);
         if self.local.remove(&prefix) {
+            self.origin.withdraw(prefix);
             let hold = self.max_update_interval() * 3;
             self.retracting.insert(prefix, now + hold);
             self.reselect(now, prefix);
@@ -992,6 +1011,7 @@ impl Engine {
                     metric,
                     interval_cs,
                     next_hop,
+                    signature,
                 } => {
                     // Reselect at once so that anything queued later in this packet (e.g.
                     // an answer to a request) sees consistent tables.
@@ -1009,6 +1029,7 @@ impl Engine {
                         metric,
                         interval_cs,
                         next_hop,
+                        signature,
                     ) {
                         self.reselect(now, prefix);
                     }
@@ -1421,6 +1442,8 @@ fn is_link_local(a: IpAddr) -> bool {
 
 #[path = "engine_links.rs"]
 mod links;
+#[path = "engine_origin.rs"]
+mod origin_impl;
 #[path = "engine_routes.rs"]
 mod routes;
 #[path = "engine_send.rs"]

@@ -29,6 +29,7 @@ impl Engine {
         self.routes.retain(|_, rs| !rs.is_empty());
         self.recount_routes();
         self.budget.forget(id);
+        self.origin.forget_neighbour(id);
         for r in self.requests.values_mut() {
             r.targets.retain(|t| *t != id);
             if r.requester == Some(id) {

@@ -2,6 +2,7 @@
 //! selection, seqno requests (RFC 8966 3.5, 3.6, 3.8).
 
 use super::*;
+use crate::mesh::babel::origin::OriginVerdict;
 
 impl Engine {
     /// The feasibility condition (RFC 8966 3.5.1).
@@ -32,6 +33,7 @@ impl Engine {
         metric: u16,
         interval_cs: u16,
         next_hop: Option<IpAddr>,
+        sig: Option<RouteSignature>,
     ) -> bool {
         if rid == self.router_id {
             // Updates carrying our own router-id are never learnt (we would route to
@@ -90,10 +92,33 @@ impl Engine {
             // router-id would keep the stale source in our table forever.
             r.router_id = rid;
             r.seqno = seqno;
+            r.sig = None;
             r.metric = INFINITY;
             r.expires = now + interval * 2;
             return true;
         }
+        // Origin authentication (origin.rs): before anything else can act on the update
+        // (a forged one must not even trigger a seqno request).
+        let origin = match self
+            .origin
+            .check(prefix, rid, seqno, sig.as_ref(), Some((nid, now)))
+        {
+            OriginVerdict::Valid => RouteOrigin::Valid,
+            OriginVerdict::Invalid => {
+                if !held {
+                    // Counted by `admit_route` above, never inserted.
+                    self.budget.release_route(nid);
+                }
+                return false;
+            }
+            OriginVerdict::Unknown => {
+                self.events.push_back(Event::OriginUnknown {
+                    prefix,
+                    neighbour: nid,
+                });
+                RouteOrigin::Unknown
+            }
+        };
         let feasible = self.feasible(prefix, rid, seqno, metric);
         let is_selected = self.selected.get(&prefix).is_some_and(|(s, _)| *s == nid);
         let same_source = self
@@ -105,7 +130,7 @@ impl Engine {
             .routes
             .get_mut(&prefix)
             .and_then(|rs| rs.get_mut(&nid))
-            .filter(|_| is_selected && !feasible && same_source)
+            .filter(|_| is_selected && !feasible && same_source && origin == RouteOrigin::Valid)
         {
             // RFC 8966 3.5.4: an unfeasible update for the selected route may be
             // ignored. Keeping the old values stays loop-free (the neighbour's
@@ -132,6 +157,8 @@ impl Engine {
                 interval,
                 expires: now + interval * 7 / 2,
                 refresh_asked: false,
+                sig,
+                origin,
             },
         );
         true
@@ -157,7 +184,8 @@ impl Engine {
         if let Some(rs) = self.routes.get(&prefix) {
             for (nid, r) in rs {
                 let m = self.route_metric(*nid, r);
-                if m == INFINITY {
+                if m == INFINITY || r.origin != RouteOrigin::Valid {
+                    // Unknown origin: held, never selected, no seqno request for it.
                     continue;
                 }
                 if !self.feasible(prefix, r.router_id, r.seqno, r.metric) {
@@ -368,6 +396,7 @@ impl Engine {
                     .filter(|(n, r)| {
                         **n != from
                             && r.router_id == rid
+                            && r.origin == RouteOrigin::Valid
                             && self.route_metric(**n, r) < INFINITY
                             && self.feasible(prefix, r.router_id, r.seqno, r.metric)
                     })

@@ -105,17 +105,21 @@ impl Engine {
             _ => None,
         };
         let tunnel = i.cfg.is_tunnel();
-        let (rid, seqno, metric) = if self.local.contains(&prefix) {
-            (self.router_id, self.seqno, 0)
+        let (rid, seqno, metric, signature) = if self.local.contains(&prefix) {
+            let sig = self
+                .origin
+                .own_signature(prefix, self.router_id, self.seqno);
+            (self.router_id, self.seqno, 0, sig)
         } else if let Some((nid, _)) = self.selected.get(&prefix) {
             let r = self.routes.get(&prefix).and_then(|rs| rs.get(nid))?;
             if tunnel && nid.iface == iface {
-                (r.router_id, r.seqno, INFINITY)
+                (r.router_id, r.seqno, INFINITY, None)
             } else {
-                (r.router_id, r.seqno, self.route_metric(*nid, r))
+                // Relayed as received: the originator's signature goes with it.
+                (r.router_id, r.seqno, self.route_metric(*nid, r), r.sig)
             }
         } else {
-            (self.router_id, self.seqno, INFINITY)
+            (self.router_id, self.seqno, INFINITY, None)
         };
         let over = metric < INFINITY
             && !self.local.contains(&prefix)
@@ -144,6 +148,7 @@ impl Engine {
             metric,
             interval_cs,
             next_hop,
+            signature: signature.filter(|_| metric < INFINITY),
         })
     }
 
@@ -268,8 +273,9 @@ impl Engine {
             return;
         };
         // An update is at most 56 bytes with uncompressed prefix, Router-Id and Next Hop
-        // TLVs: keep each chunk well inside one packet.
-        let per_packet = (i.cfg.max_packet.saturating_sub(96) / 64).max(1);
+        // TLVs (122 with a route signature): keep each chunk well inside one packet.
+        let per_update = if self.origin.active() { 128 } else { 64 };
+        let per_packet = (i.cfg.max_packet.saturating_sub(96) / per_update).max(1);
         let targets: Vec<NeighbourId> = match (dest, i.cfg.is_tunnel()) {
             (Some(addr), false) => vec![NeighbourId { iface, addr }],
             _ => self

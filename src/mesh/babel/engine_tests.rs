@@ -59,6 +59,7 @@ fn update(e: &mut Engine, from: NeighbourId, prefix: Prefix, seqno: u16, metric:
         metric,
         interval_cs: 1600,
         next_hop: None,
+        signature: None,
     };
     e.handle_messages(Time::from_millis(10), from, true, vec![m]);
     e.flush(Time::from_millis(10));
@@ -214,6 +215,7 @@ fn own_router_id_echo_bumps_our_seqno() {
         metric: 96,
         interval_cs: 1600,
         next_hop: None,
+        signature: None,
     };
     e.handle_messages(Time::ZERO, a, true, vec![m]);
     assert_eq!(
@@ -932,6 +934,7 @@ fn updates_with_our_own_router_id_are_never_learnt() {
         metric: 96,
         interval_cs: 1600,
         next_hop: None,
+        signature: None,
     };
     // A neighbour relays our own announcement, and one carrying our router-id for a
     // prefix we do not originate (a stale or forged one): neither is installed.
@@ -961,6 +964,7 @@ fn source_specific_messages_are_ignored_not_installed_as_plain_routes() {
             metric: 10,
             seqno: 1,
             interval: 1600,
+            signature: None,
         })
     };
     let msgs = vec![
@@ -1109,6 +1113,7 @@ fn update_msg(prefix: Prefix, rid: RouterId, seqno: u16, metric: u16) -> Msg {
         metric,
         interval_cs: 1600,
         next_hop: None,
+        signature: None,
     }
 }
 
@@ -1495,6 +1500,7 @@ fn held_retractions_are_capped_by_the_route_budget() {
             metric,
             interval_cs: 10,
             next_hop: None,
+            signature: None,
         };
         receive(&mut e, t, a, &[short(10)]);
         assert!(e.selected_route(&flood_prefix(i)).is_some());
@@ -1514,3 +1520,6 @@ fn held_retractions_are_capped_by_the_route_budget() {
     assert_eq!(e.retracting.len(), 4);
     assert_eq!(e.budget_counters().retractions_over_budget, 1);
 }
+
+#[path = "engine_origin_tests.rs"]
+mod origin;

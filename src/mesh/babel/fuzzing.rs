@@ -13,13 +13,17 @@
 //! 2. every selected route is feasible, finite, not an own prefix, and its metric is the
 //!    one the route table shows;
 //! 3. after [`Engine::handle_timeout`]`(t)`, [`Engine::poll_timeout`] is later than `t`
-//!    (no busy loop).
+//!    (no busy loop);
+//! 4. P, which checks route origins (E signs its own, half the structured LAN Updates
+//!    carry a valid fake signature that E relays), never selects a route whose origin its
+//!    policy does not know yet (2001::/16 while the harness has it unknown).
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use super::codec;
 use super::msg::{INFINITY, Msg, RouterId};
+use super::origin::{OriginPolicy, OriginVerdict, RouteSignature, RouteSigner, signed_bytes};
 use super::{
     BABEL_MULTICAST, BABEL_PORT, Config, CostMultiplier, Engine, IfaceConfig, IfaceId, MacKey,
     MacKeys, NeighbourId, Prefix, Seqno, Time, Timers, Transmit,
@@ -128,18 +132,30 @@ fn msg(i: &mut Input, lan_ll: IpAddr) -> Msg {
                 Some((i.u16().into(), i.u16().into()))
             },
         },
-        3..=5 => Msg::Update {
-            prefix: prefix(i),
-            router_id: router_id(i),
-            seqno: Seqno(u16::from(i.u8())),
-            metric: if i.u8() & 3 == 0 {
+        3..=5 => {
+            // Fields read in the same order as before signatures existed (the corpus
+            // keeps its meaning); an even seqno gets the fake originator's signature.
+            let prefix = prefix(i);
+            let router_id = router_id(i);
+            let seqno = Seqno(u16::from(i.u8()));
+            let metric = if i.u8() & 3 == 0 {
                 INFINITY
             } else {
                 u16::from(i.u8())
-            },
-            interval_cs: u16::from(i.u8()) * 8,
-            next_hop: None,
-        },
+            };
+            Msg::Update {
+                prefix,
+                router_id,
+                seqno,
+                metric,
+                interval_cs: u16::from(i.u8()) * 8,
+                next_hop: None,
+                signature: seqno
+                    .0
+                    .is_multiple_of(2)
+                    .then(|| fake_sig(prefix, router_id, seqno)),
+            }
+        }
         6 => Msg::RouteRequest {
             prefix: if i.u8() & 1 == 0 {
                 None
@@ -190,6 +206,53 @@ fn structured(i: &mut Input, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
         let _ = wire::mac::sign_vec(&mut p, &super::mac::pseudo(src, dst), k.bytes());
     }
     p
+}
+
+/// The fake originator signature of the harness: SHA-256 of the signed bytes, twice.
+fn fake_sig(prefix: Prefix, rid: RouterId, seqno: Seqno) -> RouteSignature {
+    use sha2::{Digest, Sha256};
+    let d: [u8; 32] = Sha256::digest(signed_bytes(prefix, rid, seqno)).into();
+    let mut s = [0u8; 64];
+    s[..32].copy_from_slice(&d);
+    s[32..].copy_from_slice(&d);
+    s
+}
+
+/// P's origin policy: the fake signature is valid, except that prefixes in 2001::/16 are
+/// unknown while `known` is false (the harness toggles it and calls `origin_known`).
+struct FuzzPolicy {
+    known: bool,
+}
+
+impl OriginPolicy for FuzzPolicy {
+    fn verify(
+        &mut self,
+        prefix: Prefix,
+        rid: RouterId,
+        seqno: Seqno,
+        sig: &RouteSignature,
+    ) -> OriginVerdict {
+        if !self.known && unknown_class(prefix) {
+            OriginVerdict::Unknown
+        } else if *sig == fake_sig(prefix, rid, seqno) {
+            OriginVerdict::Valid
+        } else {
+            OriginVerdict::Invalid
+        }
+    }
+}
+
+fn unknown_class(p: Prefix) -> bool {
+    matches!(p.addr(), IpAddr::V6(a) if a.segments()[0] == 0x2001)
+}
+
+/// E signs its own routes with the fake scheme.
+struct FuzzSigner;
+
+impl RouteSigner for FuzzSigner {
+    fn sign(&mut self, prefix: Prefix, rid: RouterId, seqno: Seqno) -> Option<RouteSignature> {
+        Some(fake_sig(prefix, rid, seqno))
+    }
 }
 
 struct Side {
@@ -279,6 +342,12 @@ pub fn check_engine(data: &[u8]) -> Result<(), String> {
     let keys = keys_variant(i.u8());
     e.engine.set_mac_keys(keys.clone());
     p.engine.set_mac_keys(keys);
+    // Origin authentication: E signs, P checks (E itself stays without a policy so that
+    // unsigned LAN routes still reach every path of it).
+    let mut known = false;
+    e.engine.set_route_signer(now, Some(Box::new(FuzzSigner)));
+    p.engine
+        .set_origin_policy(Some(Box::new(FuzzPolicy { known })));
     e.engine
         .originate(now, Prefix::new(IpAddr::V6(E_TUN), 64).expect("/64"));
     p.engine
@@ -345,6 +414,23 @@ pub fn check_engine(data: &[u8]) -> Result<(), String> {
                         }
                     }
                     side.engine.handle_timeout(now);
+                }
+                if ms.is_multiple_of(3) {
+                    // The "certificates" of 2001::/16 become known, or are revoked.
+                    known = !known;
+                    if let Some(pol) = p.engine.origin_policy_mut::<FuzzPolicy>() {
+                        pol.known = known;
+                    }
+                    let held: std::collections::BTreeSet<Prefix> = p
+                        .engine
+                        .routes()
+                        .iter()
+                        .map(|r| r.prefix)
+                        .filter(|q| unknown_class(*q))
+                        .collect();
+                    for q in held {
+                        p.engine.origin_known(now, q);
+                    }
                 }
             }
             6 => {
@@ -426,6 +512,9 @@ pub fn check_engine(data: &[u8]) -> Result<(), String> {
         p.drain(&mut sink);
         e.check("E")?;
         p.check("P")?;
+        if !known && let Some(r) = p.engine.selected_routes().find(|r| unknown_class(r.prefix)) {
+            return Err(format!("P: {r:?} selected while its origin is unknown"));
+        }
     }
     Ok(())
 }
@@ -444,6 +533,22 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ]
     };
     vec![
+        ("origin-unknown-known-revoked", {
+            let mut v = vec![0];
+            v.extend([
+                0, 0, 0, // LAN packet from fe80::a to multicast
+                2, // three messages
+                0, 0, 0, 1, 100, 0, // Hello seqno 1, 4 s, no timestamp
+                2, 0, 100, 0, 0, // IHU rxcost 96, 4 s, our address, no timestamp
+                3, 3, 3, 8, 1, 0, 200, // Update 2001:db8:3::/48, rid 3, seqno 8: signed
+                0, 0, 0, 0, 1, // unsigned packet
+            ]);
+            v.extend([4, 0, 10]); // 40 ms: E relays it to P, whose policy cannot tell yet
+            v.extend([4, 0, 3]); // 12 ms: known → selectable at P
+            v.extend([4, 0, 3]); // revoked → unselectable again
+            v.extend([4, 0, 10]);
+            v
+        }),
         ("lan-learn", {
             let mut v = vec![0];
             v.extend(hello_ihu_update(0));

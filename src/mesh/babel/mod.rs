@@ -69,6 +69,14 @@
 //! [`Engine::budget_counters`] and logged once per neighbour; refreshes and retractions of
 //! routes already held always pass.
 //!
+//! # Origin authentication
+//! With an [`OriginPolicy`] ([`Engine::set_origin_policy`]) every received Update is
+//! checked against its originator's signature (sub-TLV 112): invalid ones are dropped,
+//! unknown ones held unselectable until [`Engine::origin_known`]; with a [`RouteSigner`]
+//! ([`Engine::set_route_signer`]) our own announcements are signed once per seqno.
+//! Relays re-attach the signature they received. Without either, nothing changes
+//! ([`origin`], docs/BABEL.md "Origin authentication").
+//!
 //! # Loop freedom
 //! Routes are selected only if feasible (RFC 8966 3.5.1) against the source table, which
 //! records the smallest metric this node announced per (prefix, router-id, seqno). An
@@ -86,6 +94,7 @@ mod engine;
 pub mod fuzzing;
 pub mod mac;
 pub mod msg;
+pub mod origin;
 pub mod prefix;
 pub mod seqno;
 pub mod time;
@@ -102,6 +111,7 @@ pub use engine::{
 };
 pub use mac::{MacKey, MacKeys};
 pub use msg::{INFINITY, RouterId};
+pub use origin::{OriginCounters, OriginPolicy, OriginVerdict, RouteSignature, RouteSigner};
 pub use prefix::Prefix;
 pub use seqno::Seqno;
 pub use time::Time;

@@ -10,7 +10,7 @@ use super::seqno::Seqno;
 /// The infinite metric / cost (RFC 8966: 0xFFFF).
 pub const INFINITY: u16 = 0xFFFF;
 
-pub use crate::wire::RouterId;
+pub use crate::wire::{RouteSignature, RouterId};
 
 /// One Babel TLV as the engine understands it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +52,9 @@ pub enum Msg {
         interval_cs: u16,
         /// Next hop in force for the prefix's family (received), or to announce (sent).
         next_hop: Option<IpAddr>,
+        /// The originator's route signature (sub-TLV 112), carried unchanged by relays
+        /// ([`super::origin`]).
+        signature: Option<RouteSignature>,
     },
     /// A retraction of every route of the sender (Update with AE 0).
     WildcardRetraction {

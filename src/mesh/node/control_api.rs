@@ -84,6 +84,7 @@ impl ControlHandler for Handler {
                         .babel_dropped
                         .load(std::sync::atomic::Ordering::Relaxed),
                 )])
+                .chain(s.babel_origin.named())
                 .filter(|(_, v)| *v > 0)
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),

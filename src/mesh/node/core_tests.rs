@@ -73,6 +73,7 @@ impl World {
                 country: None,
                 babel_timers: None,
                 cache: PeerCache::new(16),
+                origin: None,
             },
             [7; 32],
             at(0),
@@ -111,6 +112,7 @@ fn info(peer: u16, initiated: bool) -> TunnelInfo {
         },
         remote: "192.0.2.1:1".parse().unwrap(),
         peer_not_after: 1_900_000_000,
+        peer_cert: vec![],
     }
 }
 

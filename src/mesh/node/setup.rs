@@ -131,6 +131,7 @@ pub async fn run(
             held: 0,
             counters: Default::default(),
             babel_budget: Default::default(),
+            babel_origin: Default::default(),
         }),
         tx: tx.clone(),
         started,
@@ -190,6 +191,10 @@ pub async fn run(
             country: cfg.country.clone(),
             babel_timers: cfg.babel_timers,
             cache,
+            origin: Some(core::OriginSetup {
+                cert_der: st.cert_der.clone(),
+                key_pkcs8: core::SecretBytes::new(st.key.to_der()),
+            }),
         },
         rand::random(),
         Now {

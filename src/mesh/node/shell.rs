@@ -202,6 +202,7 @@ impl Shell {
                     initiated: t.initiated,
                     hello: t.peer_hello.clone(),
                     remote: t.conn.remote_address(),
+                    peer_cert: t.peer_cert.clone(),
                 };
                 self.pending.insert(tunnel, *t);
                 self.core.handle(now, Input::TunnelUp { tunnel, info });

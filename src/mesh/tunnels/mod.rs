@@ -142,6 +142,8 @@ pub struct Tunnel {
     pub peer_serial: String,
     /// When the neighbour's certificate expires (Unix seconds).
     pub peer_not_after: i64,
+    /// The neighbour's certificate (DER).
+    pub peer_cert: Vec<u8>,
     /// We dialled it (false: it dialled us).
     pub initiated: bool,
     /// The neighbour's hello.
@@ -154,7 +156,9 @@ pub struct Tunnel {
     pub control_decoder: control::Decoder,
 }
 
-fn peer_identity(conn: &quinn::Connection) -> Result<(Ipv6Net, identity::CertInfo), TunnelError> {
+fn peer_identity(
+    conn: &quinn::Connection,
+) -> Result<(Ipv6Net, identity::CertInfo, Vec<u8>), TunnelError> {
     let addr = conn.remote_address();
     let der = conn
         .peer_identity()
@@ -166,7 +170,7 @@ fn peer_identity(conn: &quinn::Connection) -> Result<(Ipv6Net, identity::CertInf
         .ok_or(TunnelError::PeerIdentity(addr))?;
     let info = identity::cert_info(&der).map_err(|_| TunnelError::PeerIdentity(addr))?;
     let prefix = info.prefix.ok_or(TunnelError::PeerIdentity(addr))?;
-    Ok((prefix, info))
+    Ok((prefix, info, der))
 }
 
 async fn read_hello(
@@ -226,7 +230,7 @@ impl Tunnel {
         let addr = conn.remote_address();
         me.observed = Some(SocketAddr::new(addr.ip().to_canonical(), addr.port()));
         let err = |reason: String| TunnelError::Connect { addr, reason };
-        let (peer_prefix, peer_cert) = peer_identity(&conn)?;
+        let (peer_prefix, peer_cert, peer_cert_der) = peer_identity(&conn)?;
         let exchange = async {
             let mut decoder = control::Decoder::default();
             // The dialler opens the stream and speaks first; the peer answers. A peer that
@@ -284,6 +288,7 @@ impl Tunnel {
             peer_prefix,
             peer_serial: peer_cert.serial,
             peer_not_after: peer_cert.not_after,
+            peer_cert: peer_cert_der,
             initiated,
             peer_hello: peer,
             control_send: send,
@@ -601,7 +606,7 @@ impl TunnelEndpoint {
         };
         // The TLS name check already bound the certificate to the expected address; the
         // prefix comparison is the same fact read from the URI SAN.
-        let (prefix, _) = peer_identity(&conn)?;
+        let (prefix, _, _) = peer_identity(&conn)?;
         if prefix != expected {
             CloseCode::Internal.close(&conn);
             return Err(err(format!("the peer is {prefix} instead of {expected}")));

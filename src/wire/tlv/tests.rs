@@ -104,6 +104,7 @@ fn update(prefix: &str, next_hop: IpAddr) -> Message {
         metric: 96,
         seqno: 50324,
         interval: 1600,
+        signature: None,
     })
 }
 
@@ -1490,6 +1491,7 @@ mod source_prefix_sub_tlv {
                 metric: 96,
                 seqno: 50324,
                 interval: 1600,
+                signature: None,
             }),
             Message::RouteRequest(RouteRequest {
                 prefix: Some(default),

@@ -43,6 +43,9 @@ pub struct TunnelInfo {
     pub hello: HelloInfo,
     /// The neighbour's UDP address.
     pub remote: SocketAddr,
+    /// The neighbour's certificate (DER) as TLS checked it; empty when unknown. Origin
+    /// authentication knows the neighbour's routes' owner from it first-hand.
+    pub peer_cert: Vec<u8>,
 }
 
 /// A renewed certificate, as the registry issued it.
@@ -148,6 +151,23 @@ pub enum Input {
     Up,
     /// `mesh down --exit`, SIGINT, SIGTERM.
     Exit,
+    /// Test support: this node (a hostile member) sends `msgs` as a Babel packet on its
+    /// tunnel to `to`, MAC-signed as usual.
+    #[cfg(any(test, feature = "sim"))]
+    ForgeBabel {
+        /// The neighbour's prefix.
+        to: Ipv6Net,
+        /// The messages (e.g. forged Updates).
+        msgs: Vec<crate::mesh::babel::msg::Msg>,
+    },
+    /// Test support: this node (a hostile member) sends `msg` on its tunnel to `to`.
+    #[cfg(any(test, feature = "sim"))]
+    ForgeControl {
+        /// The neighbour's prefix.
+        to: Ipv6Net,
+        /// The message.
+        msg: ControlMsg,
+    },
 }
 
 /// What the shell must do, from [`NodeCore::poll_action`], in order.
@@ -279,11 +299,19 @@ pub struct Counters {
     pub lan_over_budget: u64,
     /// Dials to known nodes Babel had no route to (a split mesh healing itself).
     pub explore_dials: u64,
+    /// Certificates a neighbour sent that were refused (not asked for, another prefix, not
+    /// the CA's, expired, revoked).
+    pub certs_refused: u64,
+    /// Certificate requests from a neighbour beyond [`super::CERT_ANSWER_RATE`] (ignored).
+    pub cert_requests_ignored: u64,
+    /// Certificate requests not sent because [`super::CERT_REQUESTS_PER_NEIGHBOUR`] were
+    /// in flight to that neighbour (asked again at a later tick).
+    pub cert_requests_deferred: u64,
 }
 
 impl Counters {
     /// Every counter by name, for `mesh status --json`.
-    pub fn named(&self) -> [(&'static str, u64); 11] {
+    pub fn named(&self) -> [(&'static str, u64); 14] {
         [
             ("params_requests_ignored", self.params_requests_ignored),
             ("control_stalled", self.control_stalled),
@@ -296,6 +324,9 @@ impl Counters {
             ("dials_rate_limited", self.dials_rate_limited),
             ("lan_over_budget", self.lan_over_budget),
             ("explore_dials", self.explore_dials),
+            ("certs_refused", self.certs_refused),
+            ("cert_requests_ignored", self.cert_requests_ignored),
+            ("cert_requests_deferred", self.cert_requests_deferred),
         ]
     }
 }
@@ -323,6 +354,8 @@ pub struct Snapshot {
     pub counters: Counters,
     /// What the Babel engine dropped at its budgets (routes, sources, requests, seqno bumps).
     pub babel_budget: crate::mesh::babel::BudgetCounters,
+    /// Origin authentication of routes: refused and unknown routes, signatures checked.
+    pub babel_origin: crate::mesh::babel::OriginCounters,
 }
 
 /// What [`NodeCore::new`] starts from (the shell loads it from the state directory).
@@ -352,6 +385,9 @@ pub struct CoreConfig {
     pub babel_timers: Option<Timers>,
     /// The peer cache as loaded.
     pub cache: PeerCache,
+    /// Origin authentication of routes (our certificate and key): `None` leaves it off
+    /// (routes unsigned, every route accepted).
+    pub origin: Option<OriginSetup>,
 }
 
 /// Key material: `Debug` shows its length only, so logging an [`Input`] or a [`CoreConfig`]

@@ -52,12 +52,17 @@ use crate::registry_client::ClientError;
 use crate::wire::Prefix;
 
 mod interface;
+mod origin;
 mod params;
 mod tunnels;
 
 pub use interface::{
     Action, CoreConfig, Counters, Input, InstallError, MacKeyBytes, Now, Renewal, SecretBytes,
     Snapshot, TunnelId, TunnelInfo,
+};
+pub use origin::{
+    CERT_ANSWER_BURST, CERT_ANSWER_RATE, CERT_CACHE, CERT_REQUEST_TIMEOUT,
+    CERT_REQUESTS_PER_NEIGHBOUR, CertRefused, CertStore, KeySigner, OriginSetup, verify_route,
 };
 use params::timers_of;
 pub use params::{mac_keys, protocol_too_old, renew_at, router_id_for};
@@ -210,6 +215,8 @@ pub struct NodeCore {
     actions: VecDeque<Action>,
     snapshot_dirty: bool,
     counters: Counters,
+    /// Origin authentication of routes (`origin.rs`): `None` when off.
+    origin: Option<origin::OriginRequests>,
 }
 
 impl NodeCore {
@@ -297,7 +304,11 @@ impl NodeCore {
             actions: VecDeque::new(),
             snapshot_dirty: true,
             counters: Counters::default(),
+            origin: None,
         };
+        if let Some(setup) = cfg.origin {
+            core.origin_init(now, setup);
+        }
         core.refresh_reach();
         core.actions
             .push_back(Action::SetRevoked(core.net.revoked().clone()));
@@ -369,7 +380,13 @@ impl NodeCore {
             return;
         }
         match input {
-            Input::TunnelUp { tunnel, info } => self.tunnel_up(now, tunnel, info),
+            Input::TunnelUp { tunnel, mut info } => {
+                let cert = std::mem::take(&mut info.peer_cert);
+                self.tunnel_up(now, tunnel, info);
+                if self.tunnels.contains_key(&tunnel) {
+                    self.origin_tunnel_up(now, &cert);
+                }
+            }
             Input::TunnelDown { tunnel, code } => {
                 self.tunnel_down(now, tunnel, "closed");
                 if code == Some(CloseCode::Revoked) {
@@ -438,6 +455,18 @@ impl NodeCore {
             }
             Input::Exit => self.stop(None),
             Input::LocalAddresses(addrs) => self.reach.set_local(&addrs),
+            #[cfg(any(test, feature = "sim"))]
+            Input::ForgeBabel { to, msgs } => {
+                if let Some(t) = self.by_prefix.get(&to).and_then(|t| self.tunnels.get(t)) {
+                    self.engine.forge(now.time, t.iface, msgs);
+                }
+            }
+            #[cfg(any(test, feature = "sim"))]
+            Input::ForgeControl { to, msg } => {
+                if let Some(&t) = self.by_prefix.get(&to) {
+                    self.send_control(t, msg);
+                }
+            }
         }
         self.refresh_reach();
         self.drain(now);
@@ -516,6 +545,7 @@ impl NodeCore {
         if now.time >= self.next_tick {
             self.next_tick = now.time + TICK;
             self.housekeeping(now);
+            self.origin_tick(now);
         }
         self.drain(now);
     }
@@ -583,6 +613,7 @@ impl NodeCore {
             held: self.tunnels.values().filter(|t| t.held).count(),
             counters: self.counters,
             babel_budget: self.engine.budget_counters(),
+            babel_origin: self.engine.origin_counters(),
         }
     }
 
@@ -734,13 +765,18 @@ impl NodeCore {
             self.fib.publish();
             self.snapshot_dirty = true;
         }
+        let mut unknown = Vec::new();
         while let Some(e) = self.engine.poll_event() {
             match e {
+                Event::OriginUnknown { prefix, neighbour } => unknown.push((prefix, neighbour)),
                 Event::PacketRejected { src, reason, .. } => {
                     debug!(%src, ?reason, "Babel packet rejected")
                 }
                 other => debug!(?other, "babel"),
             }
+        }
+        for (prefix, neighbour) in unknown {
+            self.origin_ask(now, prefix, neighbour);
         }
     }
 }

@@ -195,6 +195,7 @@ impl NodeCore {
             self.close(now, id, CloseCode::Revoked, "peer certificate revoked");
         }
         self.release_held();
+        self.origin_trust_changed(now);
         self.snapshot_dirty = true;
     }
 
@@ -261,6 +262,7 @@ impl NodeCore {
         self.renewing = Renewing::Idle {
             next_try: now.time + RENEW_SETTLE,
         };
+        self.origin_own_cert(now, &c.cert_der);
         // Parameters that came with the certificate (the CRL names our old serial).
         self.offer(now, Some(c.signed_params), None, None);
         self.snapshot_dirty = true;

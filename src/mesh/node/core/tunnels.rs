@@ -328,6 +328,9 @@ impl NodeCore {
                     self.reach.observed(peer, seen, local);
                 }
             }
+            m @ (ControlMsg::CertRequest { .. } | ControlMsg::Cert { .. }) => {
+                self.origin_control(now, tunnel, m)
+            }
         }
     }
 

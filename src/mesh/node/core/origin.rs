@@ -1,0 +1,526 @@
+//! Origin authentication of routes, the node's side (issue 13, "Insider-proof routing").
+//!
+//! The engine (`mesh::babel::origin`) carries signatures and asks a policy; this module is
+//! that policy, [`CertStore`], and the signer of our own routes, [`KeySigner`]:
+//! * a route for a prefix inside the network prefix is valid only when the prefix is
+//!   *exactly* a node prefix whose certificate (CA-signed, not expired at `now`, serial not
+//!   in the CRL in force) verifies its signature; a prefix strictly inside a known node
+//!   prefix (a more specific) is refused; a prefix inside the network for which no
+//!   certificate is known yet is *unknown*: held unselectable while the core asks the
+//!   neighbour that announced it for the certificate (`ControlMsg::CertRequest` /
+//!   `ControlMsg::Cert`);
+//! * prefixes outside the network prefix are refused. Exit and subnet routes will be
+//!   authorised in the parameters by a later issue; until then nothing outside the network
+//!   is routed through the mesh.
+//!
+//! Certificates come from TLS (our own, each tunnel peer's) and over the mesh. Budgets:
+//! at most [`CERT_CACHE`] certificates (least recently used evicted; ours is pinned; an
+//! evicted one is simply asked for again), [`CERT_REQUESTS_PER_NEIGHBOUR`] requests in flight per neighbour
+//! (one per prefix in all), each forgotten after [`CERT_REQUEST_TIMEOUT`]; answers to one
+//! neighbour's requests at most [`CERT_ANSWER_BURST`] at once, refilled at
+//! [`CERT_ANSWER_RATE`] per second (the excess counted in
+//! [`Counters::cert_requests_ignored`]). A CRL change or an expiry drops the certificates
+//! it concerns and re-evaluates their routes (they become unknown: not selectable).
+
+use std::collections::{BTreeMap, HashSet};
+
+use ring::signature::{self, EcdsaKeyPair, KeyPair as _};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::*;
+use crate::mesh::babel::origin::{
+    OriginPolicy, OriginVerdict, RouteSignature, RouteSigner, signed_bytes,
+};
+use crate::mesh::babel::{RouterId, Seqno};
+
+/// Certificates held (beyond it the least recently used unpinned one goes).
+pub const CERT_CACHE: usize = 4096;
+/// Certificate requests in flight to one neighbour.
+pub const CERT_REQUESTS_PER_NEIGHBOUR: usize = 16;
+/// An unanswered certificate request is forgotten (and may be made again) after this.
+pub const CERT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Certificate requests answered at once per neighbour.
+pub const CERT_ANSWER_BURST: u32 = 64;
+/// Certificate requests answered per second per neighbour, after the burst.
+pub const CERT_ANSWER_RATE: u32 = 16;
+
+/// What the node needs to sign its routes and check everyone else's.
+#[derive(Debug, Clone)]
+pub struct OriginSetup {
+    /// This node's certificate (DER).
+    pub cert_der: Vec<u8>,
+    /// Its key, PKCS#8 DER.
+    pub key_pkcs8: SecretBytes,
+}
+
+/// Signs our routes with the node key: ECDSA P-256 / SHA-256, fixed 64-byte r‖s. ECDSA's
+/// per-signature nonce comes from the OS (ring's `SystemRandom`, the only way ring signs);
+/// it decides nothing: the bytes of a signature differ between runs, never what any node
+/// does with it (the simulator stays reproducible).
+pub struct KeySigner {
+    key: EcdsaKeyPair,
+    rng: ring::rand::SystemRandom,
+}
+
+impl KeySigner {
+    /// The signer of a PKCS#8 P-256 key.
+    pub fn new(pkcs8: &[u8]) -> Result<KeySigner, String> {
+        let rng = ring::rand::SystemRandom::new();
+        let key =
+            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
+                .map_err(|e| format!("the node key cannot sign routes: {e}"))?;
+        Ok(KeySigner { key, rng })
+    }
+
+    /// The raw public key (65 bytes).
+    pub fn public_key(&self) -> &[u8] {
+        self.key.public_key().as_ref()
+    }
+}
+
+impl RouteSigner for KeySigner {
+    fn sign(&mut self, prefix: Prefix, rid: RouterId, seqno: Seqno) -> Option<RouteSignature> {
+        let sig = self
+            .key
+            .sign(&self.rng, &signed_bytes(prefix, rid, seqno))
+            .ok()?;
+        sig.as_ref().try_into().ok()
+    }
+}
+
+/// Checks a route signature against a raw P-256 public key.
+pub fn verify_route(
+    public_key: &[u8],
+    prefix: Prefix,
+    rid: RouterId,
+    seqno: Seqno,
+    sig: &RouteSignature,
+) -> bool {
+    signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, public_key)
+        .verify(&signed_bytes(prefix, rid, seqno), sig)
+        .is_ok()
+}
+
+/// Why a certificate was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertRefused {
+    /// Not a certificate, or not signed by the network's CA.
+    #[error("not a certificate of this network's CA")]
+    NotOurs,
+    /// No node prefix, or one outside the network.
+    #[error("no node prefix inside the network")]
+    NoPrefix,
+    /// Expired or not yet valid.
+    #[error("expired or not yet valid")]
+    Expired,
+    /// Its serial is in the CRL in force.
+    #[error("revoked")]
+    Revoked,
+    /// Not the prefix asked for.
+    #[error("not the certificate asked for")]
+    Unexpected,
+}
+
+struct CertEntry {
+    serial: String,
+    not_before: i64,
+    not_after: i64,
+    public_key: Vec<u8>,
+    der: Vec<u8>,
+    used: u64,
+    pinned: bool,
+}
+
+/// The node's origin policy: the certificates it knows, the CRL in force, the time.
+pub struct CertStore {
+    network: Ipv6Net,
+    ca_der: Vec<u8>,
+    revoked: HashSet<String>,
+    unix: i64,
+    certs: BTreeMap<Ipv6Net, CertEntry>,
+    clock: u64,
+}
+
+impl CertStore {
+    /// An empty store for `network`, trusting `ca_der`, with the CRL `revoked` in force.
+    pub fn new(network: Ipv6Net, ca_der: Vec<u8>, revoked: HashSet<String>, unix: i64) -> Self {
+        CertStore {
+            network,
+            ca_der,
+            revoked,
+            unix,
+            certs: BTreeMap::new(),
+            clock: 0,
+        }
+    }
+
+    /// Checks `der` (CA signature, node prefix inside the network, validity at the store's
+    /// time, CRL) and keeps it. `pinned` ones (ours, tunnel peers') are never evicted.
+    pub fn admit(&mut self, der: &[u8], pinned: bool) -> Result<Ipv6Net, CertRefused> {
+        let info = identity::cert_info(der).map_err(|_| CertRefused::NotOurs)?;
+        let prefix = info.prefix.ok_or(CertRefused::NoPrefix)?;
+        if !self.network.contains(&prefix) || info.public_key.len() != 65 {
+            return Err(CertRefused::NoPrefix);
+        }
+        if info.not_before > self.unix || info.not_after <= self.unix {
+            return Err(CertRefused::Expired);
+        }
+        if self.revoked.contains(&info.serial) {
+            return Err(CertRefused::Revoked);
+        }
+        if self
+            .certs
+            .get(&prefix)
+            .is_none_or(|e| e.der.as_slice() != der)
+        {
+            // Not the one we hold already: check the CA's signature.
+            let (_, ca) =
+                X509Certificate::from_der(&self.ca_der).map_err(|_| CertRefused::NotOurs)?;
+            let (_, cert) = X509Certificate::from_der(der).map_err(|_| CertRefused::NotOurs)?;
+            cert.verify_signature(Some(ca.public_key()))
+                .map_err(|_| CertRefused::NotOurs)?;
+        }
+        self.clock += 1;
+        let pinned = pinned || self.certs.get(&prefix).is_some_and(|e| e.pinned);
+        self.certs.insert(
+            prefix,
+            CertEntry {
+                serial: info.serial,
+                not_before: info.not_before,
+                not_after: info.not_after,
+                public_key: info.public_key,
+                der: der.to_vec(),
+                used: self.clock,
+                pinned,
+            },
+        );
+        while self.certs.len() > CERT_CACHE {
+            let Some(old) = self
+                .certs
+                .iter()
+                .filter(|(_, e)| !e.pinned)
+                .min_by_key(|(_, e)| e.used)
+                .map(|(p, _)| *p)
+            else {
+                break;
+            };
+            self.certs.remove(&old);
+        }
+        Ok(prefix)
+    }
+
+    /// The certificate held for exactly `prefix`.
+    pub fn cert_der(&self, prefix: &Ipv6Net) -> Option<&[u8]> {
+        self.certs.get(prefix).map(|e| e.der.as_slice())
+    }
+
+    /// Certificates held.
+    pub fn len(&self) -> usize {
+        self.certs.len()
+    }
+
+    /// True when none is held.
+    pub fn is_empty(&self) -> bool {
+        self.certs.is_empty()
+    }
+
+    /// A new CRL (or network): drops the certificates it revokes; returns their prefixes.
+    pub fn set_trust(&mut self, network: Ipv6Net, revoked: HashSet<String>) -> Vec<Ipv6Net> {
+        self.network = network;
+        self.revoked = revoked;
+        self.drop_where(|net, revoked, unix, p, e| {
+            !net.contains(p) || revoked.contains(&e.serial) || e.not_after <= unix
+        })
+    }
+
+    /// The time moves on: drops the certificates that expired; returns their prefixes.
+    pub fn set_time(&mut self, unix: i64) -> Vec<Ipv6Net> {
+        self.unix = unix;
+        self.drop_where(|_, _, unix, _, e| e.not_after <= unix)
+    }
+
+    fn drop_where(
+        &mut self,
+        f: impl Fn(&Ipv6Net, &HashSet<String>, i64, &Ipv6Net, &CertEntry) -> bool,
+    ) -> Vec<Ipv6Net> {
+        let gone: Vec<Ipv6Net> = self
+            .certs
+            .iter()
+            .filter(|(p, e)| f(&self.network, &self.revoked, self.unix, p, e))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in &gone {
+            self.certs.remove(p);
+        }
+        gone
+    }
+
+    fn verdict(
+        &mut self,
+        prefix: Prefix,
+        rid: RouterId,
+        seqno: Seqno,
+        sig: &RouteSignature,
+    ) -> OriginVerdict {
+        let IpAddr::V6(addr) = prefix.addr() else {
+            // Not an IPv6 prefix: outside the network by definition.
+            return OriginVerdict::Invalid;
+        };
+        let Ok(net) = Ipv6Net::new(addr, prefix.len()) else {
+            return OriginVerdict::Invalid;
+        };
+        if !self.network.contains(&net) {
+            // Exit and subnet routes: to be authorised by the parameters (later issue).
+            return OriginVerdict::Invalid;
+        }
+        self.clock += 1;
+        let clock = self.clock;
+        let (unix, revoked) = (self.unix, &self.revoked);
+        if let Some(e) = self.certs.get_mut(&net) {
+            if e.not_after <= unix || e.not_before > unix || revoked.contains(&e.serial) {
+                return OriginVerdict::Unknown;
+            }
+            e.used = clock;
+            return if verify_route(&e.public_key, prefix, rid, seqno, sig) {
+                OriginVerdict::Valid
+            } else {
+                OriginVerdict::Invalid
+            };
+        }
+        // A more specific inside a certified node prefix is nobody's to announce.
+        for len in (0..net.prefix_len()).rev() {
+            if let Ok(sup) = Ipv6Net::new(addr, len)
+                && self.certs.contains_key(&sup.trunc())
+            {
+                return OriginVerdict::Invalid;
+            }
+        }
+        OriginVerdict::Unknown
+    }
+}
+
+impl OriginPolicy for CertStore {
+    fn verify(
+        &mut self,
+        prefix: Prefix,
+        rid: RouterId,
+        seqno: Seqno,
+        sig: &RouteSignature,
+    ) -> OriginVerdict {
+        self.verdict(prefix, rid, seqno, sig)
+    }
+}
+
+/// The core's bookkeeping of certificate requests and answers.
+#[derive(Default)]
+pub(super) struct OriginRequests {
+    /// Prefix → (asked on, when).
+    in_flight: BTreeMap<Ipv6Net, (TunnelId, Time)>,
+    /// Per neighbour: answer tokens and when they were last refilled.
+    answers: BTreeMap<TunnelId, (u32, Time)>,
+}
+
+fn babel_prefix(net: &Ipv6Net) -> Option<Prefix> {
+    Prefix::new(IpAddr::V6(net.network()), net.prefix_len())
+}
+
+fn net_of(p: &Prefix) -> Option<Ipv6Net> {
+    match p.addr() {
+        IpAddr::V6(a) => Ipv6Net::new(a, p.len()).ok(),
+        IpAddr::V4(_) => None,
+    }
+}
+
+impl NodeCore {
+    /// Turns origin authentication on (at construction).
+    pub(super) fn origin_init(&mut self, now: Now, setup: OriginSetup) {
+        let mut store = CertStore::new(
+            self.net.params().network,
+            self.net.ca_der().to_vec(),
+            self.net.revoked().clone(),
+            now.unix,
+        );
+        if let Err(e) = store.admit(&setup.cert_der, true) {
+            warn!(error = %e, "this node's certificate cannot vouch for its routes");
+        }
+        match KeySigner::new(setup.key_pkcs8.expose()) {
+            Ok(signer) => self
+                .engine
+                .set_route_signer(now.time, Some(Box::new(signer))),
+            Err(e) => warn!(error = %e, "routes go out unsigned"),
+        }
+        self.engine.set_origin_policy(Some(Box::new(store)));
+        self.origin = Some(OriginRequests::default());
+    }
+
+    fn store(&mut self) -> Option<&mut CertStore> {
+        self.engine.origin_policy_mut::<CertStore>()
+    }
+
+    /// A tunnel came up: its peer's certificate (checked by TLS) is known first-hand.
+    pub(super) fn origin_tunnel_up(&mut self, now: Now, peer_cert: &[u8]) {
+        self.origin_cert(now, peer_cert, false);
+    }
+
+    /// Our own certificate changed (renewal): it vouches for our routes from now on.
+    pub(super) fn origin_own_cert(&mut self, now: Now, cert_der: &[u8]) {
+        self.origin_cert(now, cert_der, true);
+    }
+
+    fn origin_cert(&mut self, now: Now, der: &[u8], pinned: bool) {
+        if der.is_empty() || self.origin.is_none() {
+            return;
+        }
+        let Some(store) = self.store() else { return };
+        match store.admit(der, pinned) {
+            Ok(p) => {
+                if let Some(bp) = babel_prefix(&p) {
+                    self.engine.origin_known(now.time, bp);
+                }
+            }
+            Err(e) => debug!(error = %e, "certificate not kept for origin checks"),
+        }
+    }
+
+    /// The engine holds a route it cannot judge: ask the neighbour that sent it.
+    pub(super) fn origin_ask(&mut self, now: Now, prefix: Prefix, neighbour: NeighbourId) {
+        let Some(net) = net_of(&prefix) else { return };
+        let Some(&tunnel) = self.by_iface.get(&neighbour.iface) else {
+            return;
+        };
+        let Some(o) = self.origin.as_mut() else {
+            return;
+        };
+        o.in_flight
+            .retain(|_, (_, at)| now.time.saturating_since(*at) < CERT_REQUEST_TIMEOUT);
+        if o.in_flight.contains_key(&net) {
+            return;
+        }
+        if o.in_flight.values().filter(|(t, _)| *t == tunnel).count() >= CERT_REQUESTS_PER_NEIGHBOUR
+        {
+            self.counters.cert_requests_deferred += 1;
+            return;
+        }
+        o.in_flight.insert(net, (tunnel, now.time));
+        self.send_control(tunnel, ControlMsg::CertRequest { prefix: net });
+    }
+
+    /// `CertRequest` and `Cert` from a neighbour.
+    pub(super) fn origin_control(&mut self, now: Now, tunnel: TunnelId, msg: ControlMsg) {
+        use base64::Engine as _;
+        match msg {
+            ControlMsg::CertRequest { prefix } => {
+                let Some(o) = self.origin.as_mut() else {
+                    // Not checking origins: we hold no certificates to give.
+                    return self.send_control(tunnel, ControlMsg::Cert { prefix, cert: None });
+                };
+                let (tokens, at) = o
+                    .answers
+                    .entry(tunnel)
+                    .or_insert((CERT_ANSWER_BURST, now.time));
+                let elapsed = now.time.saturating_since(*at);
+                let refill =
+                    u32::try_from(elapsed.as_millis() * u128::from(CERT_ANSWER_RATE) / 1000)
+                        .unwrap_or(u32::MAX);
+                if refill > 0 {
+                    *tokens = tokens.saturating_add(refill).min(CERT_ANSWER_BURST);
+                    *at = now.time;
+                }
+                if *tokens == 0 {
+                    self.counters.cert_requests_ignored += 1;
+                    return;
+                }
+                *tokens -= 1;
+                let cert = self.store().and_then(|s| {
+                    s.cert_der(&prefix)
+                        .map(|d| base64::engine::general_purpose::STANDARD.encode(d))
+                });
+                self.send_control(tunnel, ControlMsg::Cert { prefix, cert });
+            }
+            ControlMsg::Cert { prefix, cert } => {
+                let Some(o) = self.origin.as_mut() else {
+                    return;
+                };
+                // Only answers to what we asked this neighbour are taken.
+                if o.in_flight.get(&prefix).is_none_or(|(t, _)| *t != tunnel) {
+                    self.counters.certs_refused += 1;
+                    return;
+                }
+                o.in_flight.remove(&prefix);
+                let Some(der) =
+                    cert.and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok())
+                else {
+                    return;
+                };
+                let Some(store) = self.store() else { return };
+                let taken = store.cert_der(&prefix).is_some_and(|d| d == der.as_slice());
+                match identity::cert_prefix(&der) {
+                    Ok(p) if p == prefix => {}
+                    _ => {
+                        self.counters.certs_refused += 1;
+                        return;
+                    }
+                }
+                if taken {
+                    return;
+                }
+                match store.admit(&der, false) {
+                    Ok(p) => {
+                        if let Some(bp) = babel_prefix(&p) {
+                            self.engine.origin_known(now.time, bp);
+                        }
+                    }
+                    Err(e) => {
+                        debug!(%prefix, error = %e, "certificate from a neighbour refused");
+                        self.counters.certs_refused += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The CRL or the parameters changed: drop what they revoke, re-evaluate those routes.
+    pub(super) fn origin_trust_changed(&mut self, now: Now) {
+        let (network, revoked) = (self.net.params().network, self.net.revoked().clone());
+        let Some(store) = self.store() else { return };
+        let gone = store.set_trust(network, revoked);
+        self.origin_recheck(now, gone);
+    }
+
+    /// Every tick: expired certificates go, unknown routes are asked about again.
+    pub(super) fn origin_tick(&mut self, now: Now) {
+        let tunnels = &self.tunnels;
+        let Some(o) = self.origin.as_mut() else {
+            return;
+        };
+        o.answers.retain(|t, _| tunnels.contains_key(t));
+        o.in_flight.retain(|_, (t, at)| {
+            tunnels.contains_key(t) && now.time.saturating_since(*at) < CERT_REQUEST_TIMEOUT
+        });
+        let Some(store) = self.store() else { return };
+        let gone = store.set_time(now.unix);
+        self.origin_recheck(now, gone);
+        // Asked again in turn of every neighbour that announced it, so one that never
+        // answers (or answers nothing) does not keep the route held when another could.
+        let turn = usize::try_from(now.time.as_millis() / TICK.as_millis() as u64).unwrap_or(0);
+        for (p, ns) in self.engine.origin_unknown() {
+            if let Some(n) = ns.get(turn % ns.len().max(1)) {
+                self.origin_ask(now, p, *n);
+            }
+        }
+    }
+
+    fn origin_recheck(&mut self, now: Now, gone: Vec<Ipv6Net>) {
+        for p in gone {
+            info!(prefix = %p, "certificate revoked or expired: its routes are no longer selectable");
+            if let Some(bp) = babel_prefix(&p) {
+                self.engine.origin_known(now.time, bp);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "origin_tests.rs"]
+mod tests;
