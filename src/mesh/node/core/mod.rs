@@ -205,6 +205,8 @@ pub struct NodeCore {
     last_bootstrap: Option<Time>,
     /// Last dial to a known node Babel has no route to (see `explore`).
     last_explore: Option<Time>,
+    /// Bootstrap requests made in a row while isolated (their interval backs off).
+    isolated_asks: u32,
     last_registry_fetch: Option<Time>,
     registry_fetch_pending: bool,
     /// When the neighbours were last asked for the missing CRL.
@@ -295,6 +297,7 @@ impl NodeCore {
             stopped: false,
             last_bootstrap: None,
             last_explore: None,
+            isolated_asks: 0,
             last_registry_fetch: None,
             registry_fetch_pending: false,
             last_crl_ask: None,

@@ -381,7 +381,8 @@ impl NodeCore {
         self.snapshot_dirty = true;
     }
 
-    /// Asks the registry for a bootstrap peer: every [`BOOTSTRAP_INTERVAL`] while nobody is
+    /// Asks the registry for bootstrap peers: at once, then after 2, 4, 8 s, then every
+    /// [`BOOTSTRAP_INTERVAL`] while nobody is
     /// known and no tunnel is up, and every [`BOOTSTRAP_TOP_UP_INTERVAL`] while the peer cache
     /// holds fewer peers to dial than the tunnel manager wants. Without the second, nodes that
     /// started together can stay in islands that only know each other (found in the
@@ -395,8 +396,13 @@ impl NodeCore {
             && self.dialing.is_empty()
             && self.cache.candidates(unix, 1, &mut self.rng).is_empty();
         let want = usize::try_from(self.net.params().tunnel.client_count).unwrap_or(usize::MAX);
+        if !isolated {
+            self.isolated_asks = 0;
+        }
         let interval = if isolated {
-            BOOTSTRAP_INTERVAL
+            // at once, then 2 s, 4 s, 8 s, then every BOOTSTRAP_INTERVAL: the first node of a network
+            // may report its address a moment after the second asked
+            (Duration::from_secs(1) * (1u32 << self.isolated_asks.min(4))).min(BOOTSTRAP_INTERVAL)
         } else {
             let (tunnels, statics) = (&self.by_prefix, &self.static_peers);
             let spare = self
@@ -415,6 +421,9 @@ impl NodeCore {
             .is_none_or(|t| now.time.saturating_since(t) >= interval)
         {
             self.last_bootstrap = Some(now.time);
+            if isolated {
+                self.isolated_asks = self.isolated_asks.saturating_add(1);
+            }
             self.actions.push_back(Action::FetchBootstrap);
         }
     }
