@@ -11,6 +11,7 @@
 //!   snapshot, datagram or TUN write out, through
 //!   [`TunnelLink`](crate::mesh::tunnels::TunnelLink) (framing and MTU in one place).
 //! * `setup` — [`run`]: state, parameters, endpoint, TUN, then the shell.
+//! * `traffic` — the tunnels' traffic counters and the data path's drops by reason.
 //! * `control_api` — the control socket's view of the node.
 
 mod control_api;
@@ -18,6 +19,7 @@ pub mod core;
 mod datapath;
 mod setup;
 mod shell;
+mod traffic;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
