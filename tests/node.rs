@@ -309,6 +309,63 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
     assert_eq!(st["state"], "up");
     assert_eq!(st["tunnels"], 2);
 
+    // b's traffic counters: b forwarded 5 echo requests a -> c and 5 replies c -> a, each an
+    // IPv6 packet of 40 + 8 + 56 = 104 bytes, so each tunnel carried at least 520 data bytes
+    // each way, and b's totals at least twice that (a condition, not a time: the counters are
+    // read until they show it)
+    const PING_BYTES: u64 = 5 * 104;
+    let num = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let mut b_peers = Vec::new();
+    wait_until(
+        "b's counters to show the pings it forwarded",
+        Duration::from_secs(10),
+        || {
+            let o = ns_mesh(
+                &rig,
+                "b",
+                &["peers", "--json", "--state-dir", db.to_str().unwrap()],
+            );
+            b_peers = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .collect();
+            let o = ns_mesh(
+                &rig,
+                "b",
+                &["status", "--json", "--state-dir", db.to_str().unwrap()],
+            );
+            let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            b_peers.len() == 2
+                && b_peers.iter().all(|p| {
+                    num(p, "rx_bytes") >= PING_BYTES
+                        && num(p, "tx_bytes") >= PING_BYTES
+                        && num(p, "rx_packets") >= 5
+                        && num(p, "tx_packets") >= 5
+                        && num(p, "babel_rx_packets") > 0
+                        && p["last_rx_ms_ago"].is_u64()
+                })
+                && num(&st, "rx_bytes") >= 2 * PING_BYTES
+                && num(&st, "tx_bytes") >= 2 * PING_BYTES
+        },
+    );
+    for p in &b_peers {
+        println!(
+            "b's tunnel to {}: rx {} B / {} packets, tx {} B / {} packets, last rx {} ms ago",
+            p["prefix"],
+            num(p, "rx_bytes"),
+            num(p, "rx_packets"),
+            num(p, "tx_bytes"),
+            num(p, "tx_packets"),
+            num(p, "last_rx_ms_ago")
+        );
+    }
+    let human = ns_mesh(&rig, "b", &["peers", "--state-dir", db.to_str().unwrap()]);
+    let human = String::from_utf8_lossy(&human.stdout).to_string();
+    assert!(
+        human.contains("LAST RX") && human.contains(" ago"),
+        "{human}"
+    );
+
     // revoke c's certificate: within a registry poll (1 s here) b closes its tunnel to c and
     // a loses its route to c
     let c_serial = re6mesh::identity::cert_info(&re6mesh::state::load(&dc).unwrap().cert_der)
