@@ -171,6 +171,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // test: any instant will do as `now`
     fn totals_keep_closed_tunnels_and_peers_get_their_own() {
         let book = TrafficBook::default();
         let (a, b) = (Arc::new(LinkTraffic::new()), Arc::new(LinkTraffic::new()));
