@@ -17,6 +17,7 @@
 mod control_api;
 pub mod core;
 mod datapath;
+mod metrics;
 mod setup;
 mod shell;
 mod traffic;
@@ -63,4 +64,6 @@ pub struct NodeConfig {
     /// The country this node is in (ISO 3166 alpha-2), stated to peers for the country
     /// rules of the parameters.
     pub country: Option<String>,
+    /// Where to serve Prometheus metrics (`--metrics`; `None`: off).
+    pub metrics: Option<SocketAddr>,
 }

@@ -160,6 +160,9 @@ pub async fn run(
     {
         let mut stop = stop_rx.clone();
         let h: Arc<dyn ControlHandler> = Arc::new(Handler(shared.clone()));
+        if let Some(addr) = cfg.metrics {
+            super::metrics::start(addr, h.clone()).await?;
+        }
         tokio::spawn(control.run(h, async move {
             let _ = stop.changed().await;
         }));
