@@ -148,6 +148,28 @@ fn selected_routes(rig: &Rig, ns: &str, dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Where b of the 3-node line serves its metrics (inside its namespace).
+const METRICS: &str = "[::1]:9464";
+
+/// The text of `GET /metrics` from the node in namespace `ns`, scraped with curl there.
+fn scrape(rig: &Rig, ns: &str) -> Option<String> {
+    let url = format!("http://{METRICS}/metrics");
+    let o = rig
+        .exec_status(ns, &["curl", "-sf", "--max-time", "2", &url])
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// The value of `metric{kind="data"}` in a Prometheus text (0 when absent).
+fn data_bytes(text: &str, metric: &str) -> u64 {
+    let head = format!("{metric}{{kind=\"data\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&head)?.parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
 fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
     if !require_root("root_node_three_nodes_in_a_line_reach_each_other_over_two_hops") {
@@ -266,6 +288,9 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
         ];
         if let Some(p) = peer {
             args.extend(["--peer", p]);
+        } else {
+            // b serves Prometheus metrics inside its namespace
+            args.extend(["--metrics", METRICS]);
         }
         rig.spawn(n, MESH, &args, Stdio::null(), log(&format!("{n}.log")))
             .unwrap();
@@ -283,6 +308,15 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
         },
     );
     println!("3-node line converged {:?} after start", started.elapsed());
+
+    // b's metrics before the pings: the tunnel byte counters of data
+    let mut before = 0;
+    wait_until("b's metrics endpoint", Duration::from_secs(10), || {
+        scrape(&rig, "b").is_some_and(|t| {
+            before = data_bytes(&t, "re6mesh_rx_bytes_total");
+            t.contains("re6mesh_tunnels 2")
+        })
+    });
 
     // ping c's node address from a, through b's userspace forwarder
     let c_addr = re6mesh::identity::node_address(&prefixes[2]).to_string();
@@ -359,6 +393,34 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
             num(p, "last_rx_ms_ago")
         );
     }
+    // the same counters in b's metrics, grown by what the pings carried
+    let mut text = String::new();
+    wait_until(
+        "b's metrics to count the pings",
+        Duration::from_secs(10),
+        || {
+            text = scrape(&rig, "b").unwrap_or_default();
+            data_bytes(&text, "re6mesh_rx_bytes_total") >= before + 2 * PING_BYTES
+                && data_bytes(&text, "re6mesh_tx_bytes_total") >= 2 * PING_BYTES
+                && b_peers.iter().all(|p| {
+                    let peer = p["prefix"].as_str().unwrap_or_default();
+                    text.lines().any(|l| {
+                        l.starts_with(&format!(
+                            "re6mesh_tunnel_rx_bytes_total{{peer=\"{peer}\",kind=\"data\"}}"
+                        )) && l
+                            .rsplit(' ')
+                            .next()
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .is_some_and(|v| v >= PING_BYTES)
+                    })
+                })
+        },
+    );
+    println!(
+        "b's metrics: rx {} B of data ({} before the pings)",
+        data_bytes(&text, "re6mesh_rx_bytes_total"),
+        before
+    );
     let human = ns_mesh(&rig, "b", &["peers", "--state-dir", db.to_str().unwrap()]);
     let human = String::from_utf8_lossy(&human.stdout).to_string();
     assert!(
