@@ -350,37 +350,45 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
     const PING_BYTES: u64 = 5 * 104;
     let num = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
     let mut b_peers = Vec::new();
-    wait_until(
-        "b's counters to show the pings it forwarded",
-        Duration::from_secs(10),
-        || {
-            let o = ns_mesh(
-                &rig,
-                "b",
-                &["peers", "--json", "--state-dir", db.to_str().unwrap()],
-            );
-            b_peers = String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .collect();
-            let o = ns_mesh(
-                &rig,
-                "b",
-                &["status", "--json", "--state-dir", db.to_str().unwrap()],
-            );
-            let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-            b_peers.len() == 2
-                && b_peers.iter().all(|p| {
-                    num(p, "rx_bytes") >= PING_BYTES
-                        && num(p, "tx_bytes") >= PING_BYTES
-                        && num(p, "rx_packets") >= 5
-                        && num(p, "tx_packets") >= 5
-                        && num(p, "babel_rx_packets") > 0
-                        && p["last_rx_ms_ago"].is_u64()
-                })
-                && num(&st, "rx_bytes") >= 2 * PING_BYTES
-                && num(&st, "tx_bytes") >= 2 * PING_BYTES
-        },
+    let mut b_status = serde_json::Value::Null;
+    let counted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(
+            "b's counters to show the pings it forwarded",
+            Duration::from_secs(10),
+            || {
+                let o = ns_mesh(
+                    &rig,
+                    "b",
+                    &["peers", "--json", "--state-dir", db.to_str().unwrap()],
+                );
+                b_peers = String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .collect();
+                let o = ns_mesh(
+                    &rig,
+                    "b",
+                    &["status", "--json", "--state-dir", db.to_str().unwrap()],
+                );
+                let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+                b_status = st.clone();
+                b_peers.len() == 2
+                    && b_peers.iter().all(|p| {
+                        num(p, "rx_bytes") >= PING_BYTES
+                            && num(p, "tx_bytes") >= PING_BYTES
+                            && num(p, "rx_packets") >= 5
+                            && num(p, "tx_packets") >= 5
+                            && num(p, "babel_rx_packets") > 0
+                            && p["last_rx_ms_ago"].is_u64()
+                    })
+                    && num(&st, "rx_bytes") >= 2 * PING_BYTES
+                    && num(&st, "tx_bytes") >= 2 * PING_BYTES
+            },
+        )
+    }));
+    assert!(
+        counted.is_ok(),
+        "b's counters do not show the pings: status {b_status}, peers {b_peers:?}"
     );
     for p in &b_peers {
         println!(
