@@ -92,6 +92,11 @@ pub struct NodeOptions {
     #[arg(long, value_name = "CC")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<Country>,
+    /// Serve Prometheus metrics over HTTP at this address (`GET /metrics`; off by default;
+    /// a non-loopback address is allowed, with a warning).
+    #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The keys of `node.toml`, in file order.
@@ -106,6 +111,7 @@ pub const KEYS: &[&str] = &[
     "tunnel-timeout-ms",
     "lan",
     "country",
+    "metrics",
 ];
 
 /// Why the configuration file cannot be used.
@@ -257,6 +263,17 @@ impl NodeOptions {
             "tunnel-timeout-ms" => self.tunnel_timeout_ms = number(value).map_err(bad)?,
             "lan" => self.lan = list(value).map_err(bad)?,
             "country" => self.country = one(value).map_err(bad)?,
+            "metrics" => {
+                self.metrics = if value.is_empty() {
+                    None
+                } else {
+                    Some(value.parse().map_err(|_| {
+                        bad(format!(
+                            "{value:?} is not an address and port, e.g. [::1]:9464 or 127.0.0.1:9464"
+                        ))
+                    })?)
+                }
+            }
             _ => return Err(ConfigError::UnknownKey(key.to_owned())),
         }
         Ok(())
@@ -278,6 +295,7 @@ impl NodeOptions {
             tunnel_timeout_ms: self.tunnel_timeout_ms.or(file.tunnel_timeout_ms),
             lan: list(self.lan, file.lan),
             country: self.country.or(file.country),
+            metrics: self.metrics.or(file.metrics),
         }
     }
 
@@ -316,6 +334,7 @@ impl NodeOptions {
             registry_watch: !self.no_registry_watch.unwrap_or(false),
             lan: self.lan.clone(),
             country: self.country.as_ref().map(|c| c.0.clone()),
+            metrics: self.metrics,
         }
     }
 }
@@ -469,6 +488,7 @@ mod tests {
             tunnel_timeout_ms: Some(2000),
             lan: vec!["eth0".into(), "wlan0".into()],
             country: Some("fr".parse().unwrap()),
+            metrics: Some("[::1]:9464".parse().unwrap()),
         }
     }
 
@@ -515,6 +535,7 @@ mod tests {
             ("tunnel-timeout-ms", "2000"),
             ("lan", "eth0,wlan0"),
             ("country", "fr"),
+            ("metrics", "[::1]:9464"),
         ] {
             o.set(k, v).unwrap();
         }
@@ -523,6 +544,8 @@ mod tests {
             o.set(k, "").unwrap();
         }
         assert_eq!(o, NodeOptions::default(), "an empty value removes the key");
+        let e = o.set("metrics", "9464").unwrap_err().to_string();
+        assert!(e.contains("is not an address and port"), "{e}");
     }
 
     #[test]

@@ -130,6 +130,8 @@ impl ControlHandler for Fake {
             error: None,
             warnings: Vec::new(),
             counters: Default::default(),
+            traffic: Default::default(),
+            drops: Default::default(),
         }
     }
     fn peers(&self) -> Vec<Peer> {

@@ -28,6 +28,8 @@ impl ControlHandler for Fake {
             error: None,
             warnings: Vec::new(),
             counters: Default::default(),
+            traffic: Default::default(),
+            drops: Default::default(),
         }
     }
     fn peers(&self) -> Vec<Peer> {
@@ -38,6 +40,8 @@ impl ControlHandler for Fake {
             initiated: true,
             state: "up".into(),
             params_version: 3,
+            traffic: Default::default(),
+            last_rx_ms_ago: None,
         }]
     }
     fn routes(&self) -> Vec<Route> {

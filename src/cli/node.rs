@@ -1,5 +1,6 @@
 //! `mesh status|peers|routes|down`: read the running node through its control socket.
 
+use crate::control::human_bytes;
 use clap::Args;
 
 use super::StateDir;
@@ -77,6 +78,20 @@ pub fn status(a: ShowArgs) -> anyhow::Result<()> {
             .collect();
         println!("dropped         {}", list.join(", "));
     }
+    let t = st.traffic;
+    println!(
+        "traffic         received {} in {} packets, sent {} in {} packets (Babel: received {}, sent {})",
+        human_bytes(t.rx_bytes),
+        t.rx_packets,
+        human_bytes(t.tx_bytes),
+        t.tx_packets,
+        human_bytes(t.babel_rx_bytes),
+        human_bytes(t.babel_tx_bytes),
+    );
+    if !st.drops.is_empty() {
+        let list: Vec<String> = st.drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("data drops      {}", list.join(", "));
+    }
     Ok(())
 }
 
@@ -90,21 +105,34 @@ pub fn peers(a: ShowArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<26} {:<30} {:>9} {:<9} {:<12} PARAMS",
-        "PREFIX", "ENDPOINT", "RTT", "DIALLED", "STATE"
+        "{:<26} {:<30} {:>9} {:<9} {:<12} {:>6} {:>10} {:>10} LAST RX",
+        "PREFIX", "ENDPOINT", "RTT", "DIALLED", "STATE", "PARAMS", "RX", "TX"
     );
     for p in peers {
-        println!(
-            "{:<26} {:<30} {:>7.1}ms {:<9} {:<12} {}",
-            p.prefix,
-            p.endpoint,
-            p.rtt_ms,
-            if p.initiated { "yes" } else { "no" },
-            p.state,
-            p.params_version
-        );
+        println!("{}", peer_line(&p));
     }
     Ok(())
+}
+
+/// One line of the human `mesh peers` table.
+fn peer_line(p: &crate::control::Peer) -> String {
+    let last = match p.last_rx_ms_ago {
+        Some(ms) if ms < 10_000 => format!("{ms}ms ago"),
+        Some(ms) => format!("{}s ago", ms / 1000),
+        None => "never".to_owned(),
+    };
+    format!(
+        "{:<26} {:<30} {:>7.1}ms {:<9} {:<12} {:>6} {:>10} {:>10} {}",
+        p.prefix,
+        p.endpoint,
+        p.rtt_ms,
+        if p.initiated { "yes" } else { "no" },
+        p.state,
+        p.params_version,
+        human_bytes(p.traffic.rx_bytes + p.traffic.babel_rx_bytes),
+        human_bytes(p.traffic.tx_bytes + p.traffic.babel_tx_bytes),
+        last
+    )
 }
 
 pub fn routes(a: ShowArgs) -> anyhow::Result<()> {
@@ -168,4 +196,34 @@ pub fn down(a: DownArgs) -> anyhow::Result<()> {
         println!("{}", reply.message);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn peer_line_shows_traffic_in_binary_units() {
+        let mut p = crate::control::Peer {
+            prefix: "fd00:0:0:1::/64".into(),
+            endpoint: "[fd98::2]:6464".into(),
+            rtt_ms: 1.5,
+            initiated: true,
+            state: "up".into(),
+            params_version: 3,
+            traffic: Default::default(),
+            last_rx_ms_ago: None,
+        };
+        assert!(
+            super::peer_line(&p).ends_with("0 B        0 B never"),
+            "{}",
+            super::peer_line(&p)
+        );
+        p.traffic.rx_bytes = 1_258_000;
+        p.traffic.babel_rx_bytes = 291;
+        p.traffic.tx_bytes = 2048;
+        p.last_rx_ms_ago = Some(12_345);
+        let line = super::peer_line(&p);
+        assert!(line.contains("1.2 MiB"), "{line}");
+        assert!(line.contains("2.0 KiB"), "{line}");
+        assert!(line.ends_with("12s ago"), "{line}");
+    }
 }

@@ -262,6 +262,8 @@ mod tests {
             error: None,
             warnings: Vec::new(),
             counters: Default::default(),
+            traffic: Default::default(),
+            drops: Default::default(),
         }
     }
 
@@ -273,6 +275,8 @@ mod tests {
             initiated: true,
             state: "up".into(),
             params_version: 3,
+            traffic: Default::default(),
+            last_rx_ms_ago: None,
         }
     }
 

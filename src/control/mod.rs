@@ -68,6 +68,66 @@ pub struct Status {
     /// here).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counters: BTreeMap<String, u64>,
+    /// Node-wide tunnel traffic since the node started (closed tunnels included).
+    #[serde(flatten, default)]
+    pub traffic: Traffic,
+    /// Packets the data path dropped, by reason (`malformed`, `no_error_allowed`,
+    /// `rate_limited`, `queue_full`, `send_failed`, `bad_datagram`, `tun_write_failed`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// Traffic of a tunnel (or of all of them): IPv6 data and Babel, counted by the data path.
+/// Every field defaults to 0, so JSON from an older node still parses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Traffic {
+    /// IPv6 data bytes received (packet bytes, without tunnel framing).
+    pub rx_bytes: u64,
+    /// IPv6 data bytes sent.
+    pub tx_bytes: u64,
+    /// IPv6 data packets received.
+    pub rx_packets: u64,
+    /// IPv6 data packets sent.
+    pub tx_packets: u64,
+    /// Babel bytes received.
+    pub babel_rx_bytes: u64,
+    /// Babel bytes sent.
+    pub babel_tx_bytes: u64,
+    /// Babel packets received.
+    pub babel_rx_packets: u64,
+    /// Babel packets sent.
+    pub babel_tx_packets: u64,
+}
+
+impl Traffic {
+    /// The sum of two counts.
+    pub fn add(&mut self, o: &Traffic) {
+        self.rx_bytes += o.rx_bytes;
+        self.tx_bytes += o.tx_bytes;
+        self.rx_packets += o.rx_packets;
+        self.tx_packets += o.tx_packets;
+        self.babel_rx_bytes += o.babel_rx_bytes;
+        self.babel_tx_bytes += o.babel_tx_bytes;
+        self.babel_rx_packets += o.babel_rx_packets;
+        self.babel_tx_packets += o.babel_tx_packets;
+    }
+}
+
+/// `n` bytes for people: `512 B`, `1.2 KiB`, `3.4 MiB`, `5.6 GiB`, `7.8 TiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// One line of `GET /v1/peers`.
@@ -85,6 +145,12 @@ pub struct Peer {
     pub state: String,
     /// The peer's parameters version.
     pub params_version: u64,
+    /// What the tunnel carried (IPv6 data in `rx_bytes`…, Babel in `babel_rx_bytes`…).
+    #[serde(flatten, default)]
+    pub traffic: Traffic,
+    /// Milliseconds since the last datagram (data or Babel) arrived; `None`: none yet.
+    #[serde(default)]
+    pub last_rx_ms_ago: Option<u64>,
 }
 
 /// One line of `GET /v1/routes` (CONVENTIONS route fields).
@@ -173,6 +239,42 @@ mod tests {
         );
         assert_eq!(super::group_id(text, "missing"), None);
         assert_eq!(super::group_id("", "re6mesh"), None);
+    }
+
+    #[test]
+    fn human_bytes_uses_binary_units() {
+        assert_eq!(super::human_bytes(0), "0 B");
+        assert_eq!(super::human_bytes(1023), "1023 B");
+        assert_eq!(super::human_bytes(1024), "1.0 KiB");
+        assert_eq!(super::human_bytes(1_258_291), "1.2 MiB");
+        assert_eq!(super::human_bytes(5 << 30), "5.0 GiB");
+        assert_eq!(super::human_bytes(u64::MAX), "16777216.0 TiB");
+    }
+
+    #[test]
+    fn old_peer_and_status_json_still_parse() {
+        let p: super::Peer = serde_json::from_str(
+            r#"{"prefix":"fd00::/64","endpoint":"[::1]:1","rtt_ms":1.0,"initiated":true,"state":"up","params_version":1}"#,
+        )
+        .expect("old peer JSON");
+        assert_eq!(p.traffic, super::Traffic::default());
+        assert_eq!(p.last_rx_ms_ago, None);
+        let mut p2 = p.clone();
+        p2.traffic.rx_bytes = 7;
+        p2.last_rx_ms_ago = Some(3);
+        let text = serde_json::to_string(&p2).expect("serialise");
+        assert!(text.contains(r#""rx_bytes":7"#), "{text}");
+        assert!(text.contains(r#""last_rx_ms_ago":3"#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<super::Peer>(&text).expect("parse"),
+            p2
+        );
+        let s: super::Status = serde_json::from_str(
+            r#"{"state":"up","prefix":"p","address":"a","network":"n","params_version":1,"protocol":1,"tunnels":0,"routes":0,"uptime_secs":1,"error":null}"#,
+        )
+        .expect("old status JSON");
+        assert_eq!(s.traffic, super::Traffic::default());
+        assert!(s.drops.is_empty());
     }
 
     #[test]

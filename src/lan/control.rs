@@ -83,6 +83,8 @@ impl ControlHandler for Handler {
             error: None,
             warnings: Vec::new(),
             counters: Default::default(),
+            traffic: Default::default(),
+            drops: Default::default(),
         }
     }
 

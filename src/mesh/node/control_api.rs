@@ -22,6 +22,8 @@ pub(super) struct Shared {
     pub(super) network: Ipv6Net,
     /// Babel packets the data path dropped at a tunnel's budget (counted there).
     pub(super) babel_dropped: Arc<std::sync::atomic::AtomicU64>,
+    /// The tunnels' traffic and the data path's drops (counted there).
+    pub(super) book: Arc<super::traffic::TrafficBook>,
 }
 
 impl Shared {
@@ -88,10 +90,22 @@ impl ControlHandler for Handler {
                 .filter(|(_, v)| *v > 0)
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
+            traffic: self.0.book.totals(),
+            drops: self
+                .0
+                .book
+                .drops
+                .read()
+                .into_iter()
+                .filter(|(_, v)| *v > 0)
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
         }
     }
     fn peers(&self) -> Vec<control::Peer> {
-        self.0.snapshot().peers
+        let mut peers = self.0.snapshot().peers;
+        self.0.book.fill_peers(&mut peers, Instant::now());
+        peers
     }
     fn routes(&self) -> Vec<control::Route> {
         self.0.snapshot().routes

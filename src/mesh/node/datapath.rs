@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 
 use super::core::{Input, TunnelId};
 use super::shell::ShellEvent;
+use super::traffic::{DropWhy, TrafficBook};
 use crate::mesh::babel::IfaceId;
 use crate::mesh::fib::FibReader;
 use crate::mesh::forward::{Decision, Forwarder, Lookup, RateLimit, parse_header};
@@ -43,6 +44,8 @@ pub(super) struct DataPath {
     pub(super) tun: Arc<Tun>,
     /// Babel packets dropped because a tunnel's budget (or the shell's queue) was full.
     pub(super) babel_dropped: Arc<AtomicU64>,
+    /// Traffic counters and drops by reason.
+    pub(super) book: Arc<TrafficBook>,
 }
 
 impl DataPath {
@@ -83,6 +86,7 @@ impl DataPath {
     ) {
         let mut fwd = Forwarder::new(self.me, RateLimit::default());
         let budget = Arc::new(Semaphore::new(BABEL_BUDGET));
+        let traffic = link.traffic().clone();
         loop {
             let d = match link.read_datagram().await {
                 Ok(d) => d,
@@ -97,6 +101,7 @@ impl DataPath {
             };
             match frame::parse(&d) {
                 Ok(Datagram::Babel(b)) => {
+                    traffic.rx_babel(b.len(), Instant::now());
                     let sent = budget
                         .clone()
                         .try_acquire_owned()
@@ -113,12 +118,16 @@ impl DataPath {
                         self.babel_dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Ok(Datagram::Ipv6(_)) => {
+                Ok(Datagram::Ipv6(p)) => {
+                    traffic.rx_data(p.len(), Instant::now());
                     // Zero-copy when quinn hands us the only reference to the buffer.
                     let framed = d.try_into_mut().unwrap_or_else(|d| BytesMut::from(&d[..]));
                     self.route_packet(framed, true, &mut fwd).await;
                 }
-                Err(e) => debug!(%tunnel, error = %e, "bad datagram"),
+                Err(e) => {
+                    self.book.drops.count(DropWhy::BadDatagram);
+                    debug!(%tunnel, error = %e, "bad datagram");
+                }
             }
         }
     }
@@ -130,6 +139,7 @@ impl DataPath {
             return;
         };
         let Some(h) = parse_header(pkt) else {
+            self.book.drops.count(DropWhy::Malformed);
             return;
         };
         let lookup = if self.prefix.contains(&h.dst) {
@@ -145,12 +155,20 @@ impl DataPath {
         };
         match fwd.decide(pkt, from_tunnel, lookup, Instant::now()) {
             Decision::Deliver => {
-                let _ = self.tun.send(pkt).await;
+                if self.tun.send(pkt).await.is_err() {
+                    self.book.drops.count(DropWhy::TunWriteFailed);
+                }
             }
             Decision::Forward(link) => match link.send_packet(framed) {
                 Ok(()) => {}
-                Err(SendError::QueueFull) => debug!("tunnel queue full: data packet dropped"),
-                Err(e) => debug!(error = %e, "datagram not sent"),
+                Err(SendError::QueueFull) => {
+                    self.book.drops.count(DropWhy::QueueFull);
+                    debug!("tunnel queue full: data packet dropped");
+                }
+                Err(e) => {
+                    self.book.drops.count(DropWhy::SendFailed);
+                    debug!(error = %e, "datagram not sent");
+                }
             },
             Decision::Reply(icmp) => {
                 // The error goes back to the source: to our own TUN if it is ours, else routed.
@@ -162,7 +180,10 @@ impl DataPath {
                     let _ = link.send_packet_copy(&icmp);
                 }
             }
-            Decision::Drop(reason) => debug!(?reason, "packet dropped"),
+            Decision::Drop(reason) => {
+                self.book.drops.count(reason.into());
+                debug!(?reason, "packet dropped");
+            }
         }
     }
 

@@ -11,13 +11,16 @@
 //!   snapshot, datagram or TUN write out, through
 //!   [`TunnelLink`](crate::mesh::tunnels::TunnelLink) (framing and MTU in one place).
 //! * `setup` — [`run`]: state, parameters, endpoint, TUN, then the shell.
+//! * `traffic` — the tunnels' traffic counters and the data path's drops by reason.
 //! * `control_api` — the control socket's view of the node.
 
 mod control_api;
 pub mod core;
 mod datapath;
+mod metrics;
 mod setup;
 mod shell;
+mod traffic;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,4 +64,6 @@ pub struct NodeConfig {
     /// The country this node is in (ISO 3166 alpha-2), stated to peers for the country
     /// rules of the parameters.
     pub country: Option<String>,
+    /// Where to serve Prometheus metrics (`--metrics`; `None`: off).
+    pub metrics: Option<SocketAddr>,
 }

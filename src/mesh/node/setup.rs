@@ -118,8 +118,10 @@ pub async fn run(
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let started = Instant::now();
     let babel_dropped = Arc::<std::sync::atomic::AtomicU64>::default();
+    let book = Arc::new(super::traffic::TrafficBook::default());
     let shared = Arc::new(Shared {
         babel_dropped: babel_dropped.clone(),
+        book: book.clone(),
         snapshot: Mutex::new(Snapshot {
             state: NodeStateName::Connecting,
             peers: vec![],
@@ -158,6 +160,9 @@ pub async fn run(
     {
         let mut stop = stop_rx.clone();
         let h: Arc<dyn ControlHandler> = Arc::new(Handler(shared.clone()));
+        if let Some(addr) = cfg.metrics {
+            super::metrics::start(addr, h.clone()).await?;
+        }
         tokio::spawn(control.run(h, async move {
             let _ = stop.changed().await;
         }));
@@ -209,6 +214,7 @@ pub async fn run(
         table: Arc::new(ArcSwap::from_pointee(HashMap::new())),
         tun,
         babel_dropped,
+        book,
     };
 
     // The host's addresses, for the endpoint candidates (mesh::reach): now, then every

@@ -216,6 +216,7 @@ impl Shell {
     }
 
     fn forget(&mut self, tunnel: TunnelId) {
+        self.data.book.close(tunnel);
         if let Some(Live {
             iface: Some(iface), ..
         }) = self.live.remove(&tunnel)
@@ -438,7 +439,9 @@ impl Shell {
         let Some(t) = self.pending.remove(&tunnel) else {
             return;
         };
+        let peer = t.peer_prefix;
         let (link, ctl) = t.split();
+        self.data.book.open(tunnel, peer, link.traffic().clone());
         let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
         spawn_control_tasks(tunnel, ctl, ctl_rx, self.tx.clone());
         // Nobody reads its datagrams yet: report its end (a second report from the data
@@ -473,7 +476,9 @@ impl Shell {
         let Some(t) = self.pending.remove(&tunnel) else {
             return;
         };
+        let peer = t.peer_prefix;
         let (link, ctl) = t.split();
+        self.data.book.open(tunnel, peer, link.traffic().clone());
         let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
         spawn_control_tasks(tunnel, ctl, ctl_rx, self.tx.clone());
         self.start_data(tunnel, iface, link.clone());

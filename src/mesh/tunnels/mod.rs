@@ -20,6 +20,7 @@ pub mod control;
 pub mod frame;
 pub mod policy;
 pub mod tls;
+pub mod traffic;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -301,13 +302,17 @@ impl Tunnel {
     pub fn link(&self) -> TunnelLink {
         TunnelLink {
             conn: self.conn.clone(),
+            traffic: Default::default(),
         }
     }
 
     /// Splits the tunnel into its data-path handle and its control stream.
     pub fn split(self) -> (TunnelLink, ControlStream) {
         (
-            TunnelLink { conn: self.conn },
+            TunnelLink {
+                conn: self.conn,
+                traffic: Default::default(),
+            },
             ControlStream {
                 send: self.control_send,
                 recv: self.control_recv,
@@ -346,6 +351,8 @@ pub enum SendError {
 #[derive(Debug, Clone)]
 pub struct TunnelLink {
     conn: quinn::Connection,
+    /// What this tunnel carried (sends counted here, receipts by the reader).
+    traffic: std::sync::Arc<traffic::LinkTraffic>,
 }
 
 impl TunnelLink {
@@ -367,7 +374,9 @@ impl TunnelLink {
             return Ok(());
         };
         *ty = frame::TYPE_IPV6;
+        let len = framed.len() - frame::HEADER_LEN;
         self.conn.send_datagram(framed.freeze())?;
+        self.traffic.tx_data(len);
         Ok(())
     }
 
@@ -384,6 +393,7 @@ impl TunnelLink {
         let mut v = Vec::with_capacity(frame::HEADER_LEN + payload.len());
         frame::encode_into(frame::TYPE_BABEL, payload, &mut v);
         self.conn.send_datagram(Bytes::from(v))?;
+        self.traffic.tx_babel(payload.len());
         Ok(())
     }
 
@@ -405,6 +415,11 @@ impl TunnelLink {
     /// The peer's UDP address.
     pub fn remote_address(&self) -> SocketAddr {
         self.conn.remote_address()
+    }
+
+    /// This tunnel's traffic counters.
+    pub fn traffic(&self) -> &std::sync::Arc<traffic::LinkTraffic> {
+        &self.traffic
     }
 
     /// Closes the tunnel with `code`.

@@ -593,6 +593,9 @@ impl NodeCore {
                 initiated: t.initiated,
                 state: if t.held { "held" } else { "up" }.into(),
                 params_version: t.peer_params,
+                // filled in by the shell's control API from the data path's counters
+                traffic: Default::default(),
+                last_rx_ms_ago: None,
             })
             .collect();
         let selected = routes.iter().filter(|r| r.selected && !r.local).count();

@@ -1,0 +1,266 @@
+//! `mesh up --metrics ADDR:PORT`: a Prometheus endpoint (`GET /metrics`, text format) over
+//! the same view as `mesh status` and `mesh peers`. Metrics (all prefixed `re6mesh_`):
+//! * `tunnel_rx_bytes_total`, `tunnel_tx_bytes_total`, `tunnel_rx_packets_total`,
+//!   `tunnel_tx_packets_total` — per tunnel, labels `peer` (the peer prefix) and `kind`
+//!   (`data`: IPv6 packets, `babel`);
+//! * `rx_bytes_total`, `tx_bytes_total`, `rx_packets_total`, `tx_packets_total` — node-wide,
+//!   closed tunnels included, label `kind`;
+//! * `tunnels`, `routes_selected`, `uptime_seconds`, `params_version` — gauges;
+//! * `state` — gauge, 1 for the current state (label `state`);
+//! * `events_total` — every counter of `mesh status --json`'s `counters` map (core, Babel
+//!   budgets, origin authentication), label `name`;
+//! * `forward_drops_total` — the data path's drops, label `reason`.
+#![allow(clippy::disallowed_methods)] // IO shell: the metrics server is a spawned task
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tracing::{info, warn};
+
+use crate::control::{ControlHandler, Peer, Status, Traffic};
+
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn counter_family(reg: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    let f = Family::<Labels, Counter>::default();
+    reg.register(name, help, f.clone());
+    f
+}
+
+fn gauge(reg: &mut Registry, name: &str, help: &str, v: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(v);
+    reg.register(name, help, g);
+}
+
+fn as_gauge(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The Prometheus text of a status and its peers.
+pub(crate) fn render(st: &Status, peers: &[Peer]) -> String {
+    let mut reg = Registry::with_prefix("re6mesh");
+    let t_rx_b = counter_family(&mut reg, "tunnel_rx_bytes", "Bytes received on a tunnel.");
+    let t_tx_b = counter_family(&mut reg, "tunnel_tx_bytes", "Bytes sent on a tunnel.");
+    let t_rx_p = counter_family(
+        &mut reg,
+        "tunnel_rx_packets",
+        "Packets received on a tunnel.",
+    );
+    let t_tx_p = counter_family(&mut reg, "tunnel_tx_packets", "Packets sent on a tunnel.");
+    let put = |rb: &Family<Labels, Counter>,
+               tb: &Family<Labels, Counter>,
+               rp: &Family<Labels, Counter>,
+               tp: &Family<Labels, Counter>,
+               base: &[(&str, &str)],
+               t: &Traffic| {
+        for (kind, v) in [
+            ("data", [t.rx_bytes, t.tx_bytes, t.rx_packets, t.tx_packets]),
+            (
+                "babel",
+                [
+                    t.babel_rx_bytes,
+                    t.babel_tx_bytes,
+                    t.babel_rx_packets,
+                    t.babel_tx_packets,
+                ],
+            ),
+        ] {
+            let mut l = base.to_vec();
+            l.push(("kind", kind));
+            let l = labels(&l);
+            rb.get_or_create(&l).inc_by(v[0]);
+            tb.get_or_create(&l).inc_by(v[1]);
+            rp.get_or_create(&l).inc_by(v[2]);
+            tp.get_or_create(&l).inc_by(v[3]);
+        }
+    };
+    for p in peers {
+        put(
+            &t_rx_b,
+            &t_tx_b,
+            &t_rx_p,
+            &t_tx_p,
+            &[("peer", &p.prefix)],
+            &p.traffic,
+        );
+    }
+    let rx_b = counter_family(&mut reg, "rx_bytes", "Bytes received on all tunnels.");
+    let tx_b = counter_family(&mut reg, "tx_bytes", "Bytes sent on all tunnels.");
+    let rx_p = counter_family(&mut reg, "rx_packets", "Packets received on all tunnels.");
+    let tx_p = counter_family(&mut reg, "tx_packets", "Packets sent on all tunnels.");
+    put(&rx_b, &tx_b, &rx_p, &tx_p, &[], &st.traffic);
+
+    gauge(
+        &mut reg,
+        "tunnels",
+        "Live tunnels.",
+        as_gauge(st.tunnels as u64),
+    );
+    gauge(
+        &mut reg,
+        "routes_selected",
+        "Selected routes.",
+        as_gauge(st.routes as u64),
+    );
+    gauge(
+        &mut reg,
+        "uptime_seconds",
+        "Seconds since the node started.",
+        as_gauge(st.uptime_secs),
+    );
+    gauge(
+        &mut reg,
+        "params_version",
+        "Network parameters version in force.",
+        as_gauge(st.params_version),
+    );
+    let state = Family::<Labels, Gauge>::default();
+    reg.register(
+        "state",
+        "The node's state (1 for the current one).",
+        state.clone(),
+    );
+    let name = serde_json::to_value(st.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    state.get_or_create(&labels(&[("state", &name)])).set(1);
+
+    let events = counter_family(
+        &mut reg,
+        "events",
+        "What the node refused or dropped (mesh status counters), by name.",
+    );
+    for (k, v) in &st.counters {
+        events.get_or_create(&labels(&[("name", k)])).inc_by(*v);
+    }
+    let drops = counter_family(
+        &mut reg,
+        "forward_drops",
+        "Packets the data path dropped, by reason.",
+    );
+    for (k, v) in &st.drops {
+        drops.get_or_create(&labels(&[("reason", k)])).inc_by(*v);
+    }
+
+    let mut out = String::new();
+    // writing into a String cannot fail
+    let _ = encode(&mut out, &reg);
+    out
+}
+
+/// Binds `addr` and serves `/metrics` from `handler` until the process ends. A non-loopback
+/// address is allowed, with a warning (the metrics tell who this node's peers are).
+pub(super) async fn start(
+    addr: SocketAddr,
+    handler: Arc<dyn ControlHandler>,
+) -> anyhow::Result<SocketAddr> {
+    if !addr.ip().is_loopback() {
+        warn!(%addr, "the metrics endpoint listens beyond this machine: anyone who reaches it sees this node's peers and traffic");
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen for metrics on {addr}: {e}; choose another --metrics address"
+        )
+    })?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let h = handler.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    render(&h.status(), &h.peers()),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            warn!(error = %e, "the metrics endpoint stopped");
+        }
+    });
+    info!(%bound, "metrics endpoint: http://{bound}/metrics");
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::control::NodeStateName;
+
+    #[test]
+    fn renders_tunnels_totals_counters_and_drops() {
+        let st = Status {
+            state: NodeStateName::Up,
+            prefix: "fd00:0:0:1::/64".into(),
+            address: "fd00:0:0:1::1".into(),
+            network: "fd00::/48".into(),
+            params_version: 4,
+            protocol: 1,
+            tunnels: 1,
+            routes: 2,
+            uptime_secs: 9,
+            error: None,
+            warnings: vec![],
+            counters: BTreeMap::from([("routes_unauthenticated".to_owned(), 3)]),
+            traffic: Traffic {
+                rx_bytes: 1500,
+                tx_bytes: 700,
+                ..Traffic::default()
+            },
+            drops: BTreeMap::from([("queue_full".to_owned(), 2)]),
+        };
+        let peer = Peer {
+            prefix: "fd00:0:0:2::/64".into(),
+            endpoint: "[fd99::2]:6464".into(),
+            rtt_ms: 1.0,
+            initiated: true,
+            state: "up".into(),
+            params_version: 4,
+            traffic: Traffic {
+                rx_bytes: 1040,
+                rx_packets: 10,
+                babel_tx_packets: 5,
+                ..Traffic::default()
+            },
+            last_rx_ms_ago: Some(3),
+        };
+        let text = render(&st, &[peer]);
+        for line in [
+            r#"re6mesh_tunnel_rx_bytes_total{peer="fd00:0:0:2::/64",kind="data"} 1040"#,
+            r#"re6mesh_tunnel_rx_packets_total{peer="fd00:0:0:2::/64",kind="data"} 10"#,
+            r#"re6mesh_tunnel_tx_packets_total{peer="fd00:0:0:2::/64",kind="babel"} 5"#,
+            r#"re6mesh_rx_bytes_total{kind="data"} 1500"#,
+            r#"re6mesh_tx_bytes_total{kind="data"} 700"#,
+            "re6mesh_tunnels 1",
+            "re6mesh_routes_selected 2",
+            r#"re6mesh_state{state="up"} 1"#,
+            r#"re6mesh_events_total{name="routes_unauthenticated"} 3"#,
+            r#"re6mesh_forward_drops_total{reason="queue_full"} 2"#,
+            "# TYPE re6mesh_tunnel_rx_bytes counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
