@@ -320,30 +320,6 @@ fn root_ring_hostile_inputs_are_refused_while_traffic_flows() {
 /// Pings n0 → n3 sends while the hostile inputs run (10 per second).
 const PINGS: &str = "200";
 
-/// Waits (up to 20 s) until node `i`'s status counters satisfy `done`; returns them.
-fn wait_for_counters(
-    ring: &Ring,
-    i: usize,
-    done: impl Fn(&dyn Fn(&str) -> u64) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let counters = ring
-            .status(i)
-            .map(|s| s["counters"].clone())
-            .unwrap_or_default();
-        let get = |k: &str| counters[k].as_u64().unwrap_or(0);
-        if done(&get) {
-            return counters;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "n{i}'s counters never got there: {counters}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Runs inside the bridge namespace, started by `root_ring_hostile_inputs_are_refused_while_traffic_flows`:
 /// a member with a valid certificate of the ring's network lies and floods n3.
 #[test]

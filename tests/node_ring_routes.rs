@@ -29,7 +29,7 @@ fn root_ring_a_member_flooding_routes_and_seqno_requests_is_contained() {
     let rss_before: Vec<u64> = (0..N).map(|i| rss_kib(&ring, i)).collect();
     let inner = run_inner(&ring, "flood");
     println!("{}", inner.trim());
-    let counters = wait_for(&ring, ENTRY, |c| {
+    let counters = wait_for_counters(&ring, ENTRY, |c| {
         (c("routes_over_budget") > 0 || c("routes_unauthenticated") > 0)
             && c("requests_rate_limited") > 0
     });
@@ -80,7 +80,7 @@ fn root_ring_a_member_cannot_hijack_another_nodes_prefix() {
             seqs.len()
         );
     }
-    let counters = wait_for(&ring, ENTRY, |c| c("routes_unauthenticated") > 0);
+    let counters = wait_for_counters(&ring, ENTRY, |c| c("routes_unauthenticated") > 0);
     println!("hijack attempts: n{ENTRY}'s counters {counters}");
     wait_all_pairs(&ring, Duration::from_secs(30));
 }
@@ -190,30 +190,6 @@ fn rss_kib(ring: &Ring, i: usize) -> u64 {
             })
         })
         .unwrap_or(0)
-}
-
-/// Waits (up to 30 s) until node `i`'s status counters satisfy `done`; returns them.
-fn wait_for(
-    ring: &Ring,
-    i: usize,
-    done: impl Fn(&dyn Fn(&str) -> u64) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let counters = ring
-            .status(i)
-            .map(|s| s["counters"].clone())
-            .unwrap_or_default();
-        let get = |k: &str| counters[k].as_u64().unwrap_or(0);
-        if done(&get) {
-            return counters;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "n{i}'s counters never got there: {counters}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// The hostile member: joins with a real token, fetches the MAC keys like any member, dials

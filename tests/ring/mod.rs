@@ -563,3 +563,27 @@ pub fn longest_gap(seqs: &[u32], last: u32) -> u32 {
     }
     best
 }
+
+/// Waits (up to 30 s) until node `i`'s status counters satisfy `done`; returns them.
+pub fn wait_for_counters(
+    ring: &Ring,
+    i: usize,
+    done: impl Fn(&dyn Fn(&str) -> u64) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let counters = ring
+            .status(i)
+            .map(|s| s["counters"].clone())
+            .unwrap_or_default();
+        let get = |k: &str| counters[k].as_u64().unwrap_or(0);
+        if done(&get) {
+            return counters;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n{i}'s counters never got there: {counters}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
