@@ -1,5 +1,6 @@
 //! The `mesh` command line (clap derive). Human output by default, `--json` for scripts.
-//! Errors: one sentence on stderr, exit code 1 (2 for usage errors, from clap). Option values
+//! Errors: one sentence on stderr, exit code 1 (2 for usage errors, from clap, and when `mesh
+//! up` lacks the privilege for its TUN device: something to set up first). Option values
 //! are checked by clap value parsers, so a bad value is a usage error too; exit code 1 is left
 //! for what fails at run time.
 
@@ -11,6 +12,8 @@ mod join;
 mod node;
 mod registry;
 mod service;
+#[cfg(target_os = "linux")]
+mod setup_tun;
 mod ui;
 mod up;
 
@@ -55,6 +58,9 @@ enum Command {
     /// The node as a system service: `install`, `uninstall`, `status` (systemd on Linux).
     #[command(subcommand)]
     Service(service::ServiceCmd),
+    /// Root, once: a persistent TUN device for a user, so their `mesh up` needs no sudo.
+    #[cfg(target_os = "linux")]
+    SetupTun(setup_tun::SetupTunArgs),
     /// Serve the live network page of the local node (prints the URL; runs in the foreground).
     Ui(ui::UiArgs),
     /// Try it: a registry and N nodes in network namespaces, drawn live in the browser (root).
@@ -139,6 +145,8 @@ pub fn main() -> i32 {
         #[cfg(target_os = "linux")]
         Command::Babel(cmd) => babel::run_cmd(cmd),
         Command::Service(cmd) => service::run(cmd),
+        #[cfg(target_os = "linux")]
+        Command::SetupTun(a) => setup_tun::run(a),
         Command::Ui(a) => ui::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Completions(a) => docs::completions(a),
@@ -149,7 +157,9 @@ pub fn main() -> i32 {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {}", sentence(&e));
-            1
+            e.chain()
+                .find_map(|c| c.downcast_ref::<crate::tun::TunError>())
+                .map_or(1, crate::tun::TunError::exit_code)
         }
     }
 }

@@ -20,11 +20,28 @@ pub const DEFAULT_MTU: u16 = 1280;
 /// Why the TUN device cannot be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum TunError {
-    /// No permission (root / CAP_NET_ADMIN / Administrator needed).
-    #[error("no permission to create the TUN device {name}: {hint}", hint = crate::platform::privilege::TUN_HINT)]
+    /// No permission (root / CAP_NET_ADMIN / Administrator needed; on Linux a user may also
+    /// be given a persistent TUN device with `mesh setup-tun`).
+    #[error("no permission to open the TUN device {name}: {hint}")]
     Permission {
         /// Device name.
         name: String,
+        /// What to do ([`crate::platform::privilege::tun_hint`]).
+        hint: String,
+    },
+    /// The persistent TUN device set up for this user lacks the node address.
+    #[error(
+        "the TUN device {name} set up for you has not this node's address {address}/{prefix_len} \
+         (it was set up before `mesh join`, or for another join): have root run \
+         `mesh setup-tun --user USER` again"
+    )]
+    WithoutAddress {
+        /// Device name.
+        name: String,
+        /// The node address.
+        address: Ipv6Addr,
+        /// The network's prefix length.
+        prefix_len: u8,
     },
     /// A name this OS cannot give a TUN device (macOS: only `utun` or `utunN`).
     #[error("{0}")]
@@ -45,11 +62,26 @@ pub struct Tun {
     name: String,
     address: Ipv6Addr,
     prefix_len: u8,
+    /// A persistent device root set up for this user (`mesh setup-tun`): its address, route
+    /// and MTU are root's, and stay as they are (see [`Tun::withdraw`]).
+    given: bool,
+}
+
+impl TunError {
+    /// The process exit code for this error: 2 when the user must first set something up
+    /// (privilege, or a TUN device of their own), 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            TunError::Permission { .. } | TunError::WithoutAddress { .. } => 2,
+            TunError::Name(_) | TunError::Os { .. } => 1,
+        }
+    }
 }
 
 impl Tun {
-    /// Creates `name` with `address`/`network.prefix_len()` and `mtu`, up. Needs a tokio
-    /// runtime.
+    /// Creates `name` with `address`/`network.prefix_len()` and `mtu`, up. Without the
+    /// privilege for that, opens the persistent device root set up for this user with `mesh
+    /// setup-tun` (Linux), as it is. Needs a tokio runtime.
     pub fn open(
         name: &str,
         address: Ipv6Addr,
@@ -60,26 +92,51 @@ impl Tun {
         if let Some(n) = crate::platform::tun::requested_name(name).map_err(TunError::Name)? {
             builder = builder.name(n);
         }
-        let dev = builder
-            .mtu(mtu)
-            .ipv6(address, network.prefix_len())
-            .build_async()
-            .map_err(|source| match source.kind() {
-                std::io::ErrorKind::PermissionDenied => TunError::Permission {
+        let prefix_len = network.prefix_len();
+        let os = |source| TunError::Os {
+            name: name.to_owned(),
+            source,
+        };
+        let (dev, given) = match builder.mtu(mtu).ipv6(address, prefix_len).build_async() {
+            Ok(dev) => (dev, false),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                use crate::platform::tun::Attached;
+                let refused = || TunError::Permission {
                     name: name.to_owned(),
-                },
-                _ => TunError::Os {
-                    name: name.to_owned(),
-                    source,
-                },
-            })?;
+                    hint: crate::platform::privilege::tun_hint(name),
+                };
+                match crate::platform::tun::attach_persistent(name, address, prefix_len) {
+                    Ok(Attached::Ready(dev)) => (dev, true),
+                    Ok(Attached::WithoutAddress) => {
+                        return Err(TunError::WithoutAddress {
+                            name: name.to_owned(),
+                            address,
+                            prefix_len,
+                        });
+                    }
+                    Ok(Attached::Absent) => return Err(refused()),
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        return Err(refused());
+                    }
+                    Err(e) => return Err(os(e)),
+                }
+            }
+            Err(e) => return Err(os(e)),
+        };
         // the name in use: on macOS the system may have picked the number
         let name = dev.name().unwrap_or_else(|_| name.to_owned());
+        if given {
+            tracing::info!(
+                device = %name,
+                "using the persistent TUN device set up for this user: its address stays while the node is down"
+            );
+        }
         Ok(Tun {
             dev,
             name,
             address,
-            prefix_len: network.prefix_len(),
+            prefix_len,
+            given,
         })
     }
 
@@ -89,13 +146,29 @@ impl Tun {
     }
 
     /// Removes the node address (and with it the route of the network prefix): `mesh down`.
+    /// On a device set up for this user (`mesh setup-tun`) the address is root's and stays:
+    /// removing it needs CAP_NET_ADMIN, and `mesh up` could not put it back. The node is down
+    /// all the same (tunnels closed, nothing forwarded): what is sent to the network meanwhile
+    /// is dropped instead of being refused by the kernel.
     pub fn withdraw(&self) -> std::io::Result<()> {
+        if self.given {
+            return Ok(());
+        }
         crate::platform::tun::remove_address_v6(&self.dev, self.address, self.prefix_len)
     }
 
-    /// Puts the node address (and the route) back: `mesh up` after `mesh down`.
+    /// Puts the node address (and the route) back: `mesh up` after `mesh down` (nothing to do
+    /// on a device set up for this user: its address never left).
     pub fn restore(&self) -> std::io::Result<()> {
+        if self.given {
+            return Ok(());
+        }
         self.dev.add_address_v6(self.address, self.prefix_len)
+    }
+
+    /// Whether this is a persistent device root set up for this user (`mesh setup-tun`).
+    pub fn is_given(&self) -> bool {
+        self.given
     }
 
     /// Reads one packet into `buf`.

@@ -13,6 +13,7 @@ use netlink_packet_core::{
     NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
     RouteVia,
@@ -138,6 +139,41 @@ impl Netlink {
             }
         }
         Ok(a)
+    }
+
+    /// The global (not link-local) IPv6 addresses of interface `index` with their prefix
+    /// lengths.
+    pub fn addresses_v6(&mut self, index: u32) -> io::Result<Vec<(Ipv6Addr, u8)>> {
+        let msgs = self.request(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_REQUEST | NLM_F_DUMP,
+        )?;
+        let mut out = Vec::new();
+        for m in msgs {
+            let RouteNetlinkMessage::NewAddress(m) = m else {
+                continue;
+            };
+            if m.header.index != index || m.header.scope == AddressScope::Link {
+                continue;
+            }
+            for attr in &m.attributes {
+                if let AddressAttribute::Address(IpAddr::V6(v6)) = attr
+                    && (v6.segments()[0] & 0xffc0) != 0xfe80
+                    && !out.contains(&(*v6, m.header.prefix_len))
+                {
+                    out.push((*v6, m.header.prefix_len));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes interface `index` (a persistent TUN device: `mesh setup-tun --remove`).
+    pub fn delete_link(&mut self, index: u32) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        self.request(RouteNetlinkMessage::DelLink(m), NLM_F_REQUEST | NLM_F_ACK)
+            .map(|_| ())
     }
 
     /// A route message for destination `dst/len` (host bits already cleared by the caller).

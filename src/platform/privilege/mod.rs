@@ -1,5 +1,5 @@
-//! Whether this process has the privilege the node needs for its TUN device, and what to tell
-//! the user when it has not.
+//! Whether this process has the privilege the node needs for its TUN device, what to tell
+//! the user when it has not, and (Unix) who the user is.
 
 #[cfg(unix)]
 #[path = "unix.rs"]
@@ -8,4 +8,6 @@ mod imp;
 #[path = "windows.rs"]
 mod imp;
 
-pub use imp::{TUN_HINT, is_root};
+pub use imp::{TUN_HINT, is_root, tun_hint};
+#[cfg(unix)]
+pub use imp::{User, effective_uid, find_user, linux_user_hint, user_in};

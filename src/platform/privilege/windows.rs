@@ -9,3 +9,9 @@ pub fn is_root() -> bool {
 
 /// What to do when the TUN device is refused for lack of privilege.
 pub const TUN_HINT: &str = "run it from an Administrator prompt, with wintun.dll next to mesh.exe";
+
+/// What to do when the TUN device `name` is refused for lack of privilege.
+pub fn tun_hint(name: &str) -> String {
+    let _ = name;
+    TUN_HINT.to_owned()
+}

@@ -1,5 +1,6 @@
 //! TUN differences tun-rs leaves to us: the default device name (macOS utun devices are
-//! numbered by the system) and the IPv6 address removal call.
+//! numbered by the system), the IPv6 address removal call, and (Linux) the persistent TUN
+//! device root gives a user so that their node needs no privilege (`mesh setup-tun`).
 
 #[cfg(target_os = "macos")]
 #[path = "macos.rs"]
@@ -11,7 +12,19 @@ mod imp;
 #[path = "linux.rs"]
 mod imp;
 
-pub use imp::{DEFAULT_NAME, remove_address_v6, requested_name};
+pub use imp::{DEFAULT_NAME, attach_persistent, remove_address_v6, requested_name};
+
+/// What `attach_persistent` found (Linux: `mesh setup-tun`; elsewhere always `Absent`).
+pub enum Attached {
+    /// No persistent TUN device of that name.
+    Absent,
+    /// Opened, and it has the node address.
+    Ready(tun_rs::AsyncDevice),
+    /// Opened, but it lacks the node address (set up before `mesh join`, or for another join).
+    WithoutAddress,
+}
+#[cfg(target_os = "linux")]
+pub use imp::{global_addresses_v6, owner, remove_persistent, setup_persistent};
 
 /// macOS' rule for utun names, here so every OS's tests check it: `utun` means "the system
 /// picks the number" (`None`), `utunN` asks for that device; anything else is refused with a

@@ -20,3 +20,13 @@ pub fn remove_address_v6(
     let _ = prefix_len;
     dev.remove_address(IpAddr::V6(address))
 }
+
+/// No persistent per-user TUN devices here (`mesh setup-tun` is Linux only).
+pub fn attach_persistent(
+    name: &str,
+    address: Ipv6Addr,
+    prefix_len: u8,
+) -> std::io::Result<super::Attached> {
+    let _ = (name, address, prefix_len);
+    Ok(super::Attached::Absent)
+}
