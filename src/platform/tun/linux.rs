@@ -68,7 +68,8 @@ pub fn global_addresses_v6(index: u32) -> io::Result<Vec<(Ipv6Addr, u8)>> {
     crate::platform::Netlink::open()?.addresses_v6(index)
 }
 
-/// Creates the TUN device `name` (or takes the existing one over), persistent, owned by `uid`,
+/// Creates the TUN device `name` (replacing an existing TUN device of that name), persistent,
+/// owned by `uid`,
 /// with `mtu`, up, and — when given — `address` with the network's prefix length as its only
 /// global address (so the kernel routes the network prefix into it). Root (CAP_NET_ADMIN).
 #[cfg(target_os = "linux")]
@@ -78,26 +79,39 @@ pub fn setup_persistent(
     mtu: u16,
     address: Option<(Ipv6Addr, u8)>,
 ) -> io::Result<()> {
-    let uid = i32::try_from(uid)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "user id out of range"))?;
+    // The owner is set by iproute2 (`ip tuntap add … user UID`): tun-rs 2.8's `user()` hands
+    // TUNSETOWNER a pointer where the kernel takes the uid by value (the device ends up owned
+    // by part of a stack address), and this crate does no ioctl of its own (no unsafe).
+    if is_tun(name) {
+        remove_persistent(name)?;
+    }
+    let out = std::process::Command::new("ip")
+        .args([
+            "tuntap",
+            "add",
+            "dev",
+            name,
+            "mode",
+            "tun",
+            "user",
+            &uid.to_string(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot run `ip` (iproute2): {e}")))?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "`ip tuntap add dev {name} mode tun user {uid}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    // MTU, link state and address on the (now persistent) device, as root
     let dev = tun_rs::DeviceBuilder::new()
         .name(name)
         .mtu(mtu)
         .enable(true)
         .build_sync()?;
-    dev.user(uid)?;
-    dev.persist()?;
-    let index = dev.if_index()?;
-    let present = global_addresses_v6(index)?;
-    // An address from an earlier join (another prefix) would attract its old traffic.
-    for &(a, len) in &present {
-        if Some((a, len)) != address {
-            dev.remove_address_v6(a, len)?;
-        }
-    }
-    if let Some((a, len)) = address
-        && !present.contains(&(a, len))
-    {
+    if let Some((a, len)) = address {
         dev.add_address_v6(a, len)?;
     }
     Ok(())
