@@ -297,7 +297,7 @@ struct LogOnPanic(PathBuf);
 impl Drop for LogOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for f in ["node.log", "registry.log"] {
+            for f in ["node.log", "root-node.log", "registry.log"] {
                 eprintln!(
                     "--- {f}\n{}",
                     std::fs::read_to_string(self.0.join(f)).unwrap_or_default()
@@ -386,7 +386,32 @@ fn root_unprivileged_user_runs_mesh_up_on_a_tun_set_up_for_it() {
         "{err}"
     );
 
-    // root, once
+    // a device given before the user joined (no address): exit 2, set it up again
+    let empty = t.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    rig.exec(
+        "u",
+        &[
+            mesh.to_str().unwrap(),
+            "setup-tun",
+            "--user",
+            "nobody",
+            "--state-dir",
+            empty.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let o = as_nobody(&rig, &mesh, &["up", "--foreground", "--state-dir", user]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the TUN device mesh0 set up for you lacks this node's address {cidr}"
+        )),
+        "{err}"
+    );
+
+    // root, once (again: the device is replaced, now with the address)
     let o = rig
         .exec(
             "u",
@@ -490,6 +515,66 @@ fn root_unprivileged_user_runs_mesh_up_on_a_tun_set_up_for_it() {
         has_address(&rig, &cidr),
         "the persistent device outlives the node"
     );
+
+    // root (or a binary with the capability) on that device: it has the address already, and
+    // is used as it is
+    let log = Stdio::from(std::fs::File::create(t.join("root-node.log")).unwrap());
+    let pid = rig
+        .spawn(
+            "u",
+            mesh.to_str().unwrap(),
+            &["up", "--foreground", "--state-dir", user],
+            Stdio::null(),
+            log,
+        )
+        .unwrap();
+    // (its control socket is root's: asked as root)
+    let root_state = |rig: &Rig| {
+        let o = rig
+            .exec_status(
+                "u",
+                &[
+                    mesh.to_str().unwrap(),
+                    "status",
+                    "--json",
+                    "--state-dir",
+                    user,
+                ],
+            )
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .ok()
+            .and_then(|v| v["state"].as_str().map(str::to_owned))
+    };
+    wait_until(
+        "root's node on the user's device to answer",
+        Duration::from_secs(20),
+        || matches!(root_state(&rig).as_deref(), Some("connecting" | "up")),
+    );
+    assert!(
+        std::fs::read_to_string(t.join("root-node.log"))
+            .unwrap()
+            .contains("persistent TUN device")
+    );
+    let o = rig
+        .exec_status(
+            "u",
+            &[
+                mesh.to_str().unwrap(),
+                "down",
+                "--exit",
+                "--state-dir",
+                user,
+            ],
+        )
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut exited = None;
+    wait_until("root's node to exit", Duration::from_secs(10), || {
+        exited = rig.child(pid).and_then(|c| c.try_wait().ok().flatten());
+        exited.is_some()
+    });
+    assert_eq!(exited.and_then(|s| s.code()), Some(0));
 
     let o = rig
         .exec("u", &[mesh.to_str().unwrap(), "setup-tun", "--remove"])

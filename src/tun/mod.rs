@@ -31,7 +31,7 @@ pub enum TunError {
     },
     /// The persistent TUN device set up for this user lacks the node address.
     #[error(
-        "the TUN device {name} set up for you has not this node's address {address}/{prefix_len} \
+        "the TUN device {name} set up for you lacks this node's address {address}/{prefix_len} \
          (it was set up before `mesh join`, or for another join): have root run \
          `mesh setup-tun --user USER` again"
     )]
@@ -119,6 +119,14 @@ impl Tun {
                         return Err(refused());
                     }
                     Err(e) => return Err(os(e)),
+                }
+            }
+            // a persistent device that already has the address (set up for a user, opened here
+            // by root or with the capability): use it as it is
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                match crate::platform::tun::attach_persistent(name, address, prefix_len) {
+                    Ok(crate::platform::tun::Attached::Ready(dev)) => (dev, true),
+                    _ => return Err(os(e)),
                 }
             }
             Err(e) => return Err(os(e)),
