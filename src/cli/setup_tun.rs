@@ -13,17 +13,17 @@ use crate::platform::privilege;
 
 #[derive(Debug, Args)]
 pub struct SetupTunArgs {
-    /// The user whose node will use the device: a login name or a numeric uid.
+    /// The user whose node will use the device: a login name or a numeric uid. Their node's
+    /// address is read from `--state-dir` (default: `~NAME/.local/share/re6mesh`).
     #[arg(long, value_name = "NAME", required_unless_present = "remove")]
     user: Option<String>,
-    /// Delete the device instead (what `mesh up` as that user then needs: root again).
+    /// Delete the device instead (the user's `mesh up` then needs root again).
     #[arg(long, conflicts_with = "user")]
     remove: bool,
     /// The device's name (default: the `tun` of the user's node.toml, else mesh0).
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
-    /// The user's node state directory, where their certificate and node.toml are (default:
-    /// `~NAME/.local/share/re6mesh`).
+    /// The user's node state directory (`--state-dir`, global: its help is the general one).
     #[command(flatten)]
     state: StateDir,
 }
