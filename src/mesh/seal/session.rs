@@ -377,8 +377,9 @@ impl Sealer {
                 Ok(()) => {
                     inc(&self.counters.sealed_tx);
                     out.push(d);
-                    if due {
-                        out.extend(self.initiate(peer, now)?);
+                    // A refused rekey is counted; the packet has left all the same.
+                    if due && let Ok(Some(m)) = self.initiate(peer, now) {
+                        out.push(m);
                     }
                     return Ok(out);
                 }
@@ -388,6 +389,11 @@ impl Sealer {
         }
         parse_header(pkt).ok_or(SealError::Malformed)?;
         let dst = identity::node_address(&peer);
+        if !self.initiating.contains_key(&dst) && self.pending.len() >= self.cfg.max_pending {
+            inc(&self.counters.pending_full);
+            inc(&self.counters.no_session_drops);
+            return Err(SealError::NoSession);
+        }
         if !self.queues.contains_key(&dst) && self.queues.len() >= self.cfg.max_queues {
             inc(&self.counters.no_session_drops);
             return Err(SealError::NoSession);
@@ -410,8 +416,6 @@ impl Sealer {
         }
         if self.pending.len() >= self.cfg.max_pending {
             inc(&self.counters.pending_full);
-            inc(&self.counters.no_session_drops);
-            self.queues.remove(&dst);
             return Err(SealError::NoSession);
         }
         let index = self.fresh_index();

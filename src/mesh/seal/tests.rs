@@ -629,3 +629,36 @@ fn both_nodes_starting_a_handshake_at_once_end_with_working_sessions() {
         assert_eq!((got[0].len(), got[1].len()), (1, 1));
     }
 }
+
+#[test]
+fn a_full_handshake_table_refuses_new_peers_but_never_loses_a_sealed_packet() {
+    let w = World::new();
+    let cfg = SealConfig {
+        max_pending: 1,
+        ..SealConfig::default()
+    };
+    let (mut a, c, t0) = pair(&w, cfg);
+    let (aa, ca) = (node_address(&a.prefix), node_address(&c.prefix));
+    // A handshake towards some other node fills A's table.
+    let d: Ipv6Net = net("fd00:1:0:d::/64");
+    let out = a
+        .sealer
+        .seal(d, &packet(aa, node_address(&d), b"d"), t0)
+        .unwrap();
+    assert_eq!(out.len(), 1);
+    // Another new peer: refused, counted, nothing queued.
+    let e: Ipv6Net = net("fd00:1:0:e::/64");
+    let r = a.sealer.seal(e, &packet(aa, node_address(&e), b"e"), t0);
+    assert_eq!(r, Err(SealError::NoSession));
+    let s = a.sealer.counters().stats();
+    assert_eq!((s.pending_full, s.no_session_drops), (1, 1));
+    // C's session is due for a rekey that cannot start: the packet still leaves, sealed.
+    let later = t0 + SealConfig::default().rekey_after;
+    let out = a
+        .sealer
+        .seal(c.prefix, &packet(aa, ca, b"c"), later)
+        .unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0][0], crate::mesh::tunnels::frame::TYPE_SEALED);
+    assert_eq!(a.sealer.counters().stats().pending_full, 2);
+}
