@@ -3,6 +3,8 @@
 //! node for the destination node, so a relay forwards ciphertext by its clear destination.
 //!
 //! * [`wire`]: the sealed data and handshake datagrams;
+//! * [`path`]: the data path's decisions (plain on a direct tunnel, sealed otherwise; relay
+//!   by clear destination; plain packets only from the neighbour's prefix, for this node);
 //! * [`replay`]: the receive window (RFC 6479, 2048 counters);
 //! * [`handshake`]: Noise `XX` (25519, ChaChaPoly, BLAKE2s, via `snow`) whose payloads carry
 //!   each node's certificate and its ECDSA signature over its Noise static key;
@@ -12,6 +14,7 @@
 //! No clock is read (`now` is an argument) and randomness comes from a seed the caller gives.
 
 pub mod handshake;
+pub mod path;
 pub mod replay;
 pub mod session;
 pub mod wire;
