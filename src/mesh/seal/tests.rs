@@ -662,3 +662,92 @@ fn a_full_handshake_table_refuses_new_peers_but_never_loses_a_sealed_packet() {
     assert_eq!(out[0][0], crate::mesh::tunnels::frame::TYPE_SEALED);
     assert_eq!(a.sealer.counters().stats().pending_full, 2);
 }
+
+/// The A–B–C line in process, with the data path's decisions (`seal::path`) at every hop:
+/// what B forwards never holds A's marker, C delivers it; A to B directly goes plain and B
+/// sees the marker (positive control); a spoofed source sent directly is dropped by the
+/// neighbour, sent sealed it is dropped by C.
+#[test]
+fn a_line_a_b_c_relays_only_ciphertext_and_direct_traffic_stays_plain() {
+    use super::path::{FromTun, FromTunnel, PathDrop, from_tun, from_tunnel};
+    use crate::mesh::tunnels::frame;
+    let w = World::new();
+    let mut a = w.node("fd00:1:0:a::/64", 1, SealConfig::default());
+    let b_prefix = net("fd00:1:0:b::/64");
+    let mut c = w.node("fd00:1:0:c::/64", 3, SealConfig::default());
+    let t0 = t0();
+    let (aa, ca) = (node_address(&a.prefix), node_address(&c.prefix));
+    // A's FIB: C's prefix via the tunnel to B.
+    let pkt = packet(aa, ca, MARKER);
+    assert_eq!(from_tun(ca, c.prefix, b_prefix), FromTun::Seal(c.prefix));
+    let mut on_wire: std::collections::VecDeque<(bool, Vec<u8>)> = a
+        .sealer
+        .seal(c.prefix, &pkt, t0)
+        .unwrap()
+        .into_iter()
+        .map(|d| (true, d))
+        .collect();
+    let mut b_forwarded = Vec::new();
+    let mut c_delivered = Vec::new();
+    // `true`: travelling A → B → C; `false`: C → B → A.
+    while let Some((east, mut d)) = on_wire.pop_front() {
+        let from = if east { a.prefix } else { c.prefix };
+        // At B.
+        match from_tunnel(&mut d, b_prefix, from) {
+            FromTunnel::Relay(dst) => {
+                b_forwarded.push(d.clone());
+                assert!(if east {
+                    c.prefix.contains(&dst)
+                } else {
+                    a.prefix.contains(&dst)
+                });
+            }
+            other => panic!("B: {other:?}"),
+        }
+        // At the far end.
+        let node = if east { &mut c } else { &mut a };
+        assert_eq!(from_tunnel(&mut d, node.prefix, b_prefix), FromTunnel::Open);
+        let out = node.sealer.receive(&d, &mut node.store, t0).unwrap();
+        if east {
+            c_delivered.extend(out.deliver);
+        }
+        on_wire.extend(out.send.into_iter().map(|d| (!east, d)));
+    }
+    assert_eq!(c_delivered, vec![pkt]);
+    assert!(b_forwarded.len() >= 4);
+    assert!(
+        !b_forwarded.iter().any(|f| contains(f, MARKER)),
+        "B saw the marker"
+    );
+    // Positive control: A to B directly is plain, and B holds the marker.
+    let bb = node_address(&b_prefix);
+    assert_eq!(from_tun(bb, b_prefix, b_prefix), FromTun::Plain);
+    let mut direct = vec![frame::TYPE_IPV6];
+    direct.extend(packet(aa, bb, MARKER));
+    assert_eq!(
+        from_tunnel(&mut direct, b_prefix, a.prefix),
+        FromTunnel::DeliverPlain
+    );
+    assert!(contains(&direct, MARKER));
+    // A spoofed source: plain to the neighbour, dropped there; sealed to C, dropped at C.
+    let spoof_src = "fd00:1:0:d::9".parse().unwrap();
+    let mut plain = vec![frame::TYPE_IPV6];
+    plain.extend(packet(spoof_src, bb, b"spoof"));
+    assert_eq!(
+        from_tunnel(&mut plain, b_prefix, a.prefix),
+        FromTunnel::Drop(PathDrop::SpoofedSource)
+    );
+    let mut sealed = a
+        .sealer
+        .seal(c.prefix, &packet(spoof_src, ca, b"spoof"), t0)
+        .unwrap();
+    assert_eq!(
+        from_tunnel(&mut sealed[0], b_prefix, a.prefix),
+        FromTunnel::Relay(ca)
+    );
+    assert_eq!(
+        c.sealer.receive(&sealed[0], &mut c.store, t0),
+        Err(SealError::SpoofedSource)
+    );
+    assert_eq!(c.sealer.counters().stats().spoofed_sources, 1);
+}
