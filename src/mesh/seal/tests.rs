@@ -13,7 +13,7 @@ use super::handshake::{self, HandshakeError, LocalIdentity};
 use super::session::{SealConfig, SealError, Sealer};
 use super::wire;
 use crate::identity::node_address;
-use crate::mesh::node::core::{CertRefused, CertStore};
+use crate::mesh::node::core::{CertRefused, CertStore, KeySigner};
 use crate::registry::ca::{Ca, csr_public_key};
 
 const NOW: i64 = 1_800_000_000;
@@ -63,16 +63,9 @@ impl World {
                 time::Duration::days(1),
             )
             .unwrap();
-        let rng = ring::rand::SystemRandom::new();
-        let kp =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &key.serialize_der(), &rng)
-                .unwrap();
-        let id = LocalIdentity::new(
-            der.clone(),
-            |m| kp.sign(&rng, m).ok().map(|s| s.as_ref().to_vec()),
-            [seed; 32],
-        )
-        .unwrap();
+        // The node's own signer, as the node will build its identity.
+        let signer = KeySigner::new(&key.serialize_der()).unwrap();
+        let id = LocalIdentity::new(der.clone(), |m| signer.sign_bytes(m), [seed; 32]).unwrap();
         (der, serial, id)
     }
 
