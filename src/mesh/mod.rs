@@ -12,6 +12,7 @@ pub mod netstate;
 pub mod node;
 pub mod peers;
 pub mod reach;
+pub mod seal;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod tunnels;

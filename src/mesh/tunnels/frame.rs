@@ -5,6 +5,10 @@
 pub const TYPE_IPV6: u8 = 0;
 /// Datagram type: a Babel packet.
 pub const TYPE_BABEL: u8 = 1;
+/// Datagram type: an IPv6 packet sealed end to end for a far node ([`crate::mesh::seal`]).
+pub const TYPE_SEALED: u8 = 2;
+/// Datagram type: a sealing handshake message ([`crate::mesh::seal`]).
+pub const TYPE_SEAL_HANDSHAKE: u8 = 3;
 /// Bytes of framing in front of every payload.
 pub const HEADER_LEN: usize = 1;
 

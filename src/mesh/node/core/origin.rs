@@ -76,6 +76,16 @@ impl KeySigner {
     pub fn public_key(&self) -> &[u8] {
         self.key.public_key().as_ref()
     }
+
+    /// Signs `msg` (ECDSA P-256 / SHA-256, fixed 64-byte r‖s): what binds the sealing
+    /// handshake's Noise static key to this node's certificate
+    /// ([`LocalIdentity::new`](crate::mesh::seal::handshake::LocalIdentity::new)).
+    pub fn sign_bytes(&self, msg: &[u8]) -> Option<Vec<u8>> {
+        self.key
+            .sign(&self.rng, msg)
+            .ok()
+            .map(|s| s.as_ref().to_vec())
+    }
 }
 
 impl RouteSigner for KeySigner {

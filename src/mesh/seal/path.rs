@@ -1,0 +1,178 @@
+//! The data path's decisions about sealing (docs/SEALING.md, "Data path"), sans-IO: what a
+//! packet from the TUN needs (plain on a direct tunnel, sealed otherwise) and what a
+//! datagram from a tunnel is (ours to deliver or open, a sealed frame to relay, or a drop).
+//! The IO shell only calls these and [`Sealer`](super::session::Sealer).
+
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+
+use super::wire;
+use crate::mesh::forward::parse_header;
+use crate::mesh::tunnels::frame;
+
+/// How a packet from the TUN leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromTun {
+    /// The next hop is the destination's own node: QUIC protects it end to end, send as is.
+    Plain,
+    /// A relay carries it: seal it for the node of this prefix.
+    Seal(Ipv6Net),
+}
+
+/// `dst` of a packet from the TUN, the FIB's matching prefix (a node prefix, origin
+/// authentication allows no other) and the prefix of the tunnel's peer.
+pub fn from_tun(dst: Ipv6Addr, fib_prefix: Ipv6Net, next_hop: Ipv6Net) -> FromTun {
+    if next_hop.contains(&dst) {
+        FromTun::Plain
+    } else {
+        FromTun::Seal(fib_prefix)
+    }
+}
+
+/// What a datagram from a tunnel is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromTunnel {
+    /// A plain packet from the neighbour's own prefix to this node: deliver.
+    DeliverPlain,
+    /// A sealed frame (data or handshake) for this node: give it to the `Sealer`.
+    Open,
+    /// A sealed frame for someone else: forward by this destination (hop limit decremented
+    /// in place), never opened.
+    Relay(Ipv6Addr),
+    /// Dropped, counted.
+    Drop(PathDrop),
+}
+
+/// Why the data path drops a datagram from a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathDrop {
+    /// Not a parseable IPv6 packet or sealed frame.
+    Malformed,
+    /// A plain packet whose source is outside the neighbour's prefix.
+    SpoofedSource,
+    /// A plain packet for another node: transit of plain packets does not exist.
+    PlainTransit,
+    /// A sealed frame whose hop limit ran out.
+    HopLimit,
+}
+
+/// Classifies datagram `d` (type byte first) from the tunnel to the node of `neighbour`;
+/// `me` is this node's prefix. A sealed frame to relay has its hop limit decremented in `d`.
+/// Babel datagrams are not for this function.
+pub fn from_tunnel(d: &mut [u8], me: Ipv6Net, neighbour: Ipv6Net) -> FromTunnel {
+    match d.first() {
+        Some(&frame::TYPE_IPV6) => {
+            let Some(h) = d.get(frame::HEADER_LEN..).and_then(parse_header) else {
+                return FromTunnel::Drop(PathDrop::Malformed);
+            };
+            if !neighbour.contains(&h.src) {
+                FromTunnel::Drop(PathDrop::SpoofedSource)
+            } else if !me.contains(&h.dst) {
+                FromTunnel::Drop(PathDrop::PlainTransit)
+            } else {
+                FromTunnel::DeliverPlain
+            }
+        }
+        Some(&frame::TYPE_SEALED) | Some(&frame::TYPE_SEAL_HANDSHAKE) => {
+            let Ok((dst, _)) = wire::route(d) else {
+                return FromTunnel::Drop(PathDrop::Malformed);
+            };
+            if me.contains(&dst) {
+                return FromTunnel::Open;
+            }
+            match wire::relay(d) {
+                Ok(wire::Relay::Forward(dst)) => FromTunnel::Relay(dst),
+                Ok(wire::Relay::HopLimit) => FromTunnel::Drop(PathDrop::HopLimit),
+                Err(_) => FromTunnel::Drop(PathDrop::Malformed),
+            }
+        }
+        _ => FromTunnel::Drop(PathDrop::Malformed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv6Net {
+        s.parse().unwrap()
+    }
+
+    fn framed(src: &str, dst: &str) -> Vec<u8> {
+        let mut p = vec![frame::TYPE_IPV6, 0x60, 0, 0, 0, 0, 0, 17, 64];
+        p.extend_from_slice(&src.parse::<Ipv6Addr>().unwrap().octets());
+        p.extend_from_slice(&dst.parse::<Ipv6Addr>().unwrap().octets());
+        p
+    }
+
+    #[test]
+    fn direct_tunnels_stay_plain_relayed_packets_are_sealed() {
+        let c = net("fd00:1:0:c::/64");
+        let b = net("fd00:1:0:b::/64");
+        let dst = "fd00:1:0:c::42".parse().unwrap();
+        assert_eq!(from_tun(dst, c, c), FromTun::Plain);
+        assert_eq!(from_tun(dst, c, b), FromTun::Seal(c));
+    }
+
+    #[test]
+    fn plain_packets_must_come_from_the_neighbour_and_be_for_us() {
+        let (me, b) = (net("fd00:1:0:c::/64"), net("fd00:1:0:b::/64"));
+        let mut ok = framed("fd00:1:0:b::1", "fd00:1:0:c::1");
+        assert_eq!(from_tunnel(&mut ok, me, b), FromTunnel::DeliverPlain);
+        let mut spoof = framed("fd00:1:0:a::1", "fd00:1:0:c::1");
+        assert_eq!(
+            from_tunnel(&mut spoof, me, b),
+            FromTunnel::Drop(PathDrop::SpoofedSource)
+        );
+        let mut transit = framed("fd00:1:0:b::1", "fd00:1:0:d::1");
+        assert_eq!(
+            from_tunnel(&mut transit, me, b),
+            FromTunnel::Drop(PathDrop::PlainTransit)
+        );
+        let mut short = framed("fd00:1:0:b::1", "fd00:1:0:c::1");
+        short.pop();
+        assert_eq!(
+            from_tunnel(&mut short, me, b),
+            FromTunnel::Drop(PathDrop::Malformed)
+        );
+        assert_eq!(
+            from_tunnel(&mut [frame::TYPE_BABEL, 0], me, b),
+            FromTunnel::Drop(PathDrop::Malformed)
+        );
+    }
+
+    #[test]
+    fn sealed_frames_are_opened_here_or_relayed_by_their_clear_destination() {
+        let (me, a) = (net("fd00:1:0:b::/64"), net("fd00:1:0:a::/64"));
+        let c: Ipv6Addr = "fd00:1:0:c::1".parse().unwrap();
+        let mut d = Vec::new();
+        wire::emit_data_header(c, 5, 9, &mut d);
+        d.extend_from_slice(&[0; 40]);
+        let before = d.clone();
+        assert_eq!(from_tunnel(&mut d, me, a), FromTunnel::Relay(c));
+        assert_eq!(d[wire::HOP_OFFSET], wire::INITIAL_HOPS - 1);
+        assert_eq!(d[..wire::HOP_OFFSET], before[..wire::HOP_OFFSET]);
+        assert_eq!(d[wire::HOP_OFFSET + 1..], before[wire::HOP_OFFSET + 1..]);
+        d[wire::HOP_OFFSET] = 1;
+        assert_eq!(
+            from_tunnel(&mut d, me, a),
+            FromTunnel::Drop(PathDrop::HopLimit)
+        );
+        let mut h = Vec::new();
+        wire::emit_handshake(
+            "fd00:1:0:b::1".parse().unwrap(),
+            c,
+            wire::MSG1,
+            0,
+            b"e",
+            &mut h,
+        );
+        // For us even from a neighbour that is not its source: sealed frames are end to end.
+        assert_eq!(from_tunnel(&mut h, me, a), FromTunnel::Open);
+        assert_eq!(
+            from_tunnel(&mut [frame::TYPE_SEALED, 1, 2], me, a),
+            FromTunnel::Drop(PathDrop::Malformed)
+        );
+    }
+}

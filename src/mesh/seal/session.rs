@@ -1,0 +1,639 @@
+//! Sessions and the [`Sealer`] that sets them up (docs/SEALING.md). Sans-IO: `now` is an
+//! argument and every random number comes from the seed given to [`Sealer::new`].
+//!
+//! Sharing for the data path: a [`Session`] is `Sync` and used through an `Arc` — sealing
+//! takes the next counter from an atomic, opening locks only that session's replay window
+//! for the check-and-set — so the per-packet path needs the [`Sealer`] (handshakes, the
+//! session tables) only to look a session up or when a handshake message arrives.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv6Net;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+
+use super::handshake::{self, CertCheck, Established, Handshake, LocalIdentity, Peer};
+use super::replay::ReplayWindow;
+use super::wire::{self, DATA_HEADER_LEN, TAG_LEN};
+use crate::identity;
+use crate::mesh::forward::{IPV6_HEADER, parse_header};
+
+/// Limits of sessions and handshakes.
+#[derive(Debug, Clone)]
+pub struct SealConfig {
+    /// A session this old starts a new handshake when it sends (WireGuard's 120 s).
+    pub rekey_after: Duration,
+    /// A session this old is not used any more, either way.
+    pub reject_after: Duration,
+    /// A session that sent this many messages starts a new handshake.
+    pub rekey_messages: u64,
+    /// A session that sent this many messages sends no more.
+    pub reject_messages: u64,
+    /// A handshake unfinished after this is forgotten.
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress, both roles: beyond it new ones are refused (counted), so a
+    /// hostile member cannot grow this node's memory.
+    pub max_pending: usize,
+    /// Packets held per far node while its session is set up (beyond: dropped, counted).
+    pub queue_per_peer: usize,
+    /// Far nodes with packets held.
+    pub max_queues: usize,
+}
+
+impl Default for SealConfig {
+    fn default() -> Self {
+        SealConfig {
+            rekey_after: Duration::from_secs(120),
+            reject_after: Duration::from_secs(180),
+            rekey_messages: 1 << 60,
+            reject_messages: u64::MAX - (1 << 13),
+            handshake_timeout: Duration::from_secs(5),
+            max_pending: 64,
+            queue_per_peer: 8,
+            max_queues: 64,
+        }
+    }
+}
+
+/// What sealing counted (shared with the data path's tasks; read by `mesh status`).
+#[derive(Debug, Default)]
+pub struct SealCounters {
+    /// Data frames sealed and handed out to send.
+    pub sealed_tx: AtomicU64,
+    /// Data frames addressed to this node.
+    pub sealed_rx: AtomicU64,
+    /// Data frames opened and delivered.
+    pub opened: AtomicU64,
+    /// Data frames whose tag did not verify (tampered, or not for that session).
+    pub auth_failures: AtomicU64,
+    /// Data frames whose counter was seen or is below the window.
+    pub replays: AtomicU64,
+    /// Opened packets whose inner source is outside the sender's certificate prefix.
+    pub spoofed_sources: AtomicU64,
+    /// Data frames for an unknown session index.
+    pub unknown_session: AtomicU64,
+    /// Packets dropped for want of a session (queue full, handshake refused).
+    pub no_session_drops: AtomicU64,
+    /// Handshakes started as initiator.
+    pub handshakes_started: AtomicU64,
+    /// Handshakes that completed (both roles).
+    pub handshakes_completed: AtomicU64,
+    /// Handshake messages refused (bad message, certificate, signature, prefix).
+    pub handshake_failures: AtomicU64,
+    /// Handshakes refused because [`SealConfig::max_pending`] were in progress.
+    pub pending_full: AtomicU64,
+    /// Sessions ended by a revocation or an expiry of the peer's certificate.
+    pub sessions_revoked: AtomicU64,
+}
+
+/// A plain copy of [`SealCounters`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SealStats {
+    pub sealed_tx: u64,
+    pub sealed_rx: u64,
+    pub opened: u64,
+    pub auth_failures: u64,
+    pub replays: u64,
+    pub spoofed_sources: u64,
+    pub unknown_session: u64,
+    pub no_session_drops: u64,
+    pub handshakes_started: u64,
+    pub handshakes_completed: u64,
+    pub handshake_failures: u64,
+    pub pending_full: u64,
+    pub sessions_revoked: u64,
+}
+
+impl SealCounters {
+    /// A snapshot.
+    pub fn stats(&self) -> SealStats {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SealStats {
+            sealed_tx: g(&self.sealed_tx),
+            sealed_rx: g(&self.sealed_rx),
+            opened: g(&self.opened),
+            auth_failures: g(&self.auth_failures),
+            replays: g(&self.replays),
+            spoofed_sources: g(&self.spoofed_sources),
+            unknown_session: g(&self.unknown_session),
+            no_session_drops: g(&self.no_session_drops),
+            handshakes_started: g(&self.handshakes_started),
+            handshakes_completed: g(&self.handshakes_completed),
+            handshake_failures: g(&self.handshake_failures),
+            pending_full: g(&self.pending_full),
+            sessions_revoked: g(&self.sessions_revoked),
+        }
+    }
+}
+
+fn inc(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Why a packet was not sealed or a frame not opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// Not an IPv6 packet / not a sealed frame.
+    #[error("malformed")]
+    Malformed,
+    /// The session sent all it may; a new one is being set up.
+    #[error("session used up")]
+    Exhausted,
+    /// The tag did not verify.
+    #[error("authentication failed")]
+    AuthFailed,
+    /// Counter seen before or too old.
+    #[error("replayed")]
+    Replay,
+    /// Inner source outside the sender's prefix.
+    #[error("spoofed source")]
+    SpoofedSource,
+    /// No session with that index.
+    #[error("unknown session")]
+    UnknownSession,
+    /// No session and none can be set up now (queue or handshake table full).
+    #[error("no session")]
+    NoSession,
+    /// A handshake message was refused.
+    #[error("handshake refused")]
+    Handshake,
+    /// Not addressed to this node.
+    #[error("not for this node")]
+    NotForUs,
+}
+
+/// One direction pair of keys with a far node.
+pub struct Session {
+    /// The far node.
+    pub peer: Peer,
+    /// Our index (the receiver index of frames to us).
+    pub local_index: u32,
+    /// Its index.
+    pub remote_index: u32,
+    send: LessSafeKey,
+    recv: LessSafeKey,
+    next_counter: AtomicU64,
+    replay: Mutex<ReplayWindow>,
+    born: Instant,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("peer", &self.peer)
+            .field("local_index", &self.local_index)
+            .finish_non_exhaustive()
+    }
+}
+
+fn nonce(counter: u64) -> Nonce {
+    // Noise's ChaChaPoly nonce: 32 zero bits, then the counter little-endian.
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&counter.to_le_bytes());
+    Nonce::assume_unique_for_key(n)
+}
+
+fn key(k: &[u8; 32]) -> LessSafeKey {
+    // A 32-byte key is what CHACHA20_POLY1305 takes: this cannot fail.
+    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, k).unwrap_or_else(|_| unreachable!()))
+}
+
+impl Session {
+    fn new(e: Established, local_index: u32, now: Instant) -> Session {
+        Session {
+            peer: e.peer,
+            local_index,
+            remote_index: e.remote_index,
+            send: key(&e.send),
+            recv: key(&e.recv),
+            next_counter: AtomicU64::new(0),
+            replay: Mutex::new(ReplayWindow::default()),
+            born: now,
+        }
+    }
+
+    /// Seals the IPv6 packet `pkt` into `out` (a whole datagram, type byte first).
+    pub fn seal(&self, pkt: &[u8], limit: u64, out: &mut Vec<u8>) -> Result<(), SealError> {
+        let h = parse_header(pkt).ok_or(SealError::Malformed)?;
+        let counter = self.next_counter.fetch_add(1, Ordering::Relaxed);
+        if counter >= limit {
+            return Err(SealError::Exhausted);
+        }
+        wire::emit_data_header(h.dst, self.remote_index, counter, out);
+        out.reserve(pkt.len() + TAG_LEN);
+        out.extend_from_slice(&pkt[..24]);
+        out.extend_from_slice(&pkt[IPV6_HEADER..]);
+        let aad = wire::data_aad(out);
+        let tag = self
+            .send
+            .seal_in_place_separate_tag(nonce(counter), Aad::from(aad), &mut out[DATA_HEADER_LEN..])
+            .map_err(|_| SealError::Malformed)?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    /// Opens a data frame for this session: the inner packet, its source checked against
+    /// the peer's prefix.
+    pub fn open(&self, d: &[u8]) -> Result<Vec<u8>, SealError> {
+        let f = wire::parse_data(d).map_err(|_| SealError::Malformed)?;
+        if !self.window().check(f.counter) {
+            return Err(SealError::Replay);
+        }
+        let mut buf = f.sealed.to_vec();
+        let aad = wire::data_aad(d);
+        let n = self
+            .recv
+            .open_in_place(nonce(f.counter), Aad::from(aad), &mut buf)
+            .map_err(|_| SealError::AuthFailed)?
+            .len();
+        if !self.window().accept(f.counter) {
+            return Err(SealError::Replay);
+        }
+        buf.truncate(n);
+        let mut pkt = Vec::with_capacity(n + 16);
+        pkt.extend_from_slice(&buf[..24]);
+        pkt.extend_from_slice(&f.dst.octets());
+        pkt.extend_from_slice(&buf[24..]);
+        let h = parse_header(&pkt).ok_or(SealError::Malformed)?;
+        if !self.peer.prefix.contains(&h.src) {
+            return Err(SealError::SpoofedSource);
+        }
+        Ok(pkt)
+    }
+
+    fn window(&self) -> std::sync::MutexGuard<'_, ReplayWindow> {
+        // A panic while holding it cannot leave the window inconsistent (plain bit sets).
+        self.replay.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sent(&self) -> u64 {
+        self.next_counter.load(Ordering::Relaxed)
+    }
+}
+
+struct Pending {
+    hs: Handshake,
+    started: Instant,
+    /// The far node's address (the handshake's destination or source).
+    peer_addr: Ipv6Addr,
+    initiator: bool,
+}
+
+/// What [`Sealer::receive`] produced.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    /// An opened packet for this node's TUN.
+    pub deliver: Option<Vec<u8>>,
+    /// Datagrams to route by their clear destination (handshake answers, queued packets).
+    pub send: Vec<Vec<u8>>,
+}
+
+/// Handshakes and sessions of one node, per far node.
+pub struct Sealer {
+    prefix: Ipv6Net,
+    addr: Ipv6Addr,
+    id: LocalIdentity,
+    cfg: SealConfig,
+    rng: ChaCha20Rng,
+    pending: HashMap<u32, Pending>,
+    /// Established sessions by our index.
+    sessions: HashMap<u32, Arc<Session>>,
+    /// The session to send with, by far node prefix.
+    current: HashMap<Ipv6Net, Arc<Session>>,
+    /// Our handshake in progress, by far node address.
+    initiating: HashMap<Ipv6Addr, u32>,
+    /// Packets waiting for a session, by far node address.
+    queues: HashMap<Ipv6Addr, VecDeque<Vec<u8>>>,
+    counters: Arc<SealCounters>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("prefix", &self.prefix)
+            .field("sessions", &self.sessions.len())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sealer {
+    /// A sealer for the node of `prefix`, presenting `id`; randomness from `seed`.
+    pub fn new(prefix: Ipv6Net, id: LocalIdentity, cfg: SealConfig, seed: [u8; 32]) -> Sealer {
+        Sealer {
+            prefix,
+            addr: identity::node_address(&prefix),
+            id,
+            cfg,
+            rng: ChaCha20Rng::from_seed(seed),
+            pending: HashMap::new(),
+            sessions: HashMap::new(),
+            current: HashMap::new(),
+            initiating: HashMap::new(),
+            queues: HashMap::new(),
+            counters: Arc::default(),
+        }
+    }
+
+    /// The counters (shared).
+    pub fn counters(&self) -> &Arc<SealCounters> {
+        &self.counters
+    }
+
+    /// The session to send to the far node of `peer` with, if it is usable at `now`.
+    pub fn session_for(&self, peer: &Ipv6Net, now: Instant) -> Option<Arc<Session>> {
+        self.current
+            .get(peer)
+            .filter(|s| now.saturating_duration_since(s.born) < self.cfg.reject_after)
+            .cloned()
+    }
+
+    /// Established sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Seals `pkt` for the far node of prefix `peer`: the datagrams to send (the sealed
+    /// packet, and a handshake message when a session is due). Without a session the packet
+    /// waits (bounded) while one is set up.
+    pub fn seal(
+        &mut self,
+        peer: Ipv6Net,
+        pkt: &[u8],
+        now: Instant,
+    ) -> Result<Vec<Vec<u8>>, SealError> {
+        let mut out = Vec::new();
+        if let Some(s) = self.session_for(&peer, now) {
+            let due = now.saturating_duration_since(s.born) >= self.cfg.rekey_after
+                || s.sent() >= self.cfg.rekey_messages;
+            let mut d = Vec::new();
+            match s.seal(pkt, self.cfg.reject_messages, &mut d) {
+                Ok(()) => {
+                    inc(&self.counters.sealed_tx);
+                    out.push(d);
+                    // A refused rekey is counted; the packet has left all the same.
+                    if due && let Ok(Some(m)) = self.initiate(peer, now) {
+                        out.push(m);
+                    }
+                    return Ok(out);
+                }
+                Err(SealError::Exhausted) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        parse_header(pkt).ok_or(SealError::Malformed)?;
+        let dst = identity::node_address(&peer);
+        if !self.initiating.contains_key(&dst) && self.pending.len() >= self.cfg.max_pending {
+            inc(&self.counters.pending_full);
+            inc(&self.counters.no_session_drops);
+            return Err(SealError::NoSession);
+        }
+        if !self.queues.contains_key(&dst) && self.queues.len() >= self.cfg.max_queues {
+            inc(&self.counters.no_session_drops);
+            return Err(SealError::NoSession);
+        }
+        let q = self.queues.entry(dst).or_default();
+        if q.len() >= self.cfg.queue_per_peer {
+            q.pop_front();
+            inc(&self.counters.no_session_drops);
+        }
+        q.push_back(pkt.to_vec());
+        out.extend(self.initiate(peer, now)?);
+        Ok(out)
+    }
+
+    /// Starts a handshake with `peer` unless one is in progress: message 1, if any.
+    fn initiate(&mut self, peer: Ipv6Net, now: Instant) -> Result<Option<Vec<u8>>, SealError> {
+        let dst = identity::node_address(&peer);
+        if self.initiating.contains_key(&dst) {
+            return Ok(None);
+        }
+        if self.pending.len() >= self.cfg.max_pending {
+            inc(&self.counters.pending_full);
+            return Err(SealError::NoSession);
+        }
+        let index = self.fresh_index();
+        let seed = self.seed();
+        let (hs, msg) = handshake::initiate(&self.id, self.addr, dst, index, seed)
+            .map_err(|_| SealError::Handshake)?;
+        self.pending.insert(
+            index,
+            Pending {
+                hs,
+                started: now,
+                peer_addr: dst,
+                initiator: true,
+            },
+        );
+        self.initiating.insert(dst, index);
+        inc(&self.counters.handshakes_started);
+        let mut d = Vec::new();
+        wire::emit_handshake(dst, self.addr, wire::MSG1, 0, &msg, &mut d);
+        Ok(Some(d))
+    }
+
+    /// A sealed frame (data or handshake) whose clear destination is in this node's prefix.
+    pub fn receive(
+        &mut self,
+        d: &[u8],
+        certs: &mut dyn CertCheck,
+        now: Instant,
+    ) -> Result<Output, SealError> {
+        let (dst, _) = wire::route(d).map_err(|_| SealError::Malformed)?;
+        if !self.prefix.contains(&dst) {
+            return Err(SealError::NotForUs);
+        }
+        match d.first() {
+            Some(&crate::mesh::tunnels::frame::TYPE_SEALED) => {
+                inc(&self.counters.sealed_rx);
+                let f = wire::parse_data(d).map_err(|_| SealError::Malformed)?;
+                let Some(s) = self.sessions.get(&f.receiver) else {
+                    inc(&self.counters.unknown_session);
+                    return Err(SealError::UnknownSession);
+                };
+                if now.saturating_duration_since(s.born) >= self.cfg.reject_after {
+                    inc(&self.counters.unknown_session);
+                    return Err(SealError::UnknownSession);
+                }
+                match s.open(d) {
+                    Ok(p) => {
+                        inc(&self.counters.opened);
+                        Ok(Output {
+                            deliver: Some(p),
+                            send: Vec::new(),
+                        })
+                    }
+                    Err(e) => {
+                        inc(match e {
+                            SealError::Replay => &self.counters.replays,
+                            SealError::SpoofedSource => &self.counters.spoofed_sources,
+                            _ => &self.counters.auth_failures,
+                        });
+                        Err(e)
+                    }
+                }
+            }
+            _ => self.receive_handshake(d, certs, now).inspect_err(|_| {
+                inc(&self.counters.handshake_failures);
+            }),
+        }
+    }
+
+    fn receive_handshake(
+        &mut self,
+        d: &[u8],
+        certs: &mut dyn CertCheck,
+        now: Instant,
+    ) -> Result<Output, SealError> {
+        let f = wire::parse_handshake(d).map_err(|_| SealError::Malformed)?;
+        let mut out = Output::default();
+        match f.msg {
+            wire::MSG1 => {
+                if self.pending.len() >= self.cfg.max_pending {
+                    inc(&self.counters.pending_full);
+                    return Err(SealError::NoSession);
+                }
+                let index = self.fresh_index();
+                let seed = self.seed();
+                let (hs, msg) = handshake::respond(&self.id, f.dst, f.src, f.noise, index, seed)
+                    .map_err(|_| SealError::Handshake)?;
+                let remote = hs.remote_index().unwrap_or(0);
+                self.pending.insert(
+                    index,
+                    Pending {
+                        hs,
+                        started: now,
+                        peer_addr: f.src,
+                        initiator: false,
+                    },
+                );
+                let mut m = Vec::new();
+                wire::emit_handshake(f.src, f.dst, wire::MSG2, remote, &msg, &mut m);
+                out.send.push(m);
+            }
+            wire::MSG2 => {
+                let p = self.take_pending(f.receiver, true, f.src)?;
+                let (est, msg3) =
+                    p.hs.finish_initiator(&self.id, f.noise, certs)
+                        .map_err(|_| SealError::Handshake)?;
+                let s = self.install(est, f.receiver, now);
+                let mut m = Vec::new();
+                wire::emit_handshake(
+                    p.peer_addr,
+                    self.addr,
+                    wire::MSG3,
+                    s.remote_index,
+                    &msg3,
+                    &mut m,
+                );
+                out.send.push(m);
+                // What waited for this session leaves now, sealed.
+                if let Some(q) = self.queues.remove(&p.peer_addr) {
+                    for pkt in q {
+                        let mut d = Vec::new();
+                        if s.seal(&pkt, self.cfg.reject_messages, &mut d).is_ok() {
+                            inc(&self.counters.sealed_tx);
+                            out.send.push(d);
+                        }
+                    }
+                }
+            }
+            _ => {
+                let p = self.take_pending(f.receiver, false, f.src)?;
+                let est =
+                    p.hs.finish_responder(f.noise, certs)
+                        .map_err(|_| SealError::Handshake)?;
+                self.install(est, f.receiver, now);
+            }
+        }
+        Ok(out)
+    }
+
+    fn take_pending(
+        &mut self,
+        index: u32,
+        initiator: bool,
+        src: Ipv6Addr,
+    ) -> Result<Pending, SealError> {
+        match self.pending.get(&index) {
+            Some(p) if p.initiator == initiator && p.peer_addr == src => {}
+            _ => return Err(SealError::Handshake),
+        }
+        let p = self.pending.remove(&index).ok_or(SealError::Handshake)?;
+        if initiator {
+            self.initiating.remove(&p.peer_addr);
+        }
+        Ok(p)
+    }
+
+    fn install(&mut self, est: Established, index: u32, now: Instant) -> Arc<Session> {
+        let s = Arc::new(Session::new(est, index, now));
+        inc(&self.counters.handshakes_completed);
+        // Keep the current and the previous session of a peer (in-flight packets of the
+        // old keys still open); older ones go.
+        let prefix = s.peer.prefix;
+        let previous = self.current.insert(prefix, s.clone());
+        let keep = previous.map(|p| p.local_index);
+        self.sessions
+            .retain(|i, o| o.peer.prefix != prefix || Some(*i) == keep);
+        self.sessions.insert(index, s.clone());
+        s
+    }
+
+    /// Forgets handshakes past their timeout and sessions past their lifetime.
+    pub fn tick(&mut self, now: Instant) {
+        let (hs_timeout, reject) = (self.cfg.handshake_timeout, self.cfg.reject_after);
+        let initiating = &mut self.initiating;
+        self.pending.retain(|_, p| {
+            let keep = now.saturating_duration_since(p.started) < hs_timeout;
+            if !keep && p.initiator {
+                initiating.remove(&p.peer_addr);
+            }
+            keep
+        });
+        let queues = &mut self.queues;
+        queues.retain(|a, _| initiating.contains_key(a));
+        self.sessions
+            .retain(|_, s| now.saturating_duration_since(s.born) < reject);
+        let sessions = &self.sessions;
+        self.current
+            .retain(|_, s| sessions.contains_key(&s.local_index));
+    }
+
+    /// Ends at once the sessions whose peer certificate is revoked or expired at `unix`;
+    /// returns how many.
+    pub fn end_untrusted(&mut self, revoked: &HashSet<String>, unix: i64) -> usize {
+        let before = self.sessions.len();
+        self.sessions
+            .retain(|_, s| !revoked.contains(&s.peer.serial) && s.peer.not_after > unix);
+        let sessions = &self.sessions;
+        self.current
+            .retain(|_, s| sessions.contains_key(&s.local_index));
+        let n = before - self.sessions.len();
+        self.counters
+            .sessions_revoked
+            .fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
+    fn fresh_index(&mut self) -> u32 {
+        loop {
+            let i = self.rng.next_u32();
+            if i != 0 && !self.pending.contains_key(&i) && !self.sessions.contains_key(&i) {
+                return i;
+            }
+        }
+    }
+
+    fn seed(&mut self) -> [u8; 32] {
+        let mut s = [0u8; 32];
+        self.rng.fill_bytes(&mut s);
+        s
+    }
+}
