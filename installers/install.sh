@@ -36,6 +36,7 @@ bashdir="$prefix/share/bash-completion/completions"
 zshdir="$prefix/share/zsh/site-functions"
 fishdir="$prefix/share/fish/vendor_completions.d"
 mandir="$prefix/share/man/man1"
+autostartdir=/etc/xdg/autostart
 units="re6mesh.service re6mesh-registry.service"
 
 if [ -z "$destdir" ] && [ "$(id -u)" -ne 0 ]; then
@@ -48,6 +49,7 @@ if $uninstall; then
         for u in $units; do systemctl disable --now "$u" >/dev/null 2>&1 || true; done
     fi
     for u in $units; do rm -f "$destdir$unitdir/$u"; done
+    rm -f "$destdir$autostartdir/re6mesh-tray.desktop"
     rm -f "$destdir$bindir/mesh" "$destdir$bashdir/mesh" "$destdir$zshdir/_mesh" \
         "$destdir$fishdir/mesh.fish" "$destdir$mandir"/mesh.1 "$destdir$mandir"/mesh-*.1
     if [ -z "$destdir" ] && command -v systemctl >/dev/null 2>&1; then
@@ -72,12 +74,15 @@ if [ ! -f "$here/systemd/re6mesh.service" ]; then
 fi
 
 install -d -m 755 "$destdir$bindir" "$destdir$unitdir" "$destdir$bashdir" "$destdir$zshdir" \
-    "$destdir$fishdir" "$destdir$mandir"
+    "$destdir$fishdir" "$destdir$mandir" "$destdir$autostartdir"
 install -m 755 "$binary" "$destdir$bindir/mesh"
 for u in $units; do
     sed "s#/usr/local/bin/mesh#$bindir/mesh#g" "$here/systemd/$u" >"$destdir$unitdir/$u"
     chmod 644 "$destdir$unitdir/$u"
 done
+# the tray, started with each desktop session (`mesh tray`)
+sed "s#/usr/local/bin/mesh#$bindir/mesh#g" "$here/xdg/re6mesh-tray.desktop" >"$destdir$autostartdir/re6mesh-tray.desktop"
+chmod 644 "$destdir$autostartdir/re6mesh-tray.desktop"
 "$binary" completions bash >"$destdir$bashdir/mesh"
 "$binary" completions zsh >"$destdir$zshdir/_mesh"
 "$binary" completions fish >"$destdir$fishdir/mesh.fish"
@@ -98,5 +103,5 @@ if [ -z "$destdir" ]; then
         systemctl daemon-reload >/dev/null 2>&1 || true
     fi
 fi
-echo "installed $destdir$bindir/mesh, the units in $destdir$unitdir, completions and man pages"
+echo "installed $destdir$bindir/mesh, the units in $destdir$unitdir, the tray's autostart entry, completions and man pages"
 echo "next: sudo mesh join TOKEN, then sudo systemctl enable --now re6mesh (nothing was enabled)"

@@ -37,6 +37,7 @@ pub mod registry_api;
 pub mod registry_client;
 pub mod state;
 pub mod token;
+pub mod tray;
 pub mod tun;
 pub mod ui;
 pub mod wire;

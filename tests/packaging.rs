@@ -141,6 +141,7 @@ fn root_deb_installs_into_a_throwaway_root_and_purges_clean() {
         (r.join("usr/share/man/man1/mesh.1.gz"), 0o644),
         (r.join("usr/share/man/man1/mesh-setup-tun.1.gz"), 0o644),
         (r.join("usr/share/doc/re6mesh/copyright"), 0o644),
+        (r.join("etc/xdg/autostart/re6mesh-tray.desktop"), 0o644),
     ] {
         assert_eq!(mode(&path), want, "{}", path.display());
         assert_eq!(
@@ -157,6 +158,10 @@ fn root_deb_installs_into_a_throwaway_root_and_purges_clean() {
         "the completions come from this binary"
     );
     verify_units(&units, "/usr/bin/mesh", &bin, &r.join("usr/share/man"));
+    autostart_runs(
+        &r.join("etc/xdg/autostart/re6mesh-tray.desktop"),
+        "/usr/bin/mesh",
+    );
 
     // postinst: a system group and user, nothing enabled (no symlink under etc/systemd)
     let group = std::fs::read_to_string(r.join("etc/group")).unwrap();
@@ -238,9 +243,14 @@ fn install_sh_stages_into_a_destdir_and_uninstalls() {
         d.join("opt/re6/share/fish/vendor_completions.d/mesh.fish"),
         d.join("opt/re6/share/man/man1/mesh.1"),
         d.join("opt/re6/share/man/man1/mesh-setup-tun.1"),
+        d.join("etc/xdg/autostart/re6mesh-tray.desktop"),
     ]) {
         assert_eq!(mode(&p), 0o644, "{}", p.display());
     }
+    autostart_runs(
+        &d.join("etc/xdg/autostart/re6mesh-tray.desktop"),
+        "/opt/re6/bin/mesh",
+    );
     verify_units(
         &units,
         "/opt/re6/bin/mesh",
@@ -257,6 +267,16 @@ fn install_sh_stages_into_a_destdir_and_uninstalls() {
     ]));
     let left: Vec<_> = walk(d);
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// The tray's XDG autostart entry starts `mesh tray` from where the binary was installed.
+fn autostart_runs(entry: &Path, binary: &str) {
+    let text = std::fs::read_to_string(entry).unwrap();
+    assert!(text.starts_with("[Desktop Entry]\n"), "{text}");
+    assert!(
+        text.lines().any(|l| l == format!("Exec={binary} tray")),
+        "Exec names {binary}: {text}"
+    );
 }
 
 fn walk(d: &Path) -> Vec<PathBuf> {

@@ -14,6 +14,7 @@ mod registry;
 mod service;
 #[cfg(target_os = "linux")]
 mod setup_tun;
+mod tray;
 mod ui;
 mod up;
 
@@ -61,6 +62,8 @@ enum Command {
     /// Root, once: a persistent TUN device for a user, so their `mesh up` needs no sudo.
     #[cfg(target_os = "linux")]
     SetupTun(setup_tun::SetupTunArgs),
+    /// The node's state as a tray icon: connect, disconnect, copy the address, open the page.
+    Tray(tray::TrayArgs),
     /// Serve the live network page of the local node (prints the URL; runs in the foreground).
     Ui(ui::UiArgs),
     /// Try it: a registry and N nodes in network namespaces, drawn live in the browser (root).
@@ -147,6 +150,7 @@ pub fn main() -> i32 {
         Command::Service(cmd) => service::run(cmd),
         #[cfg(target_os = "linux")]
         Command::SetupTun(a) => setup_tun::run(a),
+        Command::Tray(a) => tray::run(a),
         Command::Ui(a) => ui::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Completions(a) => docs::completions(a),
@@ -157,12 +161,21 @@ pub fn main() -> i32 {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {}", sentence(&e));
+            if e.chain().any(|c| c.is::<Unavailable>()) {
+                return 2;
+            }
             e.chain()
                 .find_map(|c| c.downcast_ref::<crate::tun::TunError>())
                 .map_or(1, crate::tun::TunError::exit_code)
         }
     }
 }
+
+/// A command this build or this OS does not have: one sentence, exit code 2 (like a usage
+/// error: nothing ran).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
 
 /// `mesh babel routes|stats` only print (`mesh babel` is Linux-only).
 fn babel_prints_only(command: &Command) -> bool {
