@@ -52,6 +52,11 @@ const DIAG_CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// behind at most this much data (64 KiB: ~0.5 ms at 1 Gbit/s) once it leaves that queue.
 pub const DATAGRAM_QUEUE: usize = 64 * 1024;
 
+/// UDP socket buffers asked for (send and receive). The kernel's default (~208 KiB) overflows
+/// at a Gbit/s: each lost UDP GRO batch is ~10 inner TCP segments lost, since QUIC does not
+/// retransmit datagrams. Capped by `net.core.rmem_max` / `wmem_max`.
+pub const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
+
 /// Timers of the tunnels (set short in tests through configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TunnelTimers {
@@ -561,6 +566,21 @@ fn quinn_configs(
     Ok((sc, cc))
 }
 
+/// Asks for [`SOCKET_BUFFER`]-byte UDP socket buffers (the kernel caps them at
+/// `net.core.rmem_max` / `wmem_max`); what the kernel granted is logged.
+fn socket_buffers(socket: &std::net::UdpSocket) {
+    let Ok(state) = quinn::udp::UdpSocketState::new(socket.into()) else {
+        return;
+    };
+    let _ = state.set_recv_buffer_size(socket.into(), SOCKET_BUFFER);
+    let _ = state.set_send_buffer_size(socket.into(), SOCKET_BUFFER);
+    tracing::debug!(
+        recv = state.recv_buffer_size(socket.into()).ok(),
+        send = state.send_buffer_size(socket.into()).ok(),
+        "UDP socket buffers"
+    );
+}
+
 impl TunnelEndpoint {
     /// Binds the node's UDP port with its identity. Must run inside a tokio runtime.
     pub fn bind(
@@ -571,11 +591,20 @@ impl TunnelEndpoint {
         timers: TunnelTimers,
     ) -> Result<TunnelEndpoint, TunnelError> {
         let (sc, cc) = quinn_configs(&trust, cert_der, key_pkcs8, timers)?;
-        let endpoint = quinn::Endpoint::server(sc, addr).map_err(|e| {
+        let setup = |e: std::io::Error| {
             TunnelError::Setup(format!(
                 "cannot use UDP {addr}: {e} (is another node running on this port?)"
             ))
-        })?;
+        };
+        let socket = std::net::UdpSocket::bind(addr).map_err(setup)?;
+        socket_buffers(&socket);
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(sc),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(setup)?;
         let hello = HelloInfo {
             protocol: crate::params::PROTOCOL_VERSION,
             params_version: 0,
