@@ -188,7 +188,9 @@ impl SendQueue {
 
     /// QUIC took a Babel datagram queued at `queued_at`, at `now`.
     pub fn babel_sent(&mut self, queued_at: Instant, now: Instant) {
-        self.stats.babel_delay.record(now.saturating_duration_since(queued_at));
+        self.stats
+            .babel_delay
+            .record(now.saturating_duration_since(queued_at));
     }
 
     /// Whether nothing is queued.
@@ -293,10 +295,14 @@ mod tests {
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
+    #[allow(clippy::disallowed_methods)] // test host: the only way to get an Instant
+    fn start() -> Instant {
+        Instant::now()
+    }
 
     #[test]
     fn babel_leaves_before_queued_data() {
-        let t0 = Instant::now();
+        let t0 = start();
         let mut q = SendQueue::new(SchedConfig::default());
         for i in 0..10 {
             q.push_data(pkt(i, 1200), t0);
@@ -322,7 +328,7 @@ mod tests {
 
     #[test]
     fn the_byte_cap_drops_the_oldest_data() {
-        let t0 = Instant::now();
+        let t0 = start();
         let cfg = SchedConfig {
             data_cap: 3000,
             ..SchedConfig::default()
@@ -340,7 +346,7 @@ mod tests {
 
     #[test]
     fn the_babel_queue_is_bounded() {
-        let t0 = Instant::now();
+        let t0 = start();
         let cfg = SchedConfig {
             babel_cap: 2,
             ..SchedConfig::default()
@@ -355,7 +361,7 @@ mod tests {
     #[test]
     fn a_short_burst_is_not_dropped() {
         // a burst that drains within the interval: delay above target, but not for long
-        let t0 = Instant::now();
+        let t0 = start();
         let mut q = SendQueue::new(SchedConfig::default());
         for i in 0..50 {
             q.push_data(pkt(i, 1200), t0);
@@ -371,7 +377,7 @@ mod tests {
     /// interval, then single drops spaced by `interval / sqrt(count)` (never a burst).
     #[test]
     fn a_standing_queue_costs_spaced_single_drops() {
-        let t0 = Instant::now();
+        let t0 = start();
         let cfg = SchedConfig::default();
         let mut q = SendQueue::new(cfg);
         for i in 0..1000u32 {
@@ -387,7 +393,11 @@ mod tests {
             };
             let id = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
             let dropped = q.stats().data_dropped_late - before;
-            assert_eq!(u64::from(id - expect), dropped, "packets skipped are the ones dropped");
+            assert_eq!(
+                u64::from(id - expect),
+                dropped,
+                "packets skipped are the ones dropped"
+            );
             expect = id + 1;
             if dropped > 0 {
                 assert_eq!(dropped, 1, "one drop at a time");
@@ -402,7 +412,10 @@ mod tests {
             assert!(gap >= ms(40) && gap <= ms(101), "{drops_at:?}");
         }
         // the gaps shrink as count grows
-        assert!(drops_at[2] - drops_at[1] < drops_at[1] - drops_at[0], "{drops_at:?}");
+        assert!(
+            drops_at[2] - drops_at[1] < drops_at[1] - drops_at[0],
+            "{drops_at:?}"
+        );
     }
 
     #[test]
