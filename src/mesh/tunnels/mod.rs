@@ -52,6 +52,10 @@ const DIAG_CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// behind at most this much data (64 KiB: ~0.5 ms at 1 Gbit/s) once it leaves that queue.
 pub const DATAGRAM_QUEUE: usize = 64 * 1024;
 
+/// quinn's buffer of received datagrams the tunnel reader has not taken yet (quinn drops the
+/// oldest beyond it; its default is 1.25 MB).
+pub const DATAGRAM_RECV_BUFFER: usize = 8 * 1024 * 1024;
+
 /// UDP socket buffers asked for (send and receive). The kernel's default (~208 KiB) overflows
 /// at a Gbit/s: each lost UDP GRO batch is ~10 inner TCP segments lost, since QUIC does not
 /// retransmit datagrams. Capped by `net.core.rmem_max` / `wmem_max`.
@@ -504,6 +508,7 @@ fn transport_config(timers: TunnelTimers) -> Result<quinn::TransportConfig, Tunn
     ));
     t.initial_mtu(QUIC_MIN_MTU);
     t.datagram_send_buffer_size(DATAGRAM_QUEUE);
+    t.datagram_receive_buffer_size(Some(DATAGRAM_RECV_BUFFER));
     t.min_mtu(QUIC_MIN_MTU);
     t.max_concurrent_uni_streams(0u32.into());
     t.max_concurrent_bidi_streams(2u32.into());
