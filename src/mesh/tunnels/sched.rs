@@ -130,6 +130,8 @@ pub struct SendQueue {
     data_bytes: usize,
     codel: CoDel,
     stats: SchedStats,
+    /// A popped datagram is being handed to QUIC (until [`SendQueue::handed`]).
+    busy: bool,
 }
 
 /// Below this many queued bytes CoDel never drops (RFC 8289: one MTU).
@@ -145,7 +147,20 @@ impl SendQueue {
             data_bytes: 0,
             codel: CoDel::default(),
             stats: SchedStats::default(),
+            busy: false,
         }
+    }
+
+    /// Whether a new datagram may go straight to QUIC (when QUIC has room) without changing
+    /// the order: nothing queued and nothing popped still on its way. Saves waking the
+    /// sender task per packet while the tunnel keeps up.
+    pub fn may_bypass(&self) -> bool {
+        !self.busy && self.is_empty()
+    }
+
+    /// The datagram [`SendQueue::pop`] returned has been handed to QUIC (or failed).
+    pub fn handed(&mut self) {
+        self.busy = false;
     }
 
     /// Queues a data datagram; returns how many older data packets were dropped to make
@@ -176,14 +191,18 @@ impl SendQueue {
     }
 
     /// The next datagram to hand to QUIC at `now`: Babel first, then data that CoDel keeps.
+    /// Report [`SendQueue::handed`] once QUIC took it.
     pub fn pop(&mut self, now: Instant) -> Option<Next> {
-        if let Some(q) = self.babel.pop_front() {
-            return Some(Next::Babel {
+        let next = if let Some(q) = self.babel.pop_front() {
+            Some(Next::Babel {
                 bytes: q.bytes,
                 queued_at: q.at,
-            });
-        }
-        self.pop_data(now).map(Next::Data)
+            })
+        } else {
+            self.pop_data(now).map(Next::Data)
+        };
+        self.busy = next.is_some();
+        next
     }
 
     /// QUIC took a Babel datagram queued at `queued_at`, at `now`.
@@ -319,9 +338,13 @@ mod tests {
         // then the data, in order
         for i in 0..10 {
             assert_eq!(q.pop(t0 + ms(2)), Some(Next::Data(pkt(i, 1200))));
+            assert!(!q.may_bypass(), "a packet is on its way or queued");
+            q.handed();
         }
+        assert!(q.may_bypass());
         assert_eq!(q.pop(t0 + ms(2)), None);
         assert!(q.is_empty());
+        assert!(q.may_bypass());
         let h = q.stats().babel_delay;
         assert_eq!((h.count(), h.buckets[1], h.max_us), (1, 1, 2_000));
     }

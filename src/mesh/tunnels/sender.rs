@@ -50,10 +50,26 @@ impl Sender {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Hands `bytes` straight to QUIC when nothing is queued or on its way and QUIC has room
+    /// (the order stays; no task wake-up); gives it back otherwise. Called with the queue
+    /// locked, so no other push overtakes it.
+    fn bypass(&self, q: &SendQueue, bytes: Bytes) -> Result<(), Bytes> {
+        if !q.may_bypass() || self.conn.datagram_send_buffer_space() < bytes.len() {
+            return Err(bytes);
+        }
+        if let Err(e) = self.conn.send_datagram(bytes) {
+            debug!(error = %e, "datagram not sent");
+        }
+        Ok(())
+    }
+
     /// Queues a data datagram; how many older ones were dropped to make room.
     pub(super) fn push_data(&self, bytes: Bytes) -> usize {
         let evicted = {
             let mut q = self.lock();
+            let Err(bytes) = self.bypass(&q, bytes) else {
+                return 0;
+            };
             let e = q.push_data(bytes, Instant::now());
             if e > 0 {
                 self.traffic.set_sched(&q.stats());
@@ -66,7 +82,15 @@ impl Sender {
 
     /// Queues a Babel datagram; false when the Babel queue is full.
     pub(super) fn push_babel(&self, bytes: Bytes) -> bool {
-        let ok = self.lock().push_babel(bytes, Instant::now());
+        let now = Instant::now();
+        let mut q = self.lock();
+        let Err(bytes) = self.bypass(&q, bytes) else {
+            q.babel_sent(now, now);
+            self.traffic.set_sched(&q.stats());
+            return true;
+        };
+        let ok = q.push_babel(bytes, now);
+        drop(q);
         self.wake.notify_one();
         ok
     }
@@ -90,7 +114,9 @@ async fn run(sender: Weak<Sender>, wake: Arc<Notify>) {
         };
         match next {
             Some(Next::Data(bytes)) => {
-                if let Err(e) = s.conn.send_datagram_wait(bytes).await {
+                let sent = s.conn.send_datagram_wait(bytes).await;
+                s.lock().handed();
+                if let Err(e) = sent {
                     debug!(error = %e, "data datagram not sent");
                     if s.conn.close_reason().is_some() {
                         return;
@@ -98,8 +124,11 @@ async fn run(sender: Weak<Sender>, wake: Arc<Notify>) {
                 }
             }
             Some(Next::Babel { bytes, queued_at }) => {
-                match s.conn.send_datagram_wait(bytes).await {
-                    Ok(()) => s.lock().babel_sent(queued_at, Instant::now()),
+                let sent = s.conn.send_datagram_wait(bytes).await;
+                let mut q = s.lock();
+                q.handed();
+                match sent {
+                    Ok(()) => q.babel_sent(queued_at, Instant::now()),
                     Err(e) => {
                         debug!(error = %e, "Babel datagram not sent");
                         if s.conn.close_reason().is_some() {
