@@ -98,6 +98,16 @@ pub struct Traffic {
     pub babel_rx_packets: u64,
     /// Babel packets sent.
     pub babel_tx_packets: u64,
+    /// Babel packets handed to QUIC by the tunnel's scheduler (the queueing delay samples).
+    pub babel_delay_samples: u64,
+    /// Of those, how many waited more than 5 ms between queued and handed to QUIC.
+    pub babel_delay_over_5ms: u64,
+    /// The longest such wait, in microseconds (the largest of all tunnels in a sum).
+    pub babel_delay_max_us: u64,
+    /// Data packets the scheduler dropped because they waited too long (CoDel).
+    pub data_dropped_late: u64,
+    /// Data packets the scheduler dropped, oldest first, because its queue was full.
+    pub data_dropped_full: u64,
 }
 
 impl Traffic {
@@ -111,6 +121,11 @@ impl Traffic {
         self.babel_tx_bytes += o.babel_tx_bytes;
         self.babel_rx_packets += o.babel_rx_packets;
         self.babel_tx_packets += o.babel_tx_packets;
+        self.babel_delay_samples += o.babel_delay_samples;
+        self.babel_delay_over_5ms += o.babel_delay_over_5ms;
+        self.babel_delay_max_us = self.babel_delay_max_us.max(o.babel_delay_max_us);
+        self.data_dropped_late += o.data_dropped_late;
+        self.data_dropped_full += o.data_dropped_full;
     }
 }
 

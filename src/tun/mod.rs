@@ -7,9 +7,13 @@
 //! The device gets the node address (prefix::1) with the *network* prefix length, so the
 //! kernel routes the whole network prefix into it without a separate route.
 
+mod batch;
+
 use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
+
+pub use batch::{RecvBatch, SendBatch, WRITE_BATCH};
 
 /// Default TUN name: `mesh0` (CONVENTIONS); `utun` on macOS, where the system numbers the
 /// device (`utunN`).
@@ -65,6 +69,13 @@ pub struct Tun {
     /// A persistent device root set up for this user (`mesh setup-tun`): its address, route
     /// and MTU are root's, and stay as they are (see [`Tun::withdraw`]).
     given: bool,
+    /// Opened with offload (Linux: virtio-net header on every read and write, TSO/GRO).
+    offload: bool,
+    /// The device MTU when opened (the largest packet a split super-segment holds).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    mtu: u16,
+    /// The batching writer's queue, once [`Tun::run_writer`] runs.
+    writer: std::sync::OnceLock<tokio::sync::mpsc::Sender<bytes::BytesMut>>,
 }
 
 impl TunError {
@@ -97,6 +108,9 @@ impl Tun {
             name: name.to_owned(),
             source,
         };
+        // TSO/GRO through the virtio-net header (batch.rs): Linux only
+        #[cfg(target_os = "linux")]
+        let builder = builder.offload(true);
         let (dev, given) = match builder.mtu(mtu).ipv6(address, prefix_len).build_async() {
             Ok(dev) => (dev, false),
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -139,12 +153,20 @@ impl Tun {
                 "using the persistent TUN device set up for this user: its address stays while the node is down"
             );
         }
+        #[cfg(target_os = "linux")]
+        let offload = dev.tcp_gso();
+        #[cfg(not(target_os = "linux"))]
+        let offload = false;
+        let mtu = dev.mtu().unwrap_or(mtu);
         Ok(Tun {
             dev,
             name,
             address,
             prefix_len,
             given,
+            offload,
+            mtu,
+            writer: std::sync::OnceLock::new(),
         })
     }
 
@@ -179,13 +201,35 @@ impl Tun {
         self.given
     }
 
-    /// Reads one packet into `buf`.
+    /// Reads one packet into `buf` (with offload, the first packet of what one read returns:
+    /// the data path uses [`Tun::recv_batch`]).
     pub async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.dev.recv(buf).await
+        if !self.offload {
+            return self.dev.recv(buf).await;
+        }
+        let mut batch = RecvBatch::default();
+        let mut out = Vec::new();
+        while out.is_empty() {
+            self.recv_batch(&mut batch, 0, &mut out).await?;
+        }
+        let p = &out[0];
+        let n = p.len().min(buf.len());
+        buf[..n].copy_from_slice(&p[..n]);
+        Ok(n)
     }
 
-    /// Writes one packet.
+    /// Writes one packet (with offload, after a virtio-net header saying "nothing to do").
     pub async fn send(&self, packet: &[u8]) -> std::io::Result<usize> {
+        #[cfg(target_os = "linux")]
+        if self.offload {
+            let hdr = [0u8; tun_rs::VIRTIO_NET_HDR_LEN];
+            let bufs = [std::io::IoSlice::new(&hdr), std::io::IoSlice::new(packet)];
+            return self
+                .dev
+                .send_vectored(&bufs)
+                .await
+                .map(|n| n.saturating_sub(hdr.len()));
+        }
         self.dev.send(packet).await
     }
 }

@@ -24,7 +24,7 @@ use crate::mesh::fib::FibReader;
 use crate::mesh::forward::{Decision, Forwarder, Lookup, RateLimit, parse_header};
 use crate::mesh::tunnels::frame::{self, Datagram};
 use crate::mesh::tunnels::{CloseCode, SendError, TunnelLink};
-use crate::tun::Tun;
+use crate::tun::{RecvBatch, Tun, WRITE_BATCH};
 
 /// Babel packets of one tunnel waiting for the core: beyond this, the tunnel's Babel packets
 /// are dropped (counted) until the core catches up, so one flooding neighbour can neither grow
@@ -49,30 +49,28 @@ pub(super) struct DataPath {
 }
 
 impl DataPath {
-    /// Reads packets from local applications until the TUN device fails.
+    /// Reads packets from local applications until the TUN device fails; starts the TUN
+    /// writer (batched, GRO-coalesced with offload) that delivers what the tunnels bring.
     pub(super) async fn run_tun_reader(self) {
+        tokio::spawn(self.tun.clone().run_writer());
         let mut fwd = Forwarder::new(self.me, RateLimit::default());
-        // One large buffer; each packet is split off it (amortised: no allocation per packet
-        // until the buffer is used up and replaced).
-        let mut pool = BytesMut::new();
-        let want = frame::HEADER_LEN + 65535;
+        // One read may return many packets (a TSO super-segment split by the TUN layer); each
+        // is a slice of one large pool after the tunnel framing byte (no allocation or copy
+        // per packet).
+        let mut batch = RecvBatch::default();
+        let mut packets = Vec::with_capacity(WRITE_BATCH);
         loop {
-            if pool.len() < want {
-                if pool.capacity() < want {
-                    pool = BytesMut::with_capacity(1 << 20);
-                }
-                // zero-fills only what the last packet took
-                pool.resize(want, 0);
+            if let Err(e) = self
+                .tun
+                .recv_batch(&mut batch, frame::HEADER_LEN, &mut packets)
+                .await
+            {
+                warn!(error = %e, "TUN read failed");
+                break;
             }
-            let n = match self.tun.recv(&mut pool[frame::HEADER_LEN..want]).await {
-                Ok(n) => n,
-                Err(e) => {
-                    warn!(error = %e, "TUN read failed");
-                    break;
-                }
-            };
-            let framed = pool.split_to(frame::HEADER_LEN + n);
-            self.route_packet(framed, false, &mut fwd).await;
+            for framed in packets.drain(..) {
+                self.route_packet(framed, false, &mut fwd).await;
+            }
         }
     }
 
@@ -155,7 +153,7 @@ impl DataPath {
         };
         match fwd.decide(pkt, from_tunnel, lookup, Instant::now()) {
             Decision::Deliver => {
-                if self.tun.send(pkt).await.is_err() {
+                if self.tun.deliver(framed, frame::HEADER_LEN).await.is_err() {
                     self.book.drops.count(DropWhy::TunWriteFailed);
                 }
             }

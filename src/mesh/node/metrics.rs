@@ -102,6 +102,27 @@ pub(crate) fn render(st: &Status, peers: &[Peer]) -> String {
     let rx_p = counter_family(&mut reg, "rx_packets", "Packets received on all tunnels.");
     let tx_p = counter_family(&mut reg, "tx_packets", "Packets sent on all tunnels.");
     put(&rx_b, &tx_b, &rx_p, &tx_p, &[], &st.traffic);
+    let sched = counter_family(
+        &mut reg,
+        "scheduler_packets",
+        "Tunnel send scheduler: Babel packets handed to QUIC (babel_sent), of them waiting over \
+         5 ms (babel_over_5ms), data dropped for waiting too long (data_late) or a full queue \
+         (data_full).",
+    );
+    for (what, v) in [
+        ("babel_sent", st.traffic.babel_delay_samples),
+        ("babel_over_5ms", st.traffic.babel_delay_over_5ms),
+        ("data_late", st.traffic.data_dropped_late),
+        ("data_full", st.traffic.data_dropped_full),
+    ] {
+        sched.get_or_create(&labels(&[("what", what)])).inc_by(v);
+    }
+    gauge(
+        &mut reg,
+        "babel_queue_delay_max_microseconds",
+        "Longest a Babel packet waited in a tunnel's send scheduler before QUIC took it.",
+        as_gauge(st.traffic.babel_delay_max_us),
+    );
 
     gauge(
         &mut reg,
@@ -226,6 +247,8 @@ mod tests {
             traffic: Traffic {
                 rx_bytes: 1500,
                 tx_bytes: 700,
+                babel_delay_over_5ms: 4,
+                babel_delay_max_us: 6100,
                 ..Traffic::default()
             },
             drops: BTreeMap::from([("queue_full".to_owned(), 2)]),
@@ -252,6 +275,8 @@ mod tests {
             r#"re6mesh_tunnel_tx_packets_total{peer="fd00:0:0:2::/64",kind="babel"} 5"#,
             r#"re6mesh_rx_bytes_total{kind="data"} 1500"#,
             r#"re6mesh_tx_bytes_total{kind="data"} 700"#,
+            r#"re6mesh_scheduler_packets_total{what="babel_over_5ms"} 4"#,
+            "re6mesh_babel_queue_delay_max_microseconds 6100",
             "re6mesh_tunnels 1",
             "re6mesh_routes_selected 2",
             r#"re6mesh_state{state="up"} 1"#,

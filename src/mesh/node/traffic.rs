@@ -24,7 +24,7 @@ pub(crate) enum DropWhy {
     NoErrorAllowed,
     /// An ICMPv6 error was due but the rate limit is exhausted.
     RateLimited,
-    /// The next tunnel's send queue was down to the Babel reserve.
+    /// The next tunnel's send queue was full (older data dropped to make room).
     QueueFull,
     /// QUIC refused the datagram (tunnel closing, too large).
     SendFailed,

@@ -19,6 +19,8 @@ pub mod close;
 pub mod control;
 pub mod frame;
 pub mod policy;
+pub mod sched;
+mod sender;
 pub mod tls;
 pub mod traffic;
 
@@ -45,12 +47,19 @@ const DIAG_MTU: u16 = 1200;
 const DIAG_INITIAL_RTT: Duration = Duration::from_millis(100);
 /// How long the diagnostic connection may take to send its close once the verdict is known.
 const DIAG_CLOSE_LINGER: Duration = Duration::from_millis(500);
-/// Datagram send queue per tunnel. Kept small so that a Babel packet never waits long
-/// behind queued data.
-pub const DATAGRAM_QUEUE: usize = 128 * 1024;
-/// Queue space reserved for Babel: data datagrams are dropped (like a router's full queue)
-/// rather than queued into the last [`BABEL_RESERVE`] bytes, so Babel always gets in.
-pub const BABEL_RESERVE: usize = 16 * 1024;
+/// quinn's datagram send buffer per tunnel. Small: the queue that matters is the scheduler's
+/// in front of it ([`sched`], Babel first, data bounded in time), and a Babel packet waits
+/// behind at most this much data (64 KiB: ~0.5 ms at 1 Gbit/s) once it leaves that queue.
+pub const DATAGRAM_QUEUE: usize = 64 * 1024;
+
+/// quinn's buffer of received datagrams the tunnel reader has not taken yet (quinn drops the
+/// oldest beyond it; its default is 1.25 MB).
+pub const DATAGRAM_RECV_BUFFER: usize = 8 * 1024 * 1024;
+
+/// UDP socket buffers asked for (send and receive). The kernel's default (~208 KiB) overflows
+/// at a Gbit/s: each lost UDP GRO batch is ~10 inner TCP segments lost, since QUIC does not
+/// retransmit datagrams. Capped by `net.core.rmem_max` / `wmem_max`.
+pub const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
 
 /// Timers of the tunnels (set short in tests through configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,21 +307,16 @@ impl Tunnel {
         })
     }
 
-    /// The data-path handle of this tunnel.
+    /// The data-path handle of this tunnel (starts its sender task: needs a tokio runtime).
     pub fn link(&self) -> TunnelLink {
-        TunnelLink {
-            conn: self.conn.clone(),
-            traffic: Default::default(),
-        }
+        TunnelLink::new(self.conn.clone())
     }
 
-    /// Splits the tunnel into its data-path handle and its control stream.
+    /// Splits the tunnel into its data-path handle (starting its sender task: needs a tokio
+    /// runtime) and its control stream.
     pub fn split(self) -> (TunnelLink, ControlStream) {
         (
-            TunnelLink {
-                conn: self.conn,
-                traffic: Default::default(),
-            },
+            TunnelLink::new(self.conn),
             ControlStream {
                 send: self.control_send,
                 recv: self.control_recv,
@@ -336,8 +340,8 @@ pub struct ControlStream {
 /// Why a datagram was not sent.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// Data is not queued into the last [`BABEL_RESERVE`] bytes of the send queue: dropped,
-    /// as a router drops on a full queue.
+    /// The scheduler's queue was full: the packet was queued and older data dropped to make
+    /// room (or, for Babel, the packet was dropped), as a router drops on a full queue.
     #[error("tunnel send queue full")]
     QueueFull,
     /// QUIC refused it (closed, too large, datagrams off).
@@ -346,16 +350,26 @@ pub enum SendError {
 }
 
 /// The data path's handle on a tunnel: cheap to clone, and the one place that frames
-/// datagrams ([`frame`]), knows how large a packet the tunnel carries and keeps the Babel
-/// reserve of the send queue.
+/// datagrams ([`frame`]) and knows how large a packet the tunnel carries. Sends go through
+/// the tunnel's scheduler ([`sched`]): Babel first, data bounded in time.
 #[derive(Debug, Clone)]
 pub struct TunnelLink {
     conn: quinn::Connection,
     /// What this tunnel carried (sends counted here, receipts by the reader).
     traffic: std::sync::Arc<traffic::LinkTraffic>,
+    sender: Arc<sender::Sender>,
 }
 
 impl TunnelLink {
+    fn new(conn: quinn::Connection) -> TunnelLink {
+        let traffic = Arc::new(traffic::LinkTraffic::new());
+        TunnelLink {
+            sender: sender::Sender::start(conn.clone(), traffic.clone()),
+            conn,
+            traffic,
+        }
+    }
+
     /// Largest IPv6 or Babel packet that fits one datagram now (0 when datagrams do not work).
     pub fn max_payload(&self) -> usize {
         self.conn
@@ -364,19 +378,20 @@ impl TunnelLink {
             .unwrap_or(0)
     }
 
-    /// Sends the IPv6 packet that follows the [`frame::HEADER_LEN`] bytes reserved at the
-    /// start of `framed` (no copy), unless the send queue is down to the Babel reserve.
+    /// Queues the IPv6 packet that follows the [`frame::HEADER_LEN`] bytes reserved at the
+    /// start of `framed` (no copy). [`SendError::QueueFull`]: it was queued, but the queue was
+    /// full and older data was dropped to make room.
     pub fn send_packet(&self, mut framed: bytes::BytesMut) -> Result<(), SendError> {
-        if self.conn.datagram_send_buffer_space() < BABEL_RESERVE {
-            return Err(SendError::QueueFull);
-        }
         let Some(ty) = framed.first_mut() else {
             return Ok(());
         };
         *ty = frame::TYPE_IPV6;
         let len = framed.len() - frame::HEADER_LEN;
-        self.conn.send_datagram(framed.freeze())?;
+        self.fits(framed.len())?;
         self.traffic.tx_data(len);
+        if self.sender.push_data(framed.freeze()) > 0 {
+            return Err(SendError::QueueFull);
+        }
         Ok(())
     }
 
@@ -388,11 +403,23 @@ impl TunnelLink {
         self.send_packet(v)
     }
 
-    /// Frames and sends a Babel packet (always queued: the reserve is Babel's).
+    /// Whether a datagram of `len` bytes (framed) fits the tunnel now.
+    fn fits(&self, len: usize) -> Result<(), SendError> {
+        match self.conn.max_datagram_size() {
+            None => Err(SendError::Quic(quinn::SendDatagramError::UnsupportedByPeer)),
+            Some(max) if len > max => Err(SendError::Quic(quinn::SendDatagramError::TooLarge)),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Frames and queues a Babel packet (it leaves before any queued data).
     pub fn send_babel(&self, payload: &[u8]) -> Result<(), SendError> {
         let mut v = Vec::with_capacity(frame::HEADER_LEN + payload.len());
         frame::encode_into(frame::TYPE_BABEL, payload, &mut v);
-        self.conn.send_datagram(Bytes::from(v))?;
+        self.fits(v.len())?;
+        if !self.sender.push_babel(Bytes::from(v)) {
+            return Err(SendError::QueueFull);
+        }
         self.traffic.tx_babel(payload.len());
         Ok(())
     }
@@ -481,6 +508,7 @@ fn transport_config(timers: TunnelTimers) -> Result<quinn::TransportConfig, Tunn
     ));
     t.initial_mtu(QUIC_MIN_MTU);
     t.datagram_send_buffer_size(DATAGRAM_QUEUE);
+    t.datagram_receive_buffer_size(Some(DATAGRAM_RECV_BUFFER));
     t.min_mtu(QUIC_MIN_MTU);
     t.max_concurrent_uni_streams(0u32.into());
     t.max_concurrent_bidi_streams(2u32.into());
@@ -543,6 +571,21 @@ fn quinn_configs(
     Ok((sc, cc))
 }
 
+/// Asks for [`SOCKET_BUFFER`]-byte UDP socket buffers (the kernel caps them at
+/// `net.core.rmem_max` / `wmem_max`); what the kernel granted is logged.
+fn socket_buffers(socket: &std::net::UdpSocket) {
+    let Ok(state) = quinn::udp::UdpSocketState::new(socket.into()) else {
+        return;
+    };
+    let _ = state.set_recv_buffer_size(socket.into(), SOCKET_BUFFER);
+    let _ = state.set_send_buffer_size(socket.into(), SOCKET_BUFFER);
+    tracing::debug!(
+        recv = state.recv_buffer_size(socket.into()).ok(),
+        send = state.send_buffer_size(socket.into()).ok(),
+        "UDP socket buffers"
+    );
+}
+
 impl TunnelEndpoint {
     /// Binds the node's UDP port with its identity. Must run inside a tokio runtime.
     pub fn bind(
@@ -553,11 +596,20 @@ impl TunnelEndpoint {
         timers: TunnelTimers,
     ) -> Result<TunnelEndpoint, TunnelError> {
         let (sc, cc) = quinn_configs(&trust, cert_der, key_pkcs8, timers)?;
-        let endpoint = quinn::Endpoint::server(sc, addr).map_err(|e| {
+        let setup = |e: std::io::Error| {
             TunnelError::Setup(format!(
                 "cannot use UDP {addr}: {e} (is another node running on this port?)"
             ))
-        })?;
+        };
+        let socket = std::net::UdpSocket::bind(addr).map_err(setup)?;
+        socket_buffers(&socket);
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(sc),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(setup)?;
         let hello = HelloInfo {
             protocol: crate::params::PROTOCOL_VERSION,
             params_version: 0,

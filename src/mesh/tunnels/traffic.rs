@@ -21,6 +21,12 @@ pub struct LinkTraffic {
     babel_tx_packets: AtomicU64,
     /// Milliseconds after `base` of the last datagram received, plus one (0: none yet).
     last_rx: AtomicU64,
+    /// The scheduler's counts ([`super::sched::SchedStats`]), published by its task.
+    babel_delay_samples: AtomicU64,
+    babel_delay_over_5ms: AtomicU64,
+    babel_delay_max_us: AtomicU64,
+    data_dropped_late: AtomicU64,
+    data_dropped_full: AtomicU64,
 }
 
 impl Default for LinkTraffic {
@@ -43,6 +49,11 @@ impl LinkTraffic {
             babel_rx_packets: AtomicU64::new(0),
             babel_tx_packets: AtomicU64::new(0),
             last_rx: AtomicU64::new(0),
+            babel_delay_samples: AtomicU64::new(0),
+            babel_delay_over_5ms: AtomicU64::new(0),
+            babel_delay_max_us: AtomicU64::new(0),
+            data_dropped_late: AtomicU64::new(0),
+            data_dropped_full: AtomicU64::new(0),
         }
     }
 
@@ -78,6 +89,17 @@ impl LinkTraffic {
         self.babel_tx_bytes.fetch_add(len as u64, Relaxed);
     }
 
+    /// The scheduler's counts so far (they only grow).
+    pub fn set_sched(&self, s: &super::sched::SchedStats) {
+        self.babel_delay_samples
+            .store(s.babel_delay.count(), Relaxed);
+        self.babel_delay_over_5ms
+            .store(s.babel_delay.over_5ms(), Relaxed);
+        self.babel_delay_max_us.store(s.babel_delay.max_us, Relaxed);
+        self.data_dropped_late.store(s.data_dropped_late, Relaxed);
+        self.data_dropped_full.store(s.data_dropped_full, Relaxed);
+    }
+
     /// The counts now.
     pub fn read(&self) -> Traffic {
         Traffic {
@@ -89,6 +111,11 @@ impl LinkTraffic {
             babel_tx_bytes: self.babel_tx_bytes.load(Relaxed),
             babel_rx_packets: self.babel_rx_packets.load(Relaxed),
             babel_tx_packets: self.babel_tx_packets.load(Relaxed),
+            babel_delay_samples: self.babel_delay_samples.load(Relaxed),
+            babel_delay_over_5ms: self.babel_delay_over_5ms.load(Relaxed),
+            babel_delay_max_us: self.babel_delay_max_us.load(Relaxed),
+            data_dropped_late: self.data_dropped_late.load(Relaxed),
+            data_dropped_full: self.data_dropped_full.load(Relaxed),
         }
     }
 
