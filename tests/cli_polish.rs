@@ -132,6 +132,9 @@ impl ControlHandler for Fake {
             counters: Default::default(),
             traffic: Default::default(),
             drops: Default::default(),
+            paths: Default::default(),
+            certificate: None,
+            registry: None,
         }
     }
     fn peers(&self) -> Vec<Peer> {

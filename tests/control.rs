@@ -30,6 +30,9 @@ impl ControlHandler for Fake {
             counters: Default::default(),
             traffic: Default::default(),
             drops: Default::default(),
+            paths: Default::default(),
+            certificate: None,
+            registry: None,
         }
     }
     fn peers(&self) -> Vec<Peer> {
@@ -54,6 +57,7 @@ impl ControlHandler for Fake {
             seqno: 7,
             selected: true,
             local: false,
+            path: "direct".into(),
         }]
     }
     fn up(&self) -> Result<String, String> {

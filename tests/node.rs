@@ -332,6 +332,58 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
     // the reply crossed two hops: c's reply left with 64, b decremented it once
     assert!(out.contains("ttl=63") || out.contains("hlim=63"), "{out}");
 
+    // a's status: b straight through its tunnel, c through b; a's certificate as stored;
+    // the registry answering a's polls (every second)
+    let a_cert =
+        re6mesh::identity::cert_info(&re6mesh::state::load(&da).unwrap().cert_der).unwrap();
+    let mut sa = serde_json::Value::Null;
+    wait_until(
+        "a's status to show its paths and the registry answering",
+        Duration::from_secs(10),
+        || {
+            let o = ns_mesh(
+                &rig,
+                "a",
+                &["status", "--json", "--state-dir", da.to_str().unwrap()],
+            );
+            sa = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            sa["paths"] == serde_json::json!({"direct": 1, "relayed": 1})
+                && sa["registry"]["reachable"] == true
+        },
+    );
+    assert_eq!(sa["certificate"]["not_after"], a_cert.not_after, "{sa}");
+    assert_eq!(sa["certificate"]["serial"], a_cert.serial.as_str(), "{sa}");
+    assert!(
+        sa["certificate"]["expires_in_secs"].as_i64() > Some(0),
+        "{sa}"
+    );
+    assert_eq!(sa["registry"]["url"], url.as_str(), "{sa}");
+    let o = ns_mesh(
+        &rig,
+        "a",
+        &["routes", "--json", "--state-dir", da.to_str().unwrap()],
+    );
+    let paths: Vec<(String, String)> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["selected"] == true)
+        .map(|r| (r["prefix"].to_string(), r["path"].to_string()))
+        .collect();
+    for (prefix, want) in [(&prefixes[1], "direct"), (&prefixes[2], "relayed")] {
+        assert!(
+            paths.contains(&(format!("\"{prefix}\""), format!("\"{want}\""))),
+            "{prefix} should be {want}: {paths:?}"
+        );
+    }
+    let human = ns_mesh(&rig, "a", &["status", "--state-dir", da.to_str().unwrap()]);
+    let human = String::from_utf8_lossy(&human.stdout).to_string();
+    assert!(human.contains("(1 direct, 1 relayed)"), "{human}");
+    assert!(
+        human.contains(&format!("registry        {url} reachable")),
+        "{human}"
+    );
+    assert!(human.contains("certificate     serial "), "{human}");
+
     // status and peers of b
     let db = tmp.path().join("b");
     let st = ns_mesh(

@@ -54,6 +54,9 @@ impl ControlHandler for Node {
             counters: Default::default(),
             traffic: Default::default(),
             drops: Default::default(),
+            paths: Default::default(),
+            certificate: None,
+            registry: None,
         }
     }
     fn peers(&self) -> Vec<Peer> {

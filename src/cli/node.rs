@@ -40,6 +40,7 @@ fn client(
     Ok((choice, client))
 }
 
+#[allow(clippy::disallowed_methods)] // CLI (IO shell): "last answer 12s ago" needs the clock
 pub fn status(a: ShowArgs) -> anyhow::Result<()> {
     let rt = super::runtime()?;
     let (choice, client) = client(&rt, &a.state)?;
@@ -59,7 +60,19 @@ pub fn status(a: ShowArgs) -> anyhow::Result<()> {
         st.params_version, st.protocol
     );
     println!("tunnels         {}", st.tunnels);
-    println!("routes          {}", st.routes);
+    println!(
+        "routes          {} ({} direct, {} relayed)",
+        st.routes, st.paths.direct, st.paths.relayed
+    );
+    if let Some(c) = &st.certificate {
+        println!("certificate     {}", certificate_line(c));
+    }
+    if let Some(r) = &st.registry {
+        println!(
+            "registry        {}",
+            registry_line(r, time::OffsetDateTime::now_utc().unix_timestamp())
+        );
+    }
     println!(
         "uptime          {}",
         humantime::format_duration(std::time::Duration::from_secs(st.uptime_secs))
@@ -93,6 +106,59 @@ pub fn status(a: ShowArgs) -> anyhow::Result<()> {
         println!("data drops      {}", list.join(", "));
     }
     Ok(())
+}
+
+/// `serial 1f…, valid until 2027-03-01 12:00 UTC (in 87 days)`; `EXPIRED` once past.
+fn certificate_line(c: &crate::control::CertificateStatus) -> String {
+    let until = time::OffsetDateTime::from_unix_timestamp(c.not_after)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| c.not_after.to_string());
+    if c.expires_in_secs <= 0 {
+        format!("serial {}, EXPIRED since {until}", c.serial)
+    } else {
+        format!(
+            "serial {}, valid until {until} (in {})",
+            c.serial,
+            ago(c.expires_in_secs)
+        )
+    }
+}
+
+/// `reachable (last answer 12s ago)`, `unreachable for 5m: <error> (last answer 2h ago)`.
+fn registry_line(r: &crate::control::RegistryStatus, now: i64) -> String {
+    let last_ok = match r.last_ok {
+        Some(t) => format!("last answer {} ago", ago(now - t)),
+        None => "no answer since the node started".to_owned(),
+    };
+    if r.reachable {
+        format!("{} reachable ({last_ok})", r.url)
+    } else if let Some(t) = r.last_error {
+        format!(
+            "{} unreachable since {} ago: {} ({last_ok}; the mesh works without it, renewals and new parameters wait)",
+            r.url,
+            ago(now - t),
+            r.error.as_deref().unwrap_or("?"),
+        )
+    } else {
+        format!("{} not asked yet", r.url)
+    }
+}
+
+/// A rough duration for people: `12s`, `5m`, `3h`, `87 days`.
+fn ago(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        7200..172_800 => format!("{}h", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
 }
 
 pub fn peers(a: ShowArgs) -> anyhow::Result<()> {
@@ -150,8 +216,8 @@ pub(super) fn print_routes(routes: Vec<crate::control::Route>, json: bool) -> an
         return Ok(());
     }
     println!(
-        "{:<26} {:<28} {:<16} {:>6} {:<24} {:>6} SEL",
-        "PREFIX", "NEXT HOP", "IFACE", "METRIC", "ROUTER ID", "SEQNO"
+        "{:<26} {:<28} {:<16} {:>6} {:<24} {:>6} {:<11} SEL",
+        "PREFIX", "NEXT HOP", "IFACE", "METRIC", "ROUTER ID", "SEQNO", "PATH"
     );
     for r in routes {
         let metric = if r.metric == u16::MAX {
@@ -160,7 +226,7 @@ pub(super) fn print_routes(routes: Vec<crate::control::Route>, json: bool) -> an
             r.metric.to_string()
         };
         println!(
-            "{:<26} {:<28} {:<16} {:>6} {:<24} {:>6} {}",
+            "{:<26} {:<28} {:<16} {:>6} {:<24} {:>6} {:<11} {}",
             r.prefix,
             if r.local {
                 "(local)".to_owned()
@@ -171,6 +237,7 @@ pub(super) fn print_routes(routes: Vec<crate::control::Route>, json: bool) -> an
             metric,
             r.router_id,
             r.seqno,
+            if r.path.is_empty() { "-" } else { &r.path },
             if r.selected { "*" } else { "" }
         );
     }
@@ -200,6 +267,51 @@ pub fn down(a: DownArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn status_lines_for_the_certificate_and_the_registry() {
+        use super::{certificate_line, registry_line};
+        use crate::control::{CertificateStatus, RegistryStatus};
+        let c = CertificateStatus {
+            serial: "1f".into(),
+            not_after: 1_800_000_000,
+            expires_in_secs: 87 * 86_400 + 5,
+        };
+        assert_eq!(
+            certificate_line(&c),
+            "serial 1f, valid until 2027-01-15 08:00 UTC (in 87 days)"
+        );
+        let c = CertificateStatus {
+            expires_in_secs: -3,
+            ..c
+        };
+        assert!(certificate_line(&c).contains("EXPIRED since 2027-01-15"));
+        let mut r = RegistryStatus {
+            url: "https://reg.example:8443".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            registry_line(&r, 1000),
+            "https://reg.example:8443 not asked yet"
+        );
+        r.last_ok = Some(988);
+        r.reachable = true;
+        assert_eq!(
+            registry_line(&r, 1000),
+            "https://reg.example:8443 reachable (last answer 12s ago)"
+        );
+        r.last_error = Some(700);
+        r.error = Some("connection refused".into());
+        r.reachable = false;
+        r.last_ok = Some(400);
+        let l = registry_line(&r, 1000);
+        assert!(
+            l.starts_with(
+                "https://reg.example:8443 unreachable since 5m ago: connection refused (last answer 10m ago"
+            ),
+            "{l}"
+        );
+    }
+
     #[test]
     fn peer_line_shows_traffic_in_binary_units() {
         let mut p = crate::control::Peer {

@@ -264,6 +264,9 @@ mod tests {
             counters: Default::default(),
             traffic: Default::default(),
             drops: Default::default(),
+            paths: Default::default(),
+            certificate: None,
+            registry: None,
         }
     }
 
@@ -290,6 +293,7 @@ mod tests {
             seqno: 1,
             selected,
             local: false,
+            path: String::new(),
         }
     }
 

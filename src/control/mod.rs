@@ -75,6 +75,72 @@ pub struct Status {
     /// `rate_limited`, `queue_full`, `send_failed`, `bad_datagram`, `tun_write_failed`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drops: BTreeMap<String, u64>,
+    /// Of the selected routes to other nodes, how many go straight through a tunnel to that
+    /// node and how many through a relay.
+    #[serde(default)]
+    pub paths: Paths,
+    /// This node's certificate (absent from nodes that predate the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateStatus>,
+    /// The last exchanges with the registry (absent where there is no registry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryStatus>,
+}
+
+/// How the selected routes to other nodes leave this node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Paths {
+    /// Through a tunnel to the destination node itself.
+    pub direct: usize,
+    /// Through a tunnel to another node, which relays.
+    pub relayed: usize,
+}
+
+/// `status.certificate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    /// Serial number (hex).
+    pub serial: String,
+    /// End of validity, Unix seconds.
+    pub not_after: i64,
+    /// Seconds until then at the time of the answer (negative: expired).
+    pub expires_in_secs: i64,
+}
+
+/// `status.registry`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RegistryStatus {
+    /// The registry's URL.
+    pub url: String,
+    /// When a request to it last succeeded (Unix seconds); `None`: not since the node started.
+    pub last_ok: Option<i64>,
+    /// When one last failed (Unix seconds), and why.
+    pub last_error: Option<i64>,
+    /// See `last_error`.
+    pub error: Option<String>,
+    /// The last request succeeded (nodes work without the registry; this only tells
+    /// whether renewals, new parameters and bootstrap peers can come from it now).
+    pub reachable: bool,
+}
+
+/// How a route leaves this node: `local` (one of ours), `direct` (the next hop is the
+/// destination node), `relayed` (another node forwards), `unreachable` (retracted).
+pub fn route_path(r: &Route) -> &'static str {
+    if r.local {
+        "local"
+    } else if r.metric == u16::MAX {
+        "unreachable"
+    } else {
+        match (
+            r.prefix.parse::<ipnet::Ipv6Net>(),
+            r.next_hop.parse::<std::net::Ipv6Addr>(),
+        ) {
+            (Ok(p), Ok(h)) if p.contains(&h) => "direct",
+            _ => "relayed",
+        }
+    }
 }
 
 /// Traffic of a tunnel (or of all of them): IPv6 data and Babel, counted by the data path.
@@ -187,6 +253,10 @@ pub struct Route {
     pub selected: bool,
     /// One of our own prefixes.
     pub local: bool,
+    /// `local`, `direct`, `relayed` or `unreachable` ([`route_path`]); empty from nodes
+    /// that predate the field.
+    #[serde(default)]
+    pub path: String,
 }
 
 /// Formats a Babel router-id as CONVENTIONS says.
@@ -242,6 +312,35 @@ pub fn service_group_id() -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    fn route(prefix: &str, next_hop: &str, metric: u16, local: bool) -> super::Route {
+        super::Route {
+            prefix: prefix.into(),
+            next_hop: next_hop.into(),
+            iface: "t-x".into(),
+            metric,
+            router_id: String::new(),
+            seqno: 0,
+            selected: true,
+            local,
+            path: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_route_is_direct_when_its_next_hop_is_the_destination_node() {
+        use super::route_path;
+        let r = |p, h, m, l| route_path(&route(p, h, m, l));
+        assert_eq!(r("fd00:0:0:2::/64", "fd00:0:0:2::1", 96, false), "direct");
+        assert_eq!(r("fd00:0:0:3::/64", "fd00:0:0:2::1", 192, false), "relayed");
+        assert_eq!(
+            r("fd00:0:0:3::/64", "fd00:0:0:3::1", u16::MAX, false),
+            "unreachable"
+        );
+        assert_eq!(r("fd00:0:0:1::/64", "", 0, true), "local");
+        // a next hop that is no address (an older node's JSON) is not claimed direct
+        assert_eq!(r("fd00:0:0:3::/64", "", 96, false), "relayed");
+    }
+
     #[test]
     fn group_id_reads_etc_group_lines() {
         let text = "root:x:0:\nre6meshx:x:5:\nre6mesh:x:998:alice,bob\nbad line\nother:x:zz:\n";

@@ -85,6 +85,9 @@ impl ControlHandler for Handler {
             counters: Default::default(),
             traffic: Default::default(),
             drops: Default::default(),
+            paths: Default::default(),
+            certificate: None,
+            registry: None,
         }
     }
 

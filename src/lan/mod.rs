@@ -246,6 +246,8 @@ impl Router {
                 seqno: r.seqno.0,
                 selected: r.selected,
                 local: r.local,
+                // next hops are routers' link-local addresses: "direct" means nothing here
+                path: String::new(),
             })
             .collect();
         let neighbours: Vec<String> = self

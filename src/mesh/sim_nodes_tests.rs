@@ -420,3 +420,36 @@ fn a_split_mesh_joins_once_a_link_between_the_parts_appears() {
     }
     eprintln!("split mesh, 10 runs: joined at worst {worst:?} after the link appeared");
 }
+
+#[test]
+fn the_snapshot_tells_direct_routes_from_relayed_ones() {
+    let mut net = ring(9, 7);
+    converge(&mut net, Duration::from_secs(20));
+    let Some(core) = net.core(0) else {
+        panic!("node 0 runs")
+    };
+    let snap = core.snapshot();
+    let neighbours: Vec<String> = net
+        .neighbours_of(0)
+        .into_iter()
+        .map(|j| prefix_of(j).to_string())
+        .collect();
+    for r in snap.routes.iter().filter(|r| r.selected) {
+        let want = if r.local {
+            "local"
+        } else if neighbours.contains(&r.prefix) {
+            "direct"
+        } else {
+            "relayed"
+        };
+        assert_eq!(r.path, want, "{r:?}");
+    }
+    // a ring of 7: two neighbours, four nodes further away
+    assert_eq!(
+        (snap.paths.direct, snap.paths.relayed),
+        (2, 4),
+        "{:?}",
+        snap.paths
+    );
+    assert_eq!(snap.serial, net.serial(0));
+}

@@ -227,6 +227,9 @@ mod tests {
             counters: Default::default(),
             traffic: Default::default(),
             drops: Default::default(),
+            paths: Default::default(),
+            certificate: None,
+            registry: None,
         }
     }
 

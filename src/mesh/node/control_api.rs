@@ -24,6 +24,40 @@ pub(super) struct Shared {
     pub(super) babel_dropped: Arc<std::sync::atomic::AtomicU64>,
     /// The tunnels' traffic and the data path's drops (counted there).
     pub(super) book: Arc<super::traffic::TrafficBook>,
+    /// The last exchanges with the registry (recorded by the shell).
+    pub(super) registry: RegistryHealth,
+}
+
+/// What the shell saw of the registry: the last success and the last failure.
+pub(super) struct RegistryHealth(Mutex<control::RegistryStatus>);
+
+impl RegistryHealth {
+    pub(super) fn new(url: &str) -> RegistryHealth {
+        RegistryHealth(Mutex::new(control::RegistryStatus {
+            url: url.to_owned(),
+            ..Default::default()
+        }))
+    }
+
+    /// Records the outcome of one request to the registry at `unix`.
+    pub(super) fn record<T, E: std::fmt::Display>(&self, r: &Result<T, E>, unix: i64) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match r {
+            Ok(_) => {
+                g.last_ok = Some(unix);
+                g.reachable = true;
+            }
+            Err(e) => {
+                g.last_error = Some(unix);
+                g.error = Some(e.to_string());
+                g.reachable = false;
+            }
+        }
+    }
+
+    fn read(&self) -> control::RegistryStatus {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl Shared {
@@ -100,6 +134,15 @@ impl ControlHandler for Handler {
                 .filter(|(_, v)| *v > 0)
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
+            paths: s.paths,
+            certificate: Some(control::CertificateStatus {
+                expires_in_secs: s
+                    .not_after
+                    .saturating_sub(time::OffsetDateTime::now_utc().unix_timestamp()),
+                serial: s.serial,
+                not_after: s.not_after,
+            }),
+            registry: Some(self.0.registry.read()),
         }
     }
     fn peers(&self) -> Vec<control::Peer> {
@@ -124,5 +167,31 @@ impl ControlHandler for Handler {
     fn exit(&self) -> Result<String, String> {
         self.0.request(Input::Exit)?;
         Ok("the node is exiting".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RegistryHealth;
+
+    #[test]
+    fn the_registry_record_keeps_the_last_success_and_the_last_failure() {
+        let h = RegistryHealth::new("https://reg:8443");
+        assert!(!h.read().reachable && h.read().last_ok.is_none());
+        h.record(&Ok::<(), String>(()), 100);
+        h.record(&Err::<(), _>("connection refused"), 160);
+        let r = h.read();
+        assert_eq!(
+            (r.last_ok, r.last_error, r.reachable),
+            (Some(100), Some(160), false)
+        );
+        assert_eq!(r.error.as_deref(), Some("connection refused"));
+        h.record(&Ok::<(), String>(()), 200);
+        let r = h.read();
+        // the failure stays visible after the registry is back
+        assert_eq!(
+            (r.last_ok, r.last_error, r.reachable),
+            (Some(200), Some(160), true)
+        );
     }
 }

@@ -7,6 +7,10 @@
 //!   closed tunnels included, label `kind`;
 //! * `tunnels`, `routes_selected`, `uptime_seconds`, `params_version` — gauges;
 //! * `state` — gauge, 1 for the current state (label `state`);
+//! * `routes_by_path` — gauge, selected routes to other nodes, label `path` (`direct`,
+//!   `relayed`);
+//! * `certificate_expiry_seconds` — gauge, seconds until this node's certificate expires;
+//! * `registry_reachable` — gauge, 1 when the last request to the registry succeeded;
 //! * `events_total` — every counter of `mesh status --json`'s `counters` map (core, Babel
 //!   budgets, origin authentication), label `name`;
 //! * `forward_drops_total` — the data path's drops, label `reason`.
@@ -148,6 +152,33 @@ pub(crate) fn render(st: &Status, peers: &[Peer]) -> String {
         "Network parameters version in force.",
         as_gauge(st.params_version),
     );
+    let by_path = Family::<Labels, Gauge>::default();
+    reg.register(
+        "routes_by_path",
+        "Selected routes to other nodes, by path (direct: the next hop is that node).",
+        by_path.clone(),
+    );
+    for (path, n) in [("direct", st.paths.direct), ("relayed", st.paths.relayed)] {
+        by_path
+            .get_or_create(&labels(&[("path", path)]))
+            .set(as_gauge(n as u64));
+    }
+    if let Some(c) = &st.certificate {
+        gauge(
+            &mut reg,
+            "certificate_expiry_seconds",
+            "Seconds until this node's certificate expires (renewed well before).",
+            c.expires_in_secs,
+        );
+    }
+    if let Some(r) = &st.registry {
+        gauge(
+            &mut reg,
+            "registry_reachable",
+            "1 when the last request to the registry succeeded.",
+            i64::from(r.reachable),
+        );
+    }
     let state = Family::<Labels, Gauge>::default();
     reg.register(
         "state",
@@ -252,6 +283,19 @@ mod tests {
                 ..Traffic::default()
             },
             drops: BTreeMap::from([("queue_full".to_owned(), 2)]),
+            paths: crate::control::Paths {
+                direct: 1,
+                relayed: 3,
+            },
+            certificate: Some(crate::control::CertificateStatus {
+                serial: "1f".into(),
+                not_after: 2_000_000_000,
+                expires_in_secs: 86_400,
+            }),
+            registry: Some(crate::control::RegistryStatus {
+                reachable: true,
+                ..Default::default()
+            }),
         };
         let peer = Peer {
             prefix: "fd00:0:0:2::/64".into(),
@@ -279,6 +323,9 @@ mod tests {
             "re6mesh_babel_queue_delay_max_microseconds 6100",
             "re6mesh_tunnels 1",
             "re6mesh_routes_selected 2",
+            r#"re6mesh_routes_by_path{path="relayed"} 3"#,
+            "re6mesh_certificate_expiry_seconds 86400",
+            "re6mesh_registry_reachable 1",
             r#"re6mesh_state{state="up"} 1"#,
             r#"re6mesh_events_total{name="routes_unauthenticated"} 3"#,
             r#"re6mesh_forward_drops_total{reason="queue_full"} 2"#,

@@ -16,7 +16,7 @@ use super::control_api::{Handler, Shared};
 use super::core::{self, CoreConfig, Input, NodeCore, Now, Snapshot};
 use super::datapath::DataPath;
 use super::shell::{
-    EVENT_QUEUE, Registry, Shell, ShellEvent, fetch_key_bytes, fetch_params_and_crl,
+    EVENT_QUEUE, Registry, Shell, ShellEvent, fetch_key_bytes, fetch_params_and_crl, unix_now,
 };
 use crate::control::{self, ControlHandler, NodeStateName};
 use crate::identity;
@@ -62,7 +62,8 @@ pub async fn run(
     if let Some(e) = crl_err {
         warn!(error = %e, "the stored CRL is unusable; waiting for a fresh one");
     }
-    let (signed, crl) = fetch_params_and_crl(&client.load()).await;
+    let health = super::control_api::RegistryHealth::new(&st.facts.registry_url);
+    let (signed, crl) = fetch_params_and_crl(&client.load(), Some(&health)).await;
     match net.offer(signed.as_ref(), crl.as_deref()) {
         Ok(a) if a.any() => {
             if let Err(e) =
@@ -78,7 +79,7 @@ pub async fn run(
     if let Some(msg) = core::protocol_too_old(&params) {
         anyhow::bail!(msg);
     }
-    let keys = fetch_key_bytes(&client.load(), &cfg.state_dir).await;
+    let keys = fetch_key_bytes(&client.load(), &cfg.state_dir, Some(&health)).await;
     let mac = core::mac_keys(&params, &keys);
     if params.mac.sign.is_some() && mac.sign.is_none() {
         warn!(
@@ -134,7 +135,11 @@ pub async fn run(
             counters: Default::default(),
             babel_budget: Default::default(),
             babel_origin: Default::default(),
+            paths: Default::default(),
+            serial: info.serial.clone(),
+            not_after: info.not_after,
         }),
+        registry: health,
         tx: tx.clone(),
         started,
         prefix,
@@ -265,10 +270,17 @@ pub async fn run(
             cfg.state_dir.clone(),
             client.clone(),
             params.version,
+            shared.clone(),
         );
     }
     if let Some(period) = cfg.registry_poll {
-        spawn_registry_poll(tx.clone(), cfg.state_dir.clone(), client.clone(), period);
+        spawn_registry_poll(
+            tx.clone(),
+            cfg.state_dir.clone(),
+            client.clone(),
+            period,
+            shared.clone(),
+        );
     }
 
     // `--lan`: neighbours announce themselves on the LAN and get tunnels to their link-local
@@ -327,24 +339,27 @@ fn spawn_registry_watch(
     dir: std::path::PathBuf,
     client: Arc<ArcSwap<RegistryClient>>,
     mut after: u64,
+    shared: Arc<Shared>,
 ) {
     tokio::spawn(async move {
         let mut backoff = WATCH_RETRY_MIN;
         while !tx.is_closed() {
             let c = client.load_full();
-            match c.watch(after).await {
+            let r = c.watch(after).await;
+            shared.registry.record(&r, unix_now());
+            match r {
                 Ok(Watched::Params(p, signed)) => {
                     backoff = WATCH_RETRY_MIN;
                     if p.version <= after {
                         continue;
                     }
                     after = p.version;
-                    let crl = c
-                        .crl()
-                        .await
+                    let crl = c.crl().await;
+                    shared.registry.record(&crl, unix_now());
+                    let crl = crl
                         .map_err(|e| warn!(error = %e, "cannot fetch the CRL from the registry"))
                         .ok();
-                    if !offer_and_keys(&tx, &c, &dir, Some(signed), crl).await {
+                    if !offer_and_keys(&tx, &c, &dir, Some(signed), crl, &shared).await {
                         break;
                     }
                 }
@@ -382,13 +397,14 @@ fn spawn_registry_poll(
     dir: std::path::PathBuf,
     client: Arc<ArcSwap<RegistryClient>>,
     period: Duration,
+    shared: Arc<Shared>,
 ) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(period).await;
             let c = client.load_full();
-            let (signed, crl) = fetch_params_and_crl(&c).await;
-            if !offer_and_keys(&tx, &c, &dir, signed, crl).await {
+            let (signed, crl) = fetch_params_and_crl(&c, Some(&shared.registry)).await;
+            if !offer_and_keys(&tx, &c, &dir, signed, crl, &shared).await {
                 break;
             }
         }
@@ -403,6 +419,7 @@ async fn offer_and_keys(
     dir: &std::path::Path,
     signed: Option<crate::params::SignedParams>,
     crl: Option<Vec<u8>>,
+    shared: &Shared,
 ) -> bool {
     let offer = Input::Offer {
         signed,
@@ -412,7 +429,7 @@ async fn offer_and_keys(
     if tx.send(ShellEvent::Input(offer)).await.is_err() {
         return false;
     }
-    let keys = fetch_key_bytes(client, dir).await;
+    let keys = fetch_key_bytes(client, dir, Some(&shared.registry)).await;
     tx.send(ShellEvent::Input(Input::KeyBytes(keys)))
         .await
         .is_ok()

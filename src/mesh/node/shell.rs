@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::{debug, info, warn};
 
-use super::control_api::Shared;
+use super::control_api::{RegistryHealth, Shared};
 use super::core::{
     Action, Input, InstallError, MacKeyBytes, NodeCore, Now, Renewal, SecretBytes, TunnelId,
     TunnelInfo,
@@ -302,9 +302,9 @@ impl Shell {
                 }
             }
             Action::FetchParams => {
-                let client = self.registry.client.load_full();
+                let (client, shared) = (self.registry.client.load_full(), self.shared.clone());
                 self.spawn_input(async move {
-                    let (signed, crl) = fetch_params_and_crl(&client).await;
+                    let (signed, crl) = fetch_params_and_crl(&client, Some(&shared.registry)).await;
                     Some(Input::Offer {
                         signed,
                         crl,
@@ -314,17 +314,21 @@ impl Shell {
             }
             Action::FetchKeys => {
                 let (client, dir) = (self.registry.client.load_full(), self.dir.clone());
+                let shared = self.shared.clone();
                 self.spawn_input(async move {
-                    Some(Input::KeyBytes(fetch_key_bytes(&client, &dir).await))
+                    Some(Input::KeyBytes(
+                        fetch_key_bytes(&client, &dir, Some(&shared.registry)).await,
+                    ))
                 });
             }
             Action::ReportEndpoints(endpoints) => {
-                let client = self.registry.client.load_full();
+                let (client, shared) = (self.registry.client.load_full(), self.shared.clone());
                 self.spawn_input(async move {
-                    match client
+                    let r = client
                         .report_endpoints(&endpoints, crate::params::PROTOCOL_VERSION)
-                        .await
-                    {
+                        .await;
+                    shared.registry.record(&r, unix_now());
+                    match r {
                         Ok(()) => debug!(?endpoints, "endpoints reported to the registry"),
                         Err(e) => {
                             warn!(error = %e, "cannot report this node's endpoints to the registry")
@@ -334,9 +338,11 @@ impl Shell {
                 });
             }
             Action::FetchBootstrap => {
-                let client = self.registry.client.load_full();
+                let (client, shared) = (self.registry.client.load_full(), self.shared.clone());
                 self.spawn_input(async move {
-                    match client.bootstrap().await {
+                    let r = client.bootstrap().await;
+                    shared.registry.record(&r, unix_now());
+                    match r {
                         Ok(Some(b)) => {
                             let mut peers: Vec<PeerAddr> = b
                                 .peers
@@ -376,8 +382,11 @@ impl Shell {
             }
             Action::Renew => {
                 let (client, key) = (self.registry.client.load_full(), self.registry.key.clone());
+                let shared = self.shared.clone();
                 self.spawn_input(async move {
-                    let r = client.renew(&key).await.and_then(|c| {
+                    let r = client.renew(&key).await;
+                    shared.registry.record(&r, unix_now());
+                    let r = r.and_then(|c| {
                         let info = identity::cert_info(&c.cert_der)
                             .map_err(|e| ClientError::BadResponse(e.to_string()))?;
                         Ok(Renewal {
@@ -576,8 +585,16 @@ fn spawn_control_tasks(
 
 /// MAC key bytes from the registry (written to the cache), or from the cache when the
 /// registry cannot answer.
-pub(super) async fn fetch_key_bytes(client: &RegistryClient, dir: &std::path::Path) -> MacKeyBytes {
-    match client.mac_keys().await {
+pub(super) async fn fetch_key_bytes(
+    client: &RegistryClient,
+    dir: &std::path::Path,
+    health: Option<&RegistryHealth>,
+) -> MacKeyBytes {
+    let r = client.mac_keys().await;
+    if let Some(h) = health {
+        h.record(&r, unix_now());
+    }
+    match r {
         Ok(resp) => {
             let keys: MacKeyBytes = resp
                 .keys
@@ -611,15 +628,24 @@ pub(super) async fn fetch_key_bytes(client: &RegistryClient, dir: &std::path::Pa
 /// The registry's current parameters and CRL (the core verifies both before use).
 pub(super) async fn fetch_params_and_crl(
     client: &RegistryClient,
+    health: Option<&RegistryHealth>,
 ) -> (Option<SignedParams>, Option<Vec<u8>>) {
-    let signed = match client.params().await {
+    let r = client.params().await;
+    if let Some(h) = health {
+        h.record(&r, unix_now());
+    }
+    let signed = match r {
         Ok((_, signed)) => Some(signed),
         Err(e) => {
             warn!(error = %e, "cannot fetch the network parameters from the registry");
             None
         }
     };
-    let crl = match client.crl().await {
+    let r = client.crl().await;
+    if let Some(h) = health {
+        h.record(&r, unix_now());
+    }
+    let crl = match r {
         Ok(d) => Some(d),
         Err(e) => {
             warn!(error = %e, "cannot fetch the CRL from the registry");
@@ -627,4 +653,9 @@ pub(super) async fn fetch_params_and_crl(
         }
     };
     (signed, crl)
+}
+
+/// The wall clock, Unix seconds (for the control API's registry record).
+pub(super) fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }

@@ -356,6 +356,12 @@ pub struct Snapshot {
     pub babel_budget: crate::mesh::babel::BudgetCounters,
     /// Origin authentication of routes: refused and unknown routes, signatures checked.
     pub babel_origin: crate::mesh::babel::OriginCounters,
+    /// Selected routes to other nodes, direct and relayed.
+    pub paths: control::Paths,
+    /// This node's certificate serial, as in force.
+    pub serial: String,
+    /// Its end of validity (Unix seconds).
+    pub not_after: i64,
 }
 
 /// What [`NodeCore::new`] starts from (the shell loads it from the state directory).

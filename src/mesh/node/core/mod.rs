@@ -581,6 +581,11 @@ impl NodeCore {
                 seqno: r.seqno.0,
                 selected: r.selected,
                 local: r.local,
+                path: String::new(),
+            })
+            .map(|mut r| {
+                r.path = control::route_path(&r).to_owned();
+                r
             })
             .collect();
         let peers = self
@@ -599,6 +604,16 @@ impl NodeCore {
             })
             .collect();
         let selected = routes.iter().filter(|r| r.selected && !r.local).count();
+        let on = |path: &str| {
+            routes
+                .iter()
+                .filter(|r| r.selected && r.path == path)
+                .count()
+        };
+        let paths = control::Paths {
+            direct: on("direct"),
+            relayed: on("relayed"),
+        };
         let state = if self.revoked {
             NodeStateName::Revoked
         } else if self.down {
@@ -620,6 +635,9 @@ impl NodeCore {
             counters: self.counters,
             babel_budget: self.engine.budget_counters(),
             babel_origin: self.engine.origin_counters(),
+            paths,
+            serial: self.my_serial.clone(),
+            not_after: self.not_after,
         }
     }
 
