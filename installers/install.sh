@@ -96,8 +96,8 @@ if [ -z "$destdir" ]; then
     fi
     if ! getent passwd re6mesh >/dev/null 2>&1; then
         useradd --system --gid re6mesh --home-dir /var/lib/re6mesh/registry --no-create-home \
-            --shell /usr/sbin/nologin --comment "re6mesh registry" re6mesh
-        echo "created user re6mesh (the registry unit runs as it)"
+            --shell /usr/sbin/nologin --comment "re6mesh node and registry" re6mesh
+        echo "created user re6mesh (the node and registry units run as it)"
     fi
     if command -v systemctl >/dev/null 2>&1; then
         systemctl daemon-reload >/dev/null 2>&1 || true

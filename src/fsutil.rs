@@ -35,12 +35,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         let _ = mode;
         f.write_all(bytes)?;
         f.sync_all()?;
+        #[cfg(unix)]
+        keep_directory_owner(&f, dir)?;
     }
     fs::rename(&tmp, path)?;
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Root writing into a directory another user owns (`sudo mesh join`, `sudo mesh set` in the
+/// state directory of the service, which runs as user re6mesh) gives the file that
+/// directory's owner and group: the service must still read what root wrote, and root
+/// reads everything anyway. Anyone else's files are theirs already.
+#[cfg(unix)]
+fn keep_directory_owner(f: &fs::File, dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !crate::platform::privilege::is_root() {
+        return Ok(());
+    }
+    let d = fs::metadata(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    })?;
+    if d.uid() == 0 {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(f, Some(d.uid()), Some(d.gid()))
 }
 
 /// Creates `dir` (and parents) with mode 0700 when it does not exist yet.
@@ -76,5 +99,31 @@ mod tests {
         }
         // no temp files left behind
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn root_writing_into_a_service_users_directory_gives_the_file_to_that_user() {
+        use std::os::unix::fs::MetadataExt;
+        if !crate::netns::require_root(
+            "root_writing_into_a_service_users_directory_gives_the_file_to_that_user",
+        ) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("root.toml");
+        write_atomic(&own, b"x", 0o600).unwrap();
+        assert_eq!(
+            fs::metadata(&own).unwrap().uid(),
+            0,
+            "root's directory: root's file"
+        );
+        let svc = dir.path().join("svc");
+        fs::create_dir(&svc).unwrap();
+        std::os::unix::fs::chown(&svc, Some(65534), Some(65533)).unwrap();
+        let p = svc.join("node.toml");
+        write_atomic(&p, b"listen = 1", 0o600).unwrap();
+        let m = fs::metadata(&p).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (65534, 65533, 0o600));
     }
 }

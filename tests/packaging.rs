@@ -605,3 +605,197 @@ fn root_unprivileged_user_runs_mesh_up_on_a_tun_set_up_for_it() {
         .unwrap();
     assert!(!o.status.success(), "mesh0 is still there");
 }
+
+/// The service's account as the unit sets it up (`User=re6mesh`, `Group=re6mesh`,
+/// `AmbientCapabilities=CAP_NET_ADMIN`, a state directory of that user, 0710): the node runs
+/// with no uid 0 and no capability but CAP_NET_ADMIN, reads what root's `mesh join` wrote into
+/// its directory, shares its control socket with the group, and members of the group drive it
+/// without sudo while others are refused. The group is a stand-in `re6mesh` line in a copy of
+/// /etc/group bind-mounted in the node's private mount namespace (the machine's is untouched).
+#[test]
+fn root_service_node_runs_as_its_own_user_with_only_cap_net_admin() {
+    if !require_root("root_service_node_runs_as_its_own_user_with_only_cap_net_admin") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    std::fs::set_permissions(t, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _logs = LogOnPanic(t.to_path_buf());
+    let mesh = t.join("mesh");
+    std::fs::copy(MESH, &mesh).unwrap();
+    std::fs::set_permissions(&mesh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mesh_s = mesh.to_str().unwrap();
+
+    // the group: the machine's re6mesh if it has one, else a stand-in gid nobody else uses
+    let groups = std::fs::read_to_string("/etc/group").unwrap();
+    let existing = groups.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.first() == Some(&"re6mesh")).then(|| f.get(2)?.parse::<u32>().ok())?
+    });
+    let gid = existing.unwrap_or(61_234);
+    let fake_group = t.join("group");
+    let mut text = groups.clone();
+    if existing.is_none() {
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!("re6mesh:x:{gid}:\n"));
+    }
+    std::fs::write(&fake_group, text).unwrap();
+    std::fs::set_permissions(&fake_group, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    // the state directory as systemd's StateDirectory= makes it for User=/Group=
+    let dir = t.join("state");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(gid)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o710)).unwrap();
+    let dir_s = dir.to_str().unwrap();
+
+    let mut rig = Rig::new("pkgsvc").unwrap();
+    rig.add_ns("s").unwrap();
+    let port = "18444";
+    let reg = t.join("registry");
+    run(Command::new(&mesh).args([
+        "registry",
+        "init",
+        "--state-dir",
+        reg.to_str().unwrap(),
+        "--url",
+        &format!("https://[::1]:{port}"),
+    ]));
+    let log = Stdio::from(std::fs::File::create(t.join("registry.log")).unwrap());
+    rig.spawn(
+        "s",
+        mesh_s,
+        &[
+            "registry",
+            "serve",
+            "--state-dir",
+            reg.to_str().unwrap(),
+            "--listen",
+            &format!("[::1]:{port}"),
+        ],
+        Stdio::null(),
+        log,
+    )
+    .unwrap();
+    let token = run(Command::new(&mesh).args([
+        "registry",
+        "token",
+        "create",
+        "--state-dir",
+        reg.to_str().unwrap(),
+    ]));
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    // `sudo mesh join TOKEN` into the service's directory (retried until the registry listens)
+    wait_until("root to join", Duration::from_secs(20), || {
+        rig.exec_status("s", &[mesh_s, "join", &token, "--state-dir", dir_s])
+            .is_ok_and(|o| o.status.success())
+    });
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let m = f.unwrap().metadata().unwrap();
+        assert_eq!(
+            (m.uid(), m.gid()),
+            (65534, gid),
+            "root's files go to the service user"
+        );
+    }
+
+    // the unit's account: uid 65534, group re6mesh, CAP_NET_ADMIN ambient
+    let gid_arg = format!("--regid={gid}");
+    let log = Stdio::from(std::fs::File::create(t.join("node.log")).unwrap());
+    let pid = rig
+        .spawn(
+            "s",
+            "unshare",
+            &[
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                "mount --bind \"$0\" /etc/group && exec \"$@\"",
+                fake_group.to_str().unwrap(),
+                "setpriv",
+                "--reuid=65534",
+                &gid_arg,
+                "--clear-groups",
+                "--inh-caps=+net_admin",
+                "--ambient-caps=+net_admin",
+                mesh_s,
+                "up",
+                "--foreground",
+                "--state-dir",
+                dir_s,
+            ],
+            Stdio::null(),
+            log,
+        )
+        .unwrap();
+    let as_user = |rig: &Rig, groups: &str, args: &[&str]| {
+        let mut argv = vec!["setpriv", "--reuid=65533", "--regid=65533", groups, mesh_s];
+        argv.extend_from_slice(args);
+        rig.exec_status("s", &argv).unwrap()
+    };
+    let member = format!("--groups={gid}");
+    let state = |rig: &Rig| {
+        let o = as_user(rig, &member, &["status", "--json", "--state-dir", dir_s]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .ok()
+            .and_then(|v| v["state"].as_str().map(str::to_owned))
+    };
+    wait_until(
+        "the service node to answer a member of its group",
+        Duration::from_secs(20),
+        || matches!(state(&rig).as_deref(), Some("connecting" | "up")),
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().skip(1).map(str::to_owned).collect())
+            .unwrap_or_else(Vec::new)
+    };
+    assert!(field("Uid:").iter().all(|u| u == "65534"), "{status}");
+    assert!(
+        field("Gid:").iter().all(|g| *g == gid.to_string()),
+        "{status}"
+    );
+    // CAP_NET_ADMIN is bit 12: effective, and nothing else
+    assert_eq!(field("CapEff:"), ["0000000000001000"], "{status}");
+    let sock = std::fs::metadata(dir.join("control.sock")).unwrap();
+    assert_eq!((sock.mode() & 0o777, sock.gid()), (0o660, gid));
+    assert!(
+        rig.exec_status("s", &["ip", "link", "show", "mesh0"])
+            .unwrap()
+            .status
+            .success(),
+        "the node made its TUN device with the capability"
+    );
+
+    // someone outside the group is refused
+    let o = as_user(&rig, "--clear-groups", &["status", "--state-dir", dir_s]);
+    assert!(!o.status.success(), "an outsider reached the node");
+
+    // a member disconnects, reconnects and stops it, without sudo
+    for (args, want) in [(&["down"][..], "down"), (&["up"][..], "connecting|up")] {
+        let mut a = args.to_vec();
+        a.extend(["--state-dir", dir_s]);
+        let o = as_user(&rig, &member, &a);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        wait_until(
+            &format!("the node to be {want}"),
+            Duration::from_secs(10),
+            || state(&rig).is_some_and(|s| want.split('|').any(|w| w == s)),
+        );
+    }
+    let o = as_user(&rig, &member, &["down", "--exit", "--state-dir", dir_s]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut exited = None;
+    wait_until("the node to exit", Duration::from_secs(10), || {
+        exited = rig.child(pid).and_then(|c| c.try_wait().ok().flatten());
+        exited.is_some()
+    });
+    assert_eq!(exited.and_then(|s| s.code()), Some(0));
+}

@@ -79,6 +79,26 @@ fn install(a: InstallArgs) -> anyhow::Result<()> {
         systemctl_like("groupadd", &["--system", SERVICE_GROUP])?;
         println!("created group {SERVICE_GROUP}");
     }
+    // the unit's User= (the same account the packages create)
+    if crate::platform::privilege::find_user(SERVICE_GROUP).is_none() {
+        systemctl_like(
+            "useradd",
+            &[
+                "--system",
+                "--gid",
+                SERVICE_GROUP,
+                "--home-dir",
+                "/var/lib/re6mesh/registry",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--comment",
+                "re6mesh node and registry",
+                SERVICE_GROUP,
+            ],
+        )?;
+        println!("created user {SERVICE_GROUP}");
+    }
     let path = unit_path();
     crate::fsutil::write_atomic(&path, unit.as_bytes(), 0o644)
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -145,6 +165,14 @@ fn status() -> anyhow::Result<()> {
     println!(
         "group           {SERVICE_GROUP} ({})",
         if crate::control::service_group_id().is_some() {
+            "exists"
+        } else {
+            "missing"
+        }
+    );
+    println!(
+        "user            {SERVICE_GROUP} ({})",
+        if crate::platform::privilege::find_user(SERVICE_GROUP).is_some() {
             "exists"
         } else {
             "missing"
@@ -228,6 +256,9 @@ mod tests {
             "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK\n",
             "UMask=0077\n",
             "Group=re6mesh\n",
+            "User=re6mesh\n",
+            "AmbientCapabilities=CAP_NET_ADMIN\n",
+            "StateDirectory=re6mesh\n",
             "NoNewPrivileges=yes\n",
             "DeviceAllow=/dev/net/tun rw\n",
             "ProtectSystem=strict\n",

@@ -146,10 +146,11 @@ pub async fn run(
         network: params.network,
     });
     let control = control::server::ControlServer::bind(&cfg.state_dir, 0o600).await?;
-    // As a service (root, and the installers' group exists) the group may use the socket too.
+    // As a service (the installers' group exists, and the node runs as root or with that
+    // group, as the unit's `User=re6mesh`/`Group=re6mesh`) the group may use the socket too.
     #[cfg(unix)]
-    if crate::paths::is_root()
-        && let Some(gid) = control::service_group_id()
+    if let Some(gid) = control::service_group_id()
+        && (crate::paths::is_root() || crate::platform::privilege::effective_gid() == gid)
     {
         match control.share_with_group(gid) {
             Ok(()) => info!(

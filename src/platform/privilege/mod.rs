@@ -10,4 +10,4 @@ mod imp;
 
 pub use imp::{TUN_HINT, is_root, tun_hint};
 #[cfg(unix)]
-pub use imp::{User, effective_uid, find_user, linux_user_hint, user_in};
+pub use imp::{User, effective_gid, effective_uid, find_user, linux_user_hint, user_in};

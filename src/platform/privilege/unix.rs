@@ -10,6 +10,11 @@ pub fn effective_uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
+/// The effective group id (a service's `Group=`).
+pub fn effective_gid() -> u32 {
+    rustix::process::getegid().as_raw()
+}
+
 /// What to do when the TUN device is refused for lack of privilege.
 #[cfg(target_os = "linux")]
 pub const TUN_HINT: &str = "run as root or grant CAP_NET_ADMIN";
