@@ -14,6 +14,14 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 /// The URI SAN scheme that carries a node's prefix.
 pub const NODE_URI_PREFIX: &str = "re6mesh:node:";
 
+/// The URI SAN scheme that carries a node's name (`re6mesh:name:laptop-anna`): a label for
+/// people, chosen at join and vouched for by the registry; peers still identify each other
+/// by the prefix.
+pub const NAME_URI_PREFIX: &str = "re6mesh:name:";
+
+/// The longest node name (a DNS label).
+pub const MAX_NAME_LEN: usize = 63;
+
 /// Node and server certificates start this long before they are issued, so a peer whose
 /// clock is a little behind accepts them at once (so `not_before` is not the start of the
 /// validity a node plans its renewal on).
@@ -65,6 +73,64 @@ pub struct CertInfo {
     pub not_after: i64,
     /// The raw uncompressed EC point of the subject key (65 bytes for P-256).
     pub public_key: Vec<u8>,
+    /// The node's name from the `re6mesh:name:` URI SAN, when it has a valid one.
+    pub name: Option<String>,
+}
+
+/// Errors in a node name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Empty, or longer than a DNS label.
+    #[error("a node name has 1 to 63 characters")]
+    Length,
+    /// A character outside `a-z`, `0-9` and `-`, or a `-` at either end.
+    #[error(
+        "a node name is lowercase letters, digits and '-' (not at either end), like a DNS label: {0:?}"
+    )]
+    Characters(String),
+}
+
+/// Checks a node name: a DNS label in lowercase (`a-z`, `0-9`, `-` inside), 1 to 63 characters.
+pub fn validate_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(NameError::Length);
+    }
+    let ok = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError::Characters(name.to_owned()))
+    }
+}
+
+/// A node name made from a host name (`Anna's MacBook.local` → `anna-s-macbook`): the first
+/// label, lowercased, other characters as `-`, runs of `-` folded, cut to 63. `None` when
+/// nothing usable is left.
+pub fn name_from_hostname(host: &str) -> Option<String> {
+    let first = host.trim().split('.').next().unwrap_or_default();
+    let mut out = String::with_capacity(first.len());
+    for c in first.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let mut out: String = out.trim_matches('-').chars().take(MAX_NAME_LEN).collect();
+    while out.ends_with('-') {
+        out.pop();
+    }
+    validate_name(&out).ok().map(|()| out)
+}
+
+/// The URI SAN value for a node name.
+pub fn name_uri(name: &str) -> String {
+    format!("{NAME_URI_PREFIX}{name}")
 }
 
 /// Formats a serial number (big-endian bytes) as canonical lowercase hex.
@@ -90,13 +156,20 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo, IdentityError> {
         ));
     }
     let mut prefix = None;
+    let mut node_name = None;
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
-            if let GeneralName::URI(uri) = name
-                && let Some(cidr) = uri.strip_prefix(NODE_URI_PREFIX)
+            let GeneralName::URI(uri) = name else {
+                continue;
+            };
+            if let Some(cidr) = uri.strip_prefix(NODE_URI_PREFIX)
                 && let Ok(net) = cidr.parse::<Ipv6Net>()
             {
                 prefix = Some(net);
+            } else if let Some(n) = uri.strip_prefix(NAME_URI_PREFIX)
+                && validate_name(n).is_ok()
+            {
+                node_name = Some(n.to_owned());
             }
         }
     }
@@ -106,6 +179,7 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo, IdentityError> {
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
         public_key: cert.public_key().subject_public_key.data.to_vec(),
+        name: node_name,
     })
 }
 
@@ -181,6 +255,36 @@ mod tests {
         let pem = der_to_pem(&der, "CERTIFICATE");
         assert_eq!(pem_to_der(&pem, "CERTIFICATE").unwrap(), der);
         assert!(pem_to_der(&pem, "PRIVATE KEY").is_none());
+    }
+
+    #[test]
+    fn names_are_dns_labels() {
+        for good in ["a", "laptop-anna", "n0", &"x".repeat(63)] {
+            assert_eq!(validate_name(good), Ok(()), "{good}");
+        }
+        assert_eq!(validate_name(""), Err(NameError::Length));
+        assert_eq!(validate_name(&"x".repeat(64)), Err(NameError::Length));
+        for bad in ["-a", "a-", "Anna", "a b", "a.b", "é", "a_b"] {
+            assert!(
+                matches!(validate_name(bad), Err(NameError::Characters(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_names_become_node_names() {
+        assert_eq!(
+            name_from_hostname("Anna's MacBook.local").as_deref(),
+            Some("anna-s-macbook")
+        );
+        assert_eq!(name_from_hostname("srv01\n").as_deref(), Some("srv01"));
+        assert_eq!(name_from_hostname("srv_01").as_deref(), Some("srv-01"));
+        assert_eq!(name_from_hostname("--").as_deref(), None);
+        assert_eq!(name_from_hostname("").as_deref(), None);
+        assert_eq!(name_from_hostname("ÉÉÉ").as_deref(), None);
+        let long = format!("{}-{}", "a".repeat(62), "b");
+        assert_eq!(name_from_hostname(&long).as_deref(), Some(&*"a".repeat(62)));
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub struct JoinRequest {
     pub token: Option<String>,
     /// PEM certification request; only its P-256 public key is used.
     pub csr: String,
+    /// The name the node asks for (a DNS label, `identity::validate_name`); the registry
+    /// makes it unique in the network (`-2`, `-3`, … when taken) and puts it in the
+    /// certificate. Absent: no name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// `POST /api/v1/renew` (mutual TLS with the current certificate).
@@ -63,6 +68,7 @@ impl std::fmt::Debug for JoinRequest {
         f.debug_struct("JoinRequest")
             .field("token", &self.token.as_ref().map(|_| "<secret>"))
             .field("csr", &self.csr)
+            .field("name", &self.name)
             .finish()
     }
 }
@@ -163,6 +169,7 @@ mod tests {
         let j = JoinRequest {
             token: Some("c2VjcmV0LXRva2Vu".into()),
             csr: "CSR".into(),
+            name: None,
         };
         let k = MacKeyJson {
             id: "k1".into(),

@@ -45,6 +45,7 @@ impl ControlHandler for Fake {
             params_version: 3,
             traffic: Default::default(),
             last_rx_ms_ago: None,
+            name: Some("n2".into()),
         }]
     }
     fn routes(&self) -> Vec<Route> {
@@ -58,6 +59,7 @@ impl ControlHandler for Fake {
             selected: true,
             local: false,
             path: "direct".into(),
+            name: Some("n2".into()),
         }]
     }
     fn up(&self) -> Result<String, String> {

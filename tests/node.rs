@@ -120,6 +120,8 @@ impl TwoNodes {
                     String::from_utf8_lossy(&token.stdout).trim(),
                     "--state-dir",
                     dir.to_str().unwrap(),
+                    "--name",
+                    n,
                 ],
             );
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -260,7 +262,19 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
         let o = ns_mesh(
             &rig,
             n,
-            &["join", &token, "--state-dir", dir.to_str().unwrap()],
+            // a and c are named at join; b takes the default, the host's name
+            &if n == "b" {
+                vec!["join", &token, "--state-dir", dir.to_str().unwrap()]
+            } else {
+                vec![
+                    "join",
+                    &token,
+                    "--state-dir",
+                    dir.to_str().unwrap(),
+                    "--name",
+                    n,
+                ]
+            },
         );
         assert!(
             o.status.success(),
@@ -358,21 +372,47 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
         "{sa}"
     );
     assert_eq!(sa["registry"]["url"], url.as_str(), "{sa}");
-    let o = ns_mesh(
-        &rig,
-        "a",
-        &["routes", "--json", "--state-dir", da.to_str().unwrap()],
+    // the name chosen at join, carried in the certificate
+    assert_eq!(sa["certificate"]["name"], "a", "{sa}");
+    assert_eq!(a_cert.name.as_deref(), Some("a"));
+    // routes: b direct, c relayed, each with its owner's name (c's certificate came over
+    // the mesh for the origin checks)
+    let mut paths: Vec<(String, String, String)> = Vec::new();
+    wait_until(
+        "a's routes to name b and c",
+        Duration::from_secs(10),
+        || {
+            let o = ns_mesh(
+                &rig,
+                "a",
+                &["routes", "--json", "--state-dir", da.to_str().unwrap()],
+            );
+            paths = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|r| r["selected"] == true)
+                .map(|r| {
+                    (
+                        r["prefix"].to_string(),
+                        r["path"].to_string(),
+                        r["name"].to_string(),
+                    )
+                })
+                .collect();
+            let c = format!("\"{}\"", prefixes[2]);
+            paths.iter().any(|p| p.0 == c && p.2 == "\"c\"")
+        },
     );
-    let paths: Vec<(String, String)> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|r| r["selected"] == true)
-        .map(|r| (r["prefix"].to_string(), r["path"].to_string()))
-        .collect();
-    for (prefix, want) in [(&prefixes[1], "direct"), (&prefixes[2], "relayed")] {
+    // b joined without --name: the host's name, made into a DNS label
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let b_name = serde_json::to_string(&re6mesh::identity::name_from_hostname(&host)).unwrap();
+    for (prefix, want, name) in [
+        (&prefixes[1], "direct", b_name.clone()),
+        (&prefixes[2], "relayed", "\"c\"".to_owned()),
+    ] {
         assert!(
-            paths.contains(&(format!("\"{prefix}\""), format!("\"{want}\""))),
-            "{prefix} should be {want}: {paths:?}"
+            paths.contains(&(format!("\"{prefix}\""), format!("\"{want}\""), name.clone())),
+            "{prefix} should be {want} and named {name}: {paths:?}"
         );
     }
     let human = ns_mesh(&rig, "a", &["status", "--state-dir", da.to_str().unwrap()]);
@@ -383,6 +423,7 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
         "{human}"
     );
     assert!(human.contains("certificate     serial "), "{human}");
+    assert!(human.contains("name            a\n"), "{human}");
 
     // status and peers of b
     let db = tmp.path().join("b");

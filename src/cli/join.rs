@@ -21,10 +21,40 @@ pub struct JoinArgs {
     /// Join again even if this state directory already holds a node (a new key and prefix).
     #[arg(long)]
     force: bool,
-    /// JSON output: {"joined", "network", "prefix", "address", "state_dir"} ("joined" false:
-    /// this directory already held a node and nothing changed).
+    /// The node's name, shown to people by `mesh status`, `peers`, `routes` and the live
+    /// page: lowercase letters, digits and '-', up to 63 (a DNS label). Default: this
+    /// machine's host name, made into one. The registry adds `-2`, `-3`, … when another node
+    /// has it, and puts it in the certificate.
+    #[arg(long, value_parser = parse_name)]
+    name: Option<String>,
+    /// Join without a name.
+    #[arg(long, conflicts_with = "name")]
+    no_name: bool,
+    /// JSON output: {"joined", "network", "prefix", "address", "name", "state_dir"} ("joined"
+    /// false: this directory already held a node and nothing changed).
     #[arg(long)]
     json: bool,
+}
+
+fn parse_name(s: &str) -> Result<String, String> {
+    crate::identity::validate_name(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// This machine's host name, if the OS tells it.
+fn host_name() -> Option<String> {
+    #[cfg(unix)]
+    {
+        let uts = rustix::system::uname();
+        let n = uts.nodename().to_string_lossy().trim().to_owned();
+        if !n.is_empty() {
+            return Some(n);
+        }
+    }
+    std::env::var("COMPUTERNAME")
+        .ok()
+        .filter(|n| !n.trim().is_empty())
 }
 
 pub fn run(a: JoinArgs) -> anyhow::Result<()> {
@@ -37,7 +67,8 @@ pub fn run(a: JoinArgs) -> anyhow::Result<()> {
     if crate::state::is_joined(&dir) && !a.force {
         let st = crate::state::load(&dir)?;
         if a.json {
-            print_json(false, &st.params.network, &st.facts.prefix, &dir);
+            let name = own_name(&st.cert_der);
+            print_json(false, &st.params.network, &st.facts.prefix, name, &dir);
             return Ok(());
         }
         println!(
@@ -48,6 +79,13 @@ pub fn run(a: JoinArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    let name = if a.no_name {
+        None
+    } else {
+        a.name
+            .clone()
+            .or_else(|| host_name().and_then(|h| crate::identity::name_from_hostname(&h)))
+    };
     super::runtime()?.block_on(async {
         let mut steps = Steps::new(4);
         let key = pending_key(&dir, &mut steps)?;
@@ -55,7 +93,9 @@ pub fn run(a: JoinArgs) -> anyhow::Result<()> {
         let csr = key.csr_pem()?;
         steps.step(&format!("contacting the registry at {}", token.url));
         let client = RegistryClient::for_token(&token)?;
-        let certified = client.join_with_csr(Some(&token.secret), &key, csr).await?;
+        let certified = client
+            .join_with_csr(Some(&token.secret), &key, csr, name.as_deref())
+            .await?;
         steps.step(&format!("storing the identity in {}", dir.display()));
         crate::state::save(&dir, &token.url, &key, &certified).context(
             "the registry issued a certificate but it could not be stored; run the same `mesh join` again to get it back",
@@ -69,8 +109,15 @@ pub fn run(a: JoinArgs) -> anyhow::Result<()> {
                 crate::params::PROTOCOL_VERSION
             );
         }
+        let name = own_name(&certified.cert_der);
         if a.json {
-            print_json(true, &certified.params.network, &certified.prefix, &dir);
+            print_json(
+                true,
+                &certified.params.network,
+                &certified.prefix,
+                name,
+                &dir,
+            );
             return Ok(());
         }
         println!("Joined network {}", certified.params.network);
@@ -79,14 +126,25 @@ pub fn run(a: JoinArgs) -> anyhow::Result<()> {
             "  address  {}",
             crate::identity::node_address(&certified.prefix)
         );
+        if let Some(n) = &name {
+            println!("  name     {n}");
+        }
         Ok(())
     })
+}
+
+/// The name in a node certificate, if any.
+fn own_name(cert_der: &[u8]) -> Option<String> {
+    crate::identity::cert_info(cert_der)
+        .ok()
+        .and_then(|i| i.name)
 }
 
 fn print_json(
     joined: bool,
     network: &dyn std::fmt::Display,
     prefix: &ipnet::Ipv6Net,
+    name: Option<String>,
     dir: &std::path::Path,
 ) {
     let v = serde_json::json!({
@@ -94,6 +152,7 @@ fn print_json(
         "network": network.to_string(),
         "prefix": prefix.to_string(),
         "address": crate::identity::node_address(prefix).to_string(),
+        "name": name,
         "state_dir": dir.display().to_string(),
     });
     println!("{v}");

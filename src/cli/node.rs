@@ -51,6 +51,9 @@ pub fn status(a: ShowArgs) -> anyhow::Result<()> {
     }
     let state = serde_json::to_value(st.state)?;
     println!("node            {}", choice.describe());
+    if let Some(name) = st.certificate.as_ref().and_then(|c| c.name.as_deref()) {
+        println!("name            {name}");
+    }
     println!("state           {}", state.as_str().unwrap_or("?"));
     println!("prefix          {}", st.prefix);
     println!("address         {}", st.address);
@@ -171,8 +174,8 @@ pub fn peers(a: ShowArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<26} {:<30} {:>9} {:<9} {:<12} {:>6} {:>10} {:>10} LAST RX",
-        "PREFIX", "ENDPOINT", "RTT", "DIALLED", "STATE", "PARAMS", "RX", "TX"
+        "{:<26} {:<30} {:>9} {:<9} {:<12} {:>6} {:>10} {:>10} {:<12} NAME",
+        "PREFIX", "ENDPOINT", "RTT", "DIALLED", "STATE", "PARAMS", "RX", "TX", "LAST RX"
     );
     for p in peers {
         println!("{}", peer_line(&p));
@@ -188,7 +191,7 @@ fn peer_line(p: &crate::control::Peer) -> String {
         None => "never".to_owned(),
     };
     format!(
-        "{:<26} {:<30} {:>7.1}ms {:<9} {:<12} {:>6} {:>10} {:>10} {}",
+        "{:<26} {:<30} {:>7.1}ms {:<9} {:<12} {:>6} {:>10} {:>10} {:<12} {}",
         p.prefix,
         p.endpoint,
         p.rtt_ms,
@@ -197,7 +200,8 @@ fn peer_line(p: &crate::control::Peer) -> String {
         p.params_version,
         human_bytes(p.traffic.rx_bytes + p.traffic.babel_rx_bytes),
         human_bytes(p.traffic.tx_bytes + p.traffic.babel_tx_bytes),
-        last
+        last,
+        p.name.as_deref().unwrap_or("-")
     )
 }
 
@@ -216,8 +220,8 @@ pub(super) fn print_routes(routes: Vec<crate::control::Route>, json: bool) -> an
         return Ok(());
     }
     println!(
-        "{:<26} {:<28} {:<16} {:>6} {:<24} {:>6} {:<11} SEL",
-        "PREFIX", "NEXT HOP", "IFACE", "METRIC", "ROUTER ID", "SEQNO", "PATH"
+        "{:<26} {:<28} {:<16} {:>6} {:<24} {:>6} {:<11} {:<3} NAME",
+        "PREFIX", "NEXT HOP", "IFACE", "METRIC", "ROUTER ID", "SEQNO", "PATH", "SEL"
     );
     for r in routes {
         let metric = if r.metric == u16::MAX {
@@ -226,7 +230,7 @@ pub(super) fn print_routes(routes: Vec<crate::control::Route>, json: bool) -> an
             r.metric.to_string()
         };
         println!(
-            "{:<26} {:<28} {:<16} {:>6} {:<24} {:>6} {:<11} {}",
+            "{:<26} {:<28} {:<16} {:>6} {:<24} {:>6} {:<11} {:<3} {}",
             r.prefix,
             if r.local {
                 "(local)".to_owned()
@@ -238,7 +242,8 @@ pub(super) fn print_routes(routes: Vec<crate::control::Route>, json: bool) -> an
             r.router_id,
             r.seqno,
             if r.path.is_empty() { "-" } else { &r.path },
-            if r.selected { "*" } else { "" }
+            if r.selected { "*" } else { "" },
+            r.name.as_deref().unwrap_or("-")
         );
     }
     Ok(())
@@ -272,6 +277,7 @@ mod tests {
         use super::{certificate_line, registry_line};
         use crate::control::{CertificateStatus, RegistryStatus};
         let c = CertificateStatus {
+            name: None,
             serial: "1f".into(),
             not_after: 1_800_000_000,
             expires_in_secs: 87 * 86_400 + 5,
@@ -323,9 +329,10 @@ mod tests {
             params_version: 3,
             traffic: Default::default(),
             last_rx_ms_ago: None,
+            name: None,
         };
         assert!(
-            super::peer_line(&p).ends_with("0 B        0 B never"),
+            super::peer_line(&p).ends_with("0 B        0 B never        -"),
             "{}",
             super::peer_line(&p)
         );
@@ -333,9 +340,10 @@ mod tests {
         p.traffic.babel_rx_bytes = 291;
         p.traffic.tx_bytes = 2048;
         p.last_rx_ms_ago = Some(12_345);
+        p.name = Some("laptop-anna".into());
         let line = super::peer_line(&p);
         assert!(line.contains("1.2 MiB"), "{line}");
         assert!(line.contains("2.0 KiB"), "{line}");
-        assert!(line.ends_with("12s ago"), "{line}");
+        assert!(line.ends_with("12s ago      laptop-anna"), "{line}");
     }
 }

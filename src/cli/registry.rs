@@ -280,12 +280,12 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
                 }
             } else {
                 println!(
-                    "{:<28} {:<34} {:<22} {:<8} {:<6} {:<22} PROTO",
-                    "PREFIX", "SERIAL", "EXPIRES", "REVOKED", "BANNED", "LAST SEEN"
+                    "{:<28} {:<34} {:<22} {:<8} {:<6} {:<22} {:<6} NAME",
+                    "PREFIX", "SERIAL", "EXPIRES", "REVOKED", "BANNED", "LAST SEEN", "PROTO"
                 );
                 for r in rows {
                     println!(
-                        "{:<28} {:<34} {:<22} {:<8} {:<6} {:<22} {}",
+                        "{:<28} {:<34} {:<22} {:<8} {:<6} {:<22} {:<6} {}",
                         r.prefix,
                         r.serial,
                         r.expires,
@@ -294,7 +294,8 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
                         r.last_seen.unwrap_or_else(|| "never".into()),
                         r.protocol
                             .map(|p| p.to_string())
-                            .unwrap_or_else(|| "-".into())
+                            .unwrap_or_else(|| "-".into()),
+                        r.name.as_deref().unwrap_or("-")
                     );
                 }
             }

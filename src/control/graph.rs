@@ -172,6 +172,11 @@ pub fn build_graph(obs: &Observation) -> GraphBody {
                     routes: Vec::new(),
                 });
             n.params_version = n.params_version.max(p.params_version);
+            if n.name.is_empty()
+                && let Some(name) = &p.name
+            {
+                n.name.clone_from(name);
+            }
         }
         for r in o.routes.iter().filter(|r| !r.local) {
             let reachable = r.selected && r.metric != u16::MAX;
@@ -189,6 +194,11 @@ pub fn build_graph(obs: &Observation) -> GraphBody {
                 });
             if reachable {
                 n.state = "reachable".into();
+            }
+            if n.name.is_empty()
+                && let Some(name) = &r.name
+            {
+                n.name.clone_from(name);
             }
         }
     }
@@ -280,6 +290,7 @@ mod tests {
             params_version: 3,
             traffic: Default::default(),
             last_rx_ms_ago: None,
+            name: None,
         }
     }
 
@@ -294,6 +305,7 @@ mod tests {
             selected,
             local: false,
             path: String::new(),
+            name: None,
         }
     }
 

@@ -100,6 +100,9 @@ pub struct Paths {
 /// `status.certificate`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateStatus {
+    /// This node's name, from its certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Serial number (hex).
     pub serial: String,
     /// End of validity, Unix seconds.
@@ -232,6 +235,9 @@ pub struct Peer {
     /// Milliseconds since the last datagram (data or Babel) arrived; `None`: none yet.
     #[serde(default)]
     pub last_rx_ms_ago: Option<u64>,
+    /// The peer's name, from its certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// One line of `GET /v1/routes` (CONVENTIONS route fields).
@@ -257,6 +263,10 @@ pub struct Route {
     /// that predate the field.
     #[serde(default)]
     pub path: String,
+    /// The name of the node that owns the prefix, from its certificate, when this node
+    /// holds it (neighbours, origin-authenticated routes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// Formats a Babel router-id as CONVENTIONS says.
@@ -323,6 +333,7 @@ mod tests {
             selected: true,
             local,
             path: String::new(),
+            name: None,
         }
     }
 

@@ -32,7 +32,11 @@ async fn graph(State(h): State<H>) -> Json<GraphBody> {
     let status = h.status();
     let obs = Observation {
         nodes: vec![NodeObservation {
-            name: "this node".into(),
+            name: status
+                .certificate
+                .as_ref()
+                .and_then(|c| c.name.clone())
+                .unwrap_or_else(|| "this node".into()),
             prefix: Some(status.prefix.clone()),
             status: Some(status),
             peers: h.peers(),

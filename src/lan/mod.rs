@@ -248,6 +248,7 @@ impl Router {
                 local: r.local,
                 // next hops are routers' link-local addresses: "direct" means nothing here
                 path: String::new(),
+                name: None,
             })
             .collect();
         let neighbours: Vec<String> = self

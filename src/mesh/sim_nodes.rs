@@ -223,9 +223,11 @@ impl SimRegistry {
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         let validity =
             time::Duration::seconds(i64::try_from(self.validity.as_secs()).unwrap_or(i64::MAX / 2));
+        // named after its index, as a registry names nodes at join (`n3` is node 3)
+        let name = format!("n{}", prefix.network().segments()[3]);
         let (der, serial, not_after) = self
             .ca
-            .issue_node(&csr_key, &prefix, at, validity)
+            .issue_node_named(&csr_key, &prefix, Some(&name), at, validity)
             .expect("node certificate");
         self.serials.insert(prefix, serial.clone());
         let setup = OriginSetup {
@@ -513,6 +515,11 @@ impl NodeNet {
             net,
             keys: n.keys.clone(),
             serial: n.serial.clone(),
+            name: n
+                .origin
+                .as_ref()
+                .and_then(|o| crate::identity::cert_info(&o.cert_der).ok())
+                .and_then(|i| i.name),
             not_before: n.not_before,
             not_after: n.not_after,
             static_peers: n

@@ -263,3 +263,40 @@ fn certificate_requests_and_answers_are_budgeted() {
     // The honest network did not notice.
     assert!(net.fully_reachable());
 }
+
+#[test]
+fn status_peers_and_routes_name_the_nodes_from_their_certificates() {
+    let mut net = ring(5, 7, true);
+    net.run_until_true(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        NodeNet::fully_reachable,
+    )
+    .expect("full reachability with origin authentication");
+    let name = |j: NodeIdx| Some(format!("n{j}"));
+    for i in 0..7 {
+        let s = net.core(i).expect("running").snapshot();
+        assert_eq!(s.name, name(i), "node {i}'s own name");
+        assert_eq!(s.peers.len(), 2, "node {i}: a ring has two neighbours");
+        for p in &s.peers {
+            let j = (0..7)
+                .find(|&j| prefix_of(j).to_string() == p.prefix)
+                .expect("a ring member");
+            assert_eq!(p.name, name(j), "node {i}'s peer {j}");
+        }
+        // every selected route, relayed ones included, names its owner: the certificates
+        // came over the mesh for origin checks
+        let mut relayed = 0;
+        for r in s.routes.iter().filter(|r| r.selected) {
+            let j = (0..7)
+                .find(|&j| prefix_of(j).to_string() == r.prefix)
+                .expect("a ring member");
+            assert_eq!(r.name, name(j), "node {i}'s route to {j}: {r:?}");
+            relayed += usize::from(r.path == "relayed");
+        }
+        assert_eq!(
+            relayed, 4,
+            "node {i}: four nodes of a ring of 7 are relayed"
+        );
+    }
+}

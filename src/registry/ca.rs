@@ -173,6 +173,18 @@ impl Ca {
         now: OffsetDateTime,
         validity: Duration,
     ) -> Result<(Vec<u8>, String, i64), CaError> {
+        self.issue_node_named(key, prefix, None, now, validity)
+    }
+
+    /// [`Ca::issue_node`] with the node's name as a second URI SAN (`re6mesh:name:NAME`).
+    pub fn issue_node_named(
+        &self,
+        key: &CsrKey,
+        prefix: &Ipv6Net,
+        name: Option<&str>,
+        now: OffsetDateTime,
+        validity: Duration,
+    ) -> Result<(Vec<u8>, String, i64), CaError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
@@ -186,6 +198,14 @@ impl Ca {
                     .map_err(|e: rcgen::Error| CaError::Internal(e.to_string()))?,
             ),
         ];
+        if let Some(name) = name {
+            identity::validate_name(name).map_err(|e| CaError::Internal(e.to_string()))?;
+            params.subject_alt_names.push(SanType::URI(
+                identity::name_uri(name)
+                    .try_into()
+                    .map_err(|e: rcgen::Error| CaError::Internal(e.to_string()))?,
+            ));
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![

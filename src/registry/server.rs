@@ -226,6 +226,11 @@ async fn join(
         })?;
     }
     let key = super::ca::csr_public_key(req.csr.as_bytes()).map_err(RegistryError::from)?;
+    if let Some(name) = &req.name {
+        crate::identity::validate_name(name)
+            .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+    }
+    let name = req.name.clone();
     let secret = match &req.token {
         Some(t) => {
             use base64::Engine;
@@ -240,7 +245,7 @@ async fn join(
         None => None,
     };
     let resp = blocking(&st, move |reg, s| {
-        let issued = s.join(&reg.ca, secret.as_deref(), &key, now())?;
+        let issued = s.join_named(&reg.ca, secret.as_deref(), &key, name.as_deref(), now())?;
         info!(prefix = %issued.prefix, serial = %issued.serial, "node joined");
         cert_response(reg, s, issued)
     })

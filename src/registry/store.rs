@@ -106,7 +106,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     created_at INTEGER NOT NULL,
     last_seen INTEGER,
     protocol INTEGER,
-    endpoints TEXT NOT NULL DEFAULT '[]');
+    endpoints TEXT NOT NULL DEFAULT '[]',
+    name TEXT);
 CREATE TABLE IF NOT EXISTS certs (
     serial TEXT PRIMARY KEY,
     node_id INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
@@ -167,6 +168,8 @@ pub struct NodeRow {
     pub last_seen: Option<String>,
     /// Protocol version it reported.
     pub protocol: Option<u32>,
+    /// Its name (in its certificate), if it has one.
+    pub name: Option<String>,
 }
 
 /// One row of `mesh registry token list`.
@@ -400,6 +403,25 @@ impl Store {
         key: &CsrKey,
         now: i64,
     ) -> Result<Issued> {
+        self.join_named(ca, secret, key, None, now)
+    }
+
+    /// [`Store::join`] asking for a node name (checked by the caller with
+    /// `identity::validate_name`): a new node gets it, made unique in the network with `-2`,
+    /// `-3`, … when another node holds it; a re-key join keeps the name on record, unless
+    /// it had none.
+    pub fn join_named(
+        &mut self,
+        ca: &Ca,
+        secret: Option<&[u8]>,
+        key: &CsrKey,
+        name: Option<&str>,
+        now: i64,
+    ) -> Result<Issued> {
+        if let Some(n) = name {
+            crate::identity::validate_name(n)
+                .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+        }
         let tx = self.tx()?;
         let (len, token_id) = match secret {
             Some(secret) => {
@@ -448,6 +470,13 @@ impl Store {
                     ));
                 }
                 if let Some(node_id) = rekey_node {
+                    if let Some(n) = name {
+                        let unique = unique_name(&tx, n, Some(node_id))?;
+                        tx.execute(
+                            "UPDATE nodes SET name = ?1 WHERE id = ?2 AND name IS NULL",
+                            params![unique, node_id],
+                        )?;
+                    }
                     let issued = rekey_join(&tx, ca, node_id, key, now)?;
                     use_token(&tx, id, key, &issued.serial)?;
                     tx.commit()?;
@@ -469,9 +498,13 @@ impl Store {
         let used = used_prefixes(&tx)?;
         let prefix = allocator::allocate(network, &used, len)
             .map_err(|e| RegistryError::Exhausted(e.to_string()))?;
+        let name = match name {
+            Some(n) => Some(unique_name(&tx, n, None)?),
+            None => None,
+        };
         tx.execute(
-            "INSERT INTO nodes (prefix, pubkey, created_at) VALUES (?1, ?2, ?3)",
-            params![prefix.to_string(), key.raw, now],
+            "INSERT INTO nodes (prefix, pubkey, created_at, name) VALUES (?1, ?2, ?3, ?4)",
+            params![prefix.to_string(), key.raw, now, name],
         )?;
         let node_id = tx.last_insert_rowid();
         let issued = issue(&tx, ca, node_id, prefix, key, token_id.is_none(), now)?;
@@ -693,7 +726,7 @@ impl Store {
     /// inserted: a renewal in the same second as the previous issue ties on `issued_at`).
     pub fn nodes(&self) -> Result<Vec<NodeRow>> {
         let mut st = self.conn.prepare(
-            "SELECT n.prefix, c.serial, c.not_after, c.revoked_at, n.banned_at, n.last_seen, n.protocol
+            "SELECT n.prefix, c.serial, c.not_after, c.revoked_at, n.banned_at, n.last_seen, n.protocol, n.name
              FROM nodes n JOIN certs c ON c.rowid = (
                  SELECT rowid FROM certs WHERE node_id = n.id ORDER BY issued_at DESC, rowid DESC LIMIT 1)
              ORDER BY n.prefix",
@@ -707,6 +740,7 @@ impl Store {
                 banned: r.get::<_, Option<i64>>(4)?.is_some(),
                 last_seen: r.get::<_, Option<i64>>(5)?.map(rfc3339),
                 protocol: r.get(6)?,
+                name: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -908,7 +942,44 @@ fn migrate(conn: &Connection) -> Result<()> {
             "ALTER TABLE tokens ADD COLUMN node_id INTEGER REFERENCES nodes(id) ON DELETE CASCADE",
         )?;
     }
+    let has_name: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('nodes') WHERE name = 'name'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_name {
+        // node names (chosen at join, in the certificate)
+        conn.execute_batch("ALTER TABLE nodes ADD COLUMN name TEXT")?;
+    }
     Ok(())
+}
+
+/// `wanted`, or `wanted-2`, `wanted-3`, … : the first that no other node (than `except`)
+/// that is not banned holds. Cut so that the suffix keeps it within a DNS label.
+fn unique_name(tx: &Transaction<'_>, wanted: &str, except: Option<i64>) -> Result<String> {
+    let taken = |n: &str| -> Result<bool> {
+        let count: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM nodes WHERE name = ?1 AND banned_at IS NULL AND id IS NOT ?2",
+            params![n, except],
+            |r| r.get(0),
+        )?;
+        Ok(count > 0)
+    };
+    if !taken(wanted)? {
+        return Ok(wanted.to_owned());
+    }
+    for i in 2u32..10_000 {
+        let suffix = format!("-{i}");
+        let keep = crate::identity::MAX_NAME_LEN - suffix.len();
+        let stem: String = wanted.chars().take(keep).collect();
+        let candidate = format!("{}{suffix}", stem.trim_end_matches('-'));
+        if !taken(&candidate)? {
+            return Ok(candidate);
+        }
+    }
+    Err(RegistryError::Conflict(format!(
+        "the name {wanted:?} and its numbered variants are all taken; choose another with --name"
+    )))
 }
 
 fn parse_prefix(s: &str) -> Result<Ipv6Net> {
@@ -1015,8 +1086,17 @@ fn issue(
             .unwrap_or(DEFAULT_ANONYMOUS_VALIDITY_SECS);
         validity = validity.min(first);
     }
-    let (der, serial, not_after) =
-        ca.issue_node(key, &prefix, odt(now), Duration::seconds(validity))?;
+    let name: Option<String> =
+        tx.query_row("SELECT name FROM nodes WHERE id = ?1", [node_id], |r| {
+            r.get(0)
+        })?;
+    let (der, serial, not_after) = ca.issue_node_named(
+        key,
+        &prefix,
+        name.as_deref(),
+        odt(now),
+        Duration::seconds(validity),
+    )?;
     tx.execute(
         "INSERT INTO certs (serial, node_id, der, not_after, issued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![serial, node_id, der, not_after, now],
@@ -1468,11 +1548,14 @@ mod tests {
     fn an_older_database_is_migrated_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
-        let old_schema = SCHEMA.replace(
-            ",\n    node_id INTEGER REFERENCES nodes(id) ON DELETE CASCADE",
-            "",
-        );
+        let old_schema = SCHEMA
+            .replace(
+                ",\n    node_id INTEGER REFERENCES nodes(id) ON DELETE CASCADE",
+                "",
+            )
+            .replace(",\n    name TEXT)", ")");
         assert_ne!(old_schema, SCHEMA);
+        assert!(!old_schema.contains("name TEXT"));
         Connection::open(&path)
             .unwrap()
             .execute_batch(&old_schema)
@@ -1487,8 +1570,61 @@ mod tests {
             )
             .unwrap();
         assert_eq!(n, 1);
+        let n: i64 = s
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('nodes') WHERE name = 'name'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1);
         drop(s);
         Store::open(&path).unwrap();
+    }
+
+    /// A node's name goes into its certificate, is made unique in the network, survives
+    /// renewals, and a bad one is refused with nothing changed.
+    #[test]
+    fn node_names_are_unique_in_the_certificate_and_kept_on_renewal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, path) = registry(dir.path());
+        let mut s = Store::open(&path).unwrap();
+        let t = super::super::now();
+        let name_in = |der: &[u8]| crate::identity::cert_info(der).unwrap().name;
+        let (kp, key) = new_key();
+        let a = s.join_named(&ca, None, &key, Some("anna"), t).unwrap();
+        assert_eq!(name_in(&a.cert_der).as_deref(), Some("anna"));
+        let (_, key_b) = new_key();
+        let b = s.join_named(&ca, None, &key_b, Some("anna"), t).unwrap();
+        assert_eq!(name_in(&b.cert_der).as_deref(), Some("anna-2"));
+        let (_, key_c) = new_key();
+        let c = s.join_named(&ca, None, &key_c, None, t).unwrap();
+        assert_eq!(name_in(&c.cert_der), None);
+        let rows = s.nodes().unwrap();
+        let mut names: Vec<_> = rows.iter().map(|r| r.name.clone()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![None, Some("anna".into()), Some("anna-2".into())]
+        );
+        // a renewal keeps the name
+        s.revoke(&ca, &a.serial, t).unwrap();
+        let renewed = s.renew(&ca, &a.serial, &csr_key(&kp), t).unwrap();
+        assert_eq!(name_in(&renewed.cert_der).as_deref(), Some("anna"));
+        // a bad name is refused before anything is allocated
+        let before = s.nodes().unwrap().len();
+        let (_, key_d) = new_key();
+        let err = s
+            .join_named(&ca, None, &key_d, Some("Anna Laptop"), t)
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::BadRequest(_)), "{err}");
+        assert_eq!(s.nodes().unwrap().len(), before);
+        // a banned node's name is free again
+        s.revoke(&ca, &b.prefix.to_string(), t).unwrap();
+        let (_, key_e) = new_key();
+        let e = s.join_named(&ca, None, &key_e, Some("anna"), t).unwrap();
+        assert_eq!(name_in(&e.cert_der).as_deref(), Some("anna-2"));
     }
 
     /// An anonymous node's first certificate is short; if the node never shows up its prefix

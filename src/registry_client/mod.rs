@@ -480,20 +480,22 @@ impl RegistryClient {
 
     /// Joins with the token's secret (or anonymously with `None`).
     pub async fn join(&self, secret: Option<&[u8]>, key: &NodeKey) -> Result<Certified> {
-        self.join_with_csr(secret, key, key.csr_pem()?).await
+        self.join_with_csr(secret, key, key.csr_pem()?, None).await
     }
 
     /// [`RegistryClient::join`] with the CSR already built from `key` ([`NodeKey::csr_pem`]),
-    /// for callers that show each step.
+    /// for callers that show each step, asking for the node name `name`.
     pub async fn join_with_csr(
         &self,
         secret: Option<&[u8]>,
         key: &NodeKey,
         csr: String,
+        name: Option<&str>,
     ) -> Result<Certified> {
         let req = JoinRequest {
             token: secret.map(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)),
             csr,
+            name: name.map(str::to_owned),
         };
         let resp: CertResponse = self.call("POST", "/join", Some(&req)).await?;
         self.verify_certified(resp, key)

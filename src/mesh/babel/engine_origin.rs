@@ -30,6 +30,12 @@ impl Engine {
         policy.downcast_mut::<P>()
     }
 
+    /// The origin policy in force, as its concrete type (read only).
+    pub fn origin_policy<P: OriginPolicy>(&self) -> Option<&P> {
+        let policy: &dyn Any = self.origin.policy()?;
+        policy.downcast_ref::<P>()
+    }
+
     /// What origin authentication did so far.
     pub fn origin_counters(&self) -> OriginCounters {
         self.origin.counters

@@ -191,6 +191,10 @@ impl Origin {
         self.policy.as_mut()
     }
 
+    pub(super) fn policy(&self) -> Option<&dyn OriginPolicy> {
+        self.policy.as_deref()
+    }
+
     /// The verdict on a received finite announcement (no policy: always valid). `from`:
     /// the neighbour it came from, whose verification budget a cache miss uses (`None`:
     /// the host asked, no budget).

@@ -136,6 +136,7 @@ impl ControlHandler for Handler {
                 .collect(),
             paths: s.paths,
             certificate: Some(control::CertificateStatus {
+                name: s.name.clone(),
                 expires_in_secs: s
                     .not_after
                     .saturating_sub(time::OffsetDateTime::now_utc().unix_timestamp()),

@@ -65,6 +65,7 @@ impl World {
                 net,
                 keys: vec![],
                 serial: "01".into(),
+                name: None,
                 not_before: 0,
                 not_after: i64::MAX / 2,
                 static_peers: vec![],

@@ -288,6 +288,7 @@ mod tests {
                 relayed: 3,
             },
             certificate: Some(crate::control::CertificateStatus {
+                name: None,
                 serial: "1f".into(),
                 not_after: 2_000_000_000,
                 expires_in_secs: 86_400,
@@ -311,6 +312,7 @@ mod tests {
                 ..Traffic::default()
             },
             last_rx_ms_ago: Some(3),
+            name: None,
         };
         let text = render(&st, &[peer]);
         for line in [

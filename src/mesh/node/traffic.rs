@@ -191,6 +191,7 @@ mod tests {
             params_version: 1,
             traffic: Traffic::default(),
             last_rx_ms_ago: None,
+            name: None,
         }];
         book.fill_peers(&mut peers, now);
         assert_eq!(peers[0].traffic.rx_bytes, 1000);

@@ -362,6 +362,8 @@ pub struct Snapshot {
     pub serial: String,
     /// Its end of validity (Unix seconds).
     pub not_after: i64,
+    /// This node's name, from its certificate.
+    pub name: Option<String>,
 }
 
 /// What [`NodeCore::new`] starts from (the shell loads it from the state directory).
@@ -375,6 +377,8 @@ pub struct CoreConfig {
     pub keys: MacKeyBytes,
     /// This node's certificate serial.
     pub serial: String,
+    /// Its name in the certificate.
+    pub name: Option<String>,
     /// Its validity (Unix seconds).
     pub not_before: i64,
     /// See `not_before`.

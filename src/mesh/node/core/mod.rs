@@ -128,6 +128,8 @@ struct TunnelEntry {
     initiated: bool,
     peer_params: u64,
     peer_serial: String,
+    /// The peer's name in its certificate.
+    peer_name: Option<String>,
     remote: SocketAddr,
     peer_not_after: i64,
     rtt: Duration,
@@ -195,6 +197,7 @@ pub struct NodeCore {
     /// MAC key bytes known, by registry key id.
     keys: MacKeyBytes,
     my_serial: String,
+    my_name: Option<String>,
     revoked: bool,
     not_before: i64,
     not_after: i64,
@@ -289,6 +292,7 @@ impl NodeCore {
             net: cfg.net,
             keys: cfg.keys,
             my_serial: cfg.serial,
+            my_name: cfg.name,
             revoked,
             not_before: cfg.not_before,
             not_after: cfg.not_after,
@@ -386,7 +390,8 @@ impl NodeCore {
             Input::TunnelUp { tunnel, mut info } => {
                 let cert = std::mem::take(&mut info.peer_cert);
                 self.tunnel_up(now, tunnel, info);
-                if self.tunnels.contains_key(&tunnel) {
+                if let Some(t) = self.tunnels.get_mut(&tunnel) {
+                    t.peer_name = identity::cert_info(&cert).ok().and_then(|i| i.name);
                     self.origin_tunnel_up(now, &cert);
                 }
             }
@@ -566,6 +571,22 @@ impl NodeCore {
         Some(self.snapshot())
     }
 
+    /// The name of the node owning `prefix` (CIDR text, as in a route): ours, a neighbour's,
+    /// or one from a certificate held for origin checks.
+    fn name_of(&self, prefix: &str) -> Option<String> {
+        let net: Ipv6Net = prefix.parse().ok()?;
+        if net == self.prefix {
+            return self.my_name.clone();
+        }
+        if let Some(t) = self.tunnels.values().find(|t| t.peer_prefix == net) {
+            return t.peer_name.clone();
+        }
+        self.engine
+            .origin_policy::<origin::CertStore>()
+            .and_then(|s| s.name(&net))
+            .map(str::to_owned)
+    }
+
     /// The control API's view.
     pub fn snapshot(&self) -> Snapshot {
         let routes: Vec<control::Route> = self
@@ -582,9 +603,11 @@ impl NodeCore {
                 selected: r.selected,
                 local: r.local,
                 path: String::new(),
+                name: None,
             })
             .map(|mut r| {
                 r.path = control::route_path(&r).to_owned();
+                r.name = self.name_of(&r.prefix);
                 r
             })
             .collect();
@@ -601,6 +624,7 @@ impl NodeCore {
                 // filled in by the shell's control API from the data path's counters
                 traffic: Default::default(),
                 last_rx_ms_ago: None,
+                name: t.peer_name.clone(),
             })
             .collect();
         let selected = routes.iter().filter(|r| r.selected && !r.local).count();
@@ -638,6 +662,7 @@ impl NodeCore {
             paths,
             serial: self.my_serial.clone(),
             not_after: self.not_after,
+            name: self.my_name.clone(),
         }
     }
 

@@ -137,6 +137,8 @@ struct CertEntry {
     not_after: i64,
     public_key: Vec<u8>,
     der: Vec<u8>,
+    /// The node's name in the certificate.
+    name: Option<String>,
     used: u64,
     pinned: bool,
 }
@@ -200,6 +202,7 @@ impl CertStore {
                 not_after: info.not_after,
                 public_key: info.public_key,
                 der: der.to_vec(),
+                name: info.name,
                 used: self.clock,
                 pinned,
             },
@@ -222,6 +225,11 @@ impl CertStore {
     /// The certificate held for exactly `prefix`.
     pub fn cert_der(&self, prefix: &Ipv6Net) -> Option<&[u8]> {
         self.certs.get(prefix).map(|e| e.der.as_slice())
+    }
+
+    /// The node name in the certificate held for exactly `prefix`.
+    pub fn name(&self, prefix: &Ipv6Net) -> Option<&str> {
+        self.certs.get(prefix).and_then(|e| e.name.as_deref())
     }
 
     /// Certificates held.

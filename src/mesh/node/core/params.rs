@@ -256,6 +256,9 @@ impl NodeCore {
         }
         info!(serial = %c.serial, not_after = c.not_after, "certificate renewed");
         self.my_serial = c.serial.clone();
+        self.my_name = crate::identity::cert_info(&c.cert_der)
+            .ok()
+            .and_then(|i| i.name);
         self.not_before = c.not_before;
         self.not_after = c.not_after;
         self.revoked = false;

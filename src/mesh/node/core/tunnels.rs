@@ -100,6 +100,7 @@ impl NodeCore {
                 initiated: info.initiated,
                 peer_params: info.hello.params_version,
                 peer_serial: info.peer_serial,
+                peer_name: None,
                 peer_not_after: info.peer_not_after,
                 remote: info.remote,
                 rtt: Duration::ZERO,
