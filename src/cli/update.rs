@@ -69,13 +69,12 @@ pub fn run(a: UpdateArgs) -> Result<()> {
     if matches!(decision, Decision::Empty) {
         anyhow::bail!("the release manifest {} lists no release", a.source);
     }
-
     if a.check {
         report_check(&a, &current, &decision, packaged, target);
         return Ok(());
     }
     match decision {
-        Decision::Empty => unreachable!("handled above"),
+        Decision::Empty => anyhow::bail!("the release manifest {} lists no release", a.source),
         Decision::UpToDate { latest } => {
             if a.json {
                 println!("{}", json(&current, Some(&latest), false, packaged, false));
