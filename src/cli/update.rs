@@ -52,7 +52,7 @@ pub fn run(a: UpdateArgs) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the running executable")?;
     let packaged = packaged(&exe)?;
     if packaged && !a.check {
-        return Err(Refused(format!("{PACKAGED}: mesh update refused")).into());
+        return Err(Refused(format!("mesh update refused: {PACKAGED}")).into());
     }
 
     let releases = fetch(&a.source)?;
