@@ -80,7 +80,7 @@ fn install(a: InstallArgs) -> anyhow::Result<()> {
         println!("created group {SERVICE_GROUP}");
     }
     // the unit's User= (the same account the packages create)
-    if crate::platform::privilege::find_user(SERVICE_GROUP).is_none() {
+    if !service_user_exists() {
         systemctl_like(
             "useradd",
             &[
@@ -172,13 +172,25 @@ fn status() -> anyhow::Result<()> {
     );
     println!(
         "user            {SERVICE_GROUP} ({})",
-        if crate::platform::privilege::find_user(SERVICE_GROUP).is_some() {
+        if service_user_exists() {
             "exists"
         } else {
             "missing"
         }
     );
     Ok(())
+}
+
+/// Whether the account the unit runs as (`User=re6mesh`) exists.
+fn service_user_exists() -> bool {
+    #[cfg(unix)]
+    {
+        crate::platform::privilege::find_user(SERVICE_GROUP).is_some()
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
 }
 
 fn unit_path() -> PathBuf {
