@@ -5,7 +5,7 @@
 //! * **Sans-IO cores** — no sockets, no tokio, no clock reads, no global RNG (`clippy.toml`
 //!   enforces it): [`params`] (signed network parameters), [`token`] (join tokens),
 //!   [`identity`] (certificate fields), [`registry::allocator`] (prefix allocation),
-//!   [`registry::mac`] (the MAC key cycle).
+//!   [`registry::mac`] (the MAC key cycle), [`update`] (what `mesh update` installs or refuses).
 //! * **IO shells** — [`registry`] (the CA and its HTTPS API), [`registry_client`] (the node's
 //!   side of that API), [`cli`] (the `mesh` command); each opts out of the clippy rule at the
 //!   top of its module, saying why.
@@ -40,4 +40,5 @@ pub mod token;
 pub mod tray;
 pub mod tun;
 pub mod ui;
+pub mod update;
 pub mod wire;

@@ -44,7 +44,7 @@ fn is_commit(s: &str) -> bool {
 fn completions_for_every_shell_name_real_subcommands() {
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let out = ok_stdout(&mesh(&["completions", shell]));
-        for sub in ["join", "status", "registry", "completions"] {
+        for sub in ["join", "status", "registry", "completions", "update"] {
             assert!(out.contains(sub), "{shell}: no {sub} in the completions");
         }
     }
@@ -59,7 +59,13 @@ fn man_prints_roff_and_out_writes_one_page_per_command() {
     let dir = tempfile::tempdir().unwrap();
     let pages = dir.path().join("man1");
     ok_stdout(&mesh(&["man", "--out", pages.to_str().unwrap()]));
-    for page in ["mesh.1", "mesh-up.1", "mesh-join.1", "mesh-registry-init.1"] {
+    for page in [
+        "mesh.1",
+        "mesh-up.1",
+        "mesh-join.1",
+        "mesh-registry-init.1",
+        "mesh-update.1",
+    ] {
         let text =
             std::fs::read_to_string(pages.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
         assert!(text.contains(".TH"), "{page}: {text}");

@@ -1,6 +1,7 @@
 //! The `mesh` command line (clap derive). Human output by default, `--json` for scripts.
-//! Errors: one sentence on stderr, exit code 1 (2 for usage errors, from clap, and when `mesh
-//! up` lacks the privilege for its TUN device: something to set up first). Option values
+//! Errors: one sentence on stderr, exit code 1 (2 for usage errors, from clap, when `mesh
+//! up` lacks the privilege for its TUN device: something to set up first, and when `mesh
+//! update` refuses: a packaged binary, a downgrade). Option values
 //! are checked by clap value parsers, so a bad value is a usage error too; exit code 1 is left
 //! for what fails at run time.
 
@@ -17,6 +18,7 @@ mod setup_tun;
 mod tray;
 mod ui;
 mod up;
+mod update;
 
 use std::path::PathBuf;
 
@@ -74,6 +76,8 @@ enum Command {
     Man(docs::ManArgs),
     /// Print the version, the mesh protocol version and the git commit of this binary.
     Version(docs::VersionArgs),
+    /// Replace this binary with the newest signed release (`--check`: only say what would happen).
+    Update(update::UpdateArgs),
 }
 
 /// `--state-dir DIR`, shared by every command that touches on-disk state.
@@ -156,12 +160,15 @@ pub fn main() -> i32 {
         Command::Completions(a) => docs::completions(a),
         Command::Man(a) => docs::man(a),
         Command::Version(a) => docs::version(a),
+        Command::Update(a) => update::run(a),
     };
     match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {}", sentence(&e));
-            if e.chain().any(|c| c.is::<Unavailable>()) {
+            if e.chain()
+                .any(|c| c.is::<Unavailable>() || c.is::<update::Refused>())
+            {
                 return 2;
             }
             e.chain()
