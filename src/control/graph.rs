@@ -267,6 +267,7 @@ mod tests {
             paths: Default::default(),
             certificate: None,
             registry: None,
+            seal: None,
         }
     }
 

@@ -409,8 +409,8 @@ fn sessions_rekey_after_their_time_and_old_frames_still_open() {
         .unwrap();
     assert_eq!(new.len(), 1);
     assert_ne!(
-        new[0][18..22],
-        old[0][18..22],
+        new[0][34..38],
+        old[0][34..38],
         "same receiver index: not rekeyed"
     );
     let got = run(
