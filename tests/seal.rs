@@ -395,7 +395,11 @@ fn root_seal_a_relay_sees_only_ciphertext_and_spoofed_sources_are_dropped() {
         .exec_status("a", &["ping", "-6", "-c", "5", "-i", "0.2", "-W", "2", &c])
         .unwrap();
     let out = String::from_utf8_lossy(&ping.stdout).to_string();
-    assert!(ping.status.success(), "ping a -> c failed:\n{out}");
+    assert!(
+        ping.status.success(),
+        "ping a -> c failed:\n{out}{}",
+        String::from_utf8_lossy(&ping.stderr)
+    );
     // b took one off the clear hop limit, and c applied it to the inner packet
     assert!(out.contains("ttl=63") || out.contains("hlim=63"), "{out}");
     let took = line.tcp_transfer("a", ("c", 2), 10 << 20);
