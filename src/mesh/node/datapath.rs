@@ -195,7 +195,11 @@ impl DataPath {
                         FromTun::Seal(p) => Some(p),
                     };
                     // A sealed packet is OVERHEAD bytes larger: Packet Too Big quotes less.
-                    let overhead = if seal_for.is_some() { wire::OVERHEAD } else { 0 };
+                    let overhead = if seal_for.is_some() {
+                        wire::OVERHEAD
+                    } else {
+                        0
+                    };
                     let mtu = hop.link.max_payload().saturating_sub(overhead);
                     (
                         Lookup::Via {
@@ -335,8 +339,7 @@ impl DataPath {
             FromTunnel::Relay(_) => {
                 test_hook::record("relay", &framed);
                 let tamper = test_hook::tamper();
-                if framed.first() == Some(&frame::TYPE_SEALED)
-                    && tamper != test_hook::Tamper::None
+                if framed.first() == Some(&frame::TYPE_SEALED) && tamper != test_hook::Tamper::None
                 {
                     if tamper == test_hook::Tamper::Replay {
                         self.forward_frame(Bytes::copy_from_slice(&framed));

@@ -156,7 +156,8 @@ impl SealPath {
         let mut out = Output::default();
         if let Some(peer) = prefix_of(f.src) {
             let mut inner = self.lock();
-            out.send.extend(inner.sealer.unknown_session(f.src, peer, now));
+            out.send
+                .extend(inner.sealer.unknown_session(f.src, peer, now));
             self.publish(&mut inner);
         }
         if out.send.is_empty() {
@@ -184,7 +185,10 @@ impl SealPath {
         let n = inner.sealer.end_untrusted(&revoked, unix);
         inner.revoked = revoked;
         if n > 0 {
-            info!(sessions = n, "sealed sessions ended: the peer's certificate expired");
+            info!(
+                sessions = n,
+                "sealed sessions ended: the peer's certificate expired"
+            );
         }
         self.publish(&mut inner);
     }
@@ -300,10 +304,7 @@ pub(crate) mod test_hook {
     #[inline]
     pub(crate) fn record(kind: &str, bytes: &[u8]) {
         #[cfg(debug_assertions)]
-        if let Some(Hook {
-            file: Some(f), ..
-        }) = HOOK.get()
-        {
+        if let Some(Hook { file: Some(f), .. }) = HOOK.get() {
             let mut line = String::with_capacity(kind.len() + 2 + 2 * bytes.len());
             line.push_str(kind);
             line.push(' ');

@@ -10,9 +10,7 @@ use ipnet::Ipv6Net;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 
 use super::handshake::{self, HandshakeError, LocalIdentity};
-use super::session::{
-    COLLISION_WINDOW, SealConfig, SealError, Sealer, UNKNOWN_SESSION_INTERVAL,
-};
+use super::session::{COLLISION_WINDOW, SealConfig, SealError, Sealer, UNKNOWN_SESSION_INTERVAL};
 use super::wire;
 use crate::identity::node_address;
 use crate::mesh::node::core::{CertRefused, CertStore, KeySigner};
@@ -655,7 +653,10 @@ fn a_frame_for_an_unknown_session_starts_a_handshake_towards_its_source_rate_bou
     let (aa, ca) = (node_address(&a.prefix), node_address(&c.prefix));
     // C restarts: a new sealer, no sessions. A still sends on its old session.
     let mut c = w.node("fd00:1:0:c::/64", 4, SealConfig::default());
-    let d = a.sealer.seal(c.prefix, &packet(aa, ca, b"lost"), t0).unwrap();
+    let d = a
+        .sealer
+        .seal(c.prefix, &packet(aa, ca, b"lost"), t0)
+        .unwrap();
     assert_eq!(
         c.sealer.receive(&d[0], &mut c.store, t0),
         Err(SealError::UnknownSession)
@@ -675,7 +676,10 @@ fn a_frame_for_an_unknown_session_starts_a_handshake_towards_its_source_rate_bou
     assert!(c.sealer.unknown_session(ca, a.prefix, t0).is_none());
     // The handshake completes; both directions work on the new session.
     run(&mut [&mut a, &mut c], vec![m1], t0, &mut pass);
-    let d = a.sealer.seal(c.prefix, &packet(aa, ca, b"again"), t0).unwrap();
+    let d = a
+        .sealer
+        .seal(c.prefix, &packet(aa, ca, b"again"), t0)
+        .unwrap();
     assert_eq!(d.len(), 1);
     let got = run(&mut [&mut a, &mut c], d, t0, &mut pass);
     assert_eq!(got[1].len(), 1);
