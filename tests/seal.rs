@@ -51,8 +51,10 @@ struct Line {
 }
 
 impl Line {
-    /// Starts the line; `b_env` are extra `NAME=value` variables for b's node.
-    fn start(tag: &str, b_env: &[String]) -> Line {
+    /// Starts the line; `b_env` are extra `NAME=value` variables for b's node. `direct_ac`:
+    /// a and c also share a link (fd99:ac::/64) and a dials c over it, so a reaches c
+    /// directly while that link works.
+    fn start(tag: &str, b_env: &[String], direct_ac: bool) -> Line {
         let tmp = tempfile::tempdir().unwrap();
         let mut rig = Rig::new(tag).unwrap();
         for n in ["a", "b", "c"] {
@@ -60,12 +62,17 @@ impl Line {
         }
         let (ab_a, ab_b) = rig.link("a", "b").unwrap();
         let (bc_b, bc_c) = rig.link("b", "c").unwrap();
-        for (ns, dev, addr) in [
-            ("a", &ab_a, "fd99:ab::1/64"),
-            ("b", &ab_b, "fd99:ab::2/64"),
-            ("b", &bc_b, "fd99:bc::1/64"),
-            ("c", &bc_c, "fd99:bc::2/64"),
-        ] {
+        let mut addrs = vec![
+            ("a", ab_a, "fd99:ab::1/64"),
+            ("b", ab_b, "fd99:ab::2/64"),
+            ("b", bc_b, "fd99:bc::1/64"),
+            ("c", bc_c, "fd99:bc::2/64"),
+        ];
+        if direct_ac {
+            let (ac_a, ac_c) = rig.link("a", "c").unwrap();
+            addrs.extend([("a", ac_a, "fd99:ac::1/64"), ("c", ac_c, "fd99:ac::2/64")]);
+        }
+        for (ns, dev, addr) in &addrs {
             rig.exec(ns, &["ip", "-6", "addr", "add", addr, "dev", dev, "nodad"])
                 .unwrap();
         }
@@ -140,6 +147,7 @@ impl Line {
         }
         let b_peer = format!("{}@[fd99:ab::2]:6464", prefixes[1]);
         let b_peer_c = format!("{}@[fd99:bc::1]:6464", prefixes[1]);
+        let c_peer_a = format!("{}@[fd99:ac::2]:6464", prefixes[2]);
         for (n, peer) in [("b", None), ("a", Some(&b_peer)), ("c", Some(&b_peer_c))] {
             let dir = tmp.path().join(n).to_str().unwrap().to_owned();
             let mut args: Vec<String> = Vec::new();
@@ -164,6 +172,9 @@ impl Line {
             );
             if let Some(p) = peer {
                 args.extend(["--peer".to_owned(), p.clone()]);
+            }
+            if n == "a" && direct_ac {
+                args.extend(["--peer".to_owned(), c_peer_a.clone()]);
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             rig.spawn(n, "env", &args, Stdio::null(), log(&format!("{n}.log")))
@@ -394,6 +405,7 @@ fn root_seal_a_relay_sees_only_ciphertext_and_spoofed_sources_are_dropped() {
             "RE6MESH_TEST_TRANSIT_DUMP={}",
             dump_path.to_str().unwrap()
         )],
+        false,
     );
     let (b, c) = (line.addr(1), line.addr(2));
 
@@ -560,7 +572,7 @@ fn root_seal_revoking_a_ends_c_s_session_with_it() {
     if !require_root("root_seal_revoking_a_ends_c_s_session_with_it") {
         return;
     }
-    let mut line = Line::start("rsealr", &[]);
+    let mut line = Line::start("rsealr", &[], false);
     let c = line.addr(2);
     let at_c = line.listen_udp("c", 7002);
     wait_until("a sealed session a → c", Duration::from_secs(20), || {
@@ -593,7 +605,11 @@ fn root_seal_a_relay_that_tampers_or_replays_is_caught_by_the_receiver() {
         return;
     }
     for (tag, tamper) in [("rsealf", "flip"), ("rsealp", "replay")] {
-        let mut line = Line::start(tag, &[format!("RE6MESH_TEST_TRANSIT_TAMPER={tamper}")]);
+        let mut line = Line::start(
+            tag,
+            &[format!("RE6MESH_TEST_TRANSIT_TAMPER={tamper}")],
+            false,
+        );
         let c = line.addr(2);
         let at_c = line.listen_udp("c", 7003);
         let marker = format!("RE6MESH-{tamper}");
@@ -626,5 +642,111 @@ fn root_seal_a_relay_that_tampers_or_replays_is_caught_by_the_receiver() {
             assert!((8..=10).contains(&n), "{n} delivered of 10 sent");
             assert_eq!(sc["seal"]["opened"].as_u64(), Some(n as u64), "{sc}");
         }
+    }
+}
+
+/// Received `icmp_seq`s (with their hop limit) of a ping's output.
+fn replies(out: &str) -> Vec<(u32, u32)> {
+    out.lines()
+        .filter_map(|l| {
+            let field = |k: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .and_then(|v| v.parse::<u32>().ok())
+            };
+            Some((
+                field("icmp_seq=")?,
+                field("ttl=").or_else(|| field("hlim="))?,
+            ))
+        })
+        .collect()
+}
+
+/// The longest run of missing sequence numbers in 1..=last, in pings.
+fn longest_gap(seqs: &[u32], last: u32) -> u32 {
+    let mut prev = 0;
+    let mut gap = 0;
+    let mut sorted = seqs.to_vec();
+    sorted.sort_unstable();
+    for s in sorted.into_iter().chain([last + 1]) {
+        gap = gap.max(s.saturating_sub(prev + 1));
+        prev = s;
+    }
+    gap
+}
+
+#[test]
+fn root_seal_a_flow_moving_between_direct_and_relayed_keeps_going() {
+    if !require_root("root_seal_a_flow_moving_between_direct_and_relayed_keeps_going") {
+        return;
+    }
+    let mut line = Line::start("rsealx", &[], true);
+    let c = line.addr(2);
+    let direct =
+        |line: &Line| line.status("a")["paths"] == serde_json::json!({"direct": 2, "relayed": 0});
+    wait_until("a to reach c directly", Duration::from_secs(30), || {
+        direct(&line)
+    });
+    for (what, action, count) in [
+        ("direct → relayed (a–c link down)", "down", 100),
+        ("relayed → direct (a–c link up)", "up", 300),
+    ] {
+        let out = line.tmp.path().join(format!("ping-{action}.out"));
+        let pid = line
+            .rig
+            .spawn(
+                "a",
+                "ping",
+                &["-6", "-i", "0.1", "-c", &count.to_string(), "-W", "1", &c],
+                Stdio::from(std::fs::File::create(&out).unwrap()),
+                Stdio::null(),
+            )
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        let t = Instant::now();
+        line.rig
+            .exec("a", &["ip", "link", "set", "to-c", action])
+            .unwrap();
+        let want_direct = action == "up";
+        let moved = wait_until("the route to move", Duration::from_secs(25), || {
+            let st = line.status("a");
+            if want_direct {
+                direct(&line)
+            } else {
+                st["paths"]["relayed"].as_u64() >= Some(1)
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while line
+            .rig
+            .child(pid)
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let text = std::fs::read_to_string(&out).unwrap();
+        let got = replies(&text);
+        let seqs: Vec<u32> = got.iter().map(|(s, _)| *s).collect();
+        let gap = longest_gap(&seqs, count);
+        println!(
+            "{what}: the route moved {moved:?} after the change ({:?} after it was made); longest \
+             gap of a 10 Hz ping {} ms; {} of {count} answered",
+            t.elapsed(),
+            gap * 100,
+            seqs.len()
+        );
+        // the last replies took the new path: 63 through b (sealed), 64 direct
+        let last_hlim = got.iter().max_by_key(|(s, _)| *s).map(|(_, h)| *h);
+        assert_eq!(last_hlim, Some(if want_direct { 64 } else { 63 }), "{text}");
+        // no gap longer than the reroute itself: the tunnel's death (about a second) and the
+        // route change; moving back to direct loses nothing (the relayed path works until
+        // the direct one is selected)
+        let bound = if want_direct {
+            5
+        } else {
+            u32::try_from(moved.as_millis() / 100).unwrap_or(u32::MAX) + 10
+        };
+        assert!(gap <= bound, "{what}: gap of {} ms\n{text}", gap * 100);
     }
 }
