@@ -145,6 +145,9 @@ impl SealCounters {
 /// A simultaneous initiation younger than this wins the tie-break at the node with the lower
 /// address (it ignores the other's message 1).
 pub const COLLISION_WINDOW: Duration = Duration::from_secs(1);
+/// An initiation unanswered for this long is started again when a packet waits (a lost
+/// message 1 or 2 costs this, not the whole handshake timeout).
+pub const HANDSHAKE_RETRY: Duration = Duration::from_secs(1);
 /// A data frame for an unknown session starts at most one handshake towards its source per
 /// this interval.
 pub const UNKNOWN_SESSION_INTERVAL: Duration = Duration::from_secs(1);
@@ -532,8 +535,18 @@ impl Sealer {
     /// Starts a handshake with `peer` unless one is in progress: message 1, if any.
     fn initiate(&mut self, peer: Ipv6Net, now: Instant) -> Result<Option<Vec<u8>>, SealError> {
         let dst = identity::node_address(&peer);
-        if self.initiating.contains_key(&dst) {
-            return Ok(None);
+        if let Some(&index) = self.initiating.get(&dst) {
+            let young = self
+                .pending
+                .get(&index)
+                .is_some_and(|p| now.saturating_duration_since(p.started) < HANDSHAKE_RETRY);
+            if young {
+                return Ok(None);
+            }
+            // No answer within HANDSHAKE_RETRY (message 1 or 2 lost, e.g. on a route that
+            // was changing): start again rather than wait for the timeout.
+            self.pending.remove(&index);
+            self.initiating.remove(&dst);
         }
         if self.pending.len() >= self.cfg.max_pending {
             inc(&self.counters.pending_full);

@@ -10,7 +10,9 @@ use ipnet::Ipv6Net;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 
 use super::handshake::{self, HandshakeError, LocalIdentity};
-use super::session::{COLLISION_WINDOW, SealConfig, SealError, Sealer, UNKNOWN_SESSION_INTERVAL};
+use super::session::{
+    COLLISION_WINDOW, HANDSHAKE_RETRY, SealConfig, SealError, Sealer, UNKNOWN_SESSION_INTERVAL,
+};
 use super::wire;
 use crate::identity::node_address;
 use crate::mesh::node::core::{CertRefused, CertStore, KeySigner};
@@ -630,6 +632,35 @@ fn both_nodes_starting_a_handshake_at_once_end_with_working_sessions() {
 }
 
 #[test]
+fn an_unanswered_initiation_is_started_again_after_the_retry_interval() {
+    let w = World::new();
+    let mut a = w.node("fd00:1:0:a::/64", 1, SealConfig::default());
+    let mut c = w.node("fd00:1:0:c::/64", 3, SealConfig::default());
+    let t0 = t0();
+    let (aa, ca) = (node_address(&a.prefix), node_address(&c.prefix));
+    let lost = a.sealer.seal(c.prefix, &packet(aa, ca, b"1"), t0).unwrap();
+    assert_eq!(lost.len(), 1);
+    let soon = t0 + HANDSHAKE_RETRY / 2;
+    assert!(
+        a.sealer
+            .seal(c.prefix, &packet(aa, ca, b"2"), soon)
+            .unwrap()
+            .is_empty()
+    );
+    let later = t0 + HANDSHAKE_RETRY;
+    let again = a
+        .sealer
+        .seal(c.prefix, &packet(aa, ca, b"3"), later)
+        .unwrap();
+    assert_eq!(again.len(), 1, "a new message 1");
+    // the first message 1 is lost; the second sets the session up and every packet that
+    // waited arrives
+    let got = run(&mut [&mut a, &mut c], again, later, &mut pass);
+    assert_eq!(got[1].len(), 3);
+    assert_eq!(a.sealer.counters().stats().handshakes_started, 2);
+}
+
+#[test]
 fn an_older_simultaneous_initiation_does_not_win_the_tie_break() {
     let w = World::new();
     let mut a = w.node("fd00:1:0:a::/64", 1, SealConfig::default());
@@ -668,7 +699,7 @@ fn a_frame_for_an_unknown_session_starts_a_handshake_towards_its_source_rate_bou
     assert!(c.sealer.unknown_session(src, a.prefix, t0).is_none());
     assert!(
         c.sealer
-            .unknown_session(src, a.prefix, t0 + UNKNOWN_SESSION_INTERVAL)
+            .unknown_session(src, a.prefix, t0 + UNKNOWN_SESSION_INTERVAL / 2)
             .is_none()
     );
     assert_eq!(c.sealer.counters().stats().unknown_session_handshakes, 1);
