@@ -141,6 +141,7 @@ impl ControlHandler for Fake {
             paths: Default::default(),
             certificate: None,
             registry: None,
+            seal: None,
         }
     }
     fn peers(&self) -> Vec<Peer> {

@@ -33,6 +33,7 @@ impl ControlHandler for Fake {
             paths: Default::default(),
             certificate: None,
             registry: None,
+            seal: None,
         }
     }
     fn peers(&self) -> Vec<Peer> {

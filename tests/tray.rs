@@ -57,6 +57,7 @@ impl ControlHandler for Node {
             paths: Default::default(),
             certificate: None,
             registry: None,
+            seal: None,
         }
     }
     fn peers(&self) -> Vec<Peer> {

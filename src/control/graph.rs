@@ -277,6 +277,7 @@ mod tests {
             paths: Default::default(),
             certificate: None,
             registry: None,
+            seal: None,
         }
     }
 

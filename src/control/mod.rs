@@ -72,7 +72,9 @@ pub struct Status {
     #[serde(flatten, default)]
     pub traffic: Traffic,
     /// Packets the data path dropped, by reason (`malformed`, `no_error_allowed`,
-    /// `rate_limited`, `queue_full`, `send_failed`, `bad_datagram`, `tun_write_failed`).
+    /// `rate_limited`, `queue_full`, `send_failed`, `bad_datagram`, `tun_write_failed`,
+    /// `spoofed_source`, `plain_transit`, `sealed_hop_limit`, `no_route`, `no_session`,
+    /// `open_failed`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drops: BTreeMap<String, u64>,
     /// Of the selected routes to other nodes, how many go straight through a tunnel to that
@@ -85,6 +87,20 @@ pub struct Status {
     /// The last exchanges with the registry (absent where there is no registry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistryStatus>,
+    /// End-to-end sealing across relays (docs/SEALING.md; absent where there is none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<SealStatus>,
+}
+
+/// Sealing with far nodes: live sessions and the counters of
+/// [`SealStats`](crate::mesh::seal::session::SealStats).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealStatus {
+    /// Established sessions (at most two per far node: current and previous keys).
+    pub sessions: u64,
+    /// The counters.
+    #[serde(flatten)]
+    pub stats: crate::mesh::seal::session::SealStats,
 }
 
 /// How the selected routes to other nodes leave this node.

@@ -88,6 +88,7 @@ impl ControlHandler for Handler {
             paths: Default::default(),
             certificate: None,
             registry: None,
+            seal: None,
         }
     }
 

@@ -230,6 +230,7 @@ mod tests {
             paths: Default::default(),
             certificate: None,
             registry: None,
+            seal: None,
         }
     }
 

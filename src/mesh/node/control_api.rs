@@ -26,6 +26,8 @@ pub(super) struct Shared {
     pub(super) book: Arc<super::traffic::TrafficBook>,
     /// The last exchanges with the registry (recorded by the shell).
     pub(super) registry: RegistryHealth,
+    /// Sealing with far nodes (sessions, counters).
+    pub(super) seal: Arc<super::sealing::SealPath>,
 }
 
 /// What the shell saw of the registry: the last success and the last failure.
@@ -144,6 +146,10 @@ impl ControlHandler for Handler {
                 not_after: s.not_after,
             }),
             registry: Some(self.0.registry.read()),
+            seal: Some(control::SealStatus {
+                sessions: self.0.seal.sessions() as u64,
+                stats: self.0.seal.stats(),
+            }),
         }
     }
     fn peers(&self) -> Vec<control::Peer> {

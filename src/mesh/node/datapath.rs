@@ -2,6 +2,12 @@
 //! [`Forwarder::decide`] against the lock-free FIB snapshot and the tunnel table, datagram or
 //! TUN write out; transit traffic never touches the kernel. Babel datagrams go to the shell's
 //! loop within a per-tunnel budget.
+//!
+//! Sealing (docs/SEALING.md): a packet from the TUN whose next hop is not the destination's
+//! own node leaves sealed for that node ([`seal::path::from_tun`]); from a tunnel, plain
+//! packets must come from the neighbour's prefix and be for this node, sealed frames for this
+//! node are opened (or handed to the handshake), and sealed frames for others are relayed by
+//! their clear destination without being opened ([`seal::path::from_tunnel`]).
 #![allow(clippy::disallowed_methods)] // IO shell: the data path stamps packets for the ICMPv6 rate limit
 
 use std::collections::HashMap;
@@ -11,17 +17,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ipnet::Ipv6Net;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use super::core::{Input, TunnelId};
+use super::sealing::{SealPath, test_hook};
 use super::shell::ShellEvent;
 use super::traffic::{DropWhy, TrafficBook};
 use crate::mesh::babel::IfaceId;
 use crate::mesh::fib::FibReader;
 use crate::mesh::forward::{Decision, Forwarder, Lookup, RateLimit, parse_header};
+use crate::mesh::seal::path::{FromTun, FromTunnel, PathDrop};
+use crate::mesh::seal::session::SealError;
+use crate::mesh::seal::{self, wire};
 use crate::mesh::tunnels::frame::{self, Datagram};
 use crate::mesh::tunnels::{CloseCode, SendError, TunnelLink};
 use crate::tun::{RecvBatch, Tun, WRITE_BATCH};
@@ -31,8 +41,15 @@ use crate::tun::{RecvBatch, Tun, WRITE_BATCH};
 /// this node's memory nor crowd out the others' packets.
 pub(super) const BABEL_BUDGET: usize = 64;
 
+/// A tunnel the data path can send on, with the prefix of the node at its other end.
+#[derive(Debug, Clone)]
+pub(super) struct Hop {
+    pub(super) link: TunnelLink,
+    pub(super) peer: Ipv6Net,
+}
+
 /// The tunnels the data path can send on, by the engine interface the FIB names.
-pub(super) type TunnelTable = ArcSwap<HashMap<IfaceId, TunnelLink>>;
+pub(super) type TunnelTable = ArcSwap<HashMap<IfaceId, Hop>>;
 
 /// What the data path needs, shared by its tasks.
 #[derive(Clone)]
@@ -46,6 +63,8 @@ pub(super) struct DataPath {
     pub(super) babel_dropped: Arc<AtomicU64>,
     /// Traffic counters and drops by reason.
     pub(super) book: Arc<TrafficBook>,
+    /// Sessions with far nodes, handshakes.
+    pub(super) seal: Arc<SealPath>,
 }
 
 impl DataPath {
@@ -80,6 +99,7 @@ impl DataPath {
         self,
         tunnel: TunnelId,
         link: TunnelLink,
+        neighbour: Ipv6Net,
         tx: mpsc::Sender<ShellEvent>,
     ) {
         let mut fwd = Forwarder::new(self.me, RateLimit::default());
@@ -97,6 +117,15 @@ impl DataPath {
                     return;
                 }
             };
+            if matches!(
+                d.first(),
+                Some(&frame::TYPE_SEALED) | Some(&frame::TYPE_SEAL_HANDSHAKE)
+            ) {
+                traffic.rx_data(d.len() - frame::HEADER_LEN, Instant::now());
+                let framed = d.try_into_mut().unwrap_or_else(|d| BytesMut::from(&d[..]));
+                self.sealed_from_tunnel(framed, neighbour, &mut fwd).await;
+                continue;
+            }
             match frame::parse(&d) {
                 Ok(Datagram::Babel(b)) => {
                     traffic.rx_babel(b.len(), Instant::now());
@@ -119,8 +148,17 @@ impl DataPath {
                 Ok(Datagram::Ipv6(p)) => {
                     traffic.rx_data(p.len(), Instant::now());
                     // Zero-copy when quinn hands us the only reference to the buffer.
-                    let framed = d.try_into_mut().unwrap_or_else(|d| BytesMut::from(&d[..]));
-                    self.route_packet(framed, true, &mut fwd).await;
+                    let mut framed = d.try_into_mut().unwrap_or_else(|d| BytesMut::from(&d[..]));
+                    match seal::path::from_tunnel(&mut framed, self.prefix, neighbour) {
+                        FromTunnel::DeliverPlain => {
+                            self.route_packet(framed, true, &mut fwd).await;
+                        }
+                        FromTunnel::Drop(why) => self.path_drop(why, &tunnel),
+                        // not for a plain packet
+                        FromTunnel::Open | FromTunnel::Relay(_) => {
+                            self.book.drops.count(DropWhy::Malformed);
+                        }
+                    }
                 }
                 Err(e) => {
                     self.book.drops.count(DropWhy::BadDatagram);
@@ -131,7 +169,10 @@ impl DataPath {
     }
 
     /// Routes one IPv6 packet. `framed` holds the tunnel type byte followed by the packet, so
-    /// a forwarded packet leaves in the same buffer it arrived in (no copy, no allocation).
+    /// a packet sent plain leaves in the same buffer it arrived in (no copy, no allocation).
+    /// From a tunnel, only packets for this node come here (plain ones checked by
+    /// [`seal::path::from_tunnel`], or opened); from the TUN, a packet for a far node whose
+    /// next hop is a relay is sealed.
     async fn route_packet(&self, mut framed: BytesMut, from_tunnel: bool, fwd: &mut Forwarder) {
         let Some(pkt) = framed.get_mut(frame::HEADER_LEN..) else {
             return;
@@ -140,42 +181,56 @@ impl DataPath {
             self.book.drops.count(DropWhy::Malformed);
             return;
         };
-        let lookup = if self.prefix.contains(&h.dst) {
-            Lookup::Local
+        let (lookup, seal_for) = if self.prefix.contains(&h.dst) {
+            (Lookup::Local, None)
+        } else if from_tunnel {
+            // transit is sealed, never plain (checked before; kept as a guard)
+            self.book.drops.count(DropWhy::PlainTransit);
+            return;
         } else {
             match self.next_hop(h.dst) {
-                Some(link) => {
-                    let mtu = link.max_payload();
-                    Lookup::Via { next: link, mtu }
+                Some((hop, fib_prefix)) => {
+                    let seal_for = match seal::path::from_tun(h.dst, fib_prefix, hop.peer) {
+                        FromTun::Plain => None,
+                        FromTun::Seal(p) => Some(p),
+                    };
+                    // A sealed packet is OVERHEAD bytes larger: Packet Too Big quotes less.
+                    let overhead = if seal_for.is_some() {
+                        wire::OVERHEAD
+                    } else {
+                        0
+                    };
+                    let mtu = hop.link.max_payload().saturating_sub(overhead);
+                    (
+                        Lookup::Via {
+                            next: hop.link,
+                            mtu,
+                        },
+                        seal_for,
+                    )
                 }
-                None => Lookup::NoRoute,
+                None => (Lookup::NoRoute, None),
             }
         };
-        match fwd.decide(pkt, from_tunnel, lookup, Instant::now()) {
+        let now = Instant::now();
+        match fwd.decide(pkt, from_tunnel, lookup, now) {
             Decision::Deliver => {
+                test_hook::record("deliver", &framed[frame::HEADER_LEN..]);
                 if self.tun.deliver(framed, frame::HEADER_LEN).await.is_err() {
                     self.book.drops.count(DropWhy::TunWriteFailed);
                 }
             }
-            Decision::Forward(link) => match link.send_packet(framed) {
-                Ok(()) => {}
-                Err(SendError::QueueFull) => {
-                    self.book.drops.count(DropWhy::QueueFull);
-                    debug!("tunnel queue full: data packet dropped");
-                }
-                Err(e) => {
-                    self.book.drops.count(DropWhy::SendFailed);
-                    debug!(error = %e, "datagram not sent");
-                }
+            Decision::Forward(link) => match seal_for {
+                Some(peer) => self.send_sealed(peer, &framed[frame::HEADER_LEN..], &link, now),
+                None => self.send_result(link.send_packet(framed)),
             },
             Decision::Reply(icmp) => {
-                // The error goes back to the source: to our own TUN if it is ours, else routed.
+                // The error goes back to the source: to our own TUN if it is ours, else routed
+                // like any packet this node sends (sealed for a far node).
                 if !from_tunnel {
                     let _ = self.tun.send(&icmp).await;
-                } else if let Some(h) = parse_header(&icmp)
-                    && let Some(link) = self.next_hop(h.dst)
-                {
-                    let _ = link.send_packet_copy(&icmp);
+                } else {
+                    self.originate(&icmp, now);
                 }
             }
             Decision::Drop(reason) => {
@@ -185,8 +240,151 @@ impl DataPath {
         }
     }
 
-    fn next_hop(&self, dst: Ipv6Addr) -> Option<TunnelLink> {
+    /// Sends a packet this node made (an ICMPv6 error) towards its destination: plain on a
+    /// direct tunnel, sealed through a relay.
+    fn originate(&self, pkt: &[u8], now: Instant) {
+        let Some(h) = parse_header(pkt) else {
+            return;
+        };
+        let Some((hop, fib_prefix)) = self.next_hop(h.dst) else {
+            return;
+        };
+        match seal::path::from_tun(h.dst, fib_prefix, hop.peer) {
+            FromTun::Plain => self.send_result(hop.link.send_packet_copy(pkt)),
+            FromTun::Seal(peer) => self.send_sealed(peer, pkt, &hop.link, now),
+        }
+    }
+
+    /// Seals `pkt` for the far node of `peer` and sends what that gives on `link` (the next
+    /// hop towards it). No plaintext fallback: a packet that cannot be sealed is dropped.
+    fn send_sealed(&self, peer: Ipv6Net, pkt: &[u8], link: &TunnelLink, now: Instant) {
+        match self.seal.seal(peer, pkt, now) {
+            Ok(frames) => {
+                for f in frames {
+                    self.send_result(link.send_frame(Bytes::from(f)));
+                }
+            }
+            Err(e) => {
+                self.book.drops.count(DropWhy::NoSession);
+                self.seal
+                    .log_failure("packet for a far node dropped: no sealed session", &peer, e);
+            }
+        }
+    }
+
+    fn send_result(&self, r: Result<(), SendError>) {
+        match r {
+            Ok(()) => {}
+            Err(SendError::QueueFull) => {
+                self.book.drops.count(DropWhy::QueueFull);
+                debug!("tunnel queue full: data packet dropped");
+            }
+            Err(e) => {
+                self.book.drops.count(DropWhy::SendFailed);
+                debug!(error = %e, "datagram not sent");
+            }
+        }
+    }
+
+    /// A sealed frame or handshake message from the tunnel to `neighbour`.
+    async fn sealed_from_tunnel(
+        &self,
+        mut framed: BytesMut,
+        neighbour: Ipv6Net,
+        fwd: &mut Forwarder,
+    ) {
+        let now = Instant::now();
+        match seal::path::from_tunnel(&mut framed, self.prefix, neighbour) {
+            FromTunnel::Open => {
+                let r = if framed.first() == Some(&frame::TYPE_SEALED) {
+                    self.seal.open(&framed, now, |src| {
+                        self.next_hop(src)
+                            .map(|(_, p)| p)
+                            .filter(|p| p.contains(&src))
+                    })
+                } else {
+                    self.seal.handshake(&framed, now)
+                };
+                match r {
+                    Ok(out) => {
+                        for d in out.send {
+                            self.forward_frame(Bytes::from(d));
+                        }
+                        if let Some(mut p) = out.deliver {
+                            // The relays each took one off the clear hop limit: the inner
+                            // packet arrives as if routed hop by hop (traceroute, hop counts).
+                            let relays = wire::INITIAL_HOPS
+                                .saturating_sub(framed.get(wire::HOP_OFFSET).copied().unwrap_or(0));
+                            if let Some(h) = p.get_mut(7) {
+                                *h = h.saturating_sub(relays).max(1);
+                            }
+                            let mut b = BytesMut::with_capacity(frame::HEADER_LEN + p.len());
+                            b.extend_from_slice(&[frame::TYPE_IPV6]);
+                            b.extend_from_slice(&p);
+                            self.route_packet(b, true, fwd).await;
+                        }
+                    }
+                    Err(e) => {
+                        self.book.drops.count(if e == SealError::SpoofedSource {
+                            DropWhy::SpoofedSource
+                        } else {
+                            DropWhy::OpenFailed
+                        });
+                        let src = wire::source(&framed).map(|a| a.to_string());
+                        let src = src.as_deref().unwrap_or("?");
+                        debug!(%src, error = %e, "sealed frame for this node refused");
+                    }
+                }
+            }
+            FromTunnel::Relay(_) => {
+                test_hook::record("relay", &framed);
+                let tamper = test_hook::tamper();
+                if framed.first() == Some(&frame::TYPE_SEALED) && tamper != test_hook::Tamper::None
+                {
+                    if tamper == test_hook::Tamper::Replay {
+                        self.forward_frame(Bytes::copy_from_slice(&framed));
+                    } else if let Some(last) = framed.last_mut() {
+                        *last ^= 1;
+                    }
+                }
+                self.forward_frame(framed.freeze());
+            }
+            FromTunnel::Drop(why) => self.path_drop(why, &neighbour),
+            FromTunnel::DeliverPlain => self.book.drops.count(DropWhy::Malformed),
+        }
+    }
+
+    /// Sends a sealed frame (hop limit already set) to the next hop towards its clear
+    /// destination.
+    fn forward_frame(&self, d: Bytes) {
+        let Ok((dst, _)) = wire::route(&d) else {
+            self.book.drops.count(DropWhy::Malformed);
+            return;
+        };
+        match self.next_hop(dst) {
+            Some((hop, _)) => self.send_result(hop.link.send_frame(d)),
+            None => self.book.drops.count(DropWhy::NoRoute),
+        }
+    }
+
+    fn path_drop(&self, why: PathDrop, from: &dyn std::fmt::Display) {
+        self.book.drops.count(match why {
+            PathDrop::Malformed => DropWhy::Malformed,
+            PathDrop::SpoofedSource => DropWhy::SpoofedSource,
+            PathDrop::PlainTransit => DropWhy::PlainTransit,
+            PathDrop::HopLimit => DropWhy::SealedHopLimit,
+        });
+        debug!(%from, ?why, "datagram from a tunnel dropped");
+    }
+
+    /// The tunnel towards `dst` and the FIB prefix that matched.
+    fn next_hop(&self, dst: Ipv6Addr) -> Option<(Hop, Ipv6Net)> {
         let e = self.fib.lookup(IpAddr::V6(dst))?;
-        self.table.load().get(&e.iface).cloned()
+        let IpAddr::V6(a) = e.prefix.addr() else {
+            return None;
+        };
+        let prefix = Ipv6Net::new(a, e.prefix.len()).ok()?;
+        let hop = self.table.load().get(&e.iface).cloned()?;
+        Some((hop, prefix))
     }
 }

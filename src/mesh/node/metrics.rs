@@ -13,7 +13,9 @@
 //! * `registry_reachable` — gauge, 1 when the last request to the registry succeeded;
 //! * `events_total` — every counter of `mesh status --json`'s `counters` map (core, Babel
 //!   budgets, origin authentication), label `name`;
-//! * `forward_drops_total` — the data path's drops, label `reason`.
+//! * `forward_drops_total` — the data path's drops, label `reason`;
+//! * `seal_sessions` — gauge, sealed sessions with far nodes; `seal_events_total` — the
+//!   sealing counters of `mesh status --json`'s `seal` object, label `name`.
 #![allow(clippy::disallowed_methods)] // IO shell: the metrics server is a spawned task
 
 use std::net::SocketAddr;
@@ -207,6 +209,26 @@ pub(crate) fn render(st: &Status, peers: &[Peer]) -> String {
     for (k, v) in &st.drops {
         drops.get_or_create(&labels(&[("reason", k)])).inc_by(*v);
     }
+    if let Some(seal) = &st.seal {
+        gauge(
+            &mut reg,
+            "seal_sessions",
+            "Sealed sessions with far nodes.",
+            as_gauge(seal.sessions),
+        );
+        let events = counter_family(
+            &mut reg,
+            "seal_events",
+            "End-to-end sealing counters (mesh status seal), by name.",
+        );
+        if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&seal.stats) {
+            for (k, v) in m {
+                events
+                    .get_or_create(&labels(&[("name", &k)]))
+                    .inc_by(v.as_u64().unwrap_or(0));
+            }
+        }
+    }
 
     let mut out = String::new();
     // writing into a String cannot fail
@@ -297,6 +319,14 @@ mod tests {
                 reachable: true,
                 ..Default::default()
             }),
+            seal: Some(crate::control::SealStatus {
+                sessions: 2,
+                stats: crate::mesh::seal::session::SealStats {
+                    opened: 7,
+                    spoofed_sources: 1,
+                    ..Default::default()
+                },
+            }),
         };
         let peer = Peer {
             prefix: "fd00:0:0:2::/64".into(),
@@ -331,6 +361,9 @@ mod tests {
             r#"re6mesh_state{state="up"} 1"#,
             r#"re6mesh_events_total{name="routes_unauthenticated"} 3"#,
             r#"re6mesh_forward_drops_total{reason="queue_full"} 2"#,
+            "re6mesh_seal_sessions 2",
+            r#"re6mesh_seal_events_total{name="opened"} 7"#,
+            r#"re6mesh_seal_events_total{name="spoofed_sources"} 1"#,
             "# TYPE re6mesh_tunnel_rx_bytes counter",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");

@@ -18,6 +18,7 @@ mod control_api;
 pub mod core;
 mod datapath;
 mod metrics;
+mod sealing;
 mod setup;
 mod shell;
 mod traffic;

@@ -89,6 +89,7 @@ pub async fn run(
 
     let trust = Trust::new(&st.ca_der)?;
     trust.set_revoked(net.revoked().clone());
+    let revoked = net.revoked().clone();
     let endpoint = Arc::new(
         TunnelEndpoint::bind(
             cfg.listen,
@@ -120,6 +121,28 @@ pub async fn run(
     let started = Instant::now();
     let babel_dropped = Arc::<std::sync::atomic::AtomicU64>::default();
     let book = Arc::new(super::traffic::TrafficBook::default());
+    super::sealing::test_hook::init();
+    let seal = Arc::new(super::sealing::SealPath::new(
+        prefix,
+        params.network,
+        st.ca_der.clone(),
+        revoked,
+        unix_now(),
+        &st.cert_der,
+        &st.key.to_der(),
+        started,
+    )?);
+    {
+        // Handshakes time out, sessions age out, certificates expire: checked every second.
+        let seal = seal.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                seal.tick(Instant::now(), unix_now());
+            }
+        });
+    }
     let shared = Arc::new(Shared {
         babel_dropped: babel_dropped.clone(),
         book: book.clone(),
@@ -141,6 +164,7 @@ pub async fn run(
             name: info.name.clone(),
         }),
         registry: health,
+        seal: seal.clone(),
         tx: tx.clone(),
         started,
         prefix,
@@ -223,6 +247,7 @@ pub async fn run(
         tun,
         babel_dropped,
         book,
+        seal: seal.clone(),
     };
 
     // The host's addresses, for the endpoint candidates (mesh::reach): now, then every

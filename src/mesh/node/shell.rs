@@ -69,6 +69,8 @@ pub(super) struct Registry {
 /// A live tunnel as the shell holds it.
 struct Live {
     link: crate::mesh::tunnels::TunnelLink,
+    /// The node at its other end.
+    peer: ipnet::Ipv6Net,
     /// `None` while the core holds the tunnel (control stream only).
     iface: Option<crate::mesh::babel::IfaceId>,
     ctl: mpsc::Sender<ControlMsg>,
@@ -417,7 +419,11 @@ impl Shell {
                     warn!(error = %e, "cannot save the peer cache");
                 }
             }
-            Action::SetRevoked(set) => self.endpoint.trust().set_revoked(set),
+            Action::SetRevoked(set) => {
+                // Sealed sessions end with the tunnels: same CRL, same moment.
+                self.data.seal.set_revoked(set.clone(), unix_now());
+                self.endpoint.trust().set_revoked(set)
+            }
             Action::SetHello {
                 hello,
                 min_protocol,
@@ -466,6 +472,7 @@ impl Shell {
             tunnel,
             Live {
                 link,
+                peer,
                 iface: None,
                 ctl: ctl_tx,
             },
@@ -478,8 +485,8 @@ impl Shell {
         {
             // a held tunnel released
             l.iface = Some(iface);
-            let link = l.link.clone();
-            self.start_data(tunnel, iface, link);
+            let (link, peer) = (l.link.clone(), l.peer);
+            self.start_data(tunnel, iface, link, peer);
             return;
         }
         let Some(t) = self.pending.remove(&tunnel) else {
@@ -490,11 +497,12 @@ impl Shell {
         self.data.book.open(tunnel, peer, link.traffic().clone());
         let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
         spawn_control_tasks(tunnel, ctl, ctl_rx, self.tx.clone());
-        self.start_data(tunnel, iface, link.clone());
+        self.start_data(tunnel, iface, link.clone(), peer);
         self.live.insert(
             tunnel,
             Live {
                 link,
+                peer,
                 iface: Some(iface),
                 ctl: ctl_tx,
             },
@@ -507,14 +515,21 @@ impl Shell {
         tunnel: TunnelId,
         iface: crate::mesh::babel::IfaceId,
         link: crate::mesh::tunnels::TunnelLink,
+        peer: ipnet::Ipv6Net,
     ) {
         let mut map = (**self.data.table.load()).clone();
-        map.insert(iface, link.clone());
+        map.insert(
+            iface,
+            super::datapath::Hop {
+                link: link.clone(),
+                peer,
+            },
+        );
         self.data.table.store(Arc::new(map));
         tokio::spawn(
             self.data
                 .clone()
-                .run_tunnel_reader(tunnel, link, self.tx.clone()),
+                .run_tunnel_reader(tunnel, link, peer, self.tx.clone()),
         );
     }
 
@@ -528,6 +543,7 @@ impl Shell {
         let client = RegistryClient::with_identity(&r.url, &r.ca_der, cert_der, &r.key)
             .map_err(|e| InstallError(e.to_string()))?;
         r.client.store(Arc::new(client));
+        self.data.seal.set_identity(cert_der, &r.key.to_der());
         Ok(())
     }
 }

@@ -32,11 +32,24 @@ pub(crate) enum DropWhy {
     BadDatagram,
     /// The TUN device refused a packet for this node.
     TunWriteFailed,
+    /// A packet whose source is not its sender's: a plain one from outside the neighbour's
+    /// prefix, or a sealed one from outside the far node's certificate prefix.
+    SpoofedSource,
+    /// A plain packet from a tunnel for another node (transit is sealed, never plain).
+    PlainTransit,
+    /// A sealed frame whose clear hop limit ran out.
+    SealedHopLimit,
+    /// A sealed frame to relay, or a handshake answer, with no route to its destination.
+    NoRoute,
+    /// A packet for a far node that could not be sealed (no session can be set up).
+    NoSession,
+    /// A sealed frame for this node that did not open (tampered, replayed, unknown session).
+    OpenFailed,
 }
 
 impl DropWhy {
     /// Every reason, in the order of [`Drops`].
-    pub(crate) const ALL: [DropWhy; 7] = [
+    pub(crate) const ALL: [DropWhy; 13] = [
         DropWhy::Malformed,
         DropWhy::NoErrorAllowed,
         DropWhy::RateLimited,
@@ -44,6 +57,12 @@ impl DropWhy {
         DropWhy::SendFailed,
         DropWhy::BadDatagram,
         DropWhy::TunWriteFailed,
+        DropWhy::SpoofedSource,
+        DropWhy::PlainTransit,
+        DropWhy::SealedHopLimit,
+        DropWhy::NoRoute,
+        DropWhy::NoSession,
+        DropWhy::OpenFailed,
     ];
 
     /// The reason's name in `mesh status` and in the metrics.
@@ -56,6 +75,12 @@ impl DropWhy {
             DropWhy::SendFailed => "send_failed",
             DropWhy::BadDatagram => "bad_datagram",
             DropWhy::TunWriteFailed => "tun_write_failed",
+            DropWhy::SpoofedSource => "spoofed_source",
+            DropWhy::PlainTransit => "plain_transit",
+            DropWhy::SealedHopLimit => "sealed_hop_limit",
+            DropWhy::NoRoute => "no_route",
+            DropWhy::NoSession => "no_session",
+            DropWhy::OpenFailed => "open_failed",
         }
     }
 }

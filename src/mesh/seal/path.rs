@@ -147,7 +147,7 @@ mod tests {
         let (me, a) = (net("fd00:1:0:b::/64"), net("fd00:1:0:a::/64"));
         let c: Ipv6Addr = "fd00:1:0:c::1".parse().unwrap();
         let mut d = Vec::new();
-        wire::emit_data_header(c, 5, 9, &mut d);
+        wire::emit_data_header(c, "fd00:1:0:a::1".parse().unwrap(), 5, 9, &mut d);
         d.extend_from_slice(&[0; 40]);
         let before = d.clone();
         assert_eq!(from_tunnel(&mut d, me, a), FromTunnel::Relay(c));

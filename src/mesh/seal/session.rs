@@ -90,6 +90,12 @@ pub struct SealCounters {
     pub pending_full: AtomicU64,
     /// Sessions ended by a revocation or an expiry of the peer's certificate.
     pub sessions_revoked: AtomicU64,
+    /// First messages ignored because this node's own, younger initiation towards that
+    /// node wins the tie-break (both ends initiated at once).
+    pub handshake_collisions: AtomicU64,
+    /// Handshakes started because a data frame for this node named an unknown session
+    /// (the peer restarted, or the session here expired).
+    pub unknown_session_handshakes: AtomicU64,
 }
 
 /// A plain copy of [`SealCounters`].
@@ -108,6 +114,8 @@ pub struct SealStats {
     pub handshake_failures: u64,
     pub pending_full: u64,
     pub sessions_revoked: u64,
+    pub handshake_collisions: u64,
+    pub unknown_session_handshakes: u64,
 }
 
 impl SealCounters {
@@ -128,9 +136,21 @@ impl SealCounters {
             handshake_failures: g(&self.handshake_failures),
             pending_full: g(&self.pending_full),
             sessions_revoked: g(&self.sessions_revoked),
+            handshake_collisions: g(&self.handshake_collisions),
+            unknown_session_handshakes: g(&self.unknown_session_handshakes),
         }
     }
 }
+
+/// A simultaneous initiation younger than this wins the tie-break at the node with the lower
+/// address (it ignores the other's message 1).
+pub const COLLISION_WINDOW: Duration = Duration::from_secs(1);
+/// An initiation unanswered for this long is started again when a packet waits (a lost
+/// message 1 or 2 costs this, not the whole handshake timeout).
+pub const HANDSHAKE_RETRY: Duration = Duration::from_secs(1);
+/// A data frame for an unknown session starts at most one handshake towards its source per
+/// this interval.
+pub const UNKNOWN_SESSION_INTERVAL: Duration = Duration::from_secs(1);
 
 fn inc(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
@@ -225,9 +245,9 @@ impl Session {
         if counter >= limit {
             return Err(SealError::Exhausted);
         }
-        wire::emit_data_header(h.dst, self.remote_index, counter, out);
+        wire::emit_data_header(h.dst, h.src, self.remote_index, counter, out);
         out.reserve(pkt.len() + TAG_LEN);
-        out.extend_from_slice(&pkt[..24]);
+        out.extend_from_slice(&pkt[..wire::CLEAR_ADDRS.start]);
         out.extend_from_slice(&pkt[IPV6_HEADER..]);
         let aad = wire::data_aad(out);
         let tag = self
@@ -252,18 +272,21 @@ impl Session {
             .open_in_place(nonce(f.counter), Aad::from(aad), &mut buf)
             .map_err(|_| SealError::AuthFailed)?
             .len();
+        // The clear source is authenticated (AAD) now: it must be the peer's.
+        if !self.peer.prefix.contains(&f.src) {
+            return Err(SealError::SpoofedSource);
+        }
         if !self.window().accept(f.counter) {
             return Err(SealError::Replay);
         }
         buf.truncate(n);
-        let mut pkt = Vec::with_capacity(n + 16);
-        pkt.extend_from_slice(&buf[..24]);
+        let head = wire::CLEAR_ADDRS.start;
+        let mut pkt = Vec::with_capacity(n + 32);
+        pkt.extend_from_slice(buf.get(..head).ok_or(SealError::Malformed)?);
+        pkt.extend_from_slice(&f.src.octets());
         pkt.extend_from_slice(&f.dst.octets());
-        pkt.extend_from_slice(&buf[24..]);
-        let h = parse_header(&pkt).ok_or(SealError::Malformed)?;
-        if !self.peer.prefix.contains(&h.src) {
-            return Err(SealError::SpoofedSource);
-        }
+        pkt.extend_from_slice(&buf[head..]);
+        parse_header(&pkt).ok_or(SealError::Malformed)?;
         Ok(pkt)
     }
 
@@ -272,9 +295,44 @@ impl Session {
         self.replay.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn sent(&self) -> u64 {
+    /// Messages sealed so far (the next counter).
+    pub fn sent(&self) -> u64 {
         self.next_counter.load(Ordering::Relaxed)
     }
+
+    /// How long ago the handshake that made it completed.
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.born)
+    }
+
+    /// Opens `d` as [`Session::open`] does and counts the outcome in `counters` (what the
+    /// data path does without the [`Sealer`]'s lock).
+    pub fn open_counted(&self, d: &[u8], counters: &SealCounters) -> Result<Vec<u8>, SealError> {
+        match self.open(d) {
+            Ok(p) => {
+                inc(&counters.opened);
+                Ok(p)
+            }
+            Err(e) => {
+                inc(match e {
+                    SealError::Replay => &counters.replays,
+                    SealError::SpoofedSource => &counters.spoofed_sources,
+                    _ => &counters.auth_failures,
+                });
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The sessions the data path uses without the [`Sealer`]'s lock (published in an
+/// `ArcSwap` after every change, see docs/SEALING.md "Sharing on the data path").
+#[derive(Debug, Default)]
+pub struct Published {
+    /// The session to send with, by far node prefix.
+    pub by_prefix: HashMap<Ipv6Net, Arc<Session>>,
+    /// Every established session, by our index.
+    pub by_index: HashMap<u32, Arc<Session>>,
 }
 
 struct Pending {
@@ -310,6 +368,10 @@ pub struct Sealer {
     initiating: HashMap<Ipv6Addr, u32>,
     /// Packets waiting for a session, by far node address.
     queues: HashMap<Ipv6Addr, VecDeque<Vec<u8>>>,
+    /// When a frame for an unknown session last started a handshake, by its source.
+    unknown_answered: HashMap<Ipv6Addr, Instant>,
+    /// The session tables changed since [`Sealer::take_changed`].
+    changed: bool,
     counters: Arc<SealCounters>,
 }
 
@@ -337,8 +399,70 @@ impl Sealer {
             current: HashMap::new(),
             initiating: HashMap::new(),
             queues: HashMap::new(),
+            unknown_answered: HashMap::new(),
+            changed: false,
             counters: Arc::default(),
         }
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &SealConfig {
+        &self.cfg
+    }
+
+    /// Presents `id` from now on (a renewed certificate); sessions stay.
+    pub fn set_identity(&mut self, id: LocalIdentity) {
+        self.id = id;
+    }
+
+    /// True once after the session tables changed (the caller republishes [`Published`]).
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// The sessions, for the data path's lock-free lookups.
+    pub fn published(&self) -> Published {
+        Published {
+            by_prefix: self.current.clone(),
+            by_index: self.sessions.clone(),
+        }
+    }
+
+    /// The established session of our index `index`.
+    pub fn session_by_index(&self, index: u32) -> Option<Arc<Session>> {
+        self.sessions.get(&index).cloned()
+    }
+
+    /// A data frame for this node named a session it does not have: starts a handshake
+    /// towards its clear source `src` (of node prefix `peer`), at most once per
+    /// [`UNKNOWN_SESSION_INTERVAL`] per source; message 1, if one leaves.
+    pub fn unknown_session(
+        &mut self,
+        src: Ipv6Addr,
+        peer: Ipv6Net,
+        now: Instant,
+    ) -> Option<Vec<u8>> {
+        if !peer.contains(&src) || peer.contains(&self.addr) {
+            return None;
+        }
+        if self
+            .unknown_answered
+            .get(&src)
+            .is_some_and(|t| now.saturating_duration_since(*t) < UNKNOWN_SESSION_INTERVAL)
+        {
+            return None;
+        }
+        if self.unknown_answered.len() >= 4 * self.cfg.max_pending {
+            self.unknown_answered
+                .retain(|_, t| now.saturating_duration_since(*t) < UNKNOWN_SESSION_INTERVAL);
+            if self.unknown_answered.len() >= 4 * self.cfg.max_pending {
+                return None;
+            }
+        }
+        self.unknown_answered.insert(src, now);
+        let m = self.initiate(peer, now).ok().flatten()?;
+        inc(&self.counters.unknown_session_handshakes);
+        Some(m)
     }
 
     /// The counters (shared).
@@ -411,8 +535,18 @@ impl Sealer {
     /// Starts a handshake with `peer` unless one is in progress: message 1, if any.
     fn initiate(&mut self, peer: Ipv6Net, now: Instant) -> Result<Option<Vec<u8>>, SealError> {
         let dst = identity::node_address(&peer);
-        if self.initiating.contains_key(&dst) {
-            return Ok(None);
+        if let Some(&index) = self.initiating.get(&dst) {
+            let young = self
+                .pending
+                .get(&index)
+                .is_some_and(|p| now.saturating_duration_since(p.started) < HANDSHAKE_RETRY);
+            if young {
+                return Ok(None);
+            }
+            // No answer within HANDSHAKE_RETRY (message 1 or 2 lost, e.g. on a route that
+            // was changing): start again rather than wait for the timeout.
+            self.pending.remove(&index);
+            self.initiating.remove(&dst);
         }
         if self.pending.len() >= self.cfg.max_pending {
             inc(&self.counters.pending_full);
@@ -461,23 +595,11 @@ impl Sealer {
                     inc(&self.counters.unknown_session);
                     return Err(SealError::UnknownSession);
                 }
-                match s.open(d) {
-                    Ok(p) => {
-                        inc(&self.counters.opened);
-                        Ok(Output {
-                            deliver: Some(p),
-                            send: Vec::new(),
-                        })
-                    }
-                    Err(e) => {
-                        inc(match e {
-                            SealError::Replay => &self.counters.replays,
-                            SealError::SpoofedSource => &self.counters.spoofed_sources,
-                            _ => &self.counters.auth_failures,
-                        });
-                        Err(e)
-                    }
-                }
+                let p = s.open_counted(d, &self.counters)?;
+                Ok(Output {
+                    deliver: Some(p),
+                    send: Vec::new(),
+                })
             }
             _ => self.receive_handshake(d, certs, now).inspect_err(|_| {
                 inc(&self.counters.handshake_failures);
@@ -495,6 +617,17 @@ impl Sealer {
         let mut out = Output::default();
         match f.msg {
             wire::MSG1 => {
+                // Both ends initiated at once: the lower address keeps its own initiation
+                // while it is young, the higher one answers the lower's.
+                if self.addr < f.src
+                    && let Some(mine) = self.initiating.get(&f.src)
+                    && self.pending.get(mine).is_some_and(|p| {
+                        now.saturating_duration_since(p.started) < COLLISION_WINDOW
+                    })
+                {
+                    inc(&self.counters.handshake_collisions);
+                    return Ok(out);
+                }
                 if self.pending.len() >= self.cfg.max_pending {
                     inc(&self.counters.pending_full);
                     return Err(SealError::NoSession);
@@ -533,26 +666,33 @@ impl Sealer {
                     &mut m,
                 );
                 out.send.push(m);
-                // What waited for this session leaves now, sealed.
-                if let Some(q) = self.queues.remove(&p.peer_addr) {
-                    for pkt in q {
-                        let mut d = Vec::new();
-                        if s.seal(&pkt, self.cfg.reject_messages, &mut d).is_ok() {
-                            inc(&self.counters.sealed_tx);
-                            out.send.push(d);
-                        }
-                    }
-                }
+                self.flush(&s, p.peer_addr, &mut out);
             }
             _ => {
                 let p = self.take_pending(f.receiver, false, f.src)?;
                 let est =
                     p.hs.finish_responder(f.noise, certs)
                         .map_err(|_| SealError::Handshake)?;
-                self.install(est, f.receiver, now);
+                let s = self.install(est, f.receiver, now);
+                // The responder had packets waiting too (its own initiation lost the
+                // tie-break, or is still under way): they leave on this session.
+                self.flush(&s, p.peer_addr, &mut out);
             }
         }
         Ok(out)
+    }
+
+    /// What waited for a session with `peer_addr` leaves now, sealed with `s`.
+    fn flush(&mut self, s: &Session, peer_addr: Ipv6Addr, out: &mut Output) {
+        if let Some(q) = self.queues.remove(&peer_addr) {
+            for pkt in q {
+                let mut d = Vec::new();
+                if s.seal(&pkt, self.cfg.reject_messages, &mut d).is_ok() {
+                    inc(&self.counters.sealed_tx);
+                    out.send.push(d);
+                }
+            }
+        }
     }
 
     fn take_pending(
@@ -575,6 +715,7 @@ impl Sealer {
     fn install(&mut self, est: Established, index: u32, now: Instant) -> Arc<Session> {
         let s = Arc::new(Session::new(est, index, now));
         inc(&self.counters.handshakes_completed);
+        self.changed = true;
         // Keep the current and the previous session of a peer (in-flight packets of the
         // old keys still open); older ones go.
         let prefix = s.peer.prefix;
@@ -599,11 +740,15 @@ impl Sealer {
         });
         let queues = &mut self.queues;
         queues.retain(|a, _| initiating.contains_key(a));
+        self.unknown_answered
+            .retain(|_, t| now.saturating_duration_since(*t) < UNKNOWN_SESSION_INTERVAL);
+        let before = self.sessions.len();
         self.sessions
             .retain(|_, s| now.saturating_duration_since(s.born) < reject);
         let sessions = &self.sessions;
         self.current
             .retain(|_, s| sessions.contains_key(&s.local_index));
+        self.changed |= self.sessions.len() != before;
     }
 
     /// Ends at once the sessions whose peer certificate is revoked or expired at `unix`;
@@ -616,6 +761,7 @@ impl Sealer {
         self.current
             .retain(|_, s| sessions.contains_key(&s.local_index));
         let n = before - self.sessions.len();
+        self.changed |= n > 0;
         self.counters
             .sessions_revoked
             .fetch_add(n as u64, Ordering::Relaxed);

@@ -10,7 +10,9 @@ use ipnet::Ipv6Net;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 
 use super::handshake::{self, HandshakeError, LocalIdentity};
-use super::session::{SealConfig, SealError, Sealer};
+use super::session::{
+    COLLISION_WINDOW, HANDSHAKE_RETRY, SealConfig, SealError, Sealer, UNKNOWN_SESSION_INTERVAL,
+};
 use super::wire;
 use crate::identity::node_address;
 use crate::mesh::node::core::{CertRefused, CertStore, KeySigner};
@@ -252,7 +254,7 @@ fn tampered_replayed_and_spoofed_frames_are_dropped_and_counted() {
     assert_eq!(c.sealer.counters().stats().spoofed_sources, 1);
     // Not ours, unknown session.
     let mut other = d[0].clone();
-    other[18] ^= 1;
+    other[34] ^= 1;
     assert_eq!(
         c.sealer.receive(&other, &mut c.store, t0),
         Err(SealError::UnknownSession)
@@ -407,8 +409,8 @@ fn sessions_rekey_after_their_time_and_old_frames_still_open() {
         .unwrap();
     assert_eq!(new.len(), 1);
     assert_ne!(
-        new[0][18..22],
-        old[0][18..22],
+        new[0][34..38],
+        old[0][34..38],
         "same receiver index: not rekeyed"
     );
     let got = run(
@@ -614,6 +616,12 @@ fn both_nodes_starting_a_handshake_at_once_end_with_working_sessions() {
     first.extend(c.sealer.seal(a.prefix, &packet(ca, aa, b"c1"), t0).unwrap());
     let got = run(&mut [&mut a, &mut c], first, t0, &mut pass);
     assert_eq!((got[0].len(), got[1].len()), (1, 1));
+    // The tie-break: A (the lower address) ignored C's message 1 and kept its own; C
+    // answered A's and, once message 3 came, sent what it had queued.
+    let (sa, sc) = (a.sealer.counters().stats(), c.sealer.counters().stats());
+    assert_eq!((sa.handshake_collisions, sc.handshake_collisions), (1, 0));
+    assert_eq!((sa.handshakes_completed, sc.handshakes_completed), (1, 1));
+    assert_eq!(a.sealer.session_count(), 1);
     for _ in 0..3 {
         let mut out = a.sealer.seal(c.prefix, &packet(aa, ca, b"a"), t0).unwrap();
         out.extend(c.sealer.seal(a.prefix, &packet(ca, aa, b"c"), t0).unwrap());
@@ -621,6 +629,93 @@ fn both_nodes_starting_a_handshake_at_once_end_with_working_sessions() {
         let got = run(&mut [&mut a, &mut c], out, t0, &mut pass);
         assert_eq!((got[0].len(), got[1].len()), (1, 1));
     }
+}
+
+#[test]
+fn an_unanswered_initiation_is_started_again_after_the_retry_interval() {
+    let w = World::new();
+    let mut a = w.node("fd00:1:0:a::/64", 1, SealConfig::default());
+    let mut c = w.node("fd00:1:0:c::/64", 3, SealConfig::default());
+    let t0 = t0();
+    let (aa, ca) = (node_address(&a.prefix), node_address(&c.prefix));
+    let lost = a.sealer.seal(c.prefix, &packet(aa, ca, b"1"), t0).unwrap();
+    assert_eq!(lost.len(), 1);
+    let soon = t0 + HANDSHAKE_RETRY / 2;
+    assert!(
+        a.sealer
+            .seal(c.prefix, &packet(aa, ca, b"2"), soon)
+            .unwrap()
+            .is_empty()
+    );
+    let later = t0 + HANDSHAKE_RETRY;
+    let again = a
+        .sealer
+        .seal(c.prefix, &packet(aa, ca, b"3"), later)
+        .unwrap();
+    assert_eq!(again.len(), 1, "a new message 1");
+    // the first message 1 is lost; the second sets the session up and every packet that
+    // waited arrives
+    let got = run(&mut [&mut a, &mut c], again, later, &mut pass);
+    assert_eq!(got[1].len(), 3);
+    assert_eq!(a.sealer.counters().stats().handshakes_started, 2);
+}
+
+#[test]
+fn an_older_simultaneous_initiation_does_not_win_the_tie_break() {
+    let w = World::new();
+    let mut a = w.node("fd00:1:0:a::/64", 1, SealConfig::default());
+    let mut c = w.node("fd00:1:0:c::/64", 3, SealConfig::default());
+    let t0 = t0();
+    let (aa, ca) = (node_address(&a.prefix), node_address(&c.prefix));
+    let mine = a.sealer.seal(c.prefix, &packet(aa, ca, b"a1"), t0).unwrap();
+    let theirs = c.sealer.seal(a.prefix, &packet(ca, aa, b"c1"), t0).unwrap();
+    // A's own initiation is older than the window: A answers C's message 1 too.
+    let later = t0 + COLLISION_WINDOW;
+    let out = a.sealer.receive(&theirs[0], &mut a.store, later).unwrap();
+    assert_eq!(out.send.len(), 1);
+    assert_eq!(a.sealer.counters().stats().handshake_collisions, 0);
+    drop(mine);
+}
+
+#[test]
+fn a_frame_for_an_unknown_session_starts_a_handshake_towards_its_source_rate_bounded() {
+    let w = World::new();
+    let (mut a, c, t0) = pair(&w, SealConfig::default());
+    let (aa, ca) = (node_address(&a.prefix), node_address(&c.prefix));
+    // C restarts: a new sealer, no sessions. A still sends on its old session.
+    let mut c = w.node("fd00:1:0:c::/64", 4, SealConfig::default());
+    let d = a
+        .sealer
+        .seal(c.prefix, &packet(aa, ca, b"lost"), t0)
+        .unwrap();
+    assert_eq!(
+        c.sealer.receive(&d[0], &mut c.store, t0),
+        Err(SealError::UnknownSession)
+    );
+    let src = wire::source(&d[0]).unwrap();
+    assert_eq!(src, aa);
+    let m1 = c.sealer.unknown_session(src, a.prefix, t0).unwrap();
+    // at most one per source and interval (and none while that one is under way)
+    assert!(c.sealer.unknown_session(src, a.prefix, t0).is_none());
+    assert!(
+        c.sealer
+            .unknown_session(src, a.prefix, t0 + UNKNOWN_SESSION_INTERVAL / 2)
+            .is_none()
+    );
+    assert_eq!(c.sealer.counters().stats().unknown_session_handshakes, 1);
+    // a source outside the prefix it claims starts nothing
+    assert!(c.sealer.unknown_session(ca, a.prefix, t0).is_none());
+    // The handshake completes; both directions work on the new session.
+    run(&mut [&mut a, &mut c], vec![m1], t0, &mut pass);
+    let d = a
+        .sealer
+        .seal(c.prefix, &packet(aa, ca, b"again"), t0)
+        .unwrap();
+    assert_eq!(d.len(), 1);
+    let got = run(&mut [&mut a, &mut c], d, t0, &mut pass);
+    assert_eq!(got[1].len(), 1);
+    let p = c.sealer.published();
+    assert_eq!((p.by_prefix.len(), p.by_index.len()), (1, 1));
 }
 
 #[test]

@@ -4,14 +4,16 @@
 //! it received and sends it on.
 //!
 //! ```text
-//! sealed data:  type=2 | dst[16] | hop[1] | receiver[4] | counter[8] | ciphertext | tag[16]
+//! sealed data:  type=2 | dst[16] | hop[1] | src[16] | receiver[4] | counter[8] | ciphertext | tag[16]
 //! handshake:    type=3 | dst[16] | hop[1] | src[16] | msg[1] | receiver[4] | noise message
 //! ```
 //!
-//! The ciphertext of a data frame is the inner IPv6 packet *without its destination
-//! address* (bytes 24..40): the clear `dst` is that address, authenticated as associated
-//! data, so sealing costs 29 bytes instead of 45 and a 1280-byte packet fits a tunnel on a
-//! 1360-byte path ([`MIN_TUNNEL_PAYLOAD`]).
+//! The ciphertext of a data frame is the inner IPv6 packet *without its source and
+//! destination addresses* (bytes 8..40): the clear `src` and `dst` are those addresses,
+//! authenticated as associated data, so sealing costs 29 bytes and a 1280-byte packet fits
+//! a tunnel on a 1360-byte path ([`MIN_TUNNEL_PAYLOAD`]). The clear source lets the receiver
+//! answer a frame for a session it does not know (a handshake towards that source) and
+//! check the source against the sender's certificate before opening.
 
 use std::net::Ipv6Addr;
 
@@ -22,14 +24,20 @@ use crate::mesh::tunnels::frame;
 pub const ROUTE_LEN: usize = 1 + 16 + 1;
 /// Offset of the hop limit a relay decrements.
 pub const HOP_OFFSET: usize = 17;
+/// Offset of the clear source address (both sealed types).
+pub const SRC_OFFSET: usize = ROUTE_LEN;
 /// Clear bytes in front of a data frame's ciphertext.
-pub const DATA_HEADER_LEN: usize = ROUTE_LEN + 4 + 8;
+pub const DATA_HEADER_LEN: usize = ROUTE_LEN + 16 + 4 + 8;
+/// Bytes of the inner packet's header that travel in clear (source and destination).
+pub const CLEAR_ADDRS: std::ops::Range<usize> = 8..40;
+/// Length of a data frame's associated data.
+pub const AAD_LEN: usize = 16 + 16 + 4 + 8;
 /// Bytes in front of a handshake's Noise message.
 pub const HANDSHAKE_HEADER_LEN: usize = ROUTE_LEN + 16 + 1 + 4;
 /// AEAD tag.
 pub const TAG_LEN: usize = 16;
-/// What sealing adds to an IPv6 packet (the inner destination travels in clear instead).
-pub const OVERHEAD: usize = DATA_HEADER_LEN - frame::HEADER_LEN + TAG_LEN - 16;
+/// What sealing adds to an IPv6 packet (the inner addresses travel in clear instead).
+pub const OVERHEAD: usize = DATA_HEADER_LEN - frame::HEADER_LEN + TAG_LEN - 32;
 /// Largest datagram quinn sends on the smallest path re6mesh accepts: 1360 bytes of UDP
 /// payload minus the short header (1 flags + 8 connection ID + 4 packet number + 16 tag)
 /// minus the DATAGRAM frame bound (9), as `quinn::Connection::max_datagram_size` computes.
@@ -54,6 +62,8 @@ pub struct DataFrame<'a> {
     pub dst: Ipv6Addr,
     /// Hops left.
     pub hop_limit: u8,
+    /// The source (the inner packet's, in clear).
+    pub src: Ipv6Addr,
     /// The receiver's session index.
     pub receiver: u32,
     /// The sender's message counter (the AEAD nonce).
@@ -120,16 +130,17 @@ pub fn parse_data(d: &[u8]) -> Result<DataFrame<'_>, WireError> {
     if d.first() != Some(&frame::TYPE_SEALED) {
         return Err(WireError::NotSealed);
     }
-    // Smallest inner packet: a bare IPv6 header, 24 bytes once its destination is taken out.
-    if d.len() < DATA_HEADER_LEN + IPV6_HEADER - 16 + TAG_LEN {
+    // Smallest inner packet: a bare IPv6 header, 8 bytes once its addresses are taken out.
+    if d.len() < DATA_HEADER_LEN + IPV6_HEADER - 32 + TAG_LEN {
         return Err(WireError::Short);
     }
     let mut c = [0u8; 8];
-    c.copy_from_slice(&d[22..30]);
+    c.copy_from_slice(&d[38..46]);
     Ok(DataFrame {
         dst: addr(&d[1..17]),
         hop_limit: d[HOP_OFFSET],
-        receiver: be32(&d[18..22]),
+        src: addr(&d[18..34]),
+        receiver: be32(&d[34..38]),
         counter: u64::from_be_bytes(c),
         sealed: &d[DATA_HEADER_LEN..],
     })
@@ -159,22 +170,36 @@ pub fn parse_handshake(d: &[u8]) -> Result<HandshakeFrame<'_>, WireError> {
 
 /// Writes a data frame's clear header into `out` (cleared first); the caller appends the
 /// ciphertext and tag.
-pub fn emit_data_header(dst: Ipv6Addr, receiver: u32, counter: u64, out: &mut Vec<u8>) {
+pub fn emit_data_header(
+    dst: Ipv6Addr,
+    src: Ipv6Addr,
+    receiver: u32,
+    counter: u64,
+    out: &mut Vec<u8>,
+) {
     out.clear();
     out.push(frame::TYPE_SEALED);
     out.extend_from_slice(&dst.octets());
     out.push(INITIAL_HOPS);
+    out.extend_from_slice(&src.octets());
     out.extend_from_slice(&receiver.to_be_bytes());
     out.extend_from_slice(&counter.to_be_bytes());
 }
 
 /// The associated data of a data frame: everything clear but the hop limit (which relays
-/// change).
-pub fn data_aad(d: &[u8]) -> [u8; 28] {
-    let mut a = [0u8; 28];
+/// change): dst ‖ src ‖ receiver index ‖ counter. `d` holds at least the clear header.
+pub fn data_aad(d: &[u8]) -> [u8; AAD_LEN] {
+    let mut a = [0u8; AAD_LEN];
     a[..16].copy_from_slice(&d[1..17]);
-    a[16..].copy_from_slice(&d[18..30]);
+    a[16..].copy_from_slice(&d[18..DATA_HEADER_LEN]);
     a
+}
+
+/// The clear source of either sealed type (where an answer goes).
+pub fn source(d: &[u8]) -> Result<Ipv6Addr, WireError> {
+    route(d)?;
+    let b = d.get(SRC_OFFSET..SRC_OFFSET + 16).ok_or(WireError::Short)?;
+    Ok(addr(b))
 }
 
 /// Writes a handshake frame into `out` (cleared first).
@@ -222,7 +247,7 @@ pub fn fuzz_check(data: &[u8]) {
     let _ = route(data);
     if let Ok(f) = parse_data(data) {
         let mut out = Vec::new();
-        emit_data_header(f.dst, f.receiver, f.counter, &mut out);
+        emit_data_header(f.dst, f.src, f.receiver, f.counter, &mut out);
         out[HOP_OFFSET] = f.hop_limit;
         out.extend_from_slice(f.sealed);
         assert_eq!(out, data);
@@ -257,14 +282,15 @@ mod tests {
     #[test]
     fn data_frames_round_trip_and_short_ones_are_refused() {
         let mut out = Vec::new();
-        emit_data_header(C, 0xdead_beef, 1 << 40 | 7, &mut out);
-        out.extend_from_slice(&[0xaa; 24 + TAG_LEN]);
+        emit_data_header(C, A, 0xdead_beef, 1 << 40 | 7, &mut out);
+        out.extend_from_slice(&[0xaa; 8 + TAG_LEN]);
         let f = parse_data(&out).unwrap();
         assert_eq!(
-            (f.dst, f.hop_limit, f.receiver, f.counter),
-            (C, INITIAL_HOPS, 0xdead_beef, 1 << 40 | 7)
+            (f.dst, f.hop_limit, f.src, f.receiver, f.counter),
+            (C, INITIAL_HOPS, A, 0xdead_beef, 1 << 40 | 7)
         );
-        assert_eq!(f.sealed, &[0xaa; 24 + TAG_LEN][..]);
+        assert_eq!(f.sealed, &[0xaa; 8 + TAG_LEN][..]);
+        assert_eq!(source(&out), Ok(A));
         assert_eq!(parse_data(&out[..out.len() - 1]), Err(WireError::Short));
         assert_eq!(
             parse_data(&[frame::TYPE_IPV6; 80]),
@@ -272,7 +298,8 @@ mod tests {
         );
         let aad = data_aad(&out);
         assert_eq!(&aad[..16], &C.octets());
-        assert_eq!(&aad[16..20], &0xdead_beef_u32.to_be_bytes());
+        assert_eq!(&aad[16..32], &A.octets());
+        assert_eq!(&aad[32..36], &0xdead_beef_u32.to_be_bytes());
     }
 
     #[test]

@@ -386,10 +386,16 @@ impl TunnelLink {
             return Ok(());
         };
         *ty = frame::TYPE_IPV6;
-        let len = framed.len() - frame::HEADER_LEN;
+        self.send_frame(framed.freeze())
+    }
+
+    /// Queues a datagram framed by the caller (type byte first: a sealed frame or a
+    /// handshake message, [`crate::mesh::seal::wire`]) as data, behind Babel.
+    pub fn send_frame(&self, framed: Bytes) -> Result<(), SendError> {
+        let len = framed.len().saturating_sub(frame::HEADER_LEN);
         self.fits(framed.len())?;
         self.traffic.tx_data(len);
-        if self.sender.push_data(framed.freeze()) > 0 {
+        if self.sender.push_data(framed) > 0 {
             return Err(SendError::QueueFull);
         }
         Ok(())
