@@ -113,8 +113,16 @@ async fn join_json_holds_the_prefix_and_a_second_join_says_not_joined() {
         v["address"],
         re6mesh::identity::node_address(&st.facts.prefix).to_string()
     );
+    // no --name: the host's name, as the registry put it in the certificate
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    assert_eq!(
+        v["name"],
+        serde_json::json!(re6mesh::identity::name_from_hostname(&host)),
+        "{v}"
+    );
     let v2 = json(&second);
     assert_eq!(v2["joined"], false);
+    assert_eq!(v2["name"], v["name"]);
     assert_eq!(v2["prefix"], v["prefix"]);
     reg.stop().await;
 }
@@ -176,9 +184,13 @@ async fn down_json_is_one_object_and_a_refusal_stays_on_stderr() {
         let _ = rx.await;
     }));
     let d = dir.path().to_str().unwrap().to_owned();
-    let (first, again) = tokio::task::spawn_blocking(move || {
+    let (first, again, up) = tokio::task::spawn_blocking(move || {
         let args = ["down", "--json", "--state-dir", &d];
-        (mesh(&args), mesh(&args))
+        (
+            mesh(&args),
+            mesh(&args),
+            mesh(&["up", "--json", "--state-dir", &d]),
+        )
     })
     .await
     .unwrap();
@@ -189,6 +201,12 @@ async fn down_json_is_one_object_and_a_refusal_stays_on_stderr() {
     assert_eq!(again.status.code(), Some(1));
     assert!(again.stdout.is_empty());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already down"));
+    // `mesh up --json` asks the running node, one object, nothing saved
+    let v = json(&up);
+    assert_eq!(v["action"], "up", "{v}");
+    assert_eq!(v["message"], "connecting", "{v}");
+    assert!(v["state_dir"].is_string(), "{v}");
+    assert_eq!(v["saved"], serde_json::Value::Null, "{v}");
     tx.send(()).unwrap();
     task.await.unwrap().unwrap();
 }

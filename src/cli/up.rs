@@ -20,6 +20,11 @@ pub struct UpArgs {
     /// (`<state-dir>/node.toml`), so later starts (the service, the tray) use them.
     #[arg(long)]
     save: bool,
+    /// JSON output. Asking a running node: {"action": "up", "message", "state_dir", "saved"}.
+    /// Starting one here: {"action": "start", "state_dir", "saved"} once, before the node runs
+    /// (it then logs to stderr as usual).
+    #[arg(long)]
+    json: bool,
     /// Options; unset ones come from `<state-dir>/node.toml`, then the defaults.
     #[command(flatten)]
     options: NodeOptions,
@@ -58,15 +63,33 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
     // Read before anything else: a broken file stops here, whatever runs.
     let file = NodeOptions::load(&dir)?;
     let options = a.options.over(file);
-    if a.save {
+    let saved = if a.save {
         let path = options.save(&dir)?;
-        println!("saved {}", path.display());
-    }
+        if !a.json {
+            println!("saved {}", path.display());
+        }
+        Some(path.display().to_string())
+    } else {
+        None
+    };
     if !a.foreground
         && let Some(choice) = &running
     {
         match rt.block_on(ControlClient::new(choice.dir()).action("up")) {
             Ok(r) => {
+                if !r.ok {
+                    anyhow::bail!("{}", r.message);
+                }
+                if a.json {
+                    let v = serde_json::json!({
+                        "action": "up",
+                        "message": r.message,
+                        "state_dir": choice.dir().display().to_string(),
+                        "saved": saved,
+                    });
+                    println!("{v}");
+                    return Ok(());
+                }
                 println!("{}", r.message);
                 if a.save {
                     println!(
@@ -99,6 +122,14 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
                 tracing::warn!(error = %e, dir = %dir.display(), "cannot open the state directory to group re6mesh; only root can use the node")
             }
         }
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "action": "start",
+            "state_dir": dir.display().to_string(),
+            "saved": saved,
+        });
+        println!("{v}");
     }
     let cfg = options.node_config(dir);
     rt.block_on(run(cfg, super::registry::shutdown_signal()))
