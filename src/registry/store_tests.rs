@@ -1,0 +1,372 @@
+//! Tests of the registry store (split from store.rs).
+
+use super::*;
+use x509_parser::prelude::{CertificateRevocationList, FromDer};
+
+const NETWORK: &str = "fd00:5eed::/48";
+
+/// A fresh registry database (anonymous joins on, certificates always inside the renewal
+/// window) and its CA.
+fn registry(dir: &Path) -> (Ca, std::path::PathBuf) {
+    let network: Ipv6Net = NETWORK.parse().unwrap();
+    let t = super::super::now();
+    let ca = Ca::generate(&network, odt(t)).unwrap();
+    let path = dir.join("registry.db");
+    let mut s = Store::open(&path).unwrap();
+    let opts = InitOptions {
+        network,
+        url: "https://127.0.0.1:1".into(),
+        node_prefix_len: 64,
+        anonymous: true,
+        no_mac: false,
+    };
+    s.initialise(&ca, &opts, t).unwrap();
+    s.set_param(&ca, "cert_validity", "20d", t).unwrap();
+    (ca, path)
+}
+
+fn new_key() -> (rcgen::KeyPair, CsrKey) {
+    let kp = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&kp)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let key = super::super::ca::csr_public_key(csr.as_bytes()).unwrap();
+    (kp, key)
+}
+
+fn csr_key(kp: &rcgen::KeyPair) -> CsrKey {
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(kp)
+        .unwrap()
+        .pem()
+        .unwrap();
+    super::super::ca::csr_public_key(csr.as_bytes()).unwrap()
+}
+
+/// Serials listed in the newest CRL.
+fn crl_serials(s: &Store) -> HashSet<String> {
+    let der = s.crl().unwrap();
+    let (_, crl) = CertificateRevocationList::from_der(&der).unwrap();
+    crl.iter_revoked_certificates()
+        .map(|rc| crate::identity::serial_hex(rc.raw_serial()))
+        .collect()
+}
+
+/// Serials of a node (by prefix) and whether each is revoked in the database.
+fn serials_of(s: &Store, prefix: &Ipv6Net) -> Vec<(String, bool)> {
+    let mut st = s
+        .conn
+        .prepare(
+            "SELECT c.serial, c.revoked_at IS NOT NULL FROM certs c JOIN nodes n ON n.id = c.node_id
+             WHERE n.prefix = ?1 ORDER BY c.rowid",
+        )
+        .unwrap();
+    st.query_map([prefix.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+use std::collections::HashSet;
+
+/// A renewal racing a ban (two connections, as the server and `mesh registry revoke`
+/// are): whichever wins, no certificate of the banned node is left out of the CRL.
+#[test]
+fn renew_racing_a_ban_never_leaves_a_certificate_of_the_banned_node_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, path) = registry(dir.path());
+    let mut admin = Store::open(&path).unwrap();
+    let mut server = Store::open(&path).unwrap();
+    let rounds = 60;
+    let (mut renewed, mut leaked) = (0, Vec::new());
+    for _ in 0..rounds {
+        let (kp, key) = new_key();
+        let t = super::super::now();
+        let joined = admin.join(&ca, None, &key, t).unwrap();
+        let barrier = std::sync::Barrier::new(2);
+        let (renew, ban) = std::thread::scope(|sc| {
+            let renew = sc.spawn(|| {
+                let key = csr_key(&kp);
+                barrier.wait();
+                server.renew(&ca, &joined.serial, &key, t)
+            });
+            let ban = sc.spawn(|| {
+                barrier.wait();
+                admin.revoke(&ca, &joined.prefix.to_string(), t)
+            });
+            (renew.join().unwrap(), ban.join().unwrap())
+        });
+        ban.unwrap();
+        if renew.is_ok() {
+            renewed += 1;
+        }
+        let check = Store::open(&path).unwrap();
+        let listed = crl_serials(&check);
+        for (serial, revoked) in serials_of(&check, &joined.prefix) {
+            if !revoked || !listed.contains(&serial) {
+                leaked.push(serial);
+            }
+        }
+    }
+    println!(
+        "renew vs ban: renew won {renewed} of {rounds} rounds; certificates of banned nodes left out of the CRL: {}",
+        leaked.len()
+    );
+    assert!(
+        leaked.is_empty(),
+        "valid certificates of banned nodes: {leaked:?}"
+    );
+}
+
+/// A node revoked by serial renews only with the key on record; each renewal supersedes
+/// (revokes, in the CRL) the node's older certificates, so a prefix has one valid one.
+#[test]
+fn renewal_keeps_the_key_on_record_and_supersedes_older_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, path) = registry(dir.path());
+    let mut s = Store::open(&path).unwrap();
+    let t = super::super::now();
+    let (kp, key) = new_key();
+    let first = s.join(&ca, None, &key, t).unwrap();
+    s.revoke(&ca, &first.serial, t).unwrap();
+    // a new key is refused, and nothing changes
+    let (crl_before, params_before) = (s.crl().unwrap(), s.params_version().unwrap());
+    let (_, stolen) = new_key();
+    let err = s.renew(&ca, &first.serial, &stolen, t).unwrap_err();
+    assert!(matches!(err, RegistryError::Forbidden(_)), "{err}");
+    assert!(err.to_string().contains("keeps the node's key"), "{err}");
+    assert_eq!(serials_of(&s, &first.prefix).len(), 1);
+    assert_eq!(s.crl().unwrap(), crl_before);
+    assert_eq!(s.params_version().unwrap(), params_before);
+    // the key on record renews
+    let second = s.renew(&ca, &first.serial, &csr_key(&kp), t).unwrap();
+    assert_eq!(second.prefix, first.prefix);
+    // a renewal in the window (20-day certificates) supersedes the valid one
+    let third = s.renew(&ca, &second.serial, &csr_key(&kp), t).unwrap();
+    let serials = serials_of(&s, &first.prefix);
+    let valid: Vec<_> = serials.iter().filter(|(_, r)| !r).collect();
+    assert_eq!(valid, vec![&(third.serial.clone(), false)]);
+    let listed = crl_serials(&s);
+    for serial in [&first.serial, &second.serial] {
+        assert!(listed.contains(serial), "{serial} not in the CRL");
+    }
+    assert!(!listed.contains(&third.serial));
+    assert!(s.params_version().unwrap() > params_before);
+    let rows = s.nodes().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].serial.as_str(), rows[0].revoked),
+        (third.serial.as_str(), false)
+    );
+    // the superseded certificate still renews (a lost answer is retried with it), and the
+    // one it supersedes is revoked in turn
+    let fourth = s.renew(&ca, &second.serial, &csr_key(&kp), t).unwrap();
+    assert!(crl_serials(&s).contains(&third.serial));
+    assert!(!crl_serials(&s).contains(&fourth.serial));
+}
+
+/// Revoked certificates leave the CRL a day after they expire.
+#[test]
+fn the_crl_drops_revoked_certificates_a_day_after_their_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, path) = registry(dir.path());
+    let mut s = Store::open(&path).unwrap();
+    let t = super::super::now();
+    let (_, key) = new_key();
+    let a = s.join(&ca, None, &key, t).unwrap();
+    s.revoke(&ca, &a.serial, t).unwrap();
+    assert!(crl_serials(&s).contains(&a.serial));
+    let expiry = crate::identity::cert_info(&a.cert_der).unwrap().not_after;
+    // any later CRL still lists it until a day after its expiry
+    let (_, other) = new_key();
+    let b = s.join(&ca, None, &other, t).unwrap();
+    s.revoke(&ca, &b.serial, expiry + CRL_KEEP_EXPIRED_SECS - 10)
+        .unwrap();
+    assert!(crl_serials(&s).contains(&a.serial));
+    s.rotate_mac(&ca, expiry).unwrap();
+    let (_, third) = new_key();
+    let c = s.join(&ca, None, &third, expiry).unwrap();
+    s.revoke(&ca, &c.serial, expiry + CRL_KEEP_EXPIRED_SECS + 10)
+        .unwrap();
+    let listed = crl_serials(&s);
+    assert!(!listed.contains(&a.serial) && !listed.contains(&b.serial));
+    assert!(listed.contains(&c.serial));
+}
+
+/// `mesh registry rekey`: the old key stops renewing at once; the bound token gives the
+/// same prefix to a new key, once (a retry with that key gets the same certificate).
+#[test]
+fn rekey_ejects_the_old_key_and_hands_the_prefix_to_the_token_s_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, path) = registry(dir.path());
+    let mut s = Store::open(&path).unwrap();
+    let t = super::super::now();
+    let (old_kp, old_key) = new_key();
+    let a = s.join(&ca, None, &old_key, t).unwrap();
+    let (_, other) = new_key();
+    let b = s.join(&ca, None, &other, t).unwrap();
+    let v = s.params_version().unwrap();
+    let secret = s.rekey(&ca, &a.prefix, None, t).unwrap();
+    assert!(s.params_version().unwrap() > v);
+    assert!(crl_serials(&s).contains(&a.serial));
+    // the old key (the thief's copy too) no longer renews
+    let err = s.renew(&ca, &a.serial, &csr_key(&old_kp), t).unwrap_err();
+    assert!(matches!(err, RegistryError::Forbidden(_)), "{err}");
+    // the token and a new key: same prefix, new certificate; the old key still cannot renew
+    let (new_kp, new_key_) = new_key();
+    let c = s.join(&ca, Some(&secret), &new_key_, t).unwrap();
+    assert_eq!(c.prefix, a.prefix);
+    let again = s.join(&ca, Some(&secret), &csr_key(&new_kp), t).unwrap();
+    assert_eq!(again.serial, c.serial);
+    let (_, third) = new_key();
+    assert!(matches!(
+        s.join(&ca, Some(&secret), &third, t),
+        Err(RegistryError::Forbidden(_))
+    ));
+    assert!(s.renew(&ca, &a.serial, &csr_key(&old_kp), t).is_err());
+    let d = s.renew(&ca, &c.serial, &csr_key(&new_kp), t).unwrap();
+    assert_eq!(d.prefix, a.prefix);
+    let valid: Vec<_> = serials_of(&s, &a.prefix)
+        .into_iter()
+        .filter(|(_, r)| !r)
+        .collect();
+    assert_eq!(valid, vec![(d.serial.clone(), false)]);
+    // b untouched; unknown and banned prefixes are refused
+    assert!(serials_of(&s, &b.prefix).iter().all(|(_, r)| !r));
+    let nowhere: Ipv6Net = "fd00:5eed:0:ffff::/64".parse().unwrap();
+    assert!(matches!(
+        s.rekey(&ca, &nowhere, None, t),
+        Err(RegistryError::NotFound(_))
+    ));
+    s.revoke(&ca, &b.prefix.to_string(), t).unwrap();
+    assert!(matches!(
+        s.rekey(&ca, &b.prefix, None, t),
+        Err(RegistryError::Conflict(_))
+    ));
+}
+
+/// A database made before re-key tokens gains their column when opened.
+#[test]
+fn an_older_database_is_migrated_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let old_schema = SCHEMA
+        .replace(
+            ",\n    node_id INTEGER REFERENCES nodes(id) ON DELETE CASCADE",
+            "",
+        )
+        .replace(",\n    name TEXT)", ")");
+    assert_ne!(old_schema, SCHEMA);
+    assert!(!old_schema.contains("name TEXT"));
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(&old_schema)
+        .unwrap();
+    let s = Store::open(&path).unwrap();
+    let n: i64 = s
+        .conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('tokens') WHERE name = 'node_id'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    let n: i64 = s
+        .conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('nodes') WHERE name = 'name'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(s);
+    Store::open(&path).unwrap();
+}
+
+/// A node's name goes into its certificate, is made unique in the network, survives
+/// renewals, and a bad one is refused with nothing changed.
+#[test]
+fn node_names_are_unique_in_the_certificate_and_kept_on_renewal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, path) = registry(dir.path());
+    let mut s = Store::open(&path).unwrap();
+    let t = super::super::now();
+    let name_in = |der: &[u8]| crate::identity::cert_info(der).unwrap().name;
+    let (kp, key) = new_key();
+    let a = s.join_named(&ca, None, &key, Some("anna"), t).unwrap();
+    assert_eq!(name_in(&a.cert_der).as_deref(), Some("anna"));
+    let (_, key_b) = new_key();
+    let b = s.join_named(&ca, None, &key_b, Some("anna"), t).unwrap();
+    assert_eq!(name_in(&b.cert_der).as_deref(), Some("anna-2"));
+    let (_, key_c) = new_key();
+    let c = s.join_named(&ca, None, &key_c, None, t).unwrap();
+    assert_eq!(name_in(&c.cert_der), None);
+    let rows = s.nodes().unwrap();
+    let mut names: Vec<_> = rows.iter().map(|r| r.name.clone()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![None, Some("anna".into()), Some("anna-2".into())]
+    );
+    // a renewal keeps the name
+    s.revoke(&ca, &a.serial, t).unwrap();
+    let renewed = s.renew(&ca, &a.serial, &csr_key(&kp), t).unwrap();
+    assert_eq!(name_in(&renewed.cert_der).as_deref(), Some("anna"));
+    // a bad name is refused before anything is allocated
+    let before = s.nodes().unwrap().len();
+    let (_, key_d) = new_key();
+    let err = s
+        .join_named(&ca, None, &key_d, Some("Anna Laptop"), t)
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::BadRequest(_)), "{err}");
+    assert_eq!(s.nodes().unwrap().len(), before);
+    // a banned node's name is free again
+    s.revoke(&ca, &b.prefix.to_string(), t).unwrap();
+    let (_, key_e) = new_key();
+    let e = s.join_named(&ca, None, &key_e, Some("anna"), t).unwrap();
+    assert_eq!(name_in(&e.cert_der).as_deref(), Some("anna-2"));
+}
+
+/// An anonymous node's first certificate is short; if the node never shows up its prefix
+/// comes back when that certificate expires, while a node seen keeps its prefix.
+#[test]
+fn a_never_seen_anonymous_node_gives_its_prefix_back_when_its_first_certificate_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, path) = registry(dir.path());
+    let mut s = Store::open(&path).unwrap();
+    let t = super::super::now();
+    let (_, key) = new_key();
+    let a = s.join(&ca, None, &key, t).unwrap();
+    let a_end = crate::identity::cert_info(&a.cert_der).unwrap().not_after;
+    assert_eq!(a_end, t + DEFAULT_ANONYMOUS_VALIDITY_SECS);
+    // a token join gets the full validity (20 days here)
+    let secret = s.create_token(None, None, 1, t).unwrap();
+    let (_, other) = new_key();
+    let b = s.join(&ca, Some(&secret), &other, t).unwrap();
+    let b_end = crate::identity::cert_info(&b.cert_der).unwrap().not_after;
+    assert_eq!(b_end, t + 20 * 86400);
+    // the renewal of an anonymous node has the full validity
+    let (kp2, key2) = new_key();
+    let c = s.join(&ca, None, &key2, t).unwrap();
+    let c2 = s.renew(&ca, &c.serial, &csr_key(&kp2), t).unwrap();
+    let c2_end = crate::identity::cert_info(&c2.cert_der).unwrap().not_after;
+    assert_eq!(c2_end, t + 20 * 86400);
+    // a never seen: its prefix is the first one handed out after its certificate expired
+    let (_, key3) = new_key();
+    let d = s.join(&ca, None, &key3, a_end + 1).unwrap();
+    assert_eq!(d.prefix, a.prefix);
+    // d is seen: after its certificate expired it keeps its prefix for reclaim_after
+    let node = s.authenticate(&d.serial, a_end + 1).unwrap();
+    s.touch(node.node_id, a_end + 1).unwrap();
+    let d_end = crate::identity::cert_info(&d.cert_der).unwrap().not_after;
+    let (_, key4) = new_key();
+    let e = s.join(&ca, None, &key4, d_end + 1).unwrap();
+    assert_ne!(e.prefix, d.prefix);
+    // a bad value is refused
+    assert!(s.set_param(&ca, "anonymous_validity", "0s", t).is_err());
+    s.set_param(&ca, "anonymous_validity", "1d", t).unwrap();
+}
