@@ -499,16 +499,23 @@ impl Ring {
                 ],
             )
             .unwrap();
-        let elapsed = t.elapsed();
         assert!(
             client.status.success(),
             "client: {}",
             String::from_utf8_lossy(&client.stderr)
         );
-        self.wait_pid(pid, Duration::from_secs(10));
+        // The client is done once its last bytes are in its socket buffer (most of a
+        // megabyte): the transfer ends when the server has read them all and exits. Under loss
+        // on every hop that tail can take many retransmission timeouts, so wait on the server,
+        // as long as the client's own 60 s socket timeout.
+        self.wait_pid(pid, Duration::from_secs(60));
+        let elapsed = t.elapsed();
         let sent = String::from_utf8_lossy(&client.stdout).trim().to_owned();
         let got = std::fs::read_to_string(&server).unwrap().trim().to_owned();
-        assert_eq!(got, sent, "the bytes received differ from the bytes sent");
+        assert_eq!(
+            got, sent,
+            "the bytes received differ from the bytes sent (or the server had not finished after {elapsed:?})"
+        );
         elapsed
     }
 }
