@@ -47,6 +47,40 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
+/// Distributions make `/dev/net/tun` 0666 (udev's default): opening it gives nothing, the
+/// right to attach to a device is checked on the device. Some machines (a minimal VM) have it
+/// 0600, and then no user but root can open any TUN, whatever mesh does. For the tests of
+/// unprivileged nodes, give it the usual mode and put the old one back afterwards.
+struct TunDeviceForAll(Option<u32>);
+
+impl TunDeviceForAll {
+    fn ensure() -> TunDeviceForAll {
+        use std::os::unix::fs::PermissionsExt;
+        let path = "/dev/net/tun";
+        let Ok(meta) = std::fs::metadata(path) else {
+            return TunDeviceForAll(None);
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o666 == 0o666 {
+            return TunDeviceForAll(None);
+        }
+        println!(
+            "{path} is {mode:o} here, not the usual 666: made 666 for this test, restored after"
+        );
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        TunDeviceForAll(Some(mode))
+    }
+}
+
+impl Drop for TunDeviceForAll {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(mode) = self.0 {
+            let _ = std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(mode));
+        }
+    }
+}
+
 /// `systemd-analyze verify` on the units in `units`, with `ExecStart`'s `/usr/bin/mesh` (or
 /// the install.sh prefix's) pointed at the installed binary, and man pages looked up in
 /// `man_dir` (the units' Documentation=man:mesh(1) is checked too).
@@ -332,6 +366,7 @@ fn root_unprivileged_user_runs_mesh_up_on_a_tun_set_up_for_it() {
     if !require_root("root_unprivileged_user_runs_mesh_up_on_a_tun_set_up_for_it") {
         return;
     }
+    let _tun = TunDeviceForAll::ensure();
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     std::fs::set_permissions(t, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -617,6 +652,7 @@ fn root_service_node_runs_as_its_own_user_with_only_cap_net_admin() {
     if !require_root("root_service_node_runs_as_its_own_user_with_only_cap_net_admin") {
         return;
     }
+    let _tun = TunDeviceForAll::ensure();
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     std::fs::set_permissions(t, std::fs::Permissions::from_mode(0o755)).unwrap();
