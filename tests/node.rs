@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
 
 mod common;
+use common::wait_until;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -34,17 +35,6 @@ impl Drop for LogsOnPanic {
             }
         }
     }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
 }
 
 /// Two namespaces, a (fd99:ab::1) and b (fd99:ab::2), on one veth, a registry served from b

@@ -7,10 +7,13 @@
 
 #![allow(clippy::disallowed_methods)] // integration test: real processes, files and namespaces
 
+mod common;
+use common::wait_until;
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use re6mesh::netns::{Rig, require_root};
 
@@ -34,17 +37,6 @@ fn mode(p: &Path) -> u32 {
         .permissions()
         .mode()
         & 0o7777
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
 }
 
 /// Distributions make `/dev/net/tun` 0666 (udev's default): opening it gives nothing, the

@@ -6,6 +6,9 @@
 
 #![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
 
+mod common;
+use common::wait_until;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,17 +31,6 @@ impl Drop for LogsOnPanic {
             }
         }
     }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
 }
 
 /// The three-node line. Fields drop in order: logs (on a panic), then the processes and

@@ -11,6 +11,23 @@ use re6mesh::registry::{self, Registry};
 use re6mesh::registry_client::{Certified, NodeKey, RegistryClient};
 use re6mesh::token::JoinToken;
 
+/// Polls `f` every 100 ms until it holds; panics naming `what` after `timeout`. Returns how
+/// long it took.
+pub fn wait_until(
+    what: &str,
+    timeout: std::time::Duration,
+    mut f: impl FnMut() -> bool,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return start.elapsed();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
