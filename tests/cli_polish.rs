@@ -159,6 +159,9 @@ impl ControlHandler for Fake {
         Vec::new()
     }
     fn up(&self) -> Result<String, String> {
+        if *self.0.lock().unwrap() == NodeStateName::Revoked {
+            return Err("this node is revoked".into());
+        }
         Ok("connecting".into())
     }
     fn down(&self) -> Result<String, String> {
@@ -180,7 +183,7 @@ async fn down_json_is_one_object_and_a_refusal_stays_on_stderr() {
     let server = ControlServer::bind(dir.path(), 0o600).await.unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let fake = Arc::new(Fake(Mutex::new(NodeStateName::Up)));
-    let task = tokio::spawn(server.run(fake, async {
+    let task = tokio::spawn(server.run(fake.clone(), async {
         let _ = rx.await;
     }));
     let d = dir.path().to_str().unwrap().to_owned();
@@ -207,6 +210,15 @@ async fn down_json_is_one_object_and_a_refusal_stays_on_stderr() {
     assert_eq!(v["message"], "connecting", "{v}");
     assert!(v["state_dir"].is_string(), "{v}");
     assert_eq!(v["saved"], serde_json::Value::Null, "{v}");
+    // a refusal by the running node: exit 1, its sentence on stderr, nothing on stdout
+    *fake.0.lock().unwrap() = NodeStateName::Revoked;
+    let d = dir.path().to_str().unwrap().to_owned();
+    let refused = tokio::task::spawn_blocking(move || mesh(&["up", "--json", "--state-dir", &d]))
+        .await
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(refused.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("this node is revoked"));
     tx.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
