@@ -194,13 +194,13 @@ impl DataPath {
                         FromTun::Plain => None,
                         FromTun::Seal(p) => Some(p),
                     };
-                    // A sealed packet is OVERHEAD bytes larger: Packet Too Big quotes less.
-                    let overhead = if seal_for.is_some() {
-                        wire::OVERHEAD
+                    // A sealed packet is OVERHEAD bytes larger and must cross relays whose
+                    // tunnels may be smaller: Packet Too Big quotes less.
+                    let mtu = if seal_for.is_some() {
+                        seal::path::sealed_mtu(hop.link.max_payload())
                     } else {
-                        0
+                        hop.link.max_payload()
                     };
-                    let mtu = hop.link.max_payload().saturating_sub(overhead);
                     (
                         Lookup::Via {
                             next: hop.link,

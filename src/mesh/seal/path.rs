@@ -30,6 +30,18 @@ pub fn from_tun(dst: Ipv6Addr, fib_prefix: Ipv6Net, next_hop: Ipv6Net) -> FromTu
     }
 }
 
+/// The largest inner packet sent sealed when the first hop carries `first_hop_payload` bytes
+/// per datagram (after the frame type byte): the sealing overhead off the smaller of that and
+/// [`wire::MIN_TUNNEL_PAYLOAD`], what every tunnel carries (`min_mtu`). The relays' tunnels
+/// may be smaller than the first hop's, and a relay cannot answer Packet Too Big for a packet
+/// it cannot read, so the Packet Too Big a relayed destination gets quotes a size that
+/// crosses any relay. With the default TUN MTU (1280) it is never reached.
+pub fn sealed_mtu(first_hop_payload: usize) -> usize {
+    first_hop_payload
+        .min(wire::MIN_TUNNEL_PAYLOAD)
+        .saturating_sub(wire::OVERHEAD)
+}
+
 /// What a datagram from a tunnel is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FromTunnel {
@@ -104,6 +116,16 @@ mod tests {
         p.extend_from_slice(&src.parse::<Ipv6Addr>().unwrap().octets());
         p.extend_from_slice(&dst.parse::<Ipv6Addr>().unwrap().octets());
         p
+    }
+
+    #[test]
+    fn the_sealed_mtu_fits_the_smallest_relay_tunnel() {
+        // a first hop with a big path MTU: the relays' may be the smallest allowed
+        assert_eq!(sealed_mtu(1413), wire::MIN_TUNNEL_PAYLOAD - wire::OVERHEAD);
+        assert_eq!(sealed_mtu(wire::MIN_TUNNEL_PAYLOAD), 1292);
+        assert!(sealed_mtu(wire::MIN_TUNNEL_PAYLOAD) >= 1280);
+        assert_eq!(sealed_mtu(1000), 1000 - wire::OVERHEAD);
+        assert_eq!(sealed_mtu(0), 0);
     }
 
     #[test]
