@@ -231,6 +231,10 @@ impl Line {
                 Stdio::null(),
             )
             .unwrap();
+        // bound before anything is sent (python starts slowly on a busy machine)
+        wait_until("the UDP listener to bind", Duration::from_secs(10), || {
+            std::fs::read_to_string(&out).is_ok_and(|s| s.starts_with("listening"))
+        });
         out
     }
 
@@ -309,6 +313,7 @@ const UDP_SERVER_PY: &str = r#"
 import socket, sys
 s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 s.bind(("::", int(sys.argv[1])))
+print("listening", flush=True)
 while True:
     b, a = s.recvfrom(65536)
     print(a[0], b.decode(errors="replace"), flush=True)

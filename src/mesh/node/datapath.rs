@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use ipnet::Ipv6Net;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
@@ -258,12 +258,10 @@ impl DataPath {
     /// Seals `pkt` for the far node of `peer` and sends what that gives on `link` (the next
     /// hop towards it). No plaintext fallback: a packet that cannot be sealed is dropped.
     fn send_sealed(&self, peer: Ipv6Net, pkt: &[u8], link: &TunnelLink, now: Instant) {
-        match self.seal.seal(peer, pkt, now) {
-            Ok(frames) => {
-                for f in frames {
-                    self.send_result(link.send_frame(Bytes::from(f)));
-                }
-            }
+        match self.seal.seal(peer, pkt, now, |f| {
+            self.send_result(link.send_frame(Bytes::from(f)))
+        }) {
+            Ok(()) => {}
             Err(e) => {
                 self.book.drops.count(DropWhy::NoSession);
                 self.seal
@@ -296,32 +294,37 @@ impl DataPath {
         let now = Instant::now();
         match seal::path::from_tunnel(&mut framed, self.prefix, neighbour) {
             FromTunnel::Open => {
+                // The relays each took one off the clear hop limit: the inner packet arrives
+                // as if routed hop by hop (traceroute, hop counts).
+                let relays = wire::INITIAL_HOPS
+                    .saturating_sub(framed.get(wire::HOP_OFFSET).copied().unwrap_or(0));
                 let r = if framed.first() == Some(&frame::TYPE_SEALED) {
-                    self.seal.open(&framed, now, |src| {
-                        self.next_hop(src)
-                            .map(|(_, p)| p)
-                            .filter(|p| p.contains(&src))
-                    })
+                    self.seal
+                        .open(&mut framed, now, |src| {
+                            self.next_hop(src)
+                                .map(|(_, p)| p)
+                                .filter(|p| p.contains(&src))
+                        })
+                        .map(|o| (o.deliver, o.send))
                 } else {
-                    self.seal.handshake(&framed, now)
+                    self.seal.handshake(&framed, now).map(|o| (None, o.send))
                 };
                 match r {
-                    Ok(out) => {
-                        for d in out.send {
+                    Ok((deliver, send)) => {
+                        for d in send {
                             self.forward_frame(Bytes::from(d));
                         }
-                        if let Some(mut p) = out.deliver {
-                            // The relays each took one off the clear hop limit: the inner
-                            // packet arrives as if routed hop by hop (traceroute, hop counts).
-                            let relays = wire::INITIAL_HOPS
-                                .saturating_sub(framed.get(wire::HOP_OFFSET).copied().unwrap_or(0));
-                            if let Some(h) = p.get_mut(7) {
+                        if let Some(at) = deliver {
+                            // opened in place: no allocation, no copy of the payload
+                            framed.truncate(at.end);
+                            framed.advance(at.start);
+                            if let Some(t) = framed.first_mut() {
+                                *t = frame::TYPE_IPV6;
+                            }
+                            if let Some(h) = framed.get_mut(frame::HEADER_LEN + 7) {
                                 *h = h.saturating_sub(relays).max(1);
                             }
-                            let mut b = BytesMut::with_capacity(frame::HEADER_LEN + p.len());
-                            b.extend_from_slice(&[frame::TYPE_IPV6]);
-                            b.extend_from_slice(&p);
-                            self.route_packet(b, true, fwd).await;
+                            self.route_packet(framed, true, fwd).await;
                         }
                     }
                     Err(e) => {

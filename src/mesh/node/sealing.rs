@@ -51,6 +51,16 @@ impl std::fmt::Debug for SealPath {
     }
 }
 
+/// What [`SealPath::open`] made of a sealed data frame.
+#[derive(Debug, Default)]
+pub(crate) struct Opened {
+    /// Where the opened packet is in the frame's buffer: a frame type byte, then the IPv6
+    /// packet (see [`crate::mesh::seal::session::Session::open_in_place`]).
+    pub deliver: Option<std::ops::Range<usize>>,
+    /// Datagrams to route by their clear destination (a handshake).
+    pub send: Vec<Vec<u8>>,
+}
+
 /// This node's sealing identity: a fresh Noise static key signed with the node key.
 fn identity(cert_der: &[u8], key_pkcs8: &[u8]) -> anyhow::Result<LocalIdentity> {
     let signer = KeySigner::new(key_pkcs8).map_err(anyhow::Error::msg)?;
@@ -105,60 +115,67 @@ impl SealPath {
         }
     }
 
-    /// Seals the IPv6 packet `pkt` for the far node of `peer`: the datagrams to send towards
-    /// it (the sealed packet; a handshake message when a session is due; nothing while the
-    /// packet waits for a session).
+    /// Seals the IPv6 packet `pkt` for the far node of `peer` and gives `send` the datagrams
+    /// to send towards it (the sealed packet; a handshake message when a session is due;
+    /// nothing while the packet waits for a session). With a session: one allocation, the
+    /// datagram itself.
     pub(crate) fn seal(
         &self,
         peer: Ipv6Net,
         pkt: &[u8],
         now: Instant,
-    ) -> Result<Vec<Vec<u8>>, SealError> {
+        mut send: impl FnMut(Vec<u8>),
+    ) -> Result<(), SealError> {
         if let Some(s) = self.published.load().by_prefix.get(&peer)
             && s.age(now) < self.rekey_after
         {
             let mut d = Vec::with_capacity(pkt.len() + wire::OVERHEAD + 1);
             if s.seal(pkt, self.rekey_messages, &mut d).is_ok() {
                 self.counters.sealed_tx.fetch_add(1, Ordering::Relaxed);
-                return Ok(vec![d]);
+                send(d);
+                return Ok(());
             }
         }
-        let mut inner = self.lock();
-        let r = inner.sealer.seal(peer, pkt, now);
-        self.publish(&mut inner);
-        r
+        let r = {
+            let mut inner = self.lock();
+            let r = inner.sealer.seal(peer, pkt, now);
+            self.publish(&mut inner);
+            r
+        };
+        r.map(|v| v.into_iter().for_each(send))
     }
 
-    /// A sealed data frame for this node: the opened packet, and what to send (a handshake
-    /// towards the frame's source when its session is unknown here; `prefix_of` gives the
-    /// node prefix of an address).
+    /// A sealed data frame for this node, opened in its own buffer `d` (no allocation):
+    /// where the packet now is, and what to send (a handshake towards the frame's source
+    /// when its session is unknown here; `prefix_of` gives the node prefix of an address).
     pub(crate) fn open(
         &self,
-        d: &[u8],
+        d: &mut [u8],
         now: Instant,
         prefix_of: impl FnOnce(Ipv6Addr) -> Option<Ipv6Net>,
-    ) -> Result<Output, SealError> {
+    ) -> Result<Opened, SealError> {
         let f = wire::parse_data(d).map_err(|_| SealError::Malformed)?;
+        let (receiver, src) = (f.receiver, f.src);
         self.counters.sealed_rx.fetch_add(1, Ordering::Relaxed);
-        let fast = self.published.load().by_index.get(&f.receiver).cloned();
+        let fast = self.published.load().by_index.get(&receiver).cloned();
         let s = match fast {
             Some(s) => Some(s),
-            None => self.lock().sealer.session_by_index(f.receiver),
+            None => self.lock().sealer.session_by_index(receiver),
         };
         if let Some(s) = s.filter(|s| s.age(now) < self.reject_after) {
-            return s.open_counted(d, &self.counters).map(|p| Output {
-                deliver: Some(p),
+            return s.open_in_place_counted(d, &self.counters).map(|r| Opened {
+                deliver: Some(r),
                 send: Vec::new(),
             });
         }
         self.counters
             .unknown_session
             .fetch_add(1, Ordering::Relaxed);
-        let mut out = Output::default();
-        if let Some(peer) = prefix_of(f.src) {
+        let mut out = Opened::default();
+        if let Some(peer) = prefix_of(src) {
             let mut inner = self.lock();
             out.send
-                .extend(inner.sealer.unknown_session(f.src, peer, now));
+                .extend(inner.sealer.unknown_session(src, peer, now));
             self.publish(&mut inner);
         }
         if out.send.is_empty() {

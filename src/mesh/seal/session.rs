@@ -23,6 +23,7 @@ use super::replay::ReplayWindow;
 use super::wire::{self, DATA_HEADER_LEN, TAG_LEN};
 use crate::identity;
 use crate::mesh::forward::{IPV6_HEADER, parse_header};
+use crate::mesh::tunnels::frame;
 
 /// Limits of sessions and handshakes.
 #[derive(Debug, Clone)]
@@ -224,6 +225,11 @@ fn key(k: &[u8; 32]) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, k).unwrap_or_else(|_| unreachable!()))
 }
 
+/// Where [`Session::open_in_place`] puts the opened packet's type byte: its payload stays at
+/// [`DATA_HEADER_LEN`] + 8, so the 1 + 40 bytes in front of it start here.
+pub const OPENED_START: usize =
+    DATA_HEADER_LEN + wire::CLEAR_ADDRS.start - frame::HEADER_LEN - IPV6_HEADER;
+
 impl Session {
     fn new(e: Established, local_index: u32, now: Instant) -> Session {
         Session {
@@ -259,35 +265,62 @@ impl Session {
     }
 
     /// Opens a data frame for this session: the inner packet, its source checked against
-    /// the peer's prefix.
+    /// the peer's prefix. Allocates; the data path uses [`Session::open_in_place`].
     pub fn open(&self, d: &[u8]) -> Result<Vec<u8>, SealError> {
+        let mut buf = d.to_vec();
+        let r = self.open_in_place(&mut buf)?;
+        Ok(buf
+            .get(r.start + frame::HEADER_LEN..r.end)
+            .ok_or(SealError::Malformed)?
+            .to_vec())
+    }
+
+    /// Opens the data frame `d` in its own buffer, with no allocation: on success
+    /// `d[range]` is a frame type byte (to be set by the caller) followed by the inner IPv6
+    /// packet, its source checked against the peer's prefix. The inner packet's header is
+    /// put back together in front of its payload, which stays where it was: the 8 header
+    /// bytes that travelled sealed and the clear addresses move, nothing else (see
+    /// [`OPENED_START`]). On error `d` may hold a partly decrypted frame: drop it.
+    pub fn open_in_place(&self, d: &mut [u8]) -> Result<std::ops::Range<usize>, SealError> {
         let f = wire::parse_data(d).map_err(|_| SealError::Malformed)?;
-        if !self.window().check(f.counter) {
+        let (src, dst, counter) = (f.src, f.dst, f.counter);
+        if !self.window().check(counter) {
             return Err(SealError::Replay);
         }
-        let mut buf = f.sealed.to_vec();
         let aad = wire::data_aad(d);
+        let sealed = d.get_mut(DATA_HEADER_LEN..).ok_or(SealError::Malformed)?;
         let n = self
             .recv
-            .open_in_place(nonce(f.counter), Aad::from(aad), &mut buf)
+            .open_in_place(nonce(counter), Aad::from(aad), sealed)
             .map_err(|_| SealError::AuthFailed)?
             .len();
         // The clear source is authenticated (AAD) now: it must be the peer's.
-        if !self.peer.prefix.contains(&f.src) {
+        if !self.peer.prefix.contains(&src) {
             return Err(SealError::SpoofedSource);
         }
-        if !self.window().accept(f.counter) {
+        if !self.window().accept(counter) {
             return Err(SealError::Replay);
         }
-        buf.truncate(n);
         let head = wire::CLEAR_ADDRS.start;
-        let mut pkt = Vec::with_capacity(n + 32);
-        pkt.extend_from_slice(buf.get(..head).ok_or(SealError::Malformed)?);
-        pkt.extend_from_slice(&f.src.octets());
-        pkt.extend_from_slice(&f.dst.octets());
-        pkt.extend_from_slice(&buf[head..]);
-        parse_header(&pkt).ok_or(SealError::Malformed)?;
-        Ok(pkt)
+        if n < head {
+            return Err(SealError::Malformed);
+        }
+        // [header | 8 sealed header bytes | payload | tag] becomes
+        // [.. | type | 8 header bytes | src | dst | payload] with the payload in place.
+        let end = DATA_HEADER_LEN + n;
+        let start = OPENED_START;
+        d.copy_within(
+            DATA_HEADER_LEN..DATA_HEADER_LEN + head,
+            start + frame::HEADER_LEN,
+        );
+        let at = start + frame::HEADER_LEN + head;
+        d[at..at + 16].copy_from_slice(&src.octets());
+        d[at + 16..at + 32].copy_from_slice(&dst.octets());
+        let pkt = d
+            .get(start + frame::HEADER_LEN..end)
+            .ok_or(SealError::Malformed)?;
+        parse_header(pkt).ok_or(SealError::Malformed)?;
+        Ok(start..end)
     }
 
     fn window(&self) -> std::sync::MutexGuard<'_, ReplayWindow> {
@@ -308,21 +341,29 @@ impl Session {
     /// Opens `d` as [`Session::open`] does and counts the outcome in `counters` (what the
     /// data path does without the [`Sealer`]'s lock).
     pub fn open_counted(&self, d: &[u8], counters: &SealCounters) -> Result<Vec<u8>, SealError> {
-        match self.open(d) {
-            Ok(p) => {
-                inc(&counters.opened);
-                Ok(p)
-            }
-            Err(e) => {
-                inc(match e {
-                    SealError::Replay => &counters.replays,
-                    SealError::SpoofedSource => &counters.spoofed_sources,
-                    _ => &counters.auth_failures,
-                });
-                Err(e)
-            }
-        }
+        count_open(self.open(d), counters)
     }
+
+    /// [`Session::open_in_place`], the outcome counted in `counters`.
+    pub fn open_in_place_counted(
+        &self,
+        d: &mut [u8],
+        counters: &SealCounters,
+    ) -> Result<std::ops::Range<usize>, SealError> {
+        count_open(self.open_in_place(d), counters)
+    }
+}
+
+fn count_open<T>(r: Result<T, SealError>, counters: &SealCounters) -> Result<T, SealError> {
+    match &r {
+        Ok(_) => inc(&counters.opened),
+        Err(e) => inc(match e {
+            SealError::Replay => &counters.replays,
+            SealError::SpoofedSource => &counters.spoofed_sources,
+            _ => &counters.auth_failures,
+        }),
+    }
+    r
 }
 
 /// The sessions the data path uses without the [`Sealer`]'s lock (published in an

@@ -13,7 +13,7 @@ use super::handshake::{self, HandshakeError, LocalIdentity};
 use super::session::{
     COLLISION_WINDOW, HANDSHAKE_RETRY, SealConfig, SealError, Sealer, UNKNOWN_SESSION_INTERVAL,
 };
-use super::wire;
+use super::{session, wire};
 use crate::identity::node_address;
 use crate::mesh::node::core::{CertRefused, CertStore, KeySigner};
 use crate::registry::ca::{Ca, csr_public_key};
@@ -549,6 +549,36 @@ fn sealed_frames_fit_the_smallest_tunnel() {
     assert_eq!(d[0].len(), 1 + 1280 + wire::OVERHEAD);
     assert!(d[0].len() <= wire::MIN_TUNNEL_DATAGRAM);
     let _ = c;
+}
+
+#[test]
+fn frames_open_in_place_into_the_very_packet_that_was_sealed() {
+    let w = World::new();
+    let (mut a, c, t0) = pair(&w, SealConfig::default());
+    let (src, dst) = (node_address(&a.prefix), node_address(&c.prefix));
+    for len in [0, 1, 7, 8, 100, 1240] {
+        let payload: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+        let pkt = packet(src, dst, &payload);
+        let mut d = a.sealer.seal(c.prefix, &pkt, t0).unwrap().remove(0);
+        let f = wire::parse_data(&d).unwrap();
+        let s = c.sealer.session_by_index(f.receiver).unwrap();
+        let r = s.open_in_place(&mut d).unwrap();
+        assert_eq!(r.start, session::OPENED_START);
+        assert_eq!(&d[r.start + 1..r.end], &pkt[..], "payload of {len} bytes");
+        // the payload never moved: it was decrypted where it arrived
+        assert_eq!(r.start + 1 + 40, wire::DATA_HEADER_LEN + 8);
+        // a replay of the same frame is refused, in place too
+        let mut again = a.sealer.seal(c.prefix, &pkt, t0).unwrap().remove(0);
+        let copy = again.clone();
+        assert!(s.open_in_place(&mut again).is_ok());
+        let mut replay = copy.clone();
+        assert_eq!(s.open_in_place(&mut replay), Err(SealError::Replay));
+        // a flipped ciphertext byte does not open
+        let mut bad = a.sealer.seal(c.prefix, &pkt, t0).unwrap().remove(0);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert_eq!(s.open_in_place(&mut bad), Err(SealError::AuthFailed));
+    }
 }
 
 #[test]
