@@ -418,6 +418,30 @@ fn root_unprivileged_user_runs_mesh_up_on_a_tun_set_up_for_it() {
     let address = re6mesh::identity::node_address(&st.facts.prefix);
     let cidr = format!("{address}/{}", st.params.network.prefix_len());
 
+    // a clone device no user may open (0600, as on some minimal VMs): exit 2 and the
+    // sentence saying so, before the two fixes that would not help yet
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let before = std::fs::metadata("/dev/net/tun")
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777;
+        std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(0o600)).unwrap();
+        let o = as_nobody(&rig, &mesh, &["up", "--foreground", "--state-dir", user]);
+        std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(before)).unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert_eq!(
+            err.trim().lines().last().unwrap_or_default(),
+            "error: no permission to open the TUN device mesh0: /dev/net/tun is not readable and \
+             writable by you: have root give it its usual mode (`sudo chmod 0666 /dev/net/tun`; \
+             the kernel still checks who may use each device), then run `mesh up` again for the \
+             next step",
+            "{err}"
+        );
+    }
+
     // no TUN given, no capability: exit 2 and the sentence naming both fixes
     let o = as_nobody(&rig, &mesh, &["up", "--foreground", "--state-dir", user]);
     let err = String::from_utf8_lossy(&o.stderr);

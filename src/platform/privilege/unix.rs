@@ -33,10 +33,34 @@ pub fn tun_hint(name: &str) -> String {
         let exe = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "mesh".to_owned());
+        // Opening the clone device creates nothing (that takes TUNSETIFF); refused, no TUN
+        // at all can be opened by this user, whatever root sets up or grants.
+        let refused = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(CLONE_DEVICE)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied);
+        if refused {
+            return clone_device_hint();
+        }
         return linux_user_hint(name, &user, &exe);
     }
     let _ = name;
     TUN_HINT.to_owned()
+}
+
+/// Linux's TUN clone device, which every TUN user opens first.
+#[cfg(target_os = "linux")]
+const CLONE_DEVICE: &str = "/dev/net/tun";
+
+/// [`tun_hint`] when this user may not even open [`CLONE_DEVICE`] (some systems make it 0600).
+#[cfg(target_os = "linux")]
+fn clone_device_hint() -> String {
+    format!(
+        "{CLONE_DEVICE} is not readable and writable by you: have root give it its usual mode \
+         (`sudo chmod 0666 {CLONE_DEVICE}`; the kernel still checks who may use each device), \
+         then run `mesh up` again for the next step"
+    )
 }
 
 /// [`tun_hint`] for user `user` running `exe` on Linux.
