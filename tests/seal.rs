@@ -686,7 +686,7 @@ fn root_seal_a_flow_moving_between_direct_and_relayed_keeps_going() {
     // it is put back as a network manager would.
     for (what, action, count) in [
         ("direct → relayed (a–c link down)", "down", 100),
-        ("relayed → direct (a–c link back)", "up", 300),
+        ("relayed → direct (a–c link back)", "up", 200),
     ] {
         let out = line.tmp.path().join(format!("ping-{action}.out"));
         let pid = line
