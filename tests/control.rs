@@ -47,6 +47,7 @@ impl ControlHandler for Fake {
             traffic: Default::default(),
             last_rx_ms_ago: None,
             name: Some("n2".into()),
+            made: "direct".into(),
         }]
     }
     fn routes(&self) -> Vec<Route> {

@@ -6,7 +6,8 @@
 //!                 inet (bridge 203.0.113.0/24)
 //!          ┌───────────────┼────────────────┐
 //!   pub 203.0.113.10   r1 203.0.113.1     r2 203.0.113.2
-//!   registry + P       NAT (masquerade)   NAT (masquerade random: symmetric)
+//!   registry + P       NAT (masquerade)   NAT (masquerade random: symmetric,
+//!                                              or masquerade like r1)
 //!                          │                  │
 //!                      l1 192.168.1.2     l2 192.168.2.2
 //! ```
@@ -53,7 +54,8 @@ fn sh(rig: &Rig, ns: &str, cmd: &str) {
 }
 
 /// The small internet, the registry serving on pub, every node joined (not started).
-fn build(tag: &str, port: u16) -> Net {
+/// `symmetric`: r2 picks a random port per flow; else it keeps the port as r1 does.
+fn build(tag: &str, port: u16, symmetric: bool) -> Net {
     let tmp = tempfile::tempdir().unwrap();
     let mut rig = Rig::new(tag).unwrap();
     for n in ["inet", "pub", "r1", "r2", "l1", "l2"] {
@@ -77,6 +79,23 @@ fn build(tag: &str, port: u16) -> Net {
         sh(&rig, l, &format!("ip route add default via {lan}.1"));
         sh(&rig, r, "sysctl -qw net.ipv4.ip_forward=1");
         sh(&rig, r, "nft add table ip nat");
+        // a home router's firewall: nothing unsolicited reaches the router itself (an
+        // unsolicited packet to its public port would otherwise leave a conntrack entry
+        // that makes the NAT pick another port for the laptop's own flow to that sender)
+        sh(&rig, r, "nft add table inet fw");
+        rig.exec(
+            r,
+            &[
+                "nft",
+                "add chain inet fw input { type filter hook input priority 0 ; policy drop ; }",
+            ],
+        )
+        .unwrap();
+        sh(
+            &rig,
+            r,
+            "nft add rule inet fw input ct state established,related accept",
+        );
         rig.exec(
             r,
             &[
@@ -96,7 +115,11 @@ fn build(tag: &str, port: u16) -> Net {
     sh(
         &rig,
         "r2",
-        "nft add rule ip nat post oifname to-inet masquerade random",
+        if symmetric {
+            "nft add rule ip nat post oifname to-inet masquerade random"
+        } else {
+            "nft add rule ip nat post oifname to-inet masquerade"
+        },
     );
 
     let reg = tmp.path().join("registry");
@@ -253,6 +276,23 @@ impl Net {
             .and_then(|r| r["next_hop"].as_str().map(str::to_owned))
     }
 
+    /// `mesh peers --json` of node `n` (with `--far`: the far nodes too).
+    fn peers(&self, n: &str, far: bool) -> Vec<serde_json::Value> {
+        let mut cmd = Command::new(MESH);
+        cmd.args(["peers", "--json", "--state-dir"])
+            .arg(self.dir(n));
+        if far {
+            cmd.arg("--far");
+        }
+        let Ok(o) = cmd.output() else {
+            return Vec::new();
+        };
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     fn log(&self, n: &str) -> String {
         std::fs::read_to_string(self.tmp.path().join(format!("{n}.log"))).unwrap_or_default()
     }
@@ -266,7 +306,7 @@ fn root_nat_laptops_behind_home_routers_learn_their_public_address_and_reach_eac
         return;
     }
     let port = 19000 + (std::process::id() % 1000) as u16;
-    let mut net = build("rmtnat", port);
+    let mut net = build("rmtnat", port, true);
     let start = Instant::now();
     // the public node first: with no flag it finds its own address and reports it
     net.up("pub");
@@ -314,6 +354,83 @@ fn root_nat_laptops_behind_home_routers_learn_their_public_address_and_reach_eac
         "relayed through the public node"
     );
     assert!(net.ping("l2", "l1"));
+    // `mesh peers` says so: l2 is a far node, relayed through the public node
+    let far = net.peers("l1", true);
+    let l2 = far
+        .iter()
+        .find(|p| p["prefix"].as_str() == Some(net.prefix("l2").to_string().as_str()))
+        .unwrap_or_else(|| panic!("l2 not in l1's peers: {far:?}"));
+    assert_eq!(l2["reach"], "relayed", "{l2}");
+    assert_eq!(l2["via"], net.prefix("pub").to_string(), "{l2}");
+}
+
+/// Hole punching (issue 14): both homes behind endpoint-independent NATs (Linux masquerade
+/// keeps the port), no `--endpoint`, no `--peer`. The laptops cannot dial each other (each
+/// router drops what its laptop did not ask for), so after a failed dial one asks the other
+/// through the mesh, both send handshakes at the agreed moment, and they get a direct
+/// tunnel whose remote address is the other router's public address.
+#[test]
+fn root_nat_laptops_behind_endpoint_independent_nats_punch_a_direct_tunnel() {
+    if !require_root("root_nat_laptops_behind_endpoint_independent_nats_punch_a_direct_tunnel") {
+        return;
+    }
+    let port = 21000 + (std::process::id() % 1000) as u16;
+    let mut net = build("rmtpunch", port, false);
+    let start = Instant::now();
+    net.up("pub");
+    net.up("l1");
+    net.up("l2");
+    let l2 = net.prefix("l2").to_string();
+    let t = Instant::now();
+    let tunnel = loop {
+        let found = net
+            .peers("l1", false)
+            .into_iter()
+            .find(|p| p["prefix"].as_str() == Some(l2.as_str()));
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "no tunnel from l1 to l2 after 90 s:\nl1: {}\nl2: {}",
+            punch_lines(&net.log("l1")),
+            punch_lines(&net.log("l2"))
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!(
+        "punch: l1 has a direct tunnel to l2 {:?} after start: {tunnel}\n{}",
+        start.elapsed(),
+        punch_lines(&net.log("l1"))
+    );
+    let remote: Option<std::net::SocketAddr> =
+        tunnel["endpoint"].as_str().and_then(|e| e.parse().ok());
+    assert_eq!(
+        remote.map(|a| a.ip().to_canonical().to_string()).as_deref(),
+        Some("203.0.113.2"),
+        "the tunnel's remote is r2's public address: {tunnel}"
+    );
+    assert_eq!(tunnel["made"], "punched", "{tunnel}");
+    // and it carries the traffic: l1's route to l2 goes straight to l2
+    let t = Instant::now();
+    while net.next_hop("l1", "l2").as_deref() != Some(net.addr("l2").as_str()) {
+        assert!(t.elapsed() < Duration::from_secs(20), "route not direct");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(net.ping("l1", "l2"));
+    let back = net
+        .peers("l2", false)
+        .into_iter()
+        .find(|p| p["prefix"].as_str() == Some(net.prefix("l1").to_string().as_str()));
+    eprintln!("punch: l2's side {back:?}");
+}
+
+/// The log lines about punching.
+fn punch_lines(log: &str) -> String {
+    log.lines()
+        .filter(|l| l.contains("punch") || l.contains("tunnel up"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The last "this node can be reached at" line of a log.
@@ -335,7 +452,7 @@ fn root_nat_a_laptop_moving_to_another_home_keeps_talking() {
         return;
     }
     let port = 20000 + (std::process::id() % 1000) as u16;
-    let mut net = build("rmtroam", port);
+    let mut net = build("rmtroam", port, true);
     // home 2's second LAN port, for l1 once it moves
     let (in_r2, in_l1) = net.rig.link("r2", "l1").unwrap();
     sh(

@@ -684,9 +684,15 @@ fn root_seal_a_flow_moving_between_direct_and_relayed_keeps_going() {
     wait_until("a to reach c directly", Duration::from_secs(30), || {
         direct(&line)
     });
-    // Only this direction: after the a–c link comes back, a does not redial c within 25 s
-    // (a tunnel-manager matter, not sealing's: noted for the routing/tunnel issues).
-    for (what, action, count) in [("direct → relayed (a–c link down)", "down", 100)] {
+    // And back (issue 12 b): once the a–c link is up again, a's dial of c over it works
+    // again (its `--peer`, retried every 2 s; a failed dial of a node the mesh routes to
+    // also asks it through the mesh to punch, so c's candidates are tried from both sides).
+    // `ip link set down` flushes a's IPv6 address on that link (keep_addr_on_down = 0):
+    // it is put back as a network manager would.
+    for (what, action, count) in [
+        ("direct → relayed (a–c link down)", "down", 100),
+        ("relayed → direct (a–c link back)", "up", 200),
+    ] {
         let out = line.tmp.path().join(format!("ping-{action}.out"));
         let pid = line
             .rig
@@ -703,8 +709,25 @@ fn root_seal_a_flow_moving_between_direct_and_relayed_keeps_going() {
         line.rig
             .exec("a", &["ip", "link", "set", "to-c", action])
             .unwrap();
+        if action == "up" {
+            line.rig
+                .exec(
+                    "a",
+                    &[
+                        "ip",
+                        "-6",
+                        "addr",
+                        "replace",
+                        "fd99:ac::1/64",
+                        "dev",
+                        "to-c",
+                        "nodad",
+                    ],
+                )
+                .unwrap();
+        }
         let want_direct = action == "up";
-        let moved = wait_until("the route to move", Duration::from_secs(25), || {
+        let moved = wait_until("the route to move", Duration::from_secs(30), || {
             let st = line.status("a");
             if want_direct {
                 direct(&line)

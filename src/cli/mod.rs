@@ -49,7 +49,7 @@ enum Command {
     /// Show the running node's state (yours, or the system node run by root or the service).
     Status(node::ShowArgs),
     /// List the running node's tunnels.
-    Peers(node::ShowArgs),
+    Peers(node::PeersArgs),
     /// List the running node's Babel routes.
     Routes(node::ShowArgs),
     /// Disconnect the running node (tunnels closed, address withdrawn); `--exit` ends it.

@@ -17,6 +17,17 @@ pub struct ShowArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PeersArgs {
+    #[command(flatten)]
+    show: ShowArgs,
+    /// With `--json`, also the far nodes (reached through a neighbour): one line each with
+    /// `reach: "relayed"` and `via`, the neighbour's prefix; tunnels get `reach: "direct"`.
+    /// The table always shows them.
+    #[arg(long)]
+    far: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct DownArgs {
     #[command(flatten)]
     state: StateDir,
@@ -164,23 +175,93 @@ fn ago(secs: i64) -> String {
     }
 }
 
-pub fn peers(a: ShowArgs) -> anyhow::Result<()> {
+pub fn peers(args: PeersArgs) -> anyhow::Result<()> {
+    let a = args.show;
     let rt = super::runtime()?;
-    let peers = rt.block_on(client(&rt, &a.state)?.1.peers())?;
+    let c = client(&rt, &a.state)?.1;
+    let peers = rt.block_on(c.peers())?;
+    let far = if args.far || !a.json {
+        far_nodes(&peers, &rt.block_on(c.routes())?)
+    } else {
+        Vec::new()
+    };
     if a.json {
-        for p in peers {
-            println!("{}", serde_json::to_string(&p)?);
+        for p in &peers {
+            let mut v = serde_json::to_value(p)?;
+            if args.far
+                && let Some(o) = v.as_object_mut()
+            {
+                o.insert("reach".into(), "direct".into());
+            }
+            println!("{v}");
+        }
+        for f in &far {
+            println!("{}", serde_json::to_string(f)?);
         }
         return Ok(());
     }
     println!(
-        "{:<26} {:<30} {:>9} {:<9} {:<12} {:>6} {:>10} {:>10} {:<12} NAME",
-        "PREFIX", "ENDPOINT", "RTT", "DIALLED", "STATE", "PARAMS", "RX", "TX", "LAST RX"
+        "{:<26} {:<30} {:>9} {:<9} {:<12} {:<8} {:>6} {:>10} {:>10} {:<12} NAME",
+        "PREFIX", "ENDPOINT", "RTT", "DIALLED", "STATE", "MADE", "PARAMS", "RX", "TX", "LAST RX"
     );
-    for p in peers {
-        println!("{}", peer_line(&p));
+    for p in &peers {
+        println!("{}", peer_line(p));
+    }
+    if !far.is_empty() {
+        println!("\nfar nodes (no tunnel: relayed)");
+        println!("{:<26} {:<26} {:>6} NAME", "PREFIX", "VIA", "METRIC");
+        for f in &far {
+            println!(
+                "{:<26} {:<26} {:>6} {}",
+                f.prefix,
+                f.via_name
+                    .as_ref()
+                    .map_or_else(|| f.via.clone(), |n| format!("{} ({n})", f.via)),
+                f.metric,
+                f.name.as_deref().unwrap_or("-")
+            );
+        }
     }
     Ok(())
+}
+
+/// A node reached through a neighbour (`mesh peers`).
+#[derive(Debug, serde::Serialize)]
+struct FarNode {
+    prefix: String,
+    /// Always `relayed`.
+    reach: &'static str,
+    /// The neighbour (tunnel peer prefix) the selected route goes through.
+    via: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    via_name: Option<String>,
+    metric: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+}
+
+/// The selected relayed routes, by the tunnel they leave on.
+fn far_nodes(peers: &[crate::control::Peer], routes: &[crate::control::Route]) -> Vec<FarNode> {
+    routes
+        .iter()
+        .filter(|r| r.selected && !r.local && r.path == "relayed")
+        .map(|r| {
+            let hop = r.next_hop.parse::<std::net::Ipv6Addr>().ok();
+            let via = peers.iter().find(|p| {
+                p.prefix
+                    .parse::<ipnet::Ipv6Net>()
+                    .is_ok_and(|n| hop.is_some_and(|h| n.contains(&h)))
+            });
+            FarNode {
+                prefix: r.prefix.clone(),
+                reach: "relayed",
+                via: via.map_or_else(|| r.next_hop.clone(), |p| p.prefix.clone()),
+                via_name: via.and_then(|p| p.name.clone()),
+                metric: r.metric,
+                name: r.name.clone(),
+            }
+        })
+        .collect()
 }
 
 /// One line of the human `mesh peers` table.
@@ -191,12 +272,13 @@ fn peer_line(p: &crate::control::Peer) -> String {
         None => "never".to_owned(),
     };
     format!(
-        "{:<26} {:<30} {:>7.1}ms {:<9} {:<12} {:>6} {:>10} {:>10} {:<12} {}",
+        "{:<26} {:<30} {:>7.1}ms {:<9} {:<12} {:<8} {:>6} {:>10} {:>10} {:<12} {}",
         p.prefix,
         p.endpoint,
         p.rtt_ms,
         if p.initiated { "yes" } else { "no" },
         p.state,
+        p.made,
         p.params_version,
         human_bytes(p.traffic.rx_bytes + p.traffic.babel_rx_bytes),
         human_bytes(p.traffic.tx_bytes + p.traffic.babel_tx_bytes),
@@ -330,6 +412,7 @@ mod tests {
             traffic: Default::default(),
             last_rx_ms_ago: None,
             name: None,
+            made: "direct".into(),
         };
         assert!(
             super::peer_line(&p).ends_with("0 B        0 B never        -"),

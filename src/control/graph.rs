@@ -292,6 +292,7 @@ mod tests {
             traffic: Default::default(),
             last_rx_ms_ago: None,
             name: None,
+            made: "direct".into(),
         }
     }
 

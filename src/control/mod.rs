@@ -254,6 +254,15 @@ pub struct Peer {
     /// The peer's name, from its certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// How the tunnel was made: `direct` (a plain handshake to or from an announced
+    /// candidate) or `punched` (handshakes from both sides at a moment agreed through the
+    /// mesh); `mapped` is kept for candidates from a port mapping.
+    #[serde(default = "made_direct")]
+    pub made: String,
+}
+
+fn made_direct() -> String {
+    "direct".into()
 }
 
 /// One line of `GET /v1/routes` (CONVENTIONS route fields).

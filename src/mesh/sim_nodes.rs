@@ -52,6 +52,8 @@ pub const NETWORK: &str = "fd00:1::/48";
 pub const UNIX_START: i64 = 1_800_000_000;
 /// How long a dial to a dead or unreachable peer takes to fail (the real one: ≈ 4 s).
 pub const DIAL_FAIL_AFTER: Duration = Duration::from_secs(4);
+/// How long a punch signal takes through the mesh (a few relays).
+pub const SIGNAL_LATENCY: Duration = Duration::from_millis(60);
 /// Silence after which QUIC declares a tunnel dead (the real default).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -343,6 +345,8 @@ pub struct NetStats {
     pub tunnels_up: u64,
     /// Dials that failed.
     pub dials_failed: u64,
+    /// Punches (handshakes at an agreed moment).
+    pub punches: u64,
 }
 
 /// A network of whole nodes. See the module documentation.
@@ -837,6 +841,24 @@ impl NodeNet {
                 }
             }
             Action::Dial { peer, addrs } => self.dial(i, peer, &addrs),
+            // A signal reaches the far node when the sender routes to it (sealed through the
+            // relays in the real node); a punch is a dial whose failure says so (the model
+            // has no NAT: a path that is up takes a plain dial as well).
+            Action::SendSignal { to, bytes } => {
+                if let Some(j) = (0..self.nodes.len()).find(|j| prefix_of(*j).contains(&to))
+                    && self.nodes[i]
+                        .core
+                        .as_ref()
+                        .is_some_and(|c| c.routable(&prefix_of(j)))
+                {
+                    let src = crate::identity::node_address(&prefix_of(i));
+                    self.deliver(j, SIGNAL_LATENCY, Input::Signal { src, bytes });
+                }
+            }
+            Action::Punch { peer, addrs } => {
+                self.stats.punches += 1;
+                self.dial_as(i, peer, &addrs, true)
+            }
             Action::SendBabel { tunnel, bytes } => {
                 if let Some(e) = self.ends.get(&tunnel).copied() {
                     self.stats.babel_sent += 1;
@@ -1000,7 +1022,18 @@ impl NodeNet {
     }
 
     fn dial(&mut self, i: NodeIdx, peer: Ipv6Net, addrs: &[SocketAddr]) {
-        let fail = |revoked| Input::DialFailed { peer, revoked };
+        self.dial_as(i, peer, addrs, false)
+    }
+
+    /// A dial, or a punch's handshakes (`punch`: a failure is reported as such).
+    fn dial_as(&mut self, i: NodeIdx, peer: Ipv6Net, addrs: &[SocketAddr], punch: bool) {
+        let fail = |revoked| {
+            if punch {
+                Input::PunchFailed { peer }
+            } else {
+                Input::DialFailed { peer, revoked }
+            }
+        };
         let Some(j) = addrs
             .iter()
             .filter_map(node_of_addr)

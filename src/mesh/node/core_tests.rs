@@ -882,3 +882,90 @@ fn the_node_finds_its_own_endpoints_from_its_interfaces_and_its_neighbours_and_r
         vec![vec![sa("[2001:db8::77]:7000")]]
     );
 }
+
+/// A punch request through the mesh is answered with our candidates and our handshakes go
+/// out at the requester's moment; signals from ourselves or outside the network, and a
+/// second request within the per-source interval, are not taken.
+#[test]
+fn a_punch_request_is_answered_and_punched_at_the_agreed_moment() {
+    use crate::mesh::punch::{Kind, SIGNAL_PORT, Signal};
+    let w = World::new();
+    let mut c = w.core(1);
+    c.handle(
+        at(0),
+        Input::LocalAddresses(vec!["203.0.113.1".parse().unwrap()]),
+    );
+    let _ = actions(&mut c);
+    let far = identity::node_address(&net_prefix(7));
+    let req = Signal {
+        v: 1,
+        kind: Kind::Request,
+        id: 42,
+        candidates: vec!["198.51.100.7:6464".parse().unwrap()],
+        start_in_ms: 1000,
+    };
+    c.handle(
+        at(1_000),
+        Input::Signal {
+            src: far,
+            bytes: req.encode(),
+        },
+    );
+    let a = actions(&mut c);
+    let answer = a
+        .iter()
+        .find_map(|x| match x {
+            Action::SendSignal { to, bytes } if *to == far => Signal::decode(bytes),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no answer: {a:?}"));
+    assert_eq!((answer.kind, answer.id), (Kind::Answer, 42));
+    assert_eq!(
+        answer.candidates,
+        vec!["203.0.113.1:6464".parse::<SocketAddr>().unwrap()]
+    );
+    c.handle_timeout(at(1_999));
+    assert!(
+        !actions(&mut c)
+            .iter()
+            .any(|x| matches!(x, Action::Punch { .. })),
+        "not before the moment"
+    );
+    assert!(c.poll_timeout() <= Some(at(2_000).time));
+    c.handle_timeout(at(2_000));
+    let a = actions(&mut c);
+    assert!(
+        a.contains(&Action::Punch {
+            peer: net_prefix(7),
+            addrs: vec!["198.51.100.7:6464".parse().unwrap()]
+        }),
+        "{a:?}"
+    );
+    // the tunnel that comes of it says it was punched
+    let _ = up(&mut c, 9, 7, false);
+    let s = c.snapshot();
+    assert_eq!(s.peers[0].made, "punched");
+    assert_eq!(s.counters.tunnels_punched, 1);
+    // not taken: from ourselves, from outside the network, again within 5 s
+    for src in [
+        identity::node_address(&net_prefix(1)),
+        "fd00:2::1".parse().unwrap(),
+        far,
+    ] {
+        c.handle(
+            at(3_000),
+            Input::Signal {
+                src,
+                bytes: req.encode(),
+            },
+        );
+        assert!(
+            !actions(&mut c)
+                .iter()
+                .any(|x| matches!(x, Action::SendSignal { .. })),
+            "{src}"
+        );
+    }
+    assert_eq!(c.snapshot().counters.punch_requests_refused, 1);
+    let _ = SIGNAL_PORT;
+}

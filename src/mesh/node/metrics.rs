@@ -343,6 +343,7 @@ mod tests {
             },
             last_rx_ms_ago: Some(3),
             name: None,
+            made: "direct".into(),
         };
         let text = render(&st, &[peer]);
         for line in [

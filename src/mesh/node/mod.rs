@@ -21,6 +21,7 @@ mod metrics;
 mod sealing;
 mod setup;
 mod shell;
+mod signal;
 mod traffic;
 
 use std::net::SocketAddr;

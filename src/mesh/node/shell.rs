@@ -92,6 +92,8 @@ pub(super) struct Shell {
     /// Inputs the shell produced itself while executing actions (handled next).
     follow_up: VecDeque<Input>,
     stop: Option<Option<String>>,
+    /// Punch signals through the mesh (`signal.rs`).
+    signals: super::signal::Signals,
 }
 
 impl Shell {
@@ -107,6 +109,7 @@ impl Shell {
         shared: Arc<Shared>,
         tx: mpsc::Sender<ShellEvent>,
     ) -> Shell {
+        let signals = super::signal::Signals::new(identity::node_address(&core.prefix()));
         Shell {
             core,
             base,
@@ -122,6 +125,7 @@ impl Shell {
             live: HashMap::new(),
             follow_up: VecDeque::new(),
             stop: None,
+            signals,
         }
     }
 
@@ -153,6 +157,7 @@ impl Shell {
                     self.core.handle_timeout(now);
                 }
                 _ = rtt_tick.tick() => {
+                    self.signals.ensure(&self.tx);
                     let now = self.now();
                     for (id, l) in &self.live {
                         self.core.handle(now, Input::Rtt { tunnel: *id, rtt: l.link.rtt() });
@@ -288,6 +293,10 @@ impl Shell {
                     let failed = Input::DialFailed { peer, revoked };
                     let _ = tx.send(ShellEvent::Input(failed)).await;
                 });
+            }
+            Action::SendSignal { to, bytes } => self.signals.send(&self.tx, to, &bytes),
+            Action::Punch { peer, addrs } => {
+                super::signal::punch(self.endpoint.clone(), self.tx.clone(), peer, addrs)
             }
             Action::SendBabel { tunnel, bytes } => {
                 if let Some(l) = self.live.get(&tunnel)

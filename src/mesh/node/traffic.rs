@@ -217,6 +217,7 @@ mod tests {
             traffic: Traffic::default(),
             last_rx_ms_ago: None,
             name: None,
+            made: "direct".into(),
         }];
         book.fill_peers(&mut peers, now);
         assert_eq!(peers[0].traffic.rx_bytes, 1000);

@@ -665,6 +665,26 @@ impl TunnelEndpoint {
         addr: SocketAddr,
         expected: Ipv6Net,
     ) -> Result<Tunnel, TunnelError> {
+        self.connect_with(addr, expected, true).await
+    }
+
+    /// Dials as [`TunnelEndpoint::connect`] but without the path diagnosis after a timeout
+    /// (whose throwaway endpoint would not have the NAT mapping of this one): a hole punch's
+    /// handshakes.
+    pub async fn connect_plain(
+        &self,
+        addr: SocketAddr,
+        expected: Ipv6Net,
+    ) -> Result<Tunnel, TunnelError> {
+        self.connect_with(addr, expected, false).await
+    }
+
+    async fn connect_with(
+        &self,
+        addr: SocketAddr,
+        expected: Ipv6Net,
+        diagnose: bool,
+    ) -> Result<Tunnel, TunnelError> {
         let name = identity::node_address(&expected).to_string();
         let err = |reason: String| TunnelError::Connect { addr, reason };
         let client = self
@@ -675,6 +695,7 @@ impl TunnelEndpoint {
         let conn = match dial_once(&self.endpoint, client.clone(), addr, &name).await {
             Dialled::Up(conn) => conn,
             Dialled::Failed(e) => return Err(e),
+            Dialled::TimedOut(e) if !diagnose => return Err(e),
             Dialled::TimedOut(e) => self.after_timeout(addr, &name, client, e).await?,
         };
         // The TLS name check already bound the certificate to the expected address; the

@@ -120,6 +120,19 @@ pub enum Input {
         /// Refused as revoked.
         revoked: bool,
     },
+    /// A punch signal arrived on the signal port of this node's mesh address from `src`
+    /// (through the data path: sealed by its sender, or from the neighbour owning `src`).
+    Signal {
+        /// The sender's address.
+        src: Ipv6Addr,
+        /// The datagram.
+        bytes: Vec<u8>,
+    },
+    /// Every handshake of an [`Action::Punch`] ended without a tunnel.
+    PunchFailed {
+        /// The peer punched.
+        peer: Ipv6Net,
+    },
     /// Parameters and/or a CRL, not verified yet, from the registry (`from: None`) or from the
     /// neighbour on a tunnel.
     Offer {
@@ -204,6 +217,23 @@ pub enum Action {
         addrs: Vec<SocketAddr>,
     },
     /// Send a Babel packet on a tunnel.
+    /// Send a punch signal through the mesh: a UDP datagram from this node's address to
+    /// `[to]:`[`SIGNAL_PORT`](crate::mesh::punch::SIGNAL_PORT), from the same port.
+    SendSignal {
+        /// The far node's address.
+        to: Ipv6Addr,
+        /// The signal.
+        bytes: Vec<u8>,
+    },
+    /// Send QUIC handshakes to `peer` at every address of `addrs` at once, from the tunnel
+    /// socket, with no path diagnosis; the first to finish is the tunnel (it comes up as a
+    /// dialled one); none: [`Input::PunchFailed`].
+    Punch {
+        /// Its prefix.
+        peer: Ipv6Net,
+        /// Its candidates, best first.
+        addrs: Vec<SocketAddr>,
+    },
     SendBabel {
         /// Which tunnel.
         tunnel: TunnelId,
@@ -307,11 +337,27 @@ pub struct Counters {
     /// Certificate requests not sent because [`super::CERT_REQUESTS_PER_NEIGHBOUR`] were
     /// in flight to that neighbour (asked again at a later tick).
     pub cert_requests_deferred: u64,
+    /// Punch requests sent through the mesh.
+    pub punch_requests_sent: u64,
+    /// Punch requests answered.
+    pub punch_requests_answered: u64,
+    /// Punches (handshakes sent at the agreed moment).
+    pub punches: u64,
+    /// Tunnels made by a punch.
+    pub tunnels_punched: u64,
+    /// Punches that failed (no answer, or no handshake got through).
+    pub punch_failures: u64,
+    /// Punch requests over the per-source or overall budget (dropped).
+    pub punch_requests_refused: u64,
+    /// Punch signals that were malformed or carried no usable candidate.
+    pub punch_signals_malformed: u64,
+    /// Punch answers to no request of ours.
+    pub punch_answers_unexpected: u64,
 }
 
 impl Counters {
     /// Every counter by name, for `mesh status --json`.
-    pub fn named(&self) -> [(&'static str, u64); 14] {
+    pub fn named(&self) -> [(&'static str, u64); 22] {
         [
             ("params_requests_ignored", self.params_requests_ignored),
             ("control_stalled", self.control_stalled),
@@ -327,6 +373,14 @@ impl Counters {
             ("certs_refused", self.certs_refused),
             ("cert_requests_ignored", self.cert_requests_ignored),
             ("cert_requests_deferred", self.cert_requests_deferred),
+            ("punch_requests_sent", self.punch_requests_sent),
+            ("punch_requests_answered", self.punch_requests_answered),
+            ("punches", self.punches),
+            ("tunnels_punched", self.tunnels_punched),
+            ("punch_failures", self.punch_failures),
+            ("punch_requests_refused", self.punch_requests_refused),
+            ("punch_signals_malformed", self.punch_signals_malformed),
+            ("punch_answers_unexpected", self.punch_answers_unexpected),
         ]
     }
 }

@@ -43,6 +43,7 @@ use crate::mesh::fib::{Fib, FibReader};
 use crate::mesh::lan_discovery::LanAuth;
 use crate::mesh::netstate::NetState;
 use crate::mesh::peers::{Hearsay, PeerCache, usable_endpoint};
+use crate::mesh::punch::Puncher;
 use crate::mesh::reach::Reach;
 use crate::mesh::tunnels::control::{ControlMsg, PeerAddr};
 use crate::mesh::tunnels::policy::{self, Candidate, Observation, PolicyConfig, TunnelManager};
@@ -54,6 +55,7 @@ use crate::wire::Prefix;
 mod interface;
 mod origin;
 mod params;
+mod punching;
 mod tunnels;
 
 pub use interface::{
@@ -66,6 +68,7 @@ pub use origin::{
 };
 use params::timers_of;
 pub use params::{mac_keys, protocol_too_old, renew_at, router_id_for};
+pub use punching::Made;
 
 /// How often the core runs its housekeeping round (renewal, dials, tunnel manager).
 pub const TICK: Duration = Duration::from_millis(500);
@@ -136,6 +139,8 @@ struct TunnelEntry {
     last_params_answer: Option<Time>,
     /// Came up while the CRL was missing: control stream only until it arrives.
     held: bool,
+    /// How it was made.
+    made: Made,
 }
 
 /// Certificate renewal: one struct per state.
@@ -222,6 +227,8 @@ pub struct NodeCore {
     counters: Counters,
     /// Origin authentication of routes (`origin.rs`): `None` when off.
     origin: Option<origin::OriginRequests>,
+    /// Hole punching through the mesh (`punching.rs`).
+    punch: Puncher,
 }
 
 impl NodeCore {
@@ -260,6 +267,7 @@ impl NodeCore {
             rng.next_u64(),
         );
         let revoked = cfg.net.revoked().contains(&cfg.serial);
+        let punch = Puncher::new(rng.next_u64());
         let mut core = NodeCore {
             engine,
             fib: Fib::new(),
@@ -312,6 +320,7 @@ impl NodeCore {
             snapshot_dirty: true,
             counters: Counters::default(),
             origin: None,
+            punch,
         };
         if let Some(setup) = cfg.origin {
             core.origin_init(now, setup);
@@ -376,11 +385,6 @@ impl NodeCore {
         &self.cache
     }
 
-    /// What the node counted.
-    pub fn counters(&self) -> Counters {
-        self.counters
-    }
-
     /// Handles one input at `now`.
     pub fn handle(&mut self, now: Now, input: Input) {
         if self.stopped {
@@ -439,6 +443,9 @@ impl NodeCore {
                 } else {
                     self.tm.dial_failed(now.time, peer);
                 }
+                if !revoked {
+                    self.punch_after_failed_dial(now, peer);
+                }
             }
             Input::Offer { signed, crl, from } => self.offer(now, signed, crl, from),
             Input::KeyBytes(keys) => {
@@ -463,6 +470,8 @@ impl NodeCore {
             }
             Input::Exit => self.stop(None),
             Input::LocalAddresses(addrs) => self.reach.set_local(&addrs),
+            Input::Signal { src, bytes } => self.punch_signal(now, src, &bytes),
+            Input::PunchFailed { peer } => self.punch_failed(now, peer),
             #[cfg(any(test, feature = "sim"))]
             Input::ForgeBabel { to, msgs } => {
                 if let Some(t) = self.by_prefix.get(&to).and_then(|t| self.tunnels.get(t)) {
@@ -532,6 +541,9 @@ impl NodeCore {
         if let Some(((l, _), _)) = self.later.first_key_value() {
             t = t.min(*l);
         }
+        if let Some(p) = self.punch.poll_timeout() {
+            t = t.min(p);
+        }
         Some(t)
     }
 
@@ -554,6 +566,9 @@ impl NodeCore {
             self.next_tick = now.time + TICK;
             self.housekeeping(now);
             self.origin_tick(now);
+            self.punch_tick(now);
+        } else if self.punch.poll_timeout().is_some_and(|p| p <= now.time) {
+            self.punch_tick(now);
         }
         self.drain(now);
     }
@@ -585,6 +600,22 @@ impl NodeCore {
             .origin_policy::<origin::CertStore>()
             .and_then(|s| s.name(&net))
             .map(str::to_owned)
+    }
+
+    /// What the node counted (the puncher's counters included).
+    pub fn counters(&self) -> Counters {
+        let p = self.punch.counters;
+        Counters {
+            punch_requests_sent: p.requests_sent,
+            punch_requests_answered: p.requests_answered,
+            punches: p.punches,
+            tunnels_punched: p.punched,
+            punch_failures: p.failed,
+            punch_requests_refused: p.refused_rate,
+            punch_signals_malformed: p.refused_malformed,
+            punch_answers_unexpected: p.refused_unexpected,
+            ..self.counters
+        }
     }
 
     /// The control API's view.
@@ -625,6 +656,7 @@ impl NodeCore {
                 traffic: Default::default(),
                 last_rx_ms_ago: None,
                 name: t.peer_name.clone(),
+                made: t.made.name().into(),
             })
             .collect();
         let selected = routes.iter().filter(|r| r.selected && !r.local).count();
@@ -656,7 +688,7 @@ impl NodeCore {
             params_version: self.net.params().version,
             crl_missing: self.net.crl_wanted(),
             held: self.tunnels.values().filter(|t| t.held).count(),
-            counters: self.counters,
+            counters: self.counters(),
             babel_budget: self.engine.budget_counters(),
             babel_origin: self.engine.origin_counters(),
             paths,

@@ -24,6 +24,7 @@ impl NodeCore {
         if peer == self.prefix {
             return reject(self, CloseCode::Internal);
         }
+        let mut replaced = None;
         if let Some(&existing) = self.by_prefix.get(&peer) {
             // One connection per pair: the lower prefix keeps the one it initiated.
             let keep_new = if self.prefix < peer {
@@ -35,6 +36,7 @@ impl NodeCore {
             if !keep_new || old_initiated == Some(info.initiated) {
                 return reject(self, CloseCode::Duplicate);
             }
+            replaced = self.tunnels.get(&existing).map(|e| e.made);
             self.close(
                 now,
                 existing,
@@ -64,7 +66,14 @@ impl NodeCore {
             let _ = self.engine.remove_interface(now.time, iface);
             return reject(self, CloseCode::Internal);
         };
-        info!(peer = %peer, remote = %info.remote, initiated = info.initiated, "tunnel up");
+        // Punched when a punch with this peer was under way (either side's handshakes may
+        // win), or when it replaces a punched duplicate.
+        let made = if self.punch.tunnel_up(&peer) || replaced == Some(Made::Punched) {
+            Made::Punched
+        } else {
+            Made::Direct
+        };
+        info!(peer = %peer, remote = %info.remote, initiated = info.initiated, made = made.name(), "tunnel up");
         // First-hand: the peer's own word, over its authenticated tunnel. Loopback is taken
         // only from a peer on this host.
         let local = info.remote.ip().to_canonical().is_loopback();
@@ -106,6 +115,7 @@ impl NodeCore {
                 rtt: Duration::ZERO,
                 last_params_answer: None,
                 held: false,
+                made,
             },
         );
         if self.net.crl_wanted() {
@@ -429,11 +439,14 @@ impl NodeCore {
         }
     }
 
-    /// Dials `peer`. An address dialled for another peer within [`DIAL_ADDR_INTERVAL`] is
-    /// left out (many prefixes pointed at one victim address by false hearsay must not turn
-    /// the mesh into a handshake flood against it); `--peer` and LAN addresses are not
-    /// limited. Returns false when no address is left: nothing was dialled.
-    pub(super) fn dial(&mut self, now: Now, peer: Ipv6Net, addrs: Vec<SocketAddr>) -> bool {
+    /// The addresses of `addrs` that may be dialled for `peer` now (see [`NodeCore::dial`]),
+    /// recorded as dialled for it.
+    pub(super) fn limit_addrs(
+        &mut self,
+        now: Now,
+        peer: Ipv6Net,
+        addrs: Vec<SocketAddr>,
+    ) -> Vec<SocketAddr> {
         let limited = !self.static_peers.contains_key(&peer);
         let n = addrs.len();
         let addrs: Vec<SocketAddr> = if limited {
@@ -451,10 +464,7 @@ impl NodeCore {
         if addrs.len() < n {
             self.counters.dials_rate_limited += 1;
         }
-        if addrs.is_empty() {
-            return false;
-        }
-        if limited {
+        if limited && !addrs.is_empty() {
             if self.dialled_addrs.len() >= MAX_DIALLED_ADDRS {
                 self.dialled_addrs
                     .retain(|_, (_, t)| now.time.saturating_since(*t) < DIAL_ADDR_INTERVAL);
@@ -464,6 +474,18 @@ impl NodeCore {
                     self.dialled_addrs.insert(*a, (peer, now.time));
                 }
             }
+        }
+        addrs
+    }
+
+    /// Dials `peer`. An address dialled for another peer within [`DIAL_ADDR_INTERVAL`] is
+    /// left out (many prefixes pointed at one victim address by false hearsay must not turn
+    /// the mesh into a handshake flood against it); `--peer` and LAN addresses are not
+    /// limited. Returns false when no address is left: nothing was dialled.
+    pub(super) fn dial(&mut self, now: Now, peer: Ipv6Net, addrs: Vec<SocketAddr>) -> bool {
+        let addrs = self.limit_addrs(now, peer, addrs);
+        if addrs.is_empty() {
+            return false;
         }
         self.dialing.insert(peer, now.time);
         self.actions.push_back(Action::Dial { peer, addrs });
