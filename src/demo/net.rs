@@ -167,6 +167,28 @@ pub fn cleanup_killed_runs() -> anyhow::Result<Vec<String>> {
     Ok(gone)
 }
 
+impl Network {
+    /// The last `n` lines of each node's log that say what happened to its tunnels, routes,
+    /// parameters and handshakes (INFO and above), for a report of lost pings.
+    fn node_events(&self, n: usize) -> String {
+        let mut out = String::new();
+        for node in &self.nodes {
+            let text = std::fs::read_to_string(self.run_dir.0.join(format!("{}.log", node.name)))
+                .map(|t| strip_ansi(&t))
+                .unwrap_or_default();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.contains(" DEBUG ") && !l.contains(" TRACE "))
+                .collect();
+            out.push_str(&format!("  {}:\n", node.name));
+            for l in &lines[lines.len().saturating_sub(n)..] {
+                out.push_str(&format!("    {l}\n"));
+            }
+        }
+        out
+    }
+}
+
 /// Removes terminal colour sequences (`ESC [ … letter`) from a log text.
 fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -1159,8 +1181,16 @@ async fn mac_rotation(
     stop: &Arc<AtomicBool>,
     wake: &Arc<tokio::sync::Notify>,
 ) -> Result<(), String> {
-    println!("MAC rotation: three steps of the key cycle while all pairs ping…");
     let t0 = Instant::now();
+    // The nodes' logs are stamped in UTC: say when 0 s was, to match a lost round to them.
+    let utc = time::OffsetDateTime::now_utc();
+    println!(
+        "MAC rotation: three steps of the key cycle while all pairs ping (0 s = {:02}:{:02}:{:02}.{:03} UTC)…",
+        utc.hour(),
+        utc.minute(),
+        utc.second(),
+        utc.millisecond()
+    );
     let pinging = Arc::new(AtomicBool::new(true));
     // Each round: (start, answered, asked, lost pairs).
     let pinger = {
@@ -1245,6 +1275,10 @@ async fn mac_rotation(
         return Err(e);
     }
     if lost > 0 {
+        // What the nodes saw, to tell a key problem (every packet of a link refused) from a
+        // route change (tunnels replaced, a flow moving to a relayed path) when CI fails.
+        println!("What the nodes logged (last lines, DEBUG left out):");
+        print!("{}", net.node_events(12));
         return Err(format!(
             "{lost} of {total} pings were lost during the MAC key rotation"
         ));

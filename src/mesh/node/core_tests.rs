@@ -177,7 +177,12 @@ fn of_two_tunnels_to_one_peer_the_pair_keeps_the_one_the_lower_prefix_initiated(
     let mut c = w.core(1);
     up(&mut c, 1, 2, false);
     let a = up(&mut c, 2, 2, true);
-    assert_eq!(closes(&a), vec![(TunnelId(1), CloseCode::Duplicate)]);
+    assert_eq!(closes(&a), vec![], "closed a moment later");
+    c.handle_timeout(at(10 + 2_000));
+    assert_eq!(
+        closes(&actions(&mut c)),
+        vec![(TunnelId(1), CloseCode::Duplicate)]
+    );
     assert!(a.iter().any(|a| matches!(
         a,
         Action::Activate {
@@ -192,7 +197,67 @@ fn of_two_tunnels_to_one_peer_the_pair_keeps_the_one_the_lower_prefix_initiated(
     let mut c = w.core(3);
     up(&mut c, 1, 2, true);
     let a = up(&mut c, 2, 2, false);
-    assert_eq!(closes(&a), vec![(TunnelId(1), CloseCode::Duplicate)]);
+    assert_eq!(closes(&a), vec![]);
+    c.handle_timeout(at(10 + 2_000));
+    assert_eq!(
+        closes(&actions(&mut c)),
+        vec![(TunnelId(1), CloseCode::Duplicate)]
+    );
+}
+
+fn activated_iface(a: &[Action], id: u64) -> Option<IfaceId> {
+    a.iter().find_map(|a| match a {
+        Action::Activate { tunnel, iface } if *tunnel == TunnelId(id) => Some(*iface),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_duplicate_that_wins_takes_over_the_babel_interface_so_routes_do_not_flap() {
+    let w = World::new();
+    let mut c = w.core(1);
+    let first = activated_iface(&up(&mut c, 1, 2, false), 1).expect("activated");
+    let ids = |c: &NodeCore| {
+        c.engine
+            .neighbours()
+            .iter()
+            .map(|n| n.id)
+            .collect::<Vec<_>>()
+    };
+    let before = ids(&c);
+    assert_eq!(before.len(), 1);
+    let a = up(&mut c, 2, 2, true);
+    // the replaced connection stays open a moment: the peer may not have the new one yet
+    assert_eq!(closes(&a), vec![]);
+    assert_eq!(
+        activated_iface(&a, 2),
+        Some(first),
+        "the winner carries the same interface: {a:?}"
+    );
+    assert_eq!(ids(&c), before, "the neighbour stays");
+    assert_eq!(c.neighbours(), vec![net_prefix(2)]);
+    c.handle_timeout(at(10 + 1_000));
+    assert_eq!(closes(&actions(&mut c)), vec![]);
+    c.handle_timeout(at(10 + 2_000));
+    assert_eq!(
+        closes(&actions(&mut c)),
+        vec![(TunnelId(1), CloseCode::Duplicate)]
+    );
+    // the old tunnel's end, reported afterwards, changes nothing
+    c.handle(
+        at(2_100),
+        Input::TunnelDown {
+            tunnel: TunnelId(1),
+            code: Some(CloseCode::Duplicate),
+        },
+    );
+    let _ = actions(&mut c);
+    assert_eq!(c.neighbours(), vec![net_prefix(2)]);
+    assert_eq!(ids(&c), before);
+    // a loser is refused without touching the interface
+    let a = up(&mut c, 3, 2, false);
+    assert_eq!(closes(&a), vec![(TunnelId(3), CloseCode::Duplicate)]);
+    assert_eq!(ids(&c), before);
 }
 
 #[test]
@@ -838,7 +903,7 @@ fn the_node_finds_its_own_endpoints_from_its_interfaces_and_its_neighbours_and_r
     assert!(reported(&actions(&mut c)).is_empty());
     // the tunnel goes: its observation with it
     c.handle(
-        at(30),
+        at(2_100),
         Input::TunnelDown {
             tunnel: TunnelId(1),
             code: None,

@@ -227,6 +227,8 @@ impl Shell {
         if let Some(Live {
             iface: Some(iface), ..
         }) = self.live.remove(&tunnel)
+            // a duplicate that replaced this tunnel carries the interface on
+            && !self.live.values().any(|l| l.iface == Some(iface))
         {
             let mut map = (**self.data.table.load()).clone();
             map.remove(&iface);

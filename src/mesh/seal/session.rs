@@ -147,8 +147,20 @@ impl SealCounters {
 /// address (it ignores the other's message 1).
 pub const COLLISION_WINDOW: Duration = Duration::from_secs(1);
 /// An initiation unanswered for this long is started again when a packet waits (a lost
-/// message 1 or 2 costs this, not the whole handshake timeout).
-pub const HANDSHAKE_RETRY: Duration = Duration::from_secs(1);
+/// message 1 or 2 costs this, not the whole handshake timeout); each further attempt waits
+/// twice as long, up to [`HANDSHAKE_RETRY_MAX`]. The attempt before stays valid (its
+/// message 2 may merely be late on a slow path), so a short first interval cannot starve a
+/// handshake whose round trip is longer.
+pub const HANDSHAKE_RETRY: Duration = Duration::from_millis(250);
+/// The longest interval between two initiations towards one node.
+pub const HANDSHAKE_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// How long attempt `attempt` (0 for the first) waits for its answer before the next.
+pub fn retry_after(attempt: u32) -> Duration {
+    HANDSHAKE_RETRY
+        .saturating_mul(1u32 << attempt.min(8))
+        .min(HANDSHAKE_RETRY_MAX)
+}
 /// A data frame for an unknown session starts at most one handshake towards its source per
 /// this interval.
 pub const UNKNOWN_SESSION_INTERVAL: Duration = Duration::from_secs(1);
@@ -384,6 +396,16 @@ struct Pending {
     initiator: bool,
 }
 
+/// This node's initiation towards one far node: the attempt in force and the one before
+/// it (still answerable).
+#[derive(Debug, Clone, Copy)]
+struct Initiation {
+    current: u32,
+    previous: Option<u32>,
+    /// How many attempts came before the current one.
+    attempt: u32,
+}
+
 /// What [`Sealer::receive`] produced.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Output {
@@ -406,7 +428,7 @@ pub struct Sealer {
     /// The session to send with, by far node prefix.
     current: HashMap<Ipv6Net, Arc<Session>>,
     /// Our handshake in progress, by far node address.
-    initiating: HashMap<Ipv6Addr, u32>,
+    initiating: HashMap<Ipv6Addr, Initiation>,
     /// Packets waiting for a session, by far node address.
     queues: HashMap<Ipv6Addr, VecDeque<Vec<u8>>>,
     /// When a frame for an unknown session last started a handshake, by its source.
@@ -576,18 +598,26 @@ impl Sealer {
     /// Starts a handshake with `peer` unless one is in progress: message 1, if any.
     fn initiate(&mut self, peer: Ipv6Net, now: Instant) -> Result<Option<Vec<u8>>, SealError> {
         let dst = identity::node_address(&peer);
-        if let Some(&index) = self.initiating.get(&dst) {
-            let young = self
-                .pending
-                .get(&index)
-                .is_some_and(|p| now.saturating_duration_since(p.started) < HANDSHAKE_RETRY);
+        let mut attempt = 0;
+        let mut previous = None;
+        if let Some(&ini) = self.initiating.get(&dst) {
+            let young = self.pending.get(&ini.current).is_some_and(|p| {
+                now.saturating_duration_since(p.started) < retry_after(ini.attempt)
+            });
             if young {
                 return Ok(None);
             }
-            // No answer within HANDSHAKE_RETRY (message 1 or 2 lost, e.g. on a route that
-            // was changing): start again rather than wait for the timeout.
-            self.pending.remove(&index);
-            self.initiating.remove(&dst);
+            // No answer in time (message 1 or 2 lost, e.g. on a route that was changing):
+            // start again rather than wait for the timeout. The attempt just superseded may
+            // still be answered; the one before it goes.
+            if let Some(old) = ini.previous {
+                self.pending.remove(&old);
+            }
+            attempt = ini.attempt.saturating_add(1);
+            previous = self
+                .pending
+                .contains_key(&ini.current)
+                .then_some(ini.current);
         }
         if self.pending.len() >= self.cfg.max_pending {
             inc(&self.counters.pending_full);
@@ -606,7 +636,14 @@ impl Sealer {
                 initiator: true,
             },
         );
-        self.initiating.insert(dst, index);
+        self.initiating.insert(
+            dst,
+            Initiation {
+                current: index,
+                previous,
+                attempt,
+            },
+        );
         inc(&self.counters.handshakes_started);
         let mut d = Vec::new();
         wire::emit_handshake(dst, self.addr, wire::MSG1, 0, &msg, &mut d);
@@ -662,7 +699,7 @@ impl Sealer {
                 // while it is young, the higher one answers the lower's.
                 if self.addr < f.src
                     && let Some(mine) = self.initiating.get(&f.src)
-                    && self.pending.get(mine).is_some_and(|p| {
+                    && self.pending.get(&mine.current).is_some_and(|p| {
                         now.saturating_duration_since(p.started) < COLLISION_WINDOW
                     })
                 {
@@ -747,8 +784,11 @@ impl Sealer {
             _ => return Err(SealError::Handshake),
         }
         let p = self.pending.remove(&index).ok_or(SealError::Handshake)?;
-        if initiator {
-            self.initiating.remove(&p.peer_addr);
+        if initiator && let Some(ini) = self.initiating.remove(&p.peer_addr) {
+            // One answered attempt ends the initiation: the other is not needed.
+            for i in [Some(ini.current), ini.previous].into_iter().flatten() {
+                self.pending.remove(&i);
+            }
         }
         Ok(p)
     }
@@ -771,14 +811,16 @@ impl Sealer {
     /// Forgets handshakes past their timeout and sessions past their lifetime.
     pub fn tick(&mut self, now: Instant) {
         let (hs_timeout, reject) = (self.cfg.handshake_timeout, self.cfg.reject_after);
+        self.pending
+            .retain(|_, p| now.saturating_duration_since(p.started) < hs_timeout);
+        let pending = &self.pending;
         let initiating = &mut self.initiating;
-        self.pending.retain(|_, p| {
-            let keep = now.saturating_duration_since(p.started) < hs_timeout;
-            if !keep && p.initiator {
-                initiating.remove(&p.peer_addr);
+        initiating.retain(|_, ini| pending.contains_key(&ini.current));
+        for ini in initiating.values_mut() {
+            if ini.previous.is_some_and(|i| !pending.contains_key(&i)) {
+                ini.previous = None;
             }
-            keep
-        });
+        }
         let queues = &mut self.queues;
         queues.retain(|a, _| initiating.contains_key(a));
         self.unknown_answered

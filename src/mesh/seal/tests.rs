@@ -11,7 +11,8 @@ use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 
 use super::handshake::{self, HandshakeError, LocalIdentity};
 use super::session::{
-    COLLISION_WINDOW, HANDSHAKE_RETRY, SealConfig, SealError, Sealer, UNKNOWN_SESSION_INTERVAL,
+    COLLISION_WINDOW, HANDSHAKE_RETRY, HANDSHAKE_RETRY_MAX, SealConfig, SealError, Sealer,
+    UNKNOWN_SESSION_INTERVAL, retry_after,
 };
 use super::{session, wire};
 use crate::identity::node_address;
@@ -687,6 +688,45 @@ fn an_unanswered_initiation_is_started_again_after_the_retry_interval() {
     // waited arrives
     let got = run(&mut [&mut a, &mut c], again, later, &mut pass);
     assert_eq!(got[1].len(), 3);
+    assert_eq!(a.sealer.counters().stats().handshakes_started, 2);
+}
+
+#[test]
+fn a_late_answer_to_the_superseded_initiation_still_sets_the_session_up_and_retries_back_off() {
+    let w = World::new();
+    let mut a = w.node("fd00:1:0:a::/64", 1, SealConfig::default());
+    let mut c = w.node("fd00:1:0:c::/64", 3, SealConfig::default());
+    let t0 = t0();
+    let (aa, ca) = (node_address(&a.prefix), node_address(&c.prefix));
+    // a path slower than the first retry interval: message 1 is not lost, only slow
+    let first = a.sealer.seal(c.prefix, &packet(aa, ca, b"1"), t0).unwrap();
+    assert_eq!(first.len(), 1);
+    let t1 = t0 + retry_after(0);
+    let second = a.sealer.seal(c.prefix, &packet(aa, ca, b"2"), t1).unwrap();
+    assert_eq!(second.len(), 1, "a second attempt after the first interval");
+    // the next attempt waits twice as long
+    let early = t1 + retry_after(0);
+    assert!(retry_after(1) > retry_after(0));
+    assert!(
+        a.sealer
+            .seal(c.prefix, &packet(aa, ca, b"3"), early)
+            .unwrap()
+            .is_empty(),
+        "no third attempt before the doubled interval"
+    );
+    assert_eq!(retry_after(30), HANDSHAKE_RETRY_MAX);
+    // the first attempt's answer arrives now, the second attempt's message 1 was lost
+    let got = run(&mut [&mut a, &mut c], first, early, &mut pass);
+    assert_eq!(got[1].len(), 3, "every packet that waited arrives");
+    let s = a.sealer.counters().stats();
+    assert_eq!((s.handshakes_started, s.handshakes_completed), (2, 1));
+    // the session is in use: nothing waits, no further attempt
+    let later = early + HANDSHAKE_RETRY_MAX;
+    let out = a
+        .sealer
+        .seal(c.prefix, &packet(aa, ca, b"4"), later)
+        .unwrap();
+    assert_eq!(out.len(), 1);
     assert_eq!(a.sealer.counters().stats().handshakes_started, 2);
 }
 

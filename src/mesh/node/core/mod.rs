@@ -87,6 +87,11 @@ pub const KILL_ANSWER_MAX_DIVISOR: u32 = 2;
 /// How often that wait looks again.
 pub const KILL_ANSWER_RECHECK: Duration = Duration::from_millis(200);
 pub const KILL_CLOSE_DELAY: Duration = Duration::from_secs(2);
+/// How long a connection a duplicate replaced stays open: the peer sees the duplicate come
+/// up a little after we do (the handshake ends at the two sides at different moments) and
+/// hands its routes over too, if the replaced connection is still there; closed at once, the
+/// peer would lose its routes through us until Babel learnt them again over the new one.
+pub const DUPLICATE_CLOSE_DELAY: Duration = Duration::from_secs(2);
 /// A dial that has not come to anything in this long is forgotten.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Parameters and CRL are asked of the registry at most this often.
@@ -161,6 +166,8 @@ enum Later {
     KillAnswer(TunnelId, Time),
     /// Close the tunnel we agreed to retire, if the requester has not.
     KillClose(TunnelId),
+    /// Close a connection a duplicate replaced (it no longer carries anything here).
+    CloseReplaced(TunnelId),
 }
 
 /// The node core. See the module documentation.
@@ -786,6 +793,10 @@ impl NodeCore {
                     self.schedule(now.time + KILL_CLOSE_DELAY, Later::KillClose(tunnel));
                 }
             }
+            Later::CloseReplaced(tunnel) => self.actions.push_back(Action::Close {
+                tunnel,
+                code: CloseCode::Duplicate,
+            }),
             Later::KillClose(tunnel) => {
                 if self.tunnels.contains_key(&tunnel) {
                     self.close(

@@ -25,6 +25,10 @@ impl NodeCore {
             return reject(self, CloseCode::Internal);
         }
         let mut replaced = None;
+        // Make before break: a duplicate that wins takes over the Babel interface and
+        // neighbour of the tunnel it replaces, so the routes through this peer stay in place
+        // (a fresh interface would learn them again only after a few hellos: a route flap).
+        let mut handover = None;
         if let Some(&existing) = self.by_prefix.get(&peer) {
             // One connection per pair: the lower prefix keeps the one it initiated.
             let keep_new = if self.prefix < peer {
@@ -36,14 +40,33 @@ impl NodeCore {
             if !keep_new || old_initiated == Some(info.initiated) {
                 return reject(self, CloseCode::Duplicate);
             }
-            replaced = self.tunnels.get(&existing).map(|e| e.made);
-            self.close(
-                now,
-                existing,
-                CloseCode::Duplicate,
-                "replaced by a duplicate",
-            );
+            if let Some(old) = self.tunnels.remove(&existing) {
+                self.schedule(
+                    now.time + DUPLICATE_CLOSE_DELAY,
+                    Later::CloseReplaced(existing),
+                );
+                self.by_iface.remove(&old.iface);
+                self.by_prefix.remove(&peer);
+                self.reach.forget(&peer);
+                self.tm.tunnel_down(now.time, peer);
+                self.later.retain(|_, job| match job {
+                    Later::KillAnswer(id, _) | Later::KillClose(id) => *id != existing,
+                    Later::CloseReplaced(_) => true,
+                });
+                info!(peer = %peer, why = "replaced by a duplicate", "tunnel down");
+                self.snapshot_dirty = true;
+                replaced = Some(old.made);
+                handover = Some((old.iface, old.neighbour));
+            }
         }
+        // A refused newcomer that took over an interface takes it down with it.
+        let reject = |core: &mut NodeCore, code: CloseCode| {
+            if let Some((iface, neighbour)) = handover {
+                let _ = core.engine.remove_neighbour(now.time, neighbour);
+                let _ = core.engine.remove_interface(now.time, iface);
+            }
+            reject(core, code)
+        };
         let is_static = self.static_peers.contains_key(&peer);
         if !info.initiated
             && !is_static
@@ -56,15 +79,21 @@ impl NodeCore {
         }
         self.dialing.remove(&peer);
         let peer_addr = identity::node_address(&peer);
-        let mut icfg = IfaceConfig::tunnel(&format!("t-{peer}"), self.me, peer_addr);
-        icfg.timers = self.timers;
-        let iface = self.engine.add_interface(now.time, icfg);
-        let Ok(neighbour) = self
-            .engine
-            .add_neighbour(now.time, iface, IpAddr::V6(peer_addr))
-        else {
-            let _ = self.engine.remove_interface(now.time, iface);
-            return reject(self, CloseCode::Internal);
+        let (iface, neighbour) = match handover {
+            Some(h) => h,
+            None => {
+                let mut icfg = IfaceConfig::tunnel(&format!("t-{peer}"), self.me, peer_addr);
+                icfg.timers = self.timers;
+                let iface = self.engine.add_interface(now.time, icfg);
+                let Ok(neighbour) =
+                    self.engine
+                        .add_neighbour(now.time, iface, IpAddr::V6(peer_addr))
+                else {
+                    let _ = self.engine.remove_interface(now.time, iface);
+                    return reject(self, CloseCode::Internal);
+                };
+                (iface, neighbour)
+            }
         };
         // Punched when a punch with this peer was under way (either side's handshakes may
         // win), or when it replaces a punched duplicate.
@@ -183,7 +212,9 @@ impl NodeCore {
             }
         }
         self.later.retain(|_, job| match job {
-            Later::KillAnswer(id, _) | Later::KillClose(id) => *id != tunnel,
+            Later::KillAnswer(id, _) | Later::KillClose(id) | Later::CloseReplaced(id) => {
+                *id != tunnel
+            }
         });
         info!(peer = %t.peer_prefix, why, "tunnel down");
         self.snapshot_dirty = true;
