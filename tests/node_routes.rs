@@ -242,7 +242,7 @@ fn root_routes_a_lan_behind_an_authorised_node_is_reached_and_an_unauthorised_on
         re6mesh::control::router_id_text(&re6mesh::mesh::node::router_id_for(&prefixes[i]))
     };
     let (rid_c, rid_d) = (rid(2), rid(3));
-    let t = wait_until(
+    wait_until(
         "a to select c's route to the LAN",
         Duration::from_secs(30),
         || routes_for(&rig, "a", &da, LAN).contains(&(rid_c.clone(), true)),
@@ -251,7 +251,6 @@ fn root_routes_a_lan_behind_an_authorised_node_is_reached_and_an_unauthorised_on
         "a selected c's subnet route {:?} after start",
         started.elapsed()
     );
-    let _ = t;
 
     // a pings the plain host h: a's OS sends the LAN into the TUN, b relays the sealed
     // packets, c opens them and its OS forwards them to h; the replies come back the same way
@@ -263,7 +262,9 @@ fn root_routes_a_lan_behind_an_authorised_node_is_reached_and_an_unauthorised_on
         .unwrap();
     let out = String::from_utf8_lossy(&ping.stdout).to_string();
     assert!(ping.status.success(), "ping a -> h failed:\n{out}");
-    println!("a -> h: {}", out.lines().last().unwrap_or_default());
+    for l in out.lines().rev().take(2) {
+        println!("a -> h: {l}");
+    }
     // a routes the LAN into its TUN; the route goes with the device
     let r = rig.exec("a", &["ip", "-6", "route", "show", LAN]).unwrap();
     let r = String::from_utf8_lossy(&r.stdout).to_string();
