@@ -107,6 +107,16 @@ fn an_authorised_subnet_route_is_selected_everywhere_and_an_unauthorised_one_ign
         let o = net.core(i).expect("running").snapshot().babel_origin;
         assert!(o.routes_unauthenticated > 0, "node {i}: {o:?}");
     }
+    // `mesh routes` names the node a subnet route leads to.
+    let named = net
+        .core(0)
+        .expect("running")
+        .snapshot()
+        .routes
+        .into_iter()
+        .find(|r| r.prefix == LAN && r.selected)
+        .and_then(|r| r.name);
+    assert_eq!(named.as_deref(), Some("n2"));
     let p: Prefix = LAN.parse().expect("a prefix");
     assert!(
         net.core(0)

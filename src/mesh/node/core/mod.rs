@@ -597,7 +597,11 @@ impl NodeCore {
     /// The name of the node owning `prefix` (CIDR text, as in a route): ours, a neighbour's,
     /// or one from a certificate held for origin checks.
     fn name_of(&self, prefix: &str) -> Option<String> {
-        let net: Ipv6Net = prefix.parse().ok()?;
+        let mut net: Ipv6Net = prefix.parse().ok()?;
+        // a subnet route is named after the node it leads to
+        if let Some((_, owner)) = self.subnet_routes.via.iter().find(|(p, _)| *p == net) {
+            net = *owner;
+        }
         if net == self.prefix {
             return self.my_name.clone();
         }
