@@ -181,6 +181,10 @@ impl Shell {
             CloseCode::Shutdown.close(&t.conn);
         }
         self.endpoint.close();
+        // Subnet routes into the TUN go with the device, but not with a persistent one.
+        if !self.data.subnets.load().via.is_empty() {
+            self.subnet_routes(super::core::SubnetRoutes::default());
+        }
         info!("node stopped");
         match self.stop.flatten() {
             Some(msg) => Err(anyhow::anyhow!(msg)),
