@@ -97,6 +97,13 @@ pub struct NodeOptions {
     #[arg(long, value_name = "ADDR:PORT")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<SocketAddr>,
+    /// Make a LAN behind this node reachable from the mesh: announce this IPv6 prefix
+    /// (repeatable). Other nodes take it only when the registry authorised this node for it
+    /// (`mesh registry authorize NODE route PREFIX`); this node's OS must forward between
+    /// the TUN and that LAN (IPv6 forwarding on).
+    #[arg(long, value_name = "PREFIX")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub advertise_route: Vec<Ipv6Net>,
 }
 
 /// The keys of `node.toml`, in file order.
@@ -112,6 +119,7 @@ pub const KEYS: &[&str] = &[
     "lan",
     "country",
     "metrics",
+    "advertise-route",
 ];
 
 /// Why the configuration file cannot be used.
@@ -274,6 +282,7 @@ impl NodeOptions {
                     })?)
                 }
             }
+            "advertise-route" => self.advertise_route = list(value).map_err(bad)?,
             _ => return Err(ConfigError::UnknownKey(key.to_owned())),
         }
         Ok(())
@@ -296,6 +305,7 @@ impl NodeOptions {
             lan: list(self.lan, file.lan),
             country: self.country.or(file.country),
             metrics: self.metrics.or(file.metrics),
+            advertise_route: list(self.advertise_route, file.advertise_route),
         }
     }
 
@@ -335,6 +345,7 @@ impl NodeOptions {
             lan: self.lan.clone(),
             country: self.country.as_ref().map(|c| c.0.clone()),
             metrics: self.metrics,
+            advertise_routes: self.advertise_route.iter().map(|p| p.trunc()).collect(),
         }
     }
 }
@@ -489,6 +500,7 @@ mod tests {
             lan: vec!["eth0".into(), "wlan0".into()],
             country: Some("fr".parse().unwrap()),
             metrics: Some("[::1]:9464".parse().unwrap()),
+            advertise_route: vec!["2001:db8:5::/48".parse().unwrap()],
         }
     }
 
@@ -536,6 +548,7 @@ mod tests {
             ("lan", "eth0,wlan0"),
             ("country", "fr"),
             ("metrics", "[::1]:9464"),
+            ("advertise-route", "2001:db8:5::/48"),
         ] {
             o.set(k, v).unwrap();
         }

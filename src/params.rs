@@ -46,6 +46,75 @@ pub struct NetworkParams {
     pub crl: CrlRef,
     /// Ids of the Babel MAC keys (never key bytes).
     pub mac: MacState,
+    /// Routes outside the network prefix that nodes may announce: exits and subnet routes
+    /// (`mesh registry authorize`). Absent in older documents: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteGrant>,
+}
+
+/// What a [`RouteGrant`] lets its node announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantKind {
+    /// The default route `::/0`, for traffic from the network prefix (an exit node).
+    Exit,
+    /// A subnet route: an IPv6 prefix outside the network prefix (a LAN behind the node).
+    Route,
+}
+
+impl GrantKind {
+    /// The word used on the command line and in the document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantKind::Exit => "exit",
+            GrantKind::Route => "route",
+        }
+    }
+}
+
+impl std::str::FromStr for GrantKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exit" => Ok(GrantKind::Exit),
+            "route" => Ok(GrantKind::Route),
+            _ => Err(format!("{s:?} is neither `exit` nor `route`")),
+        }
+    }
+}
+
+/// The registry's authorisation of one node to originate one prefix outside the network.
+/// The node is named by its prefix: origin checks find its certificate (and so its key)
+/// by that prefix, and its router-id is derived from it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RouteGrant {
+    /// The authorised node's prefix.
+    pub node: Ipv6Net,
+    /// Exit or subnet route.
+    pub kind: GrantKind,
+    /// The prefix it may announce (`::/0` for an exit).
+    pub prefix: Ipv6Net,
+}
+
+/// Why a grant is refused (`mesh registry authorize`).
+pub fn check_grant(network: &Ipv6Net, kind: GrantKind, prefix: &Ipv6Net) -> Result<(), String> {
+    match kind {
+        GrantKind::Exit if prefix.prefix_len() != 0 => Err(format!(
+            "an exit is authorised for ::/0 (traffic from the network to anywhere), not {prefix}"
+        )),
+        GrantKind::Exit => Ok(()),
+        GrantKind::Route if prefix.prefix_len() == 0 => {
+            Err("::/0 is an exit: use `authorize NODE exit ::/0`".into())
+        }
+        GrantKind::Route if network.contains(prefix) || prefix.contains(network) => Err(format!(
+            "{prefix} overlaps the network {network}: a subnet route must lie outside it"
+        )),
+        GrantKind::Route if *prefix != prefix.trunc() => Err(format!(
+            "{prefix} has host bits set (did you mean {}?)",
+            prefix.trunc()
+        )),
+        GrantKind::Route => Ok(()),
+    }
 }
 
 /// Tunnel manager policy (re6st defaults: 10 / 20 / 300 s).
@@ -175,7 +244,8 @@ impl NetworkParams {
             tunnel,
             countries,
             crl,
-            mac
+            mac,
+            routes
         );
         out
     }
@@ -209,7 +279,52 @@ pub(crate) mod tests {
                 accept: None,
                 accept_unsigned: false,
             },
+            routes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn route_grants_round_trip_and_older_documents_have_none() {
+        let mut p = sample(4);
+        p.routes = vec![
+            RouteGrant {
+                node: "fd00:1:0:2::/64".parse().unwrap(),
+                kind: GrantKind::Route,
+                prefix: "2001:db8:5::/48".parse().unwrap(),
+            },
+            RouteGrant {
+                node: "fd00:1:0:3::/64".parse().unwrap(),
+                kind: GrantKind::Exit,
+                prefix: "::/0".parse().unwrap(),
+            },
+        ];
+        let bytes = p.to_bytes();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains(r#""kind":"exit""#), "{text}");
+        let back: NetworkParams = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(sample(4).diff(&p), vec!["routes"]);
+        // A document without the field (older registry) parses, with no grants.
+        let mut v: serde_json::Value = serde_json::from_slice(&sample(4).to_bytes()).unwrap();
+        assert!(v.get("routes").is_none());
+        v.as_object_mut().unwrap().remove("routes");
+        let old: NetworkParams = serde_json::from_value(v).unwrap();
+        assert!(old.routes.is_empty());
+    }
+
+    #[test]
+    fn grants_outside_the_network_only() {
+        let net: Ipv6Net = "fd00:1::/48".parse().unwrap();
+        let ok = |k, p: &str| check_grant(&net, k, &p.parse().unwrap());
+        assert!(ok(GrantKind::Exit, "::/0").is_ok());
+        assert!(ok(GrantKind::Exit, "2001:db8::/32").is_err());
+        assert!(ok(GrantKind::Route, "2001:db8::/32").is_ok());
+        assert!(ok(GrantKind::Route, "::/0").is_err());
+        assert!(ok(GrantKind::Route, "fd00:1:0:5::/64").is_err());
+        assert!(ok(GrantKind::Route, "fd00::/8").is_err());
+        assert!(ok(GrantKind::Route, "2001:db8::1/32").is_err());
+        assert_eq!("exit".parse::<GrantKind>(), Ok(GrantKind::Exit));
+        assert!("gateway".parse::<GrantKind>().is_err());
     }
 
     #[test]

@@ -232,6 +232,7 @@ mod tests {
                 sha256: "00".repeat(32),
             },
             mac: MacState::default(),
+            routes: Vec::new(),
         };
         let document = p.to_bytes();
         SignedParams {

@@ -109,6 +109,9 @@ fn every_command_has_help() {
         &["registry", "params", "--help"],
         &["registry", "params", "set", "--help"],
         &["registry", "mac", "rotate", "--help"],
+        &["registry", "authorize", "--help"],
+        &["registry", "unauthorize", "--help"],
+        &["registry", "grants", "--help"],
         &["join", "--help"],
     ];
     for c in cmds {
@@ -716,4 +719,67 @@ fn a_join_whose_answer_was_not_stored_is_retried_with_the_same_key_and_token() {
     assert_eq!(rows.lines().count(), 1, "{rows}");
     assert!(rows.contains(&st.facts.prefix.to_string()), "{rows}");
     assert!(!node.join("join.key").exists());
+}
+
+/// `mesh registry authorize`: a bad kind is a usage error (2); an unknown node, a prefix
+/// inside the network or a grant that does not exist is one sentence (1) and publishes
+/// nothing. (Grants of real nodes: the store tests and tests/node_routes.rs.)
+#[test]
+fn authorize_refuses_bad_grants_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("reg");
+    init(&reg, 1, &["--network", "fd00:77::/48"]);
+    let d = reg.to_str().unwrap();
+    let version = || {
+        let o = mesh(&["registry", "params", "--json", "--state-dir", d]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["version"].as_u64().unwrap()
+    };
+    let before = version();
+    let o = mesh(&[
+        "registry",
+        "authorize",
+        "--state-dir",
+        d,
+        "gw",
+        "gateway",
+        "2001:db8::/32",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    for (cmd, kind, prefix, says) in [
+        (
+            "authorize",
+            "route",
+            "2001:db8::/32",
+            "no node has the prefix or name",
+        ),
+        (
+            "authorize",
+            "route",
+            "fd00:77:0:1::/64",
+            "overlaps the network",
+        ),
+        ("authorize", "exit", "2001:db8::/32", "::/0"),
+        (
+            "unauthorize",
+            "route",
+            "2001:db8::/32",
+            "no node has the prefix or name",
+        ),
+    ] {
+        let o = mesh(&["registry", cmd, "--state-dir", d, "gw", kind, prefix]);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{cmd} {kind} {prefix}: {}",
+            stderr(&o)
+        );
+        let err = stderr(&o);
+        assert!(err.contains(says), "{cmd} {kind} {prefix}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    assert_eq!(version(), before);
+    let o = mesh(&["registry", "grants", "--json", "--state-dir", d]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).trim().is_empty(), "{}", stdout(&o));
 }

@@ -33,6 +33,27 @@ pub enum RegistryCmd {
     /// Babel MAC keys.
     #[command(subcommand)]
     Mac(MacCmd),
+    /// Let a node announce a prefix outside the network: `exit ::/0` (an exit node) or
+    /// `route PREFIX` (a LAN behind it, `mesh up --advertise-route`). Published in the
+    /// signed parameters; every node refuses such routes from any other node.
+    Authorize(GrantArgs),
+    /// Withdraw a grant made with `authorize`.
+    Unauthorize(GrantArgs),
+    /// List the grants.
+    Grants(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    #[command(flatten)]
+    state: StateDir,
+    /// The node: its prefix (CIDR) or its name.
+    node: String,
+    /// `exit` or `route`.
+    #[arg(value_parser = ["exit", "route"])]
+    kind: String,
+    /// The prefix (`::/0` for an exit; a subnet route must lie outside the network).
+    prefix: String,
 }
 
 #[derive(Debug, Args)]
@@ -342,6 +363,57 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
                 }
             }
         }
+        RegistryCmd::Authorize(a) => {
+            let reg = Registry::open(&dir(&a.state))?;
+            let v =
+                reg.store()?
+                    .authorize(&reg.ca, &a.node, &a.kind, &a.prefix, registry::now())?;
+            println!(
+                "{} authorised for {} {} (parameters version {v})",
+                a.node, a.kind, a.prefix
+            );
+            Ok(())
+        }
+        RegistryCmd::Unauthorize(a) => {
+            let reg = Registry::open(&dir(&a.state))?;
+            let v =
+                reg.store()?
+                    .unauthorize(&reg.ca, &a.node, &a.kind, &a.prefix, registry::now())?;
+            println!(
+                "{} no longer authorised for {} {} (parameters version {v})",
+                a.node, a.kind, a.prefix
+            );
+            Ok(())
+        }
+        RegistryCmd::Grants(a) => {
+            let rows = Registry::open(&dir(&a.state))?.store()?.grants()?;
+            if a.json {
+                for r in rows {
+                    println!("{}", serde_json::to_string(&r)?);
+                }
+            } else {
+                println!(
+                    "{:<6} {:<28} {:<28} {:<22} NAME",
+                    "KIND", "PREFIX", "NODE", "SINCE"
+                );
+                for r in rows {
+                    println!(
+                        "{:<6} {:<28} {:<28} {:<22} {}{}",
+                        r.kind,
+                        r.prefix,
+                        r.node,
+                        r.created,
+                        r.name.as_deref().unwrap_or("-"),
+                        if r.banned {
+                            " (banned: not in force)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+            Ok(())
+        }
         RegistryCmd::Mac(MacCmd::Rotate(a)) => {
             let reg = Registry::open(&dir(&a.state))?;
             let mut store = reg.store()?;
@@ -412,6 +484,17 @@ fn print_params(
             ""
         }
     );
+    if p.routes.is_empty() {
+        println!("routes            none authorised (`mesh registry authorize`)");
+    }
+    for g in &p.routes {
+        println!(
+            "routes            {} {} by {}",
+            g.kind.as_str(),
+            g.prefix,
+            g.node
+        );
+    }
     println!(
         "anonymous         {}",
         store.config("anonymous")?.unwrap_or_default()

@@ -221,6 +221,17 @@ impl FibReader {
     }
 }
 
+/// Whether the FIB route `matched` may carry a packet for `dst`: an address inside the
+/// network prefix is routed only by a route inside it, so an exit's `::/0` or a subnet route
+/// never captures the traffic of a node that is unreachable (issue 15).
+pub fn may_route(
+    network: &ipnet::Ipv6Net,
+    dst: &std::net::Ipv6Addr,
+    matched: &ipnet::Ipv6Net,
+) -> bool {
+    !network.contains(dst) || network.contains(matched)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +280,33 @@ mod tests {
         assert_eq!(hop("fd00:1:2::1"), Some(3));
         assert_eq!(hop("192.0.2.1"), None);
         assert_eq!(fib.reader().snapshot().len(), 4);
+    }
+
+    #[test]
+    fn an_exit_never_routes_an_unreachable_address_of_the_network() {
+        let mut fib = Fib::new();
+        fib.apply(&route("::/0", 1));
+        fib.apply(&route("fd00:1:0:5::/64", 2));
+        fib.apply(&route("2001:db8:5::/64", 3));
+        fib.publish();
+        let network: ipnet::Ipv6Net = "fd00:1::/48".parse().unwrap();
+        let usable = |a: &str| {
+            let dst: Ipv6Addr = a.parse().unwrap();
+            fib.lookup_slow(IpAddr::V6(dst))
+                .and_then(|e| match e.prefix.addr() {
+                    IpAddr::V6(p) => ipnet::Ipv6Net::new(p, e.prefix.len()).ok(),
+                    IpAddr::V4(_) => None,
+                })
+                .filter(|m| may_route(&network, &dst, m))
+                .is_some()
+        };
+        assert!(usable("fd00:1:0:5::1"), "a node prefix");
+        assert!(usable("2001:db8:5::9"), "a subnet route");
+        assert!(usable("2001:db8:77::1"), "the exit, outside the network");
+        assert!(
+            !usable("fd00:1:0:6::1"),
+            "an unreachable node: not the exit"
+        );
     }
 
     #[test]

@@ -124,6 +124,8 @@ pub struct NodeSetup {
     /// Origin authentication of routes: the node gets a real key and CA-signed
     /// certificate (a renewal: a new one for the same key) and signs and checks routes.
     pub origin_auth: bool,
+    /// Prefixes outside the network it announces (`--advertise-route`).
+    pub advertise_routes: Vec<Ipv6Net>,
 }
 
 /// The simulated registry.
@@ -169,6 +171,7 @@ impl SimRegistry {
                 sha256: hex::encode(identity::fingerprint(&crl)),
             },
             mac: MacState::default(),
+            routes: Vec::new(),
         };
         let signed = sign(&ca, &params);
         SimRegistry {
@@ -538,6 +541,7 @@ impl NodeNet {
             babel_timers: n.setup.babel_timers,
             cache,
             origin: n.origin.clone(),
+            advertise_routes: n.setup.advertise_routes.clone(),
         };
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
@@ -824,7 +828,7 @@ impl NodeNet {
             | Action::Hold { .. }
             | Action::LanAuth(_)
             | Action::LanPace { .. } => {}
-            Action::TunWithdraw | Action::TunRestore => {}
+            Action::TunWithdraw | Action::TunRestore | Action::SubnetRoutes(_) => {}
             // the simulated registry knows every node at `addr_of` already
             Action::ReportEndpoints(_) => {}
             Action::Close { tunnel, code } => {
@@ -1152,3 +1156,7 @@ mod tests;
 #[cfg(test)]
 #[path = "sim_origin_tests.rs"]
 mod origin_tests;
+
+#[cfg(test)]
+#[path = "sim_routes_tests.rs"]
+mod routes_tests;

@@ -125,6 +125,12 @@ CREATE TABLE IF NOT EXISTS params (
     document BLOB NOT NULL,
     signature BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS crl (number INTEGER PRIMARY KEY, der BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS route_grants (
+    node_id INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('exit', 'route')),
+    prefix TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (node_id, kind, prefix));
 ";
 
 /// Settings an admin can change with `mesh registry params set KEY=VALUE`.
@@ -1284,6 +1290,7 @@ fn bump_params(tx: &Transaction<'_>, ca: &Ca, now: i64) -> Result<u64> {
             sha256: hex::encode(crate::identity::fingerprint(&crl_der)),
         },
         mac: mac::state(&read_slots(tx)?),
+        routes: grants::in_params(tx)?,
     };
     let document = doc.to_bytes();
     let signature = ca.sign(&document)?;
@@ -1293,6 +1300,10 @@ fn bump_params(tx: &Transaction<'_>, ca: &Ca, now: i64) -> Result<u64> {
     )?;
     Ok(version)
 }
+
+#[path = "grants.rs"]
+mod grants;
+pub use grants::GrantRow;
 
 #[cfg(test)]
 #[path = "store_tests.rs"]

@@ -258,6 +258,10 @@ fn an_older_database_is_migrated_on_open() {
             "",
         )
         .replace(",\n    name TEXT)", ")");
+    let old_schema = old_schema
+        .split_once("CREATE TABLE IF NOT EXISTS route_grants")
+        .map(|(before, _)| before.to_owned())
+        .unwrap();
     assert_ne!(old_schema, SCHEMA);
     assert!(!old_schema.contains("name TEXT"));
     Connection::open(&path)
@@ -278,6 +282,15 @@ fn an_older_database_is_migrated_on_open() {
         .conn
         .query_row(
             "SELECT COUNT(*) FROM pragma_table_info('nodes') WHERE name = 'name'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    let n: i64 = s
+        .conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'route_grants'",
             [],
             |r| r.get(0),
         )
@@ -369,4 +382,77 @@ fn a_never_seen_anonymous_node_gives_its_prefix_back_when_its_first_certificate_
     // a bad value is refused
     assert!(s.set_param(&ca, "anonymous_validity", "0s", t).is_err());
     s.set_param(&ca, "anonymous_validity", "1d", t).unwrap();
+}
+
+/// `mesh registry authorize/unauthorize/grants`: grants go into the signed parameters by
+/// node prefix, bad ones change nothing, a banned node's grants leave the parameters.
+#[test]
+fn route_grants_are_published_in_the_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, path) = registry(dir.path());
+    let mut s = Store::open(&path).unwrap();
+    let t = super::super::now();
+    let (_, key) = new_key();
+    let a = s.join_named(&ca, None, &key, Some("gw"), t).unwrap();
+    let (_, key_b) = new_key();
+    let b = s.join(&ca, None, &key_b, t).unwrap();
+    let params = |s: &Store| s.params().unwrap().verify(ca.cert_der()).unwrap();
+    let v0 = s.params_version().unwrap();
+    // by name and by prefix
+    let v1 = s
+        .authorize(&ca, "gw", "route", "2001:db8:5::/48", t)
+        .unwrap();
+    assert!(v1 > v0);
+    s.authorize(&ca, &b.prefix.to_string(), "exit", "::/0", t)
+        .unwrap();
+    let p = params(&s);
+    assert_eq!(p.routes.len(), 2);
+    assert!(p.routes.iter().any(|g| g.node == a.prefix
+        && g.kind == crate::params::GrantKind::Route
+        && g.prefix.to_string() == "2001:db8:5::/48"));
+    assert!(p.routes.iter().any(|g| g.node == b.prefix
+        && g.kind == crate::params::GrantKind::Exit
+        && g.prefix.prefix_len() == 0));
+    // refused, nothing changes: twice, inside the network, unknown node, bad kind, exit not ::/0
+    let v = s.params_version().unwrap();
+    for (node, kind, prefix) in [
+        ("gw", "route", "2001:db8:5::/48"),
+        ("gw", "route", "fd00:5eed:0:9::/64"),
+        ("nobody", "route", "2001:db8:6::/48"),
+        ("gw", "gateway", "2001:db8:6::/48"),
+        ("gw", "exit", "2001:db8::/32"),
+        ("gw", "route", "not a prefix"),
+    ] {
+        assert!(
+            s.authorize(&ca, node, kind, prefix, t).is_err(),
+            "{node} {kind} {prefix}"
+        );
+    }
+    assert!(matches!(
+        s.unauthorize(&ca, "gw", "route", "2001:db8:7::/48", t),
+        Err(RegistryError::NotFound(_))
+    ));
+    assert_eq!(s.params_version().unwrap(), v);
+    let rows = s.grants().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows.iter()
+            .find(|r| r.kind == "route")
+            .unwrap()
+            .name
+            .as_deref(),
+        Some("gw")
+    );
+    // withdrawn
+    s.unauthorize(&ca, "gw", "route", "2001:db8:5::/48", t)
+        .unwrap();
+    assert_eq!(params(&s).routes.len(), 1);
+    // a banned node's grant leaves the parameters (and is listed as banned)
+    s.revoke(&ca, &b.prefix.to_string(), t).unwrap();
+    assert!(params(&s).routes.is_empty());
+    assert!(s.grants().unwrap()[0].banned);
+    assert!(
+        s.authorize(&ca, &b.prefix.to_string(), "exit", "::/0", t)
+            .is_err()
+    );
 }

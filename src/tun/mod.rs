@@ -196,6 +196,13 @@ impl Tun {
         self.dev.add_address_v6(self.address, self.prefix_len)
     }
 
+    /// Routes `prefix` into this device (`add`) or removes that route: a subnet behind
+    /// another node (issue 15), so the OS sends packets for it into the mesh.
+    pub fn route_v6(&self, prefix: Ipv6Net, add: bool) -> std::io::Result<()> {
+        let index = self.dev.if_index()?;
+        crate::platform::tun::route_v6(index, prefix.network(), prefix.prefix_len(), add)
+    }
+
     /// Whether this is a persistent device root set up for this user (`mesh setup-tun`).
     pub fn is_given(&self) -> bool {
         self.given

@@ -1351,6 +1351,12 @@ impl Engine {
         self.selected.get(prefix).map(|(_, r)| r)
     }
 
+    /// The originator (router-id) of the selected route of a prefix, if any.
+    pub fn selected_origin(&self, prefix: &Prefix) -> Option<RouterId> {
+        let (nid, _) = self.selected.get(prefix)?;
+        self.routes.get(prefix)?.get(nid).map(|r| r.router_id)
+    }
+
     /// All selected routes.
     pub fn selected_routes(&self) -> impl Iterator<Item = &FibRoute> {
         self.selected.values().map(|(_, r)| r)

@@ -48,6 +48,7 @@ impl World {
                 sha256: hex::encode(identity::fingerprint(&self.crl)),
             },
             mac: MacState::default(),
+            routes: Vec::new(),
         };
         let document = p.to_bytes();
         SignedParams {
@@ -75,6 +76,7 @@ impl World {
                 babel_timers: None,
                 cache: PeerCache::new(16),
                 origin: None,
+                advertise_routes: vec![],
             },
             [7; 32],
             at(0),

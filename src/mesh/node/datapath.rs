@@ -29,7 +29,7 @@ use super::traffic::{DropWhy, TrafficBook};
 use crate::mesh::babel::IfaceId;
 use crate::mesh::fib::FibReader;
 use crate::mesh::forward::{Decision, Forwarder, Lookup, RateLimit, parse_header};
-use crate::mesh::seal::path::{FromTun, FromTunnel, PathDrop};
+use crate::mesh::seal::path::{FromTun, FromTunnel, PathDrop, Subnets};
 use crate::mesh::seal::session::SealError;
 use crate::mesh::seal::{self, wire};
 use crate::mesh::tunnels::frame::{self, Datagram};
@@ -65,6 +65,11 @@ pub(super) struct DataPath {
     pub(super) book: Arc<TrafficBook>,
     /// Sessions with far nodes, handshakes.
     pub(super) seal: Arc<SealPath>,
+    /// The network prefix: an address inside it is never routed by a route outside it
+    /// (an exit's `::/0`, a subnet route), so an unreachable node stays unreachable.
+    pub(super) network: Ipv6Net,
+    /// Subnet routes (issue 15): ours, granted, selected (the shell updates them).
+    pub(super) subnets: Arc<ArcSwap<Subnets>>,
 }
 
 impl DataPath {
@@ -149,7 +154,13 @@ impl DataPath {
                     traffic.rx_data(p.len(), Instant::now());
                     // Zero-copy when quinn hands us the only reference to the buffer.
                     let mut framed = d.try_into_mut().unwrap_or_else(|d| BytesMut::from(&d[..]));
-                    match seal::path::from_tunnel(&mut framed, self.prefix, neighbour) {
+                    let subnets = self.subnets.load_full();
+                    match seal::path::from_tunnel_with(
+                        &mut framed,
+                        self.prefix,
+                        neighbour,
+                        &subnets,
+                    ) {
                         FromTunnel::DeliverPlain => {
                             self.route_packet(framed, true, &mut fwd).await;
                         }
@@ -181,35 +192,52 @@ impl DataPath {
             self.book.drops.count(DropWhy::Malformed);
             return;
         };
-        let (lookup, seal_for) = if self.prefix.contains(&h.dst) {
-            (Lookup::Local, None)
-        } else if from_tunnel {
-            // transit is sealed, never plain (checked before; kept as a guard)
-            self.book.drops.count(DropWhy::PlainTransit);
-            return;
-        } else {
-            match self.next_hop(h.dst) {
-                Some((hop, fib_prefix)) => {
-                    let seal_for = match seal::path::from_tun(h.dst, fib_prefix, hop.peer) {
-                        FromTun::Plain => None,
-                        FromTun::Seal(p) => Some(p),
-                    };
-                    // A sealed packet is OVERHEAD bytes larger and must cross relays whose
-                    // tunnels may be smaller: Packet Too Big quotes less.
-                    let mtu = if seal_for.is_some() {
-                        seal::path::sealed_mtu(hop.link.max_payload())
+        let (lookup, seal_for) = {
+            // a short-lived guard: dropped before any await
+            let subnets = self.subnets.load();
+            if self.prefix.contains(&h.dst) || (from_tunnel && subnets.is_own(&h.dst)) {
+                // ours, or for the LAN behind us: the OS forwards it there
+                (Lookup::Local, None)
+            } else if from_tunnel {
+                // transit is sealed, never plain (checked before; kept as a guard)
+                self.book.drops.count(DropWhy::PlainTransit);
+                return;
+            } else {
+                // A subnet route's packets are sealed for the node that announces it.
+                let hop = self.next_hop(h.dst).and_then(|(hop, fib_prefix)| {
+                    if self.network.contains(&fib_prefix) {
+                        Some((hop, fib_prefix, false))
                     } else {
-                        hop.link.max_payload()
-                    };
-                    (
-                        Lookup::Via {
-                            next: hop.link,
-                            mtu,
-                        },
-                        seal_for,
-                    )
+                        subnets.owner(&fib_prefix).map(|o| (hop, o, true))
+                    }
+                });
+                match hop {
+                    Some((hop, fib_prefix, subnet)) => {
+                        let seal_for = if subnet {
+                            Some(fib_prefix)
+                        } else {
+                            match seal::path::from_tun(h.dst, fib_prefix, hop.peer) {
+                                FromTun::Plain => None,
+                                FromTun::Seal(p) => Some(p),
+                            }
+                        };
+                        // A sealed packet is OVERHEAD bytes larger and must cross relays whose
+                        // tunnels may be smaller: Packet Too Big quotes less.
+                        let mtu = if seal_for.is_some() {
+                            seal::path::sealed_mtu(hop.link.max_payload())
+                        } else {
+                            hop.link.max_payload()
+                        };
+                        (
+                            Lookup::Via {
+                                next: hop.link,
+                                mtu,
+                            },
+                            seal_for,
+                        )
+                    }
+                    None => (Lookup::NoRoute, None),
                 }
-                None => (Lookup::NoRoute, None),
             }
         };
         let now = Instant::now();
@@ -292,7 +320,8 @@ impl DataPath {
         fwd: &mut Forwarder,
     ) {
         let now = Instant::now();
-        match seal::path::from_tunnel(&mut framed, self.prefix, neighbour) {
+        let subnets = self.subnets.load_full();
+        match seal::path::from_tunnel_with(&mut framed, self.prefix, neighbour, &subnets) {
             FromTunnel::Open => {
                 // The relays each took one off the clear hop limit: the inner packet arrives
                 // as if routed hop by hop (traceroute, hop counts).
@@ -304,6 +333,8 @@ impl DataPath {
                             self.next_hop(src)
                                 .map(|(_, p)| p)
                                 .filter(|p| p.contains(&src))
+                                // a host behind a node: that node's session
+                                .map(|p| subnets.owner(&p).unwrap_or(p))
                         })
                         .map(|o| (o.deliver, o.send))
                 } else {
@@ -387,6 +418,11 @@ impl DataPath {
             return None;
         };
         let prefix = Ipv6Net::new(a, e.prefix.len()).ok()?;
+        if !crate::mesh::fib::may_route(&self.network, &dst, &prefix) {
+            // An address of the network that no node prefix covers is unreachable, whatever
+            // exit or subnet route would match it.
+            return None;
+        }
         let hop = self.table.load().get(&e.iface).cloned()?;
         Some((hop, prefix))
     }

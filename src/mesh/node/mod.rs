@@ -68,4 +68,7 @@ pub struct NodeConfig {
     pub country: Option<String>,
     /// Where to serve Prometheus metrics (`--metrics`; `None`: off).
     pub metrics: Option<SocketAddr>,
+    /// Prefixes outside the network announced for a LAN behind this node
+    /// (`--advertise-route`).
+    pub advertise_routes: Vec<Ipv6Net>,
 }

@@ -145,6 +145,11 @@ impl SealPath {
         r.map(|v| v.into_iter().for_each(send))
     }
 
+    /// The subnet grants of the parameters in force (sources sessions may use).
+    pub(crate) fn set_subnets(&self, granted: Vec<(Ipv6Net, Ipv6Net)>) {
+        self.lock().sealer.set_subnets(granted);
+    }
+
     /// A sealed data frame for this node, opened in its own buffer `d` (no allocation):
     /// where the packet now is, and what to send (a handshake towards the frame's source
     /// when its session is unknown here; `prefix_of` gives the node prefix of an address).

@@ -232,6 +232,7 @@ pub async fn run(
                 cert_der: st.cert_der.clone(),
                 key_pkcs8: core::SecretBytes::new(st.key.to_der()),
             }),
+            advertise_routes: cfg.advertise_routes.clone(),
         },
         rand::random(),
         Now {
@@ -248,6 +249,11 @@ pub async fn run(
         babel_dropped,
         book,
         seal: seal.clone(),
+        network: params.network,
+        subnets: Arc::new(ArcSwap::from_pointee(crate::mesh::seal::path::Subnets {
+            own: cfg.advertise_routes.clone(),
+            ..Default::default()
+        })),
     };
 
     // The host's addresses, for the endpoint candidates (mesh::reach): now, then every

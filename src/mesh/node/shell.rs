@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use ipnet::Ipv6Net;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::{debug, info, warn};
 
@@ -180,6 +181,10 @@ impl Shell {
             CloseCode::Shutdown.close(&t.conn);
         }
         self.endpoint.close();
+        // Subnet routes into the TUN go with the device, but not with a persistent one.
+        if !self.data.subnets.load().via.is_empty() {
+            self.subnet_routes(super::core::SubnetRoutes::default());
+        }
         info!("node stopped");
         match self.stop.flatten() {
             Some(msg) => Err(anyhow::anyhow!(msg)),
@@ -454,7 +459,46 @@ impl Shell {
                     warn!(error = %e, "cannot put the node address back on the TUN device");
                 }
             }
+            Action::SubnetRoutes(r) => self.subnet_routes(r),
             Action::Stop { error } => self.stop = Some(error),
+        }
+    }
+
+    /// New subnet routes (issue 15): the data path learns their owners and the grants
+    /// first, then the OS routes the new prefixes into the TUN and forgets the old ones.
+    fn subnet_routes(&mut self, r: super::core::SubnetRoutes) {
+        self.data.seal.set_subnets(r.granted.clone());
+        let old = self.data.subnets.load_full();
+        let gone: Vec<Ipv6Net> = old
+            .via
+            .iter()
+            .filter(|(p, _)| !r.via.iter().any(|(q, _)| q == p))
+            .map(|(p, _)| *p)
+            .collect();
+        let new: Vec<Ipv6Net> = r
+            .via
+            .iter()
+            .filter(|(p, _)| !old.via.iter().any(|(q, _)| q == p))
+            .map(|(p, _)| *p)
+            .collect();
+        self.data
+            .subnets
+            .store(Arc::new(crate::mesh::seal::path::Subnets {
+                own: old.own.clone(),
+                granted: r.granted,
+                via: r.via,
+            }));
+        for (p, add) in new
+            .into_iter()
+            .map(|p| (p, true))
+            .chain(gone.into_iter().map(|p| (p, false)))
+        {
+            match self.data.tun.route_v6(p, add) {
+                Ok(()) => info!(prefix = %p, add, "subnet route into the TUN device"),
+                Err(e) => {
+                    warn!(prefix = %p, add, error = %e, "cannot change the route of a subnet behind another node")
+                }
+            }
         }
     }
 

@@ -20,6 +20,43 @@ pub enum FromTun {
     Seal(Ipv6Net),
 }
 
+/// Subnet routes as the data path sees them (issue 15): a LAN behind a node, reachable
+/// through the mesh. Its packets are always sealed for (and by) that node, never plain:
+/// the node's neighbours would take them for plain transit otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subnets {
+    /// Prefixes this node advertises: packets for them are ours (to the TUN; the OS
+    /// forwards them to the LAN).
+    pub own: Vec<Ipv6Net>,
+    /// Subnet grants of the parameters, `(prefix, node prefix)`: sources in `prefix` are
+    /// that node's.
+    pub granted: Vec<(Ipv6Net, Ipv6Net)>,
+    /// Selected subnet routes, `(prefix, the node that announces it)`.
+    pub via: Vec<(Ipv6Net, Ipv6Net)>,
+}
+
+impl Subnets {
+    /// `dst` is in a prefix this node advertises.
+    pub fn is_own(&self, dst: &Ipv6Addr) -> bool {
+        self.own.iter().any(|p| p.contains(dst))
+    }
+
+    /// `src` may come from the node of prefix `node`: its own prefix or a subnet granted
+    /// to it.
+    pub fn is_from(&self, node: &Ipv6Net, src: &Ipv6Addr) -> bool {
+        node.contains(src)
+            || self
+                .granted
+                .iter()
+                .any(|(p, n)| n == node && p.contains(src))
+    }
+
+    /// The node that announces the selected subnet route `prefix`.
+    pub fn owner(&self, prefix: &Ipv6Net) -> Option<Ipv6Net> {
+        self.via.iter().find(|(p, _)| p == prefix).map(|(_, n)| *n)
+    }
+}
+
 /// `dst` of a packet from the TUN, the FIB's matching prefix (a node prefix, origin
 /// authentication allows no other) and the prefix of the tunnel's peer.
 pub fn from_tun(dst: Ipv6Addr, fib_prefix: Ipv6Net, next_hop: Ipv6Net) -> FromTun {
@@ -73,14 +110,25 @@ pub enum PathDrop {
 /// `me` is this node's prefix. A sealed frame to relay has its hop limit decremented in `d`.
 /// Babel datagrams are not for this function.
 pub fn from_tunnel(d: &mut [u8], me: Ipv6Net, neighbour: Ipv6Net) -> FromTunnel {
+    from_tunnel_with(d, me, neighbour, &Subnets::default())
+}
+
+/// [`from_tunnel`] with subnet routes: packets for the prefixes we advertise are ours, and
+/// a neighbour's plain packets may come from the subnets granted to it.
+pub fn from_tunnel_with(
+    d: &mut [u8],
+    me: Ipv6Net,
+    neighbour: Ipv6Net,
+    subnets: &Subnets,
+) -> FromTunnel {
     match d.first() {
         Some(&frame::TYPE_IPV6) => {
             let Some(h) = d.get(frame::HEADER_LEN..).and_then(parse_header) else {
                 return FromTunnel::Drop(PathDrop::Malformed);
             };
-            if !neighbour.contains(&h.src) {
+            if !subnets.is_from(&neighbour, &h.src) {
                 FromTunnel::Drop(PathDrop::SpoofedSource)
-            } else if !me.contains(&h.dst) {
+            } else if !me.contains(&h.dst) && !subnets.is_own(&h.dst) {
                 FromTunnel::Drop(PathDrop::PlainTransit)
             } else {
                 FromTunnel::DeliverPlain
@@ -90,7 +138,7 @@ pub fn from_tunnel(d: &mut [u8], me: Ipv6Net, neighbour: Ipv6Net) -> FromTunnel 
             let Ok((dst, _)) = wire::route(d) else {
                 return FromTunnel::Drop(PathDrop::Malformed);
             };
-            if me.contains(&dst) {
+            if me.contains(&dst) || subnets.is_own(&dst) {
                 return FromTunnel::Open;
             }
             match wire::relay(d) {
@@ -196,5 +244,41 @@ mod tests {
             from_tunnel(&mut [frame::TYPE_SEALED, 1, 2], me, a),
             FromTunnel::Drop(PathDrop::Malformed)
         );
+    }
+
+    #[test]
+    fn subnet_packets_are_ours_when_we_advertise_them_and_a_granted_node_s_sources() {
+        let me = net("fd00:1:0:c::/64");
+        let b = net("fd00:1:0:b::/64");
+        let lan = net("2001:db8:5::/48");
+        let s = Subnets {
+            own: vec![lan],
+            granted: vec![(net("2001:db8:7::/48"), b)],
+            via: vec![(net("2001:db8:7::/48"), b)],
+        };
+        // plain from b, for a host on our LAN: ours to deliver
+        let mut ok = framed("fd00:1:0:b::1", "2001:db8:5::9");
+        assert_eq!(
+            from_tunnel_with(&mut ok, me, b, &s),
+            FromTunnel::DeliverPlain
+        );
+        assert_eq!(
+            from_tunnel(&mut ok, me, b),
+            FromTunnel::Drop(PathDrop::PlainTransit)
+        );
+        // plain from b's granted LAN to us: b's source
+        let mut from_lan = framed("2001:db8:7::9", "fd00:1:0:c::1");
+        assert_eq!(
+            from_tunnel_with(&mut from_lan, me, b, &s),
+            FromTunnel::DeliverPlain
+        );
+        // our own LAN's sources are not b's
+        let mut spoof = framed("2001:db8:5::9", "fd00:1:0:c::1");
+        assert_eq!(
+            from_tunnel_with(&mut spoof, me, b, &s),
+            FromTunnel::Drop(PathDrop::SpoofedSource)
+        );
+        assert_eq!(s.owner(&net("2001:db8:7::/48")), Some(b));
+        assert_eq!(s.owner(&lan), None);
     }
 }

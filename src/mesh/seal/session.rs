@@ -214,7 +214,13 @@ pub struct Session {
     next_counter: AtomicU64,
     replay: Mutex<ReplayWindow>,
     born: Instant,
+    /// Subnet grants `(prefix, node prefix)`: a source in `prefix` is that node's too.
+    subnets: Subnets,
 }
+
+/// The subnet grants of the parameters, `(prefix, node prefix)` (issue 15), shared by the
+/// sealer and its sessions: packets from a LAN behind a node come sealed by that node.
+pub type Subnets = Arc<arc_swap::ArcSwap<Vec<(Ipv6Net, Ipv6Net)>>>;
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -243,8 +249,9 @@ pub const OPENED_START: usize =
     DATA_HEADER_LEN + wire::CLEAR_ADDRS.start - frame::HEADER_LEN - IPV6_HEADER;
 
 impl Session {
-    fn new(e: Established, local_index: u32, now: Instant) -> Session {
+    fn new(e: Established, local_index: u32, now: Instant, subnets: Subnets) -> Session {
         Session {
+            subnets,
             peer: e.peer,
             local_index,
             remote_index: e.remote_index,
@@ -306,8 +313,15 @@ impl Session {
             .open_in_place(nonce(counter), Aad::from(aad), sealed)
             .map_err(|_| SealError::AuthFailed)?
             .len();
-        // The clear source is authenticated (AAD) now: it must be the peer's.
-        if !self.peer.prefix.contains(&src) {
+        // The clear source is authenticated (AAD) now: it must be the peer's (its node
+        // prefix, or a subnet the parameters grant it).
+        if !self.peer.prefix.contains(&src)
+            && !self
+                .subnets
+                .load()
+                .iter()
+                .any(|(p, n)| *n == self.peer.prefix && p.contains(&src))
+        {
             return Err(SealError::SpoofedSource);
         }
         if !self.window().accept(counter) {
@@ -436,6 +450,7 @@ pub struct Sealer {
     /// The session tables changed since [`Sealer::take_changed`].
     changed: bool,
     counters: Arc<SealCounters>,
+    subnets: Subnets,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -465,7 +480,13 @@ impl Sealer {
             unknown_answered: HashMap::new(),
             changed: false,
             counters: Arc::default(),
+            subnets: Arc::default(),
         }
+    }
+
+    /// The subnet grants of the parameters in force (sessions see them at once).
+    pub fn set_subnets(&mut self, granted: Vec<(Ipv6Net, Ipv6Net)>) {
+        self.subnets.store(Arc::new(granted));
     }
 
     /// The limits in force.
@@ -794,7 +815,7 @@ impl Sealer {
     }
 
     fn install(&mut self, est: Established, index: u32, now: Instant) -> Arc<Session> {
-        let s = Arc::new(Session::new(est, index, now));
+        let s = Arc::new(Session::new(est, index, now, self.subnets.clone()));
         inc(&self.counters.handshakes_completed);
         self.changed = true;
         // Keep the current and the previous session of a peer (in-flight packets of the

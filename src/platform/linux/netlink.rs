@@ -218,6 +218,18 @@ impl Netlink {
         .map(|_| ())
     }
 
+    /// Installs or replaces the route to `dst/len` straight into interface `oif` (no
+    /// gateway: a point-to-point device such as the node's TUN).
+    pub fn replace_dev_route(&mut self, dst: IpAddr, len: u8, oif: u32) -> io::Result<()> {
+        let mut m = Self::route_message(dst, len);
+        m.attributes.push(RouteAttribute::Oif(oif));
+        self.request(
+            RouteNetlinkMessage::NewRoute(m),
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .map(|_| ())
+    }
+
     /// Deletes our route to `dst/len` (absent is fine).
     pub fn delete_route(&mut self, dst: IpAddr, len: u8) -> io::Result<()> {
         match self.request(

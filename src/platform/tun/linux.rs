@@ -24,6 +24,29 @@ pub fn remove_address_v6(
     dev.remove_address_v6(address, prefix_len)
 }
 
+/// Routes `prefix/len` into the device of index `index` (`add`), or removes that route: a
+/// subnet behind another node (issue 15). Route protocol 250, as `mesh babel run`'s routes;
+/// the kernel drops them with the device.
+#[cfg(target_os = "linux")]
+pub fn route_v6(index: u32, prefix: Ipv6Addr, len: u8, add: bool) -> io::Result<()> {
+    let mut nl = crate::platform::Netlink::open()?;
+    if add {
+        nl.replace_dev_route(std::net::IpAddr::V6(prefix), len, index)
+    } else {
+        nl.delete_route(std::net::IpAddr::V6(prefix), len)
+    }
+}
+
+/// Routes into the device: Linux only for now.
+#[cfg(not(target_os = "linux"))]
+pub fn route_v6(index: u32, prefix: Ipv6Addr, len: u8, add: bool) -> io::Result<()> {
+    let _ = (index, prefix, len, add);
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "routes to subnets behind other nodes are installed on Linux only",
+    ))
+}
+
 /// Whether `name` is an existing TUN device (sysfs: only TUN/TAP devices have `tun_flags`).
 #[cfg(target_os = "linux")]
 fn is_tun(name: &str) -> bool {

@@ -23,6 +23,16 @@ pub fn remove_address_v6(
     dev.remove_address(IpAddr::V6(address))
 }
 
+/// Routes to subnets behind other nodes (issue 15) are installed on Linux only: here the
+/// administrator adds them (`route add -inet6` / `netsh interface ipv6 add route`).
+pub fn route_v6(index: u32, prefix: Ipv6Addr, len: u8, add: bool) -> std::io::Result<()> {
+    let _ = (index, prefix, len, add);
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "routes to subnets behind other nodes are installed on Linux only; add them by hand",
+    ))
+}
+
 /// No persistent per-user TUN devices here (`mesh setup-tun` is Linux only).
 pub fn attach_persistent(
     name: &str,

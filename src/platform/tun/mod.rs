@@ -12,7 +12,7 @@ mod imp;
 #[path = "linux.rs"]
 mod imp;
 
-pub use imp::{DEFAULT_NAME, attach_persistent, remove_address_v6, requested_name};
+pub use imp::{DEFAULT_NAME, attach_persistent, remove_address_v6, requested_name, route_v6};
 
 /// What `attach_persistent` found (Linux: `mesh setup-tun`; elsewhere always `Absent`).
 pub enum Attached {

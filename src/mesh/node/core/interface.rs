@@ -296,12 +296,26 @@ pub enum Action {
     TunWithdraw,
     /// Put the node address back.
     TunRestore,
+    /// The subnet routes changed (issue 15).
+    SubnetRoutes(SubnetRoutes),
     /// Stop the node: the shell calls [`NodeCore::begin_shutdown`], lingers
     /// [`NodeCore::linger`], then [`NodeCore::finish_shutdown`]. `error`: why it must stop.
     Stop {
         /// The one sentence to exit with, for a stop the user did not ask for.
         error: Option<String>,
     },
+}
+
+/// Subnet routes through the mesh (issue 15), as the shell and the data path need them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubnetRoutes {
+    /// Each selected route outside the network prefix that the parameters grant to the
+    /// node that announces it, as `(prefix, that node's prefix)`: the shell routes these
+    /// prefixes into the TUN device and the data path seals their packets for that node.
+    pub via: Vec<(Ipv6Net, Ipv6Net)>,
+    /// Every subnet grant of the parameters, `(prefix, node prefix)`: packets from
+    /// addresses in `prefix` are that node's (source checks of plain and sealed packets).
+    pub granted: Vec<(Ipv6Net, Ipv6Net)>,
 }
 
 /// What the node counts of what it refused or dropped.
@@ -452,6 +466,9 @@ pub struct CoreConfig {
     /// Origin authentication of routes (our certificate and key): `None` leaves it off
     /// (routes unsigned, every route accepted).
     pub origin: Option<OriginSetup>,
+    /// Prefixes outside the network this node announces (`mesh up --advertise-route`): a
+    /// LAN behind it. Other nodes take them only when the parameters grant them to us.
+    pub advertise_routes: Vec<Ipv6Net>,
 }
 
 /// Key material: `Debug` shows its length only, so logging an [`Input`] or a [`CoreConfig`]

@@ -60,7 +60,7 @@ mod tunnels;
 
 pub use interface::{
     Action, CoreConfig, Counters, Input, InstallError, MacKeyBytes, Now, Renewal, SecretBytes,
-    Snapshot, TunnelId, TunnelInfo,
+    Snapshot, SubnetRoutes, TunnelId, TunnelInfo,
 };
 pub use origin::{
     CERT_ANSWER_BURST, CERT_ANSWER_RATE, CERT_CACHE, CERT_REQUEST_TIMEOUT,
@@ -234,6 +234,8 @@ pub struct NodeCore {
     counters: Counters,
     /// Origin authentication of routes (`origin.rs`): `None` when off.
     origin: Option<origin::OriginRequests>,
+    /// The subnet routes last given to the shell ([`Action::SubnetRoutes`]).
+    subnet_routes: SubnetRoutes,
     /// Hole punching through the mesh (`punching.rs`).
     punch: Puncher,
 }
@@ -258,6 +260,11 @@ impl NodeCore {
         engine.set_mac_keys(mac.clone());
         if let Some(p) = Prefix::new(IpAddr::V6(prefix.network()), prefix.prefix_len()) {
             engine.originate(now.time, p);
+        }
+        for r in &cfg.advertise_routes {
+            if let Some(p) = Prefix::new(IpAddr::V6(r.network()), r.prefix_len()) {
+                engine.originate(now.time, p);
+            }
         }
         let mut cache = cfg.cache;
         for (p, a) in &cfg.static_peers {
@@ -327,6 +334,7 @@ impl NodeCore {
             snapshot_dirty: true,
             counters: Counters::default(),
             origin: None,
+            subnet_routes: SubnetRoutes::default(),
             punch,
         };
         if let Some(setup) = cfg.origin {
@@ -596,7 +604,11 @@ impl NodeCore {
     /// The name of the node owning `prefix` (CIDR text, as in a route): ours, a neighbour's,
     /// or one from a certificate held for origin checks.
     fn name_of(&self, prefix: &str) -> Option<String> {
-        let net: Ipv6Net = prefix.parse().ok()?;
+        let mut net: Ipv6Net = prefix.parse().ok()?;
+        // a subnet route is named after the node it leads to
+        if let Some((_, owner)) = self.subnet_routes.via.iter().find(|(p, _)| *p == net) {
+            net = *owner;
+        }
         if net == self.prefix {
             return self.my_name.clone();
         }
@@ -622,6 +634,51 @@ impl NodeCore {
             punch_signals_malformed: p.refused_malformed,
             punch_answers_unexpected: p.refused_unexpected,
             ..self.counters
+        }
+    }
+
+    /// The selected routes outside the network prefix granted (`routes` of the parameters)
+    /// to the node that originates them, each with that node's prefix. Exits (`::/0`) are
+    /// not among them: sending traffic to an exit is the user's choice, not a route.
+    pub fn subnet_routes(&self) -> Vec<(Ipv6Net, Ipv6Net)> {
+        let params = self.net.params();
+        let mut out: Vec<(Ipv6Net, Ipv6Net)> = params
+            .routes
+            .iter()
+            .filter(|g| g.kind == crate::params::GrantKind::Route)
+            .filter(|g| !params.network.contains(&g.prefix) && g.node != self.prefix)
+            .filter_map(|g| {
+                let p = Prefix::new(IpAddr::V6(g.prefix.network()), g.prefix.prefix_len())?;
+                let rid = self.engine.selected_origin(&p)?;
+                (rid.0 == router_id_for(&g.node)).then_some((g.prefix, g.node))
+            })
+            .collect();
+        out.sort();
+        out.dedup_by_key(|(p, _)| *p);
+        out
+    }
+
+    /// Tells the shell when [`NodeCore::subnet_routes`] or the subnet grants changed.
+    pub(super) fn publish_subnet_routes(&mut self) {
+        let params = self.net.params();
+        let mut granted: Vec<(Ipv6Net, Ipv6Net)> = params
+            .routes
+            .iter()
+            .filter(|g| g.kind == crate::params::GrantKind::Route)
+            .filter(|g| !params.network.contains(&g.prefix))
+            .map(|g| (g.prefix, g.node))
+            .collect();
+        granted.sort();
+        let now = SubnetRoutes {
+            via: self.subnet_routes(),
+            granted,
+        };
+        if now != self.subnet_routes {
+            if now.via != self.subnet_routes.via {
+                info!(routes = ?now.via, "subnet routes through the mesh");
+            }
+            self.subnet_routes = now.clone();
+            self.actions.push_back(Action::SubnetRoutes(now));
         }
     }
 
@@ -857,6 +914,9 @@ impl NodeCore {
             self.fib.publish();
             self.snapshot_dirty = true;
         }
+        // Cheap (one lookup per grant); also catches an originator change that left the
+        // next hop as it was.
+        self.publish_subnet_routes();
         let mut unknown = Vec::new();
         while let Some(e) = self.engine.poll_event() {
             match e {

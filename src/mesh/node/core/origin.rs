@@ -9,9 +9,11 @@
 //!   certificate is known yet is *unknown*: held unselectable while the core asks the
 //!   neighbour that announced it for the certificate (`ControlMsg::CertRequest` /
 //!   `ControlMsg::Cert`);
-//! * prefixes outside the network prefix are refused. Exit and subnet routes will be
-//!   authorised in the parameters by a later issue; until then nothing outside the network
-//!   is routed through the mesh.
+//! * a prefix outside the network prefix is valid only when the parameters grant it
+//!   (`routes`, `mesh registry authorize`, issue 15) to the node whose router-id announces
+//!   it, and that node's certificate (found by its node prefix, as above) verifies the
+//!   signature; without a grant it is refused, and with a grant to a node whose certificate
+//!   is not known yet it is unknown (the core asks for that node's certificate);
 //!
 //! Certificates come from TLS (our own, each tunnel peer's) and over the mesh. Budgets:
 //! at most [`CERT_CACHE`] certificates (least recently used evicted; ours is pinned; an
@@ -150,6 +152,8 @@ pub struct CertStore {
     revoked: HashSet<String>,
     unix: i64,
     certs: BTreeMap<Ipv6Net, CertEntry>,
+    /// Prefixes outside the network → the node prefixes authorised to announce them.
+    grants: BTreeMap<Ipv6Net, Vec<Ipv6Net>>,
     clock: u64,
 }
 
@@ -162,8 +166,62 @@ impl CertStore {
             revoked,
             unix,
             certs: BTreeMap::new(),
+            grants: BTreeMap::new(),
             clock: 0,
         }
+    }
+
+    /// The grants of the parameters in force; returns the granted prefixes whose
+    /// grantees changed (their routes must be judged again). Grants of prefixes inside
+    /// the network (or containing it, but for the exit's `::/0`) are ignored.
+    pub fn set_grants(&mut self, grants: &[crate::params::RouteGrant]) -> Vec<Ipv6Net> {
+        let mut new: BTreeMap<Ipv6Net, Vec<Ipv6Net>> = BTreeMap::new();
+        for g in grants {
+            if crate::params::check_grant(&self.network, g.kind, &g.prefix).is_err()
+                || !self.network.contains(&g.node)
+            {
+                continue;
+            }
+            let nodes = new.entry(g.prefix).or_default();
+            if !nodes.contains(&g.node) {
+                nodes.push(g.node);
+            }
+        }
+        let changed = new
+            .iter()
+            .filter(|(p, n)| self.grants.get(*p) != Some(*n))
+            .map(|(p, _)| *p)
+            .chain(
+                self.grants
+                    .keys()
+                    .filter(|p| !new.contains_key(*p))
+                    .copied(),
+            )
+            .collect();
+        self.grants = new;
+        changed
+    }
+
+    /// The prefixes outside the network granted to the node of `node` prefix.
+    pub fn granted_to(&self, node: &Ipv6Net) -> Vec<Ipv6Net> {
+        self.grants
+            .iter()
+            .filter(|(_, n)| n.contains(node))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// The nodes granted `prefix` whose certificate is not held (to ask for).
+    pub fn grantees_unknown(&self, prefix: &Ipv6Net) -> Vec<Ipv6Net> {
+        self.grants
+            .get(prefix)
+            .map(|n| {
+                n.iter()
+                    .filter(|n| !self.certs.contains_key(*n))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Checks `der` (CA signature, node prefix inside the network, validity at the store's
@@ -287,14 +345,26 @@ impl CertStore {
         let Ok(net) = Ipv6Net::new(addr, prefix.len()) else {
             return OriginVerdict::Invalid;
         };
-        if !self.network.contains(&net) {
-            // Exit and subnet routes: to be authorised by the parameters (later issue).
-            return OriginVerdict::Invalid;
-        }
+        // Inside the network: the certificate of exactly that node prefix. Outside: the
+        // certificate of the node the parameters grant it to, found by the router-id.
+        let owner = if self.network.contains(&net) {
+            net
+        } else {
+            let granted = self.grants.get(&net).and_then(|nodes| {
+                nodes
+                    .iter()
+                    .find(|n| RouterId(router_id_for(n)) == rid)
+                    .copied()
+            });
+            let Some(node) = granted else {
+                return OriginVerdict::Invalid;
+            };
+            node
+        };
         self.clock += 1;
         let clock = self.clock;
         let (unix, revoked) = (self.unix, &self.revoked);
-        if let Some(e) = self.certs.get_mut(&net) {
+        if let Some(e) = self.certs.get_mut(&owner) {
             if e.not_after <= unix || e.not_before > unix || revoked.contains(&e.serial) {
                 return OriginVerdict::Unknown;
             }
@@ -304,6 +374,10 @@ impl CertStore {
             } else {
                 OriginVerdict::Invalid
             };
+        }
+        if owner != net {
+            // A granted node whose certificate is not known yet.
+            return OriginVerdict::Unknown;
         }
         // A more specific inside a certified node prefix is nobody's to announce.
         for len in (0..net.prefix_len()).rev() {
@@ -361,6 +435,7 @@ impl NodeCore {
         if let Err(e) = store.admit(&setup.cert_der, true) {
             warn!(error = %e, "this node's certificate cannot vouch for its routes");
         }
+        store.set_grants(&self.net.params().routes);
         match KeySigner::new(setup.key_pkcs8.expose()) {
             Ok(signer) => self
                 .engine
@@ -391,18 +466,41 @@ impl NodeCore {
         }
         let Some(store) = self.store() else { return };
         match store.admit(der, pinned) {
-            Ok(p) => {
-                if let Some(bp) = babel_prefix(&p) {
-                    self.engine.origin_known(now.time, bp);
-                }
-            }
+            Ok(p) => self.origin_node_known(now, p),
             Err(e) => debug!(error = %e, "certificate not kept for origin checks"),
+        }
+    }
+
+    /// The certificate of the node of prefix `p` changed: its own routes and those the
+    /// parameters grant it are judged again.
+    fn origin_node_known(&mut self, now: Now, p: Ipv6Net) {
+        let granted = self.store().map(|s| s.granted_to(&p)).unwrap_or_default();
+        for net in std::iter::once(p).chain(granted) {
+            if let Some(bp) = babel_prefix(&net) {
+                self.engine.origin_known(now.time, bp);
+            }
         }
     }
 
     /// The engine holds a route it cannot judge: ask the neighbour that sent it.
     pub(super) fn origin_ask(&mut self, now: Now, prefix: Prefix, neighbour: NeighbourId) {
         let Some(net) = net_of(&prefix) else { return };
+        if !self.net.params().network.contains(&net) {
+            // A granted route: what is missing is a granted node's certificate.
+            let nodes = self
+                .store()
+                .map(|s| s.grantees_unknown(&net))
+                .unwrap_or_default();
+            for node in nodes {
+                self.origin_ask_cert(now, node, neighbour);
+            }
+            return;
+        }
+        self.origin_ask_cert(now, net, neighbour);
+    }
+
+    /// Asks `neighbour` for the certificate of the node prefix `net`.
+    fn origin_ask_cert(&mut self, now: Now, net: Ipv6Net, neighbour: NeighbourId) {
         let Some(&tunnel) = self.by_iface.get(&neighbour.iface) else {
             return;
         };
@@ -483,11 +581,7 @@ impl NodeCore {
                     return;
                 }
                 match store.admit(&der, false) {
-                    Ok(p) => {
-                        if let Some(bp) = babel_prefix(&p) {
-                            self.engine.origin_known(now.time, bp);
-                        }
-                    }
+                    Ok(p) => self.origin_node_known(now, p),
                     Err(e) => {
                         debug!(%prefix, error = %e, "certificate from a neighbour refused");
                         self.counters.certs_refused += 1;
@@ -501,9 +595,18 @@ impl NodeCore {
     /// The CRL or the parameters changed: drop what they revoke, re-evaluate those routes.
     pub(super) fn origin_trust_changed(&mut self, now: Now) {
         let (network, revoked) = (self.net.params().network, self.net.revoked().clone());
+        let routes = self.net.params().routes.clone();
         let Some(store) = self.store() else { return };
         let gone = store.set_trust(network, revoked);
+        let regranted = store.set_grants(&routes);
         self.origin_recheck(now, gone);
+        for p in regranted {
+            info!(prefix = %p, "route grants changed: its routes are judged again");
+            if let Some(bp) = babel_prefix(&p) {
+                self.engine.origin_known(now.time, bp);
+            }
+        }
+        self.publish_subnet_routes();
     }
 
     /// Every tick: expired certificates go, unknown routes are asked about again.
@@ -532,9 +635,7 @@ impl NodeCore {
     fn origin_recheck(&mut self, now: Now, gone: Vec<Ipv6Net>) {
         for p in gone {
             info!(prefix = %p, "certificate revoked or expired: its routes are no longer selectable");
-            if let Some(bp) = babel_prefix(&p) {
-                self.engine.origin_known(now.time, bp);
-            }
+            self.origin_node_known(now, p);
         }
     }
 }

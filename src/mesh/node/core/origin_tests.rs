@@ -94,7 +94,7 @@ fn a_route_is_valid_only_when_exactly_a_certified_node_prefix_signs_it() {
         store.verify(more, RID, Seqno(9), &sig),
         OriginVerdict::Invalid
     );
-    // Outside the network (exit / subnet routes: a later issue), IPv4 too.
+    // Outside the network without a grant (exits, subnet routes: issue 15), IPv4 too.
     for p in ["2001:db8::/32", "::/0", "fd00:2::/64", "10.0.0.0/8"] {
         let p = bp(p);
         let sig = a_signer.sign(p, RID, Seqno(9)).unwrap();
@@ -201,5 +201,114 @@ fn verifications_per_second() {
         },
         f64::from(n) / signing.as_secs_f64(),
         f64::from(n) / verifying.as_secs_f64()
+    );
+}
+
+/// Grants of the parameters (issue 15): a prefix outside the network is valid from the node
+/// it is granted to (its router-id, its key), refused from any other, unknown until the
+/// grantee's certificate is held; a grant inside the network is ignored.
+#[test]
+fn a_route_outside_the_network_is_valid_only_from_the_node_it_is_granted_to() {
+    use crate::params::{GrantKind, RouteGrant};
+    let w = World::new();
+    let (a_cert, _, a_key) = w.node("fd00:1:0:a::/64", 86_400);
+    let (b_cert, _, b_key) = w.node("fd00:1:0:b::/64", 86_400);
+    let (a_net, b_net): (Ipv6Net, Ipv6Net) = (
+        "fd00:1:0:a::/64".parse().unwrap(),
+        "fd00:1:0:b::/64".parse().unwrap(),
+    );
+    let (a_rid, b_rid) = (
+        RouterId(router_id_for(&a_net)),
+        RouterId(router_id_for(&b_net)),
+    );
+    let mut store = w.store();
+    store.admit(&b_cert, false).unwrap();
+    let lan = bp("2001:db8:5::/48");
+    let exit = bp("::/0");
+    let grants = vec![
+        RouteGrant {
+            node: a_net,
+            kind: GrantKind::Route,
+            prefix: "2001:db8:5::/48".parse().unwrap(),
+        },
+        RouteGrant {
+            node: b_net,
+            kind: GrantKind::Exit,
+            prefix: "::/0".parse().unwrap(),
+        },
+        // Ignored: inside the network.
+        RouteGrant {
+            node: b_net,
+            kind: GrantKind::Route,
+            prefix: "fd00:1:0:a::/64".parse().unwrap(),
+        },
+    ];
+    let changed = store.set_grants(&grants);
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    assert!(store.set_grants(&grants).is_empty(), "nothing changed");
+    assert_eq!(
+        store.granted_to(&a_net),
+        vec!["2001:db8:5::/48".parse().unwrap()]
+    );
+    let mut a_signer = KeySigner::new(&a_key).unwrap();
+    let mut b_signer = KeySigner::new(&b_key).unwrap();
+    // a's certificate is not held yet: unknown (and a is the one to ask about).
+    let sig = a_signer.sign(lan, a_rid, Seqno(3)).unwrap();
+    assert_eq!(
+        store.verify(lan, a_rid, Seqno(3), &sig),
+        OriginVerdict::Unknown
+    );
+    assert_eq!(
+        store.grantees_unknown(&"2001:db8:5::/48".parse().unwrap()),
+        vec![a_net]
+    );
+    store.admit(&a_cert, false).unwrap();
+    assert_eq!(
+        store.verify(lan, a_rid, Seqno(3), &sig),
+        OriginVerdict::Valid
+    );
+    // b announcing a's LAN (its own router-id and key): refused.
+    let sig_b = b_signer.sign(lan, b_rid, Seqno(3)).unwrap();
+    assert_eq!(
+        store.verify(lan, b_rid, Seqno(3), &sig_b),
+        OriginVerdict::Invalid
+    );
+    // b claiming a's router-id: a's key does not verify b's signature.
+    let forged = b_signer.sign(lan, a_rid, Seqno(3)).unwrap();
+    assert_eq!(
+        store.verify(lan, a_rid, Seqno(3), &forged),
+        OriginVerdict::Invalid
+    );
+    // A more specific of the granted prefix is not granted.
+    let more = bp("2001:db8:5:1::/64");
+    let sig = a_signer.sign(more, a_rid, Seqno(3)).unwrap();
+    assert_eq!(
+        store.verify(more, a_rid, Seqno(3), &sig),
+        OriginVerdict::Invalid
+    );
+    // The exit: from b only.
+    let sig = b_signer.sign(exit, b_rid, Seqno(4)).unwrap();
+    assert_eq!(
+        store.verify(exit, b_rid, Seqno(4), &sig),
+        OriginVerdict::Valid
+    );
+    let sig = a_signer.sign(exit, a_rid, Seqno(4)).unwrap();
+    assert_eq!(
+        store.verify(exit, a_rid, Seqno(4), &sig),
+        OriginVerdict::Invalid
+    );
+    // The grant inside the network was ignored: a's prefix stays a's alone.
+    let a = bp("fd00:1:0:a::/64");
+    let sig = b_signer.sign(a, b_rid, Seqno(4)).unwrap();
+    assert_eq!(
+        store.verify(a, b_rid, Seqno(4), &sig),
+        OriginVerdict::Invalid
+    );
+    // Grants withdrawn: refused again.
+    assert_eq!(store.set_grants(&[]).len(), 2);
+    let sig = a_signer.sign(lan, a_rid, Seqno(5)).unwrap();
+    assert_eq!(
+        store.verify(lan, a_rid, Seqno(5), &sig),
+        OriginVerdict::Invalid
     );
 }

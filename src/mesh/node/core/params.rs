@@ -149,6 +149,8 @@ impl NodeCore {
             if missing {
                 self.actions.push_back(Action::FetchKeys);
             }
+            // Route grants may have changed.
+            self.origin_trust_changed(now);
         }
         if applied.crl {
             self.apply_crl(now);
