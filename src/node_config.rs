@@ -78,7 +78,7 @@ pub struct NodeOptions {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_registry_watch: Option<bool>,
-    /// Do not ask the home router to forward the tunnel port (UPnP IGD, NAT-PMP, PCP);
+    /// Do not ask the home router to forward the tunnel port (PCP, NAT-PMP);
     /// by default the node asks, and removes the mapping when it exits.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     #[serde(default, skip_serializing_if = "Option::is_none")]

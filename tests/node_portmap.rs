@@ -327,8 +327,8 @@ fn build(tag: &str, port: u16) -> Net {
 }
 
 #[test]
-fn root_portmap_a_laptop_behind_a_upnp_router_is_dialled_at_its_mapped_port() {
-    if !require_root("root_portmap_a_laptop_behind_a_upnp_router_is_dialled_at_its_mapped_port") {
+fn root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port() {
+    if !require_root("root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port") {
         return;
     }
     if !std::path::Path::new(MINIUPNPD).exists() {
@@ -338,7 +338,7 @@ fn root_portmap_a_laptop_behind_a_upnp_router_is_dialled_at_its_mapped_port() {
             "{MINIUPNPD} is missing: scripts/test installs miniupnpd-nftables"
         );
         eprintln!(
-            "SKIPPED root_portmap_a_laptop_behind_a_upnp_router_is_dialled_at_its_mapped_port: \
+            "SKIPPED root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port: \
              {MINIUPNPD} is not installed (apt-get install miniupnpd-nftables)"
         );
         return;

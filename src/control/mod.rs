@@ -90,7 +90,7 @@ pub struct Status {
     /// End-to-end sealing across relays (docs/SEALING.md; absent where there is none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal: Option<SealStatus>,
-    /// The tunnel port's mapping on the home router (UPnP IGD, NAT-PMP, PCP; absent where
+    /// The tunnel port's mapping on the home router (PCP, NAT-PMP; absent where
     /// the node has none to report, e.g. the LAN daemon or an older node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_mapping: Option<PortMappingStatus>,

@@ -4,14 +4,15 @@
 //! forwards a port to it. Most home routers offer that on request: PCP (RFC 6887), its
 //! predecessor NAT-PMP (RFC 6886), or UPnP IGD. This machine decides *what* to ask and
 //! *when*; the shell (`mesh::node::portmap_io`) talks to the router (crab_nat for PCP and
-//! NAT-PMP, igd-next for UPnP) and finds the default gateway, and feeds the answers back with
-//! the time as an argument. The mapped public address and port becomes a reachability
+//! NAT-PMP; UPnP IGD is not spoken by the shell yet, see [`PortMapper::with_protocols`]) and
+//! finds the default gateway, and feeds the answers back with the time as an argument. The mapped public address and port becomes a reachability
 //! candidate of kind "mapped" (`mesh::reach`).
 //!
 //! Decisions:
 //! * **Protocols**, in order: PCP, NAT-PMP (both need the default gateway), then UPnP IGD (found
-//!   by SSDP, also where the gateway cannot be found). The first that maps wins; the tunnel
-//!   port is asked for as the external port too (the router may pick another).
+//!   by SSDP, also where the gateway cannot be found), of those the shell speaks. The first
+//!   that maps wins; the tunnel port is asked for as the external port too (the router may
+//!   pick another).
 //! * **Renewal** at half the granted lifetime ([`LIFETIME`] asked; a mapping granted "until
 //!   removed" is confirmed every [`PERMANENT_RECHECK`]), with the same protocol and router. A
 //!   failed renewal is retried at half the remaining time (at least [`MIN_RENEW`]); a mapping
@@ -131,7 +132,7 @@ pub enum Request {
 enum State {
     /// The next round starts at the given time.
     Idle(Time),
-    /// A round: the protocol tried now (index into [`Protocol::ORDER`]).
+    /// A round: the protocol tried now (index into the machine's protocols).
     Round(usize),
     /// Mapped; renewed at `renew_at`; gone at `expires`.
     Mapped {
@@ -158,6 +159,8 @@ enum Awaiting {
 #[derive(Debug, Clone)]
 pub struct PortMapper {
     internal_port: u16,
+    /// The protocols the shell speaks, in [`Protocol::ORDER`].
+    protocols: Vec<Protocol>,
     state: State,
     awaiting: Option<Awaiting>,
     queued: Option<Request>,
@@ -172,10 +175,21 @@ pub struct PortMapper {
 }
 
 impl PortMapper {
-    /// A machine for the tunnel port `internal_port`, whose first round starts at `now`.
+    /// A machine for the tunnel port `internal_port`, whose first round starts at `now`,
+    /// trying every protocol.
     pub fn new(internal_port: u16, now: Time) -> PortMapper {
+        PortMapper::with_protocols(internal_port, now, &Protocol::ORDER)
+    }
+
+    /// Like [`PortMapper::new`], trying only `protocols` (still in [`Protocol::ORDER`]): the
+    /// ones the shell speaks.
+    pub fn with_protocols(internal_port: u16, now: Time, protocols: &[Protocol]) -> PortMapper {
         PortMapper {
             internal_port,
+            protocols: Protocol::ORDER
+                .into_iter()
+                .filter(|p| protocols.contains(p))
+                .collect(),
             state: State::Idle(now),
             awaiting: None,
             queued: None,
@@ -329,7 +343,7 @@ impl PortMapper {
                 };
             }
             (State::Round(i), Err(e)) => {
-                let protocol = Protocol::ORDER[i];
+                let protocol = self.protocols.get(i).copied().unwrap_or(Protocol::Pcp);
                 self.last_error = Some(format!("{protocol}: {e}"));
                 self.try_protocol(now, i + 1);
             }
@@ -429,9 +443,10 @@ impl PortMapper {
         self.try_protocol(now, 0);
     }
 
-    /// Tries `ORDER[i]` or the next one that can be tried; ends the round when none is left.
+    /// Tries `protocols[i]` or the next one that can be tried; ends the round when none is
+    /// left.
     fn try_protocol(&mut self, now: Time, mut i: usize) {
-        while let Some(&protocol) = Protocol::ORDER.get(i) {
+        while let Some(&protocol) = self.protocols.get(i) {
             if protocol.needs_gateway() && self.route.is_none() {
                 i += 1;
                 continue;

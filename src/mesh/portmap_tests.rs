@@ -312,3 +312,21 @@ fn answers_nobody_asked_for_are_ignored() {
     assert!(!m.is_stopped());
     assert_eq!(m.poll_timeout(), Some(t(0)));
 }
+
+#[test]
+fn a_machine_without_upnp_tries_only_what_its_shell_speaks() {
+    let mut m = PortMapper::with_protocols(PORT, t(0), &[Protocol::NatPmp, Protocol::Pcp]);
+    start(&mut m, t(0), Ok(home()));
+    assert_eq!(asked(&mut m), Protocol::Pcp, "in the usual order");
+    m.on_mapped(t(0), Err("no answer".into()));
+    assert_eq!(asked(&mut m), Protocol::NatPmp);
+    m.on_mapped(t(1), Err("no answer".into()));
+    assert_eq!(m.poll_request(), None, "no UPnP");
+    let s = m.status(t(1));
+    assert_eq!((s.state.as_str(), s.next_in_secs), ("retrying", Some(30)));
+    // no default gateway: nothing to try at all, the round fails at once
+    let mut m = PortMapper::with_protocols(PORT, t(0), &[Protocol::Pcp, Protocol::NatPmp]);
+    start(&mut m, t(0), Err("no IPv4 default route".into()));
+    assert_eq!(m.poll_request(), None);
+    assert_eq!(m.status(t(0)).state, "retrying");
+}

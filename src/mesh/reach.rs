@@ -270,8 +270,13 @@ mod tests {
                 sa("192.168.1.20:6464")
             ]
         );
+        // the mapping goes: what the neighbours see stays (ties: lower address first)
         r.set_mapped(None);
-        assert_eq!(r.candidates()[0], sa("198.51.100.7:40000"));
+        r.forget(&p(2));
+        assert_eq!(
+            r.candidates(),
+            vec![sa("198.51.100.7:40000"), sa("192.168.1.20:6464")]
+        );
         // a router answering nonsense (an unspecified address) adds nothing
         r.set_mapped(Some(sa("0.0.0.0:6464")));
         assert_eq!(r.mapped(), None);

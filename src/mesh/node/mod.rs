@@ -62,7 +62,7 @@ pub struct NodeConfig {
     /// registry admits a limited number of watchers, the others rely on the poll and on
     /// their neighbours.
     pub registry_watch: bool,
-    /// Ask the home router to forward the tunnel port (UPnP IGD, NAT-PMP, PCP; off with
+    /// Ask the home router to forward the tunnel port (PCP, NAT-PMP; off with
     /// `--no-port-mapping`, and when `--endpoint` is given).
     pub port_mapping: bool,
     /// LAN interfaces where neighbours are discovered (`--lan`, Linux only).

@@ -1,7 +1,7 @@
 //! Port mapping's IO shell: runs the [`PortMapper`] (`mesh::portmap`, every decision) against
-//! the real router — PCP and NAT-PMP through crab_nat, UPnP IGD through igd-next — and the
-//! host's default route (`/proc/net/route` on Linux; elsewhere "not supported here", and only
-//! UPnP, which finds the router by SSDP, is tried).
+//! the real router — PCP and NAT-PMP through crab_nat — and the host's default route
+//! (`/proc/net/route` on Linux; elsewhere "not supported here", and nothing is mapped). UPnP
+//! IGD is not spoken yet (see [`SPOKEN`]).
 //!
 //! One task, one request at a time. The mapped address goes to the core as
 //! [`Input::PortMapped`] (a reachability candidate of kind mapped); the status goes to the
@@ -23,8 +23,10 @@ use crate::control::PortMappingStatus;
 use crate::mesh::babel::time::Time;
 use crate::mesh::portmap::{Mapping, PortMapper, Protocol, Request, Route};
 
-/// The description the router shows for the mapping (UPnP).
-const DESCRIPTION: &str = "re6mesh";
+/// The protocols this shell speaks. UPnP IGD (igd-next) would come last: its tokio client
+/// brings hyper's HTTP/2, url and ICU into every build, so it waits.
+const SPOKEN: [Protocol; 2] = [Protocol::Pcp, Protocol::NatPmp];
+const UPNP_MISSING: &str = "UPnP IGD is not spoken by this build";
 /// The longest one request to the router may take (every retry included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// PCP and NAT-PMP: first wait for an answer, doubled per retry (RFC 6887's 3 s start is
@@ -32,8 +34,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_WAIT: Duration = Duration::from_millis(250);
 const RETRIES: usize = 2;
 const MAX_WAIT: Duration = Duration::from_secs(1);
-/// UPnP: how long SSDP discovery listens for the router.
-const SSDP_WAIT: Duration = Duration::from_secs(2);
 
 /// The port mapping status shared with the control API.
 #[derive(Default)]
@@ -112,7 +112,7 @@ async fn run(
 ) {
     let base = Instant::now();
     let now = || Time::from_millis(u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX));
-    let mut m = PortMapper::new(port, now());
+    let mut m = PortMapper::with_protocols(port, now(), &SPOKEN);
     let mut io = RouterIo::default();
     let mut announced: Option<SocketAddr> = None;
     'run: loop {
@@ -197,8 +197,6 @@ impl Answer {
 struct RouterIo {
     /// The PCP or NAT-PMP mapping held.
     natpmp: Option<crab_nat::PortMapping>,
-    /// The UPnP device that holds the mapping.
-    upnp: Option<igd_next::aio::Gateway<igd_next::aio::tokio::Tokio>>,
 }
 
 impl RouterIo {
@@ -296,51 +294,7 @@ impl RouterIo {
                 self.natpmp = Some(pm);
                 Ok(m)
             }
-            Protocol::Upnp => {
-                use igd_next::{AddPortError, PortMappingProtocol::UDP};
-                let gw = match self.upnp.clone().filter(|_| previous.is_some()) {
-                    Some(g) => g,
-                    None => igd_next::aio::tokio::search_gateway(igd_next::SearchOptions {
-                        timeout: Some(SSDP_WAIT),
-                        single_search_timeout: Some(SSDP_WAIT),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| format!("no UPnP router found: {e}"))?,
-                };
-                let local = SocketAddr::new(local_ip_towards(gw.addr.ip())?, port);
-                let want = previous.map_or(port, |p| p.external.port());
-                let (external_port, lease) =
-                    match gw.add_port(UDP, want, local, secs, DESCRIPTION).await {
-                        Ok(()) => (want, secs),
-                        Err(AddPortError::OnlyPermanentLeasesSupported) => {
-                            gw.add_port(UDP, want, local, 0, DESCRIPTION)
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            (want, 0)
-                        }
-                        Err(AddPortError::PortInUse | AddPortError::SamePortValuesRequired) => {
-                            let p = gw
-                                .add_any_port(UDP, local, secs, DESCRIPTION)
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            (p, secs)
-                        }
-                        Err(e) => return Err(e.to_string()),
-                    };
-                let ip = gw
-                    .get_external_ip()
-                    .await
-                    .map_err(|e| format!("external address: {e}"))?;
-                let m = Mapping {
-                    protocol,
-                    gateway: gw.addr.ip(),
-                    external: SocketAddr::new(ip.to_canonical(), external_port),
-                    lifetime: Duration::from_secs(u64::from(lease)),
-                };
-                self.upnp = Some(gw);
-                Ok(m)
-            }
+            Protocol::Upnp => Err(UPNP_MISSING.into()),
         }
     }
 
@@ -350,13 +304,7 @@ impl RouterIo {
                 Some(h) => h.try_drop().await.map_err(|(e, _)| e.to_string()),
                 None => Ok(()),
             },
-            Protocol::Upnp => match self.upnp.take() {
-                Some(g) => g
-                    .remove_port(igd_next::PortMappingProtocol::UDP, m.external.port())
-                    .await
-                    .map_err(|e| e.to_string()),
-                None => Ok(()),
-            },
+            Protocol::Upnp => Err(UPNP_MISSING.into()),
         }
     }
 }
@@ -422,7 +370,8 @@ fn parse_proc_net_route(text: &str) -> Option<Ipv4Addr> {
                 f.get(6)?.parse::<u32>().ok()?,
                 hex(f.get(7).copied()?)?,
             );
-            let default = dest == 0 && mask == 0 && flags & (RTF_UP | RTF_GATEWAY) == 3;
+            let up_via_gateway = RTF_UP | RTF_GATEWAY;
+            let default = dest == 0 && mask == 0 && (flags & up_via_gateway) == up_via_gateway;
             (default && gw != 0).then(|| (metric, Ipv4Addr::from(gw.to_ne_bytes())))
         })
         .min_by_key(|(metric, _)| *metric)
