@@ -143,7 +143,14 @@ impl Net {
         self.rig
             .exec_status(
                 "r",
-                &["nft", "list", "chain", "inet", "homefw", "prerouting_miniupnpd"],
+                &[
+                    "nft",
+                    "list",
+                    "chain",
+                    "inet",
+                    "homefw",
+                    "prerouting_miniupnpd",
+                ],
             )
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default()
@@ -169,8 +176,16 @@ fn build(tag: &str, port: u16) -> Net {
         sh(&rig, n, &format!("ip addr add {addr} dev {mine}"));
     }
     let (in_r, in_l) = rig.link("r", "l").unwrap();
-    sh(&rig, "r", &format!("ip addr add 192.168.50.1/24 dev {in_r}"));
-    sh(&rig, "l", &format!("ip addr add 192.168.50.2/24 dev {in_l}"));
+    sh(
+        &rig,
+        "r",
+        &format!("ip addr add 192.168.50.1/24 dev {in_r}"),
+    );
+    sh(
+        &rig,
+        "l",
+        &format!("ip addr add 192.168.50.2/24 dev {in_l}"),
+    );
     sh(&rig, "l", "ip route add default via 192.168.50.1");
     sh(&rig, "r", "sysctl -qw net.ipv4.ip_forward=1");
     // The home router: masquerade out, nothing unsolicited in (to itself or forwarded) but
@@ -328,7 +343,8 @@ fn build(tag: &str, port: u16) -> Net {
 
 #[test]
 fn root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port() {
-    if !require_root("root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port") {
+    if !require_root("root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port")
+    {
         return;
     }
     if !std::path::Path::new(MINIUPNPD).exists() {
@@ -370,20 +386,28 @@ fn root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port()
         net.forwards()
     );
     // announced as the first candidate
-    wait_until("the mapped candidate announced", Duration::from_secs(10), || {
-        net.log("l")
-            .lines()
-            .rfind(|l| l.contains("this node can be reached at"))
-            .is_some_and(|l| l.contains("endpoints=[10.99.0.1:6464"))
-    });
+    wait_until(
+        "the mapped candidate announced",
+        Duration::from_secs(10),
+        || {
+            net.log("l")
+                .lines()
+                .rfind(|l| l.contains("this node can be reached at"))
+                .is_some_and(|l| l.contains("endpoints=[10.99.0.1:6464"))
+        },
+    );
     // a node outside dials it there (the router drops anything it was not asked to forward)
     let mapped = format!("{}@10.99.0.1:6464", net.prefix("l"));
     net.up("far", &["--peer", &mapped]);
     let mut far_side = None;
-    let took = wait_until("far's tunnel to the laptop", Duration::from_secs(30), || {
-        far_side = net.tunnel("far", "l");
-        far_side.is_some()
-    });
+    let took = wait_until(
+        "far's tunnel to the laptop",
+        Duration::from_secs(30),
+        || {
+            far_side = net.tunnel("far", "l");
+            far_side.is_some()
+        },
+    );
     let far_side = far_side.unwrap_or_default();
     let remote: Option<std::net::SocketAddr> =
         far_side["endpoint"].as_str().and_then(|e| e.parse().ok());
@@ -393,10 +417,14 @@ fn root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port()
         "far's tunnel goes to the router's public address and the mapped port: {far_side}"
     );
     let mut l_side = None;
-    wait_until("the laptop's side of the tunnel", Duration::from_secs(10), || {
-        l_side = net.tunnel("l", "far");
-        l_side.is_some()
-    });
+    wait_until(
+        "the laptop's side of the tunnel",
+        Duration::from_secs(10),
+        || {
+            l_side = net.tunnel("l", "far");
+            l_side.is_some()
+        },
+    );
     let l_side = l_side.unwrap_or_default();
     assert_eq!(l_side["made"], "mapped", "{l_side}");
     assert_eq!(l_side["initiated"], false, "{l_side}");
@@ -408,16 +436,12 @@ fn root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port()
     );
 
     // a clean exit removes the mapping from the router
-    let (_, pid) = net
-        .pids
-        .iter()
-        .find(|(n, _)| n == "l")
-        .cloned()
-        .unwrap();
+    let (_, pid) = net.pids.iter().find(|(n, _)| n == "l").cloned().unwrap();
     let st = net.rig.stop(pid, Duration::from_secs(10));
     assert!(st.is_some_and(|s| s.success()), "the laptop's exit: {st:?}");
     assert!(
-        net.log("l").contains("port mapping removed from the home router"),
+        net.log("l")
+            .contains("port mapping removed from the home router"),
         "{}",
         net.log("l")
     );

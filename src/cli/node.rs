@@ -177,7 +177,9 @@ fn port_mapping_line(p: &crate::control::PortMappingStatus) -> String {
     if let (Some(proto), Some(gw)) = (&p.protocol, &p.gateway) {
         s.push_str(&format!(" by {proto} at {gw}"));
     }
-    let next = p.next_in_secs.map(|n| ago(i64::try_from(n).unwrap_or(i64::MAX)));
+    let next = p
+        .next_in_secs
+        .map(|n| ago(i64::try_from(n).unwrap_or(i64::MAX)));
     match (p.lifetime_secs, next) {
         (Some(0), Some(n)) => s.push_str(&format!(" (until removed, confirmed in {n})")),
         (Some(l), Some(n)) => s.push_str(&format!(

@@ -63,7 +63,11 @@ fn a_round_tries_pcp_then_nat_pmp_then_upnp_and_renews_at_half_the_lifetime() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(m.poll_timeout(), None, "nothing is due while a request is out");
+    assert_eq!(
+        m.poll_timeout(),
+        None,
+        "nothing is due while a request is out"
+    );
     assert_eq!(m.status(t(0)).state, "searching");
     m.on_mapped(t(1), Err("no answer".into()));
     assert_eq!(asked(&mut m), Protocol::NatPmp);
@@ -114,10 +118,7 @@ fn a_round_tries_pcp_then_nat_pmp_then_upnp_and_renews_at_half_the_lifetime() {
     assert_eq!(m.status(renew).state, "renewing");
     assert!(m.external().is_some(), "still announced while renewing");
     // The router's public address changed meanwhile: the answer says so.
-    m.on_mapped(
-        renew,
-        Ok(mapping(Protocol::Upnp, "203.0.113.5:6464", 3600)),
-    );
+    m.on_mapped(renew, Ok(mapping(Protocol::Upnp, "203.0.113.5:6464", 3600)));
     assert_eq!(m.external(), Some("203.0.113.5:6464".parse().unwrap()));
 }
 
@@ -153,7 +154,13 @@ fn failed_rounds_back_off_then_give_up_until_the_network_changes() {
     for round in 1..=GIVE_UP_AFTER {
         if round > 1 {
             let (at, req) = next_request(&mut m, home());
-            assert!(matches!(req, Request::Map { protocol: Protocol::Pcp, .. }));
+            assert!(matches!(
+                req,
+                Request::Map {
+                    protocol: Protocol::Pcp,
+                    ..
+                }
+            ));
             waits.push(at.saturating_since(now).as_secs());
             now = at;
             m.on_mapped(now, Err("no answer".into()));
@@ -217,7 +224,10 @@ fn a_failed_renewal_is_retried_and_an_expired_mapping_starts_a_new_round() {
         assert_eq!(m.external(), Some("198.51.100.1:6464".parse().unwrap()));
     }
     assert_eq!(renewals, vec![60, 90, 105]);
-    assert_eq!(m.status(t(105)).last_error.as_deref(), Some("pcp renewal: no answer"));
+    assert_eq!(
+        m.status(t(105)).last_error.as_deref(),
+        Some("pcp renewal: no answer")
+    );
     // the last retry: its answer (a failure) comes when the mapping has expired
     let (at, _) = next_request(&mut m, home());
     assert_eq!(at, t(112) + Duration::from_millis(500));
@@ -288,7 +298,11 @@ fn stop_removes_the_mapping_held_and_nothing_else() {
     assert_eq!(m.poll_request(), None);
     assert!(m.is_stopped());
     m.on_mapped(t(2), Ok(granted));
-    assert_eq!(m.external(), None, "an abandoned request's answer is not taken");
+    assert_eq!(
+        m.external(),
+        None,
+        "an abandoned request's answer is not taken"
+    );
 
     // a removal that fails still stops, and says why
     let mut m = PortMapper::new(PORT, t(0));

@@ -97,7 +97,9 @@ impl PortMapTask {
             let _ = s.send(());
         }
         if tokio::time::timeout(budget, &mut self.done).await.is_err() {
-            warn!("the router did not answer the port mapping's removal in time; it expires by itself");
+            warn!(
+                "the router did not answer the port mapping's removal in time; it expires by itself"
+            );
             self.done.abort();
         }
     }
@@ -129,7 +131,9 @@ async fn run(
         let external = m.external();
         if external != announced {
             match (external, &status.protocol) {
-                (Some(a), Some(p)) => info!(external = %a, protocol = %p, "port mapped on the home router"),
+                (Some(a), Some(p)) => {
+                    info!(external = %a, protocol = %p, "port mapped on the home router")
+                }
                 _ => info!(error = ?m.last_error(), "no port mapping on the home router now"),
             }
             announced = external;
@@ -157,7 +161,9 @@ async fn run(
         view.set(m.status(now()));
         let r = io.unmap(mapping).await;
         match &r {
-            Ok(()) => info!(external = %mapping.external, "port mapping removed from the home router"),
+            Ok(()) => {
+                info!(external = %mapping.external, "port mapping removed from the home router")
+            }
             Err(e) => warn!(error = %e, "cannot remove the port mapping; it expires by itself"),
         }
         m.on_unmapped(now(), r);
@@ -326,9 +332,7 @@ fn local_ip_towards(ip: IpAddr) -> Result<IpAddr, String> {
     let s = std::net::UdpSocket::bind(any).map_err(|e| e.to_string())?;
     s.connect((ip, crab_nat::GATEWAY_PORT))
         .map_err(|e| format!("no route to {ip}: {e}"))?;
-    s.local_addr()
-        .map(|a| a.ip())
-        .map_err(|e| e.to_string())
+    s.local_addr().map(|a| a.ip()).map_err(|e| e.to_string())
 }
 
 /// The IPv4 default route: its gateway and our address towards it.
