@@ -398,7 +398,7 @@ fn root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port()
     );
     // a node outside dials it there (the router drops anything it was not asked to forward)
     let mapped = format!("{}@10.99.0.1:6464", net.prefix("l"));
-    net.up("far", &["--peer", &mapped]);
+    net.up("far", &["--peer", &mapped, "--no-port-mapping"]);
     let mut far_side = None;
     let took = wait_until(
         "far's tunnel to the laptop",
@@ -426,6 +426,11 @@ fn root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port()
         },
     );
     let l_side = l_side.unwrap_or_default();
+    assert_eq!(
+        net.status("far")["port_mapping"]["state"],
+        "off",
+        "--no-port-mapping"
+    );
     assert_eq!(l_side["made"], "mapped", "{l_side}");
     assert_eq!(l_side["initiated"], false, "{l_side}");
     println!(
