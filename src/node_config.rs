@@ -78,6 +78,11 @@ pub struct NodeOptions {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_registry_watch: Option<bool>,
+    /// Do not ask the home router to forward the tunnel port (PCP, NAT-PMP);
+    /// by default the node asks, and removes the mapping when it exits.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_port_mapping: Option<bool>,
     /// Tunnel idle timeout in milliseconds, keep-alive is a quarter of it (default: 1000).
     #[arg(long, value_name = "MS")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +120,7 @@ pub const KEYS: &[&str] = &[
     "hello-interval",
     "registry-poll",
     "no-registry-watch",
+    "no-port-mapping",
     "tunnel-timeout-ms",
     "lan",
     "country",
@@ -268,6 +274,14 @@ impl NodeOptions {
                     v => return Err(bad(format!("{v:?} is not true or false"))),
                 }
             }
+            "no-port-mapping" => {
+                self.no_port_mapping = match value {
+                    "" => None,
+                    "true" => Some(true),
+                    "false" => Some(false),
+                    v => return Err(bad(format!("{v:?} is not true or false"))),
+                }
+            }
             "tunnel-timeout-ms" => self.tunnel_timeout_ms = number(value).map_err(bad)?,
             "lan" => self.lan = list(value).map_err(bad)?,
             "country" => self.country = one(value).map_err(bad)?,
@@ -301,6 +315,7 @@ impl NodeOptions {
             hello_interval: self.hello_interval.or(file.hello_interval),
             registry_poll: self.registry_poll.or(file.registry_poll),
             no_registry_watch: self.no_registry_watch.or(file.no_registry_watch),
+            no_port_mapping: self.no_port_mapping.or(file.no_port_mapping),
             tunnel_timeout_ms: self.tunnel_timeout_ms.or(file.tunnel_timeout_ms),
             lan: list(self.lan, file.lan),
             country: self.country.or(file.country),
@@ -342,6 +357,7 @@ impl NodeOptions {
             }),
             registry_poll: (poll > 0).then(|| Duration::from_secs(poll)),
             registry_watch: !self.no_registry_watch.unwrap_or(false),
+            port_mapping: !self.no_port_mapping.unwrap_or(false),
             lan: self.lan.clone(),
             country: self.country.as_ref().map(|c| c.0.clone()),
             metrics: self.metrics,
@@ -496,6 +512,7 @@ mod tests {
             hello_interval: Some(0.5),
             registry_poll: Some(0),
             no_registry_watch: Some(true),
+            no_port_mapping: Some(true),
             tunnel_timeout_ms: Some(2000),
             lan: vec!["eth0".into(), "wlan0".into()],
             country: Some("fr".parse().unwrap()),
@@ -544,6 +561,7 @@ mod tests {
             ("hello-interval", "0.5"),
             ("registry-poll", "0"),
             ("no-registry-watch", "true"),
+            ("no-port-mapping", "true"),
             ("tunnel-timeout-ms", "2000"),
             ("lan", "eth0,wlan0"),
             ("country", "fr"),
@@ -584,6 +602,7 @@ mod tests {
         assert_eq!(c.tun_name, "re6");
         assert_eq!(c.registry_poll, None, "registry-poll = 0 means never");
         assert!(!c.registry_watch);
+        assert!(!c.port_mapping, "no-port-mapping = true turns it off");
         assert_eq!(c.tunnel_timers.idle_timeout, Duration::from_secs(2));
         assert_eq!(c.tunnel_timers.keep_alive, Duration::from_millis(500));
         assert_eq!(c.country.as_deref(), Some("FR"));
@@ -595,6 +614,7 @@ mod tests {
         assert_eq!(d.tun_name, crate::tun::DEFAULT_NAME);
         assert_eq!(d.registry_poll, Some(Duration::from_secs(300)));
         assert!(d.registry_watch);
+        assert!(d.port_mapping, "port mapping is on by default");
         assert_eq!(d.tunnel_timers.idle_timeout, Duration::from_secs(1));
         assert!(d.babel_timers.is_none() && d.peers.is_empty() && d.country.is_none());
     }
@@ -655,6 +675,7 @@ mod tests {
         ));
         assert!(o.set("peer", "fd00::/64@192.0.2.1:1,junk").is_err());
         assert!(o.set("no-registry-watch", "yes").is_err());
+        assert!(o.set("no-port-mapping", "maybe").is_err());
         assert!(o.set("hello-interval", "-1").is_err());
         assert_eq!(o, full(), "a refused value changes nothing");
     }

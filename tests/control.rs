@@ -34,6 +34,7 @@ impl ControlHandler for Fake {
             certificate: None,
             registry: None,
             seal: None,
+            port_mapping: None,
         }
     }
     fn peers(&self) -> Vec<Peer> {

@@ -58,6 +58,7 @@ impl ControlHandler for Node {
             certificate: None,
             registry: None,
             seal: None,
+            port_mapping: None,
         }
     }
     fn peers(&self) -> Vec<Peer> {

@@ -87,6 +87,9 @@ pub fn status(a: ShowArgs) -> anyhow::Result<()> {
             registry_line(r, time::OffsetDateTime::now_utc().unix_timestamp())
         );
     }
+    if let Some(p) = &st.port_mapping {
+        println!("port mapping    {}", port_mapping_line(p));
+    }
     println!(
         "uptime          {}",
         humantime::format_duration(std::time::Duration::from_secs(st.uptime_secs))
@@ -162,6 +165,37 @@ fn registry_line(r: &crate::control::RegistryStatus, now: i64) -> String {
     } else {
         format!("{} not asked yet", r.url)
     }
+}
+
+/// `mapped 198.51.100.1:6464 → :6464 by pcp at 192.168.1.1 (lifetime 2h, renewed in 59m)`,
+/// `searching`, `retrying in 30s (last error: …)`, `off`.
+fn port_mapping_line(p: &crate::control::PortMappingStatus) -> String {
+    let mut s = p.state.clone();
+    if let Some(e) = &p.external {
+        s.push_str(&format!(" {e} → :{}", p.internal_port));
+    }
+    if let (Some(proto), Some(gw)) = (&p.protocol, &p.gateway) {
+        s.push_str(&format!(" by {proto} at {gw}"));
+    }
+    let next = p
+        .next_in_secs
+        .map(|n| ago(i64::try_from(n).unwrap_or(i64::MAX)));
+    match (p.lifetime_secs, next) {
+        (Some(0), Some(n)) => s.push_str(&format!(" (until removed, confirmed in {n})")),
+        (Some(l), Some(n)) => s.push_str(&format!(
+            " (lifetime {}, renewed in {n})",
+            ago(i64::try_from(l).unwrap_or(i64::MAX))
+        )),
+        (None, Some(n)) => s.push_str(&format!(" in {n}")),
+        _ => {}
+    }
+    if let Some(e) = &p.last_error
+        && p.state != "mapped"
+        && p.state != "off"
+    {
+        s.push_str(&format!(" (last error: {e})"));
+    }
+    s
 }
 
 /// A rough duration for people: `12s`, `5m`, `3h`, `87 days`.
@@ -354,6 +388,35 @@ pub fn down(a: DownArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn status_line_for_the_port_mapping() {
+        use crate::control::PortMappingStatus;
+        let mut p = PortMappingStatus {
+            state: "mapped".into(),
+            protocol: Some("pcp".into()),
+            gateway: Some("192.168.1.1".into()),
+            external: Some("198.51.100.1:6464".into()),
+            internal_port: 6464,
+            lifetime_secs: Some(7200),
+            next_in_secs: Some(3540),
+            last_error: Some("nat-pmp: no answer".into()),
+        };
+        assert_eq!(
+            super::port_mapping_line(&p),
+            "mapped 198.51.100.1:6464 → :6464 by pcp at 192.168.1.1 (lifetime 2h, renewed in 59m)"
+        );
+        p = PortMappingStatus {
+            state: "retrying".into(),
+            next_in_secs: Some(30),
+            last_error: Some("upnp: no UPnP router found".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            super::port_mapping_line(&p),
+            "retrying in 30s (last error: upnp: no UPnP router found)"
+        );
+    }
+
     #[test]
     fn status_lines_for_the_certificate_and_the_registry() {
         use super::{certificate_line, registry_line};

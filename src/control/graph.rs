@@ -278,6 +278,7 @@ mod tests {
             certificate: None,
             registry: None,
             seal: None,
+            port_mapping: None,
         }
     }
 

@@ -90,6 +90,41 @@ pub struct Status {
     /// End-to-end sealing across relays (docs/SEALING.md; absent where there is none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal: Option<SealStatus>,
+    /// The tunnel port's mapping on the home router (PCP, NAT-PMP; absent where
+    /// the node has none to report, e.g. the LAN daemon or an older node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_mapping: Option<PortMappingStatus>,
+}
+
+/// `status.port_mapping`: the tunnel port forwarded by the home router.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PortMappingStatus {
+    /// `off` (`--no-port-mapping`, or `--endpoint` given), `searching`, `mapped`,
+    /// `renewing`, `retrying` (no router answered; tried again later), `unavailable` (given
+    /// up until the network changes), `stopped`.
+    pub state: String,
+    /// `pcp`, `nat-pmp` or `upnp` while mapped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// The router that holds the mapping (or the default gateway while searching).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// The public address and port the router forwards to the tunnel port: a candidate of
+    /// kind mapped, announced to the registry and the neighbours.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external: Option<String>,
+    /// The node's tunnel port.
+    pub internal_port: u16,
+    /// The lifetime the router granted, seconds (0: until removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifetime_secs: Option<u64>,
+    /// Seconds until the next renewal (mapped) or attempt (retrying).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_in_secs: Option<u64>,
+    /// The last failure (kept after a later success).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// Sealing with far nodes: live sessions and the counters of

@@ -89,6 +89,7 @@ impl ControlHandler for Handler {
             certificate: None,
             registry: None,
             seal: None,
+            port_mapping: None,
         }
     }
 

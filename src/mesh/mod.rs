@@ -11,6 +11,7 @@ pub mod lan_discovery;
 pub mod netstate;
 pub mod node;
 pub mod peers;
+pub mod portmap;
 pub mod punch;
 pub mod reach;
 pub mod seal;

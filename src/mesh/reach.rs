@@ -4,13 +4,16 @@
 //!
 //! Sources, in the order they are announced:
 //! 1. `--endpoint` (configured): when given, the only candidates — an operator's override.
-//! 2. Observed: the address and port a neighbour sees our tunnel packets come from (its
+//! 2. Mapped: the public address and port the home router forwards to the tunnel port on our
+//!    request (UPnP IGD, NAT-PMP, PCP: `mesh::portmap`) — the one candidate known to accept
+//!    handshakes nobody punched for.
+//! 3. Observed: the address and port a neighbour sees our tunnel packets come from (its
 //!    tunnel hello says so) — the STUN answer, from parties that already proved their
 //!    certificate. Behind an endpoint-independent NAT this is the router's public address and
 //!    the port it mapped, which other nodes can dial too. At most [`MAX_OBSERVED`], the
 //!    addresses seen by the most distinct neighbours first; one neighbour counts once, so a
 //!    lying neighbour can add one address (others only dial it, rate-limited per address).
-//! 3. Local: this host's interface addresses (global and unique-local unicast, IPv6 first)
+//! 4. Local: this host's interface addresses (global and unique-local unicast, IPv6 first)
 //!    with the tunnel socket's port — what a node with a public address or on the same LAN
 //!    needs. Addresses inside the mesh network are left out (the TUN's own address: dialling
 //!    it would route the tunnel through itself).
@@ -33,6 +36,8 @@ pub struct Reach {
     port: u16,
     network: Ipv6Net,
     configured: Vec<SocketAddr>,
+    /// The port mapping's public address and port.
+    mapped: Option<SocketAddr>,
     local: Vec<IpAddr>,
     /// Per neighbour (its prefix): the address it sees us at.
     observed: BTreeMap<Ipv6Net, SocketAddr>,
@@ -47,6 +52,7 @@ impl Reach {
             port,
             network,
             configured,
+            mapped: None,
             local: Vec::new(),
             observed: BTreeMap::new(),
             announced: None,
@@ -74,6 +80,18 @@ impl Reach {
         self.local = v;
     }
 
+    /// The home router forwards `addr` to the tunnel port (`None`: no longer).
+    pub fn set_mapped(&mut self, addr: Option<SocketAddr>) {
+        self.mapped = addr
+            .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
+            .filter(|a| usable_endpoint(a, false));
+    }
+
+    /// The mapped candidate, if any.
+    pub fn mapped(&self) -> Option<SocketAddr> {
+        self.mapped
+    }
+
     /// Neighbour `peer` sees our tunnel at `addr`. `over_loopback`: the tunnel runs over
     /// loopback (tests on one host), where a loopback observation is the truth.
     pub fn observed(&mut self, peer: Ipv6Net, addr: SocketAddr, over_loopback: bool) {
@@ -99,11 +117,12 @@ impl Reach {
         }
         let mut seen: Vec<(SocketAddr, usize)> = votes.into_iter().collect();
         seen.sort_by(|(a, n), (b, m)| m.cmp(n).then(a.cmp(b)));
-        let mut out: Vec<SocketAddr> = seen
-            .into_iter()
-            .take(MAX_OBSERVED)
-            .map(|(a, _)| a)
-            .collect();
+        let mut out: Vec<SocketAddr> = self.mapped.into_iter().collect();
+        for (a, _) in seen.into_iter().take(MAX_OBSERVED) {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
         if self.port != 0 {
             for ip in &self.local {
                 let a = SocketAddr::new(*ip, self.port);
@@ -233,6 +252,38 @@ mod tests {
         r.set_local(&["2001:db8::2".parse().unwrap()]);
         assert_eq!(r.poll_changed(), None);
         assert_eq!(r.announced(), &[sa("[2001:db8::2]:6464")]);
+    }
+
+    #[test]
+    fn the_mapped_candidate_comes_first_once_and_goes_when_the_mapping_does() {
+        let mut r = Reach::new(6464, net(), vec![]);
+        r.set_local(&["192.168.1.20".parse().unwrap()]);
+        r.observed(p(1), sa("198.51.100.7:40000"), false);
+        r.observed(p(2), sa("198.51.100.7:6464"), false);
+        r.set_mapped(Some(sa("[::ffff:198.51.100.7]:6464")));
+        assert_eq!(r.mapped(), Some(sa("198.51.100.7:6464")));
+        assert_eq!(
+            r.candidates(),
+            vec![
+                sa("198.51.100.7:6464"),
+                sa("198.51.100.7:40000"),
+                sa("192.168.1.20:6464")
+            ]
+        );
+        // the mapping goes: what the neighbours see stays (ties: lower address first)
+        r.set_mapped(None);
+        r.forget(&p(2));
+        assert_eq!(
+            r.candidates(),
+            vec![sa("198.51.100.7:40000"), sa("192.168.1.20:6464")]
+        );
+        // a router answering nonsense (an unspecified address) adds nothing
+        r.set_mapped(Some(sa("0.0.0.0:6464")));
+        assert_eq!(r.mapped(), None);
+        // --endpoint still overrides
+        let mut r = Reach::new(6464, net(), vec![sa("[2001:db8::1]:7000")]);
+        r.set_mapped(Some(sa("198.51.100.7:6464")));
+        assert_eq!(r.candidates(), vec![sa("[2001:db8::1]:7000")]);
     }
 
     #[test]

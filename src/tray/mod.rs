@@ -231,6 +231,7 @@ mod tests {
             certificate: None,
             registry: None,
             seal: None,
+            port_mapping: None,
         }
     }
 

@@ -28,6 +28,8 @@ pub(super) struct Shared {
     pub(super) registry: RegistryHealth,
     /// Sealing with far nodes (sessions, counters).
     pub(super) seal: Arc<super::sealing::SealPath>,
+    /// The tunnel port's mapping on the home router (written by the port mapping task).
+    pub(super) port_mapping: Arc<super::portmap_io::PortMapView>,
 }
 
 /// What the shell saw of the registry: the last success and the last failure.
@@ -150,6 +152,7 @@ impl ControlHandler for Handler {
                 sessions: self.0.seal.sessions() as u64,
                 stats: self.0.seal.stats(),
             }),
+            port_mapping: self.0.port_mapping.read(),
         }
     }
     fn peers(&self) -> Vec<control::Peer> {

@@ -1036,3 +1036,6 @@ fn a_punch_request_is_answered_and_punched_at_the_agreed_moment() {
     assert_eq!(c.snapshot().counters.punch_requests_refused, 1);
     let _ = SIGNAL_PORT;
 }
+
+#[path = "core_portmap_tests.rs"]
+mod portmap;

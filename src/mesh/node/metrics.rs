@@ -327,6 +327,7 @@ mod tests {
                     ..Default::default()
                 },
             }),
+            port_mapping: None,
         };
         let peer = Peer {
             prefix: "fd00:0:0:2::/64".into(),

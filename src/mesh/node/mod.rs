@@ -18,6 +18,7 @@ mod control_api;
 pub mod core;
 mod datapath;
 mod metrics;
+mod portmap_io;
 mod sealing;
 mod setup;
 mod shell;
@@ -61,6 +62,9 @@ pub struct NodeConfig {
     /// registry admits a limited number of watchers, the others rely on the poll and on
     /// their neighbours.
     pub registry_watch: bool,
+    /// Ask the home router to forward the tunnel port (PCP, NAT-PMP; off with
+    /// `--no-port-mapping`, and when `--endpoint` is given).
+    pub port_mapping: bool,
     /// LAN interfaces where neighbours are discovered (`--lan`, Linux only).
     pub lan: Vec<String>,
     /// The country this node is in (ISO 3166 alpha-2), stated to peers for the country

@@ -143,6 +143,28 @@ pub async fn run(
             }
         });
     }
+    // Port mapping on the home router (mesh::portmap): the tunnel port over IPv4, unless
+    // turned off or an --endpoint says where the node is reached.
+    let tunnel_port = endpoint.local_addr().map(|a| a.port()).unwrap_or(0);
+    let map_port = cfg.port_mapping
+        && cfg.endpoints.is_empty()
+        && tunnel_port != 0
+        && match cfg.listen.ip().to_canonical() {
+            // a port the outside cannot reach through IPv4 NAT is not mapped
+            std::net::IpAddr::V4(a) => !a.is_loopback(),
+            std::net::IpAddr::V6(a) => a.is_unspecified(),
+        };
+    if !cfg.port_mapping {
+        info!("port mapping off (--no-port-mapping)");
+    } else if !cfg.endpoints.is_empty() {
+        info!("port mapping off: --endpoint says where this node is reached");
+    }
+    let port_view = Arc::new(if map_port {
+        super::portmap_io::PortMapView::default()
+    } else {
+        super::portmap_io::PortMapView::off(tunnel_port)
+    });
+    let addresses_changed = Arc::new(tokio::sync::Notify::new());
     let shared = Arc::new(Shared {
         babel_dropped: babel_dropped.clone(),
         book: book.clone(),
@@ -165,6 +187,7 @@ pub async fn run(
         }),
         registry: health,
         seal: seal.clone(),
+        port_mapping: port_view.clone(),
         tx: tx.clone(),
         started,
         prefix,
@@ -261,9 +284,16 @@ pub async fn run(
     // within that).
     {
         let (tx, tun_name) = (tx.clone(), cfg.tun_name.clone());
+        let changed = addresses_changed.clone();
         tokio::spawn(async move {
+            let mut last: Option<Vec<std::net::IpAddr>> = None;
             loop {
-                let addrs = local_addresses(&tun_name);
+                let mut addrs = local_addresses(&tun_name);
+                addrs.sort();
+                if last.as_ref().is_some_and(|l| *l != addrs) {
+                    changed.notify_one();
+                }
+                last = Some(addrs.clone());
                 if tx
                     .send(ShellEvent::Input(Input::LocalAddresses(addrs)))
                     .await
@@ -350,6 +380,14 @@ pub async fn run(
         ca_der: st.ca_der.clone(),
         key: Arc::new(st.key),
     };
+    let port_map = map_port.then(|| {
+        super::portmap_io::PortMapTask::spawn(
+            tunnel_port,
+            tx.clone(),
+            port_view.clone(),
+            addresses_changed.clone(),
+        )
+    });
     let shell = Shell::new(
         core,
         started,
@@ -362,6 +400,9 @@ pub async fn run(
         tx,
     );
     let result = shell.run(rx).await;
+    if let Some(p) = port_map {
+        p.stop(PORT_MAP_REMOVAL).await;
+    }
     let _ = stop_tx.send(true);
     endpoint.close();
     result
@@ -468,6 +509,9 @@ async fn offer_and_keys(
         .await
         .is_ok()
 }
+
+/// The longest the node waits at exit for the router to remove the port mapping.
+const PORT_MAP_REMOVAL: Duration = Duration::from_secs(2);
 
 /// How often the shell looks at the host's interface addresses again.
 const LOCAL_ADDRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);

@@ -128,6 +128,9 @@ pub enum Input {
         /// The datagram.
         bytes: Vec<u8>,
     },
+    /// The home router forwards this public address and port to the tunnel port (port
+    /// mapping, `mesh::portmap`), or no longer does (`None`).
+    PortMapped(Option<SocketAddr>),
     /// Every handshake of an [`Action::Punch`] ended without a tunnel.
     PunchFailed {
         /// The peer punched.

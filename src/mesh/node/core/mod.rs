@@ -485,6 +485,12 @@ impl NodeCore {
             }
             Input::Exit => self.stop(None),
             Input::LocalAddresses(addrs) => self.reach.set_local(&addrs),
+            Input::PortMapped(addr) => {
+                if let Some(a) = addr {
+                    info!(external = %a, "the home router forwards the tunnel port");
+                }
+                self.reach.set_mapped(addr);
+            }
             Input::Signal { src, bytes } => self.punch_signal(now, src, &bytes),
             Input::PunchFailed { peer } => self.punch_failed(now, peer),
             #[cfg(any(test, feature = "sim"))]

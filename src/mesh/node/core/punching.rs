@@ -13,6 +13,9 @@ pub enum Made {
     Direct,
     /// Handshakes from both sides at a moment agreed through the mesh.
     Punched,
+    /// Dialled to the address and port our home router forwards to us (port mapping): the
+    /// peer's hello says it dialled our mapped candidate.
+    Mapped,
 }
 
 impl Made {
@@ -20,6 +23,7 @@ impl Made {
         match self {
             Made::Direct => "direct",
             Made::Punched => "punched",
+            Made::Mapped => "mapped",
         }
     }
 }

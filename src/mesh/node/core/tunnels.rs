@@ -97,8 +97,16 @@ impl NodeCore {
         };
         // Punched when a punch with this peer was under way (either side's handshakes may
         // win), or when it replaces a punched duplicate.
+        // Mapped when the peer dialled the address our router forwards to us (its hello
+        // says where it sees us: the address it dialled).
+        let mapped = !info.initiated
+            && info.hello.observed.is_some_and(|o| {
+                Some(SocketAddr::new(o.ip().to_canonical(), o.port())) == self.reach.mapped()
+            });
         let made = if self.punch.tunnel_up(&peer) || replaced == Some(Made::Punched) {
             Made::Punched
+        } else if mapped || replaced == Some(Made::Mapped) {
+            Made::Mapped
         } else {
             Made::Direct
         };
