@@ -284,7 +284,8 @@ pub(crate) mod test_hook {
     pub(crate) enum Tamper {
         /// Nothing.
         None,
-        /// Flip a bit of the tag.
+        /// Flip a bit of the tag (made only by debug builds' hook).
+        #[cfg_attr(not(debug_assertions), allow(dead_code))]
         Flip,
         /// Send it twice.
         Replay,
