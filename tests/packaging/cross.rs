@@ -69,10 +69,9 @@ fn macos_tarball_has_the_pkg_layout() {
         .collect();
         assert_eq!(listing(&tarball), want);
         // the plist is the one `mesh service install` renders for /usr/local/bin/mesh
-        let plist = run(Command::new("tar")
-            .arg("xzOf")
-            .arg(&tarball)
-            .arg(format!("{top}/root/Library/LaunchDaemons/net.re6mesh.node.plist")));
+        let plist = run(Command::new("tar").arg("xzOf").arg(&tarball).arg(format!(
+            "{top}/root/Library/LaunchDaemons/net.re6mesh.node.plist"
+        )));
         assert_eq!(
             String::from_utf8_lossy(&plist.stdout),
             re6mesh::platform::service::launchd::PLIST
@@ -83,7 +82,10 @@ fn macos_tarball_has_the_pkg_layout() {
         for (mode, file) in [
             ("-rwxr-xr-x 0/0", "root/usr/local/bin/mesh"),
             ("-rwxr-xr-x 0/0", "scripts/postinstall"),
-            ("-rw-r--r-- 0/0", "root/Library/LaunchDaemons/net.re6mesh.node.plist"),
+            (
+                "-rw-r--r-- 0/0",
+                "root/Library/LaunchDaemons/net.re6mesh.node.plist",
+            ),
         ] {
             assert!(
                 long.lines()
@@ -150,7 +152,11 @@ fn cross_artefacts_hold_programs_for_their_os() {
         assert!(b.len() > 1 << 20, "{t}: mesh is {} bytes", b.len());
         // Mach-O 64-bit, little-endian, then the CPU type
         assert_eq!(b[..4], [0xcf, 0xfa, 0xed, 0xfe], "{t}: not Mach-O 64");
-        assert_eq!(u32::from_le_bytes([b[4], b[5], b[6], b[7]]), cpu, "{t}: CPU");
+        assert_eq!(
+            u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            cpu,
+            "{t}: CPU"
+        );
     }
     let top = format!("re6mesh-{}-{WINDOWS}", version());
     let zip = dir.join(format!("{top}.zip"));
@@ -164,7 +170,11 @@ fn cross_artefacts_hold_programs_for_their_os() {
         // the PE header's offset at 0x3c, then "PE\0\0" and the machine (AMD64)
         let pe = u32::from_le_bytes([b[0x3c], b[0x3d], b[0x3e], b[0x3f]]) as usize;
         assert_eq!(&b[pe..pe + 4], b"PE\0\0", "{file}");
-        assert_eq!(u16::from_le_bytes([b[pe + 4], b[pe + 5]]), machine, "{file}");
+        assert_eq!(
+            u16::from_le_bytes([b[pe + 4], b[pe + 5]]),
+            machine,
+            "{file}"
+        );
     }
     assert!(listing(&zip).contains(&format!("{top}/wintun-LICENSE.txt")));
 }

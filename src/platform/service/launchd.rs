@@ -81,7 +81,10 @@ pub fn install(o: InstallOptions) -> anyhow::Result<()> {
         // loaded from an earlier install: replace it with the new plist
         run_tool("launchctl", &["bootout", &target()])?;
     }
-    run_tool("launchctl", &["bootstrap", "system", &path.to_string_lossy()])?;
+    run_tool(
+        "launchctl",
+        &["bootstrap", "system", &path.to_string_lossy()],
+    )?;
     let joined = crate::state::is_joined(&crate::paths::system_node_dir());
     println!(
         "loaded {LABEL}{}; logs in /var/log/re6mesh.log",
@@ -263,7 +266,13 @@ mod tests {
             v,
             serde_json::json!([
                 LABEL,
-                ["/opt/a&b/mesh", "up", "--foreground", "--state-dir", "/var/lib/re6mesh"],
+                [
+                    "/opt/a&b/mesh",
+                    "up",
+                    "--foreground",
+                    "--state-dir",
+                    "/var/lib/re6mesh"
+                ],
                 [
                     "KeepAlive",
                     "Label",

@@ -130,9 +130,9 @@ mod scm {
     /// An SCM error as one sentence, with what to do for the usual ones.
     fn scm_error(what: &str, e: windows_service::Error) -> anyhow::Error {
         match os_code(&e) {
-            Some(ACCESS_DENIED) => anyhow::anyhow!(
-                "{what}: access denied; run it from an Administrator prompt"
-            ),
+            Some(ACCESS_DENIED) => {
+                anyhow::anyhow!("{what}: access denied; run it from an Administrator prompt")
+            }
             _ => anyhow::Error::new(e).context(what.to_owned()),
         }
     }
@@ -165,7 +165,8 @@ mod scm {
             account_password: None,
         };
         let scm = manager(ServiceManagerAccess::CONNECT | ServiceManagerAccess::CREATE_SERVICE)?;
-        let access = ServiceAccess::CHANGE_CONFIG | ServiceAccess::START | ServiceAccess::QUERY_STATUS;
+        let access =
+            ServiceAccess::CHANGE_CONFIG | ServiceAccess::START | ServiceAccess::QUERY_STATUS;
         let service = match scm.create_service(&info, access) {
             Ok(s) => {
                 println!("created service {NAME} ({})", exe.display());
@@ -344,8 +345,9 @@ mod scm {
             ServiceControl::Interrogate => ServiceControlHandlerResult::NoError,
             _ => ServiceControlHandlerResult::NotImplemented,
         };
-        let handle = service_control_handler::register(NAME, handler)
-            .map_err(|e| anyhow::Error::new(e).context("cannot register the service's control handler"))?;
+        let handle = service_control_handler::register(NAME, handler).map_err(|e| {
+            anyhow::Error::new(e).context("cannot register the service's control handler")
+        })?;
         handle.set_service_status(status_of(ServiceState::Running, ServiceExitCode::NO_ERROR))?;
         let body = BODY.lock().ok().and_then(|mut b| b.take());
         let result = match body {
