@@ -120,7 +120,11 @@ fn windows_zip_has_the_program_the_dll_and_the_installer() {
     let script = String::from_utf8_lossy(&script.stdout);
     // Windows line ends; the service is registered by mesh itself, on the state directory
     // made private first
-    assert!(script.lines().all(|l| l.ends_with('\r')), "{script}");
+    assert_eq!(
+        script.matches("\r\n").count(),
+        script.matches('\n').count(),
+        "not CRLF throughout: {script}"
+    );
     for want in [
         "& $mesh service install",
         "/inheritance:r",
