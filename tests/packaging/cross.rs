@@ -145,9 +145,15 @@ fn cross_artefacts_hold_programs_for_their_os() {
         return;
     };
     let dir = PathBuf::from(dir);
+    // the artefacts found there are checked (at least one); one not built is named
+    let mut checked = 0;
     for (t, cpu) in MACOS.iter().zip([0x0100_0007u32, 0x0100_000c]) {
         let top = format!("re6mesh-{}-{t}", version());
         let tarball = dir.join(format!("{top}.tar.gz"));
+        if !tarball.exists() {
+            println!("not built: {}", tarball.display());
+            continue;
+        }
         let o = run(Command::new("tar")
             .arg("xzOf")
             .arg(&tarball)
@@ -161,24 +167,27 @@ fn cross_artefacts_hold_programs_for_their_os() {
             cpu,
             "{t}: CPU"
         );
+        checked += 1;
     }
     let top = format!("re6mesh-{}-{WINDOWS}", version());
     let zip = dir.join(format!("{top}.zip"));
-    for (file, machine) in [("mesh.exe", 0x8664u16), ("wintun.dll", 0x8664)] {
-        let o = run(Command::new("unzip")
-            .arg("-p")
-            .arg(&zip)
-            .arg(format!("{top}/{file}")));
-        let b = &o.stdout;
-        assert_eq!(&b[..2], b"MZ", "{file}: not a PE file");
-        // the PE header's offset at 0x3c, then "PE\0\0" and the machine (AMD64)
-        let pe = u32::from_le_bytes([b[0x3c], b[0x3d], b[0x3e], b[0x3f]]) as usize;
-        assert_eq!(&b[pe..pe + 4], b"PE\0\0", "{file}");
-        assert_eq!(
-            u16::from_le_bytes([b[pe + 4], b[pe + 5]]),
-            machine,
-            "{file}"
-        );
+    if zip.exists() {
+        for file in ["mesh.exe", "wintun.dll"] {
+            let o = run(Command::new("unzip")
+                .arg("-p")
+                .arg(&zip)
+                .arg(format!("{top}/{file}")));
+            let b = &o.stdout;
+            assert_eq!(&b[..2], b"MZ", "{file}: not a PE file");
+            // the PE header's offset at 0x3c, then "PE\0\0" and the machine (AMD64)
+            let pe = u32::from_le_bytes([b[0x3c], b[0x3d], b[0x3e], b[0x3f]]) as usize;
+            assert_eq!(&b[pe..pe + 4], b"PE\0\0", "{file}");
+            assert_eq!(u16::from_le_bytes([b[pe + 4], b[pe + 5]]), 0x8664, "{file}");
+        }
+        assert!(listing(&zip).contains(&format!("{top}/wintun-LICENSE.txt")));
+        checked += 1;
+    } else {
+        println!("not built: {}", zip.display());
     }
-    assert!(listing(&zip).contains(&format!("{top}/wintun-LICENSE.txt")));
+    assert!(checked > 0, "no artefact in {}", dir.display());
 }
