@@ -16,9 +16,10 @@ pub fn user_node_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".re6mesh"))
 }
 
-/// The state directory of the system node (run by root or the service): `/var/lib/re6mesh`.
+/// The state directory of the system node (run by root or the service): `/var/lib/re6mesh`
+/// (Windows: `%ProgramData%\re6mesh`).
 pub fn system_node_dir() -> PathBuf {
-    PathBuf::from("/var/lib/re6mesh")
+    crate::platform::privilege::system_state_dir()
 }
 
 /// The node's default state directory: `/var/lib/re6mesh` as root, the platform data

@@ -10,6 +10,10 @@
 mod common;
 use common::wait_until;
 
+/// The macOS and Windows artefacts (issue 17).
+#[path = "packaging/cross.rs"]
+mod cross;
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

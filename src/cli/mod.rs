@@ -58,7 +58,8 @@ enum Command {
     #[command(subcommand)]
     #[cfg(target_os = "linux")]
     Babel(babel::BabelCmd),
-    /// The node as a system service: `install`, `uninstall`, `status` (systemd on Linux).
+    /// The node as a system service: `install`, `uninstall`, `status` (systemd on Linux, launchd
+    /// on macOS, a Windows service).
     #[command(subcommand)]
     Service(service::ServiceCmd),
     /// Root, once: a persistent TUN device for a user, so their `mesh up` needs no sudo.
@@ -89,7 +90,7 @@ pub struct StateDir {
     pub state_dir: Option<PathBuf>,
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, log_file: Option<std::fs::File>) {
     let default = match verbose {
         // quinn_udp warns on every datagram to an unreachable address (a peer we cannot
         // reach yet); the dial's own outcome is what matters.
@@ -99,6 +100,14 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MESH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    if let Some(file) = log_file {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .try_init();
+        return;
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -139,7 +148,7 @@ pub fn main() -> i32 {
     if prints_only {
         quiet_broken_pipe();
     }
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose, service_log(&cli.command));
     let result = match cli.command {
         Command::Registry(cmd) => registry::run(cmd),
         Command::Join(args) => join::run(args),
@@ -183,6 +192,23 @@ pub fn main() -> i32 {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Unavailable(pub String);
+
+/// The Windows service has no console: `mesh service run` logs to `<state-dir>\node.log`
+/// (appended; stderr if it cannot be opened).
+fn service_log(command: &Command) -> Option<std::fs::File> {
+    #[cfg(windows)]
+    if let Command::Service(service::ServiceCmd::Run(a)) = command {
+        let dir = service::run_dir(a);
+        let _ = std::fs::create_dir_all(&dir);
+        return std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(crate::platform::service::windows::LOG_FILE))
+            .ok();
+    }
+    let _ = command;
+    None
+}
 
 /// `mesh babel routes|stats` only print (`mesh babel` is Linux-only).
 fn babel_prints_only(command: &Command) -> bool {

@@ -1,319 +1,79 @@
-//! `mesh service install|uninstall|status`: the node as a system service (systemd on Linux;
-//! launchd and the Windows service plug in behind the same command).
-//!
-//! The unit is `installers/systemd/re6mesh.service`, built into the binary, with the path of
-//! the running `mesh` put in its `ExecStart`.
+//! `mesh service install|uninstall|status|run`: the node as a system service — systemd on
+//! Linux, a launchd daemon on macOS, a Windows service — behind the same command
+//! (src/platform/service, one file per service manager).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
-use crate::control::SERVICE_GROUP;
-
-/// The unit as shipped (ExecStart names `/usr/local/bin/mesh`).
-pub const UNIT: &str = include_str!("../../installers/systemd/re6mesh.service");
-/// The unit's name.
-pub const UNIT_NAME: &str = "re6mesh.service";
-const UNIT_DIR: &str = "/etc/systemd/system";
-const SHIPPED_BINARY: &str = "/usr/local/bin/mesh";
+use super::StateDir;
+use crate::platform::service::{self, InstallOptions};
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCmd {
-    /// Install the node's systemd unit, create group re6mesh and enable the service (root).
+    /// Install the node as a system service and enable it (root/Administrator): a systemd unit
+    /// (Linux; creates group and user re6mesh), a launchd daemon (macOS), a Windows service.
     Install(InstallArgs),
-    /// Stop and disable the service and remove its unit (the state directory stays).
+    /// Stop and remove the service (the state directory stays).
     Uninstall,
-    /// Is the unit installed, enabled, running?
+    /// Is the service installed, enabled, running?
     Status,
+    /// The Windows service's entry point, started by the Service Control Manager (on Linux and
+    /// macOS the service runs `mesh up --foreground`).
+    #[cfg_attr(not(windows), command(hide = true))]
+    Run(RunArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct InstallArgs {
-    /// Print the unit that would be installed and change nothing.
+    /// Print what would be installed (unit, plist or service command line) and change nothing.
     #[arg(long)]
     print: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub state: StateDir,
+}
+
 pub fn run(cmd: ServiceCmd) -> anyhow::Result<()> {
     match cmd {
-        ServiceCmd::Install(a) => install(a),
-        ServiceCmd::Uninstall => uninstall(),
-        ServiceCmd::Status => status(),
+        ServiceCmd::Install(a) => service::install(InstallOptions { print: a.print }),
+        ServiceCmd::Uninstall => service::uninstall(),
+        ServiceCmd::Status => service::status(),
+        ServiceCmd::Run(a) => run_service(a),
     }
 }
 
-/// The unit with `binary` in its `ExecStart`. The binary must survive the unit's sandbox:
-/// home directories are hidden (ProtectHome) and /tmp is private (PrivateTmp).
-pub fn render_unit(binary: &Path) -> anyhow::Result<String> {
-    let text = binary
-        .to_str()
-        .filter(|s| !s.contains(char::is_whitespace))
-        .with_context(|| {
-            format!(
-                "{} cannot go into a unit file (spaces or not UTF-8): install mesh as {SHIPPED_BINARY}",
-                binary.display()
-            )
-        })?;
-    for hidden in ["/home/", "/root/", "/tmp/", "/run/user/"] {
-        if text.starts_with(hidden) {
-            bail!(
-                "the service cannot run {text}: {hidden} is hidden from it; copy the binary first \
-                 (`sudo install -m 755 {text} {SHIPPED_BINARY}`) and run `sudo {SHIPPED_BINARY} service install`"
-            );
-        }
-    }
-    Ok(UNIT.replace(SHIPPED_BINARY, text))
+/// The state directory `mesh service run` works on (the system node's by default).
+#[cfg(windows)]
+pub fn run_dir(a: &RunArgs) -> std::path::PathBuf {
+    a.state
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::paths::system_node_dir)
 }
 
-fn install(a: InstallArgs) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("cannot find the path of this program")?;
-    let unit = render_unit(&exe)?;
-    if a.print {
-        print!("{unit}");
-        return Ok(());
-    }
-    require_linux_root("install")?;
-    if crate::control::service_group_id().is_none() {
-        systemctl_like("groupadd", &["--system", SERVICE_GROUP])?;
-        println!("created group {SERVICE_GROUP}");
-    }
-    // the unit's User= (the same account the packages create)
-    if !service_user_exists() {
-        systemctl_like(
-            "useradd",
-            &[
-                "--system",
-                "--gid",
-                SERVICE_GROUP,
-                "--home-dir",
-                "/var/lib/re6mesh/registry",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                "--comment",
-                "re6mesh node and registry",
-                SERVICE_GROUP,
-            ],
-        )?;
-        println!("created user {SERVICE_GROUP}");
-    }
-    let path = unit_path();
-    crate::fsutil::write_atomic(&path, unit.as_bytes(), 0o644)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    println!("wrote {}", path.display());
-    systemctl_like("systemctl", &["daemon-reload"])?;
-    systemctl_like("systemctl", &["enable", "--now", UNIT_NAME])?;
-    let joined = crate::state::is_joined(&crate::paths::system_node_dir());
-    println!(
-        "enabled {UNIT_NAME}{}",
-        if joined {
-            " and started it"
-        } else {
-            "; it starts once this machine has joined (`sudo mesh join TOKEN`, then `sudo systemctl start re6mesh`)"
+/// Windows: hands the node to the Service Control Manager, which runs it until it says stop.
+/// A machine that has not joined yet stops at once, successfully (nothing to run: like
+/// systemd's ConditionPathExists), so the SCM does not restart it in a loop.
+#[cfg(windows)]
+fn run_service(a: RunArgs) -> anyhow::Result<()> {
+    let dir = run_dir(&a);
+    service::windows::run_dispatcher(Box::new(move |stop| {
+        if !crate::state::is_joined(&dir) {
+            tracing::warn!(dir = %dir.display(), "not joined yet: nothing to run (`mesh join TOKEN --state-dir DIR`, then start the service)");
+            return Ok(());
         }
-    );
-    println!(
-        "members of group {SERVICE_GROUP} use the node without sudo: `sudo usermod -aG {SERVICE_GROUP} $USER`, then log in again"
-    );
-    Ok(())
+        let cfg = crate::node_config::NodeOptions::load(&dir)?.node_config(dir);
+        super::runtime()?.block_on(crate::mesh::node::run(cfg, stop))
+    }))
 }
 
-fn uninstall() -> anyhow::Result<()> {
-    require_linux_root("uninstall")?;
-    let path = unit_path();
-    if !path.exists() {
-        println!("{} is not installed", path.display());
-        return Ok(());
-    }
-    systemctl_like("systemctl", &["disable", "--now", UNIT_NAME])?;
-    std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-    systemctl_like("systemctl", &["daemon-reload"])?;
-    println!(
-        "removed {}; the state directory {} and group {SERVICE_GROUP} are kept",
-        path.display(),
-        crate::paths::system_node_dir().display()
-    );
-    Ok(())
-}
-
-fn status() -> anyhow::Result<()> {
-    let path = unit_path();
-    println!(
-        "unit            {} ({})",
-        path.display(),
-        if path.exists() {
-            "installed"
-        } else {
-            "not installed"
-        }
-    );
-    // `systemctl is-enabled/is-active` print one word and exit non-zero for "no": both are answers.
-    for what in ["is-enabled", "is-active"] {
-        let word = Command::new("systemctl")
-            .args([what, UNIT_NAME])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_else(|_| "unknown (no systemctl)".to_owned());
-        println!(
-            "{:<16}{}",
-            what.trim_start_matches("is-"),
-            if word.is_empty() { "unknown" } else { &word }
-        );
-    }
-    println!(
-        "group           {SERVICE_GROUP} ({})",
-        if crate::control::service_group_id().is_some() {
-            "exists"
-        } else {
-            "missing"
-        }
-    );
-    println!(
-        "user            {SERVICE_GROUP} ({})",
-        if service_user_exists() {
-            "exists"
-        } else {
-            "missing"
-        }
-    );
-    Ok(())
-}
-
-/// Whether the account the unit runs as (`User=re6mesh`) exists.
-fn service_user_exists() -> bool {
-    #[cfg(unix)]
-    {
-        crate::platform::privilege::find_user(SERVICE_GROUP).is_some()
-    }
-    #[cfg(not(unix))]
-    {
-        false
-    }
-}
-
-fn unit_path() -> PathBuf {
-    Path::new(UNIT_DIR).join(UNIT_NAME)
-}
-
-fn require_linux_root(what: &str) -> anyhow::Result<()> {
-    if !cfg!(target_os = "linux") {
-        bail!("`mesh service {what}` is only available on Linux (systemd) for now");
-    }
-    if !crate::paths::is_root() {
-        bail!("`mesh service {what}` changes the system: run it with sudo");
-    }
-    Ok(())
-}
-
-/// Runs a system tool, its failure as one sentence.
-fn systemctl_like(program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let line = format!("{program} {}", args.join(" "));
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run `{line}` (is systemd installed?)"))?;
-    if !out.status.success() {
-        bail!(
-            "`{line}` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shipped_unit_renders_unchanged_for_usr_local_bin() {
-        assert_eq!(render_unit(Path::new(SHIPPED_BINARY)).unwrap(), UNIT);
-        let u = render_unit(Path::new("/usr/bin/mesh")).unwrap();
-        assert!(
-            u.contains("ExecStart=/usr/bin/mesh up --foreground --state-dir /var/lib/re6mesh\n")
-        );
-        assert!(!u.contains(SHIPPED_BINARY));
-    }
-
-    #[test]
-    fn refuses_binaries_the_sandbox_hides() {
-        for p in [
-            "/home/alice/re6mesh/target/release/mesh",
-            "/tmp/mesh",
-            "/opt/my mesh",
-        ] {
-            let e = render_unit(Path::new(p)).unwrap_err().to_string();
-            assert!(e.contains("/usr/local/bin/mesh"), "{e}");
-        }
-    }
-
-    /// Every directive line of the unit is preceded by a comment (STYLE 15), and the
-    /// hardening the issue asks for is there.
-    #[test]
-    fn unit_is_commented_and_hardened() {
-        let mut commented = false;
-        for line in UNIT.lines() {
-            if line.starts_with('#') {
-                commented = true;
-            } else if line.is_empty() || line.starts_with('[') {
-                commented = false;
-            } else {
-                assert!(commented, "no comment above {line:?}");
-            }
-        }
-        for want in [
-            "CapabilityBoundingSet=CAP_NET_ADMIN\n",
-            "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK\n",
-            "UMask=0077\n",
-            "Group=re6mesh\n",
-            "User=re6mesh\n",
-            "AmbientCapabilities=CAP_NET_ADMIN\n",
-            "StateDirectory=re6mesh\n",
-            "NoNewPrivileges=yes\n",
-            "DeviceAllow=/dev/net/tun rw\n",
-            "ProtectSystem=strict\n",
-        ] {
-            assert!(UNIT.contains(want), "missing {want:?}");
-        }
-    }
-
-    /// `systemd-analyze verify` on the unit rendered for this test binary's `mesh` (it checks
-    /// that ExecStart exists) and on the registry's unit. Skips loudly without systemd-analyze.
-    #[test]
-    fn units_pass_systemd_analyze_verify() {
-        let have = Command::new("systemd-analyze").arg("--version").output();
-        if !have.is_ok_and(|o| o.status.success()) {
-            println!(
-                "SKIPPED units_pass_systemd_analyze_verify: systemd-analyze not installed (apt-get install systemd)"
-            );
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        // A real file outside the hidden trees stands in for the binary.
-        let registry = include_str!("../../installers/systemd/re6mesh-registry.service");
-        let bin = Path::new("/bin/true");
-        let node = UNIT.replace(SHIPPED_BINARY, bin.to_str().unwrap());
-        let registry = registry.replace(SHIPPED_BINARY, bin.to_str().unwrap());
-        for (name, text) in [
-            ("re6mesh.service", node),
-            ("re6mesh-registry.service", registry),
-        ] {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text).unwrap();
-            // --man=no: the man page ships with the package, not with the test tree.
-            let o = Command::new("systemd-analyze")
-                .args(["verify", "--man=no"])
-                .arg(&path)
-                .output()
-                .unwrap();
-            assert!(
-                o.status.success() && o.stderr.is_empty(),
-                "{name}: {}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-    }
+#[cfg(not(windows))]
+fn run_service(a: RunArgs) -> anyhow::Result<()> {
+    let _ = a.state;
+    Err(super::Unavailable(
+        "`mesh service run` is the Windows service's entry point; here the service runs `mesh up --foreground` (`mesh service install`)".to_owned(),
+    )
+    .into())
 }

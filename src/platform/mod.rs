@@ -11,6 +11,8 @@
 //! * [`privilege`]: "are we root/administrator", the hint to print when we are not, and the
 //!   system-wide state directory.
 //! * [`process`]: asking a child process to stop (SIGTERM; no equivalent on Windows).
+//! * [`service`]: the node as a system service — systemd (Linux), launchd (macOS), the Windows
+//!   Service Control Manager — behind `mesh service install|uninstall|status`.
 //! * [`tun`]: the TUN device's default name and the address calls tun-rs spells differently
 //!   per OS (Linux `mesh0`; macOS `utun`, numbered by the system; Windows wintun `mesh0`).
 //! * Linux only: the sockets of a Babel LAN interface (`LanSocket`) and the rtnetlink calls
@@ -23,6 +25,7 @@
 pub mod control_socket;
 pub mod privilege;
 pub mod process;
+pub mod service;
 pub mod tun;
 
 #[cfg(target_os = "linux")]

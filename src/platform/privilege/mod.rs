@@ -8,6 +8,6 @@ mod imp;
 #[path = "windows.rs"]
 mod imp;
 
-pub use imp::{TUN_HINT, is_root, tun_hint};
+pub use imp::{TUN_HINT, is_root, system_state_dir, tun_hint};
 #[cfg(unix)]
 pub use imp::{User, effective_gid, effective_uid, find_user, linux_user_hint, user_in};

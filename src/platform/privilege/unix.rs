@@ -5,6 +5,11 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// The system node's state directory (root's, and the services'): `/var/lib/re6mesh`.
+pub fn system_state_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from("/var/lib/re6mesh")
+}
+
 /// The effective user id.
 pub fn effective_uid() -> u32 {
     rustix::process::geteuid().as_raw()

@@ -7,6 +7,15 @@ pub fn is_root() -> bool {
     false
 }
 
+/// The system node's state directory (the service's): `%ProgramData%\re6mesh`
+/// (`C:\ProgramData\re6mesh`).
+pub fn system_state_dir() -> std::path::PathBuf {
+    std::env::var_os("ProgramData")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(r"C:\ProgramData"))
+        .join("re6mesh")
+}
+
 /// What to do when the TUN device is refused for lack of privilege.
 pub const TUN_HINT: &str = "run it from an Administrator prompt, with wintun.dll next to mesh.exe";
 
