@@ -478,6 +478,7 @@ fn root_nat_a_laptop_moving_to_another_home_keeps_talking() {
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));
     let ups_before = net.log("l1").matches("tunnel up").count();
+    let reach_before = net.log("l1").matches("this node can be reached at").count();
     // the move
     sh(&net.rig, "l1", "ip route del default");
     sh(&net.rig, "l1", "ip addr flush dev to-r1");
@@ -488,6 +489,9 @@ fn root_nat_a_laptop_moving_to_another_home_keeps_talking() {
     );
     sh(&net.rig, "l1", "ip route add default via 192.168.3.1");
     let moved = Instant::now();
+    // l1 learns where the outside sees it now (r2's public address, from the public node)
+    // and announces it: the time from the move
+    let mut announced = None;
     let t = Instant::now();
     while net
         .rig
@@ -495,6 +499,15 @@ fn root_nat_a_laptop_moving_to_another_home_keeps_talking() {
         .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     {
         assert!(t.elapsed() < Duration::from_secs(40), "ping never ended");
+        if announced.is_none() && new_reach_at(&net.log("l1"), reach_before, "203.0.113.2:") {
+            announced = Some(moved.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    while announced.is_none() && moved.elapsed() < Duration::from_secs(40) {
+        if new_reach_at(&net.log("l1"), reach_before, "203.0.113.2:") {
+            announced = Some(moved.elapsed());
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     let text = std::fs::read_to_string(&out).unwrap();
@@ -521,6 +534,7 @@ fn root_nat_a_laptop_moving_to_another_home_keeps_talking() {
         .collect();
     println!(
         "roaming: {} of 150 pings answered across the move ({:?} ago), longest gap {} ms; \
+         new public candidate announced {announced:?} after the move; \
          tunnels l1 brought up: {ups_before} before the move, {} after ({up_lines:?})",
         seqs.len(),
         moved.elapsed(),
@@ -535,4 +549,12 @@ fn root_nat_a_laptop_moving_to_another_home_keeps_talking() {
         to_pub, 1,
         "the tunnel to the public node was dialled again: {up_lines:?}"
     );
+}
+
+/// Whether a "this node can be reached at" line after the first `skip` ones names `at`.
+fn new_reach_at(log: &str, skip: usize, at: &str) -> bool {
+    log.lines()
+        .filter(|l| l.contains("this node can be reached at"))
+        .skip(skip)
+        .any(|l| l.contains(at))
 }

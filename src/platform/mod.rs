@@ -36,3 +36,5 @@ mod linux;
 pub use linux::lan_sock::LanSocket;
 #[cfg(target_os = "linux")]
 pub use linux::netlink::{IfaceAddrs, Netlink, RTPROT_MESH};
+#[cfg(target_os = "linux")]
+pub use linux::netwatch::{Change as NetChange, NetWatch};

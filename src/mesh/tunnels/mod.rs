@@ -445,9 +445,15 @@ impl TunnelLink {
         self.conn.rtt()
     }
 
-    /// The peer's UDP address.
+    /// The peer's UDP address (QUIC moves it when the peer migrates).
     pub fn remote_address(&self) -> SocketAddr {
         self.conn.remote_address()
+    }
+
+    /// The local address the peer dialled, for a tunnel we accepted (quinn answers from it
+    /// for the life of the connection); `None` for one we dialled (the OS picks).
+    pub fn local_ip(&self) -> Option<IpAddr> {
+        self.conn.local_ip()
     }
 
     /// This tunnel's traffic counters.
@@ -635,6 +641,14 @@ impl TunnelEndpoint {
     /// The bound UDP address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()
+    }
+
+    /// Moves the endpoint to a new UDP socket bound to `addr` (its address is gone from the
+    /// host): every tunnel goes on from it (QUIC migration, for those we dialled).
+    pub fn rebind(&self, addr: SocketAddr) -> std::io::Result<()> {
+        let socket = std::net::UdpSocket::bind(addr)?;
+        socket_buffers(&socket);
+        self.endpoint.rebind(socket)
     }
 
     /// The trust (to swap the revoked set).

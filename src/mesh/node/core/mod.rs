@@ -23,7 +23,7 @@
 //!   (counted by the shell), as a router drops on a full queue.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
 use ipnet::Ipv6Net;
@@ -56,6 +56,7 @@ mod interface;
 mod origin;
 mod params;
 mod punching;
+mod roam;
 mod tunnels;
 
 pub use interface::{
@@ -69,6 +70,7 @@ pub use origin::{
 use params::timers_of;
 pub use params::{mac_keys, protocol_too_old, renew_at, router_id_for};
 pub use punching::Made;
+pub use roam::{is_stranded, rebind_to};
 
 /// How often the core runs its housekeeping round (renewal, dials, tunnel manager).
 pub const TICK: Duration = Duration::from_millis(500);
@@ -238,6 +240,9 @@ pub struct NodeCore {
     subnet_routes: SubnetRoutes,
     /// Hole punching through the mesh (`punching.rs`).
     punch: Puncher,
+    /// The host's network changed: every tunnel gets a repeated hello at the end of this
+    /// input (`roam.rs`).
+    probe_paths: bool,
 }
 
 impl NodeCore {
@@ -336,6 +341,7 @@ impl NodeCore {
             origin: None,
             subnet_routes: SubnetRoutes::default(),
             punch,
+            probe_paths: false,
         };
         if let Some(setup) = cfg.origin {
             core.origin_init(now, setup);
@@ -485,6 +491,8 @@ impl NodeCore {
             }
             Input::Exit => self.stop(None),
             Input::LocalAddresses(addrs) => self.reach.set_local(&addrs),
+            Input::NetworkChanged { addrs, stranded } => self.network_changed(now, addrs, stranded),
+            Input::PathMoved { tunnel, remote } => self.path_moved(tunnel, remote),
             Input::PortMapped(addr) => {
                 if let Some(a) = addr {
                     info!(external = %a, "the home router forwards the tunnel port");
@@ -511,39 +519,32 @@ impl NodeCore {
     }
 
     /// Announces the endpoint candidates when they changed: in the hello of new tunnels, to
-    /// the registry, and to every neighbour in a repeated hello.
+    /// the registry, and to every neighbour in a repeated hello (which also goes out after a
+    /// change of the host's network, changed or not: every tunnel proves its path).
     fn refresh_reach(&mut self) {
         if self.down {
+            self.probe_paths = false;
             return;
         }
         self.reach.set_network(self.net.params().network);
-        let Some(c) = self.reach.poll_changed() else {
+        let changed = self.reach.poll_changed();
+        let probe = std::mem::take(&mut self.probe_paths);
+        if let Some(c) = changed.clone() {
+            if c != self.my_endpoints {
+                info!(endpoints = ?c, "this node can be reached at");
+            }
+            self.my_endpoints = c.clone();
+            self.push_hello();
+            if !c.is_empty() {
+                self.actions.push_back(Action::ReportEndpoints(c));
+            }
+        } else if !probe {
             return;
-        };
-        if c != self.my_endpoints {
-            info!(endpoints = ?c, "this node can be reached at");
         }
-        self.my_endpoints = c.clone();
-        self.push_hello();
-        if !c.is_empty() {
-            self.actions.push_back(Action::ReportEndpoints(c.clone()));
-        }
-        let p = self.net.params();
         let hellos: Vec<(TunnelId, ControlMsg)> = self
             .tunnels
             .iter()
-            .map(|(id, t)| {
-                (
-                    *id,
-                    ControlMsg::Hello {
-                        protocol: PROTOCOL_VERSION,
-                        params_version: p.version,
-                        endpoints: c.clone(),
-                        country: self.country.clone(),
-                        observed: Some(t.remote),
-                    },
-                )
-            })
+            .map(|(id, t)| (*id, self.repeated_hello(t.remote)))
             .collect();
         for (id, m) in hellos {
             self.send_control(id, m);
