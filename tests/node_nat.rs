@@ -556,6 +556,25 @@ fn root_nat_a_laptop_moving_to_another_home_keeps_talking() {
         "l1 did not announce its new public address: {}",
         reach_lines(&l1_log)
     );
+    // the public node's side: the tunnel moved to r2's address (QUIC migration, seen by its
+    // shell), and `mesh peers` says so
+    let l1_prefix = net.prefix("l1").to_string();
+    let t = Instant::now();
+    loop {
+        let seen = net
+            .peers("pub", false)
+            .into_iter()
+            .find(|p| p["prefix"].as_str() == Some(l1_prefix.as_str()))
+            .and_then(|p| p["endpoint"].as_str().map(str::to_owned));
+        if seen.as_deref().is_some_and(|e| e.contains("203.0.113.2")) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the public node still sees l1 at {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // migration, not a new handshake: l1 brought up no new tunnel to the public node
     let pub_prefix = format!("peer={}", net.prefix("pub"));
     let to_pub = up_lines.iter().filter(|l| l.contains(&pub_prefix)).count();
