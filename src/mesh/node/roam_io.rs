@@ -17,10 +17,12 @@ use super::shell::ShellEvent;
 
 /// How often the addresses are listed again where the OS does not say when they change.
 pub(super) const LOCAL_ADDRESS_INTERVAL: Duration = Duration::from_secs(30);
-/// A change is acted on once the OS has said nothing more for this long (a move is a burst
+/// Linux: a change is acted on once the OS has said nothing more for this long (a move is a burst
 /// of messages: the old address and route go, a link comes, the new address and route).
+#[cfg(target_os = "linux")]
 pub(super) const NETWORK_SETTLE: Duration = Duration::from_millis(200);
 /// ... but no later than this after the first message of the burst.
+#[cfg(target_os = "linux")]
 pub(super) const NETWORK_SETTLE_MAX: Duration = Duration::from_secs(1);
 
 /// Starts the task. `changed` is notified whenever the addresses differ from the last look

@@ -598,6 +598,29 @@ fn socket_buffers(socket: &std::net::UdpSocket) {
     );
 }
 
+/// The tunnel socket. Bound to one address, it allows another socket on the same port with
+/// `SO_REUSEADDR` (the unspecified address it moves to if that address goes:
+/// [`TunnelEndpoint::rebind`]); on the unspecified address, a second node on the port is
+/// refused as ever.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    if addr.ip().is_unspecified() {
+        std::net::UdpSocket::bind(addr)
+    } else {
+        reusable_udp_socket(addr)
+    }
+}
+
+fn reusable_udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
 impl TunnelEndpoint {
     /// Binds the node's UDP port with its identity. Must run inside a tokio runtime.
     pub fn bind(
@@ -613,7 +636,7 @@ impl TunnelEndpoint {
                 "cannot use UDP {addr}: {e} (is another node running on this port?)"
             ))
         };
-        let socket = std::net::UdpSocket::bind(addr).map_err(setup)?;
+        let socket = udp_socket(addr).map_err(setup)?;
         socket_buffers(&socket);
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
@@ -646,7 +669,7 @@ impl TunnelEndpoint {
     /// Moves the endpoint to a new UDP socket bound to `addr` (its address is gone from the
     /// host): every tunnel goes on from it (QUIC migration, for those we dialled).
     pub fn rebind(&self, addr: SocketAddr) -> std::io::Result<()> {
-        let socket = std::net::UdpSocket::bind(addr)?;
+        let socket = reusable_udp_socket(addr)?;
         socket_buffers(&socket);
         self.endpoint.rebind(socket)
     }
