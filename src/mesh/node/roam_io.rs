@@ -1,6 +1,6 @@
 //! The host's addresses for the node (roaming, issue 14): listed at start, then again on
 //! every change the OS reports — Linux: rtnetlink (`platform::NetWatch`), debounced
-//! [`NETWORK_SETTLE`]; elsewhere, or when netlink cannot be opened: every
+//! `NETWORK_SETTLE` (200 ms); elsewhere, or when netlink cannot be opened: every
 //! [`LOCAL_ADDRESS_INTERVAL`]. A change reaches the shell as [`ShellEvent::Network`]; the
 //! shell names the tunnels it strands and the core decides (`core/roam.rs`).
 #![allow(clippy::disallowed_methods)] // IO shell: a task that waits on the OS and reads the clock
