@@ -29,6 +29,11 @@ fn at(ms: u64) -> Now {
 
 /// A core for node 1 whose host has `addrs`.
 fn core(addrs: &[&str]) -> NodeCore {
+    core_with(addrs, vec![])
+}
+
+/// The same, with `--peer`s.
+fn core_with(addrs: &[&str], static_peers: Vec<(Ipv6Net, SocketAddr)>) -> NodeCore {
     let epoch = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
     let ca = Ca::generate(&NETWORK.parse().unwrap(), epoch).unwrap();
     let crl = ca.crl(1, &[], epoch).unwrap();
@@ -69,7 +74,7 @@ fn core(addrs: &[&str]) -> NodeCore {
             name: None,
             not_before: 0,
             not_after: i64::MAX / 2,
-            static_peers: vec![],
+            static_peers,
             endpoints: vec![],
             listen_port: 6464,
             country: None,
@@ -344,5 +349,49 @@ fn stranded_tunnels_and_the_socket_to_move_are_told_by_the_addresses_left() {
     assert_eq!(
         rebind_to(sa("[2001:db8::4]:7000"), &now),
         Some(sa("[::]:7000"))
+    );
+}
+
+#[test]
+fn a_stranded_peer_given_with_peer_is_dialled_again_at_its_configured_address_first() {
+    let mut c = core_with(&["192.168.1.20"], vec![(p(3), sa("192.0.2.3:6464"))]);
+    up(
+        &mut c,
+        2,
+        3,
+        false,
+        "192.168.1.30:6464",
+        "192.168.1.20:6464",
+    );
+    let _ = actions(&mut c);
+    c.handle(
+        at(1000),
+        Input::NetworkChanged {
+            addrs: vec![ip("10.0.0.7")],
+            stranded: vec![TunnelId(2)],
+        },
+    );
+    let a = actions(&mut c);
+    let dials: Vec<Vec<SocketAddr>> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::Dial { peer, addrs } if *peer == p(3) => Some(addrs.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        dials,
+        vec![vec![
+            sa("192.0.2.3:6464"),
+            sa("198.51.100.3:6464"),
+            sa("192.168.1.30:6464")
+        ]]
+    );
+    // the next round does not dial it a second time while that dial is in flight
+    c.handle_timeout(at(1600));
+    assert!(
+        !actions(&mut c)
+            .iter()
+            .any(|a| matches!(a, Action::Dial { .. })),
     );
 }
