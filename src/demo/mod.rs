@@ -3,4 +3,5 @@
 
 #[cfg(target_os = "linux")]
 pub mod net;
+pub mod run;
 pub mod topology;
