@@ -94,6 +94,15 @@ pub const KILL_CLOSE_DELAY: Duration = Duration::from_secs(2);
 /// hands its routes over too, if the replaced connection is still there; closed at once, the
 /// peer would lose its routes through us until Babel learnt them again over the new one.
 pub const DUPLICATE_CLOSE_DELAY: Duration = Duration::from_secs(2);
+/// Every Babel packet sent over a tunnel is padded to this many bytes (trailer PadN), so its
+/// datagram is as large as the largest data datagram on the smallest path re6mesh accepts
+/// ([`QUIC_MIN_MTU`](crate::mesh::tunnels::QUIC_MIN_MTU) bytes of UDP payload). A path whose
+/// MTU shrinks below that after the handshake then loses Babel's hellos as it loses the
+/// data, so the neighbour's link cost goes to infinity and the routes move to other tunnels
+/// — instead of a tunnel that stays up on its small keep-alives and black-holes every
+/// full-size packet (QUIC's own black-hole detection stops at `min_mtu`).
+pub const BABEL_PADDED_LEN: usize =
+    crate::mesh::seal::wire::MIN_TUNNEL_DATAGRAM - crate::mesh::tunnels::frame::HEADER_LEN;
 /// A dial that has not come to anything in this long is forgotten.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Parameters and CRL are asked of the registry at most this often.
@@ -903,10 +912,9 @@ impl NodeCore {
             if let Some(&tunnel) = self.by_iface.get(&t.iface)
                 && self.tunnels.get(&tunnel).is_some_and(|e| !e.held)
             {
-                self.actions.push_back(Action::SendBabel {
-                    tunnel,
-                    bytes: t.bytes,
-                });
+                let mut bytes = t.bytes;
+                crate::wire::packet::pad_trailer(&mut bytes, BABEL_PADDED_LEN);
+                self.actions.push_back(Action::SendBabel { tunnel, bytes });
             }
         }
         let mut changed = false;
