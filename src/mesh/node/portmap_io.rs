@@ -625,6 +625,146 @@ fn parse_proc_net_route(text: &str) -> Option<Ipv4Addr> {
 mod tests {
     use super::*;
 
+    /// A fake UPnP gateway on loopback: answers each SOAP call with the next canned answer
+    /// (status, body) and records the `SOAPAction`s it got.
+    async fn fake_gateway(
+        answers: Vec<(u16, Vec<u8>)>,
+    ) -> (upnp::Service, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let answers = Arc::new(Mutex::new(answers.into_iter()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (log, answers) = (log.clone(), answers.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let action = req
+                                .headers()
+                                .get("soapaction")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string();
+                            log.lock().unwrap().push(action);
+                            let (status, body) =
+                                answers.lock().unwrap().next().unwrap_or((500, Vec::new()));
+                            async move {
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .body(Full::new(Bytes::from(body)))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        let service = upnp::Service {
+            service_type: "urn:schemas-upnp-org:service:WANIPConnection:1".into(),
+            control: upnp::HttpUrl {
+                addr,
+                path: "/ctl/IPConn".into(),
+            },
+        };
+        (service, seen)
+    }
+
+    fn corpus(name: &str) -> Vec<u8> {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fuzz/corpus/upnp")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    fn fault(code: u16) -> Vec<u8> {
+        format!(
+            "<s:Envelope><s:Body><s:Fault><detail><UPnPError><errorCode>{code}</errorCode>\
+             <errorDescription>E{code}</errorDescription></UPnPError></detail></s:Fault>\
+             </s:Body></s:Envelope>"
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn upnp_renewal_and_removal_go_to_the_held_service() {
+        let (service, seen) = fake_gateway(vec![
+            (200, corpus("soap-add-ok")),
+            (200, corpus("soap-external-ip")),
+            (500, fault(501)),
+            (200, corpus("soap-delete-ok")),
+        ])
+        .await;
+        let previous = Mapping {
+            protocol: Protocol::Upnp,
+            gateway: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            external: "10.99.0.1:6464".parse().unwrap(),
+            lifetime: Duration::from_secs(3600),
+        };
+        let mut io = RouterIo {
+            natpmp: None,
+            upnp: Some(UpnpHeld {
+                service: service.clone(),
+                client: Ipv4Addr::LOCALHOST,
+                external_port: 6464,
+            }),
+        };
+        let lease = Duration::from_secs(3600);
+        let m = io
+            .map(Protocol::Upnp, None, 6464, lease, Some(previous))
+            .await
+            .unwrap();
+        assert_eq!(m, previous, "renewed: same external address, lease granted");
+        // a failed renewal keeps the service for the next attempt
+        let e = io
+            .map(Protocol::Upnp, None, 6464, lease, Some(previous))
+            .await
+            .unwrap_err();
+        assert!(e.contains("501"), "{e}");
+        assert!(io.upnp.is_some());
+        io.unmap(previous).await.unwrap();
+        assert!(io.upnp.is_none());
+        let st = &service.service_type;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                format!("\"{st}#AddPortMapping\""),
+                format!("\"{st}#GetExternalIPAddress\""),
+                format!("\"{st}#AddPortMapping\""),
+                format!("\"{st}#DeletePortMapping\""),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn upnp_router_granting_only_permanent_leases_gets_asked_for_one() {
+        let (service, seen) = fake_gateway(vec![
+            (500, fault(upnp::ONLY_PERMANENT_LEASES)),
+            (200, corpus("soap-add-ok")),
+            (200, corpus("soap-external-ip")),
+        ])
+        .await;
+        let (lease, ip) = upnp_add(&service, Ipv4Addr::LOCALHOST, 6464, 3600)
+            .await
+            .unwrap();
+        assert_eq!((lease, ip), (0, Ipv4Addr::new(10, 99, 0, 1)));
+        assert_eq!(seen.lock().unwrap().len(), 3);
+        // a conflict is an error, said as the router said it
+        let (service, _) = fake_gateway(vec![(500, corpus("soap-add-fault"))]).await;
+        let e = upnp_add(&service, Ipv4Addr::LOCALHOST, 6464, 3600)
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("718") && e.contains("ConflictInMappingEntry"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn the_default_gateway_is_read_from_proc_net_route() {
         let le = |ip: [u8; 4]| format!("{:08X}", u32::from_ne_bytes(ip));
