@@ -409,6 +409,10 @@ fn mapped_and_dialled(tag: &str, port: u16, natpmp: bool) {
     );
     if !natpmp {
         assert_eq!(pm["gateway"], "192.168.50.1", "the UPnP gateway: {pm}");
+        assert!(
+            !net.log("miniupnpd").contains("Listening for NAT-PMP/PCP"),
+            "the router speaks neither NAT-PMP nor PCP"
+        );
     }
     assert!(pm["lifetime_secs"].as_u64().is_some_and(|l| l > 0), "{pm}");
     assert!(
