@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use re6mesh::control::client::{ControlClient, ControlClientError};
+use re6mesh::control::locate::{self, Probe};
 use re6mesh::control::server::{ControlBindError, ControlServer};
 use re6mesh::control::*;
 
@@ -90,6 +91,8 @@ async fn control_socket_answers_reads_and_actions_and_cleans_up() {
         client.status().await,
         Err(ControlClientError::NotRunning(_))
     ));
+    // what a plain `mesh status` probes: the directory's endpoint (socket, or named pipe)
+    assert_eq!(locate::probe(dir.path()).await, Probe::Nothing);
     let server = ControlServer::bind(dir.path(), 0o600).await.unwrap();
     let sock = server.path().to_path_buf();
     #[cfg(unix)]
@@ -119,6 +122,7 @@ async fn control_socket_answers_reads_and_actions_and_cleans_up() {
         }
     }
 
+    assert_eq!(locate::probe(dir.path()).await, Probe::Answers);
     let st = client.status().await.unwrap();
     assert_eq!(st.state, NodeStateName::Up);
     let v = serde_json::to_value(&st).unwrap();
@@ -157,6 +161,7 @@ async fn control_socket_answers_reads_and_actions_and_cleans_up() {
     tx.send(()).unwrap();
     task.await.unwrap().unwrap();
     assert!(!sock.exists(), "socket left behind");
+    assert_eq!(locate::probe(dir.path()).await, Probe::Nothing);
 }
 
 #[cfg(unix)]
