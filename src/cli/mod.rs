@@ -128,11 +128,25 @@ fn quiet_broken_pipe() {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("");
-        if payload.starts_with("failed printing to stdout") && payload.contains("Broken pipe") {
+        if is_closed_stdout(payload) {
             std::process::exit(0);
         }
         default(info);
     }));
+}
+
+/// Whether `println!`'s panic message says the reader of stdout is gone: EPIPE on Unix
+/// ("Broken pipe (os error 32)"); on Windows ERROR_BROKEN_PIPE (109) or ERROR_NO_DATA (232),
+/// whose text is localised, so the code is what is matched.
+fn is_closed_stdout(panic_message: &str) -> bool {
+    let Some(why) = panic_message.strip_prefix("failed printing to stdout") else {
+        return false;
+    };
+    if cfg!(windows) {
+        why.contains("(os error 109)") || why.contains("(os error 232)")
+    } else {
+        why.contains("Broken pipe")
+    }
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -242,4 +256,21 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_closed_stdout_is_recognised_on_this_os() {
+        let closed = if cfg!(windows) {
+            "failed printing to stdout: The pipe is being closed. (os error 232)"
+        } else {
+            "failed printing to stdout: Broken pipe (os error 32)"
+        };
+        assert!(super::is_closed_stdout(closed));
+        assert!(!super::is_closed_stdout(
+            "failed printing to stdout: Permission denied (os error 5)"
+        ));
+        assert!(!super::is_closed_stdout("index out of bounds"));
+    }
 }

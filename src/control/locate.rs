@@ -13,6 +13,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::platform::control_socket;
+
 /// Which node a command talks to, and why that one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeChoice {
@@ -112,6 +114,17 @@ fn list(paths: &[PathBuf]) -> String {
         .join(" nor on ")
 }
 
+/// Windows: the service's pipe keeps its default security (LocalSystem, Administrators).
+#[cfg(windows)]
+fn denied_sentence(socket: &Path, group_exists: bool) -> String {
+    let _ = group_exists;
+    format!(
+        "you may not use the system node's control endpoint {} (it is the service's): run the command from an Administrator prompt",
+        socket.display()
+    )
+}
+
+#[cfg(not(windows))]
 fn denied_sentence(socket: &Path, group_exists: bool) -> String {
     // Also what a user sees when root's state directory is still private (0700): the socket
     // may or may not be there, and either way the remedy is the same.
@@ -132,20 +145,13 @@ fn denied_sentence(socket: &Path, group_exists: bool) -> String {
     }
 }
 
-/// Tries to connect to the control socket of `dir`.
+/// Tries to connect to the control endpoint of `dir` (its Unix socket, or its named pipe on
+/// Windows).
 pub async fn probe(dir: &Path) -> Probe {
-    #[cfg(unix)]
-    {
-        match tokio::net::UnixStream::connect(dir.join(super::SOCKET_NAME)).await {
-            Ok(_) => Probe::Answers,
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Probe::Denied,
-            Err(_) => Probe::Nothing,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Probe::Nothing
+    match control_socket::connect(&control_socket::endpoint(dir)).await {
+        Ok(_) => Probe::Answers,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Probe::Denied,
+        Err(_) => Probe::Nothing,
     }
 }
 
@@ -167,12 +173,12 @@ where
     match probe(c.system.clone()).await {
         Probe::Answers => Ok(NodeChoice::System(c.system.clone())),
         Probe::Denied => Err(LocateError::SystemDenied {
-            socket: c.system.join(super::SOCKET_NAME),
+            socket: control_socket::endpoint(&c.system),
             group_exists: super::service_group_id().is_some(),
         }),
         Probe::Nothing => Err(LocateError::NotRunning(vec![
-            c.user.join(super::SOCKET_NAME),
-            c.system.join(super::SOCKET_NAME),
+            control_socket::endpoint(&c.user),
+            control_socket::endpoint(&c.system),
         ])),
     }
 }
@@ -276,27 +282,42 @@ mod tests {
         let c = cands(false, None);
         let e = run(&c, Probe::Nothing, Probe::Denied).unwrap_err();
         assert!(
-            matches!(&e, LocateError::SystemDenied { socket, .. } if *socket == c.system.join("control.sock")),
+            matches!(&e, LocateError::SystemDenied { socket, .. } if *socket == control_socket::endpoint(&c.system)),
             "{e:?}"
         );
         let text = e.to_string();
         assert!(
-            text.contains("you may not use the system node's control socket"),
+            text.contains("you may not use the system node's control"),
             "{text}"
         );
-        assert!(text.contains("usermod -aG re6mesh"), "{text}");
-        let no_group = denied_sentence(Path::new("/x/control.sock"), false);
-        assert!(no_group.contains("groupadd --system re6mesh"), "{no_group}");
+        #[cfg(not(windows))]
+        {
+            assert!(text.contains("usermod -aG re6mesh"), "{text}");
+            let no_group = denied_sentence(Path::new("/x/control.sock"), false);
+            assert!(no_group.contains("groupadd --system re6mesh"), "{no_group}");
+        }
+        #[cfg(windows)]
+        assert!(text.contains("from an Administrator prompt"), "{text}");
     }
 
     #[test]
     fn nothing_anywhere_names_both_sockets() {
         let c = cands(false, None);
         let e = run(&c, Probe::Nothing, Probe::Nothing).unwrap_err();
+        #[cfg(unix)]
         assert_eq!(
             e.to_string(),
             "no node is running (nothing answers on /home/u/.local/share/re6mesh/control.sock \
              nor on /var/lib/re6mesh/control.sock)"
+        );
+        // Windows: the two directories' named pipes
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "no node is running (nothing answers on {} nor on {})",
+                control_socket::endpoint(&c.user).display(),
+                control_socket::endpoint(&c.system).display()
+            )
         );
     }
 
