@@ -947,14 +947,15 @@ fn updates_with_our_own_router_id_are_never_learnt() {
 // ------------------------------------------------------------ RFC 9079
 
 #[test]
-fn source_specific_messages_are_ignored_not_installed_as_plain_routes() {
-    // RFC 9079 section 4 / RFC 8966 4.4: the Source Prefix sub-TLV is mandatory; a
-    // router without source-specific routing ignores the whole TLV. Only the plain
-    // update that follows it in the same packet may be learnt.
+fn source_specific_routes_are_routes_of_their_own() {
+    // RFC 9079: a Source Prefix sub-TLV makes `dst from src` a route of its own, never
+    // taken for the plain `dst`; requests keep the source prefix; the route is announced
+    // on with its (mandatory) sub-TLV.
     let (mut e, a, _, _) = setup();
-    let dst: Prefix = "2001:db8:5::/48".parse().unwrap();
-    let src: Prefix = "2001:db8:77::/48".parse().unwrap();
-    let plain: Prefix = "2001:db8:6::/48".parse().unwrap();
+    let dst: crate::wire::Prefix = "::/0".parse().unwrap();
+    let src: crate::wire::Prefix = "2001:db8:77::/48".parse().unwrap();
+    let plain: crate::wire::Prefix = "2001:db8:6::/48".parse().unwrap();
+    let key = Prefix::from_source(dst, Some(src));
     let up = |prefix, source_prefix| {
         wire::Message::Update(wire::Update {
             prefix,
@@ -974,13 +975,6 @@ fn source_specific_messages_are_ignored_not_installed_as_plain_routes() {
             prefix: Some(dst),
             source_prefix: Some(src),
         }),
-        wire::Message::SeqnoRequest(wire::SeqnoRequest {
-            prefix: dst,
-            source_prefix: Some(src),
-            seqno: 2,
-            hop_count: 10,
-            router_id: RID_X,
-        }),
     ];
     let cfg = wire::EmitConfig {
         max_len: 1400,
@@ -997,20 +991,40 @@ fn source_specific_messages_are_ignored_not_installed_as_plain_routes() {
         SocketAddr::new(IpAddr::V6(BABEL_MULTICAST), BABEL_PORT),
         &pkts[0],
     );
-    assert!(
-        e.selected_route(&plain).is_some(),
-        "the plain update is learnt"
-    );
-    assert!(
-        e.routes().iter().all(|r| r.prefix != dst),
-        "the source-specific one is not, not even as a plain route"
-    );
+    assert!(e.selected_route(plain).is_some());
+    let r = e.selected_route(&key).expect("the source-specific route is learnt");
+    assert_eq!(r.prefix, key);
+    assert!(e.selected_route(dst).is_none(), "not as a plain ::/0");
     e.handle_timeout(Time::from_millis(100));
-    assert!(drain(&mut e).iter().all(|(_, m)| match m {
-        Msg::Update { prefix, .. } | Msg::SeqnoRequest { prefix, .. } => *prefix != dst,
-        Msg::RouteRequest { prefix } => *prefix != Some(dst),
-        _ => true,
-    }));
+    let sent = drain(&mut e);
+    // The request for it is answered with it, source prefix and all, and it goes out
+    // on the wire with the mandatory sub-TLV.
+    assert!(sent.iter().any(|(_, m)| matches!(m,
+        Msg::Update { prefix, .. } if *prefix == key)));
+    let bytes = codec::encode(
+        &[Msg::Update {
+            prefix: key,
+            router_id: RID_X,
+            seqno: Seqno(1),
+            metric: 20,
+            interval_cs: 1600,
+            next_hop: None,
+            signature: None,
+        }],
+        a.addr,
+        1400,
+        0,
+        None,
+    )
+    .expect("encodes");
+    let back = codec::decode(&bytes[0], a.addr).expect("decodes");
+    assert!(matches!(back.msgs[0], Msg::Update { prefix, .. } if prefix == key));
+    let plain_parser = wire::parse_packet(&bytes[0], a.addr, &wire::ParseOptions::default())
+        .expect("parses");
+    assert!(
+        plain_parser.messages.is_empty(),
+        "a router without RFC 9079 ignores it (mandatory sub-TLV)"
+    );
 }
 
 proptest::proptest! {
@@ -1102,7 +1116,9 @@ fn receive(e: &mut Engine, now: Time, from: NeighbourId, msgs: &[Msg]) {
 /// The `i`th /128 of a flood, outside every prefix the tests announce honestly.
 fn flood_prefix(i: u32) -> Prefix {
     let base = u128::from("2001:db8:f100::".parse::<Ipv6Addr>().expect("an address"));
-    Prefix::new(IpAddr::V6(Ipv6Addr::from(base + u128::from(i))), 128).expect("a /128")
+    crate::wire::Prefix::new(IpAddr::V6(Ipv6Addr::from(base + u128::from(i))), 128)
+        .expect("a /128")
+        .into()
 }
 
 fn update_msg(prefix: Prefix, rid: RouterId, seqno: u16, metric: u16) -> Msg {

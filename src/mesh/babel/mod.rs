@@ -112,6 +112,6 @@ pub use engine::{
 pub use mac::{MacKey, MacKeys};
 pub use msg::{INFINITY, RouterId};
 pub use origin::{OriginCounters, OriginPolicy, OriginVerdict, RouteSignature, RouteSigner};
-pub use prefix::Prefix;
+pub use prefix::{Prefix, RouteKey};
 pub use seqno::Seqno;
 pub use time::Time;

@@ -655,7 +655,7 @@ impl NodeCore {
             .filter(|g| !params.network.contains(&g.prefix) && g.node != self.prefix)
             .filter_map(|g| {
                 let p = Prefix::new(IpAddr::V6(g.prefix.network()), g.prefix.prefix_len())?;
-                let rid = self.engine.selected_origin(&p)?;
+                let rid = self.engine.selected_origin(p)?;
                 (rid.0 == router_id_for(&g.node)).then_some((g.prefix, g.node))
             })
             .collect();

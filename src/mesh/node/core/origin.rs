@@ -33,7 +33,7 @@ use super::*;
 use crate::mesh::babel::origin::{
     OriginPolicy, OriginVerdict, RouteSignature, RouteSigner, signed_bytes,
 };
-use crate::mesh::babel::{RouterId, Seqno};
+use crate::mesh::babel::{RouteKey, RouterId, Seqno};
 
 /// Certificates held (beyond it the least recently used unpinned one goes).
 pub const CERT_CACHE: usize = 4096;
@@ -91,7 +91,7 @@ impl KeySigner {
 }
 
 impl RouteSigner for KeySigner {
-    fn sign(&mut self, prefix: Prefix, rid: RouterId, seqno: Seqno) -> Option<RouteSignature> {
+    fn sign(&mut self, prefix: RouteKey, rid: RouterId, seqno: Seqno) -> Option<RouteSignature> {
         let sig = self
             .key
             .sign(&self.rng, &signed_bytes(prefix, rid, seqno))
@@ -103,7 +103,7 @@ impl RouteSigner for KeySigner {
 /// Checks a route signature against a raw P-256 public key.
 pub fn verify_route(
     public_key: &[u8],
-    prefix: Prefix,
+    prefix: RouteKey,
     rid: RouterId,
     seqno: Seqno,
     sig: &RouteSignature,
@@ -333,7 +333,7 @@ impl CertStore {
 
     fn verdict(
         &mut self,
-        prefix: Prefix,
+        prefix: RouteKey,
         rid: RouterId,
         seqno: Seqno,
         sig: &RouteSignature,
@@ -345,6 +345,15 @@ impl CertStore {
         let Ok(net) = Ipv6Net::new(addr, prefix.len()) else {
             return OriginVerdict::Invalid;
         };
+        // The one source-specific route a network carries is an exit's `::/0 from` the
+        // network prefix (RFC 9079); an exit announces nothing else as `::/0`.
+        let exit_route = prefix.src.and_then(|s| net_of(&s)) == Some(self.network);
+        if prefix.is_source_specific() != exit_route
+            || (exit_route && net.prefix_len() != 0)
+            || (!exit_route && net.prefix_len() == 0)
+        {
+            return OriginVerdict::Invalid;
+        }
         // Inside the network: the certificate of exactly that node prefix. Outside: the
         // certificate of the node the parameters grant it to, found by the router-id.
         let owner = if self.network.contains(&net) {
@@ -394,7 +403,7 @@ impl CertStore {
 impl OriginPolicy for CertStore {
     fn verify(
         &mut self,
-        prefix: Prefix,
+        prefix: RouteKey,
         rid: RouterId,
         seqno: Seqno,
         sig: &RouteSignature,
@@ -483,7 +492,7 @@ impl NodeCore {
     }
 
     /// The engine holds a route it cannot judge: ask the neighbour that sent it.
-    pub(super) fn origin_ask(&mut self, now: Now, prefix: Prefix, neighbour: NeighbourId) {
+    pub(super) fn origin_ask(&mut self, now: Now, prefix: RouteKey, neighbour: NeighbourId) {
         let Some(net) = net_of(&prefix) else { return };
         if !self.net.params().network.contains(&net) {
             // A granted route: what is missing is a granted node's certificate.
