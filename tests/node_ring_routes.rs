@@ -312,7 +312,10 @@ fn inner_hostile_babel_speaker() {
                                 metric,
                                 ..
                             } if metric != u16::MAX => {
-                                learnt.lock().unwrap().insert(prefix.dst, (router_id, seqno));
+                                learnt
+                                    .lock()
+                                    .unwrap()
+                                    .insert(prefix.dst, (router_id, seqno));
                             }
                             _ => {}
                         }

@@ -151,7 +151,12 @@ impl FibTable {
 
     /// Number of routes.
     pub fn len(&self) -> usize {
-        self.v4.iter().chain(&self.v6).map(|l| l.keys.len()).sum::<usize>() + self.specific.len()
+        self.v4
+            .iter()
+            .chain(&self.v6)
+            .map(|l| l.keys.len())
+            .sum::<usize>()
+            + self.specific.len()
     }
 
     /// True if there is no route.

@@ -691,7 +691,9 @@ fn a_member_flooding_random_routes_is_held_to_its_budget() {
                     let mut rid = [0u8; 8];
                     rng.fill_bytes(&mut rid);
                     Msg::Update {
-                        prefix: Prefix::new(IpAddr::V6(Ipv6Addr::from(addr)), 128).expect("a /128").into(),
+                        prefix: Prefix::new(IpAddr::V6(Ipv6Addr::from(addr)), 128)
+                            .expect("a /128")
+                            .into(),
                         router_id: RouterId(rid),
                         seqno: Seqno(rng.next_u32() as u16),
                         metric: (rng.next_u32() % 512) as u16,

@@ -992,7 +992,9 @@ fn source_specific_routes_are_routes_of_their_own() {
         &pkts[0],
     );
     assert!(e.selected_route(plain).is_some());
-    let r = e.selected_route(&key).expect("the source-specific route is learnt");
+    let r = e
+        .selected_route(&key)
+        .expect("the source-specific route is learnt");
     assert_eq!(r.prefix, key);
     assert!(e.selected_route(dst).is_none(), "not as a plain ::/0");
     e.handle_timeout(Time::from_millis(100));
@@ -1019,8 +1021,8 @@ fn source_specific_routes_are_routes_of_their_own() {
     .expect("encodes");
     let back = codec::decode(&bytes[0], a.addr).expect("decodes");
     assert!(matches!(back.msgs[0], Msg::Update { prefix, .. } if prefix == key));
-    let plain_parser = wire::parse_packet(&bytes[0], a.addr, &wire::ParseOptions::default())
-        .expect("parses");
+    let plain_parser =
+        wire::parse_packet(&bytes[0], a.addr, &wire::ParseOptions::default()).expect("parses");
     assert!(
         plain_parser.messages.is_empty(),
         "a router without RFC 9079 ignores it (mandatory sub-TLV)"

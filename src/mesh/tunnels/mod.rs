@@ -601,6 +601,19 @@ impl TunnelEndpoint {
         key_pkcs8: &[u8],
         timers: TunnelTimers,
     ) -> Result<TunnelEndpoint, TunnelError> {
+        Self::bind_marked(addr, None, trust, cert_der, key_pkcs8, timers)
+    }
+
+    /// [`TunnelEndpoint::bind`] with a firewall mark (SO_MARK, Linux) on the socket:
+    /// `--use-exit`'s policy routing keeps the marked underlay packets out of the TUN.
+    pub fn bind_marked(
+        addr: SocketAddr,
+        mark: Option<u32>,
+        trust: Arc<Trust>,
+        cert_der: &[u8],
+        key_pkcs8: &[u8],
+        timers: TunnelTimers,
+    ) -> Result<TunnelEndpoint, TunnelError> {
         let (sc, cc) = quinn_configs(&trust, cert_der, key_pkcs8, timers)?;
         let setup = |e: std::io::Error| {
             TunnelError::Setup(format!(
@@ -608,6 +621,16 @@ impl TunnelEndpoint {
             ))
         };
         let socket = std::net::UdpSocket::bind(addr).map_err(setup)?;
+        if let Some(mark) = mark {
+            #[cfg(target_os = "linux")]
+            socket2::SockRef::from(&socket)
+                .set_mark(mark)
+                .map_err(|e| TunnelError::Setup(format!("cannot mark the tunnel socket: {e}")))?;
+            #[cfg(not(target_os = "linux"))]
+            return Err(TunnelError::Setup(format!(
+                "socket marks (mark {mark}) exist on Linux only"
+            )));
+        }
         socket_buffers(&socket);
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),

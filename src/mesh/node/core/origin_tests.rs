@@ -299,7 +299,11 @@ fn a_route_outside_the_network_is_valid_only_from_the_node_it_is_granted_to() {
     );
     // An exit announces `::/0 from` the network only: not a plain ::/0, not from another
     // source, and its signature of one is no signature of another.
-    for other in ["::/0", "::/0 from fd00:2::/48", "2001:db8::/32 from fd00:1::/48"] {
+    for other in [
+        "::/0",
+        "::/0 from fd00:2::/48",
+        "2001:db8::/32 from fd00:1::/48",
+    ] {
         let other = bp(other);
         let sig = b_signer.sign(other, b_rid, Seqno(4)).unwrap();
         assert_eq!(
