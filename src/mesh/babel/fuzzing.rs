@@ -304,7 +304,7 @@ impl Side {
             .iter()
             .filter(|r| r.selected && !r.local)
         {
-            let Some(f) = self.engine.selected_route(&r.prefix) else {
+            let Some(f) = self.engine.selected_route(r.prefix) else {
                 return Err(format!("{who}: {r:?} marked selected without a FIB route"));
             };
             if !r.feasible || r.metric == INFINITY || f.metric != r.metric {

@@ -26,7 +26,7 @@ impl RouteKey {
     pub fn from_source(dst: Prefix, src: Option<Prefix>) -> RouteKey {
         RouteKey {
             dst,
-            src: src.filter(|s| s.len() > 0),
+            src: src.filter(|s| !s.is_empty()),
         }
     }
 

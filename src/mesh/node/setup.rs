@@ -314,12 +314,11 @@ pub async fn run(
                 .advertise_routes
                 .iter()
                 .copied()
-                .chain(
-                    cfg.exit
-                        .is_some()
-                        .then(|| crate::mesh::seal::path::outside(&params.network))
-                        .unwrap_or_default(),
-                )
+                .chain(if cfg.exit.is_some() {
+                    crate::mesh::seal::path::outside(&params.network)
+                } else {
+                    Vec::new()
+                })
                 .collect(),
             ..Default::default()
         })),
