@@ -274,7 +274,7 @@ fn rfc_9616_timestamps_measure_the_rtt_and_feed_the_cost() {
         assert_eq!(nb(&sim, i).measured_rtt, Some(ms(60)), "node {i}");
         assert_eq!(nb(&sim, i).cost, 164, "node {i}");
     }
-    let r = sim.nodes[0].engine.selected_route(&node_prefix(1)).cloned();
+    let r = sim.nodes[0].engine.selected_route(node_prefix(1)).cloned();
     assert_eq!(r.map(|r| r.metric), Some(164));
     for i in [2, 3] {
         assert_eq!(nb(&sim, i).measured_rtt, Some(ms(50)), "node {i}");

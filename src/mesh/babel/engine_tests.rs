@@ -86,7 +86,7 @@ fn feasibility_rejects_unfeasible_updates_and_keeps_the_selected_route() {
     let (mut e, a, b, p) = setup();
     update(&mut e, a, p, 10, 100);
     assert_eq!(
-        e.selected_route(&p).map(|r| (r.next_hop, r.metric)),
+        e.selected_route(p).map(|r| (r.next_hop, r.metric)),
         Some((a.addr, 196))
     );
     drain(&mut e); // the triggered update set the feasibility distance to (10, 196)
@@ -107,7 +107,7 @@ fn feasibility_rejects_unfeasible_updates_and_keeps_the_selected_route() {
 
     update(&mut e, a, p, 10, INFINITY); // A retracts
     assert_eq!(
-        e.selected_route(&p).map(|r| (r.next_hop, r.metric)),
+        e.selected_route(p).map(|r| (r.next_hop, r.metric)),
         Some((b.addr, 246))
     );
     drain(&mut e);
@@ -115,7 +115,7 @@ fn feasibility_rejects_unfeasible_updates_and_keeps_the_selected_route() {
     // An unfeasible update for the selected route from the same source is ignored
     // (the route keeps its old, feasible metric) and triggers a seqno request.
     update(&mut e, b, p, 10, 250);
-    assert_eq!(e.selected_route(&p).map(|r| r.metric), Some(246));
+    assert_eq!(e.selected_route(p).map(|r| r.metric), Some(246));
     let sent = drain(&mut e);
     assert!(
         sent.iter().any(|(dst, m)| *dst == b.addr
@@ -124,7 +124,7 @@ fn feasibility_rejects_unfeasible_updates_and_keeps_the_selected_route() {
     );
     // A newer seqno is always feasible.
     update(&mut e, b, p, 11, 250);
-    assert_eq!(e.selected_route(&p).map(|r| r.metric), Some(346));
+    assert_eq!(e.selected_route(p).map(|r| r.metric), Some(346));
     let changes: Vec<RouteChange> = std::iter::from_fn(|| e.poll_route_change()).collect();
     assert!(matches!(changes.last(), Some(RouteChange::Changed(r)) if r.metric == 346));
 }
@@ -136,7 +136,7 @@ fn starvation_sends_a_seqno_request_and_a_retraction() {
     drain(&mut e); // FD (10, 196)
     update(&mut e, b, p, 10, 400); // unfeasible alternative
     update(&mut e, a, p, 10, INFINITY);
-    assert_eq!(e.selected_route(&p), None);
+    assert_eq!(e.selected_route(p), None);
     let sent = drain(&mut e);
     assert!(
         sent.iter().any(
@@ -322,9 +322,9 @@ fn learns_routes_from_a_real_babeld_after_the_mac_challenge() {
     )));
     let v6: Prefix = "2001:db8:a::/64".parse().unwrap();
     let v4: Prefix = "198.51.100.0/26".parse().unwrap();
-    let r6 = e.selected_route(&v6).expect("a's IPv6 prefix learnt");
+    let r6 = e.selected_route(v6).expect("a's IPv6 prefix learnt");
     assert_eq!((r6.next_hop, r6.metric), (a, 96));
-    let r4 = e.selected_route(&v4).expect("a's IPv4 prefix learnt");
+    let r4 = e.selected_route(v4).expect("a's IPv4 prefix learnt");
     assert_eq!(
         r4.next_hop,
         "192.0.2.1".parse::<IpAddr>().unwrap(),
@@ -424,7 +424,7 @@ fn asks_for_a_selected_route_shortly_before_it_expires() {
         at >= Time::from_millis(48_000) && at < Time::from_millis(56_010),
         "asked at {at}"
     );
-    assert!(e.selected_route(&p).is_some(), "still selected when asking");
+    assert!(e.selected_route(p).is_some(), "still selected when asking");
 }
 
 #[test]
@@ -941,7 +941,7 @@ fn updates_with_our_own_router_id_are_never_learnt() {
     e.handle_messages(Time::ZERO, a, true, vec![echo(mine), echo(other)]);
     assert_eq!(e.seqno(), s, "our current seqno coming back is not news");
     assert!(e.routes().iter().all(|r| r.local));
-    assert_eq!(e.selected_route(&other), None);
+    assert_eq!(e.selected_route(other), None);
 }
 
 // ------------------------------------------------------------ RFC 9079
@@ -993,7 +993,7 @@ fn source_specific_routes_are_routes_of_their_own() {
     );
     assert!(e.selected_route(plain).is_some());
     let r = e
-        .selected_route(&key)
+        .selected_route(key)
         .expect("the source-specific route is learnt");
     assert_eq!(r.prefix, key);
     assert!(e.selected_route(dst).is_none(), "not as a plain ::/0");
@@ -1195,7 +1195,7 @@ fn a_flood_of_new_routes_stops_at_the_neighbours_budget() {
         .collect();
     assert_eq!(now_from_b, from_b);
     for r in &honest {
-        assert_eq!(e.selected_route(&r.prefix), Some(r));
+        assert_eq!(e.selected_route(r.prefix), Some(r));
     }
     // B, below its budget, still gets new routes in.
     let pc: Prefix = "2001:db8:c::/48".parse().unwrap();
@@ -1206,7 +1206,7 @@ fn a_flood_of_new_routes_stops_at_the_neighbours_budget() {
         &[update_msg(pc, rid_b, 3, 50)],
     );
     assert_eq!(
-        e.selected_route(&pc).map(|r| r.next_hop),
+        e.selected_route(pc).map(|r| r.next_hop),
         Some(b.addr),
         "B is not punished for A's flood"
     );
@@ -1231,7 +1231,7 @@ fn a_neighbour_at_its_budget_can_still_refresh_and_retract() {
     receive(&mut e, t, a, &first);
     assert_eq!(e.budget.routes_from(a), 8);
     receive(&mut e, t, a, &[update_msg(flood_prefix(8), RID_X, 1, 10)]);
-    assert_eq!(e.selected_route(&flood_prefix(8)), None, "over the budget");
+    assert_eq!(e.selected_route(flood_prefix(8)), None, "over the budget");
     assert_eq!(e.budget_counters().routes_over_budget, 1);
 
     // A refresh with a new seqno and metric is taken.
@@ -1242,7 +1242,7 @@ fn a_neighbour_at_its_budget_can_still_refresh_and_retract() {
         &[update_msg(flood_prefix(0), RID_X, 2, 40)],
     );
     assert_eq!(
-        e.selected_route(&flood_prefix(0)).map(|r| r.metric),
+        e.selected_route(flood_prefix(0)).map(|r| r.metric),
         Some(136)
     );
     // A retraction is taken: the route is lost and retracted.
@@ -1253,7 +1253,7 @@ fn a_neighbour_at_its_budget_can_still_refresh_and_retract() {
         a,
         &[update_msg(flood_prefix(1), RID_X, 1, INFINITY)],
     );
-    assert_eq!(e.selected_route(&flood_prefix(1)), None);
+    assert_eq!(e.selected_route(flood_prefix(1)), None);
     assert!(drain(&mut e).iter().any(|(_, m)| matches!(
         m,
         Msg::Update { prefix, metric: INFINITY, .. } if *prefix == flood_prefix(1)
@@ -1266,7 +1266,7 @@ fn a_neighbour_at_its_budget_can_still_refresh_and_retract() {
         &[Msg::WildcardRetraction { interval_cs: 1600 }],
     );
     assert!(
-        (0..8).all(|i| e.selected_route(&flood_prefix(i)).is_none()),
+        (0..8).all(|i| e.selected_route(flood_prefix(i)).is_none()),
         "every route of A retracted"
     );
     assert_eq!(e.budget_counters().routes_over_budget, 1, "nothing refused");
@@ -1521,7 +1521,7 @@ fn held_retractions_are_capped_by_the_route_budget() {
             signature: None,
         };
         receive(&mut e, t, a, &[short(10)]);
-        assert!(e.selected_route(&flood_prefix(i)).is_some());
+        assert!(e.selected_route(flood_prefix(i)).is_some());
         receive(&mut e, t, a, &[short(INFINITY)]);
         let sent = drain(&mut e);
         assert!(
