@@ -240,6 +240,7 @@ impl SimRegistry {
         let setup = OriginSetup {
             cert_der: der,
             key_pkcs8: SecretBytes::new(key.serialize_der()),
+            exit_only: None,
         };
         (setup, serial, not_after)
     }

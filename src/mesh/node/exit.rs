@@ -79,6 +79,7 @@ impl std::fmt::Display for UseExit {
 
 /// What `--exit` changed in the OS, undone by [`ExitSetup::remove`] (and on drop).
 #[derive(Debug, Default)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // nothing is set up elsewhere
 pub struct ExitSetup {
     /// The forwarding sysctl's value before we set it (`None`: we did not change it).
     forwarding_was: Option<String>,

@@ -288,6 +288,10 @@ pub async fn run(
             origin: Some(core::OriginSetup {
                 cert_der: st.cert_der.clone(),
                 key_pkcs8: core::SecretBytes::new(st.key.to_der()),
+                exit_only: match cfg.use_exit {
+                    Some(super::exit::UseExit::Node(e)) => Some(e),
+                    _ => None,
+                },
             }),
             advertise_routes: cfg.advertise_routes.clone(),
             exit: cfg.exit.is_some(),

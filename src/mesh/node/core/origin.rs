@@ -53,6 +53,8 @@ pub struct OriginSetup {
     pub cert_der: Vec<u8>,
     /// Its key, PKCS#8 DER.
     pub key_pkcs8: SecretBytes,
+    /// `--use-exit PREFIX`: the exit routes of every other exit node are refused.
+    pub exit_only: Option<Ipv6Net>,
 }
 
 /// Signs our routes with the node key: ECDSA P-256 / SHA-256, fixed 64-byte r‖s. ECDSA's
@@ -154,6 +156,8 @@ pub struct CertStore {
     certs: BTreeMap<Ipv6Net, CertEntry>,
     /// Prefixes outside the network → the node prefixes authorised to announce them.
     grants: BTreeMap<Ipv6Net, Vec<Ipv6Net>>,
+    /// `--use-exit PREFIX`: the only exit node whose exit route is taken.
+    exit_only: Option<Ipv6Net>,
     clock: u64,
 }
 
@@ -167,6 +171,7 @@ impl CertStore {
             unix,
             certs: BTreeMap::new(),
             grants: BTreeMap::new(),
+            exit_only: None,
             clock: 0,
         }
     }
@@ -200,6 +205,12 @@ impl CertStore {
             .collect();
         self.grants = new;
         changed
+    }
+
+    /// `--use-exit PREFIX`: takes the exit route of that exit node only (the others are
+    /// refused like unauthorised ones).
+    pub fn set_exit_only(&mut self, node: Option<Ipv6Net>) {
+        self.exit_only = node;
     }
 
     /// The prefixes outside the network granted to the node of `node` prefix.
@@ -368,6 +379,9 @@ impl CertStore {
             let Some(node) = granted else {
                 return OriginVerdict::Invalid;
             };
+            if exit_route && self.exit_only.is_some_and(|e| e != node) {
+                return OriginVerdict::Invalid;
+            }
             node
         };
         self.clock += 1;
@@ -445,6 +459,7 @@ impl NodeCore {
             warn!(error = %e, "this node's certificate cannot vouch for its routes");
         }
         store.set_grants(&self.net.params().routes);
+        store.set_exit_only(setup.exit_only);
         match KeySigner::new(setup.key_pkcs8.expose()) {
             Ok(signer) => self
                 .engine

@@ -317,6 +317,18 @@ fn a_route_outside_the_network_is_valid_only_from_the_node_it_is_granted_to() {
         store.verify(bp("::/0"), b_rid, Seqno(4), &sig),
         OriginVerdict::Invalid
     );
+    // `--use-exit a`: b's exit route is refused.
+    store.set_exit_only(Some(a_net));
+    assert_eq!(
+        store.verify(exit, b_rid, Seqno(4), &sig),
+        OriginVerdict::Invalid
+    );
+    store.set_exit_only(Some(b_net));
+    assert_eq!(
+        store.verify(exit, b_rid, Seqno(4), &sig),
+        OriginVerdict::Valid
+    );
+    store.set_exit_only(None);
     // The grant inside the network was ignored: a's prefix stays a's alone.
     let a = bp("fd00:1:0:a::/64");
     let sig = b_signer.sign(a, b_rid, Seqno(4)).unwrap();
