@@ -282,6 +282,26 @@ fn root_exits_a_laptop_reaches_the_internet_through_an_exit_and_fails_over() {
         exit_in_use(&rig, "l", &dl).filter(|r| *r == rid_e1 || *r == rid_e2)
     });
     println!("l selected an exit after {:?}", started.elapsed());
+    // `mesh status` names the exit in use, and says so on an exit.
+    let exit_line = |ns: &str| {
+        let dir = tmp.path().join(ns);
+        let o = ns_mesh(
+            &rig,
+            ns,
+            &["status", "--json", "--state-dir", dir.to_str().unwrap()],
+        );
+        serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .ok()
+            .and_then(|s| s["exit"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let shown = exit_line("l");
+    assert!(
+        shown.ends_with("(e1)") || shown.ends_with("(e2)"),
+        "status of l: exit {shown:?}"
+    );
+    assert_eq!(exit_line("e1"), "this node");
+    println!("mesh status on l: exit {shown}");
 
     // The exits forward with NAT66 in a table of their own.
     let t = rig

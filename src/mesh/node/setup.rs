@@ -218,6 +218,7 @@ pub async fn run(
             serial: info.serial.clone(),
             not_after: info.not_after,
             name: info.name.clone(),
+            exit: None,
         }),
         registry: health,
         seal: seal.clone(),

@@ -441,6 +441,9 @@ pub struct Snapshot {
     pub not_after: i64,
     /// This node's name, from its certificate.
     pub name: Option<String>,
+    /// The exit (issue 15): `this node` on an exit, else the exit in use (node prefix and
+    /// name), `None` when there is none.
+    pub exit: Option<String>,
 }
 
 /// What [`NodeCore::new`] starts from (the shell loads it from the state directory).

@@ -822,6 +822,15 @@ impl NodeCore {
             serial: self.my_serial.clone(),
             not_after: self.not_after,
             name: self.my_name.clone(),
+            exit: if self.engine.local_prefixes().any(|k| k.is_source_specific()) {
+                Some("this node".into())
+            } else {
+                self.exit_in_use()
+                    .map(|e| match self.name_of(&e.to_string()) {
+                        Some(n) => format!("{e} ({n})"),
+                        None => e.to_string(),
+                    })
+            },
         }
     }
 
