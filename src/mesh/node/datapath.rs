@@ -330,7 +330,9 @@ impl DataPath {
                 let r = if framed.first() == Some(&frame::TYPE_SEALED) {
                     self.seal
                         .open(&mut framed, now, |src| {
-                            self.next_hop(src, Ipv6Addr::UNSPECIFIED)
+                            // (from our own address: a source outside the network is
+                            // the exit's we use)
+                            self.next_hop(src, self.prefix.addr())
                                 .map(|(_, p)| p)
                                 .filter(|p| p.contains(&src))
                                 // a host behind a node: that node's session
