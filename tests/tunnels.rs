@@ -598,3 +598,40 @@ async fn a_peer_silent_only_at_first_gets_its_tunnel_not_an_mtu_verdict() {
     assert!(took > silent, "{took:?}");
     reg.stop().await;
 }
+
+/// Roaming (issue 14): an endpoint bound to one address whose address goes moves to the
+/// unspecified address, same port (`Endpoint::rebind`), and its tunnel goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_moved_to_another_socket_keeps_its_tunnels() {
+    let reg = TestRegistry::start().await;
+    let (a, b) = (reg.join_node().await, reg.join_node().await);
+    let (ea, eb) = (endpoint(&a), endpoint(&b));
+    let b_addr = eb.local_addr().unwrap();
+    let accept = tokio::spawn(async move {
+        let t = eb.accept().await.unwrap().finish().await.unwrap();
+        (eb, t)
+    });
+    let ta = ea.connect(b_addr, b.cert.prefix).await.unwrap();
+    let (_eb, tb) = accept.await.unwrap();
+    let (la, lb) = (ta.link(), tb.link());
+    let port = ea.local_addr().unwrap().port();
+    ea.rebind(SocketAddr::from(([0, 0, 0, 0], port)))
+        .expect("the unspecified address, same port, while the old socket is held");
+    assert_eq!(
+        ea.local_addr().unwrap(),
+        SocketAddr::from(([0, 0, 0, 0], port))
+    );
+    la.send_packet_copy(&ipv6_packet(3)).unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), tb.conn.read_datagram())
+        .await
+        .expect("nothing arrived after the move")
+        .unwrap();
+    assert_eq!(frame::parse(&got), Ok(Datagram::Ipv6(&ipv6_packet(3)[..])));
+    lb.send_packet_copy(&ipv6_packet(4)).unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), ta.conn.read_datagram())
+        .await
+        .expect("nothing came back after the move")
+        .unwrap();
+    assert_eq!(frame::parse(&got), Ok(Datagram::Ipv6(&ipv6_packet(4)[..])));
+    reg.stop().await;
+}

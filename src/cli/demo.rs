@@ -33,7 +33,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     let exe =
         std::env::current_exe().context("cannot find the mesh binary to run in the namespaces")?;
-    crate::demo::net::run(crate::demo::net::DemoOptions {
+    crate::demo::run::run(crate::demo::net::DemoOptions {
         nodes: usize::from(a.nodes),
         port: a.port,
         ping: a.ping,

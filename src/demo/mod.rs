@@ -3,4 +3,6 @@
 
 #[cfg(target_os = "linux")]
 pub mod net;
+#[cfg(target_os = "linux")]
+pub mod run;
 pub mod topology;

@@ -18,3 +18,4 @@ pub mod seal;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod tunnels;
+pub mod upnp;

@@ -4,8 +4,8 @@
 //! forwards a port to it. Most home routers offer that on request: PCP (RFC 6887), its
 //! predecessor NAT-PMP (RFC 6886), or UPnP IGD. This machine decides *what* to ask and
 //! *when*; the shell (`mesh::node::portmap_io`) talks to the router (crab_nat for PCP and
-//! NAT-PMP; UPnP IGD is not spoken by the shell yet, see [`PortMapper::with_protocols`]) and
-//! finds the default gateway, and feeds the answers back with the time as an argument. The mapped public address and port becomes a reachability
+//! NAT-PMP, `mesh::upnp` for UPnP IGD), finds the default gateway, and feeds the answers back
+//! with the time as an argument. The mapped public address and port becomes a reachability
 //! candidate of kind "mapped" (`mesh::reach`).
 //!
 //! Decisions:

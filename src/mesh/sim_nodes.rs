@@ -91,7 +91,8 @@ pub struct Path {
     pub latency: Duration,
     /// Loss of datagrams (Babel), parts per million. Control messages are reliable.
     pub loss_ppm: u32,
-    /// Largest UDP payload the path carries.
+    /// Largest UDP payload the path carries: checked at the handshake (a tunnel needs
+    /// [`QUIC_MIN_MTU`]) and on every Babel datagram (a larger one is lost).
     pub mtu: u16,
     /// The path carries anything at all.
     pub up: bool,
@@ -871,8 +872,15 @@ impl NodeNet {
                 if let Some(e) = self.ends.get(&tunnel).copied() {
                     self.stats.babel_sent += 1;
                     let p = self.path(i, e.peer);
-                    let lost =
-                        !p.up || (p.loss_ppm > 0 && self.rng.next_u32() % 1_000_000 < p.loss_ppm);
+                    // the UDP payload: frame type byte, then what QUIC adds around a datagram
+                    // (the difference between QUIC_MIN_MTU and the datagram quinn fits in it)
+                    let udp = bytes.len()
+                        + crate::mesh::tunnels::frame::HEADER_LEN
+                        + (usize::from(QUIC_MIN_MTU)
+                            - crate::mesh::seal::wire::MIN_TUNNEL_DATAGRAM);
+                    let lost = !p.up
+                        || udp > usize::from(p.mtu)
+                        || (p.loss_ppm > 0 && self.rng.next_u32() % 1_000_000 < p.loss_ppm);
                     if lost {
                         self.stats.babel_lost += 1;
                     } else {

@@ -453,3 +453,50 @@ fn the_snapshot_tells_direct_routes_from_relayed_ones() {
     );
     assert_eq!(snap.serial, net.serial(0));
 }
+
+/// A path whose MTU shrinks below what re6mesh needs after its tunnel came up (a café's
+/// Wi-Fi behind a VPN, a PPPoE change) keeps its tunnel — QUIC's keep-alives are small — but
+/// the padded Babel hellos no longer cross it, so the neighbour's cost goes to infinity and
+/// the routes go the other way round; when the MTU comes back, so does the direct route.
+#[test]
+fn a_path_whose_mtu_shrinks_after_the_handshake_is_routed_around_and_taken_back() {
+    let mut net = ring(11, 6);
+    converge(&mut net, Duration::from_secs(20));
+    let path_to_1 = |net: &NodeNet| {
+        let want = prefix_of(1).to_string();
+        net.core(0)
+            .and_then(|c| {
+                c.snapshot()
+                    .routes
+                    .into_iter()
+                    .find(|r| r.selected && r.prefix == want)
+            })
+            .map(|r| r.path)
+    };
+    assert_eq!(path_to_1(&net).as_deref(), Some("direct"));
+    let shrunk = Path {
+        mtu: 1300,
+        ..Path::default()
+    };
+    net.set_path(0, 1, shrunk);
+    let t = net
+        .run_until_true(Duration::from_secs(60), Duration::from_millis(100), |n| {
+            path_to_1(n).as_deref() == Some("relayed") && n.fully_reachable()
+        })
+        .expect("node 0 reaches node 1 the other way round");
+    // the tunnel itself stayed up: only Babel noticed
+    assert!(
+        net.neighbours_of(0).contains(&1),
+        "{:?}",
+        net.neighbours_of(0)
+    );
+    net.set_path(0, 1, Path::default());
+    let back = net
+        .run_until_true(Duration::from_secs(60), Duration::from_millis(100), |n| {
+            path_to_1(n).as_deref() == Some("direct")
+        })
+        .expect("the direct route comes back with the MTU");
+    eprintln!(
+        "MTU 1452 → 1300 after set-up: routed around in {t:?}; back to direct {back:?} after the MTU returned"
+    );
+}

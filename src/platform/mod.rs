@@ -8,6 +8,8 @@
 //!
 //! * [`control_socket`]: the node's local control endpoint — a Unix socket
 //!   `<state-dir>/control.sock` on Linux and macOS, a named pipe on Windows.
+//! * [`fileperm`]: files only their owner reads (keys): mode 0600 on Unix, a protected DACL
+//!   on Windows (the crate's one `unsafe` module).
 //! * [`privilege`]: "are we root/administrator", the hint to print when we are not, and the
 //!   system-wide state directory.
 //! * [`process`]: asking a child process to stop (SIGTERM; no equivalent on Windows).
@@ -23,6 +25,7 @@
 //! Runtime-tested on Linux; Windows and macOS are compile-checked (`scripts/cross-check`).
 
 pub mod control_socket;
+pub mod fileperm;
 pub mod privilege;
 pub mod process;
 pub mod service;
@@ -36,3 +39,5 @@ mod linux;
 pub use linux::lan_sock::LanSocket;
 #[cfg(target_os = "linux")]
 pub use linux::netlink::{IfaceAddrs, Netlink, RTPROT_MESH};
+#[cfg(target_os = "linux")]
+pub use linux::netwatch::{Change as NetChange, NetWatch};

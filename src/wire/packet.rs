@@ -235,6 +235,31 @@ impl<'a> PacketRepr<'a> {
     }
 }
 
+/// Pads a whole packet (header, body and trailer, as [`crate::wire::mac::sign`] leaves it)
+/// to `to` bytes with Pad1/PadN TLVs appended to the trailer (RFC 8967 §4.3: the trailer
+/// holds MAC TLVs and padding; the MAC covers neither). A packet already `to` bytes long or
+/// longer is left as it is. The node pads the Babel packets it sends over a tunnel to a
+/// full-size datagram, so a path that stops carrying full-size packets loses Babel's hellos
+/// (and so the neighbour) instead of black-holing the data.
+pub fn pad_trailer(packet: &mut Vec<u8>, to: usize) {
+    let mut rest = to.saturating_sub(packet.len());
+    packet.reserve(rest);
+    while rest >= 2 {
+        let mut n = (rest - 2).min(255);
+        // never leave a single byte that only a Pad1 could fill after a full PadN
+        if rest - 2 - n == 1 {
+            n -= 1;
+        }
+        packet.push(crate::wire::tlv::kind::PADN);
+        packet.push(n as u8);
+        packet.resize(packet.len() + n, 0);
+        rest -= 2 + n;
+    }
+    if rest == 1 {
+        packet.push(crate::wire::tlv::kind::PAD1);
+    }
+}
+
 /// Writes a packet header with the given body length into `buf[..4]`.
 pub fn emit_header(buf: &mut [u8], body_len: u16) -> Result<(), Error> {
     let hdr = buf.get_mut(..HEADER_LEN).ok_or(Error::BufferTooSmall)?;
@@ -337,5 +362,38 @@ mod tests {
         let bytes = [0x2a, 0x02, 0x00, 0x08, 0x04, 0x08, 0, 0, 0, 1, 0, 0x64];
         let packet = Packet::new_checked(&bytes[..]).unwrap();
         assert_eq!(PacketRepr::parse(&packet), Err(Error::Truncated));
+    }
+
+    #[test]
+    fn padding_fills_the_trailer_to_the_exact_size_and_parses_back() {
+        let repr = PacketRepr {
+            body: vec![TlvRepr::PadN { data: &[0; 3] }],
+            trailer: vec![],
+        };
+        let mut base = vec![0u8; repr.buffer_len()];
+        repr.emit(&mut base).unwrap();
+        for to in [
+            0,
+            base.len(),
+            base.len() + 1,
+            base.len() + 2,
+            base.len() + 258,
+            1321,
+            1400,
+        ] {
+            let mut p = base.clone();
+            pad_trailer(&mut p, to);
+            assert_eq!(p.len(), to.max(base.len()), "to {to}");
+            let parsed = PacketRepr::parse(&Packet::new_checked(&p[..]).unwrap()).unwrap();
+            assert_eq!(parsed.body, repr.body, "to {to}");
+            assert!(
+                parsed
+                    .trailer
+                    .iter()
+                    .all(|t| matches!(t, TlvRepr::Pad1 | TlvRepr::PadN { .. })),
+                "to {to}: {:?}",
+                parsed.trailer
+            );
+        }
     }
 }

@@ -418,8 +418,20 @@ impl Ring {
 
     /// Starts a 10 Hz ping from node `from` to `to`; returns (pid, output file).
     pub fn ping_series(&mut self, from: usize, to: &str, count: u32) -> (u32, PathBuf) {
+        self.ping_series_sized(from, to, count, 56)
+    }
+
+    /// [`Ring::ping_series`] with `size` bytes of ICMP payload (1232 fills a 1280-byte
+    /// IPv6 packet).
+    pub fn ping_series_sized(
+        &mut self,
+        from: usize,
+        to: &str,
+        count: u32,
+        size: u32,
+    ) -> (u32, PathBuf) {
         let out = self.tmp.path().join(format!(
-            "ping-{from}-{to}-{}.out",
+            "ping-{from}-{to}-{size}-{}.out",
             Instant::now().elapsed().as_nanos()
         ));
         let pid = self
@@ -427,7 +439,18 @@ impl Ring {
             .spawn(
                 &format!("n{from}"),
                 "ping",
-                &["-6", "-i", "0.1", "-c", &count.to_string(), "-W", "1", to],
+                &[
+                    "-6",
+                    "-i",
+                    "0.1",
+                    "-c",
+                    &count.to_string(),
+                    "-W",
+                    "1",
+                    "-s",
+                    &size.to_string(),
+                    to,
+                ],
                 Stdio::from(std::fs::File::create(&out).unwrap()),
                 Stdio::null(),
             )

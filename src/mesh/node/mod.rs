@@ -12,6 +12,7 @@
 //!   [`TunnelLink`](crate::mesh::tunnels::TunnelLink) (framing and MTU in one place).
 //! * `setup` — [`run`]: state, parameters, endpoint, TUN, then the shell.
 //! * `traffic` — the tunnels' traffic counters and the data path's drops by reason.
+//! * `roam_io` — the host's addresses, listed again whenever the OS says they changed.
 //! * `control_api` — the control socket's view of the node.
 
 mod control_api;
@@ -20,6 +21,7 @@ mod datapath;
 pub mod exit;
 mod metrics;
 mod portmap_io;
+mod roam_io;
 mod sealing;
 mod setup;
 mod shell;

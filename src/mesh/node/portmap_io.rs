@@ -1,7 +1,8 @@
 //! Port mapping's IO shell: runs the [`PortMapper`] (`mesh::portmap`, every decision) against
-//! the real router — PCP and NAT-PMP through crab_nat — and the host's default route
-//! (`/proc/net/route` on Linux; elsewhere "not supported here", and nothing is mapped). UPnP
-//! IGD is not spoken yet (see [`SPOKEN`]).
+//! the real router — PCP and NAT-PMP through crab_nat, UPnP IGD through `mesh::upnp` (SSDP
+//! from the LAN interface, then HTTP/1.1 on hyper's client) — and the host's default route
+//! (`/proc/net/route` on Linux; elsewhere "not supported here": PCP and NAT-PMP are skipped,
+//! UPnP is still tried).
 //!
 //! One task, one request at a time. The mapped address goes to the core as
 //! [`Input::PortMapped`] (a reachability candidate of kind mapped); the status goes to the
@@ -14,6 +15,9 @@ use std::num::NonZeroU16;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -22,11 +26,10 @@ use super::shell::ShellEvent;
 use crate::control::PortMappingStatus;
 use crate::mesh::babel::time::Time;
 use crate::mesh::portmap::{Mapping, PortMapper, Protocol, Request, Route};
+use crate::mesh::upnp;
 
-/// The protocols this shell speaks. UPnP IGD (igd-next) would come last: its tokio client
-/// brings hyper's HTTP/2, url and ICU into every build, so it waits.
-const SPOKEN: [Protocol; 2] = [Protocol::Pcp, Protocol::NatPmp];
-const UPNP_MISSING: &str = "UPnP IGD is not spoken by this build";
+/// The protocols this shell speaks (in the machine's order: PCP, NAT-PMP, UPnP IGD).
+const SPOKEN: [Protocol; 3] = [Protocol::Pcp, Protocol::NatPmp, Protocol::Upnp];
 /// The longest one request to the router may take (every retry included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// PCP and NAT-PMP: first wait for an answer, doubled per retry (RFC 6887's 3 s start is
@@ -34,6 +37,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_WAIT: Duration = Duration::from_millis(250);
 const RETRIES: usize = 2;
 const MAX_WAIT: Duration = Duration::from_secs(1);
+/// UPnP: how long SSDP answers are awaited (the searches say MX 1).
+const SSDP_WAIT: Duration = Duration::from_millis(1500);
+/// UPnP: the longest one HTTP exchange with the gateway may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The port mapping status shared with the control API.
 #[derive(Default)]
@@ -203,6 +210,15 @@ impl Answer {
 struct RouterIo {
     /// The PCP or NAT-PMP mapping held.
     natpmp: Option<crab_nat::PortMapping>,
+    /// The UPnP mapping held.
+    upnp: Option<UpnpHeld>,
+}
+
+/// A UPnP mapping: the service that holds it, our address as its client, the external port.
+struct UpnpHeld {
+    service: upnp::Service,
+    client: Ipv4Addr,
+    external_port: u16,
 }
 
 impl RouterIo {
@@ -300,7 +316,53 @@ impl RouterIo {
                 self.natpmp = Some(pm);
                 Ok(m)
             }
-            Protocol::Upnp => Err(UPNP_MISSING.into()),
+            Protocol::Upnp => {
+                let held = self
+                    .upnp
+                    .take()
+                    .filter(|_| previous.is_some_and(|p| p.protocol == Protocol::Upnp));
+                let (service, client) = match held {
+                    Some(h) => (h.service, h.client),
+                    None => {
+                        let service = upnp_discover(route).await?;
+                        let client = match local_ip_towards(service.control.addr.ip())? {
+                            IpAddr::V4(a) => a,
+                            IpAddr::V6(a) => {
+                                return Err(format!("the UPnP gateway is reached over IPv6 ({a})"));
+                            }
+                        };
+                        (service, client)
+                    }
+                };
+                let external_port = internal.get();
+                let r = upnp_add(&service, client, external_port, secs).await;
+                let (lease, ip) = match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        if previous.is_some() {
+                            // keep the service for the next renewal attempt
+                            self.upnp = Some(UpnpHeld {
+                                service,
+                                client,
+                                external_port,
+                            });
+                        }
+                        return Err(e);
+                    }
+                };
+                let m = Mapping {
+                    protocol,
+                    gateway: service.control.addr.ip(),
+                    external: SocketAddr::new(IpAddr::V4(ip), external_port),
+                    lifetime: Duration::from_secs(u64::from(lease)),
+                };
+                self.upnp = Some(UpnpHeld {
+                    service,
+                    client,
+                    external_port,
+                });
+                Ok(m)
+            }
         }
     }
 
@@ -310,9 +372,186 @@ impl RouterIo {
                 Some(h) => h.try_drop().await.map_err(|(e, _)| e.to_string()),
                 None => Ok(()),
             },
-            Protocol::Upnp => Err(UPNP_MISSING.into()),
+            Protocol::Upnp => match self.upnp.take() {
+                Some(h) => {
+                    let (action, body) =
+                        upnp::delete_port_mapping(&h.service.service_type, h.external_port);
+                    soap(&h.service, "DeletePortMapping", action, body)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                None => Ok(()),
+            },
         }
     }
+}
+
+/// Finds the UPnP gateway: an SSDP search from our address towards the default gateway (any
+/// interface when there is none), then the first answering device's description. Only the
+/// device that answered is fetched from, and its control URL must be on it.
+async fn upnp_discover(route: Option<Route>) -> Result<upnp::Service, String> {
+    let local = match route {
+        Some(Route {
+            local: IpAddr::V4(a),
+            ..
+        }) => a,
+        _ => Ipv4Addr::UNSPECIFIED,
+    };
+    let sock = ssdp_socket(local).map_err(|e| format!("SSDP socket: {e}"))?;
+    for target in upnp::SEARCH_TARGETS {
+        sock.send_to(&upnp::search_request(target), upnp::SSDP_ADDR)
+            .await
+            .map_err(|e| format!("SSDP search: {e}"))?;
+    }
+    let deadline = tokio::time::Instant::now() + SSDP_WAIT;
+    let mut buf = vec![0u8; upnp::MAX_SSDP + 1];
+    let mut last_error = "no UPnP gateway answered the SSDP search".to_string();
+    let mut tried = Vec::new();
+    loop {
+        let (n, from) = match tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
+            Err(_) => return Err(last_error),
+            Ok(Err(e)) => return Err(format!("SSDP: {e}")),
+            Ok(Ok(x)) => x,
+        };
+        let location = match upnp::parse_search_response(buf.get(..n).unwrap_or_default()) {
+            Ok(l) => l,
+            Err(e) => {
+                debug!(%from, error = %e, "SSDP answer ignored");
+                continue;
+            }
+        };
+        if location.addr.ip() != from.ip() || tried.contains(&location) {
+            continue;
+        }
+        tried.push(location.clone());
+        let described =
+            http(&location, None, upnp::MAX_DESCRIPTION)
+                .await
+                .and_then(|(status, body)| {
+                    if status != 200 {
+                        return Err(format!("HTTP {status} for {location}"));
+                    }
+                    upnp::parse_description(&body, &location).map_err(|e| e.to_string())
+                });
+        match described {
+            Ok(s) if s.control.addr.ip() == from.ip() => {
+                debug!(location = %location, control = %s.control, service = %s.service_type, "UPnP gateway found");
+                return Ok(s);
+            }
+            Ok(s) => last_error = format!("the control URL {} is not on {from}", s.control),
+            Err(e) => last_error = format!("{location}: {e}"),
+        }
+    }
+}
+
+/// A UDP socket for SSDP: bound to `local`, multicast out of its interface, two hops at most.
+fn ssdp_socket(local: Ipv4Addr) -> std::io::Result<tokio::net::UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    s.set_nonblocking(true)?;
+    s.set_multicast_ttl_v4(2)?;
+    if !local.is_unspecified() {
+        s.set_multicast_if_v4(&local)?;
+    }
+    s.bind(&SocketAddr::from((local, 0)).into())?;
+    tokio::net::UdpSocket::from_std(s.into())
+}
+
+/// `AddPortMapping` (again with lease 0 when the router grants only permanent ones), then
+/// `GetExternalIPAddress`: the lease granted and the external address.
+async fn upnp_add(
+    service: &upnp::Service,
+    client: Ipv4Addr,
+    port: u16,
+    lease: u32,
+) -> Result<(u32, Ipv4Addr), String> {
+    let add = |lease| {
+        let (action, body) =
+            upnp::add_port_mapping(&service.service_type, port, client, port, lease);
+        soap(service, "AddPortMapping", action, body)
+    };
+    let lease = match add(lease).await {
+        Ok(_) => lease,
+        Err(upnp::UpnpError::Fault {
+            code: upnp::ONLY_PERMANENT_LEASES,
+            ..
+        }) => {
+            add(0).await.map_err(|e| e.to_string())?;
+            0
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let (action, body) = upnp::get_external_ip_address(&service.service_type);
+    let values = soap(service, "GetExternalIPAddress", action, body)
+        .await
+        .map_err(|e| format!("external address: {e}"))?;
+    let ip = upnp::parse_external_ip(&values).map_err(|e| format!("external address: {e}"))?;
+    Ok((lease, ip))
+}
+
+/// One SOAP call to the service's control URL.
+async fn soap(
+    service: &upnp::Service,
+    name: &str,
+    action: String,
+    body: String,
+) -> Result<Vec<(String, String)>, upnp::UpnpError> {
+    let (status, answer) = http(&service.control, Some((action, body)), upnp::MAX_SOAP)
+        .await
+        .map_err(upnp::UpnpError::Bad)?;
+    upnp::parse_soap_response(status, &answer, name)
+}
+
+/// One HTTP/1.1 exchange (GET, or a SOAP POST), bounded in time and in answer size.
+async fn http(
+    url: &upnp::HttpUrl,
+    soap: Option<(String, String)>,
+    max: usize,
+) -> Result<(u16, Bytes), String> {
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(url.addr)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = hyper::Request::builder()
+            .uri(url.path.as_str())
+            .header(hyper::header::HOST, url.authority());
+        let (req, body) = match soap {
+            Some((action, body)) => (
+                req.method("POST")
+                    .header(hyper::header::CONTENT_TYPE, "text/xml; charset=\"utf-8\"")
+                    .header("SOAPAction", action),
+                body,
+            ),
+            None => (req.method("GET"), String::new()),
+        };
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("{url}: {e}"))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = Limited::new(resp.into_body(), max)
+            .collect()
+            .await
+            .map_err(|e| format!("{url}: the answer: {e}"))?
+            .to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(HTTP_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("{url}: no answer in time")))
 }
 
 fn timeouts() -> crab_nat::TimeoutConfig {
@@ -385,6 +624,146 @@ fn parse_proc_net_route(text: &str) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fake UPnP gateway on loopback: answers each SOAP call with the next canned answer
+    /// (status, body) and records the `SOAPAction`s it got.
+    async fn fake_gateway(
+        answers: Vec<(u16, Vec<u8>)>,
+    ) -> (upnp::Service, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let answers = Arc::new(Mutex::new(answers.into_iter()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (log, answers) = (log.clone(), answers.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let action = req
+                                .headers()
+                                .get("soapaction")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string();
+                            log.lock().unwrap().push(action);
+                            let (status, body) =
+                                answers.lock().unwrap().next().unwrap_or((500, Vec::new()));
+                            async move {
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .body(Full::new(Bytes::from(body)))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        let service = upnp::Service {
+            service_type: "urn:schemas-upnp-org:service:WANIPConnection:1".into(),
+            control: upnp::HttpUrl {
+                addr,
+                path: "/ctl/IPConn".into(),
+            },
+        };
+        (service, seen)
+    }
+
+    fn corpus(name: &str) -> Vec<u8> {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fuzz/corpus/upnp")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    fn fault(code: u16) -> Vec<u8> {
+        format!(
+            "<s:Envelope><s:Body><s:Fault><detail><UPnPError><errorCode>{code}</errorCode>\
+             <errorDescription>E{code}</errorDescription></UPnPError></detail></s:Fault>\
+             </s:Body></s:Envelope>"
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn upnp_renewal_and_removal_go_to_the_held_service() {
+        let (service, seen) = fake_gateway(vec![
+            (200, corpus("soap-add-ok")),
+            (200, corpus("soap-external-ip")),
+            (500, fault(501)),
+            (200, corpus("soap-delete-ok")),
+        ])
+        .await;
+        let previous = Mapping {
+            protocol: Protocol::Upnp,
+            gateway: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            external: "10.99.0.1:6464".parse().unwrap(),
+            lifetime: Duration::from_secs(3600),
+        };
+        let mut io = RouterIo {
+            natpmp: None,
+            upnp: Some(UpnpHeld {
+                service: service.clone(),
+                client: Ipv4Addr::LOCALHOST,
+                external_port: 6464,
+            }),
+        };
+        let lease = Duration::from_secs(3600);
+        let m = io
+            .map(Protocol::Upnp, None, 6464, lease, Some(previous))
+            .await
+            .unwrap();
+        assert_eq!(m, previous, "renewed: same external address, lease granted");
+        // a failed renewal keeps the service for the next attempt
+        let e = io
+            .map(Protocol::Upnp, None, 6464, lease, Some(previous))
+            .await
+            .unwrap_err();
+        assert!(e.contains("501"), "{e}");
+        assert!(io.upnp.is_some());
+        io.unmap(previous).await.unwrap();
+        assert!(io.upnp.is_none());
+        let st = &service.service_type;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                format!("\"{st}#AddPortMapping\""),
+                format!("\"{st}#GetExternalIPAddress\""),
+                format!("\"{st}#AddPortMapping\""),
+                format!("\"{st}#DeletePortMapping\""),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn upnp_router_granting_only_permanent_leases_gets_asked_for_one() {
+        let (service, seen) = fake_gateway(vec![
+            (500, fault(upnp::ONLY_PERMANENT_LEASES)),
+            (200, corpus("soap-add-ok")),
+            (200, corpus("soap-external-ip")),
+        ])
+        .await;
+        let (lease, ip) = upnp_add(&service, Ipv4Addr::LOCALHOST, 6464, 3600)
+            .await
+            .unwrap();
+        assert_eq!((lease, ip), (0, Ipv4Addr::new(10, 99, 0, 1)));
+        assert_eq!(seen.lock().unwrap().len(), 3);
+        // a conflict is an error, said as the router said it
+        let (service, _) = fake_gateway(vec![(500, corpus("soap-add-fault"))]).await;
+        let e = upnp_add(&service, Ipv4Addr::LOCALHOST, 6464, 3600)
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("718") && e.contains("ConflictInMappingEntry"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn the_default_gateway_is_read_from_proc_net_route() {

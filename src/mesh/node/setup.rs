@@ -329,32 +329,9 @@ pub async fn run(
         })),
     };
 
-    // The host's addresses, for the endpoint candidates (mesh::reach): now, then every
-    // LOCAL_ADDRESS_INTERVAL (an address that comes or goes — Wi-Fi to Ethernet — is noticed
-    // within that).
-    {
-        let (tx, tun_name) = (tx.clone(), cfg.tun_name.clone());
-        let changed = addresses_changed.clone();
-        tokio::spawn(async move {
-            let mut last: Option<Vec<std::net::IpAddr>> = None;
-            loop {
-                let mut addrs = local_addresses(&tun_name);
-                addrs.sort();
-                if last.as_ref().is_some_and(|l| *l != addrs) {
-                    changed.notify_one();
-                }
-                last = Some(addrs.clone());
-                if tx
-                    .send(ShellEvent::Input(Input::LocalAddresses(addrs)))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-                tokio::time::sleep(LOCAL_ADDRESS_INTERVAL).await;
-            }
-        });
-    }
+    // The host's addresses, for the endpoint candidates (mesh::reach): now, then on every
+    // change the OS reports (roaming: roam_io.rs).
+    super::roam_io::spawn(tx.clone(), cfg.tun_name.clone(), addresses_changed.clone());
     // TUN reader: packets from local applications.
     tokio::spawn(data.clone().run_tun_reader());
     // Acceptor.
@@ -563,22 +540,3 @@ async fn offer_and_keys(
 
 /// The longest the node waits at exit for the router to remove the port mapping.
 const PORT_MAP_REMOVAL: Duration = Duration::from_secs(2);
-
-/// How often the shell looks at the host's interface addresses again.
-const LOCAL_ADDRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The host's interface addresses, but the TUN's own and loopback ones (the core filters
-/// the rest: link-local, inside the mesh).
-fn local_addresses(tun_name: &str) -> Vec<std::net::IpAddr> {
-    match if_addrs::get_if_addrs() {
-        Ok(list) => list
-            .into_iter()
-            .filter(|i| i.name != tun_name && !i.is_loopback())
-            .map(|i| i.ip())
-            .collect(),
-        Err(e) => {
-            warn!(error = %e, "cannot list this host's addresses");
-            Vec::new()
-        }
-    }
-}

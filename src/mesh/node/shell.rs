@@ -57,6 +57,8 @@ pub(super) enum ShellEvent {
     },
     /// A tunnel finished its handshake and hello (dialled or accepted).
     Established(Box<Tunnel>),
+    /// The host's network changed (`roam_io`): its addresses now.
+    Network(Vec<std::net::IpAddr>),
 }
 
 /// The registry side of the shell: a client that follows certificate renewals.
@@ -75,6 +77,8 @@ struct Live {
     /// `None` while the core holds the tunnel (control stream only).
     iface: Option<crate::mesh::babel::IfaceId>,
     ctl: mpsc::Sender<ControlMsg>,
+    /// The neighbour's address as last told to the core (QUIC may move it).
+    remote: std::net::SocketAddr,
 }
 
 pub(super) struct Shell {
@@ -160,8 +164,13 @@ impl Shell {
                 _ = rtt_tick.tick() => {
                     self.signals.ensure(&self.tx);
                     let now = self.now();
-                    for (id, l) in &self.live {
+                    for (id, l) in &mut self.live {
                         self.core.handle(now, Input::Rtt { tunnel: *id, rtt: l.link.rtt() });
+                        let remote = l.link.remote_address();
+                        if remote != l.remote {
+                            l.remote = remote;
+                            self.core.handle(now, Input::PathMoved { tunnel: *id, remote });
+                        }
                     }
                 }
             }
@@ -224,7 +233,34 @@ impl Shell {
                     CloseCode::Shutdown.close(&t.conn);
                 }
             }
+            ShellEvent::Network(addrs) => self.network_changed(now, addrs),
         }
+    }
+
+    /// The host's network changed: the tunnels stranded on a gone address are named, the
+    /// endpoint leaves an address the host no longer has, and the core decides the rest.
+    fn network_changed(&mut self, now: Now, addrs: Vec<std::net::IpAddr>) {
+        let mut stranded: Vec<TunnelId> = self
+            .live
+            .iter()
+            .filter(|(_, l)| super::core::is_stranded(l.link.local_ip(), &addrs))
+            .map(|(id, _)| *id)
+            .collect();
+        stranded.sort();
+        if let Ok(bound) = self.endpoint.local_addr()
+            && let Some(to) = super::core::rebind_to(bound, &addrs)
+        {
+            match self.endpoint.rebind(to) {
+                Ok(()) => {
+                    info!(from = %bound, %to, "the tunnel socket's address is gone: it listens on every address now")
+                }
+                Err(e) => {
+                    warn!(from = %bound, %to, error = %e, "the tunnel socket's address is gone and it cannot move")
+                }
+            }
+        }
+        self.core
+            .handle(now, Input::NetworkChanged { addrs, stranded });
     }
 
     fn forget(&mut self, tunnel: TunnelId) {
@@ -524,6 +560,7 @@ impl Shell {
                 .send(ShellEvent::Input(Input::TunnelDown { tunnel, code }))
                 .await;
         });
+        let remote = link.remote_address();
         self.live.insert(
             tunnel,
             Live {
@@ -531,6 +568,7 @@ impl Shell {
                 peer,
                 iface: None,
                 ctl: ctl_tx,
+                remote,
             },
         );
     }
@@ -554,6 +592,7 @@ impl Shell {
         let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
         spawn_control_tasks(tunnel, ctl, ctl_rx, self.tx.clone());
         self.start_data(tunnel, iface, link.clone(), peer);
+        let remote = link.remote_address();
         self.live.insert(
             tunnel,
             Live {
@@ -561,6 +600,7 @@ impl Shell {
                 peer,
                 iface: Some(iface),
                 ctl: ctl_tx,
+                remote,
             },
         );
     }

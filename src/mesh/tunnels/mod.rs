@@ -445,9 +445,15 @@ impl TunnelLink {
         self.conn.rtt()
     }
 
-    /// The peer's UDP address.
+    /// The peer's UDP address (QUIC moves it when the peer migrates).
     pub fn remote_address(&self) -> SocketAddr {
         self.conn.remote_address()
+    }
+
+    /// The local address the peer dialled, for a tunnel we accepted (quinn answers from it
+    /// for the life of the connection); `None` for one we dialled (the OS picks).
+    pub fn local_ip(&self) -> Option<IpAddr> {
+        self.conn.local_ip()
     }
 
     /// This tunnel's traffic counters.
@@ -499,6 +505,8 @@ pub struct TunnelEndpoint {
     client: std::sync::Mutex<quinn::ClientConfig>,
     /// What we say in hellos, and the minimum protocol we accept.
     hello: std::sync::Mutex<(HelloInfo, u32)>,
+    /// The firewall mark of the socket (`--use-exit`), put on a rebound socket too.
+    mark: Option<u32>,
 }
 
 fn transport(timers: TunnelTimers) -> Result<Arc<quinn::TransportConfig>, TunnelError> {
@@ -592,6 +600,46 @@ fn socket_buffers(socket: &std::net::UdpSocket) {
     );
 }
 
+/// The tunnel socket. Bound to one address, it allows another socket on the same port with
+/// `SO_REUSEADDR` (the unspecified address it moves to if that address goes:
+/// [`TunnelEndpoint::rebind`]); on the unspecified address, a second node on the port is
+/// refused as ever.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    if addr.ip().is_unspecified() {
+        std::net::UdpSocket::bind(addr)
+    } else {
+        reusable_udp_socket(addr)
+    }
+}
+
+/// Puts the firewall mark of `--use-exit` (SO_MARK, Linux) on the tunnel socket, so policy
+/// routing keeps the underlay packets out of the TUN.
+fn mark_socket(socket: &std::net::UdpSocket, mark: Option<u32>) -> std::io::Result<()> {
+    let Some(mark) = mark else { return Ok(()) };
+    #[cfg(target_os = "linux")]
+    {
+        socket2::SockRef::from(socket).set_mark(mark)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        Err(std::io::Error::other(format!(
+            "socket marks (mark {mark}) exist on Linux only"
+        )))
+    }
+}
+
+fn reusable_udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
 impl TunnelEndpoint {
     /// Binds the node's UDP port with its identity. Must run inside a tokio runtime.
     pub fn bind(
@@ -620,17 +668,8 @@ impl TunnelEndpoint {
                 "cannot use UDP {addr}: {e} (is another node running on this port?)"
             ))
         };
-        let socket = std::net::UdpSocket::bind(addr).map_err(setup)?;
-        if let Some(mark) = mark {
-            #[cfg(target_os = "linux")]
-            socket2::SockRef::from(&socket)
-                .set_mark(mark)
-                .map_err(|e| TunnelError::Setup(format!("cannot mark the tunnel socket: {e}")))?;
-            #[cfg(not(target_os = "linux"))]
-            return Err(TunnelError::Setup(format!(
-                "socket marks (mark {mark}) exist on Linux only"
-            )));
-        }
+        let socket = udp_socket(addr).map_err(setup)?;
+        mark_socket(&socket, mark).map_err(setup)?;
         socket_buffers(&socket);
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
@@ -652,12 +691,22 @@ impl TunnelEndpoint {
             timers,
             client: std::sync::Mutex::new(cc),
             hello: std::sync::Mutex::new((hello, crate::params::PROTOCOL_VERSION)),
+            mark,
         })
     }
 
     /// The bound UDP address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()
+    }
+
+    /// Moves the endpoint to a new UDP socket bound to `addr` (its address is gone from the
+    /// host): every tunnel goes on from it (QUIC migration, for those we dialled).
+    pub fn rebind(&self, addr: SocketAddr) -> std::io::Result<()> {
+        let socket = reusable_udp_socket(addr)?;
+        mark_socket(&socket, self.mark)?;
+        socket_buffers(&socket);
+        self.endpoint.rebind(socket)
     }
 
     /// The trust (to swap the revoked set).

@@ -1,5 +1,5 @@
-//! Windows: elevation is not checked ahead (that needs a Win32 call, and this crate forbids
-//! `unsafe`); the TUN device's own refusal is what tells the user.
+//! Windows: elevation is not checked ahead (that needs a Win32 call, and the crate keeps
+//! `unsafe` to the key files' ACL); the TUN device's own refusal is what tells the user.
 
 /// Always false: a node on Windows keeps its state in the user's data directory unless given
 /// `--state-dir` (the service passes one).

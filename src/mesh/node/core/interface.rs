@@ -75,6 +75,24 @@ pub struct InstallError(pub String);
 pub enum Input {
     /// The host's interface addresses now (at start, then whenever the shell looks again).
     LocalAddresses(Vec<IpAddr>),
+    /// The host's network changed (the OS said so: an address, a link or the default route
+    /// came or went; or a poll found other addresses): every tunnel proves its path now
+    /// (roaming, `roam.rs`).
+    NetworkChanged {
+        /// The host's interface addresses now.
+        addrs: Vec<IpAddr>,
+        /// Tunnels this node accepted on a local address the host no longer has: QUIC cannot
+        /// move them (only the dialling side migrates).
+        stranded: Vec<TunnelId>,
+    },
+    /// QUIC moved a tunnel to another remote address (the neighbour roamed, or its NAT
+    /// mapped it anew).
+    PathMoved {
+        /// Which tunnel.
+        tunnel: TunnelId,
+        /// The neighbour's address now.
+        remote: SocketAddr,
+    },
     /// A tunnel completed its handshake and hello (dialled or accepted).
     TunnelUp {
         /// The shell's name for it.
@@ -376,11 +394,17 @@ pub struct Counters {
     pub punch_signals_malformed: u64,
     /// Punch answers to no request of ours.
     pub punch_answers_unexpected: u64,
+    /// Changes of the host's network (roaming).
+    pub network_changes: u64,
+    /// Tunnels closed and dialled again because their local address was gone.
+    pub tunnels_stranded: u64,
+    /// Tunnels QUIC moved to a neighbour's new address.
+    pub paths_moved: u64,
 }
 
 impl Counters {
     /// Every counter by name, for `mesh status --json`.
-    pub fn named(&self) -> [(&'static str, u64); 22] {
+    pub fn named(&self) -> [(&'static str, u64); 25] {
         [
             ("params_requests_ignored", self.params_requests_ignored),
             ("control_stalled", self.control_stalled),
@@ -404,6 +428,9 @@ impl Counters {
             ("punch_requests_refused", self.punch_requests_refused),
             ("punch_signals_malformed", self.punch_signals_malformed),
             ("punch_answers_unexpected", self.punch_answers_unexpected),
+            ("network_changes", self.network_changes),
+            ("tunnels_stranded", self.tunnels_stranded),
+            ("paths_moved", self.paths_moved),
         ]
     }
 }

@@ -23,7 +23,7 @@
 //!   (counted by the shell), as a router drops on a full queue.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
 use ipnet::Ipv6Net;
@@ -56,6 +56,7 @@ mod interface;
 mod origin;
 mod params;
 mod punching;
+mod roam;
 mod tunnels;
 
 pub use interface::{
@@ -69,6 +70,7 @@ pub use origin::{
 use params::timers_of;
 pub use params::{exit_key, mac_keys, protocol_too_old, renew_at, router_id_for};
 pub use punching::Made;
+pub use roam::{is_stranded, rebind_to};
 
 /// How often the core runs its housekeeping round (renewal, dials, tunnel manager).
 pub const TICK: Duration = Duration::from_millis(500);
@@ -92,6 +94,15 @@ pub const KILL_CLOSE_DELAY: Duration = Duration::from_secs(2);
 /// hands its routes over too, if the replaced connection is still there; closed at once, the
 /// peer would lose its routes through us until Babel learnt them again over the new one.
 pub const DUPLICATE_CLOSE_DELAY: Duration = Duration::from_secs(2);
+/// Every Babel packet sent over a tunnel is padded to this many bytes (trailer PadN), so its
+/// datagram is as large as the largest data datagram on the smallest path re6mesh accepts
+/// ([`QUIC_MIN_MTU`](crate::mesh::tunnels::QUIC_MIN_MTU) bytes of UDP payload). A path whose
+/// MTU shrinks below that after the handshake then loses Babel's hellos as it loses the
+/// data, so the neighbour's link cost goes to infinity and the routes move to other tunnels
+/// — instead of a tunnel that stays up on its small keep-alives and black-holes every
+/// full-size packet (QUIC's own black-hole detection stops at `min_mtu`).
+pub const BABEL_PADDED_LEN: usize =
+    crate::mesh::seal::wire::MIN_TUNNEL_DATAGRAM - crate::mesh::tunnels::frame::HEADER_LEN;
 /// A dial that has not come to anything in this long is forgotten.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Parameters and CRL are asked of the registry at most this often.
@@ -238,6 +249,9 @@ pub struct NodeCore {
     subnet_routes: SubnetRoutes,
     /// Hole punching through the mesh (`punching.rs`).
     punch: Puncher,
+    /// The host's network changed: every tunnel gets a repeated hello at the end of this
+    /// input (`roam.rs`).
+    probe_paths: bool,
 }
 
 impl NodeCore {
@@ -339,6 +353,7 @@ impl NodeCore {
             origin: None,
             subnet_routes: SubnetRoutes::default(),
             punch,
+            probe_paths: false,
         };
         if let Some(setup) = cfg.origin {
             core.origin_init(now, setup);
@@ -488,6 +503,8 @@ impl NodeCore {
             }
             Input::Exit => self.stop(None),
             Input::LocalAddresses(addrs) => self.reach.set_local(&addrs),
+            Input::NetworkChanged { addrs, stranded } => self.network_changed(now, addrs, stranded),
+            Input::PathMoved { tunnel, remote } => self.path_moved(tunnel, remote),
             Input::PortMapped(addr) => {
                 if let Some(a) = addr {
                     info!(external = %a, "the home router forwards the tunnel port");
@@ -514,39 +531,32 @@ impl NodeCore {
     }
 
     /// Announces the endpoint candidates when they changed: in the hello of new tunnels, to
-    /// the registry, and to every neighbour in a repeated hello.
+    /// the registry, and to every neighbour in a repeated hello (which also goes out after a
+    /// change of the host's network, changed or not: every tunnel proves its path).
     fn refresh_reach(&mut self) {
         if self.down {
+            self.probe_paths = false;
             return;
         }
         self.reach.set_network(self.net.params().network);
-        let Some(c) = self.reach.poll_changed() else {
+        let changed = self.reach.poll_changed();
+        let probe = std::mem::take(&mut self.probe_paths);
+        if let Some(c) = changed.clone() {
+            if c != self.my_endpoints {
+                info!(endpoints = ?c, "this node can be reached at");
+            }
+            self.my_endpoints = c.clone();
+            self.push_hello();
+            if !c.is_empty() {
+                self.actions.push_back(Action::ReportEndpoints(c));
+            }
+        } else if !probe {
             return;
-        };
-        if c != self.my_endpoints {
-            info!(endpoints = ?c, "this node can be reached at");
         }
-        self.my_endpoints = c.clone();
-        self.push_hello();
-        if !c.is_empty() {
-            self.actions.push_back(Action::ReportEndpoints(c.clone()));
-        }
-        let p = self.net.params();
         let hellos: Vec<(TunnelId, ControlMsg)> = self
             .tunnels
             .iter()
-            .map(|(id, t)| {
-                (
-                    *id,
-                    ControlMsg::Hello {
-                        protocol: PROTOCOL_VERSION,
-                        params_version: p.version,
-                        endpoints: c.clone(),
-                        country: self.country.clone(),
-                        observed: Some(t.remote),
-                    },
-                )
-            })
+            .map(|(id, t)| (*id, self.repeated_hello(t.remote)))
             .collect();
         for (id, m) in hellos {
             self.send_control(id, m);
@@ -968,10 +978,9 @@ impl NodeCore {
             if let Some(&tunnel) = self.by_iface.get(&t.iface)
                 && self.tunnels.get(&tunnel).is_some_and(|e| !e.held)
             {
-                self.actions.push_back(Action::SendBabel {
-                    tunnel,
-                    bytes: t.bytes,
-                });
+                let mut bytes = t.bytes;
+                crate::wire::packet::pad_trailer(&mut bytes, BABEL_PADDED_LEN);
+                self.actions.push_back(Action::SendBabel { tunnel, bytes });
             }
         }
         let mut changed = false;
