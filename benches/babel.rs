@@ -50,7 +50,7 @@ fn prefix(i: usize) -> Prefix {
 fn full_update_packets(n: usize) -> Vec<Vec<u8>> {
     let msgs: Vec<Msg> = (0..n)
         .map(|i| Msg::Update {
-            prefix: prefix(i),
+            prefix: prefix(i).into(),
             router_id: RouterId((i as u64 + 100).to_be_bytes()),
             seqno: Seqno(7),
             metric: 96 + (i % 512) as u16,
@@ -229,7 +229,7 @@ fn fib(n: usize) -> (Fib, Vec<IpAddr>) {
         };
         let Some(prefix) = prefix else { continue };
         fib.apply(&RouteChange::Added(re6mesh::mesh::babel::FibRoute {
-            prefix,
+            prefix: prefix.into(),
             next_hop: IpAddr::V6(PEER),
             iface: IfaceId((i % 8) as u32),
             metric: 96,

@@ -109,6 +109,48 @@ pub struct NodeOptions {
     #[arg(long, value_name = "PREFIX")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub advertise_route: Vec<Ipv6Net>,
+    /// Be an exit: let the mesh reach the internet through this node (announces `::/0
+    /// from` the network prefix; needs `mesh registry authorize NODE exit ::/0`). Turns on
+    /// IPv6 forwarding and NAT66 on the uplink (nftables, Linux), undone on stop.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<bool>,
+    /// With `--exit`: forward the mesh's packets as they are, no NAT66 (the operator routes
+    /// the network prefix to this node).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_routed: Option<bool>,
+    /// Send this host's internet traffic through an exit of the mesh: `auto` (the best one,
+    /// the next one when it dies) or an exit node's prefix. The tunnels' own packets and
+    /// the LAN (DNS on it included) keep the normal routes (Linux policy routing).
+    #[arg(long, value_name = "auto|PREFIX")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_exit: Option<UseExitArg>,
+}
+
+/// `--use-exit`'s value, as text in `node.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct UseExitArg(pub crate::mesh::node::exit::UseExit);
+
+impl std::str::FromStr for UseExitArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse().map(UseExitArg)
+    }
+}
+
+impl TryFrom<String> for UseExitArg {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<UseExitArg> for String {
+    fn from(u: UseExitArg) -> String {
+        u.0.to_string()
+    }
 }
 
 /// The keys of `node.toml`, in file order.
@@ -126,6 +168,9 @@ pub const KEYS: &[&str] = &[
     "country",
     "metrics",
     "advertise-route",
+    "exit",
+    "exit-routed",
+    "use-exit",
 ];
 
 /// Why the configuration file cannot be used.
@@ -297,6 +342,20 @@ impl NodeOptions {
                 }
             }
             "advertise-route" => self.advertise_route = list(value).map_err(bad)?,
+            "exit" | "exit-routed" => {
+                let v = match value {
+                    "" => None,
+                    "true" => Some(true),
+                    "false" => Some(false),
+                    v => return Err(bad(format!("{v:?} is not true or false"))),
+                };
+                if key == "exit" {
+                    self.exit = v;
+                } else {
+                    self.exit_routed = v;
+                }
+            }
+            "use-exit" => self.use_exit = one(value).map_err(bad)?,
             _ => return Err(ConfigError::UnknownKey(key.to_owned())),
         }
         Ok(())
@@ -321,6 +380,9 @@ impl NodeOptions {
             country: self.country.or(file.country),
             metrics: self.metrics.or(file.metrics),
             advertise_route: list(self.advertise_route, file.advertise_route),
+            exit: self.exit.or(file.exit),
+            exit_routed: self.exit_routed.or(file.exit_routed),
+            use_exit: self.use_exit.or(file.use_exit),
         }
     }
 
@@ -362,6 +424,14 @@ impl NodeOptions {
             country: self.country.as_ref().map(|c| c.0.clone()),
             metrics: self.metrics,
             advertise_routes: self.advertise_route.iter().map(|p| p.trunc()).collect(),
+            exit: self.exit.unwrap_or(false).then(|| {
+                if self.exit_routed.unwrap_or(false) {
+                    crate::mesh::node::exit::ExitMode::Routed
+                } else {
+                    crate::mesh::node::exit::ExitMode::Nat66
+                }
+            }),
+            use_exit: self.use_exit.as_ref().map(|u| u.0),
         }
     }
 }
@@ -518,6 +588,9 @@ mod tests {
             country: Some("fr".parse().unwrap()),
             metrics: Some("[::1]:9464".parse().unwrap()),
             advertise_route: vec!["2001:db8:5::/48".parse().unwrap()],
+            exit: Some(true),
+            exit_routed: Some(false),
+            use_exit: Some("auto".parse().unwrap()),
         }
     }
 
@@ -567,6 +640,9 @@ mod tests {
             ("country", "fr"),
             ("metrics", "[::1]:9464"),
             ("advertise-route", "2001:db8:5::/48"),
+            ("exit", "true"),
+            ("exit-routed", "false"),
+            ("use-exit", "auto"),
         ] {
             o.set(k, v).unwrap();
         }

@@ -151,6 +151,7 @@ impl ControlHandler for Fake {
             registry: None,
             seal: None,
             port_mapping: None,
+            exit: None,
         }
     }
     fn peers(&self) -> Vec<Peer> {

@@ -312,7 +312,10 @@ fn inner_hostile_babel_speaker() {
                                 metric,
                                 ..
                             } if metric != u16::MAX => {
-                                learnt.lock().unwrap().insert(prefix, (router_id, seqno));
+                                learnt
+                                    .lock()
+                                    .unwrap()
+                                    .insert(prefix.dst, (router_id, seqno));
                             }
                             _ => {}
                         }
@@ -361,7 +364,7 @@ fn inner_hostile_babel_speaker() {
         );
         let own_rid = RouterId([0x66; 8]);
         let update = |prefix: Prefix, router_id: RouterId, seqno: Seqno| Msg::Update {
-            prefix,
+            prefix: prefix.into(),
             router_id,
             seqno,
             metric: 0,
@@ -378,7 +381,7 @@ fn inner_hostile_babel_speaker() {
         )
         .unwrap();
         let signed = |prefix: Prefix, router_id: RouterId, seqno: Seqno| {
-            let bytes = re6mesh::mesh::babel::origin::signed_bytes(prefix, router_id, seqno);
+            let bytes = re6mesh::mesh::babel::origin::signed_bytes(prefix.into(), router_id, seqno);
             let sig = signer
                 .sign(&::ring::rand::SystemRandom::new(), &bytes)
                 .unwrap();
@@ -436,7 +439,7 @@ fn inner_hostile_babel_speaker() {
                     let msgs: Vec<Msg> = known
                         .iter()
                         .map(|(p, (rid, s))| Msg::SeqnoRequest {
-                            prefix: *p,
+                            prefix: (*p).into(),
                             seqno: Seqno(s.0.wrapping_add(round + 1)),
                             hop_count: 127,
                             router_id: *rid,

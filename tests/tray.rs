@@ -59,6 +59,7 @@ impl ControlHandler for Node {
             registry: None,
             seal: None,
             port_mapping: None,
+            exit: None,
         }
     }
     fn peers(&self) -> Vec<Peer> {

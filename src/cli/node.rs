@@ -90,6 +90,9 @@ pub fn status(a: ShowArgs) -> anyhow::Result<()> {
     if let Some(p) = &st.port_mapping {
         println!("port mapping    {}", port_mapping_line(p));
     }
+    if let Some(e) = &st.exit {
+        println!("exit            {e}");
+    }
     println!(
         "uptime          {}",
         humantime::format_duration(std::time::Duration::from_secs(st.uptime_secs))

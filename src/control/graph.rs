@@ -279,6 +279,7 @@ mod tests {
             registry: None,
             seal: None,
             port_mapping: None,
+            exit: None,
         }
     }
 

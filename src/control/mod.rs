@@ -94,6 +94,10 @@ pub struct Status {
     /// the node has none to report, e.g. the LAN daemon or an older node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_mapping: Option<PortMappingStatus>,
+    /// The exit (issue 15): `this node` on an exit (`--exit`), else the exit in use (its
+    /// node prefix and name); absent when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<String>,
 }
 
 /// `status.port_mapping`: the tunnel port forwarded by the home router.

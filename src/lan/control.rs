@@ -90,6 +90,7 @@ impl ControlHandler for Handler {
             registry: None,
             seal: None,
             port_mapping: None,
+            exit: None,
         }
     }
 

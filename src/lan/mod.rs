@@ -199,6 +199,10 @@ impl Router {
 
     fn apply(&mut self, c: RouteChange) {
         match c {
+            // Source-specific routes (RFC 9079) are not put into the kernel by the LAN
+            // router: it installs destination routes only.
+            RouteChange::Added(r) | RouteChange::Changed(r) if r.prefix.is_source_specific() => {}
+            RouteChange::Removed(p) if p.is_source_specific() => {}
             RouteChange::Added(r) | RouteChange::Changed(r) => {
                 let Some(i) = self.index_of(r.iface) else {
                     return;
@@ -216,13 +220,13 @@ impl Router {
                             self.socks[i].name,
                             r.metric
                         );
-                        self.installed.insert(r.prefix, (r.next_hop, oif));
+                        self.installed.insert(r.prefix.dst, (r.next_hop, oif));
                     }
                     Err(e) => tracing::warn!("cannot install the route to {}: {e}", r.prefix),
                 }
             }
             RouteChange::Removed(p) => {
-                if self.installed.remove(&p).is_some() {
+                if self.installed.remove(&p.dst).is_some() {
                     tracing::info!("route {p} removed");
                     if let Err(e) = self.kernel.delete_route(p.addr(), p.len()) {
                         tracing::warn!("cannot remove the route to {p}: {e}");

@@ -5,6 +5,12 @@
 //! path readers ([`FibReader`]) load the current snapshot without locks and look addresses
 //! up without allocating: per address family, one sorted array per prefix length present
 //! (longest first), each searched by binary search on the masked address.
+//!
+//! Source-specific routes (RFC 9079: an exit's `::/0 from` the network prefix) are kept
+//! apart, a short list scanned by [`FibTable::lookup_from`], which takes the packet's
+//! source too: destination first (the longest matching destination wins), then the
+//! source (a source-specific route beats an ordinary one of the same destination). Plain
+//! [`FibTable::lookup`] never returns a source-specific route.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -12,13 +18,16 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 
-use crate::mesh::babel::{FibRoute, IfaceId, Prefix, RouteChange};
+use crate::mesh::babel::{FibRoute, IfaceId, Prefix, RouteChange, RouteKey};
 
 /// What a lookup returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FibEntry {
     /// The matching prefix.
     pub prefix: Prefix,
+    /// The source prefix of a source-specific route (RFC 9079); `None` for an ordinary
+    /// one.
+    pub src: Option<Prefix>,
     /// Next hop address.
     pub next_hop: IpAddr,
     /// Outgoing interface (tunnel).
@@ -30,7 +39,8 @@ pub struct FibEntry {
 impl From<&FibRoute> for FibEntry {
     fn from(r: &FibRoute) -> Self {
         FibEntry {
-            prefix: r.prefix,
+            prefix: r.prefix.dst,
+            src: r.prefix.src,
             next_hop: r.next_hop,
             iface: r.iface,
             metric: r.metric,
@@ -51,6 +61,8 @@ struct Level {
 pub struct FibTable {
     v4: Vec<Level>,
     v6: Vec<Level>,
+    /// Source-specific routes (a handful: one per exit selected), scanned.
+    specific: Vec<FibEntry>,
 }
 
 fn key_of(addr: IpAddr) -> u128 {
@@ -73,7 +85,12 @@ impl FibTable {
     fn build<'a>(entries: impl Iterator<Item = &'a FibEntry>) -> Self {
         let mut v4: BTreeMap<u8, Vec<(u128, FibEntry)>> = BTreeMap::new();
         let mut v6: BTreeMap<u8, Vec<(u128, FibEntry)>> = BTreeMap::new();
+        let mut specific = Vec::new();
         for e in entries {
+            if e.src.is_some() {
+                specific.push(*e);
+                continue;
+            }
             let map = if e.prefix.is_ipv4() { &mut v4 } else { &mut v6 };
             map.entry(e.prefix.len())
                 .or_default()
@@ -95,6 +112,24 @@ impl FibTable {
         FibTable {
             v4: levels(v4),
             v6: levels(v6),
+            specific,
+        }
+    }
+
+    /// Longest-prefix match on `dst` among the ordinary routes and the source-specific
+    /// routes whose source prefix holds `src` (RFC 9079 section 3: destination first,
+    /// then source).
+    pub fn lookup_from(&self, dst: IpAddr, src: IpAddr) -> Option<&FibEntry> {
+        let plain = self.lookup(dst);
+        let specific = self
+            .specific
+            .iter()
+            .filter(|e| e.prefix.contains(dst) && e.src.is_some_and(|s| s.contains(src)))
+            .max_by_key(|e| (e.prefix.len(), e.src.map_or(0, |s| s.len())));
+        match (plain, specific) {
+            (Some(p), Some(s)) if p.prefix.len() > s.prefix.len() => Some(p),
+            (_, Some(s)) => Some(s),
+            (p, None) => p,
         }
     }
 
@@ -116,7 +151,12 @@ impl FibTable {
 
     /// Number of routes.
     pub fn len(&self) -> usize {
-        self.v4.iter().chain(&self.v6).map(|l| l.keys.len()).sum()
+        self.v4
+            .iter()
+            .chain(&self.v6)
+            .map(|l| l.keys.len())
+            .sum::<usize>()
+            + self.specific.len()
     }
 
     /// True if there is no route.
@@ -127,7 +167,7 @@ impl FibTable {
 
 /// The writer side: owned by the task that drains the engine.
 pub struct Fib {
-    routes: BTreeMap<Prefix, FibEntry>,
+    routes: BTreeMap<RouteKey, FibEntry>,
     shared: Arc<ArcSwap<FibTable>>,
     dirty: bool,
 }
@@ -198,7 +238,7 @@ impl Fib {
     pub fn lookup_slow(&self, addr: IpAddr) -> Option<&FibEntry> {
         self.routes
             .values()
-            .filter(|e| e.prefix.contains(addr))
+            .filter(|e| e.src.is_none() && e.prefix.contains(addr))
             .max_by_key(|e| e.prefix.len())
     }
 }
@@ -213,6 +253,12 @@ impl FibReader {
     /// Longest-prefix match on the latest published snapshot. Lock-free, no allocation.
     pub fn lookup(&self, addr: IpAddr) -> Option<FibEntry> {
         self.shared.load().lookup(addr).copied()
+    }
+
+    /// [`FibTable::lookup_from`] on the latest published snapshot: the route for a packet
+    /// from `src` to `dst`, source-specific routes included.
+    pub fn lookup_from(&self, dst: IpAddr, src: IpAddr) -> Option<FibEntry> {
+        self.shared.load().lookup_from(dst, src).copied()
     }
 
     /// The latest snapshot, for batches of lookups.
@@ -405,13 +451,13 @@ mod tests {
             for (p, add, hop) in &ops {
                 if *add {
                     fib.apply(&RouteChange::Added(FibRoute {
-                        prefix: *p,
+                        prefix: (*p).into(),
                         next_hop: IpAddr::V6(Ipv6Addr::LOCALHOST),
                         iface: IfaceId(u32::from(*hop)),
                         metric: 1,
                     }));
                 } else {
-                    fib.apply(&RouteChange::Removed(*p));
+                    fib.apply(&RouteChange::Removed((*p).into()));
                 }
             }
             fib.publish();

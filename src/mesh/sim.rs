@@ -28,7 +28,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use crate::mesh::babel::{
     Config, CostMultiplier, Engine, Event, IfaceConfig, IfaceId, IfaceKind, MacKeys, NeighbourId,
-    Prefix, RouteChange, Time, Timers,
+    Prefix, RouteChange, RouteKey, Time, Timers,
 };
 use crate::mesh::fib::Fib;
 
@@ -393,7 +393,7 @@ impl Sim {
         } else {
             old.engine.router_id().0
         };
-        let prefixes: Vec<Prefix> = old.engine.local_prefixes().copied().collect();
+        let prefixes: Vec<RouteKey> = old.engine.local_prefixes().copied().collect();
         let ifaces: Vec<(IfaceId, LinkIdx, IfaceConfig)> = old
             .ifaces
             .iter()
@@ -673,7 +673,7 @@ impl Sim {
                 let fib: Vec<_> = n
                     .fib
                     .routes()
-                    .map(|e| (e.prefix, e.next_hop, e.iface))
+                    .map(|e| (RouteKey::from_source(e.prefix, e.src), e.next_hop, e.iface))
                     .collect();
                 let sel: Vec<_> = n
                     .engine

@@ -127,6 +127,8 @@ pub struct NodeSetup {
     pub origin_auth: bool,
     /// Prefixes outside the network it announces (`--advertise-route`).
     pub advertise_routes: Vec<Ipv6Net>,
+    /// An exit (`--exit`): announces `::/0 from` the network prefix.
+    pub exit: bool,
 }
 
 /// The simulated registry.
@@ -239,6 +241,7 @@ impl SimRegistry {
         let setup = OriginSetup {
             cert_der: der,
             key_pkcs8: SecretBytes::new(key.serialize_der()),
+            exit_only: None,
         };
         (setup, serial, not_after)
     }
@@ -543,6 +546,7 @@ impl NodeNet {
             cache,
             origin: n.origin.clone(),
             advertise_routes: n.setup.advertise_routes.clone(),
+            exit: n.setup.exit,
         };
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
@@ -1165,6 +1169,9 @@ mod tests;
 #[path = "sim_origin_tests.rs"]
 mod origin_tests;
 
+#[cfg(test)]
+#[path = "sim_exits_tests.rs"]
+mod exits_tests;
 #[cfg(test)]
 #[path = "sim_routes_tests.rs"]
 mod routes_tests;

@@ -83,8 +83,8 @@ fn forgeries(net: &NodeNet, h: NodeIdx, victim: NodeIdx) -> Vec<Msg> {
     let more =
         Prefix::new(IpAddr::V6(identity::node_address(&prefix_of(victim))), 128).expect("a /128");
     let outside: Prefix = "2001:db8::/32".parse().expect("a prefix");
-    let update = |prefix, rid, sig| Msg::Update {
-        prefix,
+    let update = |prefix: Prefix, rid, sig| Msg::Update {
+        prefix: prefix.into(),
         router_id: rid,
         seqno: Seqno(seqno.wrapping_add(100)),
         metric: 0,

@@ -274,7 +274,7 @@ fn rfc_9616_timestamps_measure_the_rtt_and_feed_the_cost() {
         assert_eq!(nb(&sim, i).measured_rtt, Some(ms(60)), "node {i}");
         assert_eq!(nb(&sim, i).cost, 164, "node {i}");
     }
-    let r = sim.nodes[0].engine.selected_route(&node_prefix(1)).cloned();
+    let r = sim.nodes[0].engine.selected_route(node_prefix(1)).cloned();
     assert_eq!(r.map(|r| r.metric), Some(164));
     for i in [2, 3] {
         assert_eq!(nb(&sim, i).measured_rtt, Some(ms(50)), "node {i}");
@@ -691,7 +691,9 @@ fn a_member_flooding_random_routes_is_held_to_its_budget() {
                     let mut rid = [0u8; 8];
                     rng.fill_bytes(&mut rid);
                     Msg::Update {
-                        prefix: Prefix::new(IpAddr::V6(Ipv6Addr::from(addr)), 128).expect("a /128"),
+                        prefix: Prefix::new(IpAddr::V6(Ipv6Addr::from(addr)), 128)
+                            .expect("a /128")
+                            .into(),
                         router_id: RouterId(rid),
                         seqno: Seqno(rng.next_u32() as u16),
                         metric: (rng.next_u32() % 512) as u16,

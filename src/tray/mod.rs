@@ -232,6 +232,7 @@ mod tests {
             registry: None,
             seal: None,
             port_mapping: None,
+            exit: None,
         }
     }
 

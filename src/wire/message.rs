@@ -21,9 +21,9 @@ use super::{Error, INFINITY};
 /// Knobs of the parser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ParseOptions {
-    /// Understand the RFC 9079 Source Prefix sub-TLV. When false (the
-    /// default, and what re6mesh runs with: it does no source-specific
-    /// routing) the sub-TLV is an unknown mandatory sub-TLV and the enclosing
+    /// Understand the RFC 9079 Source Prefix sub-TLV (the Babel engine does:
+    /// exits announce `::/0 from` the network prefix). When false (the
+    /// default) the sub-TLV is an unknown mandatory sub-TLV and the enclosing
     /// Update / Route Request / Seqno Request is ignored, as RFC 9079 section
     /// 4 requires of routers that do not implement it.
     pub source_specific: bool,

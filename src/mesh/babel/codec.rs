@@ -10,6 +10,7 @@ use crate::wire::{
 };
 
 use super::msg::{Decoded, Msg, RouterId};
+use super::prefix::RouteKey;
 use super::seqno::Seqno;
 
 /// Why a packet could not be decoded or encoded.
@@ -26,7 +27,12 @@ pub enum CodecError {
 /// Decodes a received packet (MAC already checked). `src` is the packet's source address:
 /// the default next hop. Per-TLV problems are skipped by the wire parser, as RFC 8966 says.
 pub fn decode(packet: &[u8], src: IpAddr) -> Result<Decoded, CodecError> {
-    let parsed = wire::parse_packet(packet, src, &ParseOptions::default())?;
+    // RFC 9079: the Source Prefix sub-TLV is understood (source-specific routes are
+    // routes of their own, keyed by destination and source).
+    let options = ParseOptions {
+        source_specific: true,
+    };
+    let parsed = wire::parse_packet(packet, src, &options)?;
     let mut out = Decoded::default();
     for m in parsed.messages {
         match m {
@@ -43,11 +49,8 @@ pub fn decode(packet: &[u8], src: IpAddr) -> Result<Decoded, CodecError> {
                 timestamp: i.timestamp.map(|t| (t.origin, t.receive)),
             }),
             Message::Update(u) => {
-                if u.source_prefix.is_some() {
-                    continue;
-                }
                 out.msgs.push(Msg::Update {
-                    prefix: u.prefix,
+                    prefix: RouteKey::from_source(u.prefix, u.source_prefix),
                     router_id: u.router_id.unwrap_or_default(),
                     seqno: Seqno(u.seqno),
                     metric: u.metric,
@@ -61,21 +64,20 @@ pub fn decode(packet: &[u8], src: IpAddr) -> Result<Decoded, CodecError> {
                     interval_cs: interval,
                 })
             }
-            Message::RouteRequest(r) => {
-                if r.source_prefix.is_none() {
-                    out.msgs.push(Msg::RouteRequest { prefix: r.prefix });
-                }
-            }
-            Message::SeqnoRequest(r) => {
-                if r.source_prefix.is_none() {
-                    out.msgs.push(Msg::SeqnoRequest {
-                        prefix: r.prefix,
-                        seqno: Seqno(r.seqno),
-                        hop_count: r.hop_count,
-                        router_id: r.router_id,
-                    });
-                }
-            }
+            Message::RouteRequest(r) => out.msgs.push(Msg::RouteRequest {
+                // A source-specific request for a wildcard does not exist (RFC 9079 7.4).
+                prefix: match (r.prefix, r.source_prefix) {
+                    (Some(p), s) => Some(RouteKey::from_source(p, s)),
+                    (None, None) => None,
+                    (None, Some(_)) => continue,
+                },
+            }),
+            Message::SeqnoRequest(r) => out.msgs.push(Msg::SeqnoRequest {
+                prefix: RouteKey::from_source(r.prefix, r.source_prefix),
+                seqno: Seqno(r.seqno),
+                hop_count: r.hop_count,
+                router_id: r.router_id,
+            }),
             Message::Pc { counter, index } => {
                 if out.pc.is_none() {
                     out.pc = Some((counter, index));
@@ -126,8 +128,8 @@ fn to_wire(m: &Msg, source: IpAddr) -> Message {
             next_hop,
             signature,
         } => Message::Update(Update {
-            prefix: *prefix,
-            source_prefix: None,
+            prefix: prefix.dst,
+            source_prefix: prefix.src,
             router_id: Some(*router_id),
             next_hop: next_hop.unwrap_or(source),
             metric: *metric,
@@ -141,8 +143,8 @@ fn to_wire(m: &Msg, source: IpAddr) -> Message {
             interval: *interval_cs,
         },
         Msg::RouteRequest { prefix } => Message::RouteRequest(RouteRequest {
-            prefix: *prefix,
-            source_prefix: None,
+            prefix: prefix.map(|p| p.dst),
+            source_prefix: prefix.and_then(|p| p.src),
         }),
         Msg::SeqnoRequest {
             prefix,
@@ -150,8 +152,8 @@ fn to_wire(m: &Msg, source: IpAddr) -> Message {
             hop_count,
             router_id,
         } => Message::SeqnoRequest(SeqnoRequest {
-            prefix: *prefix,
-            source_prefix: None,
+            prefix: prefix.dst,
+            source_prefix: prefix.src,
             seqno: seqno.0,
             hop_count: *hop_count,
             router_id: *router_id,
@@ -173,7 +175,7 @@ fn to_wire(m: &Msg, source: IpAddr) -> Message {
     }
 }
 
-fn update_key(m: &Msg) -> Option<(RouterId, bool, crate::wire::Prefix)> {
+fn update_key(m: &Msg) -> Option<(RouterId, bool, RouteKey)> {
     match m {
         Msg::Update {
             prefix, router_id, ..

@@ -15,7 +15,9 @@ use super::cost::{self, CostMultiplier, HelloHistory, RttCostParams, WIRED_NOMIN
 use super::mac::{self, MacKeys, MacVerdict, PcVerdict, RxAuth};
 use super::msg::{INFINITY, Msg, RouteSignature, RouterId};
 use super::origin::{Origin, RouteOrigin};
-use super::prefix::Prefix;
+// Routes are keyed by destination and RFC 9079 source prefix: `Prefix` here is that key
+// (it dereferences to the destination prefix).
+use super::prefix::RouteKey as Prefix;
 use super::seqno::Seqno;
 use super::time::{Time, cs, to_cs};
 use crate::wire::{self, PcState};
@@ -791,7 +793,8 @@ impl Engine {
     }
 
     /// Starts announcing an own prefix.
-    pub fn originate(&mut self, now: Time, prefix: Prefix) {
+    pub fn originate(&mut self, now: Time, prefix: impl Into<Prefix>) {
+        let prefix = prefix.into();
         self.now = self.now.max(now);
         if self.local.insert(prefix) {
             self.retracting.remove(&prefix);
@@ -804,7 +807,8 @@ impl Engine {
     }
 
     /// Stops announcing an own prefix and retracts it.
-    pub fn withdraw(&mut self, now: Time, prefix: Prefix) {
+    pub fn withdraw(&mut self, now: Time, prefix: impl Into<Prefix>) {
+        let prefix = prefix.into();
         self.now = self.now.max(now);
         if self.local.remove(&prefix) {
             self.origin.withdraw(prefix);
@@ -1347,14 +1351,15 @@ impl Engine {
     }
 
     /// The selected route of a prefix, if any.
-    pub fn selected_route(&self, prefix: &Prefix) -> Option<&FibRoute> {
-        self.selected.get(prefix).map(|(_, r)| r)
+    pub fn selected_route(&self, prefix: impl Into<Prefix>) -> Option<&FibRoute> {
+        self.selected.get(&prefix.into()).map(|(_, r)| r)
     }
 
     /// The originator (router-id) of the selected route of a prefix, if any.
-    pub fn selected_origin(&self, prefix: &Prefix) -> Option<RouterId> {
-        let (nid, _) = self.selected.get(prefix)?;
-        self.routes.get(prefix)?.get(nid).map(|r| r.router_id)
+    pub fn selected_origin(&self, prefix: impl Into<Prefix>) -> Option<RouterId> {
+        let prefix = prefix.into();
+        let (nid, _) = self.selected.get(&prefix)?;
+        self.routes.get(&prefix)?.get(nid).map(|r| r.router_id)
     }
 
     /// All selected routes.

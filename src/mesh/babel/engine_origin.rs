@@ -50,12 +50,29 @@ impl Engine {
     /// was revoked or expired): forgets the cached verdicts for it and asks the policy
     /// again about every finite route held for it. Valid ones become selectable, unknown
     /// ones stay held, invalid ones are dropped (and counted); then the prefix is
-    /// reselected.
-    pub fn origin_known(&mut self, now: Time, prefix: Prefix) {
+    /// reselected. An ordinary key stands for every route of that destination, source-specific
+    /// ones included (a grant of `::/0` concerns `::/0 from` the network prefix).
+    pub fn origin_known(&mut self, now: Time, prefix: impl Into<Prefix>) {
+        let prefix = prefix.into();
         self.now = self.now.max(now);
         if !self.origin.enforcing() {
             return;
         }
+        if prefix.src.is_none() {
+            let specific: Vec<Prefix> = self
+                .routes
+                .keys()
+                .filter(|k| k.dst == prefix.dst && k.src.is_some())
+                .copied()
+                .collect();
+            for k in specific {
+                self.origin_known_key(now, k);
+            }
+        }
+        self.origin_known_key(now, prefix);
+    }
+
+    fn origin_known_key(&mut self, now: Time, prefix: Prefix) {
         self.origin.forget(prefix);
         let Some(rs) = self.routes.get(&prefix) else {
             return;

@@ -103,7 +103,7 @@ fn a_validly_signed_route_is_selected_and_relayed_with_its_signature_intact() {
     let (mut e, a, _, _) = with_policy(&[(p, OWNER)]);
     let t = Time::from_millis(10);
     receive(&mut e, t, a, &[signed(p, 5, 96, OWNER)]);
-    assert!(e.selected_route(&p).is_some());
+    assert!(e.selected_route(p).is_some());
     // The triggered re-announcement (and every later one) carries the originator's
     // signature, byte for byte, through the wire format.
     e.handle_timeout(Time::from_millis(40));
@@ -132,7 +132,7 @@ fn forged_unsigned_and_unowned_routes_are_dropped_and_counted() {
     // b holds the genuine route.
     receive(&mut e, t, b, &[signed(p, 5, 200, OWNER)]);
     let before = e
-        .selected_route(&p)
+        .selected_route(p)
         .cloned()
         .expect("genuine route selected");
     // a forges: a higher seqno and a better metric signed with its own key, the same
@@ -153,8 +153,8 @@ fn forged_unsigned_and_unowned_routes_are_dropped_and_counted() {
         a,
         &[signed(p, 9, 1, 99), unsigned, signed(more, 9, 1, 99)],
     );
-    assert_eq!(e.selected_route(&p), Some(&before));
-    assert!(e.selected_route(&more).is_none());
+    assert_eq!(e.selected_route(p), Some(&before));
+    assert!(e.selected_route(more).is_none());
     assert!(
         !e.routes()
             .iter()
@@ -166,7 +166,7 @@ fn forged_unsigned_and_unowned_routes_are_dropped_and_counted() {
     assert_eq!(c.routes_origin_unknown, 1);
     // Retractions need no signature.
     receive(&mut e, t, b, &[update_msg(p, RID_X, 5, INFINITY)]);
-    assert!(e.selected_route(&p).is_none());
+    assert!(e.selected_route(p).is_none());
 }
 
 #[test]
@@ -175,7 +175,7 @@ fn an_unknown_origin_is_held_unselectable_until_the_host_knows_it() {
     let (mut e, a, _, _) = with_policy(&[]);
     let t = Time::from_millis(10);
     receive(&mut e, t, a, &[signed(p, 5, 96, OWNER)]);
-    assert!(e.selected_route(&p).is_none());
+    assert!(e.selected_route(p).is_none());
     let mut events = Vec::new();
     while let Some(ev) = e.poll_event() {
         events.push(ev);
@@ -198,7 +198,7 @@ fn an_unknown_origin_is_held_unselectable_until_the_host_knows_it() {
         .owners
         .insert(p, OWNER);
     e.origin_known(Time::from_millis(20), p);
-    assert!(e.selected_route(&p).is_some());
+    assert!(e.selected_route(p).is_some());
     assert!(e.origin_unknown().is_empty());
     // Then it is revoked: unknown again, no longer selectable.
     e.origin_policy_mut::<Keys>()
@@ -206,7 +206,7 @@ fn an_unknown_origin_is_held_unselectable_until_the_host_knows_it() {
         .owners
         .remove(&p);
     e.origin_known(Time::from_millis(30), p);
-    assert!(e.selected_route(&p).is_none());
+    assert!(e.selected_route(p).is_none());
     // A certificate for another key (the prefix changed hands): the held route is dropped.
     e.origin_policy_mut::<Keys>()
         .expect("our policy")
@@ -298,7 +298,7 @@ fn without_a_policy_signatures_are_relayed_and_unsigned_routes_learnt() {
         a,
         &[signed(p, 5, 96, OWNER), update_msg(q, RID_X, 5, 96)],
     );
-    assert!(e.selected_route(&p).is_some() && e.selected_route(&q).is_some());
+    assert!(e.selected_route(p).is_some() && e.selected_route(q).is_some());
     e.handle_timeout(Time::from_millis(40));
     let out = drain(&mut e);
     assert_eq!(
@@ -330,7 +330,7 @@ fn a_neighbour_sending_bogus_signatures_is_held_to_its_verification_budget() {
     assert_eq!(e.route_count(), 0);
     // Another neighbour's genuine route is still checked and taken.
     receive(&mut e, t, b, &[signed(p, 7, 96, OWNER)]);
-    assert!(e.selected_route(&p).is_some());
+    assert!(e.selected_route(p).is_some());
     // One second later a has VERIFY_RATE more.
     for i in 0..(VERIFY_RATE + 10) {
         receive(

@@ -86,7 +86,7 @@ fn feasibility_rejects_unfeasible_updates_and_keeps_the_selected_route() {
     let (mut e, a, b, p) = setup();
     update(&mut e, a, p, 10, 100);
     assert_eq!(
-        e.selected_route(&p).map(|r| (r.next_hop, r.metric)),
+        e.selected_route(p).map(|r| (r.next_hop, r.metric)),
         Some((a.addr, 196))
     );
     drain(&mut e); // the triggered update set the feasibility distance to (10, 196)
@@ -107,7 +107,7 @@ fn feasibility_rejects_unfeasible_updates_and_keeps_the_selected_route() {
 
     update(&mut e, a, p, 10, INFINITY); // A retracts
     assert_eq!(
-        e.selected_route(&p).map(|r| (r.next_hop, r.metric)),
+        e.selected_route(p).map(|r| (r.next_hop, r.metric)),
         Some((b.addr, 246))
     );
     drain(&mut e);
@@ -115,7 +115,7 @@ fn feasibility_rejects_unfeasible_updates_and_keeps_the_selected_route() {
     // An unfeasible update for the selected route from the same source is ignored
     // (the route keeps its old, feasible metric) and triggers a seqno request.
     update(&mut e, b, p, 10, 250);
-    assert_eq!(e.selected_route(&p).map(|r| r.metric), Some(246));
+    assert_eq!(e.selected_route(p).map(|r| r.metric), Some(246));
     let sent = drain(&mut e);
     assert!(
         sent.iter().any(|(dst, m)| *dst == b.addr
@@ -124,7 +124,7 @@ fn feasibility_rejects_unfeasible_updates_and_keeps_the_selected_route() {
     );
     // A newer seqno is always feasible.
     update(&mut e, b, p, 11, 250);
-    assert_eq!(e.selected_route(&p).map(|r| r.metric), Some(346));
+    assert_eq!(e.selected_route(p).map(|r| r.metric), Some(346));
     let changes: Vec<RouteChange> = std::iter::from_fn(|| e.poll_route_change()).collect();
     assert!(matches!(changes.last(), Some(RouteChange::Changed(r)) if r.metric == 346));
 }
@@ -136,7 +136,7 @@ fn starvation_sends_a_seqno_request_and_a_retraction() {
     drain(&mut e); // FD (10, 196)
     update(&mut e, b, p, 10, 400); // unfeasible alternative
     update(&mut e, a, p, 10, INFINITY);
-    assert_eq!(e.selected_route(&p), None);
+    assert_eq!(e.selected_route(p), None);
     let sent = drain(&mut e);
     assert!(
         sent.iter().any(
@@ -322,9 +322,9 @@ fn learns_routes_from_a_real_babeld_after_the_mac_challenge() {
     )));
     let v6: Prefix = "2001:db8:a::/64".parse().unwrap();
     let v4: Prefix = "198.51.100.0/26".parse().unwrap();
-    let r6 = e.selected_route(&v6).expect("a's IPv6 prefix learnt");
+    let r6 = e.selected_route(v6).expect("a's IPv6 prefix learnt");
     assert_eq!((r6.next_hop, r6.metric), (a, 96));
-    let r4 = e.selected_route(&v4).expect("a's IPv4 prefix learnt");
+    let r4 = e.selected_route(v4).expect("a's IPv4 prefix learnt");
     assert_eq!(
         r4.next_hop,
         "192.0.2.1".parse::<IpAddr>().unwrap(),
@@ -424,7 +424,7 @@ fn asks_for_a_selected_route_shortly_before_it_expires() {
         at >= Time::from_millis(48_000) && at < Time::from_millis(56_010),
         "asked at {at}"
     );
-    assert!(e.selected_route(&p).is_some(), "still selected when asking");
+    assert!(e.selected_route(p).is_some(), "still selected when asking");
 }
 
 #[test]
@@ -941,20 +941,21 @@ fn updates_with_our_own_router_id_are_never_learnt() {
     e.handle_messages(Time::ZERO, a, true, vec![echo(mine), echo(other)]);
     assert_eq!(e.seqno(), s, "our current seqno coming back is not news");
     assert!(e.routes().iter().all(|r| r.local));
-    assert_eq!(e.selected_route(&other), None);
+    assert_eq!(e.selected_route(other), None);
 }
 
 // ------------------------------------------------------------ RFC 9079
 
 #[test]
-fn source_specific_messages_are_ignored_not_installed_as_plain_routes() {
-    // RFC 9079 section 4 / RFC 8966 4.4: the Source Prefix sub-TLV is mandatory; a
-    // router without source-specific routing ignores the whole TLV. Only the plain
-    // update that follows it in the same packet may be learnt.
+fn source_specific_routes_are_routes_of_their_own() {
+    // RFC 9079: a Source Prefix sub-TLV makes `dst from src` a route of its own, never
+    // taken for the plain `dst`; requests keep the source prefix; the route is announced
+    // on with its (mandatory) sub-TLV.
     let (mut e, a, _, _) = setup();
-    let dst: Prefix = "2001:db8:5::/48".parse().unwrap();
-    let src: Prefix = "2001:db8:77::/48".parse().unwrap();
-    let plain: Prefix = "2001:db8:6::/48".parse().unwrap();
+    let dst: crate::wire::Prefix = "::/0".parse().unwrap();
+    let src: crate::wire::Prefix = "2001:db8:77::/48".parse().unwrap();
+    let plain: crate::wire::Prefix = "2001:db8:6::/48".parse().unwrap();
+    let key = Prefix::from_source(dst, Some(src));
     let up = |prefix, source_prefix| {
         wire::Message::Update(wire::Update {
             prefix,
@@ -974,13 +975,6 @@ fn source_specific_messages_are_ignored_not_installed_as_plain_routes() {
             prefix: Some(dst),
             source_prefix: Some(src),
         }),
-        wire::Message::SeqnoRequest(wire::SeqnoRequest {
-            prefix: dst,
-            source_prefix: Some(src),
-            seqno: 2,
-            hop_count: 10,
-            router_id: RID_X,
-        }),
     ];
     let cfg = wire::EmitConfig {
         max_len: 1400,
@@ -997,20 +991,42 @@ fn source_specific_messages_are_ignored_not_installed_as_plain_routes() {
         SocketAddr::new(IpAddr::V6(BABEL_MULTICAST), BABEL_PORT),
         &pkts[0],
     );
-    assert!(
-        e.selected_route(&plain).is_some(),
-        "the plain update is learnt"
-    );
-    assert!(
-        e.routes().iter().all(|r| r.prefix != dst),
-        "the source-specific one is not, not even as a plain route"
-    );
+    assert!(e.selected_route(plain).is_some());
+    let r = e
+        .selected_route(key)
+        .expect("the source-specific route is learnt");
+    assert_eq!(r.prefix, key);
+    assert!(e.selected_route(dst).is_none(), "not as a plain ::/0");
     e.handle_timeout(Time::from_millis(100));
-    assert!(drain(&mut e).iter().all(|(_, m)| match m {
-        Msg::Update { prefix, .. } | Msg::SeqnoRequest { prefix, .. } => *prefix != dst,
-        Msg::RouteRequest { prefix } => *prefix != Some(dst),
-        _ => true,
-    }));
+    let sent = drain(&mut e);
+    // The request for it is answered with it, source prefix and all, and it goes out
+    // on the wire with the mandatory sub-TLV.
+    assert!(sent.iter().any(|(_, m)| matches!(m,
+        Msg::Update { prefix, .. } if *prefix == key)));
+    let bytes = codec::encode(
+        &[Msg::Update {
+            prefix: key,
+            router_id: RID_X,
+            seqno: Seqno(1),
+            metric: 20,
+            interval_cs: 1600,
+            next_hop: None,
+            signature: None,
+        }],
+        a.addr,
+        1400,
+        0,
+        None,
+    )
+    .expect("encodes");
+    let back = codec::decode(&bytes[0], a.addr).expect("decodes");
+    assert!(matches!(back.msgs[0], Msg::Update { prefix, .. } if prefix == key));
+    let plain_parser =
+        wire::parse_packet(&bytes[0], a.addr, &wire::ParseOptions::default()).expect("parses");
+    assert!(
+        plain_parser.messages.is_empty(),
+        "a router without RFC 9079 ignores it (mandatory sub-TLV)"
+    );
 }
 
 proptest::proptest! {
@@ -1102,7 +1118,9 @@ fn receive(e: &mut Engine, now: Time, from: NeighbourId, msgs: &[Msg]) {
 /// The `i`th /128 of a flood, outside every prefix the tests announce honestly.
 fn flood_prefix(i: u32) -> Prefix {
     let base = u128::from("2001:db8:f100::".parse::<Ipv6Addr>().expect("an address"));
-    Prefix::new(IpAddr::V6(Ipv6Addr::from(base + u128::from(i))), 128).expect("a /128")
+    crate::wire::Prefix::new(IpAddr::V6(Ipv6Addr::from(base + u128::from(i))), 128)
+        .expect("a /128")
+        .into()
 }
 
 fn update_msg(prefix: Prefix, rid: RouterId, seqno: u16, metric: u16) -> Msg {
@@ -1177,7 +1195,7 @@ fn a_flood_of_new_routes_stops_at_the_neighbours_budget() {
         .collect();
     assert_eq!(now_from_b, from_b);
     for r in &honest {
-        assert_eq!(e.selected_route(&r.prefix), Some(r));
+        assert_eq!(e.selected_route(r.prefix), Some(r));
     }
     // B, below its budget, still gets new routes in.
     let pc: Prefix = "2001:db8:c::/48".parse().unwrap();
@@ -1188,7 +1206,7 @@ fn a_flood_of_new_routes_stops_at_the_neighbours_budget() {
         &[update_msg(pc, rid_b, 3, 50)],
     );
     assert_eq!(
-        e.selected_route(&pc).map(|r| r.next_hop),
+        e.selected_route(pc).map(|r| r.next_hop),
         Some(b.addr),
         "B is not punished for A's flood"
     );
@@ -1213,7 +1231,7 @@ fn a_neighbour_at_its_budget_can_still_refresh_and_retract() {
     receive(&mut e, t, a, &first);
     assert_eq!(e.budget.routes_from(a), 8);
     receive(&mut e, t, a, &[update_msg(flood_prefix(8), RID_X, 1, 10)]);
-    assert_eq!(e.selected_route(&flood_prefix(8)), None, "over the budget");
+    assert_eq!(e.selected_route(flood_prefix(8)), None, "over the budget");
     assert_eq!(e.budget_counters().routes_over_budget, 1);
 
     // A refresh with a new seqno and metric is taken.
@@ -1224,7 +1242,7 @@ fn a_neighbour_at_its_budget_can_still_refresh_and_retract() {
         &[update_msg(flood_prefix(0), RID_X, 2, 40)],
     );
     assert_eq!(
-        e.selected_route(&flood_prefix(0)).map(|r| r.metric),
+        e.selected_route(flood_prefix(0)).map(|r| r.metric),
         Some(136)
     );
     // A retraction is taken: the route is lost and retracted.
@@ -1235,7 +1253,7 @@ fn a_neighbour_at_its_budget_can_still_refresh_and_retract() {
         a,
         &[update_msg(flood_prefix(1), RID_X, 1, INFINITY)],
     );
-    assert_eq!(e.selected_route(&flood_prefix(1)), None);
+    assert_eq!(e.selected_route(flood_prefix(1)), None);
     assert!(drain(&mut e).iter().any(|(_, m)| matches!(
         m,
         Msg::Update { prefix, metric: INFINITY, .. } if *prefix == flood_prefix(1)
@@ -1248,7 +1266,7 @@ fn a_neighbour_at_its_budget_can_still_refresh_and_retract() {
         &[Msg::WildcardRetraction { interval_cs: 1600 }],
     );
     assert!(
-        (0..8).all(|i| e.selected_route(&flood_prefix(i)).is_none()),
+        (0..8).all(|i| e.selected_route(flood_prefix(i)).is_none()),
         "every route of A retracted"
     );
     assert_eq!(e.budget_counters().routes_over_budget, 1, "nothing refused");
@@ -1503,7 +1521,7 @@ fn held_retractions_are_capped_by_the_route_budget() {
             signature: None,
         };
         receive(&mut e, t, a, &[short(10)]);
-        assert!(e.selected_route(&flood_prefix(i)).is_some());
+        assert!(e.selected_route(flood_prefix(i)).is_some());
         receive(&mut e, t, a, &[short(INFINITY)]);
         let sent = drain(&mut e);
         assert!(

@@ -26,7 +26,7 @@ use super::msg::{INFINITY, Msg, RouterId};
 use super::origin::{OriginPolicy, OriginVerdict, RouteSignature, RouteSigner, signed_bytes};
 use super::{
     BABEL_MULTICAST, BABEL_PORT, Config, CostMultiplier, Engine, IfaceConfig, IfaceId, MacKey,
-    MacKeys, NeighbourId, Prefix, Seqno, Time, Timers, Transmit,
+    MacKeys, NeighbourId, Prefix, RouteKey, Seqno, Time, Timers, Transmit,
 };
 use crate::mesh::fib::Fib;
 use crate::wire::{self, PcState};
@@ -91,8 +91,14 @@ fn keys_variant(v: u8) -> MacKeys {
     }
 }
 
-fn prefix(i: &mut Input) -> Prefix {
+fn prefix(i: &mut Input) -> RouteKey {
     let b = i.u8();
+    if b >= 0xf8 {
+        // an exit's source-specific default route (RFC 9079)
+        let any = Prefix::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0).expect("::/0");
+        let net = Prefix::new(IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0)), 16);
+        return RouteKey::from_source(any, net);
+    }
     let ip = match b % 4 {
         0 | 1 => IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, u16::from(b % 8), 0, 0, 0, 0)),
         2 => IpAddr::V4(std::net::Ipv4Addr::new(10, b % 8, 0, 0)),
@@ -103,7 +109,9 @@ fn prefix(i: &mut Input) -> Prefix {
         IpAddr::V6(_) if b % 4 == 3 => 48,
         IpAddr::V6(_) => 64,
     };
-    Prefix::new(ip, len).unwrap_or_else(|| Prefix::new(ip, 0).expect("length 0 is valid"))
+    Prefix::new(ip, len)
+        .unwrap_or_else(|| Prefix::new(ip, 0).expect("length 0 is valid"))
+        .into()
 }
 
 fn router_id(i: &mut Input) -> RouterId {
@@ -209,7 +217,7 @@ fn structured(i: &mut Input, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
 }
 
 /// The fake originator signature of the harness: SHA-256 of the signed bytes, twice.
-fn fake_sig(prefix: Prefix, rid: RouterId, seqno: Seqno) -> RouteSignature {
+fn fake_sig(prefix: RouteKey, rid: RouterId, seqno: Seqno) -> RouteSignature {
     use sha2::{Digest, Sha256};
     let d: [u8; 32] = Sha256::digest(signed_bytes(prefix, rid, seqno)).into();
     let mut s = [0u8; 64];
@@ -227,7 +235,7 @@ struct FuzzPolicy {
 impl OriginPolicy for FuzzPolicy {
     fn verify(
         &mut self,
-        prefix: Prefix,
+        prefix: RouteKey,
         rid: RouterId,
         seqno: Seqno,
         sig: &RouteSignature,
@@ -242,7 +250,7 @@ impl OriginPolicy for FuzzPolicy {
     }
 }
 
-fn unknown_class(p: Prefix) -> bool {
+fn unknown_class(p: RouteKey) -> bool {
     matches!(p.addr(), IpAddr::V6(a) if a.segments()[0] == 0x2001)
 }
 
@@ -250,7 +258,7 @@ fn unknown_class(p: Prefix) -> bool {
 struct FuzzSigner;
 
 impl RouteSigner for FuzzSigner {
-    fn sign(&mut self, prefix: Prefix, rid: RouterId, seqno: Seqno) -> Option<RouteSignature> {
+    fn sign(&mut self, prefix: RouteKey, rid: RouterId, seqno: Seqno) -> Option<RouteSignature> {
         Some(fake_sig(prefix, rid, seqno))
     }
 }
@@ -276,7 +284,10 @@ impl Side {
         let fib: Vec<_> = self
             .fib
             .routes()
-            .map(|e| (e.prefix, e.next_hop, e.iface, e.metric))
+            .map(|e| {
+                let key = RouteKey::from_source(e.prefix, e.src);
+                (key, e.next_hop, e.iface, e.metric)
+            })
             .collect();
         let sel: Vec<_> = self
             .engine
@@ -286,14 +297,14 @@ impl Side {
         if fib != sel {
             return Err(format!("{who}: FIB {fib:?} differs from selection {sel:?}"));
         }
-        let local: Vec<Prefix> = self.engine.local_prefixes().copied().collect();
+        let local: Vec<RouteKey> = self.engine.local_prefixes().copied().collect();
         for r in self
             .engine
             .routes()
             .iter()
             .filter(|r| r.selected && !r.local)
         {
-            let Some(f) = self.engine.selected_route(&r.prefix) else {
+            let Some(f) = self.engine.selected_route(r.prefix) else {
                 return Err(format!("{who}: {r:?} marked selected without a FIB route"));
             };
             if !r.feasible || r.metric == INFINITY || f.metric != r.metric {
@@ -421,7 +432,7 @@ pub fn check_engine(data: &[u8]) -> Result<(), String> {
                     if let Some(pol) = p.engine.origin_policy_mut::<FuzzPolicy>() {
                         pol.known = known;
                     }
-                    let held: std::collections::BTreeSet<Prefix> = p
+                    let held: std::collections::BTreeSet<RouteKey> = p
                         .engine
                         .routes()
                         .iter()

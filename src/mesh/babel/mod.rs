@@ -49,7 +49,8 @@
 //! * Multicast and unicast Hellos are kept in separate histories (RFC 8966 3.4.1); the
 //!   cost uses the multicast one unless a neighbour only sends unicast Hellos.
 //! * Packets from our own addresses and updates with our own router-id are ignored;
-//!   source-specific (RFC 9079) messages are ignored as the mandatory bit requires.
+//!   source-specific (RFC 9079) routes are routes of their own, keyed by [`RouteKey`]
+//!   (destination, source).
 //!
 //! # Authentication
 //! [`Engine::set_mac_keys`] takes the registry's slots: one key signs, the sign and accept
@@ -112,6 +113,6 @@ pub use engine::{
 pub use mac::{MacKey, MacKeys};
 pub use msg::{INFINITY, RouterId};
 pub use origin::{OriginCounters, OriginPolicy, OriginVerdict, RouteSignature, RouteSigner};
-pub use prefix::Prefix;
+pub use prefix::{Prefix, RouteKey};
 pub use seqno::Seqno;
 pub use time::Time;

@@ -4,7 +4,9 @@
 
 use std::net::IpAddr;
 
-use super::prefix::Prefix;
+// Routes are keyed by destination and RFC 9079 source prefix: `Prefix` here is that key
+// (it dereferences to the destination prefix).
+use super::prefix::RouteKey as Prefix;
 use super::seqno::Seqno;
 
 /// The infinite metric / cost (RFC 8966: 0xFFFF).

@@ -34,7 +34,9 @@ use std::net::IpAddr;
 
 use super::engine::NeighbourId;
 use super::msg::RouterId;
-use super::prefix::Prefix;
+// Routes are keyed by destination and RFC 9079 source prefix: `Prefix` here is that key
+// (it dereferences to the destination prefix).
+use super::prefix::RouteKey as Prefix;
 use super::seqno::Seqno;
 use super::time::Time;
 
@@ -63,23 +65,32 @@ pub const VERIFY_RATE: u32 = 512;
 
 /// The bytes an originator signs: [`SIGNATURE_DOMAIN`] ‖ family (4 or 6) ‖ plen ‖ the
 /// prefix address (16 bytes; an IPv4 address in the first 4, zeros after; host bits are
-/// always clear) ‖ router-id (8) ‖ seqno (2, big-endian).
-pub fn signed_bytes(prefix: Prefix, router_id: RouterId, seqno: Seqno) -> [u8; SIGNED_LEN] {
-    let mut out = [0u8; SIGNED_LEN];
-    out[..17].copy_from_slice(SIGNATURE_DOMAIN);
-    let (family, addr) = match prefix.addr() {
-        IpAddr::V4(a) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&a.octets());
-            (4u8, b)
+/// always clear) ‖ router-id (8) ‖ seqno (2, big-endian) — [`SIGNED_LEN`] bytes; for a
+/// source-specific route (RFC 9079) followed by the source prefix's plen and address (16
+/// bytes), so a signature of `::/0 from P` never passes for `::/0` or `::/0 from Q`.
+pub fn signed_bytes(prefix: Prefix, router_id: RouterId, seqno: Seqno) -> Vec<u8> {
+    fn addr16(a: IpAddr) -> (u8, [u8; 16]) {
+        match a {
+            IpAddr::V4(a) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&a.octets());
+                (4u8, b)
+            }
+            IpAddr::V6(a) => (6u8, a.octets()),
         }
-        IpAddr::V6(a) => (6u8, a.octets()),
-    };
-    out[17] = family;
-    out[18] = prefix.len();
-    out[19..35].copy_from_slice(&addr);
-    out[35..43].copy_from_slice(&router_id.0);
-    out[43..45].copy_from_slice(&seqno.0.to_be_bytes());
+    }
+    let mut out = Vec::with_capacity(SIGNED_LEN + 17);
+    out.extend_from_slice(SIGNATURE_DOMAIN);
+    let (family, addr) = addr16(prefix.addr());
+    out.push(family);
+    out.push(prefix.len());
+    out.extend_from_slice(&addr);
+    out.extend_from_slice(&router_id.0);
+    out.extend_from_slice(&seqno.0.to_be_bytes());
+    if let Some(src) = prefix.src {
+        out.push(src.len());
+        out.extend_from_slice(&addr16(src.addr()).1);
+    }
     out
 }
 

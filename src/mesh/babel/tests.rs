@@ -124,7 +124,7 @@ fn route_learnt_across_two_hops_ipv6_and_ipv4_via_ipv6() {
     assert_eq!(own.len(), 1);
     assert_eq!(
         (own[0].prefix, own[0].metric, own[0].next_hop),
-        (node_prefix(0), 0, None)
+        (node_prefix(0).into(), 0, None)
     );
 }
 

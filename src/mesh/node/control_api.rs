@@ -153,6 +153,7 @@ impl ControlHandler for Handler {
                 stats: self.0.seal.stats(),
             }),
             port_mapping: self.0.port_mapping.read(),
+            exit: s.exit.clone(),
         }
     }
     fn peers(&self) -> Vec<control::Peer> {

@@ -82,6 +82,7 @@ fn core_with(addrs: &[&str], static_peers: Vec<(Ipv6Net, SocketAddr)>) -> NodeCo
             cache: PeerCache::new(16),
             origin: None,
             advertise_routes: vec![],
+            exit: false,
         },
         [7; 32],
         at(0),

@@ -77,6 +77,7 @@ impl World {
                 cache: PeerCache::new(16),
                 origin: None,
                 advertise_routes: vec![],
+                exit: false,
             },
             [7; 32],
             at(0),

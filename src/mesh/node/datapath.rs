@@ -204,7 +204,7 @@ impl DataPath {
                 return;
             } else {
                 // A subnet route's packets are sealed for the node that announces it.
-                let hop = self.next_hop(h.dst).and_then(|(hop, fib_prefix)| {
+                let hop = self.next_hop(h.dst, h.src).and_then(|(hop, fib_prefix)| {
                     if self.network.contains(&fib_prefix) {
                         Some((hop, fib_prefix, false))
                     } else {
@@ -274,7 +274,7 @@ impl DataPath {
         let Some(h) = parse_header(pkt) else {
             return;
         };
-        let Some((hop, fib_prefix)) = self.next_hop(h.dst) else {
+        let Some((hop, fib_prefix)) = self.next_hop(h.dst, h.src) else {
             return;
         };
         match seal::path::from_tun(h.dst, fib_prefix, hop.peer) {
@@ -330,7 +330,9 @@ impl DataPath {
                 let r = if framed.first() == Some(&frame::TYPE_SEALED) {
                     self.seal
                         .open(&mut framed, now, |src| {
-                            self.next_hop(src)
+                            // (from our own address: a source outside the network is
+                            // the exit's we use)
+                            self.next_hop(src, self.prefix.addr())
                                 .map(|(_, p)| p)
                                 .filter(|p| p.contains(&src))
                                 // a host behind a node: that node's session
@@ -391,11 +393,11 @@ impl DataPath {
     /// Sends a sealed frame (hop limit already set) to the next hop towards its clear
     /// destination.
     fn forward_frame(&self, d: Bytes) {
-        let Ok((dst, _)) = wire::route(&d) else {
+        let (Ok((dst, _)), Ok(src)) = (wire::route(&d), wire::source(&d)) else {
             self.book.drops.count(DropWhy::Malformed);
             return;
         };
-        match self.next_hop(dst) {
+        match self.next_hop(dst, src) {
             Some((hop, _)) => self.send_result(hop.link.send_frame(d)),
             None => self.book.drops.count(DropWhy::NoRoute),
         }
@@ -411,9 +413,10 @@ impl DataPath {
         debug!(%from, ?why, "datagram from a tunnel dropped");
     }
 
-    /// The tunnel towards `dst` and the FIB prefix that matched.
-    fn next_hop(&self, dst: Ipv6Addr) -> Option<(Hop, Ipv6Net)> {
-        let e = self.fib.lookup(IpAddr::V6(dst))?;
+    /// The tunnel towards `dst` for a packet from `src` and the FIB prefix that matched
+    /// (`::/0` for the exit route, `::/0 from` the network: source-specific, RFC 9079).
+    fn next_hop(&self, dst: Ipv6Addr, src: Ipv6Addr) -> Option<(Hop, Ipv6Net)> {
+        let e = self.fib.lookup_from(IpAddr::V6(dst), IpAddr::V6(src))?;
         let IpAddr::V6(a) = e.prefix.addr() else {
             return None;
         };

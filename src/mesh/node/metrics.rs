@@ -328,6 +328,7 @@ mod tests {
                 },
             }),
             port_mapping: None,
+            exit: None,
         };
         let peer = Peer {
             prefix: "fd00:0:0:2::/64".into(),

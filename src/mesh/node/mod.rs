@@ -18,6 +18,7 @@
 mod control_api;
 pub mod core;
 mod datapath;
+pub mod exit;
 mod metrics;
 mod portmap_io;
 mod roam_io;
@@ -77,4 +78,9 @@ pub struct NodeConfig {
     /// Prefixes outside the network announced for a LAN behind this node
     /// (`--advertise-route`).
     pub advertise_routes: Vec<Ipv6Net>,
+    /// `--exit`: announce the exit route and forward what it brings to the uplink
+    /// (`None`: not an exit).
+    pub exit: Option<exit::ExitMode>,
+    /// `--use-exit auto|PREFIX`: send this host's internet traffic through an exit.
+    pub use_exit: Option<exit::UseExit>,
 }

@@ -87,12 +87,35 @@ pub async fn run(
         );
     }
 
+    // An exit announces `::/0 from` the network only with the registry's grant: without
+    // it every other node would refuse the route.
+    if cfg.exit.is_some()
+        && !params
+            .routes
+            .iter()
+            .any(|g| g.kind == crate::params::GrantKind::Exit && g.node == prefix)
+    {
+        anyhow::bail!(
+            "this node ({prefix}) is not authorised as an exit: on the registry, run \
+             `mesh registry authorize {prefix} exit ::/0` (then start it again)"
+        );
+    }
+    if let Some(super::exit::UseExit::Node(e)) = cfg.use_exit
+        && !params
+            .routes
+            .iter()
+            .any(|g| g.kind == crate::params::GrantKind::Exit && g.node == e)
+    {
+        warn!(exit = %e, "--use-exit names a node the registry has not authorised as an exit (yet)");
+    }
+
     let trust = Trust::new(&st.ca_der)?;
     trust.set_revoked(net.revoked().clone());
     let revoked = net.revoked().clone();
     let endpoint = Arc::new(
-        TunnelEndpoint::bind(
+        TunnelEndpoint::bind_marked(
             cfg.listen,
+            cfg.use_exit.map(|_| super::exit::FWMARK),
             trust,
             &st.cert_der,
             &st.key.to_der(),
@@ -116,6 +139,17 @@ pub async fn run(
         params.network,
         cfg.tun_mtu,
     )?);
+    // Exit and use-exit: the OS side (undone when `exit_os` goes, on every way out).
+    let mut exit_os = super::exit::ExitSetup::default();
+    if let Some(mode) = cfg.exit {
+        super::exit::start_exit(&mut exit_os, mode, params.network, tun.name())
+            .map_err(anyhow::Error::msg)?;
+        info!(?mode, "exit: forwarding the mesh's traffic to the uplink");
+    }
+    if let Some(u) = cfg.use_exit {
+        super::exit::start_use_exit(&mut exit_os, tun.name(), me).map_err(anyhow::Error::msg)?;
+        info!(use_exit = %u, "this host's internet traffic goes through the mesh's exit");
+    }
 
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let started = Instant::now();
@@ -184,6 +218,7 @@ pub async fn run(
             serial: info.serial.clone(),
             not_after: info.not_after,
             name: info.name.clone(),
+            exit: None,
         }),
         registry: health,
         seal: seal.clone(),
@@ -254,8 +289,13 @@ pub async fn run(
             origin: Some(core::OriginSetup {
                 cert_der: st.cert_der.clone(),
                 key_pkcs8: core::SecretBytes::new(st.key.to_der()),
+                exit_only: match cfg.use_exit {
+                    Some(super::exit::UseExit::Node(e)) => Some(e),
+                    _ => None,
+                },
             }),
             advertise_routes: cfg.advertise_routes.clone(),
+            exit: cfg.exit.is_some(),
         },
         rand::random(),
         Now {
@@ -274,7 +314,17 @@ pub async fn run(
         seal: seal.clone(),
         network: params.network,
         subnets: Arc::new(ArcSwap::from_pointee(crate::mesh::seal::path::Subnets {
-            own: cfg.advertise_routes.clone(),
+            // an exit: every address outside the network is ours (the OS forwards it)
+            own: cfg
+                .advertise_routes
+                .iter()
+                .copied()
+                .chain(if cfg.exit.is_some() {
+                    crate::mesh::seal::path::outside(&params.network)
+                } else {
+                    Vec::new()
+                })
+                .collect(),
             ..Default::default()
         })),
     };
@@ -377,6 +427,7 @@ pub async fn run(
         tx,
     );
     let result = shell.run(rx).await;
+    exit_os.remove();
     if let Some(p) = port_map {
         p.stop(PORT_MAP_REMOVAL).await;
     }

@@ -523,6 +523,7 @@ impl Shell {
                 own: old.own.clone(),
                 granted: r.granted,
                 via: r.via,
+                exit: r.exit,
             }));
         for (p, add) in new
             .into_iter()

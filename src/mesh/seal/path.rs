@@ -33,6 +33,9 @@ pub struct Subnets {
     pub granted: Vec<(Ipv6Net, Ipv6Net)>,
     /// Selected subnet routes, `(prefix, the node that announces it)`.
     pub via: Vec<(Ipv6Net, Ipv6Net)>,
+    /// The exit in use (its node prefix): packets routed by the exit route (`::/0 from` the
+    /// network) are sealed for it.
+    pub exit: Option<Ipv6Net>,
 }
 
 impl Subnets {
@@ -51,10 +54,30 @@ impl Subnets {
                 .any(|(p, n)| n == node && p.contains(src))
     }
 
-    /// The node that announces the selected subnet route `prefix`.
+    /// The node that announces the selected subnet route `prefix`; for `::/0` (the exit
+    /// route), the exit in use.
     pub fn owner(&self, prefix: &Ipv6Net) -> Option<Ipv6Net> {
+        if prefix.prefix_len() == 0 {
+            return self.exit;
+        }
         self.via.iter().find(|(p, _)| p == prefix).map(|(_, n)| *n)
     }
+}
+
+/// The prefixes that cover exactly the addresses outside `network`: one per bit of its
+/// length (the sibling at each level), so `/48` gives 48. An exit node owns them all
+/// (`Subnets::own`), and an exit grant gives them all to its node (`Subnets::granted`,
+/// the sealed sessions' source checks) without any address of the network.
+pub fn outside(network: &Ipv6Net) -> Vec<Ipv6Net> {
+    let bits = u128::from(network.network());
+    (1..=network.prefix_len())
+        .filter_map(|len| {
+            let flipped = bits ^ (1u128 << (128 - u32::from(len)));
+            Ipv6Net::new(Ipv6Addr::from(flipped), len)
+                .ok()
+                .map(|p| p.trunc())
+        })
+        .collect()
 }
 
 /// `dst` of a packet from the TUN, the FIB's matching prefix (a node prefix, origin
@@ -167,6 +190,38 @@ mod tests {
     }
 
     #[test]
+    fn outside_covers_everything_but_the_network() {
+        let n = net("fd00:1::/48");
+        let out = outside(&n);
+        assert_eq!(out.len(), 48);
+        for a in ["fd00:1::1", "fd00:1:0:ffff::9"] {
+            let a: Ipv6Addr = a.parse().unwrap();
+            assert!(!out.iter().any(|p| p.contains(&a)), "{a}");
+        }
+        for a in [
+            "2001:db8::1",
+            "::1",
+            "fd00:2::1",
+            "fd00:1:ffff::1",
+            "ffff::1",
+        ] {
+            let a: Ipv6Addr = a.parse().unwrap();
+            assert_eq!(out.iter().filter(|p| p.contains(&a)).count(), 1, "{a}");
+        }
+        // an exit node: every outside destination is its own, sealed for it
+        let me = net("fd00:1:0:c::/64");
+        let s = Subnets {
+            own: out,
+            ..Subnets::default()
+        };
+        let mut d = framed("fd00:1:0:b::1", "2001:db8::1");
+        assert_eq!(
+            from_tunnel_with(&mut d, me, net("fd00:1:0:b::/64"), &s),
+            FromTunnel::DeliverPlain
+        );
+    }
+
+    #[test]
     fn the_sealed_mtu_fits_the_smallest_relay_tunnel() {
         // a first hop with a big path MTU: the relays' may be the smallest allowed
         assert_eq!(sealed_mtu(1413), wire::MIN_TUNNEL_PAYLOAD - wire::OVERHEAD);
@@ -255,6 +310,7 @@ mod tests {
             own: vec![lan],
             granted: vec![(net("2001:db8:7::/48"), b)],
             via: vec![(net("2001:db8:7::/48"), b)],
+            exit: None,
         };
         // plain from b, for a host on our LAN: ours to deliver
         let mut ok = framed("fd00:1:0:b::1", "2001:db8:5::9");

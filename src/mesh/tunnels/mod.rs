@@ -505,6 +505,8 @@ pub struct TunnelEndpoint {
     client: std::sync::Mutex<quinn::ClientConfig>,
     /// What we say in hellos, and the minimum protocol we accept.
     hello: std::sync::Mutex<(HelloInfo, u32)>,
+    /// The firewall mark of the socket (`--use-exit`), put on a rebound socket too.
+    mark: Option<u32>,
 }
 
 fn transport(timers: TunnelTimers) -> Result<Arc<quinn::TransportConfig>, TunnelError> {
@@ -610,6 +612,23 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     }
 }
 
+/// Puts the firewall mark of `--use-exit` (SO_MARK, Linux) on the tunnel socket, so policy
+/// routing keeps the underlay packets out of the TUN.
+fn mark_socket(socket: &std::net::UdpSocket, mark: Option<u32>) -> std::io::Result<()> {
+    let Some(mark) = mark else { return Ok(()) };
+    #[cfg(target_os = "linux")]
+    {
+        socket2::SockRef::from(socket).set_mark(mark)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        Err(std::io::Error::other(format!(
+            "socket marks (mark {mark}) exist on Linux only"
+        )))
+    }
+}
+
 fn reusable_udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let s = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -630,6 +649,19 @@ impl TunnelEndpoint {
         key_pkcs8: &[u8],
         timers: TunnelTimers,
     ) -> Result<TunnelEndpoint, TunnelError> {
+        Self::bind_marked(addr, None, trust, cert_der, key_pkcs8, timers)
+    }
+
+    /// [`TunnelEndpoint::bind`] with a firewall mark (SO_MARK, Linux) on the socket:
+    /// `--use-exit`'s policy routing keeps the marked underlay packets out of the TUN.
+    pub fn bind_marked(
+        addr: SocketAddr,
+        mark: Option<u32>,
+        trust: Arc<Trust>,
+        cert_der: &[u8],
+        key_pkcs8: &[u8],
+        timers: TunnelTimers,
+    ) -> Result<TunnelEndpoint, TunnelError> {
         let (sc, cc) = quinn_configs(&trust, cert_der, key_pkcs8, timers)?;
         let setup = |e: std::io::Error| {
             TunnelError::Setup(format!(
@@ -637,6 +669,7 @@ impl TunnelEndpoint {
             ))
         };
         let socket = udp_socket(addr).map_err(setup)?;
+        mark_socket(&socket, mark).map_err(setup)?;
         socket_buffers(&socket);
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
@@ -658,6 +691,7 @@ impl TunnelEndpoint {
             timers,
             client: std::sync::Mutex::new(cc),
             hello: std::sync::Mutex::new((hello, crate::params::PROTOCOL_VERSION)),
+            mark,
         })
     }
 
@@ -670,6 +704,7 @@ impl TunnelEndpoint {
     /// host): every tunnel goes on from it (QUIC migration, for those we dialled).
     pub fn rebind(&self, addr: SocketAddr) -> std::io::Result<()> {
         let socket = reusable_udp_socket(addr)?;
+        mark_socket(&socket, self.mark)?;
         socket_buffers(&socket);
         self.endpoint.rebind(socket)
     }

@@ -336,7 +336,13 @@ pub struct SubnetRoutes {
     pub via: Vec<(Ipv6Net, Ipv6Net)>,
     /// Every subnet grant of the parameters, `(prefix, node prefix)`: packets from
     /// addresses in `prefix` are that node's (source checks of plain and sealed packets).
+    /// An exit grant gives its node every address outside the network prefix (as the
+    /// prefixes that cover exactly that: [`crate::mesh::seal::path::outside`]).
     pub granted: Vec<(Ipv6Net, Ipv6Net)>,
+    /// The exit in use: the node prefix of the origin of the selected `::/0 from` the
+    /// network route, when the parameters grant that node `exit`. The data path seals
+    /// packets from the network to outside addresses for it.
+    pub exit: Option<Ipv6Net>,
 }
 
 /// What the node counts of what it refused or dropped.
@@ -462,6 +468,9 @@ pub struct Snapshot {
     pub not_after: i64,
     /// This node's name, from its certificate.
     pub name: Option<String>,
+    /// The exit (issue 15): `this node` on an exit, else the exit in use (node prefix and
+    /// name), `None` when there is none.
+    pub exit: Option<String>,
 }
 
 /// What [`NodeCore::new`] starts from (the shell loads it from the state directory).
@@ -499,6 +508,9 @@ pub struct CoreConfig {
     /// Prefixes outside the network this node announces (`mesh up --advertise-route`): a
     /// LAN behind it. Other nodes take them only when the parameters grant them to us.
     pub advertise_routes: Vec<Ipv6Net>,
+    /// `mesh up --exit`: announce the exit route `::/0 from` the network prefix (RFC
+    /// 9079). Other nodes take it only when the parameters grant us `exit`.
+    pub exit: bool,
 }
 
 /// Key material: `Debug` shows its length only, so logging an [`Input`] or a [`CoreConfig`]

@@ -68,7 +68,7 @@ pub use origin::{
     CERT_REQUESTS_PER_NEIGHBOUR, CertRefused, CertStore, KeySigner, OriginSetup, verify_route,
 };
 use params::timers_of;
-pub use params::{mac_keys, protocol_too_old, renew_at, router_id_for};
+pub use params::{exit_key, mac_keys, protocol_too_old, renew_at, router_id_for};
 pub use punching::Made;
 pub use roam::{is_stranded, rebind_to};
 
@@ -279,6 +279,9 @@ impl NodeCore {
             if let Some(p) = Prefix::new(IpAddr::V6(r.network()), r.prefix_len()) {
                 engine.originate(now.time, p);
             }
+        }
+        if cfg.exit {
+            engine.originate(now.time, exit_key(&params.network));
         }
         let mut cache = cfg.cache;
         for (p, a) in &cfg.static_peers {
@@ -665,7 +668,7 @@ impl NodeCore {
             .filter(|g| !params.network.contains(&g.prefix) && g.node != self.prefix)
             .filter_map(|g| {
                 let p = Prefix::new(IpAddr::V6(g.prefix.network()), g.prefix.prefix_len())?;
-                let rid = self.engine.selected_origin(&p)?;
+                let rid = self.engine.selected_origin(p)?;
                 (rid.0 == router_id_for(&g.node)).then_some((g.prefix, g.node))
             })
             .collect();
@@ -674,7 +677,38 @@ impl NodeCore {
         out
     }
 
-    /// Tells the shell when [`NodeCore::subnet_routes`] or the subnet grants changed.
+    /// The exit node (granted `exit`) whose router-id is `rid` (CONVENTIONS text).
+    fn exit_node_of(&self, rid: &str) -> Option<Ipv6Net> {
+        self.net
+            .params()
+            .routes
+            .iter()
+            .filter(|g| g.kind == crate::params::GrantKind::Exit)
+            .find(|g| control::router_id_text(&router_id_for(&g.node)) == rid)
+            .map(|g| g.node)
+    }
+
+    /// The network prefix of the parameters in force.
+    pub fn snapshot_network(&self) -> Ipv6Net {
+        self.net.params().network
+    }
+
+    /// The exit in use (issue 15): the node prefix of the origin of the selected
+    /// `::/0 from` the network route, if the parameters grant that node `exit`. `None` on an
+    /// exit itself (its own route is never selected from a neighbour).
+    pub fn exit_in_use(&self) -> Option<Ipv6Net> {
+        let params = self.net.params();
+        let rid = self.engine.selected_origin(exit_key(&params.network))?;
+        params
+            .routes
+            .iter()
+            .filter(|g| g.kind == crate::params::GrantKind::Exit)
+            .find(|g| rid.0 == router_id_for(&g.node))
+            .map(|g| g.node)
+    }
+
+    /// Tells the shell when [`NodeCore::subnet_routes`], the exit in use or the grants
+    /// changed.
     pub(super) fn publish_subnet_routes(&mut self) {
         let params = self.net.params();
         let mut granted: Vec<(Ipv6Net, Ipv6Net)> = params
@@ -684,14 +718,31 @@ impl NodeCore {
             .filter(|g| !params.network.contains(&g.prefix))
             .map(|g| (g.prefix, g.node))
             .collect();
+        // An exit's packets come from anywhere outside the network.
+        let outside = crate::mesh::seal::path::outside(&params.network);
+        for g in params
+            .routes
+            .iter()
+            .filter(|g| g.kind == crate::params::GrantKind::Exit)
+        {
+            granted.extend(outside.iter().map(|p| (*p, g.node)));
+        }
         granted.sort();
+        granted.dedup();
         let now = SubnetRoutes {
             via: self.subnet_routes(),
             granted,
+            exit: self.exit_in_use(),
         };
         if now != self.subnet_routes {
             if now.via != self.subnet_routes.via {
                 info!(routes = ?now.via, "subnet routes through the mesh");
+            }
+            if now.exit != self.subnet_routes.exit {
+                match now.exit {
+                    Some(e) => info!(exit = %e, "exit in use"),
+                    None => info!("no exit reachable"),
+                }
             }
             self.subnet_routes = now.clone();
             self.actions.push_back(Action::SubnetRoutes(now));
@@ -718,7 +769,13 @@ impl NodeCore {
             })
             .map(|mut r| {
                 r.path = control::route_path(&r).to_owned();
-                r.name = self.name_of(&r.prefix);
+                r.name = if r.prefix.contains(" from ") {
+                    // an exit route: named after the exit it leads to
+                    self.exit_node_of(&r.router_id)
+                        .and_then(|n| self.name_of(&n.to_string()))
+                } else {
+                    self.name_of(&r.prefix)
+                };
                 r
             })
             .collect();
@@ -775,6 +832,15 @@ impl NodeCore {
             serial: self.my_serial.clone(),
             not_after: self.not_after,
             name: self.my_name.clone(),
+            exit: if self.engine.local_prefixes().any(|k| k.is_source_specific()) {
+                Some("this node".into())
+            } else {
+                self.exit_in_use()
+                    .map(|e| match self.name_of(&e.to_string()) {
+                        Some(n) => format!("{e} ({n})"),
+                        None => e.to_string(),
+                    })
+            },
         }
     }
 

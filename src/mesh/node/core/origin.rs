@@ -33,7 +33,7 @@ use super::*;
 use crate::mesh::babel::origin::{
     OriginPolicy, OriginVerdict, RouteSignature, RouteSigner, signed_bytes,
 };
-use crate::mesh::babel::{RouterId, Seqno};
+use crate::mesh::babel::{RouteKey, RouterId, Seqno};
 
 /// Certificates held (beyond it the least recently used unpinned one goes).
 pub const CERT_CACHE: usize = 4096;
@@ -53,6 +53,8 @@ pub struct OriginSetup {
     pub cert_der: Vec<u8>,
     /// Its key, PKCS#8 DER.
     pub key_pkcs8: SecretBytes,
+    /// `--use-exit PREFIX`: the exit routes of every other exit node are refused.
+    pub exit_only: Option<Ipv6Net>,
 }
 
 /// Signs our routes with the node key: ECDSA P-256 / SHA-256, fixed 64-byte r‖s. ECDSA's
@@ -91,7 +93,7 @@ impl KeySigner {
 }
 
 impl RouteSigner for KeySigner {
-    fn sign(&mut self, prefix: Prefix, rid: RouterId, seqno: Seqno) -> Option<RouteSignature> {
+    fn sign(&mut self, prefix: RouteKey, rid: RouterId, seqno: Seqno) -> Option<RouteSignature> {
         let sig = self
             .key
             .sign(&self.rng, &signed_bytes(prefix, rid, seqno))
@@ -103,7 +105,7 @@ impl RouteSigner for KeySigner {
 /// Checks a route signature against a raw P-256 public key.
 pub fn verify_route(
     public_key: &[u8],
-    prefix: Prefix,
+    prefix: RouteKey,
     rid: RouterId,
     seqno: Seqno,
     sig: &RouteSignature,
@@ -154,6 +156,8 @@ pub struct CertStore {
     certs: BTreeMap<Ipv6Net, CertEntry>,
     /// Prefixes outside the network → the node prefixes authorised to announce them.
     grants: BTreeMap<Ipv6Net, Vec<Ipv6Net>>,
+    /// `--use-exit PREFIX`: the only exit node whose exit route is taken.
+    exit_only: Option<Ipv6Net>,
     clock: u64,
 }
 
@@ -167,6 +171,7 @@ impl CertStore {
             unix,
             certs: BTreeMap::new(),
             grants: BTreeMap::new(),
+            exit_only: None,
             clock: 0,
         }
     }
@@ -200,6 +205,12 @@ impl CertStore {
             .collect();
         self.grants = new;
         changed
+    }
+
+    /// `--use-exit PREFIX`: takes the exit route of that exit node only (the others are
+    /// refused like unauthorised ones).
+    pub fn set_exit_only(&mut self, node: Option<Ipv6Net>) {
+        self.exit_only = node;
     }
 
     /// The prefixes outside the network granted to the node of `node` prefix.
@@ -333,7 +344,7 @@ impl CertStore {
 
     fn verdict(
         &mut self,
-        prefix: Prefix,
+        prefix: RouteKey,
         rid: RouterId,
         seqno: Seqno,
         sig: &RouteSignature,
@@ -345,6 +356,15 @@ impl CertStore {
         let Ok(net) = Ipv6Net::new(addr, prefix.len()) else {
             return OriginVerdict::Invalid;
         };
+        // The one source-specific route a network carries is an exit's `::/0 from` the
+        // network prefix (RFC 9079); an exit announces nothing else as `::/0`.
+        let exit_route = prefix.src.and_then(|s| net_of(&s)) == Some(self.network);
+        if prefix.is_source_specific() != exit_route
+            || (exit_route && net.prefix_len() != 0)
+            || (!exit_route && net.prefix_len() == 0)
+        {
+            return OriginVerdict::Invalid;
+        }
         // Inside the network: the certificate of exactly that node prefix. Outside: the
         // certificate of the node the parameters grant it to, found by the router-id.
         let owner = if self.network.contains(&net) {
@@ -359,6 +379,9 @@ impl CertStore {
             let Some(node) = granted else {
                 return OriginVerdict::Invalid;
             };
+            if exit_route && self.exit_only.is_some_and(|e| e != node) {
+                return OriginVerdict::Invalid;
+            }
             node
         };
         self.clock += 1;
@@ -394,7 +417,7 @@ impl CertStore {
 impl OriginPolicy for CertStore {
     fn verify(
         &mut self,
-        prefix: Prefix,
+        prefix: RouteKey,
         rid: RouterId,
         seqno: Seqno,
         sig: &RouteSignature,
@@ -436,6 +459,7 @@ impl NodeCore {
             warn!(error = %e, "this node's certificate cannot vouch for its routes");
         }
         store.set_grants(&self.net.params().routes);
+        store.set_exit_only(setup.exit_only);
         match KeySigner::new(setup.key_pkcs8.expose()) {
             Ok(signer) => self
                 .engine
@@ -483,7 +507,7 @@ impl NodeCore {
     }
 
     /// The engine holds a route it cannot judge: ask the neighbour that sent it.
-    pub(super) fn origin_ask(&mut self, now: Now, prefix: Prefix, neighbour: NeighbourId) {
+    pub(super) fn origin_ask(&mut self, now: Now, prefix: RouteKey, neighbour: NeighbourId) {
         let Some(net) = net_of(&prefix) else { return };
         if !self.net.params().network.contains(&net) {
             // A granted route: what is missing is a granted node's certificate.

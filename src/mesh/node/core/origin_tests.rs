@@ -51,7 +51,7 @@ impl World {
     }
 }
 
-fn bp(s: &str) -> Prefix {
+fn bp(s: &str) -> RouteKey {
     s.parse().unwrap()
 }
 
@@ -224,7 +224,7 @@ fn a_route_outside_the_network_is_valid_only_from_the_node_it_is_granted_to() {
     let mut store = w.store();
     store.admit(&b_cert, false).unwrap();
     let lan = bp("2001:db8:5::/48");
-    let exit = bp("::/0");
+    let exit = bp("::/0 from fd00:1::/48");
     let grants = vec![
         RouteGrant {
             node: a_net,
@@ -297,6 +297,38 @@ fn a_route_outside_the_network_is_valid_only_from_the_node_it_is_granted_to() {
         store.verify(exit, a_rid, Seqno(4), &sig),
         OriginVerdict::Invalid
     );
+    // An exit announces `::/0 from` the network only: not a plain ::/0, not from another
+    // source, and its signature of one is no signature of another.
+    for other in [
+        "::/0",
+        "::/0 from fd00:2::/48",
+        "2001:db8::/32 from fd00:1::/48",
+    ] {
+        let other = bp(other);
+        let sig = b_signer.sign(other, b_rid, Seqno(4)).unwrap();
+        assert_eq!(
+            store.verify(other, b_rid, Seqno(4), &sig),
+            OriginVerdict::Invalid,
+            "{other}"
+        );
+    }
+    let sig = b_signer.sign(exit, b_rid, Seqno(4)).unwrap();
+    assert_eq!(
+        store.verify(bp("::/0"), b_rid, Seqno(4), &sig),
+        OriginVerdict::Invalid
+    );
+    // `--use-exit a`: b's exit route is refused.
+    store.set_exit_only(Some(a_net));
+    assert_eq!(
+        store.verify(exit, b_rid, Seqno(4), &sig),
+        OriginVerdict::Invalid
+    );
+    store.set_exit_only(Some(b_net));
+    assert_eq!(
+        store.verify(exit, b_rid, Seqno(4), &sig),
+        OriginVerdict::Valid
+    );
+    store.set_exit_only(None);
     // The grant inside the network was ignored: a's prefix stays a's alone.
     let a = bp("fd00:1:0:a::/64");
     let sig = b_signer.sign(a, b_rid, Seqno(4)).unwrap();

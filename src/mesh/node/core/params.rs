@@ -298,3 +298,11 @@ impl NodeCore {
         self.engine.set_mac_keys(keys);
     }
 }
+
+/// The exit route's key (issue 15, RFC 9079): `::/0 from` the network prefix.
+pub fn exit_key(network: &Ipv6Net) -> crate::mesh::babel::RouteKey {
+    let any = Prefix::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0)
+        .expect("a zero length is always valid");
+    let net = Prefix::new(IpAddr::V6(network.network()), network.prefix_len());
+    crate::mesh::babel::RouteKey::from_source(any, net)
+}

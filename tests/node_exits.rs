@@ -1,0 +1,457 @@
+#![cfg(target_os = "linux")]
+//! Exit nodes end to end (root, issue 15): laptop l, three hops from two exits e1 and e2,
+//! runs `mesh up --use-exit auto` and reaches a server on the "internet" namespace i (a
+//! plain host, no re6mesh) by ping and TCP; the exits run `mesh up --exit` (NAT66 with
+//! nftables) with the registry's grant. The exit in use is killed (by PID): l's 10 Hz ping
+//! resumes through the other one (the gap is printed). l's own underlay UDP keeps leaving
+//! directly (fwmark + policy routing), checked on the routing decision and on the counters.
+//!
+//! ```text
+//!   l ──── r1 ──── r2 ──── e1 ──── i (server 2001:db8:99::9)
+//!                   └───── e2 ─────┘
+//!   l–r1 fd99:1::/64, r1–r2 fd99:2::/64 (the registry in r2), r2–e1 fd99:3::/64,
+//!   r2–e2 fd99:4::/64, e1–i 2001:db8:e1::/64, e2–i 2001:db8:e2::/64
+//! ```
+
+#![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
+
+mod common;
+use common::wait_until;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use re6mesh::netns::{Rig, require_root};
+
+const MESH: &str = env!("CARGO_BIN_EXE_mesh");
+const SERVER: &str = "2001:db8:99::9";
+const NODES: [&str; 5] = ["l", "r1", "r2", "e1", "e2"];
+
+fn ns_mesh(rig: &Rig, ns: &str, args: &[&str]) -> std::process::Output {
+    let mut argv = vec![MESH];
+    argv.extend_from_slice(args);
+    rig.exec_status(ns, &argv).unwrap()
+}
+
+/// Prints the nodes' logs if the test fails after this point.
+struct LogsOnPanic(std::path::PathBuf);
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("MESH_TEST_LOGS").is_some() {
+            for f in NODES
+                .iter()
+                .map(|n| format!("{n}.log"))
+                .chain(["registry.log".into(), "ping.log".into()])
+            {
+                eprintln!(
+                    "--- {f}\n{}",
+                    std::fs::read_to_string(self.0.join(&f)).unwrap_or_default()
+                );
+            }
+        }
+    }
+}
+
+/// The router-id of the exit route node `ns` selected (`::/0 from …`), if any.
+fn exit_in_use(rig: &Rig, ns: &str, dir: &Path) -> Option<String> {
+    let o = ns_mesh(
+        rig,
+        ns,
+        &["routes", "--json", "--state-dir", dir.to_str().unwrap()],
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| {
+            r["prefix"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("::/0 from "))
+                && r["selected"] == true
+                && r["metric"] != 65535
+        })
+        .and_then(|r| r["router_id"].as_str().map(str::to_owned))
+}
+
+/// Transmitted bytes of `dev` in `ns`.
+fn tx_bytes(rig: &Rig, ns: &str, dev: &str) -> u64 {
+    let o = rig
+        .exec(
+            ns,
+            &["cat", &format!("/sys/class/net/{dev}/statistics/tx_bytes")],
+        )
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Polls `f` every 100 ms until it gives a value (panics after `timeout`).
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let mut out = None;
+    wait_until(what, timeout, || {
+        out = f();
+        out.is_some()
+    });
+    out.expect("wait_until returned")
+}
+
+/// The reply times (seconds, from `ping -D`) in `text`.
+fn reply_times(text: &str) -> Vec<f64> {
+    text.lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn root_exits_a_laptop_reaches_the_internet_through_an_exit_and_fails_over() {
+    if !require_root("root_exits_a_laptop_reaches_the_internet_through_an_exit_and_fails_over") {
+        return;
+    }
+    let test_start = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rig = Rig::new("rmtexit").unwrap();
+    for n in NODES.iter().chain(&["i"]) {
+        rig.add_ns(n).unwrap();
+    }
+    let (l_r1, r1_l) = rig.link("l", "r1").unwrap();
+    let (r1_r2, r2_r1) = rig.link("r1", "r2").unwrap();
+    let (r2_e1, e1_r2) = rig.link("r2", "e1").unwrap();
+    let (r2_e2, e2_r2) = rig.link("r2", "e2").unwrap();
+    let (e1_i, i_e1) = rig.link("e1", "i").unwrap();
+    let (e2_i, i_e2) = rig.link("e2", "i").unwrap();
+    for (ns, dev, addr) in [
+        ("l", &l_r1, "fd99:1::1/64"),
+        ("r1", &r1_l, "fd99:1::2/64"),
+        ("r1", &r1_r2, "fd99:2::1/64"),
+        ("r2", &r2_r1, "fd99:2::2/64"),
+        ("r2", &r2_e1, "fd99:3::1/64"),
+        ("e1", &e1_r2, "fd99:3::2/64"),
+        ("r2", &r2_e2, "fd99:4::1/64"),
+        ("e2", &e2_r2, "fd99:4::2/64"),
+        ("e1", &e1_i, "2001:db8:e1::1/64"),
+        ("i", &i_e1, "2001:db8:e1::2/64"),
+        ("e2", &e2_i, "2001:db8:e2::1/64"),
+        ("i", &i_e2, "2001:db8:e2::2/64"),
+        ("i", &"lo".to_string(), "2001:db8:99::9/128"),
+    ] {
+        rig.exec(ns, &["ip", "-6", "addr", "add", addr, "dev", dev, "nodad"])
+            .unwrap();
+    }
+    // l's default route is its uplink r1 (its tunnel to r1 goes to r1's far address, through
+    // that default route: what --use-exit must keep out of the TUN); the exits' default
+    // route is the internet; everyone reaches the registry in r2 on the underlay
+    for (ns, args) in [
+        ("l", vec!["default", "via", "fd99:1::2"]),
+        ("e1", vec!["default", "via", "2001:db8:e1::2"]),
+        ("e2", vec!["default", "via", "2001:db8:e2::2"]),
+        ("r2", vec!["fd99:1::/64", "via", "fd99:2::1"]),
+        ("e1", vec!["fd99:2::/64", "via", "fd99:3::1"]),
+        ("e2", vec!["fd99:2::/64", "via", "fd99:4::1"]),
+    ] {
+        let mut argv = vec!["ip", "-6", "route", "add"];
+        argv.extend(args);
+        rig.exec(ns, &argv).unwrap();
+    }
+    rig.exec("r1", &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+        .unwrap();
+
+    let reg = tmp.path().join("registry");
+    let port = 19000 + (std::process::id() % 1000) as u16;
+    let url = format!("https://[fd99:2::2]:{port}");
+    let o = Command::new(MESH)
+        .args(["registry", "init", "--state-dir", reg.to_str().unwrap()])
+        .args(["--url", &url, "--network", "fd42:e1::/48"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = |name: &str| Stdio::from(std::fs::File::create(tmp.path().join(name)).unwrap());
+    rig.spawn(
+        "r2",
+        MESH,
+        &[
+            "registry",
+            "serve",
+            "--state-dir",
+            reg.to_str().unwrap(),
+            "--listen",
+            &format!("[::]:{port}"),
+        ],
+        Stdio::null(),
+        log("registry.log"),
+    )
+    .unwrap();
+    let _logs = LogsOnPanic(tmp.path().to_path_buf());
+
+    let mut prefixes = Vec::new();
+    for n in NODES {
+        let token = Command::new(MESH)
+            .args(["registry", "token", "create", "--state-dir"])
+            .arg(&reg)
+            .output()
+            .unwrap();
+        let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+        let dir = tmp.path().join(n);
+        let args = [
+            "join",
+            &token,
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--name",
+            n,
+        ];
+        wait_until(&format!("{n} to join"), Duration::from_secs(10), || {
+            ns_mesh(&rig, n, &args).status.success()
+        });
+        prefixes.push(re6mesh::state::load(&dir).unwrap().facts.prefix);
+    }
+
+    // An exit without the grant is refused at start, naming the command.
+    let dl = tmp.path().join("l");
+    let o = ns_mesh(
+        &rig,
+        "l",
+        &[
+            "up",
+            "--foreground",
+            "--state-dir",
+            dl.to_str().unwrap(),
+            "--exit",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        !o.status.success() && err.contains("mesh registry authorize"),
+        "{err}"
+    );
+
+    for n in ["e1", "e2"] {
+        let o = Command::new(MESH)
+            .args(["registry", "authorize", "--state-dir"])
+            .arg(&reg)
+            .args([n, "exit", "::/0"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    let r1_far = format!("{}@[fd99:2::1]:6464", prefixes[1]);
+    let r2_from_r1 = format!("{}@[fd99:2::2]:6464", prefixes[2]);
+    let r2_from_e1 = format!("{}@[fd99:3::1]:6464", prefixes[2]);
+    let r2_from_e2 = format!("{}@[fd99:4::1]:6464", prefixes[2]);
+    let started = Instant::now();
+    let mut pids = std::collections::HashMap::new();
+    for (n, peer, extra) in [
+        ("r2", None, vec![]),
+        ("r1", Some(&r2_from_r1), vec![]),
+        ("e1", Some(&r2_from_e1), vec!["--exit"]),
+        ("e2", Some(&r2_from_e2), vec!["--exit"]),
+        ("l", Some(&r1_far), vec!["--use-exit", "auto"]),
+    ] {
+        let dir = tmp.path().join(n);
+        let mut args = vec![
+            "up",
+            "--foreground",
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "[::]:6464",
+            "--hello-interval",
+            "0.5",
+            "--registry-poll",
+            "1",
+            "--no-port-mapping",
+        ];
+        if let Some(p) = peer {
+            args.extend(["--peer", p]);
+        }
+        args.extend(extra);
+        let pid = rig
+            .spawn(n, MESH, &args, Stdio::null(), log(&format!("{n}.log")))
+            .unwrap();
+        pids.insert(n, pid);
+    }
+    let rid = |i: usize| {
+        re6mesh::control::router_id_text(&re6mesh::mesh::node::router_id_for(&prefixes[i]))
+    };
+    let (rid_e1, rid_e2) = (rid(3), rid(4));
+    let used = wait_for("l to select an exit", Duration::from_secs(30), || {
+        exit_in_use(&rig, "l", &dl).filter(|r| *r == rid_e1 || *r == rid_e2)
+    });
+    println!("l selected an exit after {:?}", started.elapsed());
+    // `mesh status` names the exit in use, and says so on an exit.
+    let exit_line = |ns: &str| {
+        let dir = tmp.path().join(ns);
+        let o = ns_mesh(
+            &rig,
+            ns,
+            &["status", "--json", "--state-dir", dir.to_str().unwrap()],
+        );
+        serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .ok()
+            .and_then(|s| s["exit"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let shown = exit_line("l");
+    assert!(
+        shown.ends_with("(e1)") || shown.ends_with("(e2)"),
+        "status of l: exit {shown:?}"
+    );
+    assert_eq!(exit_line("e1"), "this node");
+    println!("mesh status on l: exit {shown}");
+
+    // The exits forward with NAT66 in a table of their own.
+    let t = rig
+        .exec("e1", &["nft", "list", "table", "ip6", "re6mesh_exit"])
+        .unwrap();
+    let t = String::from_utf8_lossy(&t.stdout).to_string();
+    assert!(
+        t.contains("masquerade") && t.contains("fd42:e1::/48"),
+        "{t}"
+    );
+
+    // The tunnel socket's packets (marked) keep the underlay route; everything else from l
+    // goes into the TUN.
+    let marked = rig
+        .exec(
+            "l",
+            &["ip", "-6", "route", "get", "fd99:2::1", "mark", "0x6d65"],
+        )
+        .unwrap();
+    let marked = String::from_utf8_lossy(&marked.stdout).to_string();
+    assert!(
+        marked.contains(&l_r1) && !marked.contains("mesh0"),
+        "{marked}"
+    );
+    let unmarked = rig
+        .exec("l", &["ip", "-6", "route", "get", SERVER])
+        .unwrap();
+    let unmarked = String::from_utf8_lossy(&unmarked.stdout).to_string();
+    assert!(unmarked.contains("mesh0"), "{unmarked}");
+
+    // Ping and a small TCP transfer from l to the server, through the exit.
+    let underlay_before = tx_bytes(&rig, "l", &l_r1);
+    let ping = wait_for("l to ping the server", Duration::from_secs(15), || {
+        let p = rig
+            .exec_status(
+                "l",
+                &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", SERVER],
+            )
+            .unwrap();
+        p.status
+            .success()
+            .then(|| String::from_utf8_lossy(&p.stdout).to_string())
+    });
+    for l in ping.lines().rev().take(2) {
+        println!("l -> server: {l}");
+    }
+    let server = rig
+        .spawn(
+            "i",
+            "python3",
+            &[
+                "-c",
+                "import socket\n\
+                 s=socket.socket(socket.AF_INET6)\n\
+                 s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+                 s.bind(('2001:db8:99::9',8099))\n\
+                 s.listen(1)\n\
+                 c,_=s.accept()\n\
+                 c.sendall(b'x'*262144)\n\
+                 c.close()\n",
+            ],
+            Stdio::null(),
+            log("server.log"),
+        )
+        .unwrap();
+    let got = wait_for("the TCP transfer", Duration::from_secs(20), || {
+        let o = rig
+            .exec_status(
+                "l",
+                &[
+                    "python3",
+                    "-c",
+                    "import socket\n\
+                     s=socket.create_connection(('2001:db8:99::9',8099),timeout=5)\n\
+                     n=0\n\
+                     while True:\n\
+                     \x20   d=s.recv(65536)\n\
+                     \x20   if not d: break\n\
+                     \x20   n+=len(d)\n\
+                     print(n)\n",
+                ],
+            )
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n == 262_144)
+    });
+    rig.stop(server, Duration::from_secs(1));
+    println!("l fetched {got} bytes over TCP from the server through the exit");
+    // what l sent to the internet left on the underlay, sealed (no loop through the TUN)
+    let underlay = tx_bytes(&rig, "l", &l_r1) - underlay_before;
+    assert!(underlay > 3 * 84, "underlay tx {underlay} bytes");
+    println!("l's underlay sent {underlay} bytes meanwhile");
+
+    // 10 Hz ping; kill the exit in use; the ping resumes through the other one.
+    let ping_pid = rig
+        .spawn(
+            "l",
+            "ping",
+            &["-6", "-D", "-i", "0.1", "-W", "1", "-w", "25", SERVER],
+            log("ping.log"),
+            Stdio::null(),
+        )
+        .unwrap();
+    let ping_log = tmp.path().join("ping.log");
+    wait_until("the 10 Hz ping to answer", Duration::from_secs(10), || {
+        reply_times(&std::fs::read_to_string(&ping_log).unwrap_or_default()).len() >= 10
+    });
+    let (dead, other, other_rid) = if used == rid_e1 {
+        ("e1", "e2", rid_e2.clone())
+    } else {
+        ("e2", "e1", rid_e1.clone())
+    };
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let kill = Command::new("kill")
+        .args(["-KILL", &pids[dead].to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    println!("killed {dead} (the exit in use)");
+    let moved = wait_until(
+        "l to move to the other exit",
+        Duration::from_secs(20),
+        || exit_in_use(&rig, "l", &dl).as_deref() == Some(other_rid.as_str()),
+    );
+    println!("l selected {other} {moved:?} after the kill");
+    let resumed = wait_for("the ping to resume", Duration::from_secs(20), || {
+        let t = reply_times(&std::fs::read_to_string(&ping_log).unwrap_or_default());
+        (t.iter().filter(|x| **x > killed_at).count() >= 10).then_some(t)
+    });
+    rig.stop(ping_pid, Duration::from_secs(1));
+    let before = resumed
+        .iter()
+        .copied()
+        .filter(|x| *x <= killed_at)
+        .fold(0.0, f64::max);
+    let after = resumed
+        .iter()
+        .copied()
+        .filter(|x| *x > killed_at)
+        .fold(f64::MAX, f64::min);
+    println!(
+        "exit failover {dead} -> {other}: ping gap {:.2} s (last reply before the kill to the \
+         first after; goal < 2 s)",
+        after - before
+    );
+    println!("exits test: {:?} in all", test_start.elapsed());
+}
