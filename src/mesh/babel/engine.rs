@@ -1158,26 +1158,6 @@ impl Engine {
             self.drop_neighbour(now, nid);
             self.auth.remove(&nid);
         }
-        // A selected route close to expiry: ask its neighbour before it lapses
-        // (RFC 8966 3.8.2.1), once.
-        let mut ask = Vec::new();
-        for (p, (nid, _)) in &self.selected {
-            if let Some(r) = self.routes.get_mut(p).and_then(|rs| rs.get_mut(nid))
-                && !r.refresh_asked
-                && r.metric < INFINITY
-                && r.expires <= now + r.interval / 2
-            {
-                r.refresh_asked = true;
-                ask.push((*nid, *p));
-            }
-        }
-        for (nid, p) in ask {
-            self.queue(
-                nid.iface,
-                Some(nid.addr),
-                Msg::RouteRequest { prefix: Some(p) },
-            );
-        }
         // Route expiry: first to a retraction that is held, then gone.
         let mut touched = BTreeSet::new();
         for (p, rs) in self.routes.iter_mut() {
@@ -1239,6 +1219,27 @@ impl Engine {
                     },
                 );
             }
+        }
+        // A selected route close to expiry: ask its neighbour before it lapses
+        // (RFC 8966 3.8.2.1), once. Last, after every reselection above: a route selected
+        // by one of them may be due too (the engine proptest found a timeout left due).
+        let mut ask = Vec::new();
+        for (p, (nid, _)) in &self.selected {
+            if let Some(r) = self.routes.get_mut(p).and_then(|rs| rs.get_mut(nid))
+                && !r.refresh_asked
+                && r.metric < INFINITY
+                && r.expires <= now + r.interval / 2
+            {
+                r.refresh_asked = true;
+                ask.push((*nid, *p));
+            }
+        }
+        for (nid, p) in ask {
+            self.queue(
+                nid.iface,
+                Some(nid.addr),
+                Msg::RouteRequest { prefix: Some(p) },
+            );
         }
         self.flush(now);
     }

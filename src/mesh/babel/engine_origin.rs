@@ -72,6 +72,23 @@ impl Engine {
         self.origin_known_key(now, prefix);
     }
 
+    /// The policy's answers may have changed for any prefix at once (a whole class of
+    /// certificates, not one): every cached verdict is forgotten and every route held is
+    /// judged again. [`Engine::origin_known`] is the per-prefix form; a host that cannot
+    /// name every prefix whose verdict may be cached (the cache outlives the routes) calls
+    /// this.
+    pub fn origin_policy_changed(&mut self, now: Time) {
+        self.now = self.now.max(now);
+        if !self.origin.enforcing() {
+            return;
+        }
+        self.origin.forget_all();
+        let keys: Vec<Prefix> = self.routes.keys().copied().collect();
+        for k in keys {
+            self.origin_known_key(now, k);
+        }
+    }
+
     fn origin_known_key(&mut self, now: Time, prefix: Prefix) {
         self.origin.forget(prefix);
         let Some(rs) = self.routes.get(&prefix) else {

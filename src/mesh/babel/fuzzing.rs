@@ -442,6 +442,10 @@ pub fn check_engine(data: &[u8]) -> Result<(), String> {
                     for q in held {
                         p.engine.origin_known(now, q);
                     }
+                    // The class changed as a whole: verdicts cached for prefixes P holds no
+                    // route for any more must go too (the proptest found one that outlived
+                    // its route and made the next Update of it selectable while unknown).
+                    p.engine.origin_policy_changed(now);
                 }
             }
             6 => {

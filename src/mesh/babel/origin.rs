@@ -287,6 +287,12 @@ impl Origin {
         self.verified.retain(|(p, _, _), _| *p != prefix);
     }
 
+    /// Forgets every cached verdict (the policy changed wholesale).
+    pub(super) fn forget_all(&mut self) {
+        self.verified.clear();
+        self.order.clear();
+    }
+
     /// Verified tuples cached.
     pub(super) fn cached(&self) -> usize {
         self.verified.len()
