@@ -3,13 +3,9 @@
 //! tunnel moved is told where it is seen now.
 
 use super::*;
-use crate::params::{CrlRef, MacState, TunnelPolicy};
-use crate::registry::ca::Ca;
-
-const NETWORK: &str = "fd00:1::/48";
 
 fn p(i: u16) -> Ipv6Net {
-    format!("fd00:1:0:{i:x}::/64").parse().unwrap()
+    net_prefix(i)
 }
 
 fn sa(s: &str) -> SocketAddr {
@@ -20,13 +16,6 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn at(ms: u64) -> Now {
-    Now {
-        time: Time::from_millis(ms),
-        unix: 1_800_000_000 + i64::try_from(ms / 1000).unwrap(),
-    }
-}
-
 /// A core for node 1 whose host has `addrs`.
 fn core(addrs: &[&str]) -> NodeCore {
     core_with(addrs, vec![])
@@ -34,59 +23,7 @@ fn core(addrs: &[&str]) -> NodeCore {
 
 /// The same, with `--peer`s.
 fn core_with(addrs: &[&str], static_peers: Vec<(Ipv6Net, SocketAddr)>) -> NodeCore {
-    let epoch = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-    let ca = Ca::generate(&NETWORK.parse().unwrap(), epoch).unwrap();
-    let crl = ca.crl(1, &[], epoch).unwrap();
-    let params = NetworkParams {
-        version: 1,
-        issued_at: 0,
-        network: NETWORK.parse().unwrap(),
-        node_prefix_len: 64,
-        protocol: PROTOCOL_VERSION,
-        min_protocol: 1,
-        hello_interval: 4,
-        tunnel: TunnelPolicy {
-            client_count: 3,
-            max_clients: 2,
-            refresh: 300,
-        },
-        countries: Default::default(),
-        crl: CrlRef {
-            number: 1,
-            sha256: hex::encode(identity::fingerprint(&crl)),
-        },
-        mac: MacState::default(),
-        routes: Vec::new(),
-    };
-    let document = params.to_bytes();
-    let signed = SignedParams {
-        signature: ca.sign(&document).unwrap(),
-        document,
-    };
-    let mut net = NetState::new(ca.cert_der().to_vec(), signed).unwrap();
-    net.offer(None, Some(&crl)).unwrap();
-    let mut c = NodeCore::new(
-        CoreConfig {
-            prefix: p(1),
-            net,
-            keys: vec![],
-            serial: "01".into(),
-            name: None,
-            not_before: 0,
-            not_after: i64::MAX / 2,
-            static_peers,
-            endpoints: vec![],
-            listen_port: 6464,
-            country: None,
-            babel_timers: None,
-            cache: PeerCache::new(16),
-            origin: None,
-            advertise_routes: vec![],
-            exit: false,
-        },
-        [7; 32],
-        at(0),
-    );
+    let mut c = World::new().core_with_peers(1, static_peers);
     c.handle(
         at(0),
         Input::LocalAddresses(addrs.iter().map(|a| ip(a)).collect()),

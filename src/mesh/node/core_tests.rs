@@ -58,6 +58,11 @@ impl World {
     }
 
     fn core(&self, me: u16) -> NodeCore {
+        self.core_with_peers(me, vec![])
+    }
+
+    /// [`World::core`] with `--peer`s.
+    fn core_with_peers(&self, me: u16, static_peers: Vec<(Ipv6Net, SocketAddr)>) -> NodeCore {
         let mut net = NetState::new(self.ca.cert_der().to_vec(), self.params(1, 1)).unwrap();
         net.offer(None, Some(&self.crl)).unwrap();
         NodeCore::new(
@@ -69,7 +74,7 @@ impl World {
                 name: None,
                 not_before: 0,
                 not_after: i64::MAX / 2,
-                static_peers: vec![],
+                static_peers,
                 endpoints: vec![],
                 listen_port: 6464,
                 country: None,
@@ -838,3 +843,6 @@ mod reach;
 
 #[path = "core_portmap_tests.rs"]
 mod portmap;
+
+#[path = "core_roam_tests.rs"]
+mod roam;

@@ -112,7 +112,3 @@ pub fn rebind_to(bound: SocketAddr, addrs: &[IpAddr]) -> Option<SocketAddr> {
     };
     Some(SocketAddr::new(any, bound.port()))
 }
-
-#[cfg(test)]
-#[path = "../core_roam_tests.rs"]
-mod tests;
