@@ -65,6 +65,7 @@ impl ControlHandler for Fake {
             local: false,
             path: "direct".into(),
             name: Some("n2".into()),
+            origin: None,
         }]
     }
     fn up(&self) -> Result<String, String> {

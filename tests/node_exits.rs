@@ -302,6 +302,28 @@ fn root_exits_a_laptop_reaches_the_internet_through_an_exit_and_fails_over() {
     );
     assert_eq!(exit_line("e1"), "this node");
     println!("mesh status on l: exit {shown}");
+    // `mesh routes --json` names the exit node the route leads to (`origin`; the live page
+    // marks that node an exit from it).
+    let o = ns_mesh(
+        &rig,
+        "l",
+        &["routes", "--json", "--state-dir", dl.to_str().unwrap()],
+    );
+    let origin = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| {
+            r["prefix"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("::/0 from "))
+                && r["selected"] == true
+        })
+        .and_then(|r| r["origin"].as_str().map(str::to_owned));
+    assert_eq!(
+        origin.as_deref(),
+        shown.split_whitespace().next(),
+        "the exit route's origin on l"
+    );
 
     // The exits forward with NAT66 in a table of their own.
     let t = rig

@@ -70,6 +70,17 @@ pub struct GraphNode {
     pub observed: bool,
     /// Its Babel routes (empty when not observed directly).
     pub routes: Vec<Route>,
+    /// An exit node: it announces the mesh's way to the internet (`mesh up --exit`), as it
+    /// says itself or as the routes of an observed node show.
+    #[serde(default)]
+    pub exit: bool,
+    /// The exit node (prefix) this node sends its internet traffic to (`--use-exit`), as it
+    /// says itself; absent when it uses none or is not observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses_exit: Option<String>,
+    /// The subnet routes it makes reachable (`--advertise-route`), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<String>,
 }
 
 /// A tunnel between two nodes.
@@ -118,6 +129,40 @@ fn address_of(prefix: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The exit prefix in `status.exit` (`PREFIX`, `PREFIX (name)`); `None` for none and for
+/// `this node`.
+fn exit_prefix(exit: Option<&str>) -> Option<String> {
+    let first = exit?.split_whitespace().next()?;
+    first.parse::<ipnet::Ipv6Net>().ok().map(|p| p.to_string())
+}
+
+/// Flags the exits and lists the subnet routes: a node that says it is an exit, and the
+/// origins (granted, as the observing node checked) of the routes outside the network that
+/// observed nodes hold.
+fn mark_exits_and_subnets(obs: &Observation, nodes: &mut BTreeMap<String, GraphNode>) {
+    for o in &obs.nodes {
+        if let Some(s) = &o.status
+            && s.exit.as_deref() == Some("this node")
+            && let Some(n) = nodes.get_mut(&s.prefix)
+        {
+            n.exit = true;
+        }
+        for r in &o.routes {
+            let Some(n) = r.origin.as_ref().and_then(|p| nodes.get_mut(p)) else {
+                continue;
+            };
+            if r.prefix.contains(" from ") {
+                n.exit = true;
+            } else if !n.subnets.contains(&r.prefix) {
+                n.subnets.push(r.prefix.clone());
+            }
+        }
+    }
+    for n in nodes.values_mut() {
+        n.subnets.sort();
+    }
+}
+
 /// Builds the graph from observations: directly observed nodes, plus nodes known only as a
 /// peer or a route destination (so one node's view shows the whole network it routes to);
 /// one edge per tunnel pair with the mean RTT of both ends.
@@ -152,6 +197,12 @@ pub fn build_graph(obs: &Observation) -> GraphBody {
                 revoked,
                 observed: o.status.is_some(),
                 routes,
+                exit: false,
+                uses_exit: o
+                    .status
+                    .as_ref()
+                    .and_then(|s| exit_prefix(s.exit.as_deref())),
+                subnets: Vec::new(),
             },
         );
     }
@@ -170,6 +221,9 @@ pub fn build_graph(obs: &Observation) -> GraphBody {
                     revoked: false,
                     observed: false,
                     routes: Vec::new(),
+                    exit: false,
+                    uses_exit: None,
+                    subnets: Vec::new(),
                 });
             n.params_version = n.params_version.max(p.params_version);
             if n.name.is_empty()
@@ -191,6 +245,9 @@ pub fn build_graph(obs: &Observation) -> GraphBody {
                     revoked: false,
                     observed: false,
                     routes: Vec::new(),
+                    exit: false,
+                    uses_exit: None,
+                    subnets: Vec::new(),
                 });
             if reachable {
                 n.state = "reachable".into();
@@ -205,6 +262,7 @@ pub fn build_graph(obs: &Observation) -> GraphBody {
     for (k, v) in inferred {
         nodes.entry(k).or_insert(v);
     }
+    mark_exits_and_subnets(obs, &mut nodes);
     // Edges: one per pair, RTT averaged over the ends that report it.
     let mut edges: BTreeMap<(String, String), (f64, u32)> = BTreeMap::new();
     for o in &obs.nodes {
@@ -310,6 +368,7 @@ mod tests {
             local: false,
             path: String::new(),
             name: None,
+            origin: None,
         }
     }
 
@@ -394,6 +453,65 @@ mod tests {
         );
         assert_eq!(g.nodes[1].params_version, 3);
         assert_eq!(g.edges.len(), 1);
+    }
+
+    #[test]
+    fn exits_subnets_and_the_exit_in_use_are_shown() {
+        let mut laptop = status(A, NodeStateName::Up, 4);
+        laptop.exit = Some(format!("{C} (n2)"));
+        let mut exit_route = route("::/0 from fd00:1::/48", true, 192);
+        exit_route.origin = Some(C.into());
+        let mut subnet = route("2001:db8:7::/48", true, 96);
+        subnet.origin = Some(B.into());
+        // a route outside the network that no grant covers: no origin, nobody flagged
+        let stray = route("2001:db8:9::/48", false, 96);
+        let mut exit_status = status(C, NodeStateName::Up, 4);
+        exit_status.exit = Some("this node".into());
+        let obs = Observation {
+            nodes: vec![
+                NodeObservation {
+                    name: "laptop".into(),
+                    status: Some(laptop),
+                    peers: vec![peer(B, 0.5)],
+                    routes: vec![
+                        route(B, true, 96),
+                        route(C, true, 192),
+                        exit_route,
+                        subnet.clone(),
+                        subnet,
+                        stray,
+                    ],
+                    ..Default::default()
+                },
+                NodeObservation {
+                    name: "n2".into(),
+                    status: Some(exit_status),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let g = build_graph(&obs);
+        let get = |p: &str| g.nodes.iter().find(|n| n.prefix == p).expect("node");
+        assert_eq!(get(A).uses_exit.as_deref(), Some(C));
+        assert!(!get(A).exit);
+        assert!(get(C).exit);
+        assert_eq!(get(C).uses_exit, None);
+        assert_eq!(get(B).subnets, vec!["2001:db8:7::/48".to_owned()]);
+        assert!(!get(B).exit);
+        assert!(get(A).subnets.is_empty() && get(C).subnets.is_empty());
+        // a node that says it is an exit, with nobody routing to it
+        let mut alone = status(B, NodeStateName::Up, 4);
+        alone.exit = Some("this node".into());
+        let g = build_graph(&Observation {
+            nodes: vec![NodeObservation {
+                status: Some(alone),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert!(g.nodes[0].exit);
+        assert_eq!(g.nodes[0].uses_exit, None);
     }
 
     #[test]

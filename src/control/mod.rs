@@ -331,6 +331,10 @@ pub struct Route {
     /// holds it (neighbours, origin-authenticated routes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// For a route outside the network prefix (an exit's `::/0 from …`, a subnet route):
+    /// the prefix of the node that originates it, when the parameters grant it that route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// Formats a Babel router-id as CONVENTIONS says.
@@ -398,6 +402,7 @@ mod tests {
             local,
             path: String::new(),
             name: None,
+            origin: None,
         }
     }
 

@@ -253,6 +253,7 @@ impl Router {
                 // next hops are routers' link-local addresses: "direct" means nothing here
                 path: String::new(),
                 name: None,
+                origin: None,
             })
             .collect();
         let neighbours: Vec<String> = self

@@ -102,6 +102,24 @@ fn every_node_selects_an_exit_moves_when_it_dies_and_ignores_an_unauthorised_one
         .find(|r| r.selected && r.prefix.starts_with("::/0 from "))
         .expect("the exit route is listed");
     assert!(shown.name.is_some(), "{shown:?}");
+    // ... and the exit it leads to (the live page marks that node an exit)
+    let used = exit_of(&net, 0).expect("an exit").to_string();
+    assert_eq!(shown.origin.as_deref(), Some(used.as_str()), "{shown:?}");
+    // an exit's own route names itself
+    let own = net.core(e1).expect("running").snapshot();
+    let local = own
+        .routes
+        .iter()
+        .find(|r| r.local && r.prefix.starts_with("::/0 from "))
+        .expect("the exit's own route");
+    assert_eq!(local.origin, Some(prefix_of(e1).to_string()));
+    assert!(
+        own.routes
+            .iter()
+            .filter(|r| !r.local && !r.prefix.contains(" from "))
+            .all(|r| r.origin.is_none()),
+        "routes inside the network have no origin"
+    );
 
     // Kill the exit node 0 uses: everyone moves to the other one.
     let used = exit_of(&net, 0).expect("an exit");

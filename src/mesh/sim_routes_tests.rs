@@ -117,6 +117,15 @@ fn an_authorised_subnet_route_is_selected_everywhere_and_an_unauthorised_one_ign
         .find(|r| r.prefix == LAN && r.selected)
         .and_then(|r| r.name);
     assert_eq!(named.as_deref(), Some("n2"));
+    let origin = net
+        .core(0)
+        .expect("running")
+        .snapshot()
+        .routes
+        .into_iter()
+        .find(|r| r.prefix == LAN && r.selected)
+        .and_then(|r| r.origin);
+    assert_eq!(origin, Some(prefix_of(good).to_string()));
     let p: Prefix = LAN.parse().expect("a prefix");
     assert!(
         net.core(0)

@@ -200,6 +200,12 @@
     for (const l of g.links || []) {
       links.append(el("line", { class: l.up ? "link" : "link cut", "data-a": l.a, "data-b": l.b }));
     }
+    // a node that sends its internet traffic through an exit: a dotted line to that exit
+    for (const n of g.nodes) {
+      if (n.uses_exit && g.nodes.some((x) => x.prefix === n.uses_exit)) {
+        links.append(el("line", { class: "uses-exit", "data-a": n.prefix, "data-b": n.uses_exit }));
+      }
+    }
     for (const e of g.edges) {
       edges.append(el("line", { class: "edge", "data-a": e.a, "data-b": e.b }));
       labels.append(el("text", { class: "rtt", "data-a": e.a, "data-b": e.b }, e.rtt_ms.toFixed(1) + " ms"));
@@ -207,11 +213,15 @@
     for (const n of g.nodes) {
       const cls = ["node", "state-" + n.state];
       if (n.revoked) cls.push("revoked");
+      if (n.exit) cls.push("exit");
       if (n.prefix === selected) cls.push("selected");
       const grp = el("g", { class: cls.join(" "), "data-prefix": n.prefix, tabindex: "0" });
-      grp.append(el("title", {}, `${n.name || ""} ${n.prefix} — ${n.state}`));
+      const extra = (n.exit ? " · exit" : "") + ((n.subnets || []).length ? " · routes " + n.subnets.join(", ") : "");
+      grp.append(el("title", {}, `${n.name || ""} ${n.prefix} — ${n.state}${extra}`));
       grp.append(el("circle", { r: n.observed ? 24 : 18 }));
       grp.append(el("text", { class: "name" }, n.name ? n.name : ""));
+      if (n.exit) grp.append(el("text", { class: "tag", y: n.observed ? -30 : -24 }, "exit"));
+      else if ((n.subnets || []).length) grp.append(el("text", { class: "tag", y: n.observed ? -30 : -24 }, "+" + n.subnets.length + " subnet" + (n.subnets.length > 1 ? "s" : "")));
       grp.append(el("text", { class: "prefix", y: 40 }, shortPrefix(n.prefix)));
       if (n.params_version) grp.append(el("text", { class: "pv", y: 53 }, "params v" + n.params_version));
       grp.addEventListener("pointerdown", (ev) => startDrag(ev, n.prefix));
@@ -262,6 +272,8 @@
       h("dt", {}, "address"), h("dd", {}, n.address),
       h("dt", {}, "state"), h("dd", {}, n.state + (n.revoked ? " (revoked)" : "")),
       h("dt", {}, "parameters"), h("dd", {}, n.params_version ? "version " + n.params_version : "unknown"),
+      h("dt", {}, "internet"), h("dd", {}, n.exit ? "an exit: the mesh's way out" : n.uses_exit ? "through the exit " + name(n.uses_exit) : n.observed ? "direct (no exit in use)" : "unknown"),
+      h("dt", {}, "subnet routes"), h("dd", {}, (n.subnets || []).join(", ") || "none"),
       h("dt", {}, "tunnels"), h("dd", {}, graph.edges.filter((e) => e.a === n.prefix || e.b === n.prefix)
         .map((e) => name(e.a === n.prefix ? e.b : e.a) + " " + e.rtt_ms.toFixed(1) + " ms").join(", ") || "none"));
     const parts = [h("h2", {}, n.name ? `${n.name}` : shortPrefix(n.prefix)), dl];
@@ -309,7 +321,7 @@
   // ---- updates ---------------------------------------------------------------------------
   function sameShape(a, b) {
     if (!a || !b) return false;
-    const k = (g) => g.nodes.map((n) => n.prefix).join() + "#" + g.edges.map((e) => e.a + e.b).join()
+    const k = (g) => g.nodes.map((n) => n.prefix + (n.uses_exit || "")).join() + "#" + g.edges.map((e) => e.a + e.b).join()
       + "#" + (g.links || []).map((l) => l.a + l.b + l.up).join();
     return k(a) === k(b);
   }
