@@ -61,6 +61,10 @@ const Y: Node = Node {
     addr4: "198.51.100.209",
 };
 
+/// A source-specific route (RFC 9079): [`SS_DST`] from a's prefix, redistributed by babeld
+/// on a in the line test.
+const SS_DST: &str = "2001:db8:5500::/48";
+
 struct Lab {
     rig: Rig,
     dir: tempfile::TempDir,
@@ -214,6 +218,8 @@ impl Lab {
             "default type wired hello-interval 1 update-interval 4{keyref}\n"
         ));
         conf.push_str(&format!("redistribute ip {} eq 64 allow\n", n.v6));
+        // the source-specific route `ss_route` adds (RFC 9079), where there is one
+        conf.push_str(&format!("redistribute ip {SS_DST} eq 48 allow\n"));
         let v4len = n.v4.split('/').nth(1).unwrap_or("26");
         conf.push_str(&format!("redistribute ip {} eq {v4len} allow\n", n.v4));
         conf.push_str("redistribute local deny\nredistribute deny\n");
@@ -295,6 +301,14 @@ impl Lab {
     }
 
     /// Kernel route for `prefix` in namespace `ns` (`ip route show exact`), empty if none.
+    /// `ip -6 route show SS_DST from SRC` in `ns`: the source-specific route, if installed.
+    fn ss_kroute(&self, ns: &str, src: &str) -> String {
+        self.rig
+            .exec_status(ns, &["ip", "-6", "route", "show", SS_DST, "from", src])
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    }
+
     fn kroute(&self, ns: &str, prefix: &str) -> String {
         let fam = if prefix.contains(':') { "-6" } else { "-4" };
         self.rig
@@ -400,6 +414,24 @@ fn root_babel_line_babeld_mesh_babeld() {
         return;
     }
     let (mut lab, [am, ma, mc, cm]) = line("bbline");
+    // a: a source-specific route for babeld to redistribute (`SS_DST from` a's prefix)
+    lab.rig
+        .exec(
+            "a",
+            &[
+                "ip",
+                "-6",
+                "route",
+                "add",
+                "blackhole",
+                SS_DST,
+                "from",
+                A.v6,
+                "proto",
+                "static",
+            ],
+        )
+        .expect("source-specific route");
     let t0 = Instant::now();
     lab.babeld(&A, &[&am], Some(KEY), "1");
     lab.mesh(&M, &[&ma, &mc], "1");
@@ -454,6 +486,27 @@ fn root_babel_line_babeld_mesh_babeld() {
     assert!(lab.ping("c", C.addr6, A.addr6) && lab.ping("c", C.addr4, A.addr4));
     assert!(lab.ping("a", A.addr6, M.addr6) && lab.ping("a", A.addr4, M.addr4));
     println!("[mesh] line: ping a -> c through m OK (IPv6 and IPv4)");
+    // The source-specific route: m installs it in its kernel with its source prefix (`ip -6
+    // route … from`), lists it, and passes it on to c's babeld, which installs it too.
+    let ss = wait(Duration::from_secs(15), || {
+        let m = lab.ss_kroute("m", A.v6);
+        let c = lab.ss_kroute("c", A.v6);
+        m.contains("proto 250") && m.contains("via fe80") && c.contains("proto babel")
+    });
+    let (m, c) = (lab.ss_kroute("m", A.v6), lab.ss_kroute("c", A.v6));
+    assert!(
+        ss.is_some(),
+        "the source-specific route {SS_DST} from {} is not installed on m ({m:?}) and c ({c:?})",
+        A.v6
+    );
+    println!("[mesh] line: source-specific route on m: {m}; on c: {c}");
+    let listed = format!("{SS_DST} from {}", A.v6);
+    assert!(
+        lab.mesh_routes()
+            .iter()
+            .any(|r| r["prefix"] == listed.as_str()),
+        "mesh babel routes lacks {listed}"
+    );
 }
 
 /// Starts the router in the middle: ours, or babeld for the reference measurements.

@@ -25,7 +25,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::control::Route;
 use crate::mesh::babel::{
     Config, Engine, Event, IfaceConfig, IfaceId, IfaceKind, MacKey, MacKeys, Prefix, Reject,
-    RouteChange, Seqno, Time, Timers,
+    RouteChange, RouteKey, Seqno, Time, Timers,
 };
 
 use self::control::{Handler, Shared};
@@ -124,12 +124,17 @@ fn save_identity(dir: Option<&PathBuf>, id: [u8; 8], seqno: Seqno) {
     }
 }
 
+/// The source prefix of a route key, as the kernel wants it.
+fn source_of(k: &RouteKey) -> Option<(IpAddr, u8)> {
+    k.src.map(|s| (s.addr(), s.len()))
+}
+
 struct Router {
     engine: Engine,
     socks: Vec<LanSocket>,
     ids: Vec<IfaceId>,
     kernel: Netlink,
-    installed: BTreeMap<Prefix, (IpAddr, u32)>,
+    installed: BTreeMap<RouteKey, (IpAddr, u32)>,
     shared: Arc<Mutex<Shared>>,
     start: Instant,
 }
@@ -199,19 +204,25 @@ impl Router {
 
     fn apply(&mut self, c: RouteChange) {
         match c {
-            // Source-specific routes (RFC 9079) are not put into the kernel by the LAN
-            // router: it installs destination routes only.
-            RouteChange::Added(r) | RouteChange::Changed(r) if r.prefix.is_source_specific() => {}
-            RouteChange::Removed(p) if p.is_source_specific() => {}
+            // Linux routes IPv4 by destination only: a source-specific IPv4 route (RFC 9079)
+            // cannot go into its tables (IPv6 ones can: `ip -6 route … from SRC`).
+            RouteChange::Added(r) | RouteChange::Changed(r)
+                if r.prefix.is_source_specific() && r.prefix.addr().is_ipv4() =>
+            {
+                tracing::debug!("source-specific IPv4 route {} not installed", r.prefix);
+            }
             RouteChange::Added(r) | RouteChange::Changed(r) => {
                 let Some(i) = self.index_of(r.iface) else {
                     return;
                 };
                 let oif = self.socks[i].ifindex;
-                match self
-                    .kernel
-                    .replace_route(r.prefix.addr(), r.prefix.len(), r.next_hop, oif)
-                {
+                match self.kernel.replace_route_from(
+                    r.prefix.addr(),
+                    r.prefix.len(),
+                    source_of(&r.prefix),
+                    r.next_hop,
+                    oif,
+                ) {
                     Ok(()) => {
                         tracing::info!(
                             "route {} via {}%{} metric {}",
@@ -220,15 +231,18 @@ impl Router {
                             self.socks[i].name,
                             r.metric
                         );
-                        self.installed.insert(r.prefix.dst, (r.next_hop, oif));
+                        self.installed.insert(r.prefix, (r.next_hop, oif));
                     }
                     Err(e) => tracing::warn!("cannot install the route to {}: {e}", r.prefix),
                 }
             }
             RouteChange::Removed(p) => {
-                if self.installed.remove(&p.dst).is_some() {
+                if self.installed.remove(&p).is_some() {
                     tracing::info!("route {p} removed");
-                    if let Err(e) = self.kernel.delete_route(p.addr(), p.len()) {
+                    if let Err(e) = self
+                        .kernel
+                        .delete_route_from(p.addr(), p.len(), source_of(&p))
+                    {
                         tracing::warn!("cannot remove the route to {p}: {e}");
                     }
                 }
@@ -290,7 +304,10 @@ impl Router {
     /// goes down, and a short flap need not change the selection.
     fn resync_routes(&mut self) {
         for (p, (nh, oif)) in &self.installed {
-            if let Err(e) = self.kernel.replace_route(p.addr(), p.len(), *nh, *oif) {
+            if let Err(e) =
+                self.kernel
+                    .replace_route_from(p.addr(), p.len(), source_of(p), *nh, *oif)
+            {
                 tracing::debug!("cannot re-install the route to {p}: {e}");
             }
         }
@@ -298,7 +315,10 @@ impl Router {
 
     fn remove_all_routes(&mut self) {
         for (p, _) in std::mem::take(&mut self.installed) {
-            if let Err(e) = self.kernel.delete_route(p.addr(), p.len()) {
+            if let Err(e) = self
+                .kernel
+                .delete_route_from(p.addr(), p.len(), source_of(&p))
+            {
                 tracing::warn!("cannot remove the route to {p}: {e}");
             }
         }

@@ -176,6 +176,18 @@ impl Netlink {
             .map(|_| ())
     }
 
+    /// A route message for destination `dst/len` from source `src` (a source-specific route,
+    /// RFC 9079: `ip -6 route … from SRC`; IPv6 only in Linux). Host bits already cleared.
+    fn route_message_from(dst: IpAddr, len: u8, src: Option<(IpAddr, u8)>) -> RouteMessage {
+        let mut m = Self::route_message(dst, len);
+        if let Some((addr, slen)) = src {
+            m.header.source_prefix_length = slen;
+            m.attributes
+                .push(RouteAttribute::Source(RouteAddress::from(addr)));
+        }
+        m
+    }
+
     /// A route message for destination `dst/len` (host bits already cleared by the caller).
     fn route_message(dst: IpAddr, len: u8) -> RouteMessage {
         let mut m = RouteMessage::default();
@@ -203,7 +215,20 @@ impl Netlink {
         next_hop: IpAddr,
         oif: u32,
     ) -> io::Result<()> {
-        let mut m = Self::route_message(dst, len);
+        self.replace_route_from(dst, len, None, next_hop, oif)
+    }
+
+    /// [`Netlink::replace_route`] for a source-specific route (`src`: prefix and length;
+    /// `None` is an ordinary route). The kernel refuses a source prefix on an IPv4 route.
+    pub fn replace_route_from(
+        &mut self,
+        dst: IpAddr,
+        len: u8,
+        src: Option<(IpAddr, u8)>,
+        next_hop: IpAddr,
+        oif: u32,
+    ) -> io::Result<()> {
+        let mut m = Self::route_message_from(dst, len, src);
         match (dst.is_ipv4(), next_hop) {
             (true, IpAddr::V6(v6)) => m.attributes.push(RouteAttribute::Via(RouteVia::Inet6(v6))),
             _ => m
@@ -232,8 +257,18 @@ impl Netlink {
 
     /// Deletes our route to `dst/len` (absent is fine).
     pub fn delete_route(&mut self, dst: IpAddr, len: u8) -> io::Result<()> {
+        self.delete_route_from(dst, len, None)
+    }
+
+    /// Deletes our route to `dst/len` from `src` (absent is fine).
+    pub fn delete_route_from(
+        &mut self,
+        dst: IpAddr,
+        len: u8,
+        src: Option<(IpAddr, u8)>,
+    ) -> io::Result<()> {
         match self.request(
-            RouteNetlinkMessage::DelRoute(Self::route_message(dst, len)),
+            RouteNetlinkMessage::DelRoute(Self::route_message_from(dst, len, src)),
             NLM_F_REQUEST | NLM_F_ACK,
         ) {
             Err(e) if e.raw_os_error() == Some(3) => Ok(()), // ESRCH: not there
@@ -263,6 +298,7 @@ impl Netlink {
                     matches!(
                         a,
                         RouteAttribute::Destination(_)
+                            | RouteAttribute::Source(_)
                             | RouteAttribute::Oif(_)
                             | RouteAttribute::Gateway(_)
                             | RouteAttribute::Via(_)
