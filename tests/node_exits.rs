@@ -16,6 +16,7 @@
 #![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
 
 mod common;
+use common::nodes::{LogsOnPanic, NsRegistry, log_file, ns_mesh, spawn_up};
 use common::wait_until;
 
 use std::path::Path;
@@ -24,35 +25,8 @@ use std::time::{Duration, Instant};
 
 use re6mesh::netns::{Rig, require_root};
 
-const MESH: &str = env!("CARGO_BIN_EXE_mesh");
 const SERVER: &str = "2001:db8:99::9";
 const NODES: [&str; 5] = ["l", "r1", "r2", "e1", "e2"];
-
-fn ns_mesh(rig: &Rig, ns: &str, args: &[&str]) -> std::process::Output {
-    let mut argv = vec![MESH];
-    argv.extend_from_slice(args);
-    rig.exec_status(ns, &argv).unwrap()
-}
-
-/// Prints the nodes' logs if the test fails after this point.
-struct LogsOnPanic(std::path::PathBuf);
-
-impl Drop for LogsOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() || std::env::var_os("MESH_TEST_LOGS").is_some() {
-            for f in NODES
-                .iter()
-                .map(|n| format!("{n}.log"))
-                .chain(["registry.log".into(), "ping.log".into()])
-            {
-                eprintln!(
-                    "--- {f}\n{}",
-                    std::fs::read_to_string(self.0.join(&f)).unwrap_or_default()
-                );
-            }
-        }
-    }
-}
 
 /// The router-id of the exit route node `ns` selected (`::/0 from …`), if any.
 fn exit_in_use(rig: &Rig, ns: &str, dir: &Path) -> Option<String> {
@@ -159,55 +133,17 @@ fn root_exits_a_laptop_reaches_the_internet_through_an_exit_and_fails_over() {
     rig.exec("r1", &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
         .unwrap();
 
-    let reg = tmp.path().join("registry");
-    let port = 19000 + (std::process::id() % 1000) as u16;
-    let url = format!("https://[fd99:2::2]:{port}");
-    let o = Command::new(MESH)
-        .args(["registry", "init", "--state-dir", reg.to_str().unwrap()])
-        .args(["--url", &url, "--network", "fd42:e1::/48"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let log = |name: &str| Stdio::from(std::fs::File::create(tmp.path().join(name)).unwrap());
-    rig.spawn(
+    let reg = NsRegistry::serve(
+        &mut rig,
+        tmp.path(),
         "r2",
-        MESH,
-        &[
-            "registry",
-            "serve",
-            "--state-dir",
-            reg.to_str().unwrap(),
-            "--listen",
-            &format!("[::]:{port}"),
-        ],
-        Stdio::null(),
-        log("registry.log"),
-    )
-    .unwrap();
+        "fd99:2::2",
+        19000 + (std::process::id() % 1000) as u16,
+        &["--network", "fd42:e1::/48"],
+    );
+    let log = |name: &str| log_file(tmp.path(), name);
     let _logs = LogsOnPanic(tmp.path().to_path_buf());
-
-    let mut prefixes = Vec::new();
-    for n in NODES {
-        let token = Command::new(MESH)
-            .args(["registry", "token", "create", "--state-dir"])
-            .arg(&reg)
-            .output()
-            .unwrap();
-        let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
-        let dir = tmp.path().join(n);
-        let args = [
-            "join",
-            &token,
-            "--state-dir",
-            dir.to_str().unwrap(),
-            "--name",
-            n,
-        ];
-        wait_until(&format!("{n} to join"), Duration::from_secs(10), || {
-            ns_mesh(&rig, n, &args).status.success()
-        });
-        prefixes.push(re6mesh::state::load(&dir).unwrap().facts.prefix);
-    }
+    let prefixes: Vec<_> = NODES.iter().map(|n| reg.join(&rig, n, Some(n))).collect();
 
     // An exit without the grant is refused at start, naming the command.
     let dl = tmp.path().join("l");
@@ -229,13 +165,7 @@ fn root_exits_a_laptop_reaches_the_internet_through_an_exit_and_fails_over() {
     );
 
     for n in ["e1", "e2"] {
-        let o = Command::new(MESH)
-            .args(["registry", "authorize", "--state-dir"])
-            .arg(&reg)
-            .args([n, "exit", "::/0"])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        reg.cli(&["authorize", n, "exit", "::/0"]);
     }
 
     let r1_far = format!("{}@[fd99:2::1]:6464", prefixes[1]);
@@ -251,27 +181,12 @@ fn root_exits_a_laptop_reaches_the_internet_through_an_exit_and_fails_over() {
         ("e2", Some(&r2_from_e2), vec!["--exit"]),
         ("l", Some(&r1_far), vec!["--use-exit", "auto"]),
     ] {
-        let dir = tmp.path().join(n);
-        let mut args = vec![
-            "up",
-            "--foreground",
-            "--state-dir",
-            dir.to_str().unwrap(),
-            "--listen",
-            "[::]:6464",
-            "--hello-interval",
-            "0.5",
-            "--registry-poll",
-            "1",
-            "--no-port-mapping",
-        ];
+        let mut args = vec!["--no-port-mapping"];
         if let Some(p) = peer {
-            args.extend(["--peer", p]);
+            args.extend(["--peer", p.as_str()]);
         }
         args.extend(extra);
-        let pid = rig
-            .spawn(n, MESH, &args, Stdio::null(), log(&format!("{n}.log")))
-            .unwrap();
+        let pid = spawn_up(&mut rig, tmp.path(), n, &args);
         pids.insert(n, pid);
     }
     let rid = |i: usize| {

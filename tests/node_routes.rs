@@ -14,39 +14,16 @@
 #![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
 
 mod common;
+use common::nodes::{LogsOnPanic, NsRegistry, ns_mesh, spawn_up};
 use common::wait_until;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use re6mesh::netns::{Rig, require_root};
 
-const MESH: &str = env!("CARGO_BIN_EXE_mesh");
 const LAN: &str = "2001:db8:5::/64";
 const HOST: &str = "2001:db8:5::9";
-
-fn ns_mesh(rig: &Rig, ns: &str, args: &[&str]) -> std::process::Output {
-    let mut argv = vec![MESH];
-    argv.extend_from_slice(args);
-    rig.exec_status(ns, &argv).unwrap()
-}
-
-/// Prints the nodes' logs if the test fails after this point.
-struct LogsOnPanic(std::path::PathBuf);
-
-impl Drop for LogsOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() || std::env::var_os("MESH_TEST_LOGS").is_some() {
-            for f in ["a.log", "b.log", "c.log", "d.log", "registry.log"] {
-                eprintln!(
-                    "--- {f}\n{}",
-                    std::fs::read_to_string(self.0.join(f)).unwrap_or_default()
-                );
-            }
-        }
-    }
-}
 
 /// The routes node `ns` holds for `prefix`: (router-id, selected).
 fn routes_for(rig: &Rig, ns: &str, dir: &Path, prefix: &str) -> Vec<(String, bool)> {
@@ -136,70 +113,22 @@ fn root_routes_a_lan_behind_an_authorised_node_is_reached_and_an_unauthorised_on
     rig.exec("c", &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
         .unwrap();
 
-    let reg = tmp.path().join("registry");
-    let port = 19000 + (std::process::id() % 1000) as u16;
-    let url = format!("https://[fd99:ab::2]:{port}");
-    let o = Command::new(MESH)
-        .args(["registry", "init", "--state-dir", reg.to_str().unwrap()])
-        .args(["--url", &url, "--network", "fd42:ab::/48"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let log = |name: &str| Stdio::from(std::fs::File::create(tmp.path().join(name)).unwrap());
-    rig.spawn(
+    let reg = NsRegistry::serve(
+        &mut rig,
+        tmp.path(),
         "b",
-        MESH,
-        &[
-            "registry",
-            "serve",
-            "--state-dir",
-            reg.to_str().unwrap(),
-            "--listen",
-            &format!("[::]:{port}"),
-        ],
-        Stdio::null(),
-        log("registry.log"),
-    )
-    .unwrap();
+        "fd99:ab::2",
+        19000 + (std::process::id() % 1000) as u16,
+        &["--network", "fd42:ab::/48"],
+    );
     let _logs = LogsOnPanic(tmp.path().to_path_buf());
-
-    let mut prefixes = Vec::new();
-    for n in ["a", "b", "c", "d"] {
-        let token = Command::new(MESH)
-            .args(["registry", "token", "create", "--state-dir"])
-            .arg(&reg)
-            .output()
-            .unwrap();
-        let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
-        let dir = tmp.path().join(n);
-        let args = [
-            "join",
-            &token,
-            "--state-dir",
-            dir.to_str().unwrap(),
-            "--name",
-            n,
-        ];
-        // the registry may still be starting
-        wait_until(&format!("{n} to join"), Duration::from_secs(10), || {
-            ns_mesh(&rig, n, &args).status.success()
-        });
-        prefixes.push(re6mesh::state::load(&dir).unwrap().facts.prefix);
-    }
+    let prefixes: Vec<_> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| reg.join(&rig, n, Some(n)))
+        .collect();
     // c (by name) is authorised for its LAN; d is not
-    let o = Command::new(MESH)
-        .args(["registry", "authorize", "--state-dir"])
-        .arg(&reg)
-        .args(["c", "route", LAN])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = Command::new(MESH)
-        .args(["registry", "grants", "--json", "--state-dir"])
-        .arg(&reg)
-        .output()
-        .unwrap();
-    let grants = String::from_utf8_lossy(&o.stdout).to_string();
+    reg.cli(&["authorize", "c", "route", LAN]);
+    let grants = reg.cli(&["grants", "--json"]);
     assert!(
         grants.contains(LAN) && grants.contains(&prefixes[2].to_string()),
         "{grants}"
@@ -215,27 +144,14 @@ fn root_routes_a_lan_behind_an_authorised_node_is_reached_and_an_unauthorised_on
         ("c", Some(&b_bc), true),
         ("d", Some(&b_bd), true),
     ] {
-        let dir = tmp.path().join(n);
-        let mut args = vec![
-            "up",
-            "--foreground",
-            "--state-dir",
-            dir.to_str().unwrap(),
-            "--listen",
-            "[::]:6464",
-            "--hello-interval",
-            "0.5",
-            "--registry-poll",
-            "1",
-        ];
+        let mut args = Vec::new();
         if let Some(p) = peer {
-            args.extend(["--peer", p]);
+            args.extend(["--peer", p.as_str()]);
         }
         if advertise {
             args.extend(["--advertise-route", LAN]);
         }
-        rig.spawn(n, MESH, &args, Stdio::null(), log(&format!("{n}.log")))
-            .unwrap();
+        spawn_up(&mut rig, tmp.path(), n, &args);
     }
     let (da, db) = (tmp.path().join("a"), tmp.path().join("b"));
     let rid = |i: usize| {

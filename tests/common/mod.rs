@@ -11,6 +11,9 @@ use re6mesh::registry::{self, Registry};
 use re6mesh::registry_client::{Certified, NodeKey, RegistryClient};
 use re6mesh::token::JoinToken;
 
+#[cfg(target_os = "linux")]
+pub mod nodes;
+
 /// Polls `f` every 100 ms until it holds; panics naming `what` after `timeout`. Returns how
 /// long it took.
 pub fn wait_until(

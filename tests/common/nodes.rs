@@ -1,0 +1,177 @@
+//! What the netns tests share (Linux, root): `mesh` run inside a namespace, a registry
+//! served from one, nodes joined to it and started with `mesh up`, and their logs printed
+//! when a test fails. The namespaces and processes belong to the test's [`Rig`], which
+//! removes them on every exit path.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use ipnet::Ipv6Net;
+use re6mesh::netns::Rig;
+
+use super::wait_until;
+
+/// The binary under test.
+pub const MESH: &str = env!("CARGO_BIN_EXE_mesh");
+
+/// `mesh ARGS` inside namespace `ns`, waited for (any exit status).
+pub fn ns_mesh(rig: &Rig, ns: &str, args: &[&str]) -> Output {
+    let mut argv = vec![MESH];
+    argv.extend_from_slice(args);
+    rig.exec_status(ns, &argv)
+        .expect("run mesh in the namespace")
+}
+
+/// Prints every `*.log` of a directory when the test panics after this point (or always,
+/// with `MESH_TEST_LOGS` set). Declare it before the [`Rig`] in a struct so that it drops
+/// first, while the files are still there.
+pub struct LogsOnPanic(pub PathBuf);
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && std::env::var_os("MESH_TEST_LOGS").is_none() {
+            return;
+        }
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(&self.0)
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        logs.sort();
+        for f in logs {
+            eprintln!(
+                "--- {}\n{}",
+                f.file_name().unwrap_or_default().to_string_lossy(),
+                std::fs::read_to_string(&f).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// A file of `base` to log a process into.
+pub fn log_file(base: &Path, name: &str) -> Stdio {
+    Stdio::from(std::fs::File::create(base.join(name)).expect("create a log file"))
+}
+
+/// A registry whose state is in `<base>/registry`, served from a namespace.
+pub struct NsRegistry {
+    /// Its state directory.
+    pub dir: PathBuf,
+    /// The URL nodes join at.
+    pub url: String,
+    base: PathBuf,
+}
+
+impl NsRegistry {
+    /// `mesh registry init` (URL `https://[addr]:port`, then `init`, e.g. `--network P`) and
+    /// `mesh registry serve` on `[::]:port` in namespace `ns`, logging to
+    /// `<base>/registry.log`. Does not wait: [`NsRegistry::join`] retries while it starts.
+    pub fn serve(
+        rig: &mut Rig,
+        base: &Path,
+        ns: &str,
+        addr: &str,
+        port: u16,
+        init: &[&str],
+    ) -> NsRegistry {
+        let dir = base.join("registry");
+        let url = format!("https://[{addr}]:{port}");
+        let reg = NsRegistry {
+            dir,
+            url,
+            base: base.to_path_buf(),
+        };
+        let mut args = vec!["init", "--url", &reg.url];
+        args.extend_from_slice(init);
+        reg.cli(&args);
+        let state = reg.dir.to_str().expect("a UTF-8 path").to_owned();
+        rig.spawn(
+            ns,
+            MESH,
+            &[
+                "registry",
+                "serve",
+                "--state-dir",
+                &state,
+                "--listen",
+                &format!("[::]:{port}"),
+            ],
+            Stdio::null(),
+            log_file(base, "registry.log"),
+        )
+        .expect("start the registry");
+        reg
+    }
+
+    /// `mesh registry ARGS --state-dir DIR` on the host; panics with its error output when
+    /// it fails; returns its standard output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let o = Command::new(MESH)
+            .arg("registry")
+            .args(args)
+            .arg("--state-dir")
+            .arg(&self.dir)
+            .output()
+            .expect("run mesh registry");
+        assert!(
+            o.status.success(),
+            "mesh registry {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// A join token, then `mesh join` in namespace `ns` into `<base>/<ns>` (named `name`,
+    /// else the host's name), retried for 10 s while the registry starts. Returns the node's
+    /// prefix.
+    pub fn join(&self, rig: &Rig, ns: &str, name: Option<&str>) -> Ipv6Net {
+        let token = self.cli(&["token", "create"]).trim().to_owned();
+        let dir = self.base.join(ns);
+        let dir_s = dir.to_str().expect("a UTF-8 path");
+        let mut args = vec!["join", token.as_str(), "--state-dir", dir_s];
+        if let Some(n) = name {
+            args.extend(["--name", n]);
+        }
+        let mut last = String::new();
+        wait_until(&format!("{ns} to join"), Duration::from_secs(10), || {
+            let o = ns_mesh(rig, ns, &args);
+            last = String::from_utf8_lossy(&o.stderr).into_owned();
+            o.status.success()
+        });
+        re6mesh::state::load(&dir)
+            .unwrap_or_else(|e| panic!("{ns}'s state after joining: {e} ({last})"))
+            .facts
+            .prefix
+    }
+}
+
+/// `mesh up --foreground` in namespace `ns` on `<base>/<ns>`, listening on `[::]:6464`,
+/// hello every 0.5 s, polling the registry every second, with `extra` flags; logs to
+/// `<base>/<ns>.log`. Returns the process id.
+pub fn spawn_up(rig: &mut Rig, base: &Path, ns: &str, extra: &[&str]) -> u32 {
+    let dir = base.join(ns);
+    let mut args = vec![
+        "up",
+        "--foreground",
+        "--state-dir",
+        dir.to_str().expect("a UTF-8 path"),
+        "--listen",
+        "[::]:6464",
+        "--hello-interval",
+        "0.5",
+        "--registry-poll",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    rig.spawn(
+        ns,
+        MESH,
+        &args,
+        Stdio::null(),
+        log_file(base, &format!("{ns}.log")),
+    )
+    .expect("start mesh up")
+}
