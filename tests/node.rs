@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
 
 mod common;
+use common::nodes::{LogsOnPanic, MESH, NsRegistry, ns_mesh, spawn_up};
 use common::wait_until;
 
 use std::path::Path;
@@ -12,30 +13,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use re6mesh::netns::{Rig, require_root};
-
-const MESH: &str = env!("CARGO_BIN_EXE_mesh");
-
-fn ns_mesh(rig: &Rig, ns: &str, args: &[&str]) -> std::process::Output {
-    let mut argv = vec![MESH];
-    argv.extend_from_slice(args);
-    rig.exec_status(ns, &argv).unwrap()
-}
-
-/// Prints the nodes' logs if the test fails after this point.
-struct LogsOnPanic(std::path::PathBuf);
-
-impl Drop for LogsOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for f in ["a.log", "b.log", "c.log", "registry.log"] {
-                eprintln!(
-                    "--- {f}\n{}",
-                    std::fs::read_to_string(self.0.join(f)).unwrap_or_default()
-                );
-            }
-        }
-    }
-}
 
 /// Two namespaces, a (fd99:ab::1) and b (fd99:ab::2), on one veth, a registry served from b
 /// on `port`, and nodes joined to it, for the two-node tests. Fields drop in order: the logs
@@ -59,64 +36,8 @@ impl TwoNodes {
             rig.exec(ns, &["ip", "-6", "addr", "add", addr, "dev", dev, "nodad"])
                 .unwrap();
         }
-        let reg = tmp.path().join("registry");
-        let o = Command::new(MESH)
-            .args([
-                "registry",
-                "init",
-                "--state-dir",
-                reg.to_str().unwrap(),
-                "--url",
-                &format!("https://[fd99:ab::2]:{port}"),
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let log = Stdio::from(std::fs::File::create(tmp.path().join("registry.log")).unwrap());
-        rig.spawn(
-            "b",
-            MESH,
-            &[
-                "registry",
-                "serve",
-                "--state-dir",
-                reg.to_str().unwrap(),
-                "--listen",
-                &format!("[::]:{port}"),
-            ],
-            Stdio::null(),
-            log,
-        )
-        .unwrap();
-        std::thread::sleep(Duration::from_millis(400));
-        let mut prefixes = Vec::new();
-        for n in join {
-            let token = Command::new(MESH)
-                .args([
-                    "registry",
-                    "token",
-                    "create",
-                    "--state-dir",
-                    reg.to_str().unwrap(),
-                ])
-                .output()
-                .unwrap();
-            let dir = tmp.path().join(n);
-            let o = ns_mesh(
-                &rig,
-                n,
-                &[
-                    "join",
-                    String::from_utf8_lossy(&token.stdout).trim(),
-                    "--state-dir",
-                    dir.to_str().unwrap(),
-                    "--name",
-                    n,
-                ],
-            );
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            prefixes.push(re6mesh::state::load(&dir).unwrap().facts.prefix);
-        }
+        let reg = NsRegistry::serve(&mut rig, tmp.path(), "b", "fd99:ab::2", port, &[]);
+        let prefixes = join.iter().map(|n| reg.join(&rig, n, Some(n))).collect();
         TwoNodes {
             _logs: LogsOnPanic(tmp.path().to_path_buf()),
             rig,
@@ -200,104 +121,29 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
     )
     .unwrap();
 
-    let reg = tmp.path().join("registry");
-    let port = 18000 + (std::process::id() % 1000) as u16;
-    let url = format!("https://[fd99:ab::2]:{port}");
-    let o = Command::new(MESH)
-        .args([
-            "registry",
-            "init",
-            "--state-dir",
-            reg.to_str().unwrap(),
-            "--url",
-            &url,
-            "--network",
-            "fd42:aa::/48",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let log = |name: &str| Stdio::from(std::fs::File::create(tmp.path().join(name)).unwrap());
-    rig.spawn(
+    let reg = NsRegistry::serve(
+        &mut rig,
+        tmp.path(),
         "b",
-        MESH,
-        &[
-            "registry",
-            "serve",
-            "--state-dir",
-            reg.to_str().unwrap(),
-            "--listen",
-            &format!("[::]:{port}"),
-        ],
-        Stdio::null(),
-        log("registry.log"),
-    )
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-
-    let mut prefixes = Vec::new();
-    for n in ["a", "b", "c"] {
-        let token = Command::new(MESH)
-            .args([
-                "registry",
-                "token",
-                "create",
-                "--state-dir",
-                reg.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
-        let dir = tmp.path().join(n);
-        let o = ns_mesh(
-            &rig,
-            n,
-            // a and c are named at join; b takes the default, the host's name
-            &if n == "b" {
-                vec!["join", &token, "--state-dir", dir.to_str().unwrap()]
-            } else {
-                vec![
-                    "join",
-                    &token,
-                    "--state-dir",
-                    dir.to_str().unwrap(),
-                    "--name",
-                    n,
-                ]
-            },
-        );
-        assert!(
-            o.status.success(),
-            "join {n}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        prefixes.push(re6mesh::state::load(&dir).unwrap().facts.prefix);
-    }
+        "fd99:ab::2",
+        18000 + (std::process::id() % 1000) as u16,
+        &["--network", "fd42:aa::/48"],
+    );
+    // a and c are named at join; b takes the default, the host's name
+    let prefixes: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| reg.join(&rig, n, (*n != "b").then_some(*n)))
+        .collect();
     let b_peer = format!("{}@[fd99:ab::2]:6464", prefixes[1]);
     let b_peer_c = format!("{}@[fd99:bc::1]:6464", prefixes[1]);
     let started = Instant::now();
     for (n, peer) in [("b", None), ("a", Some(&b_peer)), ("c", Some(&b_peer_c))] {
-        let dir = tmp.path().join(n);
-        let mut args = vec![
-            "up",
-            "--foreground",
-            "--state-dir",
-            dir.to_str().unwrap(),
-            "--listen",
-            "[::]:6464",
-            "--hello-interval",
-            "0.5",
-            "--registry-poll",
-            "1",
-        ];
-        if let Some(p) = peer {
-            args.extend(["--peer", p]);
-        } else {
+        let args = match peer {
+            Some(p) => vec!["--peer", p.as_str()],
             // b serves Prometheus metrics inside its namespace
-            args.extend(["--metrics", METRICS]);
-        }
-        rig.spawn(n, MESH, &args, Stdio::null(), log(&format!("{n}.log")))
-            .unwrap();
+            None => vec!["--metrics", METRICS],
+        };
+        spawn_up(&mut rig, tmp.path(), n, &args);
     }
     let _logs = LogsOnPanic(tmp.path().to_path_buf());
     let (da, dc) = (tmp.path().join("a"), tmp.path().join("c"));
@@ -361,7 +207,7 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
         sa["certificate"]["expires_in_secs"].as_i64() > Some(0),
         "{sa}"
     );
-    assert_eq!(sa["registry"]["url"], url.as_str(), "{sa}");
+    assert_eq!(sa["registry"]["url"], reg.url.as_str(), "{sa}");
     // the name chosen at join, carried in the certificate
     assert_eq!(sa["certificate"]["name"], "a", "{sa}");
     assert_eq!(a_cert.name.as_deref(), Some("a"));
@@ -409,7 +255,7 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
     let human = String::from_utf8_lossy(&human.stdout).to_string();
     assert!(human.contains("(1 direct, 1 relayed)"), "{human}");
     assert!(
-        human.contains(&format!("registry        {url} reachable")),
+        human.contains(&format!("registry        {} reachable", reg.url)),
         "{human}"
     );
     assert!(human.contains("certificate     serial "), "{human}");
@@ -528,17 +374,7 @@ fn root_node_three_nodes_in_a_line_reach_each_other_over_two_hops() {
         .unwrap()
         .serial;
     let revoked_at = Instant::now();
-    let o = Command::new(MESH)
-        .args([
-            "registry",
-            "revoke",
-            "--state-dir",
-            reg.to_str().unwrap(),
-            &c_serial,
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    reg.cli(&["revoke", &c_serial]);
     wait_until(
         "a to lose its route to the revoked c",
         Duration::from_secs(10),

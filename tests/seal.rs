@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
 
 mod common;
+use common::nodes::{LogsOnPanic, MESH, NsRegistry, log_file};
 use common::wait_until;
 
 use std::path::{Path, PathBuf};
@@ -14,24 +15,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use re6mesh::netns::{Rig, require_root};
-
-const MESH: &str = env!("CARGO_BIN_EXE_mesh");
-
-/// Prints the nodes' logs if the test fails after this point.
-struct LogsOnPanic(PathBuf);
-
-impl Drop for LogsOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for f in ["a.log", "b.log", "c.log", "registry.log"] {
-                eprintln!(
-                    "--- {f}\n{}",
-                    std::fs::read_to_string(self.0.join(f)).unwrap_or_default()
-                );
-            }
-        }
-    }
-}
 
 /// The three-node line. Fields drop in order: logs (on a panic), then the processes and
 /// namespaces, then the files.
@@ -83,60 +66,19 @@ impl Line {
             ],
         )
         .unwrap();
-        let reg = tmp.path().join("registry");
-        let port = 19000 + (std::process::id() % 1000) as u16;
-        let url = format!("https://[fd99:ab::2]:{port}");
-        let o = Command::new(MESH)
-            .args(["registry", "init", "--state-dir"])
-            .arg(&reg)
-            .args(["--url", &url, "--network", "fd42:ab::/48"])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let log = |name: &str| Stdio::from(std::fs::File::create(tmp.path().join(name)).unwrap());
-        let reg_s = reg.to_str().unwrap().to_owned();
-        let listen = format!("[::]:{port}");
-        rig.spawn(
+        let reg = NsRegistry::serve(
+            &mut rig,
+            tmp.path(),
             "b",
-            MESH,
-            &[
-                "registry",
-                "serve",
-                "--state-dir",
-                &reg_s,
-                "--listen",
-                &listen,
-            ],
-            Stdio::null(),
-            log("registry.log"),
-        )
-        .unwrap();
-        let mut prefixes = Vec::new();
-        for n in ["a", "b", "c"] {
-            let token = Command::new(MESH)
-                .args(["registry", "token", "create", "--state-dir", &reg_s])
-                .output()
-                .unwrap();
-            let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
-            let dir = tmp.path().join(n);
-            let mut joined = false;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !joined && Instant::now() < deadline {
-                let o = rig
-                    .exec_status(
-                        n,
-                        &[MESH, "join", &token, "--state-dir", dir.to_str().unwrap()],
-                    )
-                    .unwrap();
-                joined = o.status.success();
-                if !joined {
-                    // the registry may not listen yet
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            }
-            assert!(joined, "join {n}");
-            prefixes.push(re6mesh::state::load(&dir).unwrap().facts.prefix);
-        }
+            "fd99:ab::2",
+            19000 + (std::process::id() % 1000) as u16,
+            &["--network", "fd42:ab::/48"],
+        );
+        let log = |name: &str| log_file(tmp.path(), name);
+        let prefixes: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|n| reg.join(&rig, n, None))
+            .collect();
         let b_peer = format!("{}@[fd99:ab::2]:6464", prefixes[1]);
         let b_peer_c = format!("{}@[fd99:bc::1]:6464", prefixes[1]);
         let c_peer_a = format!("{}@[fd99:ac::2]:6464", prefixes[2]);
