@@ -16,41 +16,27 @@
 
 #![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::nodes::{MESH, NsRegistry, print_logs, sh};
+
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use re6mesh::netns::{Rig, require_root};
 
-const MESH: &str = env!("CARGO_BIN_EXE_mesh");
-
 struct Net {
     rig: Rig,
     tmp: tempfile::TempDir,
-    reg: PathBuf,
     prefixes: Vec<(String, ipnet::Ipv6Net)>,
 }
 
 impl Drop for Net {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for name in ["registry", "pub", "l1", "l2"] {
-                let text = std::fs::read_to_string(self.tmp.path().join(format!("{name}.log")))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(25).collect();
-                eprintln!(
-                    "--- {name}.log (last lines)\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
+            print_logs(self.tmp.path(), Some(25));
         }
     }
-}
-
-fn sh(rig: &Rig, ns: &str, cmd: &str) {
-    let argv: Vec<&str> = cmd.split_whitespace().collect();
-    rig.exec(ns, &argv)
-        .unwrap_or_else(|e| panic!("{ns}: {cmd}: {e}"));
 }
 
 /// The small internet, the registry serving on pub, every node joined (not started).
@@ -122,82 +108,19 @@ fn build(tag: &str, port: u16, symmetric: bool) -> Net {
         },
     );
 
-    let reg = tmp.path().join("registry");
-    let url = format!("https://203.0.113.10:{port}");
-    let o = Command::new(MESH)
-        .args(["registry", "init", "--state-dir"])
-        .arg(&reg)
-        .args(["--url", &url, "--network", "fd47:aa::/48"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let log = Stdio::from(std::fs::File::create(tmp.path().join("registry.log")).unwrap());
-    let listen = format!("0.0.0.0:{port}");
-    rig.spawn(
+    let reg = NsRegistry::serve(
+        &mut rig,
+        tmp.path(),
         "pub",
-        MESH,
-        &[
-            "registry",
-            "serve",
-            "--state-dir",
-            reg.to_str().unwrap(),
-            "--listen",
-            &listen,
-        ],
-        Stdio::null(),
-        log,
-    )
-    .unwrap();
-    let mut net = Net {
-        rig,
-        tmp,
-        reg,
-        prefixes: Vec::new(),
-    };
-    for n in ["pub", "l1", "l2"] {
-        let token = registry(&net.reg, &["token", "create"]);
-        let dir = net.dir(n);
-        let t = Instant::now();
-        loop {
-            let o = net
-                .rig
-                .exec_status(
-                    n,
-                    &[
-                        MESH,
-                        "join",
-                        token.trim(),
-                        "--state-dir",
-                        dir.to_str().unwrap(),
-                    ],
-                )
-                .unwrap();
-            if o.status.success() {
-                break;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(15),
-                "join {n}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let p = re6mesh::state::load(&dir).unwrap().facts.prefix;
-        net.prefixes.push((n.to_string(), p));
-    }
-    net
-}
-
-fn registry(reg: &Path, args: &[&str]) -> String {
-    let o = Command::new(MESH)
-        .arg("registry")
-        .args(args)
-        .arg("--state-dir")
-        .arg(reg)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
+        "203.0.113.10",
+        port,
+        &["--network", "fd47:aa::/48"],
+    );
+    let prefixes = ["pub", "l1", "l2"]
+        .iter()
+        .map(|n| (n.to_string(), reg.join(&rig, n, None)))
+        .collect();
+    Net { rig, tmp, prefixes }
 }
 
 impl Net {

@@ -30,10 +30,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::nodes::{MESH, NsRegistry, print_logs, sh};
 use common::wait_until;
 use re6mesh::netns::{Rig, require_root};
 
-const MESH: &str = env!("CARGO_BIN_EXE_mesh");
 const MINIUPNPD: &str = "/usr/sbin/miniupnpd";
 
 /// A STUN binding responder (RFC 5389 MAPPED-ADDRESS = the request's source), enough for
@@ -59,22 +59,9 @@ struct Net {
 impl Drop for Net {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for name in ["miniupnpd", "registry", "pub", "l", "far"] {
-                let text = self.log(name);
-                let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                eprintln!(
-                    "--- {name}.log (last lines)\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
+            print_logs(self.tmp.path(), Some(30));
         }
     }
-}
-
-fn sh(rig: &Rig, ns: &str, cmd: &str) {
-    let argv: Vec<&str> = cmd.split_whitespace().collect();
-    rig.exec(ns, &argv)
-        .unwrap_or_else(|e| panic!("{ns}: {cmd}: {e}"));
 }
 
 impl Net {
@@ -299,51 +286,16 @@ fn build(tag: &str, port: u16, natpmp: bool) -> Net {
     });
 
     // the registry on pub, every node joined
-    let reg = net.dir("registry");
-    let url = format!("https://10.99.0.10:{port}");
-    let o = Command::new(MESH)
-        .args(["registry", "init", "--state-dir"])
-        .arg(&reg)
-        .args(["--url", &url, "--network", "fd47:cc::/48"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let log = net.logfile("registry");
-    let listen = format!("0.0.0.0:{port}");
-    net.rig
-        .spawn(
-            "pub",
-            MESH,
-            &[
-                "registry",
-                "serve",
-                "--state-dir",
-                reg.to_str().unwrap(),
-                "--listen",
-                &listen,
-            ],
-            Stdio::null(),
-            log,
-        )
-        .unwrap();
+    let reg = NsRegistry::serve(
+        &mut net.rig,
+        net.tmp.path(),
+        "pub",
+        "10.99.0.10",
+        port,
+        &["--network", "fd47:cc::/48"],
+    );
     for n in ["pub", "l", "far"] {
-        let o = Command::new(MESH)
-            .args(["registry", "token", "create", "--state-dir"])
-            .arg(&reg)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let token = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        let dir = net.dir(n);
-        wait_until(&format!("{n} to join"), Duration::from_secs(15), || {
-            net.rig
-                .exec_status(
-                    n,
-                    &[MESH, "join", &token, "--state-dir", dir.to_str().unwrap()],
-                )
-                .is_ok_and(|o| o.status.success())
-        });
-        let p = re6mesh::state::load(&dir).unwrap().facts.prefix;
+        let p = reg.join(&net.rig, n, None);
         net.prefixes.push((n.to_string(), p));
     }
     net

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use re6mesh::netns::{Rig, require_root};
 
-const MESH: &str = env!("CARGO_BIN_EXE_mesh");
+mod common;
+use common::nodes::{MESH, NsRegistry, print_logs};
+
 const N: usize = 6;
 
 /// Node `i`'s address on the ring link towards `towards` (link `i` joins n_i and n_{i+1}).
@@ -46,15 +48,7 @@ struct Ring {
 impl Drop for Ring {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for i in 0..N {
-                let text = std::fs::read_to_string(self.tmp.path().join(format!("n{i}.log")))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                eprintln!(
-                    "--- n{i}.log (last lines)\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
+            print_logs(self.tmp.path(), Some(15));
         }
     }
 }
@@ -108,71 +102,23 @@ fn build(tag: &str) -> Ring {
         std::fs::write(&f, rules).unwrap();
         sh(&rig, &format!("n{i}"), &["nft", "-f", f.to_str().unwrap()]);
     }
-    let reg = tmp.path().join("registry");
-    let port = 22000 + (std::process::id() % 1000) as u16;
-    let url = format!("https://[fd99::100]:{port}");
-    let o = Command::new(MESH)
-        .args(["registry", "init", "--state-dir"])
-        .arg(&reg)
-        .args(["--url", &url, "--network", "fd43:cc::/48"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let log = Stdio::from(std::fs::File::create(tmp.path().join("registry.log")).unwrap());
-    let listen = format!("[::]:{port}");
-    rig.spawn(
+    let reg = NsRegistry::serve(
+        &mut rig,
+        tmp.path(),
         "br",
-        MESH,
-        &[
-            "registry",
-            "serve",
-            "--state-dir",
-            reg.to_str().unwrap(),
-            "--listen",
-            &listen,
-        ],
-        Stdio::null(),
-        log,
-    )
-    .unwrap();
-    let mut ring = Ring {
+        "fd99::100",
+        22000 + (std::process::id() % 1000) as u16,
+        &["--network", "fd43:cc::/48"],
+    );
+    let prefixes = (0..N)
+        .map(|i| reg.join(&rig, &format!("n{i}"), None))
+        .collect();
+    let ring = Ring {
         rig,
         tmp,
-        prefixes: Vec::new(),
+        prefixes,
         pids: vec![None; N],
     };
-    for i in 0..N {
-        let o = Command::new(MESH)
-            .args(["registry", "token", "create", "--state-dir"])
-            .arg(&reg)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let token = String::from_utf8_lossy(&o.stdout).trim().to_owned();
-        let dir = ring.dir(i);
-        let t = Instant::now();
-        loop {
-            // the registry may still be starting
-            let o = ring
-                .rig
-                .exec_status(
-                    &format!("n{i}"),
-                    &[MESH, "join", &token, "--state-dir", dir.to_str().unwrap()],
-                )
-                .unwrap();
-            if o.status.success() {
-                break;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(15),
-                "join n{i}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        ring.prefixes
-            .push(re6mesh::state::load(&dir).unwrap().facts.prefix);
-    }
     ring
 }
 

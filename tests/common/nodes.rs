@@ -30,25 +30,46 @@ pub struct LogsOnPanic(pub PathBuf);
 
 impl Drop for LogsOnPanic {
     fn drop(&mut self) {
-        if !std::thread::panicking() && std::env::var_os("MESH_TEST_LOGS").is_none() {
-            return;
-        }
-        let mut logs: Vec<PathBuf> = std::fs::read_dir(&self.0)
-            .map(|d| {
-                d.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "log"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        logs.sort();
-        for f in logs {
-            eprintln!(
-                "--- {}\n{}",
-                f.file_name().unwrap_or_default().to_string_lossy(),
-                std::fs::read_to_string(&f).unwrap_or_default()
-            );
+        if std::thread::panicking() || std::env::var_os("MESH_TEST_LOGS").is_some() {
+            print_logs(&self.0, None);
         }
     }
+}
+
+/// Prints every `*.log` of `dir` (sorted by name) to standard error: whole, or its last
+/// `tail` lines.
+pub fn print_logs(dir: &Path, tail: Option<usize>) {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    logs.sort();
+    for f in logs {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        match tail {
+            Some(n) => {
+                let lines: Vec<&str> = text.lines().collect();
+                let from = lines.len().saturating_sub(n);
+                eprintln!("--- {name} (last lines)\n{}", lines[from..].join("\n"));
+            }
+            None => eprintln!("--- {name}\n{text}"),
+        }
+    }
+}
+
+/// Runs `cmd` (split at white space) in namespace `ns`; panics naming it when it fails.
+pub fn sh(rig: &Rig, ns: &str, cmd: &str) {
+    let argv: Vec<&str> = cmd.split_whitespace().collect();
+    rig.exec(ns, &argv)
+        .unwrap_or_else(|e| panic!("{ns}: {cmd}: {e}"));
 }
 
 /// A file of `base` to log a process into.
@@ -66,9 +87,10 @@ pub struct NsRegistry {
 }
 
 impl NsRegistry {
-    /// `mesh registry init` (URL `https://[addr]:port`, then `init`, e.g. `--network P`) and
-    /// `mesh registry serve` on `[::]:port` in namespace `ns`, logging to
-    /// `<base>/registry.log`. Does not wait: [`NsRegistry::join`] retries while it starts.
+    /// `mesh registry init` (URL `https://ADDR:port`, then `init`, e.g. `--network P`) and
+    /// `mesh registry serve` on port `port` of every address of namespace `ns` (of the
+    /// address family of `addr`), logging to `<base>/registry.log`. Does not wait:
+    /// [`NsRegistry::join`] retries while it starts.
     pub fn serve(
         rig: &mut Rig,
         base: &Path,
@@ -78,7 +100,11 @@ impl NsRegistry {
         init: &[&str],
     ) -> NsRegistry {
         let dir = base.join("registry");
-        let url = format!("https://[{addr}]:{port}");
+        let (url, listen) = if addr.contains(':') {
+            (format!("https://[{addr}]:{port}"), format!("[::]:{port}"))
+        } else {
+            (format!("https://{addr}:{port}"), format!("0.0.0.0:{port}"))
+        };
         let reg = NsRegistry {
             dir,
             url,
@@ -97,7 +123,7 @@ impl NsRegistry {
                 "--state-dir",
                 &state,
                 "--listen",
-                &format!("[::]:{port}"),
+                &listen,
             ],
             Stdio::null(),
             log_file(base, "registry.log"),
@@ -125,7 +151,7 @@ impl NsRegistry {
     }
 
     /// A join token, then `mesh join` in namespace `ns` into `<base>/<ns>` (named `name`,
-    /// else the host's name), retried for 10 s while the registry starts. Returns the node's
+    /// else the host's name), retried for 15 s while the registry starts. Returns the node's
     /// prefix.
     pub fn join(&self, rig: &Rig, ns: &str, name: Option<&str>) -> Ipv6Net {
         let token = self.cli(&["token", "create"]).trim().to_owned();
@@ -136,7 +162,7 @@ impl NsRegistry {
             args.extend(["--name", n]);
         }
         let mut last = String::new();
-        wait_until(&format!("{ns} to join"), Duration::from_secs(10), || {
+        wait_until(&format!("{ns} to join"), Duration::from_secs(15), || {
             let o = ns_mesh(rig, ns, &args);
             last = String::from_utf8_lossy(&o.stderr).into_owned();
             o.status.success()
