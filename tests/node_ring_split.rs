@@ -113,13 +113,12 @@ fn build(tag: &str) -> Ring {
     let prefixes = (0..N)
         .map(|i| reg.join(&rig, &format!("n{i}"), None))
         .collect();
-    let ring = Ring {
+    Ring {
         rig,
         tmp,
         prefixes,
         pids: vec![None; N],
-    };
-    ring
+    }
 }
 
 impl Ring {
