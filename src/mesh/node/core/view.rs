@@ -80,7 +80,8 @@ impl NodeCore {
         let params = self.net.params();
         let inside = match key.dst.addr() {
             IpAddr::V6(a) => params.network.contains(&a),
-            IpAddr::V4(_) => false,
+            // IPv4 over the mesh: the nodes' own addresses, not routes outside the network
+            IpAddr::V4(_) => return None,
         };
         if !key.is_source_specific() && inside {
             return None;
