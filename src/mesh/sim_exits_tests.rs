@@ -16,30 +16,11 @@ fn exit_grant(node: NodeIdx) -> RouteGrant {
 
 /// A ring of `n` origin-checking nodes; `exits` run `--exit`, `granted` have the grant.
 fn ring(seed: u64, n: usize, exits: &[NodeIdx], granted: &[NodeIdx]) -> NodeNet {
-    let mut net = NodeNet::new(
-        seed,
-        TunnelPolicy {
-            client_count: 0,
-            max_clients: 8,
-            refresh: 300,
-        },
-        1,
-    );
-    let grants: Vec<RouteGrant> = granted.iter().map(|g| exit_grant(*g)).collect();
-    net.set_params(|p| p.routes = grants);
-    for i in 0..n {
-        net.add_node(NodeSetup {
-            peers: vec![(i + 1) % n, (i + n - 1) % n],
-            watch: i == 0,
-            origin_auth: true,
-            exit: exits.contains(&i),
-            ..NodeSetup::default()
-        });
-    }
-    for i in 0..n {
-        net.start(i);
-    }
-    net
+    let grants = granted.iter().map(|g| exit_grant(*g)).collect();
+    granted_ring(seed, n, grants, |i| NodeSetup {
+        exit: exits.contains(&i),
+        ..NodeSetup::default()
+    })
 }
 
 /// The exit node `i` uses (the node prefix of the selected exit route's origin).

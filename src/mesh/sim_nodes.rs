@@ -1169,6 +1169,40 @@ mod tests;
 #[path = "sim_origin_tests.rs"]
 mod origin_tests;
 
+/// A ring of `n` origin-checking nodes (each with tunnels to its two ring neighbours, node 0
+/// watching the registry) under parameters granting `grants`; `setup(i)` says what node `i`
+/// announces (`--exit`, `--advertise-route`). Every node is started.
+#[cfg(test)]
+fn granted_ring(
+    seed: u64,
+    n: usize,
+    grants: Vec<crate::params::RouteGrant>,
+    setup: impl Fn(NodeIdx) -> NodeSetup,
+) -> NodeNet {
+    let mut net = NodeNet::new(
+        seed,
+        TunnelPolicy {
+            client_count: 0,
+            max_clients: 8,
+            refresh: 300,
+        },
+        1,
+    );
+    net.set_params(|p| p.routes = grants);
+    for i in 0..n {
+        net.add_node(NodeSetup {
+            peers: vec![(i + 1) % n, (i + n - 1) % n],
+            watch: i == 0,
+            origin_auth: true,
+            ..setup(i)
+        });
+    }
+    for i in 0..n {
+        net.start(i);
+    }
+    net
+}
+
 #[cfg(test)]
 #[path = "sim_exits_tests.rs"]
 mod exits_tests;

@@ -23,34 +23,15 @@ fn grant(node: NodeIdx) -> RouteGrant {
 
 /// A ring of `n` origin-checking nodes; `advertisers` announce [`LAN`].
 fn ring(seed: u64, n: usize, advertisers: &[NodeIdx], granted: &[NodeIdx]) -> NodeNet {
-    let mut net = NodeNet::new(
-        seed,
-        TunnelPolicy {
-            client_count: 0,
-            max_clients: 8,
-            refresh: 300,
+    let grants = granted.iter().map(|g| grant(*g)).collect();
+    granted_ring(seed, n, grants, |i| NodeSetup {
+        advertise_routes: if advertisers.contains(&i) {
+            vec![lan()]
+        } else {
+            vec![]
         },
-        1,
-    );
-    let grants: Vec<RouteGrant> = granted.iter().map(|g| grant(*g)).collect();
-    net.set_params(|p| p.routes = grants);
-    for i in 0..n {
-        net.add_node(NodeSetup {
-            peers: vec![(i + 1) % n, (i + n - 1) % n],
-            watch: i == 0,
-            origin_auth: true,
-            advertise_routes: if advertisers.contains(&i) {
-                vec![lan()]
-            } else {
-                vec![]
-            },
-            ..NodeSetup::default()
-        });
-    }
-    for i in 0..n {
-        net.start(i);
-    }
-    net
+        ..NodeSetup::default()
+    })
 }
 
 fn rid(i: NodeIdx) -> String {
