@@ -8,7 +8,9 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use super::{InstallOptions, require_root, run_tool, status_line};
+use super::{
+    InstallOptions, file_status_line, remove_definition, require_root, run_tool, status_line,
+};
 
 /// The plist as shipped (the program is `/usr/local/bin/mesh`).
 pub const PLIST: &str = include_str!("../../../installers/macos/net.re6mesh.node.plist");
@@ -109,30 +111,12 @@ pub fn uninstall() -> anyhow::Result<()> {
         println!("{} is not installed", path.display());
         return Ok(());
     }
-    std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-    println!(
-        "removed {}; the state directory {} is kept",
-        path.display(),
-        crate::paths::system_node_dir().display()
-    );
-    Ok(())
+    remove_definition(&path, " is")
 }
 
 /// Is the plist installed, the daemon loaded, the node running.
 pub fn status() -> anyhow::Result<()> {
-    let path = plist_path();
-    status_line(
-        "plist",
-        &format!(
-            "{} ({})",
-            path.display(),
-            if path.exists() {
-                "installed"
-            } else {
-                "not installed"
-            }
-        ),
-    );
+    file_status_line("plist", &plist_path());
     match loaded() {
         None => status_line("loaded", "no"),
         Some(text) => {

@@ -81,3 +81,25 @@ fn require_root(what: &str) -> anyhow::Result<()> {
 fn status_line(label: &str, value: &str) {
     println!("{label:<16}{value}");
 }
+
+/// The `status` line of the file that defines the service (a unit, a plist).
+fn file_status_line(label: &str, path: &std::path::Path) {
+    let state = if path.exists() {
+        "installed"
+    } else {
+        "not installed"
+    };
+    status_line(label, &format!("{} ({state})", path.display()));
+}
+
+/// Removes the file that defines the service and says what was kept (`kept`: more than
+/// the state directory, e.g. a group).
+fn remove_definition(path: &std::path::Path, kept: &str) -> anyhow::Result<()> {
+    std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
+    println!(
+        "removed {}; the state directory {}{kept} kept",
+        path.display(),
+        crate::paths::system_node_dir().display()
+    );
+    Ok(())
+}

@@ -7,7 +7,9 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use super::{InstallOptions, require_root, run_tool, status_line};
+use super::{
+    InstallOptions, file_status_line, remove_definition, require_root, run_tool, status_line,
+};
 use crate::control::SERVICE_GROUP;
 
 /// The unit as shipped (ExecStart names `/usr/local/bin/mesh`).
@@ -105,31 +107,13 @@ pub fn uninstall() -> anyhow::Result<()> {
         return Ok(());
     }
     run_tool("systemctl", &["disable", "--now", UNIT_NAME])?;
-    std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-    run_tool("systemctl", &["daemon-reload"])?;
-    println!(
-        "removed {}; the state directory {} and group {SERVICE_GROUP} are kept",
-        path.display(),
-        crate::paths::system_node_dir().display()
-    );
-    Ok(())
+    remove_definition(&path, &format!(" and group {SERVICE_GROUP} are"))?;
+    run_tool("systemctl", &["daemon-reload"])
 }
 
 /// Is the unit installed, enabled, running; do group and user exist.
 pub fn status() -> anyhow::Result<()> {
-    let path = unit_path();
-    status_line(
-        "unit",
-        &format!(
-            "{} ({})",
-            path.display(),
-            if path.exists() {
-                "installed"
-            } else {
-                "not installed"
-            }
-        ),
-    );
+    file_status_line("unit", &unit_path());
     // `systemctl is-enabled/is-active` print one word and exit non-zero for "no": both are answers.
     for what in ["is-enabled", "is-active"] {
         let word = Command::new("systemctl")
