@@ -2,8 +2,8 @@
 //! the file's owner, SYSTEM and the Administrators group, and nothing to anyone else.
 //!
 //! The one place in the crate with `unsafe`: three advapi32 calls through windows-sys (no
-//! maintained crate wraps them; spawning `icacls` would depend on a tool and its output).
-//! Each block says what it relies on.
+//! maintained crate wraps them; spawning `icacls` would depend on a tool and its output), and
+//! two more in the tests, which read the DACL back. Each block says what it relies on.
 #![allow(unsafe_code)]
 
 use std::ffi::OsStr;
@@ -88,4 +88,56 @@ pub fn make_private(path: &Path) -> std::io::Result<()> {
         )));
     }
     Ok(())
+}
+
+/// `path`'s DACL as SDDL text (`D:P(A;;FA;;;…)…`), as Windows stores it: for the tests.
+#[cfg(test)]
+pub(super) fn dacl_sddl(path: &Path) -> std::io::Result<String> {
+    use windows_sys::Win32::Security::Authorization::{
+        ConvertSecurityDescriptorToStringSecurityDescriptorW, GetNamedSecurityInfoW,
+    };
+    let name = wide(path.as_os_str());
+    let mut dacl: *mut ACL = null_mut();
+    let mut sd: PSECURITY_DESCRIPTOR = null_mut();
+    // SAFETY: `name` is NUL-terminated; the out pointers are locals; only the DACL is asked
+    // for, so the owner, group and SACL pointers may be null.
+    let err = unsafe {
+        GetNamedSecurityInfoW(
+            name.as_ptr(),
+            SE_FILE_OBJECT,
+            DACL_SECURITY_INFORMATION,
+            null_mut(),
+            null_mut(),
+            &mut dacl,
+            null_mut(),
+            &mut sd,
+        )
+    };
+    if err != 0 || sd.is_null() {
+        return Err(std::io::Error::from_raw_os_error(err as i32));
+    }
+    let sd = LocalDescriptor(sd);
+    let mut text: *mut u16 = null_mut();
+    let mut len: u32 = 0;
+    // SAFETY: `sd.0` is the descriptor GetNamedSecurityInfoW allocated; `text` receives a
+    // LocalAlloc'd NUL-terminated string of `len` characters, freed below.
+    let ok = unsafe {
+        ConvertSecurityDescriptorToStringSecurityDescriptorW(
+            sd.0,
+            SDDL_REVISION_1,
+            DACL_SECURITY_INFORMATION,
+            &mut text,
+            &mut len,
+        )
+    };
+    if ok == 0 || text.is_null() {
+        return Err(std::io::Error::last_os_error());
+    }
+    let text = LocalDescriptor(text.cast());
+    // SAFETY: `text.0` points at `len` UTF-16 units (the terminating NUL excluded by
+    // trimming below), alive until `text` drops.
+    let units = unsafe { std::slice::from_raw_parts(text.0.cast::<u16>(), len as usize) };
+    Ok(String::from_utf16_lossy(units)
+        .trim_end_matches('\0')
+        .to_owned())
 }
