@@ -233,6 +233,7 @@ mod tests {
             },
             mac: MacState::default(),
             routes: Vec::new(),
+            ipv4: None,
         };
         let document = p.to_bytes();
         SignedParams {

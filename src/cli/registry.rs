@@ -470,6 +470,10 @@ fn print_params(
             p.countries.closed.join(",")
         }
     );
+    match p.ipv4 {
+        Some(r) => println!("ipv4              {r}"),
+        None => println!("ipv4              off"),
+    }
     println!(
         "crl               number {} sha256 {}",
         p.crl.number, p.crl.sha256

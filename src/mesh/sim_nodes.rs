@@ -175,6 +175,7 @@ impl SimRegistry {
             },
             mac: MacState::default(),
             routes: Vec::new(),
+            ipv4: None,
         };
         let signed = sign(&ca, &params);
         SimRegistry {

@@ -49,6 +49,7 @@ impl World {
             },
             mac: MacState::default(),
             routes: Vec::new(),
+            ipv4: None,
         };
         let document = p.to_bytes();
         SignedParams {
