@@ -548,6 +548,7 @@ impl NodeNet {
             origin: n.origin.clone(),
             advertise_routes: n.setup.advertise_routes.clone(),
             exit: n.setup.exit,
+            ipv4: None,
         };
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);

@@ -84,6 +84,7 @@ impl World {
                 origin: None,
                 advertise_routes: vec![],
                 exit: false,
+                ipv4: None,
             },
             [7; 32],
             at(0),

@@ -139,6 +139,19 @@ pub async fn run(
         params.network,
         cfg.tun_mtu,
     )?);
+    // IPv4 over the mesh (issue 15): the address the certificate names, when the network
+    // has an IPv4 range that holds it; the range is routed into the TUN with it.
+    let my_ipv4 = info
+        .ipv4
+        .filter(|a| params.ipv4.is_some_and(|r| r.contains(a)));
+    if let (Some(a), Some(range)) = (my_ipv4, params.ipv4) {
+        match tun.add_ipv4(a, range) {
+            Ok(()) => info!(address = %a, %range, "IPv4 over the mesh"),
+            Err(e) => {
+                warn!(address = %a, error = %e, "cannot give the TUN device its IPv4 address")
+            }
+        }
+    }
     // Exit and use-exit: the OS side (undone when `exit_os` goes, on every way out).
     let mut exit_os = super::exit::ExitSetup::default();
     if let Some(mode) = cfg.exit {
@@ -296,6 +309,7 @@ pub async fn run(
             }),
             advertise_routes: cfg.advertise_routes.clone(),
             exit: cfg.exit.is_some(),
+            ipv4: my_ipv4,
         },
         rand::random(),
         Now {
@@ -313,6 +327,7 @@ pub async fn run(
         book,
         seal: seal.clone(),
         network: params.network,
+        v4: Arc::new(super::datapath_v4::V4State::new(my_ipv4)),
         subnets: Arc::new(ArcSwap::from_pointee(crate::mesh::seal::path::Subnets {
             // an exit: every address outside the network is ours (the OS forwards it)
             own: cfg

@@ -524,6 +524,7 @@ impl Shell {
                 granted: r.granted,
                 via: r.via,
                 exit: r.exit,
+                v4: r.v4,
             }));
         for (p, add) in new
             .into_iter()

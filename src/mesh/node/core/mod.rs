@@ -53,6 +53,7 @@ use crate::registry_client::ClientError;
 use crate::wire::Prefix;
 
 mod interface;
+mod ipv4;
 mod origin;
 mod params;
 mod punching;
@@ -249,6 +250,8 @@ pub struct NodeCore {
     subnet_routes: SubnetRoutes,
     /// Hole punching through the mesh (`punching.rs`).
     punch: Puncher,
+    /// This node's IPv4 address (issue 15), when its certificate names one.
+    my_ipv4: Option<std::net::Ipv4Addr>,
     /// The host's network changed: every tunnel gets a repeated hello at the end of this
     /// input (`roam.rs`).
     probe_paths: bool,
@@ -282,6 +285,11 @@ impl NodeCore {
         }
         if cfg.exit {
             engine.originate(now.time, exit_key(&params.network));
+        }
+        if let Some(a) = cfg.ipv4
+            && let Some(p) = Prefix::new(IpAddr::V4(a), 32)
+        {
+            engine.originate(now.time, p);
         }
         let mut cache = cfg.cache;
         for (p, a) in &cfg.static_peers {
@@ -353,6 +361,7 @@ impl NodeCore {
             origin: None,
             subnet_routes: SubnetRoutes::default(),
             punch,
+            my_ipv4: cfg.ipv4,
             probe_paths: false,
         };
         if let Some(setup) = cfg.origin {
@@ -733,10 +742,14 @@ impl NodeCore {
             via: self.subnet_routes(),
             granted,
             exit: self.exit_in_use(),
+            v4: self.v4_routes(),
         };
         if now != self.subnet_routes {
             if now.via != self.subnet_routes.via {
                 info!(routes = ?now.via, "subnet routes through the mesh");
+            }
+            if now.v4 != self.subnet_routes.v4 {
+                debug!(routes = now.v4.len(), "IPv4 routes through the mesh");
             }
             if now.exit != self.subnet_routes.exit {
                 match now.exit {

@@ -143,6 +143,8 @@ struct CertEntry {
     der: Vec<u8>,
     /// The node's name in the certificate.
     name: Option<String>,
+    /// The node's IPv4 address in the certificate (issue 15).
+    ipv4: Option<std::net::Ipv4Addr>,
     used: u64,
     pinned: bool,
 }
@@ -158,6 +160,9 @@ pub struct CertStore {
     grants: BTreeMap<Ipv6Net, Vec<Ipv6Net>>,
     /// `--use-exit PREFIX`: the only exit node whose exit route is taken.
     exit_only: Option<Ipv6Net>,
+    /// The network's IPv4 range (parameters): a /32 in it is the route of the node whose
+    /// certificate names that address.
+    ipv4_range: Option<ipnet::Ipv4Net>,
     clock: u64,
 }
 
@@ -172,6 +177,7 @@ impl CertStore {
             certs: BTreeMap::new(),
             grants: BTreeMap::new(),
             exit_only: None,
+            ipv4_range: None,
             clock: 0,
         }
     }
@@ -205,6 +211,64 @@ impl CertStore {
             .collect();
         self.grants = new;
         changed
+    }
+
+    /// The network's IPv4 range of the parameters in force (`None`: no IPv4 route is taken).
+    pub fn set_ipv4_range(&mut self, range: Option<ipnet::Ipv4Net>) {
+        self.ipv4_range = range;
+    }
+
+    /// The node (prefix) whose valid certificate names `addr` and whose router-id is `rid`.
+    pub fn ipv4_owner(&self, addr: std::net::Ipv4Addr, rid: RouterId) -> Option<Ipv6Net> {
+        self.certs
+            .iter()
+            .find(|(p, e)| e.ipv4 == Some(addr) && RouterId(router_id_for(p)) == rid)
+            .map(|(p, _)| *p)
+    }
+
+    /// The IPv4 address the certificate held for `prefix` names.
+    pub fn ipv4_of(&self, prefix: &Ipv6Net) -> Option<std::net::Ipv4Addr> {
+        self.certs.get(prefix).and_then(|e| e.ipv4)
+    }
+
+    /// An IPv4 route (issue 15): a /32 inside the network's IPv4 range is valid when the
+    /// certificate that names that address belongs to the node of router-id `rid` and
+    /// verifies the signature; unknown while no certificate held names it (the node's own
+    /// prefix route brings its certificate); anything else is refused.
+    fn verdict_v4(
+        &mut self,
+        prefix: RouteKey,
+        rid: RouterId,
+        seqno: Seqno,
+        sig: &RouteSignature,
+    ) -> OriginVerdict {
+        let IpAddr::V4(addr) = prefix.addr() else {
+            return OriginVerdict::Invalid;
+        };
+        if prefix.is_source_specific()
+            || prefix.len() != 32
+            || !self.ipv4_range.is_some_and(|r| r.contains(&addr))
+        {
+            return OriginVerdict::Invalid;
+        }
+        let Some(owner) = self.ipv4_owner(addr, rid) else {
+            return OriginVerdict::Unknown;
+        };
+        self.clock += 1;
+        let clock = self.clock;
+        let (unix, revoked) = (self.unix, &self.revoked);
+        let Some(e) = self.certs.get_mut(&owner) else {
+            return OriginVerdict::Unknown;
+        };
+        if e.not_after <= unix || e.not_before > unix || revoked.contains(&e.serial) {
+            return OriginVerdict::Unknown;
+        }
+        e.used = clock;
+        if verify_route(&e.public_key, prefix, rid, seqno, sig) {
+            OriginVerdict::Valid
+        } else {
+            OriginVerdict::Invalid
+        }
     }
 
     /// `--use-exit PREFIX`: takes the exit route of that exit node only (the others are
@@ -272,6 +336,7 @@ impl CertStore {
                 public_key: info.public_key,
                 der: der.to_vec(),
                 name: info.name,
+                ipv4: info.ipv4,
                 used: self.clock,
                 pinned,
             },
@@ -350,8 +415,7 @@ impl CertStore {
         sig: &RouteSignature,
     ) -> OriginVerdict {
         let IpAddr::V6(addr) = prefix.addr() else {
-            // Not an IPv6 prefix: outside the network by definition.
-            return OriginVerdict::Invalid;
+            return self.verdict_v4(prefix, rid, seqno, sig);
         };
         let Ok(net) = Ipv6Net::new(addr, prefix.len()) else {
             return OriginVerdict::Invalid;
@@ -459,6 +523,7 @@ impl NodeCore {
             warn!(error = %e, "this node's certificate cannot vouch for its routes");
         }
         store.set_grants(&self.net.params().routes);
+        store.set_ipv4_range(self.net.params().ipv4);
         store.set_exit_only(setup.exit_only);
         match KeySigner::new(setup.key_pkcs8.expose()) {
             Ok(signer) => self
@@ -503,6 +568,12 @@ impl NodeCore {
             if let Some(bp) = babel_prefix(&net) {
                 self.engine.origin_known(now.time, bp);
             }
+        }
+        // its IPv4 address (issue 15)
+        if let Some(a) = self.store().and_then(|s| s.ipv4_of(&p))
+            && let Some(bp) = Prefix::new(IpAddr::V4(a), 32)
+        {
+            self.engine.origin_known(now.time, bp);
         }
     }
 
@@ -620,9 +691,11 @@ impl NodeCore {
     pub(super) fn origin_trust_changed(&mut self, now: Now) {
         let (network, revoked) = (self.net.params().network, self.net.revoked().clone());
         let routes = self.net.params().routes.clone();
+        let v4 = self.net.params().ipv4;
         let Some(store) = self.store() else { return };
         let gone = store.set_trust(network, revoked);
         let regranted = store.set_grants(&routes);
+        store.set_ipv4_range(v4);
         self.origin_recheck(now, gone);
         for p in regranted {
             info!(prefix = %p, "route grants changed: its routes are judged again");
