@@ -14,7 +14,9 @@
 //! whose TTL ran out on the way gets an ICMPv4 Time Exceeded there — from the far node's
 //! IPv4 address, as the relays never see inside a sealed frame. From the TUN, a packet with no
 //! route gets Destination Unreachable (network unreachable), and one too large for the
-//! tunnel with Don't Fragment set gets Fragmentation Needed with the MTU that fits (RFC 1191).
+//! tunnel with Don't Fragment set gets Fragmentation Needed with the MTU that fits (RFC 1191);
+//! those two come from the packet's destination address (the host would drop ICMPv4 from
+//! its own address as a martian).
 //! ICMPv4 errors are rate-limited like ICMPv6 ones and never sent about ICMP errors,
 //! later fragments, or to/from broadcast, multicast or unspecified addresses (RFC 1812 §4.3.2.7).
 
@@ -76,7 +78,9 @@ impl V4Forwarder {
     }
 
     /// A packet from the TUN: `route` is `None` without a route to its destination, else
-    /// the largest packet (encapsulated) the path carries. Never changes the packet.
+    /// the largest packet (encapsulated) the path carries. Never changes the packet. Its
+    /// errors come from the destination's address, as from the far end: the host drops
+    /// ICMPv4 from one of its own addresses (a martian source), this node's included.
     pub fn from_tun(&mut self, pkt: &[u8], route: Option<usize>, now: Instant) -> V4Decision {
         let Some(h) = ipv4::parse(pkt) else {
             return V4Decision::Drop(true);
@@ -85,6 +89,7 @@ impl V4Forwarder {
             None => self.error(
                 pkt,
                 &h,
+                h.dst,
                 icmp::DEST_UNREACHABLE,
                 icmp::NET_UNREACHABLE,
                 0,
@@ -100,6 +105,7 @@ impl V4Forwarder {
                 self.error(
                     pkt,
                     &h,
+                    h.dst,
                     icmp::DEST_UNREACHABLE,
                     icmp::FRAG_NEEDED,
                     fits,
@@ -120,7 +126,10 @@ impl V4Forwarder {
             return V4Decision::Pass;
         }
         if h.ttl <= relays {
-            return self.error(pkt, &h, icmp::TIME_EXCEEDED, icmp::TTL_EXCEEDED, 0, now);
+            let Some(me) = self.me else {
+                return V4Decision::Drop(false);
+            };
+            return self.error(pkt, &h, me, icmp::TIME_EXCEEDED, icmp::TTL_EXCEEDED, 0, now);
         }
         ipv4::set_ttl(pkt, h.ttl - relays);
         V4Decision::Pass
@@ -130,18 +139,16 @@ impl V4Forwarder {
         &mut self,
         pkt: &[u8],
         h: &Ipv4Header,
+        from: Ipv4Addr,
         ty: u8,
         code: u8,
         rest: u32,
         now: Instant,
     ) -> V4Decision {
-        let Some(me) = self.me else {
-            return V4Decision::Drop(false);
-        };
-        if !error_allowed(pkt, h) || !self.limit.take(now) {
+        if self.me.is_none() || !error_allowed(pkt, h) || !self.limit.take(now) {
             return V4Decision::Drop(false);
         }
-        V4Decision::Reply(icmp_error(me, h.src, ty, code, rest, pkt))
+        V4Decision::Reply(icmp_error(from, h.src, ty, code, rest, pkt))
     }
 }
 

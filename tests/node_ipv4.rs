@@ -1,0 +1,305 @@
+#![cfg(target_os = "linux")]
+//! IPv4 over the mesh end to end (root, issue 15): a network with an IPv4 range
+//! (`mesh registry params set ipv4=…`); three nodes in a line, UDP only between neighbours.
+//! Each node's certificate names its IPv4 address and its TUN carries it; a reaches c's
+//! address over the mesh (ping, 10 MB over TCP, checksummed), and a ping with TTL 1 is
+//! answered with an ICMPv4 Time Exceeded (it expires at the relay b, which cannot see
+//! inside the sealed packet: c, which opens it, answers for that hop).
+//!
+//! ```text
+//!   a ──── b ──── c      a–b fd99:4ab::/64, b–c fd99:4bc::/64 (the registry is served in b)
+//! ```
+
+#![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
+
+mod common;
+use common::wait_until;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use re6mesh::netns::{Rig, require_root};
+
+const MESH: &str = env!("CARGO_BIN_EXE_mesh");
+const RANGE: &str = "10.77.0.0/24";
+
+fn ns_mesh(rig: &Rig, ns: &str, args: &[&str]) -> std::process::Output {
+    let mut argv = vec![MESH];
+    argv.extend_from_slice(args);
+    rig.exec_status(ns, &argv).unwrap()
+}
+
+/// Prints the nodes' logs if the test fails after this point.
+struct LogsOnPanic(std::path::PathBuf);
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("MESH_TEST_LOGS").is_some() {
+            for f in ["a.log", "b.log", "c.log", "registry.log"] {
+                eprintln!(
+                    "--- {f}\n{}",
+                    std::fs::read_to_string(self.0.join(f)).unwrap_or_default()
+                );
+            }
+        }
+    }
+}
+
+/// Node `ns` has selected a route to exactly `prefix`.
+fn has_route(rig: &Rig, ns: &str, dir: &Path, prefix: &str) -> bool {
+    let o = ns_mesh(
+        rig,
+        ns,
+        &["routes", "--json", "--state-dir", dir.to_str().unwrap()],
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|r| r["prefix"].as_str() == Some(prefix) && r["selected"] == true)
+}
+
+const SERVER_PY: &str = r#"
+import socket, hashlib
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 5001)); s.listen(1)
+c, _ = s.accept(); h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(65536)
+    if not b: break
+    h.update(b); n += len(b)
+print(n, h.hexdigest(), flush=True)
+"#;
+
+// connects as soon as the server listens (retrying for up to 10 s), then sends
+const CLIENT_PY: &str = r#"
+import socket, hashlib, sys, random, time
+r = random.Random(7); data = bytes(r.getrandbits(8) for _ in range(int(sys.argv[2])))
+deadline = time.time() + 10
+while True:
+    try:
+        c = socket.create_connection((sys.argv[1], 5001), timeout=60); break
+    except ConnectionRefusedError:
+        if time.time() > deadline: raise
+        time.sleep(0.05)
+c.sendall(data); c.close()
+print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
+"#;
+
+#[test]
+fn root_ipv4_ping_tcp_and_ttl_expiry_across_a_relay() {
+    if !require_root("root_ipv4_ping_tcp_and_ttl_expiry_across_a_relay") {
+        return;
+    }
+    let test_start = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rig = Rig::new("rmtipv4").unwrap();
+    for n in ["a", "b", "c"] {
+        rig.add_ns(n).unwrap();
+    }
+    let (ab_a, ab_b) = rig.link("a", "b").unwrap();
+    let (bc_b, bc_c) = rig.link("b", "c").unwrap();
+    for (ns, dev, addr) in [
+        ("a", &ab_a, "fd99:4ab::1/64"),
+        ("b", &ab_b, "fd99:4ab::2/64"),
+        ("b", &bc_b, "fd99:4bc::1/64"),
+        ("c", &bc_c, "fd99:4bc::2/64"),
+    ] {
+        rig.exec(ns, &["ip", "-6", "addr", "add", addr, "dev", dev, "nodad"])
+            .unwrap();
+    }
+    // c reaches the registry on b ([fd99:4ab::2]); a and c never reach each other on the
+    // underlay: everything between them crosses the mesh through b
+    rig.exec(
+        "c",
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "fd99:4ab::/64",
+            "via",
+            "fd99:4bc::1",
+        ],
+    )
+    .unwrap();
+
+    let reg = tmp.path().join("registry");
+    let port = 19000 + ((std::process::id() + 500) % 1000) as u16;
+    let url = format!("https://[fd99:4ab::2]:{port}");
+    let o = Command::new(MESH)
+        .args(["registry", "init", "--state-dir", reg.to_str().unwrap()])
+        .args(["--url", &url, "--network", "fd42:4a::/48"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(MESH)
+        .args(["registry", "params", "--state-dir", reg.to_str().unwrap()])
+        .args(["set", &format!("ipv4={RANGE}")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = |name: &str| Stdio::from(std::fs::File::create(tmp.path().join(name)).unwrap());
+    rig.spawn(
+        "b",
+        MESH,
+        &[
+            "registry",
+            "serve",
+            "--state-dir",
+            reg.to_str().unwrap(),
+            "--listen",
+            &format!("[::]:{port}"),
+        ],
+        Stdio::null(),
+        log("registry.log"),
+    )
+    .unwrap();
+    let _logs = LogsOnPanic(tmp.path().to_path_buf());
+
+    let mut prefixes = Vec::new();
+    let mut v4 = Vec::new();
+    for n in ["a", "b", "c"] {
+        let token = Command::new(MESH)
+            .args(["registry", "token", "create", "--state-dir"])
+            .arg(&reg)
+            .output()
+            .unwrap();
+        let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+        let dir = tmp.path().join(n);
+        let args = [
+            "join",
+            &token,
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--name",
+            n,
+        ];
+        // the registry may still be starting
+        wait_until(&format!("{n} to join"), Duration::from_secs(10), || {
+            ns_mesh(&rig, n, &args).status.success()
+        });
+        let st = re6mesh::state::load(&dir).unwrap();
+        let info = re6mesh::identity::cert_info(&st.cert_der).unwrap();
+        let a = info.ipv4.expect("the certificate names an IPv4 address");
+        assert!(RANGE.parse::<ipnet::Ipv4Net>().unwrap().contains(&a));
+        prefixes.push(st.facts.prefix);
+        v4.push(a);
+    }
+    println!("IPv4 addresses from the registry: {v4:?}");
+
+    let b_ab = format!("{}@[fd99:4ab::2]:6464", prefixes[1]);
+    let b_bc = format!("{}@[fd99:4bc::1]:6464", prefixes[1]);
+    let started = Instant::now();
+    for (n, peer) in [("b", None), ("a", Some(&b_ab)), ("c", Some(&b_bc))] {
+        let dir = tmp.path().join(n);
+        let mut args = vec![
+            "up",
+            "--foreground",
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "[::]:6464",
+            "--hello-interval",
+            "0.5",
+            "--registry-poll",
+            "1",
+        ];
+        if let Some(p) = peer {
+            args.extend(["--peer", p]);
+        }
+        rig.spawn(n, MESH, &args, Stdio::null(), log(&format!("{n}.log")))
+            .unwrap();
+    }
+    let (da, dc) = (tmp.path().join("a"), tmp.path().join("c"));
+    let (a4, c4) = (v4[0].to_string(), v4[2].to_string());
+    wait_until(
+        "a and c to select each other's IPv4 route",
+        Duration::from_secs(30),
+        || {
+            has_route(&rig, "a", &da, &format!("{c4}/32"))
+                && has_route(&rig, "c", &dc, &format!("{a4}/32"))
+        },
+    );
+    println!("IPv4 routes selected {:?} after start", started.elapsed());
+    // the TUN carries the address, and the range is routed into it
+    let r = rig
+        .exec("a", &["ip", "-4", "addr", "show", "dev", "mesh0"])
+        .unwrap();
+    let r = String::from_utf8_lossy(&r.stdout).to_string();
+    assert!(r.contains(&format!("{a4}/24")), "{r}");
+
+    // ping a -> c over IPv4: sealed for c, relayed by b
+    let ping = rig
+        .exec_status("a", &["ping", "-4", "-c", "5", "-i", "0.2", "-W", "2", &c4])
+        .unwrap();
+    let out = String::from_utf8_lossy(&ping.stdout).to_string();
+    assert!(ping.status.success(), "ping a -> c failed:\n{out}");
+    for l in out.lines().rev().take(2) {
+        println!("a -> c: {l}");
+    }
+    // the reply crossed one relay: its TTL is one less than c's default 64
+    assert!(out.contains("ttl=63"), "{out}");
+
+    // TTL 1: expires at the relay; the ICMPv4 Time Exceeded comes back
+    let ping = rig
+        .exec_status("a", &["ping", "-4", "-c", "1", "-t", "1", "-W", "2", &c4])
+        .unwrap();
+    let out = String::from_utf8_lossy(&ping.stdout).to_string();
+    assert!(
+        out.contains("Time to live exceeded"),
+        "no ICMPv4 Time Exceeded for TTL 1:\n{out}"
+    );
+    println!(
+        "a -> c with TTL 1: {}",
+        out.lines().nth(1).unwrap_or_default()
+    );
+
+    // 10 MB over TCP a -> c, checksummed end to end
+    let server = tmp.path().join("server.out");
+    let pid = rig
+        .spawn(
+            "c",
+            "python3",
+            &["-c", SERVER_PY],
+            Stdio::from(std::fs::File::create(&server).unwrap()),
+            Stdio::null(),
+        )
+        .unwrap();
+    let t = Instant::now();
+    let client = rig
+        .exec_status(
+            "a",
+            &[
+                "python3",
+                "-c",
+                CLIENT_PY,
+                &c4,
+                &(10 * 1024 * 1024).to_string(),
+            ],
+        )
+        .unwrap();
+    assert!(
+        client.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let sent = String::from_utf8_lossy(&client.stdout).trim().to_owned();
+    wait_until(
+        "the server to read everything",
+        Duration::from_secs(60),
+        || {
+            rig.child(pid)
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+        },
+    );
+    let elapsed = t.elapsed();
+    let got = std::fs::read_to_string(&server).unwrap().trim().to_owned();
+    assert_eq!(got, sent, "the bytes received differ from the bytes sent");
+    println!(
+        "10 MB TCP over IPv4 a -> c across b: {elapsed:?} ({:.1} Mbit/s), sha256 match",
+        80.0 / elapsed.as_secs_f64()
+    );
+    println!("IPv4 test: {:?} in all", test_start.elapsed());
+}
