@@ -90,8 +90,7 @@ impl V4Forwarder {
                 pkt,
                 &h,
                 h.dst,
-                icmp::DEST_UNREACHABLE,
-                icmp::NET_UNREACHABLE,
+                (icmp::DEST_UNREACHABLE, icmp::NET_UNREACHABLE),
                 0,
                 now,
             ),
@@ -106,8 +105,7 @@ impl V4Forwarder {
                     pkt,
                     &h,
                     h.dst,
-                    icmp::DEST_UNREACHABLE,
-                    icmp::FRAG_NEEDED,
+                    (icmp::DEST_UNREACHABLE, icmp::FRAG_NEEDED),
                     fits,
                     now,
                 )
@@ -129,7 +127,14 @@ impl V4Forwarder {
             let Some(me) = self.me else {
                 return V4Decision::Drop(false);
             };
-            return self.error(pkt, &h, me, icmp::TIME_EXCEEDED, icmp::TTL_EXCEEDED, 0, now);
+            return self.error(
+                pkt,
+                &h,
+                me,
+                (icmp::TIME_EXCEEDED, icmp::TTL_EXCEEDED),
+                0,
+                now,
+            );
         }
         ipv4::set_ttl(pkt, h.ttl - relays);
         V4Decision::Pass
@@ -140,8 +145,7 @@ impl V4Forwarder {
         pkt: &[u8],
         h: &Ipv4Header,
         from: Ipv4Addr,
-        ty: u8,
-        code: u8,
+        (ty, code): (u8, u8),
         rest: u32,
         now: Instant,
     ) -> V4Decision {
@@ -221,6 +225,11 @@ pub fn decap(pkt: &[u8]) -> Option<(u8, usize)> {
 mod tests {
     use super::*;
 
+    #[allow(clippy::disallowed_methods)] // test host: the only way to get an Instant
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
     fn unlimited() -> V4Forwarder {
         V4Forwarder::new(
             Some(Ipv4Addr::new(10, 42, 0, 2)),
@@ -251,7 +260,7 @@ mod tests {
 
     #[test]
     fn ttl_is_taken_off_per_relay_and_expiry_is_answered() {
-        let now = Instant::now();
+        let now = t0();
         let mut f = unlimited();
         let mut p = packet(5, false, 10);
         assert_eq!(f.arrived(&mut p, 2, now), V4Decision::Pass);
@@ -277,7 +286,7 @@ mod tests {
 
     #[test]
     fn no_route_and_too_big_from_the_tun() {
-        let now = Instant::now();
+        let now = t0();
         let mut f = unlimited();
         let p = packet(64, true, 1000);
         assert_eq!(f.from_tun(&p, Some(1100), now), V4Decision::Pass);
@@ -303,7 +312,7 @@ mod tests {
 
     #[test]
     fn errors_are_rate_limited_and_need_an_address() {
-        let now = Instant::now();
+        let now = t0();
         let mut f = V4Forwarder::new(Some(Ipv4Addr::new(10, 42, 0, 2)), RateLimit::new(1.0, 2.0));
         let p = packet(64, false, 10);
         assert!(matches!(f.from_tun(&p, None, now), V4Decision::Reply(_)));
