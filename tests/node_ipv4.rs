@@ -230,6 +230,15 @@ fn root_ipv4_ping_tcp_and_ttl_expiry_across_a_relay() {
     let r = String::from_utf8_lossy(&r.stdout).to_string();
     assert!(r.contains(&format!("{a4}/24")), "{r}");
 
+    // `mesh status` names the address
+    let o = ns_mesh(
+        &rig,
+        "a",
+        &["status", "--json", "--state-dir", da.to_str().unwrap()],
+    );
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["ipv4"].as_str(), Some(a4.as_str()), "{st}");
+
     // ping a -> c over IPv4: sealed for c, relayed by b
     let ping = rig
         .exec_status("a", &["ping", "-4", "-c", "5", "-i", "0.2", "-W", "2", &c4])

@@ -240,6 +240,7 @@ pub async fn run(
         started,
         prefix,
         network: params.network,
+        ipv4: my_ipv4,
     });
     let control = control::server::ControlServer::bind(&cfg.state_dir, 0o600).await?;
     // As a service (the installers' group exists, and the node runs as root or with that

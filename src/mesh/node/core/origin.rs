@@ -233,7 +233,8 @@ impl CertStore {
 
     /// An IPv4 route (issue 15): a /32 inside the network's IPv4 range is valid when the
     /// certificate that names that address belongs to the node of router-id `rid` and
-    /// verifies the signature; unknown while no certificate held names it (the node's own
+    /// verifies the signature; refused when a certificate held names it for another node or
+    /// the announcer's names another address; unknown while neither is held (the node's own
     /// prefix route brings its certificate); anything else is refused.
     fn verdict_v4(
         &mut self,
@@ -252,7 +253,15 @@ impl CertStore {
             return OriginVerdict::Invalid;
         }
         let Some(owner) = self.ipv4_owner(addr, rid) else {
-            return OriginVerdict::Unknown;
+            // Refused when the address is another node's, or the announcer's certificate
+            // names another address (or none); unknown while neither is held.
+            let taken = self.certs.values().any(|e| e.ipv4 == Some(addr));
+            let announcer_known = self.certs.keys().any(|p| RouterId(router_id_for(p)) == rid);
+            return if taken || announcer_known {
+                OriginVerdict::Invalid
+            } else {
+                OriginVerdict::Unknown
+            };
         };
         self.clock += 1;
         let clock = self.clock;
