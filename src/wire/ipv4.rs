@@ -122,6 +122,25 @@ pub fn emit_header(
     out[start + CHECKSUM_OFFSET..start + CHECKSUM_OFFSET + 2].copy_from_slice(&sum.to_be_bytes());
 }
 
+/// Fuzzing entry (`fuzz/fuzz_targets/ipv4_header.rs`): the parser on arbitrary bytes; on a
+/// packet it accepts, the TTL rewrite keeps it valid, and an ICMPv4 error about it parses.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzz_check(data: &[u8]) {
+    let Some(h) = parse(data) else {
+        return;
+    };
+    assert!(h.header_len >= MIN_HEADER && h.header_len <= data.len());
+    let mut copy = data.to_vec();
+    let ttl = h.ttl.wrapping_sub(1);
+    assert!(set_ttl(&mut copy, ttl));
+    let again = parse(&copy).expect("a TTL rewrite keeps the packet valid");
+    assert_eq!(again, Ipv4Header { ttl, ..h });
+    let err = crate::mesh::forward_v4::icmp_error(h.dst, h.src, 11, 0, 0, data);
+    let e = parse(&err).expect("an ICMPv4 error parses");
+    assert_eq!((e.src, e.dst, e.protocol), (h.dst, h.src, PROTO_ICMP));
+    assert_eq!(checksum(&err[MIN_HEADER..]), 0);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +157,21 @@ mod tests {
         set_ttl(&mut p, ttl);
         p.extend_from_slice(payload);
         p
+    }
+
+    #[test]
+    fn fuzz_seeds_hold() {
+        for f in std::fs::read_dir(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/corpus/ipv4_header"
+        ))
+        .unwrap()
+        {
+            let bytes = std::fs::read(f.unwrap().path()).unwrap();
+            fuzz_check(&bytes);
+        }
+        fuzz_check(&packet(1, b"payload"));
+        fuzz_check(&packet(0, b""));
     }
 
     #[test]
