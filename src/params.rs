@@ -55,6 +55,41 @@ pub struct NetworkParams {
     /// documents, and the default): the network carries no IPv4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv4: Option<Ipv4Net>,
+    /// IPv4 subnet routes the registry authorised (`mesh registry authorize NODE route
+    /// 192.168.1.0/24`, issue 15). Absent in older documents: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes_v4: Vec<RouteGrantV4>,
+}
+
+/// The registry's authorisation of one node to originate one IPv4 prefix (a LAN behind it).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RouteGrantV4 {
+    /// The authorised node's prefix.
+    pub node: Ipv6Net,
+    /// The IPv4 prefix it may announce.
+    pub prefix: Ipv4Net,
+}
+
+/// Why an IPv4 subnet grant is refused: the default route, host bits set, or overlapping
+/// the network's IPv4 range.
+pub fn check_grant_v4(range: Option<&Ipv4Net>, prefix: &Ipv4Net) -> Result<(), String> {
+    if prefix.prefix_len() == 0 {
+        return Err("0.0.0.0/0 is not a subnet route (IPv4 through exits is not supported)".into());
+    }
+    if *prefix != prefix.trunc() {
+        return Err(format!(
+            "{prefix} has host bits set (did you mean {}?)",
+            prefix.trunc()
+        ));
+    }
+    if let Some(r) = range
+        && (r.contains(prefix) || prefix.contains(r))
+    {
+        return Err(format!(
+            "{prefix} overlaps the network's IPv4 range {r}: a subnet route must lie outside it"
+        ));
+    }
+    Ok(())
 }
 
 /// What a [`RouteGrant`] lets its node announce.
@@ -251,7 +286,8 @@ impl NetworkParams {
             crl,
             mac,
             routes,
-            ipv4
+            ipv4,
+            routes_v4
         );
         out
     }
@@ -287,6 +323,7 @@ pub(crate) mod tests {
             },
             routes: Vec::new(),
             ipv4: None,
+            routes_v4: Vec::new(),
         }
     }
 

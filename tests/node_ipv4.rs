@@ -4,10 +4,15 @@
 //! Each node's certificate names its IPv4 address and its TUN carries it; a reaches c's
 //! address over the mesh (ping, 10 MB over TCP, checksummed), and a ping with TTL 1 is
 //! answered with an ICMPv4 Time Exceeded (it expires at the relay b, which cannot see
-//! inside the sealed packet: c, which opens it, answers for that hop).
+//! inside the sealed packet: c, which opens it, answers for that hop). A plain host h on a
+//! LAN behind c is reached from a over IPv4: c announces the LAN (`--advertise-route`,
+//! authorised by the registry); d, hanging off b, announces the same LAN without
+//! authorisation: refused by b (counted), so a's route stays through c.
 //!
 //! ```text
-//!   a ──── b ──── c      a–b fd99:4ab::/64, b–c fd99:4bc::/64 (the registry is served in b)
+//!   a ──── b ──── c ──── h   a–b fd99:4ab::/64, b–c fd99:4bc::/64 (the registry is served in
+//!          │                 b), c–h 192.168.77.0/24, b–d fd99:4bd::/64
+//!          d
 //! ```
 
 #![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
@@ -23,6 +28,8 @@ use re6mesh::netns::{Rig, require_root};
 
 const MESH: &str = env!("CARGO_BIN_EXE_mesh");
 const RANGE: &str = "10.77.0.0/24";
+const LAN: &str = "192.168.77.0/24";
+const HOST: &str = "192.168.77.9";
 
 fn ns_mesh(rig: &Rig, ns: &str, args: &[&str]) -> std::process::Output {
     let mut argv = vec![MESH];
@@ -36,7 +43,7 @@ struct LogsOnPanic(std::path::PathBuf);
 impl Drop for LogsOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() || std::env::var_os("MESH_TEST_LOGS").is_some() {
-            for f in ["a.log", "b.log", "c.log", "registry.log"] {
+            for f in ["a.log", "b.log", "c.log", "d.log", "registry.log"] {
                 eprintln!(
                     "--- {f}\n{}",
                     std::fs::read_to_string(self.0.join(f)).unwrap_or_default()
@@ -57,6 +64,38 @@ fn has_route(rig: &Rig, ns: &str, dir: &Path, prefix: &str) -> bool {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .any(|r| r["prefix"].as_str() == Some(prefix) && r["selected"] == true)
+}
+
+/// The routes node `ns` holds for `prefix`: (router-id, selected).
+fn routes_for(rig: &Rig, ns: &str, dir: &Path, prefix: &str) -> Vec<(String, bool)> {
+    let o = ns_mesh(
+        rig,
+        ns,
+        &["routes", "--json", "--state-dir", dir.to_str().unwrap()],
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["prefix"].as_str() == Some(prefix) && r["metric"] != 65535)
+        .map(|r| {
+            (
+                r["router_id"].as_str().unwrap_or_default().to_owned(),
+                r["selected"] == true,
+            )
+        })
+        .collect()
+}
+
+fn counter(rig: &Rig, ns: &str, dir: &Path, name: &str) -> u64 {
+    let o = ns_mesh(
+        rig,
+        ns,
+        &["status", "--json", "--state-dir", dir.to_str().unwrap()],
+    );
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .ok()
+        .and_then(|s| s["counters"][name].as_u64())
+        .unwrap_or(0)
 }
 
 const SERVER_PY: &str = r#"
@@ -95,35 +134,51 @@ fn root_ipv4_ping_tcp_and_ttl_expiry_across_a_relay() {
     let test_start = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let mut rig = Rig::new("rmtipv4").unwrap();
-    for n in ["a", "b", "c"] {
+    for n in ["a", "b", "c", "d", "h"] {
         rig.add_ns(n).unwrap();
     }
     let (ab_a, ab_b) = rig.link("a", "b").unwrap();
     let (bc_b, bc_c) = rig.link("b", "c").unwrap();
+    let (ch_c, ch_h) = rig.link("c", "h").unwrap();
+    let (bd_b, bd_d) = rig.link("b", "d").unwrap();
+    // h is a plain IPv4 host; its router is c, which forwards between its TUN and the LAN
+    rig.exec(
+        "c",
+        &["ip", "-4", "addr", "add", "192.168.77.1/24", "dev", &ch_c],
+    )
+    .unwrap();
+    rig.exec(
+        "h",
+        &["ip", "-4", "addr", "add", "192.168.77.9/24", "dev", &ch_h],
+    )
+    .unwrap();
+    rig.exec(
+        "h",
+        &["ip", "-4", "route", "add", "default", "via", "192.168.77.1"],
+    )
+    .unwrap();
+    rig.exec("c", &["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .unwrap();
     for (ns, dev, addr) in [
         ("a", &ab_a, "fd99:4ab::1/64"),
         ("b", &ab_b, "fd99:4ab::2/64"),
         ("b", &bc_b, "fd99:4bc::1/64"),
         ("c", &bc_c, "fd99:4bc::2/64"),
+        ("b", &bd_b, "fd99:4bd::1/64"),
+        ("d", &bd_d, "fd99:4bd::2/64"),
     ] {
         rig.exec(ns, &["ip", "-6", "addr", "add", addr, "dev", dev, "nodad"])
             .unwrap();
     }
     // c reaches the registry on b ([fd99:4ab::2]); a and c never reach each other on the
     // underlay: everything between them crosses the mesh through b
-    rig.exec(
-        "c",
-        &[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            "fd99:4ab::/64",
-            "via",
-            "fd99:4bc::1",
-        ],
-    )
-    .unwrap();
+    for (ns, via) in [("c", "fd99:4bc::1"), ("d", "fd99:4bd::1")] {
+        rig.exec(
+            ns,
+            &["ip", "-6", "route", "add", "fd99:4ab::/64", "via", via],
+        )
+        .unwrap();
+    }
 
     let reg = tmp.path().join("registry");
     let port = 19000 + ((std::process::id() + 500) % 1000) as u16;
@@ -160,7 +215,7 @@ fn root_ipv4_ping_tcp_and_ttl_expiry_across_a_relay() {
 
     let mut prefixes = Vec::new();
     let mut v4 = Vec::new();
-    for n in ["a", "b", "c"] {
+    for n in ["a", "b", "c", "d"] {
         let token = Command::new(MESH)
             .args(["registry", "token", "create", "--state-dir"])
             .arg(&reg)
@@ -188,11 +243,25 @@ fn root_ipv4_ping_tcp_and_ttl_expiry_across_a_relay() {
         v4.push(a);
     }
     println!("IPv4 addresses from the registry: {v4:?}");
+    // c is authorised for its LAN; b is not
+    let o = Command::new(MESH)
+        .args(["registry", "authorize", "--state-dir"])
+        .arg(&reg)
+        .args(["c", "route", LAN])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let b_ab = format!("{}@[fd99:4ab::2]:6464", prefixes[1]);
     let b_bc = format!("{}@[fd99:4bc::1]:6464", prefixes[1]);
     let started = Instant::now();
-    for (n, peer) in [("b", None), ("a", Some(&b_ab)), ("c", Some(&b_bc))] {
+    let b_bd = format!("{}@[fd99:4bd::1]:6464", prefixes[1]);
+    for (n, peer) in [
+        ("b", None),
+        ("a", Some(&b_ab)),
+        ("c", Some(&b_bc)),
+        ("d", Some(&b_bd)),
+    ] {
         let dir = tmp.path().join(n);
         let mut args = vec![
             "up",
@@ -208,6 +277,9 @@ fn root_ipv4_ping_tcp_and_ttl_expiry_across_a_relay() {
         ];
         if let Some(p) = peer {
             args.extend(["--peer", p]);
+        }
+        if n == "c" || n == "d" {
+            args.extend(["--advertise-route", LAN]);
         }
         rig.spawn(n, MESH, &args, Stdio::null(), log(&format!("{n}.log")))
             .unwrap();
@@ -310,5 +382,39 @@ fn root_ipv4_ping_tcp_and_ttl_expiry_across_a_relay() {
         "10 MB TCP over IPv4 a -> c across b: {elapsed:?} ({:.1} Mbit/s), sha256 match",
         80.0 / elapsed.as_secs_f64()
     );
+
+    // the LAN behind c: a's route to it is c's, b's unauthorised one is refused by a
+    let rid = |i: usize| {
+        re6mesh::control::router_id_text(&re6mesh::mesh::node::router_id_for(&prefixes[i]))
+    };
+    let (rid_c, rid_d) = (rid(2), rid(3));
+    wait_until(
+        "a to select c's route to the LAN",
+        Duration::from_secs(20),
+        || routes_for(&rig, "a", &da, LAN).contains(&(rid_c.clone(), true)),
+    );
+    let ping = rig
+        .exec_status(
+            "a",
+            &["ping", "-4", "-c", "3", "-i", "0.2", "-W", "2", HOST],
+        )
+        .unwrap();
+    let out = String::from_utf8_lossy(&ping.stdout).to_string();
+    assert!(ping.status.success(), "ping a -> h failed:\n{out}");
+    println!("a -> h: {}", out.lines().rev().nth(1).unwrap_or_default());
+    let db = tmp.path().join("b");
+    let refused = wait_until(
+        "b to count d's unauthorised announcement",
+        Duration::from_secs(10),
+        || counter(&rig, "b", &db, "routes_unauthenticated") > 0,
+    );
+    println!("b refused d's announcement of {LAN} ({refused:?} after the ping)");
+    for (ns, dir) in [("a", &da), ("b", &db)] {
+        let held = routes_for(&rig, ns, dir, LAN);
+        assert!(
+            !held.iter().any(|(r, _)| *r == rid_d),
+            "{ns} holds {held:?}; d is {rid_d}"
+        );
+    }
     println!("IPv4 test: {:?} in all", test_start.elapsed());
 }

@@ -176,6 +176,7 @@ impl SimRegistry {
             mac: MacState::default(),
             routes: Vec::new(),
             ipv4: None,
+            routes_v4: Vec::new(),
         };
         let signed = sign(&ca, &params);
         SimRegistry {
@@ -547,6 +548,7 @@ impl NodeNet {
             cache,
             origin: n.origin.clone(),
             advertise_routes: n.setup.advertise_routes.clone(),
+            advertise_routes_v4: Vec::new(),
             exit: n.setup.exit,
             ipv4: None,
         };

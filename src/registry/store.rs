@@ -1210,7 +1210,7 @@ fn rekey_join(
 }
 
 /// The network's IPv4 range, when it has one.
-fn ipv4_range(conn: &Connection) -> Result<Option<Ipv4Net>> {
+pub(super) fn ipv4_range(conn: &Connection) -> Result<Option<Ipv4Net>> {
     match get_config(conn, "ipv4")?.filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some(v) => v.parse().map(Some).map_err(|_| {
@@ -1389,6 +1389,7 @@ fn bump_params(tx: &Transaction<'_>, ca: &Ca, now: i64) -> Result<u64> {
         mac: mac::state(&read_slots(tx)?),
         routes: grants::in_params(tx)?,
         ipv4: ipv4_range(tx)?,
+        routes_v4: grants::in_params_v4(tx)?,
     };
     let document = doc.to_bytes();
     let signature = ca.sign(&document)?;

@@ -225,6 +225,30 @@ impl Tun {
         }
     }
 
+    /// Routes the IPv4 `prefix` into this device (`add`) or removes that route: an IPv4
+    /// subnet behind another node (issue 15). Linux only.
+    pub fn route_v4(&self, prefix: ipnet::Ipv4Net, add: bool) -> std::io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            let index = self.dev.if_index()?;
+            let mut nl = crate::platform::Netlink::open()?;
+            let dst = std::net::IpAddr::V4(prefix.network());
+            if add {
+                nl.replace_dev_route(dst, prefix.prefix_len(), index)
+            } else {
+                nl.delete_route(dst, prefix.prefix_len())
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (prefix, add);
+            Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "routes to IPv4 subnets behind other nodes are installed on Linux only",
+            ))
+        }
+    }
+
     /// Whether this is a persistent device root set up for this user (`mesh setup-tun`).
     pub fn is_given(&self) -> bool {
         self.given

@@ -50,6 +50,7 @@ impl World {
             mac: MacState::default(),
             routes: Vec::new(),
             ipv4: None,
+            routes_v4: Vec::new(),
         };
         let document = p.to_bytes();
         SignedParams {
@@ -83,6 +84,7 @@ impl World {
                 cache: PeerCache::new(16),
                 origin: None,
                 advertise_routes: vec![],
+                advertise_routes_v4: vec![],
                 exit: false,
                 ipv4: None,
             },

@@ -128,7 +128,9 @@ impl DataPath {
         let from_sender = subnets
             .v4_owner(&h.src)
             .is_some_and(|n| n.contains(&h6.src));
-        if !from_sender || self.v4.fwd().me != Some(h.dst) {
+        let for_us =
+            self.v4.fwd().me == Some(h.dst) || subnets.own_v4.iter().any(|p| p.contains(&h.dst));
+        if !from_sender || !for_us {
             self.book.drops.count(DropWhy::SpoofedSource);
             debug!(src = %h.src, dst = %h.dst, "IPv4 packet from the mesh refused");
             return true;

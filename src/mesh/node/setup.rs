@@ -309,6 +309,7 @@ pub async fn run(
                 },
             }),
             advertise_routes: cfg.advertise_routes.clone(),
+            advertise_routes_v4: cfg.advertise_routes_v4.clone(),
             exit: cfg.exit.is_some(),
             ipv4: my_ipv4,
         },
@@ -341,6 +342,7 @@ pub async fn run(
                     Vec::new()
                 })
                 .collect(),
+            own_v4: cfg.advertise_routes_v4.clone(),
             ..Default::default()
         })),
     };

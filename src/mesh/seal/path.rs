@@ -39,6 +39,9 @@ pub struct Subnets {
     /// Selected IPv4 routes (issue 15), `(prefix, the node that originates it)`: IPv4
     /// packets for `prefix` travel to that node, and IPv4 sources in it are that node's.
     pub v4: Vec<(ipnet::Ipv4Net, Ipv6Net)>,
+    /// IPv4 prefixes this node advertises: IPv4 packets for them are ours (to the TUN; the
+    /// OS forwards them to the LAN).
+    pub own_v4: Vec<ipnet::Ipv4Net>,
 }
 
 impl Subnets {
@@ -324,6 +327,7 @@ mod tests {
             via: vec![(net("2001:db8:7::/48"), b)],
             exit: None,
             v4: vec![],
+            own_v4: vec![],
         };
         // plain from b, for a host on our LAN: ours to deliver
         let mut ok = framed("fd00:1:0:b::1", "2001:db8:5::9");

@@ -511,6 +511,9 @@ pub struct CoreConfig {
     /// Prefixes outside the network this node announces (`mesh up --advertise-route`): a
     /// LAN behind it. Other nodes take them only when the parameters grant them to us.
     pub advertise_routes: Vec<Ipv6Net>,
+    /// IPv4 prefixes this node announces (`--advertise-route`, issue 15): taken only when the
+    /// parameters grant them to us (`routes_v4`).
+    pub advertise_routes_v4: Vec<ipnet::Ipv4Net>,
     /// `mesh up --exit`: announce the exit route `::/0 from` the network prefix (RFC
     /// 9079). Other nodes take it only when the parameters grant us `exit`.
     pub exit: bool,

@@ -9,6 +9,11 @@ impl NodeCore {
         self.my_ipv4
     }
 
+    /// The network's IPv4 range of the parameters in force.
+    pub fn ipv4_range(&self) -> Option<ipnet::Ipv4Net> {
+        self.net.params().ipv4
+    }
+
     /// The selected IPv4 routes with the node that originates each: a /32 belongs to the
     /// node whose certificate names the address (and whose router-id announces it). Routes
     /// whose origin is not known that way are left out (with origin checks off, none is
@@ -27,7 +32,13 @@ impl NodeCore {
                 };
                 let net = ipnet::Ipv4Net::new(a, r.prefix.len()).ok()?;
                 let rid = self.engine.selected_origin(r.prefix)?;
-                let owner = store.ipv4_owner(a, rid)?;
+                let owner = if r.prefix.len() == 32 {
+                    store
+                        .ipv4_owner(a, rid)
+                        .or_else(|| store.grantee_v4(&net, rid))?
+                } else {
+                    store.grantee_v4(&net, rid)?
+                };
                 (owner != self.prefix).then_some((net, owner))
             })
             .collect();

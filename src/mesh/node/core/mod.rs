@@ -291,6 +291,11 @@ impl NodeCore {
         {
             engine.originate(now.time, p);
         }
+        for r in &cfg.advertise_routes_v4 {
+            if let Some(p) = Prefix::new(IpAddr::V4(r.network()), r.prefix_len()) {
+                engine.originate(now.time, p);
+            }
+        }
         let mut cache = cfg.cache;
         for (p, a) in &cfg.static_peers {
             cache.record_seen(*p, vec![*a], now.unix_u64());
