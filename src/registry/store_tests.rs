@@ -525,3 +525,46 @@ fn ipv4_addresses_come_from_the_range_and_live_as_long_as_the_node() {
         None
     );
 }
+
+/// IPv4 subnet grants go into `routes_v4` (never `routes`, which older nodes read as IPv6);
+/// one that overlaps the IPv4 range, has host bits, or is an exit is refused.
+#[test]
+fn ipv4_subnet_grants_are_published_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, path) = registry(dir.path());
+    let mut s = Store::open(&path).unwrap();
+    let t = super::super::now();
+    let (_, key) = new_key();
+    let a = s.join_named(&ca, None, &key, Some("gw"), t).unwrap();
+    s.set_param(&ca, "ipv4", "10.42.0.0/16", t).unwrap();
+    let params = |s: &Store| s.params().unwrap().verify(ca.cert_der()).unwrap();
+    s.authorize(&ca, "gw", "route", "192.168.5.0/24", t)
+        .unwrap();
+    let p = params(&s);
+    assert!(p.routes.is_empty());
+    assert_eq!(
+        p.routes_v4,
+        vec![crate::params::RouteGrantV4 {
+            node: a.prefix,
+            prefix: "192.168.5.0/24".parse().unwrap(),
+        }]
+    );
+    let v = s.params_version().unwrap();
+    for (kind, prefix) in [
+        ("route", "10.42.7.0/24"),
+        ("route", "10.0.0.0/8"),
+        ("route", "192.168.6.1/24"),
+        ("route", "0.0.0.0/0"),
+        ("exit", "0.0.0.0/0"),
+        ("route", "192.168.5.0/24"),
+    ] {
+        assert!(
+            s.authorize(&ca, "gw", kind, prefix, t).is_err(),
+            "{kind} {prefix}"
+        );
+    }
+    assert_eq!(s.params_version().unwrap(), v);
+    s.unauthorize(&ca, "gw", "route", "192.168.5.0/24", t)
+        .unwrap();
+    assert!(params(&s).routes_v4.is_empty());
+}
