@@ -393,6 +393,15 @@ fn root_ipv4_ping_tcp_and_ttl_expiry_across_a_relay() {
         Duration::from_secs(20),
         || routes_for(&rig, "a", &da, LAN).contains(&(rid_c.clone(), true)),
     );
+    // a routes the LAN into its TUN (the route goes with the device)
+    wait_until(
+        "a to route the LAN into its TUN",
+        Duration::from_secs(5),
+        || {
+            let r = rig.exec("a", &["ip", "-4", "route", "show", LAN]).unwrap();
+            String::from_utf8_lossy(&r.stdout).contains("mesh0")
+        },
+    );
     let ping = rig
         .exec_status(
             "a",
