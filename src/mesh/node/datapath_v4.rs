@@ -25,6 +25,8 @@ use crate::wire::ipv4;
 /// The IPv4 state the data path's tasks share (ICMPv4 errors are rare: one lock for them).
 #[derive(Debug)]
 pub(super) struct V4State {
+    /// This node's IPv4 address (read on every packet: outside the lock).
+    me: Option<Ipv4Addr>,
     fwd: Mutex<V4Forwarder>,
 }
 
@@ -32,6 +34,7 @@ impl V4State {
     /// IPv4 with `me` as this node's address (`None`: the network has no IPv4).
     pub(super) fn new(me: Option<Ipv4Addr>) -> V4State {
         V4State {
+            me,
             fwd: Mutex::new(V4Forwarder::new(me, RateLimit::default())),
         }
     }
@@ -128,8 +131,7 @@ impl DataPath {
         let from_sender = subnets
             .v4_owner(&h.src)
             .is_some_and(|n| n.contains(&h6.src));
-        let for_us =
-            self.v4.fwd().me == Some(h.dst) || subnets.own_v4.iter().any(|p| p.contains(&h.dst));
+        let for_us = self.v4.me == Some(h.dst) || subnets.own_v4.iter().any(|p| p.contains(&h.dst));
         if !from_sender || !for_us {
             self.book.drops.count(DropWhy::SpoofedSource);
             debug!(src = %h.src, dst = %h.dst, "IPv4 packet from the mesh refused");
