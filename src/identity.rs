@@ -5,7 +5,7 @@
 //! (the node address, prefix::1) and SAN URI `re6mesh:node:<CIDR>`. Peers identify each
 //! other by the URI.
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv6Net;
 use sha2::{Digest, Sha256};
@@ -75,6 +75,9 @@ pub struct CertInfo {
     pub public_key: Vec<u8>,
     /// The node's name from the `re6mesh:name:` URI SAN, when it has a valid one.
     pub name: Option<String>,
+    /// The node's IPv4 address (an IPv4 iPAddress SAN), on a network with an IPv4 range;
+    /// certificates issued before (or without) one have none.
+    pub ipv4: Option<Ipv4Addr>,
 }
 
 /// Errors in a node name.
@@ -157,8 +160,13 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo, IdentityError> {
     }
     let mut prefix = None;
     let mut node_name = None;
+    let mut ipv4 = None;
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
+            if let &GeneralName::IPAddress(&[a, b, c, d]) = name {
+                ipv4 = Some(Ipv4Addr::new(a, b, c, d));
+                continue;
+            }
             let GeneralName::URI(uri) = name else {
                 continue;
             };
@@ -180,6 +188,7 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo, IdentityError> {
         not_after: cert.validity().not_after.timestamp(),
         public_key: cert.public_key().subject_public_key.data.to_vec(),
         name: node_name,
+        ipv4,
     })
 }
 

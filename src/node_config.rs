@@ -102,13 +102,13 @@ pub struct NodeOptions {
     #[arg(long, value_name = "ADDR:PORT")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<SocketAddr>,
-    /// Make a LAN behind this node reachable from the mesh: announce this IPv6 prefix
-    /// (repeatable). Other nodes take it only when the registry authorised this node for it
+    /// Make a LAN behind this node reachable from the mesh: announce this IPv6 prefix, or IPv4
+    /// prefix on a network with an IPv4 range (repeatable). Other nodes take it only when the registry authorised this node for it
     /// (`mesh registry authorize NODE route PREFIX`); this node's OS must forward between
     /// the TUN and that LAN (IPv6 forwarding on).
     #[arg(long, value_name = "PREFIX")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub advertise_route: Vec<Ipv6Net>,
+    pub advertise_route: Vec<ipnet::IpNet>,
     /// Be an exit: let the mesh reach the internet through this node (announces `::/0
     /// from` the network prefix; needs `mesh registry authorize NODE exit ::/0`). Turns on
     /// IPv6 forwarding and NAT66 on the uplink (nftables, Linux), undone on stop.
@@ -423,7 +423,22 @@ impl NodeOptions {
             lan: self.lan.clone(),
             country: self.country.as_ref().map(|c| c.0.clone()),
             metrics: self.metrics,
-            advertise_routes: self.advertise_route.iter().map(|p| p.trunc()).collect(),
+            advertise_routes: self
+                .advertise_route
+                .iter()
+                .filter_map(|p| match p {
+                    ipnet::IpNet::V6(p) => Some(p.trunc()),
+                    ipnet::IpNet::V4(_) => None,
+                })
+                .collect(),
+            advertise_routes_v4: self
+                .advertise_route
+                .iter()
+                .filter_map(|p| match p {
+                    ipnet::IpNet::V4(p) => Some(p.trunc()),
+                    ipnet::IpNet::V6(_) => None,
+                })
+                .collect(),
             exit: self.exit.unwrap_or(false).then(|| {
                 if self.exit_routed.unwrap_or(false) {
                     crate::mesh::node::exit::ExitMode::Routed

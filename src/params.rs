@@ -6,7 +6,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use ipnet::Ipv6Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks.
@@ -50,6 +50,46 @@ pub struct NetworkParams {
     /// (`mesh registry authorize`). Absent in older documents: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteGrant>,
+    /// The network's IPv4 range (`mesh registry params set ipv4=10.42.0.0/16`): each node's
+    /// certificate names one address from it, and IPv4 travels over the mesh. Absent (older
+    /// documents, and the default): the network carries no IPv4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<Ipv4Net>,
+    /// IPv4 subnet routes the registry authorised (`mesh registry authorize NODE route
+    /// 192.168.1.0/24`, issue 15). Absent in older documents: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes_v4: Vec<RouteGrantV4>,
+}
+
+/// The registry's authorisation of one node to originate one IPv4 prefix (a LAN behind it).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RouteGrantV4 {
+    /// The authorised node's prefix.
+    pub node: Ipv6Net,
+    /// The IPv4 prefix it may announce.
+    pub prefix: Ipv4Net,
+}
+
+/// Why an IPv4 subnet grant is refused: the default route, host bits set, or overlapping
+/// the network's IPv4 range.
+pub fn check_grant_v4(range: Option<&Ipv4Net>, prefix: &Ipv4Net) -> Result<(), String> {
+    if prefix.prefix_len() == 0 {
+        return Err("0.0.0.0/0 is not a subnet route (IPv4 through exits is not supported)".into());
+    }
+    if *prefix != prefix.trunc() {
+        return Err(format!(
+            "{prefix} has host bits set (did you mean {}?)",
+            prefix.trunc()
+        ));
+    }
+    if let Some(r) = range
+        && (r.contains(prefix) || prefix.contains(r))
+    {
+        return Err(format!(
+            "{prefix} overlaps the network's IPv4 range {r}: a subnet route must lie outside it"
+        ));
+    }
+    Ok(())
 }
 
 /// What a [`RouteGrant`] lets its node announce.
@@ -245,7 +285,9 @@ impl NetworkParams {
             countries,
             crl,
             mac,
-            routes
+            routes,
+            ipv4,
+            routes_v4
         );
         out
     }
@@ -280,7 +322,22 @@ pub(crate) mod tests {
                 accept_unsigned: false,
             },
             routes: Vec::new(),
+            ipv4: None,
+            routes_v4: Vec::new(),
         }
+    }
+
+    #[test]
+    fn ipv4_range_round_trips_and_older_documents_have_none() {
+        let mut p = sample(4);
+        let bytes = p.to_bytes();
+        assert!(!String::from_utf8_lossy(&bytes).contains("ipv4"));
+        let old: NetworkParams = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(old.ipv4, None);
+        p.ipv4 = Some("10.42.0.0/16".parse().unwrap());
+        let back: NetworkParams = serde_json::from_slice(&p.to_bytes()).unwrap();
+        assert_eq!(back.ipv4, p.ipv4);
+        assert_eq!(sample(4).diff(&p), vec!["ipv4"]);
     }
 
     #[test]

@@ -233,6 +233,8 @@ mod tests {
             },
             mac: MacState::default(),
             routes: Vec::new(),
+            ipv4: None,
+            routes_v4: Vec::new(),
         };
         let document = p.to_bytes();
         SignedParams {

@@ -152,6 +152,7 @@ impl ControlHandler for Fake {
             seal: None,
             port_mapping: None,
             exit: None,
+            ipv4: None,
         }
     }
     fn peers(&self) -> Vec<Peer> {

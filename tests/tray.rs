@@ -60,6 +60,7 @@ impl ControlHandler for Node {
             seal: None,
             port_mapping: None,
             exit: None,
+            ipv4: None,
         }
     }
     fn peers(&self) -> Vec<Peer> {

@@ -68,6 +68,9 @@ pub fn status(a: ShowArgs) -> anyhow::Result<()> {
     println!("state           {}", state.as_str().unwrap_or("?"));
     println!("prefix          {}", st.prefix);
     println!("address         {}", st.address);
+    if let Some(a) = &st.ipv4 {
+        println!("IPv4 address    {a}");
+    }
     println!("network         {}", st.network);
     println!(
         "parameters      version {} (protocol {})",

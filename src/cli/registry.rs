@@ -470,6 +470,10 @@ fn print_params(
             p.countries.closed.join(",")
         }
     );
+    match p.ipv4 {
+        Some(r) => println!("ipv4              {r}"),
+        None => println!("ipv4              off"),
+    }
     println!(
         "crl               number {} sha256 {}",
         p.crl.number, p.crl.sha256
@@ -484,7 +488,7 @@ fn print_params(
             ""
         }
     );
-    if p.routes.is_empty() {
+    if p.routes.is_empty() && p.routes_v4.is_empty() {
         println!("routes            none authorised (`mesh registry authorize`)");
     }
     for g in &p.routes {
@@ -494,6 +498,9 @@ fn print_params(
             g.prefix,
             g.node
         );
+    }
+    for g in &p.routes_v4 {
+        println!("routes            route {} by {}", g.prefix, g.node);
     }
     println!(
         "anonymous         {}",

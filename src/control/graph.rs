@@ -59,6 +59,10 @@ pub struct GraphNode {
     pub name: String,
     /// Node address (prefix::1).
     pub address: String,
+    /// Its IPv4 address, on a network with an IPv4 range (from its status: observed nodes
+    /// only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<String>,
     /// `up`, `connecting`, `down`, `revoked`, … as `mesh status` says; `reachable` or
     /// `unreachable` for a node only known through routes; `unknown` when not answering.
     pub state: String,
@@ -192,6 +196,7 @@ pub fn build_graph(obs: &Observation) -> GraphBody {
                 prefix,
                 name: o.name.clone(),
                 address,
+                ipv4: o.status.as_ref().and_then(|s| s.ipv4.clone()),
                 state,
                 params_version,
                 revoked,
@@ -216,6 +221,7 @@ pub fn build_graph(obs: &Observation) -> GraphBody {
                     prefix: p.prefix.clone(),
                     name: String::new(),
                     address: address_of(&p.prefix),
+                    ipv4: None,
                     state: "reachable".into(),
                     params_version: 0,
                     revoked: false,
@@ -240,6 +246,7 @@ pub fn build_graph(obs: &Observation) -> GraphBody {
                     prefix: r.prefix.clone(),
                     name: String::new(),
                     address: address_of(&r.prefix),
+                    ipv4: None,
                     state: "unreachable".into(),
                     params_version: 0,
                     revoked: false,
@@ -338,6 +345,7 @@ mod tests {
             seal: None,
             port_mapping: None,
             exit: None,
+            ipv4: None,
         }
     }
 
@@ -459,6 +467,7 @@ mod tests {
     fn exits_subnets_and_the_exit_in_use_are_shown() {
         let mut laptop = status(A, NodeStateName::Up, 4);
         laptop.exit = Some(format!("{C} (n2)"));
+        laptop.ipv4 = Some("10.42.0.1".into());
         let mut exit_route = route("::/0 from fd00:1::/48", true, 192);
         exit_route.origin = Some(C.into());
         let mut subnet = route("2001:db8:7::/48", true, 96);
@@ -494,6 +503,8 @@ mod tests {
         let g = build_graph(&obs);
         let get = |p: &str| g.nodes.iter().find(|n| n.prefix == p).expect("node");
         assert_eq!(get(A).uses_exit.as_deref(), Some(C));
+        assert_eq!(get(A).ipv4.as_deref(), Some("10.42.0.1"));
+        assert_eq!(get(B).ipv4, None);
         assert!(!get(A).exit);
         assert!(get(C).exit);
         assert_eq!(get(C).uses_exit, None);

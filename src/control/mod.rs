@@ -98,6 +98,10 @@ pub struct Status {
     /// node prefix and name); absent when there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<String>,
+    /// This node's IPv4 address (issue 15: a network with an IPv4 range); absent when it
+    /// has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<String>,
 }
 
 /// `status.port_mapping`: the tunnel port forwarded by the home router.

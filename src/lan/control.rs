@@ -91,6 +91,7 @@ impl ControlHandler for Handler {
             seal: None,
             port_mapping: None,
             exit: None,
+            ipv4: None,
         }
     }
 

@@ -7,6 +7,7 @@
 pub mod babel;
 pub mod fib;
 pub mod forward;
+pub mod forward_v4;
 pub mod lan_discovery;
 pub mod netstate;
 pub mod node;

@@ -175,6 +175,8 @@ impl SimRegistry {
             },
             mac: MacState::default(),
             routes: Vec::new(),
+            ipv4: None,
+            routes_v4: Vec::new(),
         };
         let signed = sign(&ca, &params);
         SimRegistry {
@@ -546,7 +548,9 @@ impl NodeNet {
             cache,
             origin: n.origin.clone(),
             advertise_routes: n.setup.advertise_routes.clone(),
+            advertise_routes_v4: Vec::new(),
             exit: n.setup.exit,
+            ipv4: None,
         };
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);

@@ -7,7 +7,9 @@
 //! free blocks are always recomputed as maximal. Sans-IO: the caller supplies the used set
 //! (the registry reads it inside the same SQLite transaction that records the result).
 
-use ipnet::Ipv6Net;
+use std::net::Ipv4Addr;
+
+use ipnet::{Ipv4Net, Ipv6Net};
 
 /// Why no prefix can be handed out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,6 +102,21 @@ pub fn allocate(network: Ipv6Net, used: &[Ipv6Net], len: u8) -> Result<Ipv6Net, 
     }
 }
 
+/// The lowest address of an IPv4 range that is not in `used` (every node gets one /32 from
+/// the network's IPv4 range). The range's first and last addresses (network and broadcast)
+/// are never handed out unless the range is a /31 or /32. `None`: the range is full.
+pub fn allocate_v4(range: Ipv4Net, used: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+    let first = u32::from(range.network());
+    let last = u32::from(range.broadcast());
+    let (lo, hi) = if range.prefix_len() >= 31 {
+        (first, last)
+    } else {
+        (first + 1, last - 1)
+    };
+    let taken: std::collections::HashSet<u32> = used.iter().map(|a| u32::from(*a)).collect();
+    (lo..=hi).find(|a| !taken.contains(a)).map(Ipv4Addr::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +124,17 @@ mod tests {
 
     fn net(s: &str) -> Ipv6Net {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv4_addresses_skip_network_broadcast_and_used() {
+        let r: ipnet::Ipv4Net = "10.0.0.0/30".parse().unwrap();
+        let a = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+        assert_eq!(allocate_v4(r, &[]), Some(a("10.0.0.1")));
+        assert_eq!(allocate_v4(r, &[a("10.0.0.1")]), Some(a("10.0.0.2")));
+        assert_eq!(allocate_v4(r, &[a("10.0.0.1"), a("10.0.0.2")]), None);
+        let r31: ipnet::Ipv4Net = "10.0.0.0/31".parse().unwrap();
+        assert_eq!(allocate_v4(r31, &[]), Some(a("10.0.0.0")));
     }
 
     #[test]

@@ -185,6 +185,20 @@ impl Ca {
         now: OffsetDateTime,
         validity: Duration,
     ) -> Result<(Vec<u8>, String, i64), CaError> {
+        self.issue_node_full(key, prefix, name, None, now, validity)
+    }
+
+    /// [`Ca::issue_node_named`] with the node's IPv4 address (on a network with an IPv4
+    /// range) as a second iPAddress SAN.
+    pub fn issue_node_full(
+        &self,
+        key: &CsrKey,
+        prefix: &Ipv6Net,
+        name: Option<&str>,
+        ipv4: Option<std::net::Ipv4Addr>,
+        now: OffsetDateTime,
+        validity: Duration,
+    ) -> Result<(Vec<u8>, String, i64), CaError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
@@ -198,6 +212,11 @@ impl Ca {
                     .map_err(|e: rcgen::Error| CaError::Internal(e.to_string()))?,
             ),
         ];
+        if let Some(v4) = ipv4 {
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress(IpAddr::V4(v4)));
+        }
         if let Some(name) = name {
             identity::validate_name(name).map_err(|e| CaError::Internal(e.to_string()))?;
             params.subject_alt_names.push(SanType::URI(

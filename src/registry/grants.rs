@@ -5,7 +5,7 @@
 //! node's grants are left out of the parameters (its certificates are revoked anyway).
 
 use super::*;
-use crate::params::{GrantKind, RouteGrant, check_grant};
+use crate::params::{GrantKind, RouteGrant, RouteGrantV4, check_grant, check_grant_v4};
 
 /// One row of `mesh registry grants`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -48,13 +48,24 @@ fn resolve_node(tx: &Transaction<'_>, node: &str) -> Result<(i64, Ipv6Net)> {
     Ok((id, parse_prefix(&prefix)?))
 }
 
-fn parse_grant(network: &Ipv6Net, kind: &str, prefix: &str) -> Result<(GrantKind, Ipv6Net)> {
+/// The kind and the prefix (as stored) of a grant: an IPv6 prefix, or an IPv4 one for a
+/// subnet route (issue 15, IPv4 over the mesh).
+fn parse_grant(tx: &Transaction<'_>, kind: &str, prefix: &str) -> Result<(GrantKind, String)> {
     let kind: GrantKind = kind.parse().map_err(RegistryError::BadRequest)?;
+    if let Ok(v4) = prefix.parse::<ipnet::Ipv4Net>() {
+        if kind != GrantKind::Route {
+            return Err(RegistryError::BadRequest(
+                "an exit is authorised for ::/0; IPv4 prefixes are subnet routes only".into(),
+            ));
+        }
+        check_grant_v4(ipv4_range(tx)?.as_ref(), &v4).map_err(RegistryError::BadRequest)?;
+        return Ok((kind, v4.to_string()));
+    }
     let prefix: Ipv6Net = prefix.parse().map_err(|_| {
-        RegistryError::BadRequest(format!("{prefix:?} is not an IPv6 prefix (CIDR)"))
+        RegistryError::BadRequest(format!("{prefix:?} is not an IPv6 or IPv4 prefix (CIDR)"))
     })?;
-    check_grant(network, kind, &prefix).map_err(RegistryError::BadRequest)?;
-    Ok((kind, prefix))
+    check_grant(&network(tx)?, kind, &prefix).map_err(RegistryError::BadRequest)?;
+    Ok((kind, prefix.to_string()))
 }
 
 impl Store {
@@ -69,12 +80,12 @@ impl Store {
         now: i64,
     ) -> Result<u64> {
         let tx = self.tx()?;
-        let (kind, prefix) = parse_grant(&network(&tx)?, kind, prefix)?;
+        let (kind, prefix) = parse_grant(&tx, kind, prefix)?;
         let (id, node_prefix) = resolve_node(&tx, node)?;
         let added = tx.execute(
             "INSERT OR IGNORE INTO route_grants (node_id, kind, prefix, created_at)
              VALUES (?1, ?2, ?3, ?4)",
-            params![id, kind.as_str(), prefix.to_string(), now],
+            params![id, kind.as_str(), prefix, now],
         )?;
         if added == 0 {
             return Err(RegistryError::Conflict(format!(
@@ -99,13 +110,18 @@ impl Store {
     ) -> Result<u64> {
         let tx = self.tx()?;
         let kind: GrantKind = kind.parse().map_err(RegistryError::BadRequest)?;
-        let prefix: Ipv6Net = prefix.parse().map_err(|_| {
-            RegistryError::BadRequest(format!("{prefix:?} is not an IPv6 prefix (CIDR)"))
-        })?;
+        let prefix = match prefix.parse::<ipnet::IpNet>() {
+            Ok(p) => p.to_string(),
+            Err(_) => {
+                return Err(RegistryError::BadRequest(format!(
+                    "{prefix:?} is not an IPv6 or IPv4 prefix (CIDR)"
+                )));
+            }
+        };
         let (id, node_prefix) = resolve_node(&tx, node)?;
         let gone = tx.execute(
             "DELETE FROM route_grants WHERE node_id = ?1 AND kind = ?2 AND prefix = ?3",
-            params![id, kind.as_str(), prefix.to_string()],
+            params![id, kind.as_str(), prefix],
         )?;
         if gone == 0 {
             return Err(RegistryError::NotFound(format!(
@@ -156,6 +172,9 @@ pub(super) fn in_params(conn: &Connection) -> Result<Vec<RouteGrant>> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut out = Vec::with_capacity(rows.len());
     for (node, kind, prefix) in rows {
+        if prefix.parse::<ipnet::Ipv4Net>().is_ok() {
+            continue; // in `routes_v4`
+        }
         let kind = kind
             .parse()
             .map_err(|e| RegistryError::Internal(format!("corrupt grant in the database: {e}")))?;
@@ -164,6 +183,28 @@ pub(super) fn in_params(conn: &Connection) -> Result<Vec<RouteGrant>> {
             kind,
             prefix: parse_prefix(&prefix)?,
         });
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The IPv4 subnet grants of nodes not banned, as the parameters carry them (sorted).
+pub(super) fn in_params_v4(conn: &Connection) -> Result<Vec<RouteGrantV4>> {
+    let mut st = conn.prepare(
+        "SELECT n.prefix, g.prefix FROM route_grants g JOIN nodes n ON n.id = g.node_id
+         WHERE n.banned_at IS NULL AND g.kind = 'route'",
+    )?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut out: Vec<RouteGrantV4> = Vec::new();
+    for (node, prefix) in rows {
+        if let Ok(prefix) = prefix.parse::<ipnet::Ipv4Net>() {
+            out.push(RouteGrantV4 {
+                node: parse_prefix(&node)?,
+                prefix,
+            });
+        }
     }
     out.sort();
     Ok(out)

@@ -7,10 +7,10 @@
 
 #![allow(clippy::disallowed_methods)] // IO shell: SQLite store: fresh MAC keys and token secrets from the OS RNG
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 
-use ipnet::Ipv6Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
@@ -107,7 +107,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     last_seen INTEGER,
     protocol INTEGER,
     endpoints TEXT NOT NULL DEFAULT '[]',
-    name TEXT);
+    name TEXT,
+    ipv4 TEXT);
 CREATE TABLE IF NOT EXISTS certs (
     serial TEXT PRIMARY KEY,
     node_id INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
@@ -150,6 +151,10 @@ pub const SETTABLE: &[(&str, &str)] = &[
     (
         "cert_validity",
         "validity of new node certificates (e.g. 365d, 2s)",
+    ),
+    (
+        "ipv4",
+        "IPv4 range of the network (e.g. 10.42.0.0/16; `off`, the default: no IPv4): each node gets one address from it",
     ),
     (
         "anonymous_validity",
@@ -800,6 +805,21 @@ impl Store {
                 )));
             }
         }
+        if key == "ipv4"
+            && let Ok(range) = value.parse::<Ipv4Net>()
+        {
+            let outside: Vec<Ipv4Addr> = used_ipv4(&tx)?
+                .into_iter()
+                .filter(|a| !range.contains(a))
+                .collect();
+            if let Some(a) = outside.first() {
+                return Err(RegistryError::Conflict(format!(
+                    "{} node(s) hold IPv4 addresses outside {range} (e.g. {a}), in certificates \
+                     that may still be valid; choose a range that contains them",
+                    outside.len()
+                )));
+            }
+        }
         tx.execute(
             "INSERT INTO config (key, value) VALUES (?1, ?2)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -957,6 +977,16 @@ fn migrate(conn: &Connection) -> Result<()> {
         // node names (chosen at join, in the certificate)
         conn.execute_batch("ALTER TABLE nodes ADD COLUMN name TEXT")?;
     }
+    let has_ipv4: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('nodes') WHERE name = 'ipv4'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_ipv4 {
+        // the node's address in the network's IPv4 range (`params set ipv4=RANGE`)
+        conn.execute_batch("ALTER TABLE nodes ADD COLUMN ipv4 TEXT")?;
+    }
+    conn.execute_batch("CREATE UNIQUE INDEX IF NOT EXISTS nodes_ipv4 ON nodes(ipv4)")?;
     Ok(())
 }
 
@@ -1054,6 +1084,21 @@ fn validate_setting(key: &str, value: &str) -> Result<String> {
             }
             d.as_secs().to_string()
         }
+        "ipv4" => match value {
+            "" | "off" | "none" | "false" => String::new(),
+            _ => {
+                let net: Ipv4Net = value
+                    .parse()
+                    .map_err(|_| bad("an IPv4 range such as 10.42.0.0/16, or off"))?;
+                if net != net.trunc() {
+                    return Err(bad("a range without host bits set"));
+                }
+                if net.prefix_len() < 8 || net.prefix_len() > 30 {
+                    return Err(bad("an IPv4 range from /8 to /30"));
+                }
+                net.to_string()
+            }
+        },
         "closed_countries" => {
             let mut codes = Vec::new();
             for c in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
@@ -1096,10 +1141,12 @@ fn issue(
         tx.query_row("SELECT name FROM nodes WHERE id = ?1", [node_id], |r| {
             r.get(0)
         })?;
-    let (der, serial, not_after) = ca.issue_node_named(
+    let ipv4 = node_ipv4(tx, node_id)?;
+    let (der, serial, not_after) = ca.issue_node_full(
         key,
         &prefix,
         name.as_deref(),
+        ipv4,
         odt(now),
         Duration::seconds(validity),
     )?;
@@ -1160,6 +1207,56 @@ fn rekey_join(
         bump_params(tx, ca, now)?;
     }
     Ok(issued)
+}
+
+/// The network's IPv4 range, when it has one.
+pub(super) fn ipv4_range(conn: &Connection) -> Result<Option<Ipv4Net>> {
+    match get_config(conn, "ipv4")?.filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            RegistryError::Internal(format!("corrupt IPv4 range {v:?} in the database"))
+        }),
+    }
+}
+
+/// IPv4 addresses held by nodes (banned ones included until [`reclaim`] drops them, so an
+/// address is never handed out again while a certificate naming it may be valid).
+fn used_ipv4(conn: &Connection) -> Result<Vec<Ipv4Addr>> {
+    let mut st = conn.prepare("SELECT ipv4 FROM nodes WHERE ipv4 IS NOT NULL")?;
+    let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+    rows.map(|r| {
+        let s = r?;
+        s.parse().map_err(|_| {
+            RegistryError::Internal(format!("corrupt IPv4 address {s:?} in the database"))
+        })
+    })
+    .collect()
+}
+
+/// The IPv4 address a certificate for `node_id` names: the one on record, or a new one from
+/// the range when the node has none yet (a network that turned IPv4 on after it joined). `None`
+/// on a network without IPv4.
+fn node_ipv4(tx: &Transaction<'_>, node_id: i64) -> Result<Option<Ipv4Addr>> {
+    let Some(range) = ipv4_range(tx)? else {
+        return Ok(None);
+    };
+    let held: Option<String> =
+        tx.query_row("SELECT ipv4 FROM nodes WHERE id = ?1", [node_id], |r| {
+            r.get(0)
+        })?;
+    if let Some(a) = held.and_then(|s| s.parse::<Ipv4Addr>().ok())
+        && range.contains(&a)
+    {
+        return Ok(Some(a));
+    }
+    let addr = allocator::allocate_v4(range, &used_ipv4(tx)?).ok_or_else(|| {
+        RegistryError::Exhausted(format!("the IPv4 range {range} has no free address left"))
+    })?;
+    tx.execute(
+        "UPDATE nodes SET ipv4 = ?1 WHERE id = ?2",
+        params![addr.to_string(), node_id],
+    )?;
+    Ok(Some(addr))
 }
 
 /// Prefixes in use: every node row (banned ones included until [`reclaim`] drops them).
@@ -1291,6 +1388,8 @@ fn bump_params(tx: &Transaction<'_>, ca: &Ca, now: i64) -> Result<u64> {
         },
         mac: mac::state(&read_slots(tx)?),
         routes: grants::in_params(tx)?,
+        ipv4: ipv4_range(tx)?,
+        routes_v4: grants::in_params_v4(tx)?,
     };
     let document = doc.to_bytes();
     let signature = ca.sign(&document)?;

@@ -257,7 +257,7 @@ fn an_older_database_is_migrated_on_open() {
             ",\n    node_id INTEGER REFERENCES nodes(id) ON DELETE CASCADE",
             "",
         )
-        .replace(",\n    name TEXT)", ")");
+        .replace(",\n    name TEXT,\n    ipv4 TEXT)", ")");
     let old_schema = old_schema
         .split_once("CREATE TABLE IF NOT EXISTS route_grants")
         .map(|(before, _)| before.to_owned())
@@ -291,6 +291,15 @@ fn an_older_database_is_migrated_on_open() {
         .conn
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE name = 'route_grants'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    let n: i64 = s
+        .conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('nodes') WHERE name = 'ipv4'",
             [],
             |r| r.get(0),
         )
@@ -455,4 +464,107 @@ fn route_grants_are_published_in_the_parameters() {
         s.authorize(&ca, &b.prefix.to_string(), "exit", "::/0", t)
             .is_err()
     );
+}
+
+/// `params set ipv4=RANGE`: off by default (no address in certificates, none in the
+/// parameters); once set, each node gets one address from the range in its certificate,
+/// keeps it on renewal, never shares it, and frees it with its prefix.
+#[test]
+fn ipv4_addresses_come_from_the_range_and_live_as_long_as_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, path) = registry(dir.path());
+    let mut s = Store::open(&path).unwrap();
+    let t = super::super::now();
+    let v4 = |der: &[u8]| crate::identity::cert_info(der).unwrap().ipv4;
+    let params = |s: &Store| s.params().unwrap().verify(ca.cert_der()).unwrap();
+    let (kp_a, key_a) = new_key();
+    let a = s.join(&ca, None, &key_a, t).unwrap();
+    assert_eq!(v4(&a.cert_der), None);
+    assert_eq!(params(&s).ipv4, None);
+    // bad ranges change nothing
+    for bad in ["10.42.0.1/16", "10.0.0.0/31", "fd00::/64", "ten"] {
+        assert!(s.set_param(&ca, "ipv4", bad, t).is_err(), "{bad}");
+    }
+    assert_eq!(params(&s).ipv4, None);
+    s.set_param(&ca, "ipv4", "10.42.0.0/30", t).unwrap();
+    assert_eq!(params(&s).ipv4, Some("10.42.0.0/30".parse().unwrap()));
+    // a node that joined before gets its address with its next certificate
+    let a2 = s.renew(&ca, &a.serial, &csr_key(&kp_a), t).unwrap();
+    assert_eq!(v4(&a2.cert_der), Some("10.42.0.1".parse().unwrap()));
+    let (kp_b, key_b) = new_key();
+    let b = s.join(&ca, None, &key_b, t).unwrap();
+    assert_eq!(v4(&b.cert_der), Some("10.42.0.2".parse().unwrap()));
+    // kept on renewal
+    let b2 = s.renew(&ca, &b.serial, &csr_key(&kp_b), t).unwrap();
+    assert_eq!(v4(&b2.cert_der), Some("10.42.0.2".parse().unwrap()));
+    // the /30 has two host addresses: a third node cannot join, and nothing is recorded
+    let (_, key_c) = new_key();
+    assert!(matches!(
+        s.join(&ca, None, &key_c, t),
+        Err(RegistryError::Exhausted(_))
+    ));
+    assert_eq!(s.nodes().unwrap().len(), 2);
+    // a range that leaves out held addresses is refused
+    assert!(s.set_param(&ca, "ipv4", "10.43.0.0/16", t).is_err());
+    s.set_param(&ca, "ipv4", "10.42.0.0/16", t).unwrap();
+    // a's address is freed with its prefix once its certificates have expired
+    let a_end = crate::identity::cert_info(&a2.cert_der).unwrap().not_after;
+    s.revoke(&ca, &a.prefix.to_string(), t).unwrap();
+    let (_, key_d) = new_key();
+    let d = s.join(&ca, None, &key_d, t).unwrap();
+    assert_eq!(v4(&d.cert_der), Some("10.42.0.3".parse().unwrap()));
+    let (_, key_e) = new_key();
+    let e = s.join(&ca, None, &key_e, a_end + 1).unwrap();
+    assert_eq!(v4(&e.cert_der), Some("10.42.0.1".parse().unwrap()));
+    // off again: new certificates name no address
+    s.set_param(&ca, "ipv4", "off", t).unwrap();
+    assert_eq!(params(&s).ipv4, None);
+    let (_, key_f) = new_key();
+    assert_eq!(
+        v4(&s.join(&ca, None, &key_f, a_end + 1).unwrap().cert_der),
+        None
+    );
+}
+
+/// IPv4 subnet grants go into `routes_v4` (never `routes`, which older nodes read as IPv6);
+/// one that overlaps the IPv4 range, has host bits, or is an exit is refused.
+#[test]
+fn ipv4_subnet_grants_are_published_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, path) = registry(dir.path());
+    let mut s = Store::open(&path).unwrap();
+    let t = super::super::now();
+    let (_, key) = new_key();
+    let a = s.join_named(&ca, None, &key, Some("gw"), t).unwrap();
+    s.set_param(&ca, "ipv4", "10.42.0.0/16", t).unwrap();
+    let params = |s: &Store| s.params().unwrap().verify(ca.cert_der()).unwrap();
+    s.authorize(&ca, "gw", "route", "192.168.5.0/24", t)
+        .unwrap();
+    let p = params(&s);
+    assert!(p.routes.is_empty());
+    assert_eq!(
+        p.routes_v4,
+        vec![crate::params::RouteGrantV4 {
+            node: a.prefix,
+            prefix: "192.168.5.0/24".parse().unwrap(),
+        }]
+    );
+    let v = s.params_version().unwrap();
+    for (kind, prefix) in [
+        ("route", "10.42.7.0/24"),
+        ("route", "10.0.0.0/8"),
+        ("route", "192.168.6.1/24"),
+        ("route", "0.0.0.0/0"),
+        ("exit", "0.0.0.0/0"),
+        ("route", "192.168.5.0/24"),
+    ] {
+        assert!(
+            s.authorize(&ca, "gw", kind, prefix, t).is_err(),
+            "{kind} {prefix}"
+        );
+    }
+    assert_eq!(s.params_version().unwrap(), v);
+    s.unauthorize(&ca, "gw", "route", "192.168.5.0/24", t)
+        .unwrap();
+    assert!(params(&s).routes_v4.is_empty());
 }

@@ -233,6 +233,7 @@ mod tests {
             seal: None,
             port_mapping: None,
             exit: None,
+            ipv4: None,
         }
     }
 

@@ -203,6 +203,52 @@ impl Tun {
         crate::platform::tun::route_v6(index, prefix.network(), prefix.prefix_len(), add)
     }
 
+    /// Gives the device the IPv4 address `addr` with the prefix length of `range` (IPv4
+    /// over the mesh, issue 15), which routes the range into it. Linux; elsewhere an error
+    /// says what is missing (docs/PLATFORMS.md).
+    pub fn add_ipv4(&self, addr: std::net::Ipv4Addr, range: ipnet::Ipv4Net) -> std::io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            if self.given {
+                return Err(std::io::Error::other(
+                    "a TUN device set up for this user (mesh setup-tun) has no IPv4 address: give it one as root",
+                ));
+            }
+            self.dev.add_address_v4(addr, range.prefix_len())
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (addr, range);
+            Err(std::io::Error::other(
+                "IPv4 over the mesh is not supported on this system yet",
+            ))
+        }
+    }
+
+    /// Routes the IPv4 `prefix` into this device (`add`) or removes that route: an IPv4
+    /// subnet behind another node (issue 15). Linux only.
+    pub fn route_v4(&self, prefix: ipnet::Ipv4Net, add: bool) -> std::io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            let index = self.dev.if_index()?;
+            let mut nl = crate::platform::Netlink::open()?;
+            let dst = std::net::IpAddr::V4(prefix.network());
+            if add {
+                nl.replace_dev_route(dst, prefix.prefix_len(), index)
+            } else {
+                nl.delete_route(dst, prefix.prefix_len())
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (prefix, add);
+            Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "routes to IPv4 subnets behind other nodes are installed on Linux only",
+            ))
+        }
+    }
+
     /// Whether this is a persistent device root set up for this user (`mesh setup-tun`).
     pub fn is_given(&self) -> bool {
         self.given

@@ -53,6 +53,7 @@
 pub mod emit;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod ipv4;
 pub mod mac;
 pub mod message;
 pub mod packet;

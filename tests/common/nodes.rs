@@ -83,14 +83,13 @@ pub struct NsRegistry {
     pub dir: PathBuf,
     /// The URL nodes join at.
     pub url: String,
+    listen: String,
     base: PathBuf,
 }
 
 impl NsRegistry {
-    /// `mesh registry init` (URL `https://ADDR:port`, then `init`, e.g. `--network P`) and
-    /// `mesh registry serve` on port `port` of every address of namespace `ns` (of the
-    /// address family of `addr`), logging to `<base>/registry.log`. Does not wait:
-    /// [`NsRegistry::join`] retries while it starts.
+    /// [`NsRegistry::init`] then [`NsRegistry::start`]: a registry serving from namespace
+    /// `ns`. Does not wait: [`NsRegistry::join`] retries while it starts.
     pub fn serve(
         rig: &mut Rig,
         base: &Path,
@@ -99,21 +98,35 @@ impl NsRegistry {
         port: u16,
         init: &[&str],
     ) -> NsRegistry {
-        let dir = base.join("registry");
+        let reg = NsRegistry::init(base, addr, port, init);
+        reg.start(rig, ns);
+        reg
+    }
+
+    /// `mesh registry init` in `<base>/registry` (URL `https://ADDR:port`, then `init`,
+    /// e.g. `--network P`); not served yet (set parameters first with [`NsRegistry::cli`]).
+    pub fn init(base: &Path, addr: &str, port: u16, init: &[&str]) -> NsRegistry {
         let (url, listen) = if addr.contains(':') {
             (format!("https://[{addr}]:{port}"), format!("[::]:{port}"))
         } else {
             (format!("https://{addr}:{port}"), format!("0.0.0.0:{port}"))
         };
         let reg = NsRegistry {
-            dir,
+            dir: base.join("registry"),
             url,
+            listen,
             base: base.to_path_buf(),
         };
         let mut args = vec!["init", "--url", &reg.url];
         args.extend_from_slice(init);
         reg.cli(&args);
-        let state = reg.dir.to_str().expect("a UTF-8 path").to_owned();
+        reg
+    }
+
+    /// `mesh registry serve` on the port of its URL, on every address of namespace `ns` (of
+    /// the URL's address family), logging to `<base>/registry.log`.
+    pub fn start(&self, rig: &mut Rig, ns: &str) {
+        let state = self.dir.to_str().expect("a UTF-8 path").to_owned();
         rig.spawn(
             ns,
             MESH,
@@ -123,13 +136,12 @@ impl NsRegistry {
                 "--state-dir",
                 &state,
                 "--listen",
-                &listen,
+                &self.listen,
             ],
             Stdio::null(),
-            log_file(base, "registry.log"),
+            log_file(&self.base, "registry.log"),
         )
         .expect("start the registry");
-        reg
     }
 
     /// `mesh registry ARGS --state-dir DIR` on the host; panics with its error output when

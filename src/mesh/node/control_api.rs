@@ -20,6 +20,8 @@ pub(super) struct Shared {
     pub(super) started: Instant,
     pub(super) prefix: Ipv6Net,
     pub(super) network: Ipv6Net,
+    /// This node's IPv4 address (issue 15), when it has one.
+    pub(super) ipv4: Option<std::net::Ipv4Addr>,
     /// Babel packets the data path dropped at a tunnel's budget (counted there).
     pub(super) babel_dropped: Arc<std::sync::atomic::AtomicU64>,
     /// The tunnels' traffic and the data path's drops (counted there).
@@ -154,6 +156,7 @@ impl ControlHandler for Handler {
             }),
             port_mapping: self.0.port_mapping.read(),
             exit: s.exit.clone(),
+            ipv4: self.0.ipv4.map(|a| a.to_string()),
         }
     }
     fn peers(&self) -> Vec<control::Peer> {

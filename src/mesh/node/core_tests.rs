@@ -49,6 +49,8 @@ impl World {
             },
             mac: MacState::default(),
             routes: Vec::new(),
+            ipv4: None,
+            routes_v4: Vec::new(),
         };
         let document = p.to_bytes();
         SignedParams {
@@ -82,7 +84,9 @@ impl World {
                 cache: PeerCache::new(16),
                 origin: None,
                 advertise_routes: vec![],
+                advertise_routes_v4: vec![],
                 exit: false,
+                ipv4: None,
             },
             [7; 32],
             at(0),

@@ -70,6 +70,8 @@ pub(super) struct DataPath {
     pub(super) network: Ipv6Net,
     /// Subnet routes (issue 15): ours, granted, selected (the shell updates them).
     pub(super) subnets: Arc<ArcSwap<Subnets>>,
+    /// IPv4 over the mesh (issue 15, datapath_v4.rs).
+    pub(super) v4: Arc<super::datapath_v4::V4State>,
 }
 
 impl DataPath {
@@ -185,6 +187,10 @@ impl DataPath {
     /// [`seal::path::from_tunnel`], or opened); from the TUN, a packet for a far node whose
     /// next hop is a relay is sealed.
     async fn route_packet(&self, mut framed: BytesMut, from_tunnel: bool, fwd: &mut Forwarder) {
+        if framed.get(frame::HEADER_LEN).map(|b| b >> 4) == Some(4) && !from_tunnel {
+            // IPv4 from a local application (datapath_v4.rs)
+            return self.v4_from_tun(framed).await;
+        }
         let Some(pkt) = framed.get_mut(frame::HEADER_LEN..) else {
             return;
         };
@@ -244,6 +250,9 @@ impl DataPath {
         match fwd.decide(pkt, from_tunnel, lookup, now) {
             Decision::Deliver => {
                 test_hook::record("deliver", &framed[frame::HEADER_LEN..]);
+                if self.v4_deliver(&mut framed).await {
+                    return;
+                }
                 if self.tun.deliver(framed, frame::HEADER_LEN).await.is_err() {
                     self.book.drops.count(DropWhy::TunWriteFailed);
                 }
@@ -285,7 +294,7 @@ impl DataPath {
 
     /// Seals `pkt` for the far node of `peer` and sends what that gives on `link` (the next
     /// hop towards it). No plaintext fallback: a packet that cannot be sealed is dropped.
-    fn send_sealed(&self, peer: Ipv6Net, pkt: &[u8], link: &TunnelLink, now: Instant) {
+    pub(super) fn send_sealed(&self, peer: Ipv6Net, pkt: &[u8], link: &TunnelLink, now: Instant) {
         match self.seal.seal(peer, pkt, now, |f| {
             self.send_result(link.send_frame(Bytes::from(f)))
         }) {
@@ -298,7 +307,7 @@ impl DataPath {
         }
     }
 
-    fn send_result(&self, r: Result<(), SendError>) {
+    pub(super) fn send_result(&self, r: Result<(), SendError>) {
         match r {
             Ok(()) => {}
             Err(SendError::QueueFull) => {
@@ -415,7 +424,7 @@ impl DataPath {
 
     /// The tunnel towards `dst` for a packet from `src` and the FIB prefix that matched
     /// (`::/0` for the exit route, `::/0 from` the network: source-specific, RFC 9079).
-    fn next_hop(&self, dst: Ipv6Addr, src: Ipv6Addr) -> Option<(Hop, Ipv6Net)> {
+    pub(super) fn next_hop(&self, dst: Ipv6Addr, src: Ipv6Addr) -> Option<(Hop, Ipv6Net)> {
         let e = self.fib.lookup_from(IpAddr::V6(dst), IpAddr::V6(src))?;
         let IpAddr::V6(a) = e.prefix.addr() else {
             return None;

@@ -329,6 +329,7 @@ mod tests {
             }),
             port_mapping: None,
             exit: None,
+            ipv4: None,
         };
         let peer = Peer {
             prefix: "fd00:0:0:2::/64".into(),

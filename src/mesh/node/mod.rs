@@ -18,6 +18,7 @@
 mod control_api;
 pub mod core;
 mod datapath;
+mod datapath_v4;
 pub mod exit;
 mod metrics;
 mod portmap_io;
@@ -78,6 +79,9 @@ pub struct NodeConfig {
     /// Prefixes outside the network announced for a LAN behind this node
     /// (`--advertise-route`).
     pub advertise_routes: Vec<Ipv6Net>,
+    /// IPv4 prefixes announced for a LAN behind this node (`--advertise-route`, on a network
+    /// with an IPv4 range).
+    pub advertise_routes_v4: Vec<ipnet::Ipv4Net>,
     /// `--exit`: announce the exit route and forward what it brings to the uplink
     /// (`None`: not an exit).
     pub exit: Option<exit::ExitMode>,

@@ -139,6 +139,19 @@ pub async fn run(
         params.network,
         cfg.tun_mtu,
     )?);
+    // IPv4 over the mesh (issue 15): the address the certificate names, when the network
+    // has an IPv4 range that holds it; the range is routed into the TUN with it.
+    let my_ipv4 = info
+        .ipv4
+        .filter(|a| params.ipv4.is_some_and(|r| r.contains(a)));
+    if let (Some(a), Some(range)) = (my_ipv4, params.ipv4) {
+        match tun.add_ipv4(a, range) {
+            Ok(()) => info!(address = %a, %range, "IPv4 over the mesh"),
+            Err(e) => {
+                warn!(address = %a, error = %e, "cannot give the TUN device its IPv4 address")
+            }
+        }
+    }
     // Exit and use-exit: the OS side (undone when `exit_os` goes, on every way out).
     let mut exit_os = super::exit::ExitSetup::default();
     if let Some(mode) = cfg.exit {
@@ -227,6 +240,7 @@ pub async fn run(
         started,
         prefix,
         network: params.network,
+        ipv4: my_ipv4,
     });
     let control = control::server::ControlServer::bind(&cfg.state_dir, 0o600).await?;
     // As a service (the installers' group exists, and the node runs as root or with that
@@ -295,7 +309,9 @@ pub async fn run(
                 },
             }),
             advertise_routes: cfg.advertise_routes.clone(),
+            advertise_routes_v4: cfg.advertise_routes_v4.clone(),
             exit: cfg.exit.is_some(),
+            ipv4: my_ipv4,
         },
         rand::random(),
         Now {
@@ -313,6 +329,7 @@ pub async fn run(
         book,
         seal: seal.clone(),
         network: params.network,
+        v4: Arc::new(super::datapath_v4::V4State::new(my_ipv4)),
         subnets: Arc::new(ArcSwap::from_pointee(crate::mesh::seal::path::Subnets {
             // an exit: every address outside the network is ours (the OS forwards it)
             own: cfg
@@ -325,6 +342,7 @@ pub async fn run(
                     Vec::new()
                 })
                 .collect(),
+            own_v4: cfg.advertise_routes_v4.clone(),
             ..Default::default()
         })),
     };

@@ -524,7 +524,32 @@ impl Shell {
                 granted: r.granted,
                 via: r.via,
                 exit: r.exit,
+                v4: r.v4.clone(),
+                own_v4: old.own_v4.clone(),
             }));
+        // IPv4 subnets behind other nodes (the /32s of the range are routed with it)
+        let range = self.core.ipv4_range();
+        let outside = |p: &ipnet::Ipv4Net| !range.is_some_and(|r| r.contains(p));
+        for (p, add) in
+            r.v4.iter()
+                .map(|(p, _)| *p)
+                .filter(|p| outside(p) && !old.v4.iter().any(|(q, _)| q == p))
+                .map(|p| (p, true))
+                .chain(
+                    old.v4
+                        .iter()
+                        .map(|(p, _)| *p)
+                        .filter(|p| outside(p) && !r.v4.iter().any(|(q, _)| q == p))
+                        .map(|p| (p, false)),
+                )
+        {
+            match self.data.tun.route_v4(p, add) {
+                Ok(()) => info!(prefix = %p, add, "IPv4 subnet route into the TUN device"),
+                Err(e) => {
+                    warn!(prefix = %p, add, error = %e, "cannot change the route of an IPv4 subnet behind another node")
+                }
+            }
+        }
         for (p, add) in new
             .into_iter()
             .map(|p| (p, true))

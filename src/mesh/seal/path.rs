@@ -36,9 +36,24 @@ pub struct Subnets {
     /// The exit in use (its node prefix): packets routed by the exit route (`::/0 from` the
     /// network) are sealed for it.
     pub exit: Option<Ipv6Net>,
+    /// Selected IPv4 routes (issue 15), `(prefix, the node that originates it)`: IPv4
+    /// packets for `prefix` travel to that node, and IPv4 sources in it are that node's.
+    pub v4: Vec<(ipnet::Ipv4Net, Ipv6Net)>,
+    /// IPv4 prefixes this node advertises: IPv4 packets for them are ours (to the TUN; the
+    /// OS forwards them to the LAN).
+    pub own_v4: Vec<ipnet::Ipv4Net>,
 }
 
 impl Subnets {
+    /// The node that originates the longest selected IPv4 route to `dst`.
+    pub fn v4_owner(&self, dst: &std::net::Ipv4Addr) -> Option<Ipv6Net> {
+        self.v4
+            .iter()
+            .filter(|(p, _)| p.contains(dst))
+            .max_by_key(|(p, _)| p.prefix_len())
+            .map(|(_, n)| *n)
+    }
+
     /// `dst` is in a prefix this node advertises.
     pub fn is_own(&self, dst: &Ipv6Addr) -> bool {
         self.own.iter().any(|p| p.contains(dst))
@@ -311,6 +326,8 @@ mod tests {
             granted: vec![(net("2001:db8:7::/48"), b)],
             via: vec![(net("2001:db8:7::/48"), b)],
             exit: None,
+            v4: vec![],
+            own_v4: vec![],
         };
         // plain from b, for a host on our LAN: ours to deliver
         let mut ok = framed("fd00:1:0:b::1", "2001:db8:5::9");

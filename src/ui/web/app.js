@@ -269,7 +269,7 @@
     const name = (p) => { const m = graph.nodes.find((x) => x.prefix === p); return m && m.name ? m.name : shortPrefix(p); };
     const dl = h("dl", {},
       h("dt", {}, "prefix"), h("dd", {}, n.prefix),
-      h("dt", {}, "address"), h("dd", {}, n.address),
+      h("dt", {}, "address"), h("dd", {}, n.address + (n.ipv4 ? ", " + n.ipv4 : "")),
       h("dt", {}, "state"), h("dd", {}, n.state + (n.revoked ? " (revoked)" : "")),
       h("dt", {}, "parameters"), h("dd", {}, n.params_version ? "version " + n.params_version : "unknown"),
       h("dt", {}, "internet"), h("dd", {}, n.exit ? "an exit: the mesh's way out" : n.uses_exit ? "through the exit " + name(n.uses_exit) : n.observed ? "direct (no exit in use)" : "unknown"),

@@ -343,6 +343,9 @@ pub struct SubnetRoutes {
     /// network route, when the parameters grant that node `exit`. The data path seals
     /// packets from the network to outside addresses for it.
     pub exit: Option<Ipv6Net>,
+    /// Selected IPv4 routes and the node that originates each (a node's /32, whose
+    /// certificate names that address): IPv4 packets for them travel to that node.
+    pub v4: Vec<(ipnet::Ipv4Net, Ipv6Net)>,
 }
 
 /// What the node counts of what it refused or dropped.
@@ -508,9 +511,15 @@ pub struct CoreConfig {
     /// Prefixes outside the network this node announces (`mesh up --advertise-route`): a
     /// LAN behind it. Other nodes take them only when the parameters grant them to us.
     pub advertise_routes: Vec<Ipv6Net>,
+    /// IPv4 prefixes this node announces (`--advertise-route`, issue 15): taken only when the
+    /// parameters grant them to us (`routes_v4`).
+    pub advertise_routes_v4: Vec<ipnet::Ipv4Net>,
     /// `mesh up --exit`: announce the exit route `::/0 from` the network prefix (RFC
     /// 9079). Other nodes take it only when the parameters grant us `exit`.
     pub exit: bool,
+    /// This node's IPv4 address (in its certificate), on a network with an IPv4 range: its
+    /// /32 is announced.
+    pub ipv4: Option<std::net::Ipv4Addr>,
 }
 
 /// Key material: `Debug` shows its length only, so logging an [`Input`] or a [`CoreConfig`]

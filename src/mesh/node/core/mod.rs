@@ -53,6 +53,7 @@ use crate::registry_client::ClientError;
 use crate::wire::Prefix;
 
 mod interface;
+mod ipv4;
 mod origin;
 mod params;
 mod punching;
@@ -250,6 +251,8 @@ pub struct NodeCore {
     subnet_routes: SubnetRoutes,
     /// Hole punching through the mesh (`punching.rs`).
     punch: Puncher,
+    /// This node's IPv4 address (issue 15), when its certificate names one.
+    my_ipv4: Option<std::net::Ipv4Addr>,
     /// The host's network changed: every tunnel gets a repeated hello at the end of this
     /// input (`roam.rs`).
     probe_paths: bool,
@@ -283,6 +286,16 @@ impl NodeCore {
         }
         if cfg.exit {
             engine.originate(now.time, exit_key(&params.network));
+        }
+        if let Some(a) = cfg.ipv4
+            && let Some(p) = Prefix::new(IpAddr::V4(a), 32)
+        {
+            engine.originate(now.time, p);
+        }
+        for r in &cfg.advertise_routes_v4 {
+            if let Some(p) = Prefix::new(IpAddr::V4(r.network()), r.prefix_len()) {
+                engine.originate(now.time, p);
+            }
         }
         let mut cache = cfg.cache;
         for (p, a) in &cfg.static_peers {
@@ -354,6 +367,7 @@ impl NodeCore {
             origin: None,
             subnet_routes: SubnetRoutes::default(),
             punch,
+            my_ipv4: cfg.ipv4,
             probe_paths: false,
         };
         if let Some(setup) = cfg.origin {

@@ -143,6 +143,8 @@ struct CertEntry {
     der: Vec<u8>,
     /// The node's name in the certificate.
     name: Option<String>,
+    /// The node's IPv4 address in the certificate (issue 15).
+    ipv4: Option<std::net::Ipv4Addr>,
     used: u64,
     pinned: bool,
 }
@@ -158,6 +160,11 @@ pub struct CertStore {
     grants: BTreeMap<Ipv6Net, Vec<Ipv6Net>>,
     /// `--use-exit PREFIX`: the only exit node whose exit route is taken.
     exit_only: Option<Ipv6Net>,
+    /// The network's IPv4 range (parameters): a /32 in it is the route of the node whose
+    /// certificate names that address.
+    ipv4_range: Option<ipnet::Ipv4Net>,
+    /// IPv4 subnet grants (parameters `routes_v4`): prefix → the nodes authorised.
+    grants_v4: BTreeMap<ipnet::Ipv4Net, Vec<Ipv6Net>>,
     clock: u64,
 }
 
@@ -172,6 +179,8 @@ impl CertStore {
             certs: BTreeMap::new(),
             grants: BTreeMap::new(),
             exit_only: None,
+            ipv4_range: None,
+            grants_v4: BTreeMap::new(),
             clock: 0,
         }
     }
@@ -205,6 +214,139 @@ impl CertStore {
             .collect();
         self.grants = new;
         changed
+    }
+
+    /// The network's IPv4 range of the parameters in force (`None`: no IPv4 route is taken).
+    pub fn set_ipv4_range(&mut self, range: Option<ipnet::Ipv4Net>) {
+        self.ipv4_range = range;
+    }
+
+    /// The IPv4 subnet grants of the parameters in force (ignored without an IPv4 range).
+    pub fn set_grants_v4(&mut self, grants: &[crate::params::RouteGrantV4]) {
+        self.grants_v4.clear();
+        for g in grants {
+            if crate::params::check_grant_v4(self.ipv4_range.as_ref(), &g.prefix).is_err()
+                || !self.network.contains(&g.node)
+            {
+                continue;
+            }
+            let nodes = self.grants_v4.entry(g.prefix).or_default();
+            if !nodes.contains(&g.node) {
+                nodes.push(g.node);
+            }
+        }
+    }
+
+    /// The node (prefix) granted the IPv4 subnet `prefix` whose router-id is `rid`.
+    pub fn grantee_v4(&self, prefix: &ipnet::Ipv4Net, rid: RouterId) -> Option<Ipv6Net> {
+        self.grants_v4
+            .get(prefix)?
+            .iter()
+            .find(|n| RouterId(router_id_for(n)) == rid)
+            .copied()
+    }
+
+    /// The nodes granted the IPv4 subnet `prefix` whose certificate is not held (to ask for).
+    pub fn grantees_unknown_v4(&self, prefix: &ipnet::Ipv4Net) -> Vec<Ipv6Net> {
+        self.grants_v4
+            .get(prefix)
+            .map(|n| {
+                n.iter()
+                    .filter(|n| !self.certs.contains_key(*n))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The IPv4 subnets granted to the node of `node` prefix.
+    pub fn granted_to_v4(&self, node: &Ipv6Net) -> Vec<ipnet::Ipv4Net> {
+        self.grants_v4
+            .iter()
+            .filter(|(_, n)| n.contains(node))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// The node (prefix) whose valid certificate names `addr` and whose router-id is `rid`.
+    pub fn ipv4_owner(&self, addr: std::net::Ipv4Addr, rid: RouterId) -> Option<Ipv6Net> {
+        self.certs
+            .iter()
+            .find(|(p, e)| e.ipv4 == Some(addr) && RouterId(router_id_for(p)) == rid)
+            .map(|(p, _)| *p)
+    }
+
+    /// The IPv4 address the certificate held for `prefix` names.
+    pub fn ipv4_of(&self, prefix: &Ipv6Net) -> Option<std::net::Ipv4Addr> {
+        self.certs.get(prefix).and_then(|e| e.ipv4)
+    }
+
+    /// An IPv4 route (issue 15): a /32 inside the network's IPv4 range is valid when the
+    /// certificate that names that address belongs to the node of router-id `rid` and
+    /// verifies the signature; refused when a certificate held names it for another node or
+    /// the announcer's names another address; unknown while neither is held (the node's own
+    /// prefix route brings its certificate); anything else is refused.
+    fn verdict_v4(
+        &mut self,
+        prefix: RouteKey,
+        rid: RouterId,
+        seqno: Seqno,
+        sig: &RouteSignature,
+    ) -> OriginVerdict {
+        let IpAddr::V4(addr) = prefix.addr() else {
+            return OriginVerdict::Invalid;
+        };
+        if prefix.is_source_specific() || self.ipv4_range.is_none() {
+            return OriginVerdict::Invalid;
+        }
+        if !(prefix.len() == 32 && self.ipv4_range.is_some_and(|r| r.contains(&addr))) {
+            // a subnet route: granted to the announcer
+            let Ok(net) = ipnet::Ipv4Net::new(addr, prefix.len()) else {
+                return OriginVerdict::Invalid;
+            };
+            let Some(node) = self.grantee_v4(&net, rid) else {
+                return OriginVerdict::Invalid;
+            };
+            return self.verify_by(node, prefix, rid, seqno, sig);
+        }
+        let Some(owner) = self.ipv4_owner(addr, rid) else {
+            // Refused when the address is another node's, or the announcer's certificate
+            // names another address (or none); unknown while neither is held.
+            let taken = self.certs.values().any(|e| e.ipv4 == Some(addr));
+            let announcer_known = self.certs.keys().any(|p| RouterId(router_id_for(p)) == rid);
+            return if taken || announcer_known {
+                OriginVerdict::Invalid
+            } else {
+                OriginVerdict::Unknown
+            };
+        };
+        self.verify_by(owner, prefix, rid, seqno, sig)
+    }
+
+    /// The signature checked with the certificate of `owner` (unknown while not held).
+    fn verify_by(
+        &mut self,
+        owner: Ipv6Net,
+        prefix: RouteKey,
+        rid: RouterId,
+        seqno: Seqno,
+        sig: &RouteSignature,
+    ) -> OriginVerdict {
+        self.clock += 1;
+        let clock = self.clock;
+        let (unix, revoked) = (self.unix, &self.revoked);
+        let Some(e) = self.certs.get_mut(&owner) else {
+            return OriginVerdict::Unknown;
+        };
+        if e.not_after <= unix || e.not_before > unix || revoked.contains(&e.serial) {
+            return OriginVerdict::Unknown;
+        }
+        e.used = clock;
+        if verify_route(&e.public_key, prefix, rid, seqno, sig) {
+            OriginVerdict::Valid
+        } else {
+            OriginVerdict::Invalid
+        }
     }
 
     /// `--use-exit PREFIX`: takes the exit route of that exit node only (the others are
@@ -272,6 +414,7 @@ impl CertStore {
                 public_key: info.public_key,
                 der: der.to_vec(),
                 name: info.name,
+                ipv4: info.ipv4,
                 used: self.clock,
                 pinned,
             },
@@ -350,8 +493,7 @@ impl CertStore {
         sig: &RouteSignature,
     ) -> OriginVerdict {
         let IpAddr::V6(addr) = prefix.addr() else {
-            // Not an IPv6 prefix: outside the network by definition.
-            return OriginVerdict::Invalid;
+            return self.verdict_v4(prefix, rid, seqno, sig);
         };
         let Ok(net) = Ipv6Net::new(addr, prefix.len()) else {
             return OriginVerdict::Invalid;
@@ -459,6 +601,8 @@ impl NodeCore {
             warn!(error = %e, "this node's certificate cannot vouch for its routes");
         }
         store.set_grants(&self.net.params().routes);
+        store.set_ipv4_range(self.net.params().ipv4);
+        store.set_grants_v4(&self.net.params().routes_v4);
         store.set_exit_only(setup.exit_only);
         match KeySigner::new(setup.key_pkcs8.expose()) {
             Ok(signer) => self
@@ -504,10 +648,38 @@ impl NodeCore {
                 self.engine.origin_known(now.time, bp);
             }
         }
+        // its IPv4 address and IPv4 subnets (issue 15)
+        let own = self
+            .store()
+            .and_then(|s| s.ipv4_of(&p))
+            .and_then(|a| ipnet::Ipv4Net::new(a, 32).ok());
+        let granted = self
+            .store()
+            .map(|s| s.granted_to_v4(&p))
+            .unwrap_or_default();
+        for net in own.into_iter().chain(granted) {
+            if let Some(bp) = Prefix::new(IpAddr::V4(net.network()), net.prefix_len()) {
+                self.engine.origin_known(now.time, bp);
+            }
+        }
     }
 
     /// The engine holds a route it cannot judge: ask the neighbour that sent it.
     pub(super) fn origin_ask(&mut self, now: Now, prefix: RouteKey, neighbour: NeighbourId) {
+        if let IpAddr::V4(a) = prefix.addr() {
+            // an IPv4 subnet: what is missing is a grantee's certificate
+            let Ok(net) = ipnet::Ipv4Net::new(a, prefix.len()) else {
+                return;
+            };
+            let nodes = self
+                .store()
+                .map(|s| s.grantees_unknown_v4(&net))
+                .unwrap_or_default();
+            for node in nodes {
+                self.origin_ask_cert(now, node, neighbour);
+            }
+            return;
+        }
         let Some(net) = net_of(&prefix) else { return };
         if !self.net.params().network.contains(&net) {
             // A granted route: what is missing is a granted node's certificate.
@@ -620,9 +792,13 @@ impl NodeCore {
     pub(super) fn origin_trust_changed(&mut self, now: Now) {
         let (network, revoked) = (self.net.params().network, self.net.revoked().clone());
         let routes = self.net.params().routes.clone();
+        let v4 = self.net.params().ipv4;
+        let routes_v4 = self.net.params().routes_v4.clone();
         let Some(store) = self.store() else { return };
         let gone = store.set_trust(network, revoked);
         let regranted = store.set_grants(&routes);
+        store.set_ipv4_range(v4);
+        store.set_grants_v4(&routes_v4);
         self.origin_recheck(now, gone);
         for p in regranted {
             info!(prefix = %p, "route grants changed: its routes are judged again");

@@ -344,3 +344,96 @@ fn a_route_outside_the_network_is_valid_only_from_the_node_it_is_granted_to() {
         OriginVerdict::Invalid
     );
 }
+
+/// IPv4 over the mesh (issue 15): a /32 of the network's IPv4 range is valid only from the
+/// node whose certificate names that address (by router-id and signature); unknown until
+/// such a certificate is held; every other IPv4 route is refused.
+#[test]
+fn an_ipv4_address_is_routed_only_for_the_node_whose_certificate_names_it() {
+    let w = World::new();
+    let key = |_| rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let node = |prefix: &str, v4: Option<&str>, kp: &rcgen::KeyPair| {
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(kp)
+            .unwrap();
+        let (der, _, _) =
+            w.ca.issue_node_full(
+                &csr_public_key(csr.der()).unwrap(),
+                &prefix.parse().unwrap(),
+                None,
+                v4.map(|a| a.parse().unwrap()),
+                at(NOW),
+                time::Duration::seconds(86_400),
+            )
+            .unwrap();
+        der
+    };
+    let (ka, kb) = (key(0), key(1));
+    let a_cert = node("fd00:1:0:a::/64", Some("10.42.0.1"), &ka);
+    let b_cert = node("fd00:1:0:b::/64", None, &kb);
+    assert_eq!(
+        identity::cert_info(&a_cert).unwrap().ipv4,
+        Some("10.42.0.1".parse().unwrap())
+    );
+    let rid_a = RouterId(router_id_for(&"fd00:1:0:a::/64".parse().unwrap()));
+    let rid_b = RouterId(router_id_for(&"fd00:1:0:b::/64".parse().unwrap()));
+    let mut a_signer = KeySigner::new(&ka.serialize_der()).unwrap();
+    let mut b_signer = KeySigner::new(&kb.serialize_der()).unwrap();
+    let p = bp("10.42.0.1/32");
+    let sig_a = a_signer.sign(p, rid_a, Seqno(3)).unwrap();
+    let sig_b = b_signer.sign(p, rid_b, Seqno(3)).unwrap();
+    let mut store = w.store();
+    // a network without IPv4: refused
+    store.admit(&a_cert, false).unwrap();
+    assert_eq!(
+        store.verify(p, rid_a, Seqno(3), &sig_a),
+        OriginVerdict::Invalid
+    );
+    store.set_ipv4_range(Some("10.42.0.0/16".parse().unwrap()));
+    assert_eq!(
+        store.verify(p, rid_a, Seqno(3), &sig_a),
+        OriginVerdict::Valid
+    );
+    assert_eq!(
+        store.ipv4_owner("10.42.0.1".parse().unwrap(), rid_a),
+        Some("fd00:1:0:a::/64".parse().unwrap())
+    );
+    // b announces a's address: a's certificate names it, b's does not
+    assert_eq!(
+        store.verify(p, rid_b, Seqno(3), &sig_b),
+        OriginVerdict::Invalid
+    );
+    let mut only_b = w.store();
+    only_b.set_ipv4_range(Some("10.42.0.0/16".parse().unwrap()));
+    assert_eq!(
+        only_b.verify(p, rid_b, Seqno(3), &sig_b),
+        OriginVerdict::Unknown
+    );
+    only_b.admit(&b_cert, false).unwrap();
+    assert_eq!(
+        only_b.verify(p, rid_b, Seqno(3), &sig_b),
+        OriginVerdict::Invalid
+    );
+    // b's key under a's router-id: the signature does not verify
+    let forged = b_signer.sign(p, rid_a, Seqno(3)).unwrap();
+    assert_eq!(
+        store.verify(p, rid_a, Seqno(3), &forged),
+        OriginVerdict::Invalid
+    );
+    // not a /32, or outside the range: refused
+    for q in ["10.42.0.0/24", "10.43.0.1/32", "192.168.1.0/24"] {
+        let q = bp(q);
+        let sig = a_signer.sign(q, rid_a, Seqno(3)).unwrap();
+        assert_eq!(
+            store.verify(q, rid_a, Seqno(3), &sig),
+            OriginVerdict::Invalid
+        );
+    }
+    // the certificate is not known (yet): unknown, not taken
+    let mut fresh = w.store();
+    fresh.set_ipv4_range(Some("10.42.0.0/16".parse().unwrap()));
+    assert_eq!(
+        fresh.verify(p, rid_a, Seqno(3), &sig_a),
+        OriginVerdict::Unknown
+    );
+}

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use ipnet::Ipv6Net;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::*;
 
@@ -70,7 +70,8 @@ impl NodeCore {
     /// The node that originates `key`, for a route outside the network prefix: this node
     /// for its own, else the node the parameters grant that route (an exit for `::/0 from`
     /// the network, a subnet route for its prefix) whose router-id is `rid`. `None` for the
-    /// network's own prefixes and for a route nobody was granted.
+    /// network's own prefixes (IPv6, and the addresses of its IPv4 range) and for a route
+    /// nobody was granted.
     pub(super) fn origin_node(
         &self,
         key: &crate::mesh::babel::RouteKey,
@@ -80,8 +81,21 @@ impl NodeCore {
         let params = self.net.params();
         let inside = match key.dst.addr() {
             IpAddr::V6(a) => params.network.contains(&a),
-            // IPv4 over the mesh: the nodes' own addresses, not routes outside the network
-            IpAddr::V4(_) => return None,
+            // IPv4: a node's own address is in the network's range; a subnet is granted
+            IpAddr::V4(a) => {
+                let dst = ipnet::Ipv4Net::new(a, key.dst.len()).ok()?;
+                if params.ipv4.is_some_and(|r| r.contains(&dst)) {
+                    return None;
+                }
+                if local {
+                    return Some(self.prefix);
+                }
+                return params
+                    .routes_v4
+                    .iter()
+                    .find(|g| g.prefix == dst && rid.0 == router_id_for(&g.node))
+                    .map(|g| g.node);
+            }
         };
         if !key.is_source_specific() && inside {
             return None;
@@ -91,7 +105,7 @@ impl NodeCore {
         }
         let dst = match key.dst.addr() {
             IpAddr::V6(a) => Ipv6Net::new(a, key.dst.len()).ok(),
-            IpAddr::V4(_) => None,
+            IpAddr::V4(_) => None, // answered above
         };
         params
             .routes
@@ -151,10 +165,14 @@ impl NodeCore {
             via: self.subnet_routes(),
             granted,
             exit: self.exit_in_use(),
+            v4: self.v4_routes(),
         };
         if now != self.subnet_routes {
             if now.via != self.subnet_routes.via {
                 info!(routes = ?now.via, "subnet routes through the mesh");
+            }
+            if now.v4 != self.subnet_routes.v4 {
+                debug!(routes = now.v4.len(), "IPv4 routes through the mesh");
             }
             if now.exit != self.subnet_routes.exit {
                 match now.exit {
