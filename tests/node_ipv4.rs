@@ -1,18 +1,18 @@
 #![cfg(target_os = "linux")]
 //! IPv4 over the mesh end to end (root, issue 15): a network with an IPv4 range
-//! (`mesh registry params set ipv4=…`); three nodes in a line, UDP only between neighbours.
-//! Each node's certificate names its IPv4 address and its TUN carries it; a reaches c's
-//! address over the mesh (ping, 10 MB over TCP, checksummed), and a ping with TTL 1 is
-//! answered with an ICMPv4 Time Exceeded (it expires at the relay b, which cannot see
-//! inside the sealed packet: c, which opens it, answers for that hop). A plain host h on a
+//! (`mesh registry params set ipv4=…`); four nodes in a line, UDP only between neighbours.
+//! Each node's certificate names its IPv4 address and its TUN carries it; a reaches e's
+//! address three hops away (ping, 10 MB over TCP, checksummed), and pings with TTL 1 and 2
+//! are answered with an ICMPv4 Time Exceeded (they expire at the relays b and c, which cannot
+//! see inside the sealed packet: e, which opens it, answers for that hop). A plain host h on a
 //! LAN behind c is reached from a over IPv4: c announces the LAN (`--advertise-route`,
 //! authorised by the registry); d, hanging off b, announces the same LAN without
 //! authorisation: refused by b (counted), so a's route stays through c.
 //!
 //! ```text
 //!   a ──── b ──── c ──── h   a–b fd99:4ab::/64, b–c fd99:4bc::/64 (the registry is served in
-//!          │                 b), c–h 192.168.77.0/24, b–d fd99:4bd::/64
-//!          d
+//!          │      │          b), c–h 192.168.77.0/24, b–d fd99:4bd::/64, c–e fd99:4ce::/64
+//!          d      e          (c forwards e's registry traffic; UDP 6464 it does not forward)
 //! ```
 
 #![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
@@ -105,20 +105,21 @@ print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
 "#;
 
 #[test]
-fn root_ipv4_ping_tcp_and_ttl_expiry_across_a_relay() {
-    if !require_root("root_ipv4_ping_tcp_and_ttl_expiry_across_a_relay") {
+fn root_ipv4_ping_tcp_and_ttl_expiry_across_two_relays() {
+    if !require_root("root_ipv4_ping_tcp_and_ttl_expiry_across_two_relays") {
         return;
     }
     let test_start = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let mut rig = Rig::new("rmtipv4").unwrap();
-    for n in ["a", "b", "c", "d", "h"] {
+    for n in ["a", "b", "c", "d", "e", "h"] {
         rig.add_ns(n).unwrap();
     }
     let (ab_a, ab_b) = rig.link("a", "b").unwrap();
     let (bc_b, bc_c) = rig.link("b", "c").unwrap();
     let (ch_c, ch_h) = rig.link("c", "h").unwrap();
     let (bd_b, bd_d) = rig.link("b", "d").unwrap();
+    let (ce_c, ce_e) = rig.link("c", "e").unwrap();
     // h is a plain IPv4 host; its router is c, which forwards between its TUN and the LAN
     rig.exec(
         "c",
@@ -144,19 +145,51 @@ fn root_ipv4_ping_tcp_and_ttl_expiry_across_a_relay() {
         ("c", &bc_c, "fd99:4bc::2/64"),
         ("b", &bd_b, "fd99:4bd::1/64"),
         ("d", &bd_d, "fd99:4bd::2/64"),
+        ("c", &ce_c, "fd99:4ce::1/64"),
+        ("e", &ce_e, "fd99:4ce::2/64"),
     ] {
         rig.exec(ns, &["ip", "-6", "addr", "add", addr, "dev", dev, "nodad"])
             .unwrap();
     }
     // c reaches the registry on b ([fd99:4ab::2]); a and c never reach each other on the
     // underlay: everything between them crosses the mesh through b
-    for (ns, via) in [("c", "fd99:4bc::1"), ("d", "fd99:4bd::1")] {
+    for (ns, via) in [
+        ("c", "fd99:4bc::1"),
+        ("d", "fd99:4bd::1"),
+        ("e", "fd99:4ce::1"),
+    ] {
         rig.exec(
             ns,
             &["ip", "-6", "route", "add", "fd99:4ab::/64", "via", via],
         )
         .unwrap();
     }
+    // e reaches the registry through c, which forwards its underlay but no tunnel traffic:
+    // e's only tunnel is to c, so a reaches e over three hops (a–b–c–e)
+    rig.exec(
+        "b",
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "fd99:4ce::/64",
+            "via",
+            "fd99:4bc::2",
+        ],
+    )
+    .unwrap();
+    rig.exec("c", &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+        .unwrap();
+    rig.exec(
+        "c",
+        &[
+            "nft",
+            "add table ip6 rmt; add chain ip6 rmt pass { type filter hook forward priority 0; }; \
+             add rule ip6 rmt pass udp dport 6464 drop; add rule ip6 rmt pass udp sport 6464 drop",
+        ],
+    )
+    .unwrap();
 
     let reg = NsRegistry::init(
         tmp.path(),
@@ -170,7 +203,7 @@ fn root_ipv4_ping_tcp_and_ttl_expiry_across_a_relay() {
 
     let mut prefixes = Vec::new();
     let mut v4 = Vec::new();
-    for n in ["a", "b", "c", "d"] {
+    for n in ["a", "b", "c", "d", "e"] {
         prefixes.push(reg.join(&rig, n, Some(n)));
         let st = re6mesh::state::load(&tmp.path().join(n)).unwrap();
         let info = re6mesh::identity::cert_info(&st.cert_der).unwrap();
@@ -186,11 +219,13 @@ fn root_ipv4_ping_tcp_and_ttl_expiry_across_a_relay() {
     let b_bc = format!("{}@[fd99:4bc::1]:6464", prefixes[1]);
     let started = Instant::now();
     let b_bd = format!("{}@[fd99:4bd::1]:6464", prefixes[1]);
+    let c_ce = format!("{}@[fd99:4ce::1]:6464", prefixes[2]);
     for (n, peer) in [
         ("b", None),
         ("a", Some(&b_ab)),
         ("c", Some(&b_bc)),
         ("d", Some(&b_bd)),
+        ("e", Some(&c_ce)),
     ] {
         let mut args = Vec::new();
         if let Some(p) = peer {
@@ -201,14 +236,14 @@ fn root_ipv4_ping_tcp_and_ttl_expiry_across_a_relay() {
         }
         spawn_up(&mut rig, tmp.path(), n, &args);
     }
-    let (da, dc) = (tmp.path().join("a"), tmp.path().join("c"));
-    let (a4, c4) = (v4[0].to_string(), v4[2].to_string());
+    let (da, de) = (tmp.path().join("a"), tmp.path().join("e"));
+    let (a4, e4) = (v4[0].to_string(), v4[4].to_string());
     wait_until(
-        "a and c to select each other's IPv4 route",
+        "a and e to select each other's IPv4 route",
         Duration::from_secs(30),
         || {
-            has_route(&rig, "a", &da, &format!("{c4}/32"))
-                && has_route(&rig, "c", &dc, &format!("{a4}/32"))
+            has_route(&rig, "a", &da, &format!("{e4}/32"))
+                && has_route(&rig, "e", &de, &format!("{a4}/32"))
         },
     );
     println!("IPv4 routes selected {:?} after start", started.elapsed());
@@ -228,37 +263,39 @@ fn root_ipv4_ping_tcp_and_ttl_expiry_across_a_relay() {
     let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(st["ipv4"].as_str(), Some(a4.as_str()), "{st}");
 
-    // ping a -> c over IPv4: sealed for c, relayed by b
+    // ping a -> e over IPv4: sealed for e, relayed by b and c
     let ping = rig
-        .exec_status("a", &["ping", "-4", "-c", "5", "-i", "0.2", "-W", "2", &c4])
+        .exec_status("a", &["ping", "-4", "-c", "5", "-i", "0.2", "-W", "2", &e4])
         .unwrap();
     let out = String::from_utf8_lossy(&ping.stdout).to_string();
-    assert!(ping.status.success(), "ping a -> c failed:\n{out}");
+    assert!(ping.status.success(), "ping a -> e failed:\n{out}");
     for l in out.lines().rev().take(2) {
-        println!("a -> c: {l}");
+        println!("a -> e: {l}");
     }
-    // the reply crossed one relay: its TTL is one less than c's default 64
-    assert!(out.contains("ttl=63"), "{out}");
+    // the reply crossed two relays: its TTL is two less than e's default 64
+    assert!(out.contains("ttl=62"), "{out}");
 
-    // TTL 1: expires at the relay; the ICMPv4 Time Exceeded comes back
-    let ping = rig
-        .exec_status("a", &["ping", "-4", "-c", "1", "-t", "1", "-W", "2", &c4])
-        .unwrap();
-    let out = String::from_utf8_lossy(&ping.stdout).to_string();
-    assert!(
-        out.contains("Time to live exceeded"),
-        "no ICMPv4 Time Exceeded for TTL 1:\n{out}"
-    );
-    println!(
-        "a -> c with TTL 1: {}",
-        out.lines().nth(1).unwrap_or_default()
-    );
+    // TTL 1 and 2: expire at the relays; the ICMPv4 Time Exceeded comes back
+    for ttl in ["1", "2"] {
+        let ping = rig
+            .exec_status("a", &["ping", "-4", "-c", "1", "-t", ttl, "-W", "2", &e4])
+            .unwrap();
+        let out = String::from_utf8_lossy(&ping.stdout).to_string();
+        assert!(
+            out.contains("Time to live exceeded"),
+            "no ICMPv4 Time Exceeded for TTL {ttl}:\n{out}"
+        );
+        println!(
+            "a -> e with TTL {ttl}: {}",
+            out.lines().nth(1).unwrap_or_default()
+        );
+    }
 
-    // 10 MB over TCP a -> c, checksummed end to end
+    // 10 MB over TCP a -> e, checksummed end to end
     let server = tmp.path().join("server.out");
     let pid = rig
         .spawn(
-            "c",
+            "e",
             "python3",
             &["-c", SERVER_PY],
             Stdio::from(std::fs::File::create(&server).unwrap()),
@@ -273,7 +310,7 @@ fn root_ipv4_ping_tcp_and_ttl_expiry_across_a_relay() {
                 "python3",
                 "-c",
                 CLIENT_PY,
-                &c4,
+                &e4,
                 &(10 * 1024 * 1024).to_string(),
             ],
         )
@@ -296,7 +333,7 @@ fn root_ipv4_ping_tcp_and_ttl_expiry_across_a_relay() {
     let got = std::fs::read_to_string(&server).unwrap().trim().to_owned();
     assert_eq!(got, sent, "the bytes received differ from the bytes sent");
     println!(
-        "10 MB TCP over IPv4 a -> c across b: {elapsed:?} ({:.1} Mbit/s), sha256 match",
+        "10 MB TCP over IPv4 a -> e across b and c: {elapsed:?} ({:.1} Mbit/s), sha256 match",
         80.0 / elapsed.as_secs_f64()
     );
 
