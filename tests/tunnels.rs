@@ -64,6 +64,30 @@ async fn a_tunnel_names_both_peers_and_carries_datagrams_both_ways() {
     lb.send_babel(b"\x2a\x02\x00\x00").unwrap();
     let got = ta.conn.read_datagram().await.unwrap();
     assert_eq!(frame::parse(&got), Ok(Datagram::Babel(b"\x2a\x02\x00\x00")));
+    // the data path's reads: every datagram already received, in order, at most `max` a call
+    for tag in 10..40 {
+        la.send_packet_copy(&ipv6_packet(tag)).unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 30 {
+        let mut batch = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), lb.read_datagrams(&mut batch, 8))
+            .await
+            .expect("datagrams within 5 s")
+            .unwrap();
+        assert!((1..=8).contains(&batch.len()), "batch of {}", batch.len());
+        got.extend(batch);
+    }
+    for (d, tag) in got.iter().zip(10..40) {
+        assert_eq!(frame::parse(d), Ok(Datagram::Ipv6(&ipv6_packet(tag)[..])));
+    }
+    // closed: an error, nothing taken
+    ta.conn.close(0u32.into(), b"");
+    let mut batch = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), lb.read_datagrams(&mut batch, 8))
+        .await
+        .expect("the close within 5 s");
+    assert!(closed.is_err() && batch.is_empty());
     reg.stop().await;
 }
 

@@ -9,10 +9,7 @@
 //! The buffers are the data path's: every packet handed out sits after `headroom` bytes (the
 //! tunnel framing) in a slice of one large pool, so no allocation per packet.
 
-use std::sync::{Arc, Weak};
-
-use bytes::{Buf, BytesMut};
-use tokio::sync::mpsc;
+use bytes::BytesMut;
 
 use super::Tun;
 
@@ -22,8 +19,6 @@ const POOL: usize = 1 << 20;
 const MAX_PACKET: usize = 65535;
 /// Packets per TUN write batch, at most.
 pub const WRITE_BATCH: usize = 128;
-/// Packets waiting for the TUN writer, at most (beyond: [`Tun::deliver`] waits).
-const WRITE_QUEUE: usize = 1024;
 
 /// Reusable read buffers of the TUN reader.
 #[derive(Default)]
@@ -162,43 +157,5 @@ impl Tun {
             }
         }
         result
-    }
-}
-
-impl Tun {
-    /// The TUN writer: writes what [`Tun::deliver`] hands it, in batches (GRO-coalesced with
-    /// offload). Runs until the device is dropped; a second call returns at once.
-    pub async fn run_writer(self: Arc<Self>) {
-        let (tx, mut rx) = mpsc::channel::<BytesMut>(WRITE_QUEUE);
-        if self.writer.set(tx).is_err() {
-            return;
-        }
-        // no strong reference while waiting: dropping the device ends this task
-        let weak: Weak<Tun> = Arc::downgrade(&self);
-        drop(self);
-        let mut b = SendBatch::default();
-        let mut pkts = Vec::with_capacity(WRITE_BATCH);
-        while rx.recv_many(&mut pkts, WRITE_BATCH).await > 0 {
-            let Some(tun) = weak.upgrade() else {
-                return;
-            };
-            if let Err(e) = tun.send_batch(&mut b, &pkts, 0).await {
-                tracing::debug!(error = %e, packets = pkts.len(), "TUN write failed");
-            }
-            pkts.clear();
-        }
-    }
-
-    /// Hands the packet after `headroom` bytes of `framed` to the TUN writer (no copy),
-    /// waiting while its queue is full (back-pressure on the tunnel reader, whose QUIC receive
-    /// buffer absorbs bursts, rather than a drop); writes it directly when no writer runs.
-    pub async fn deliver(&self, mut framed: BytesMut, headroom: usize) -> std::io::Result<()> {
-        framed.advance(headroom.min(framed.len()));
-        match self.writer.get() {
-            Some(tx) => tx.send(framed).await.map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the TUN writer ended")
-            }),
-            None => self.send(&framed).await.map(|_| ()),
-        }
     }
 }

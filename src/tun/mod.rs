@@ -74,8 +74,6 @@ pub struct Tun {
     /// The device MTU when opened (the largest packet a split super-segment holds).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     mtu: u16,
-    /// The batching writer's queue, once [`Tun::run_writer`] runs.
-    writer: std::sync::OnceLock<tokio::sync::mpsc::Sender<bytes::BytesMut>>,
 }
 
 impl TunError {
@@ -166,7 +164,6 @@ impl Tun {
             given,
             offload,
             mtu,
-            writer: std::sync::OnceLock::new(),
         })
     }
 

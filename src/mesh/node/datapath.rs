@@ -34,12 +34,21 @@ use crate::mesh::seal::session::SealError;
 use crate::mesh::seal::{self, wire};
 use crate::mesh::tunnels::frame::{self, Datagram};
 use crate::mesh::tunnels::{CloseCode, SendError, TunnelLink};
-use crate::tun::{RecvBatch, Tun, WRITE_BATCH};
+use crate::tun::{RecvBatch, SendBatch, Tun, WRITE_BATCH};
 
 /// Babel packets of one tunnel waiting for the core: beyond this, the tunnel's Babel packets
 /// are dropped (counted) until the core catches up, so one flooding neighbour can neither grow
 /// this node's memory nor crowd out the others' packets.
 pub(super) const BABEL_BUDGET: usize = 64;
+
+/// Packets for this node's TUN gathered from one batch of reads, and the buffers of their
+/// write.
+#[derive(Default)]
+pub(super) struct Deliveries {
+    /// Each after [`frame::HEADER_LEN`] bytes.
+    pub(super) pkts: Vec<BytesMut>,
+    batch: SendBatch,
+}
 
 /// A tunnel the data path can send on, with the prefix of the node at its other end.
 #[derive(Debug, Clone)]
@@ -75,16 +84,15 @@ pub(super) struct DataPath {
 }
 
 impl DataPath {
-    /// Reads packets from local applications until the TUN device fails; starts the TUN
-    /// writer (batched, GRO-coalesced with offload) that delivers what the tunnels bring.
+    /// Reads packets from local applications until the TUN device fails.
     pub(super) async fn run_tun_reader(self) {
-        tokio::spawn(self.tun.clone().run_writer());
         let mut fwd = Forwarder::new(self.me, RateLimit::default());
         // One read may return many packets (a TSO super-segment split by the TUN layer); each
         // is a slice of one large pool after the tunnel framing byte (no allocation or copy
         // per packet).
         let mut batch = RecvBatch::default();
         let mut packets = Vec::with_capacity(WRITE_BATCH);
+        let mut local = Deliveries::default();
         loop {
             if let Err(e) = self
                 .tun
@@ -95,9 +103,29 @@ impl DataPath {
                 break;
             }
             for framed in packets.drain(..) {
-                self.route_packet(framed, false, &mut fwd).await;
+                self.route_packet(framed, false, &mut fwd, &mut local).await;
             }
+            self.flush(&mut local).await;
         }
+    }
+
+    /// Writes the packets gathered for this node's TUN in one batch (GRO-coalesced with
+    /// offload: one write and one pass through the kernel's TCP stack per flow and batch).
+    async fn flush(&self, d: &mut Deliveries) {
+        if d.pkts.is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .tun
+            .send_batch(&mut d.batch, &d.pkts, frame::HEADER_LEN)
+            .await
+        {
+            for _ in 0..d.pkts.len() {
+                self.book.drops.count(DropWhy::TunWriteFailed);
+            }
+            debug!(error = %e, packets = d.pkts.len(), "TUN write failed");
+        }
+        d.pkts.clear();
     }
 
     /// Reads one tunnel's datagrams until it closes, then reports it down with the peer's
@@ -112,70 +140,77 @@ impl DataPath {
         let mut fwd = Forwarder::new(self.me, RateLimit::default());
         let budget = Arc::new(Semaphore::new(BABEL_BUDGET));
         let traffic = link.traffic().clone();
+        let mut datagrams = Vec::with_capacity(WRITE_BATCH);
+        let mut local = Deliveries::default();
         loop {
-            let d = match link.read_datagram().await {
-                Ok(d) => d,
-                Err(e) => {
-                    debug!(%tunnel, error = %e, "tunnel closed");
-                    let code = CloseCode::from_error(&e);
-                    let _ = tx
-                        .send(ShellEvent::Input(Input::TunnelDown { tunnel, code }))
-                        .await;
-                    return;
-                }
-            };
-            if matches!(
-                d.first(),
-                Some(&frame::TYPE_SEALED) | Some(&frame::TYPE_SEAL_HANDSHAKE)
-            ) {
-                traffic.rx_data(d.len() - frame::HEADER_LEN, Instant::now());
-                let framed = d.try_into_mut().unwrap_or_else(|d| BytesMut::from(&d[..]));
-                self.sealed_from_tunnel(framed, neighbour, &mut fwd).await;
-                continue;
+            // Every datagram QUIC already holds, then their packets for this node in one TUN
+            // write: the reader writes itself (no task hop), and the batches grow by
+            // themselves when the writes fall behind.
+            self.flush(&mut local).await;
+            if let Err(e) = link.read_datagrams(&mut datagrams, WRITE_BATCH).await {
+                debug!(%tunnel, error = %e, "tunnel closed");
+                let code = CloseCode::from_error(&e);
+                let _ = tx
+                    .send(ShellEvent::Input(Input::TunnelDown { tunnel, code }))
+                    .await;
+                return;
             }
-            match frame::parse(&d) {
-                Ok(Datagram::Babel(b)) => {
-                    traffic.rx_babel(b.len(), Instant::now());
-                    let sent = budget
-                        .clone()
-                        .try_acquire_owned()
-                        .ok()
-                        .is_some_and(|permit| {
-                            tx.try_send(ShellEvent::Babel {
-                                tunnel,
-                                bytes: b.to_vec(),
-                                _permit: permit,
-                            })
-                            .is_ok()
-                        });
-                    if !sent {
-                        self.babel_dropped.fetch_add(1, Ordering::Relaxed);
-                    }
+            for d in datagrams.drain(..) {
+                if matches!(
+                    d.first(),
+                    Some(&frame::TYPE_SEALED) | Some(&frame::TYPE_SEAL_HANDSHAKE)
+                ) {
+                    traffic.rx_data(d.len() - frame::HEADER_LEN, Instant::now());
+                    let framed = d.try_into_mut().unwrap_or_else(|d| BytesMut::from(&d[..]));
+                    self.sealed_from_tunnel(framed, neighbour, &mut fwd, &mut local)
+                        .await;
+                    continue;
                 }
-                Ok(Datagram::Ipv6(p)) => {
-                    traffic.rx_data(p.len(), Instant::now());
-                    // Zero-copy when quinn hands us the only reference to the buffer.
-                    let mut framed = d.try_into_mut().unwrap_or_else(|d| BytesMut::from(&d[..]));
-                    let subnets = self.subnets.load_full();
-                    match seal::path::from_tunnel_with(
-                        &mut framed,
-                        self.prefix,
-                        neighbour,
-                        &subnets,
-                    ) {
-                        FromTunnel::DeliverPlain => {
-                            self.route_packet(framed, true, &mut fwd).await;
-                        }
-                        FromTunnel::Drop(why) => self.path_drop(why, &tunnel),
-                        // not for a plain packet
-                        FromTunnel::Open | FromTunnel::Relay(_) => {
-                            self.book.drops.count(DropWhy::Malformed);
+                match frame::parse(&d) {
+                    Ok(Datagram::Babel(b)) => {
+                        traffic.rx_babel(b.len(), Instant::now());
+                        let sent = budget
+                            .clone()
+                            .try_acquire_owned()
+                            .ok()
+                            .is_some_and(|permit| {
+                                tx.try_send(ShellEvent::Babel {
+                                    tunnel,
+                                    bytes: b.to_vec(),
+                                    _permit: permit,
+                                })
+                                .is_ok()
+                            });
+                        if !sent {
+                            self.babel_dropped.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                }
-                Err(e) => {
-                    self.book.drops.count(DropWhy::BadDatagram);
-                    debug!(%tunnel, error = %e, "bad datagram");
+                    Ok(Datagram::Ipv6(p)) => {
+                        traffic.rx_data(p.len(), Instant::now());
+                        // Zero-copy when quinn hands us the only reference to the buffer.
+                        let mut framed =
+                            d.try_into_mut().unwrap_or_else(|d| BytesMut::from(&d[..]));
+                        let subnets = self.subnets.load_full();
+                        match seal::path::from_tunnel_with(
+                            &mut framed,
+                            self.prefix,
+                            neighbour,
+                            &subnets,
+                        ) {
+                            FromTunnel::DeliverPlain => {
+                                self.route_packet(framed, true, &mut fwd, &mut local).await;
+                            }
+                            FromTunnel::Drop(why) => self.path_drop(why, &tunnel),
+                            // not for a plain packet
+                            FromTunnel::Open | FromTunnel::Relay(_) => {
+                                self.book.drops.count(DropWhy::Malformed);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.book.drops.count(DropWhy::BadDatagram);
+                        debug!(%tunnel, error = %e, "bad datagram");
+                    }
                 }
             }
         }
@@ -186,7 +221,13 @@ impl DataPath {
     /// From a tunnel, only packets for this node come here (plain ones checked by
     /// [`seal::path::from_tunnel`], or opened); from the TUN, a packet for a far node whose
     /// next hop is a relay is sealed.
-    async fn route_packet(&self, mut framed: BytesMut, from_tunnel: bool, fwd: &mut Forwarder) {
+    async fn route_packet(
+        &self,
+        mut framed: BytesMut,
+        from_tunnel: bool,
+        fwd: &mut Forwarder,
+        local: &mut Deliveries,
+    ) {
         if framed.get(frame::HEADER_LEN).map(|b| b >> 4) == Some(4) && !from_tunnel {
             // IPv4 from a local application (datapath_v4.rs)
             return self.v4_from_tun(framed).await;
@@ -250,12 +291,11 @@ impl DataPath {
         match fwd.decide(pkt, from_tunnel, lookup, now) {
             Decision::Deliver => {
                 test_hook::record("deliver", &framed[frame::HEADER_LEN..]);
-                if self.v4_deliver(&mut framed).await {
+                if self.v4_deliver(&mut framed, local) {
                     return;
                 }
-                if self.tun.deliver(framed, frame::HEADER_LEN).await.is_err() {
-                    self.book.drops.count(DropWhy::TunWriteFailed);
-                }
+                // written with the rest of the batch ([`DataPath::flush`])
+                local.pkts.push(framed);
             }
             Decision::Forward(link) => match seal_for {
                 Some(peer) => self.send_sealed(peer, &framed[frame::HEADER_LEN..], &link, now),
@@ -327,6 +367,7 @@ impl DataPath {
         mut framed: BytesMut,
         neighbour: Ipv6Net,
         fwd: &mut Forwarder,
+        local: &mut Deliveries,
     ) {
         let now = Instant::now();
         let subnets = self.subnets.load_full();
@@ -366,7 +407,7 @@ impl DataPath {
                             if let Some(h) = framed.get_mut(frame::HEADER_LEN + 7) {
                                 *h = h.saturating_sub(relays).max(1);
                             }
-                            self.route_packet(framed, true, fwd).await;
+                            self.route_packet(framed, true, fwd, local).await;
                         }
                     }
                     Err(e) => {

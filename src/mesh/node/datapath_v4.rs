@@ -13,7 +13,7 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use tracing::debug;
 
-use super::datapath::DataPath;
+use super::datapath::{DataPath, Deliveries};
 use super::traffic::DropWhy;
 use crate::mesh::forward::{RateLimit, parse_header};
 use crate::mesh::forward_v4::{self as v4, V4Decision, V4Forwarder};
@@ -107,9 +107,10 @@ impl DataPath {
         None
     }
 
-    /// `framed` (type byte, IPv6 packet for this node) carries IPv4: unpacks it and writes
-    /// it to the TUN. `false` when it carries no IPv4 (the caller delivers it as it is).
-    pub(super) async fn v4_deliver(&self, framed: &mut BytesMut) -> bool {
+    /// `framed` (type byte, IPv6 packet for this node) carries IPv4: unpacks it and adds it
+    /// to the TUN's batch `local`. `false` when it carries no IPv4 (the caller delivers it as
+    /// it is).
+    pub(super) fn v4_deliver(&self, framed: &mut BytesMut, local: &mut Deliveries) -> bool {
         let Some(outer) = framed.get(frame::HEADER_LEN..) else {
             return false;
         };
@@ -149,9 +150,8 @@ impl DataPath {
         };
         match decision {
             V4Decision::Pass => {
-                if self.tun.deliver(pkt, frame::HEADER_LEN).await.is_err() {
-                    self.book.drops.count(DropWhy::TunWriteFailed);
-                }
+                // written with the rest of the batch ([`DataPath::flush`])
+                local.pkts.push(pkt);
             }
             V4Decision::Reply(icmp) => {
                 if let Some(back) = self.v4_send(&icmp, now) {

@@ -435,6 +435,33 @@ impl TunnelLink {
         self.conn.read_datagram().await
     }
 
+    /// Waits for the next datagram, then takes every one already received behind it, up to
+    /// `max` in `out` in all (still framed): one wake-up of the reader per batch that QUIC
+    /// received (a UDP GRO batch holds ~10 packets), so the TUN writes that follow coalesce
+    /// them. An error only when no datagram was taken (the tunnel is closed); one found after
+    /// some were taken is reported by the next call.
+    pub async fn read_datagrams(
+        &self,
+        out: &mut Vec<Bytes>,
+        max: usize,
+    ) -> Result<(), quinn::ConnectionError> {
+        use std::future::Future;
+        use std::task::Poll;
+        out.push(self.conn.read_datagram().await?);
+        std::future::poll_fn(|cx| {
+            while out.len() < max {
+                let mut next = std::pin::pin!(self.conn.read_datagram());
+                match next.as_mut().poll(cx) {
+                    Poll::Ready(Ok(d)) => out.push(d),
+                    Poll::Ready(Err(_)) | Poll::Pending => break,
+                }
+            }
+            Poll::Ready(())
+        })
+        .await;
+        Ok(())
+    }
+
     /// Waits until the tunnel is closed; the reason.
     pub async fn closed(&self) -> quinn::ConnectionError {
         self.conn.closed().await
