@@ -490,24 +490,6 @@ struct PendingAck {
     retries_left: u8,
 }
 
-#[derive(Clone, Debug)]
-struct Route {
-    router_id: RouterId,
-    seqno: Seqno,
-    /// Metric as advertised by the neighbour.
-    metric: u16,
-    next_hop: IpAddr,
-    interval: Duration,
-    expires: Time,
-    /// The originator's signature of (prefix, router_id, seqno), re-attached when this
-    /// route is announced.
-    sig: Option<RouteSignature>,
-    /// Whether the origin policy accepted it (unknown: not selectable).
-    origin: RouteOrigin,
-    /// A Route Request was sent because the route is about to expire.
-    refresh_asked: bool,
-}
-
 #[derive(Clone, Copy, Debug)]
 struct Source {
     seqno: Seqno,
@@ -551,7 +533,7 @@ pub struct Engine {
     ifaces: BTreeMap<IfaceId, Iface>,
     neighbours: BTreeMap<NeighbourId, Neighbour>,
     auth: BTreeMap<NeighbourId, RxAuth>,
-    routes: BTreeMap<Prefix, BTreeMap<NeighbourId, Route>>,
+    routes: BTreeMap<Prefix, Routes>,
     selected: BTreeMap<Prefix, (NeighbourId, FibRoute)>,
     local: BTreeSet<Prefix>,
     retracting: BTreeMap<Prefix, Time>,
@@ -1048,7 +1030,7 @@ impl Engine {
                     for (p, rs) in self.routes.iter_mut() {
                         if let Some(r) = rs.get_mut(&nid) {
                             r.metric = INFINITY;
-                            r.expires = now + r.interval * 2;
+                            r.expires = now + r.interval() * 2;
                             hit.push(*p);
                         }
                     }
@@ -1168,7 +1150,7 @@ impl Engine {
                 touched.insert(*p);
                 if r.metric < INFINITY {
                     r.metric = INFINITY;
-                    r.expires = now + r.interval * 2;
+                    r.expires = now + r.interval() * 2;
                     true
                 } else {
                     false
@@ -1224,11 +1206,15 @@ impl Engine {
         // (RFC 8966 3.8.2.1), once. Last, after every reselection above: a route selected
         // by one of them may be due too (the engine proptest found a timeout left due).
         let mut ask = Vec::new();
+        // Both maps are in prefix order: walked together, without a lookup per prefix.
+        let mut routes = self.routes.iter_mut().peekable();
         for (p, (nid, _)) in &self.selected {
-            if let Some(r) = self.routes.get_mut(p).and_then(|rs| rs.get_mut(nid))
+            while routes.next_if(|(q, _)| *q < p).is_some() {}
+            if let Some((_, rs)) = routes.next_if(|(q, _)| *q == p)
+                && let Some(r) = rs.get_mut(nid)
                 && !r.refresh_asked
                 && r.metric < INFINITY
-                && r.expires <= now + r.interval / 2
+                && r.expires <= now + r.interval() / 2
             {
                 r.refresh_asked = true;
                 ask.push((*nid, *p));
@@ -1280,18 +1266,22 @@ impl Engine {
         for a in self.acks.values() {
             at(a.deadline);
         }
-        for rs in self.routes.values() {
+        // Every route's expiry, and the refresh time of the selected ones: one walk of
+        // both maps (both in prefix order; a lookup per selected prefix made this the
+        // simulator's hottest function).
+        let mut selected = self.selected.iter().peekable();
+        for (p, rs) in &self.routes {
             for r in rs.values() {
                 at(r.expires);
             }
-        }
-        for (p, (nid, _)) in &self.selected {
-            if let Some(r) = self.routes.get(p).and_then(|rs| rs.get(nid))
+            while selected.next_if(|(s, _)| *s < p).is_some() {}
+            if let Some((_, (nid, _))) = selected.next_if(|(s, _)| *s == p)
+                && let Some(r) = rs.get(nid)
                 && !r.refresh_asked
                 && r.metric < INFINITY
             {
                 at(Time::from_millis(r.expires.as_millis().saturating_sub(
-                    u64::try_from((r.interval / 2).as_millis()).unwrap_or(0),
+                    u64::try_from((r.interval() / 2).as_millis()).unwrap_or(0),
                 )));
             }
         }
@@ -1460,6 +1450,9 @@ mod origin_impl;
 mod routes;
 #[path = "engine_send.rs"]
 mod send;
+#[path = "engine_table.rs"]
+mod table;
+use table::{Route, Routes};
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]

@@ -147,19 +147,19 @@ impl Engine {
             return false;
         }
         let rs = self.routes.entry(prefix).or_default();
+        let sig = rs.share(sig);
         rs.insert(
             nid,
-            Route {
-                router_id: rid,
+            Route::new(
+                rid,
                 seqno,
                 metric,
                 next_hop,
                 interval,
-                expires: now + interval * 7 / 2,
-                refresh_asked: false,
+                now + interval * 7 / 2,
                 sig,
                 origin,
-            },
+            ),
         );
         true
     }
