@@ -29,6 +29,8 @@ pub const BABEL_MULTICAST: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 6)
 
 /// Source table entries are forgotten after this long without use (RFC 8966: 3 minutes).
 const SOURCE_GC: Duration = Duration::from_secs(180);
+/// A time no timer reaches.
+const NEVER: Time = Time::from_millis(u64::MAX);
 /// Hop count of the seqno requests this node originates.
 const SEQNO_REQUEST_HOPS: u8 = 64;
 /// Spacing of seqno request resends.
@@ -553,6 +555,10 @@ pub struct Engine {
     budget: Budget,
     /// Origin authentication: policy, signer, verified cache (`origin.rs`).
     origin: Origin,
+    /// No route's [`Route::deadline`] is earlier (a lower bound, made exact at the end of
+    /// each `handle_timeout`): while it is later than every other timer, `poll_timeout`
+    /// skips its walk of the route table, which was the simulator's hottest loop.
+    route_deadline: Time,
 }
 
 impl Engine {
@@ -589,6 +595,7 @@ impl Engine {
             now,
             budget: Budget::default(),
             origin: Origin::default(),
+            route_deadline: NEVER,
         }
     }
 
@@ -1027,13 +1034,16 @@ impl Engine {
                 }
                 Msg::WildcardRetraction { .. } => {
                     let mut hit = Vec::new();
+                    let mut earliest = self.route_deadline;
                     for (p, rs) in self.routes.iter_mut() {
                         if let Some(r) = rs.get_mut(&nid) {
                             r.metric = INFINITY;
                             r.expires = now + r.interval() * 2;
+                            earliest = earliest.min(r.deadline());
                             hit.push(*p);
                         }
                     }
+                    self.route_deadline = earliest;
                     for p in hit {
                         self.reselect(now, p);
                     }
@@ -1142,6 +1152,7 @@ impl Engine {
         }
         // Route expiry: first to a retraction that is held, then gone.
         let mut touched = BTreeSet::new();
+        let mut earliest = self.route_deadline;
         for (p, rs) in self.routes.iter_mut() {
             rs.retain(|_, r| {
                 if r.expires > now {
@@ -1151,12 +1162,14 @@ impl Engine {
                 if r.metric < INFINITY {
                     r.metric = INFINITY;
                     r.expires = now + r.interval() * 2;
+                    earliest = earliest.min(r.deadline());
                     true
                 } else {
                     false
                 }
             });
         }
+        self.route_deadline = earliest;
         self.routes.retain(|_, rs| !rs.is_empty());
         self.recount_routes();
         if costs_changed {
@@ -1227,6 +1240,13 @@ impl Engine {
                 Msg::RouteRequest { prefix: Some(p) },
             );
         }
+        self.route_deadline = self
+            .routes
+            .values()
+            .flat_map(|rs| rs.values())
+            .map(Route::deadline)
+            .min()
+            .unwrap_or(NEVER);
         self.flush(now);
     }
 
@@ -1266,25 +1286,6 @@ impl Engine {
         for a in self.acks.values() {
             at(a.deadline);
         }
-        // Every route's expiry, and the refresh time of the selected ones: one walk of
-        // both maps (both in prefix order; a lookup per selected prefix made this the
-        // simulator's hottest function).
-        let mut selected = self.selected.iter().peekable();
-        for (p, rs) in &self.routes {
-            for r in rs.values() {
-                at(r.expires);
-            }
-            while selected.next_if(|(s, _)| *s < p).is_some() {}
-            if let Some((_, (nid, _))) = selected.next_if(|(s, _)| *s == p)
-                && let Some(r) = rs.get(nid)
-                && !r.refresh_asked
-                && r.metric < INFINITY
-            {
-                at(Time::from_millis(r.expires.as_millis().saturating_sub(
-                    u64::try_from((r.interval() / 2).as_millis()).unwrap_or(0),
-                )));
-            }
-        }
         for r in self.requests.values() {
             at(r.resend_at);
         }
@@ -1296,6 +1297,26 @@ impl Engine {
         }
         for o in self.outbox.values() {
             at(o.due);
+        }
+        if t.is_none_or(|t| self.route_deadline < t) {
+            let mut at = |x: Time| t = Some(t.map_or(x, |t| t.min(x)));
+            // Every route's expiry, and the refresh time of the selected ones: one walk of
+            // both maps (both in prefix order; a lookup per selected prefix made this the
+            // simulator's hottest function).
+            let mut selected = self.selected.iter().peekable();
+            for (p, rs) in &self.routes {
+                for r in rs.values() {
+                    at(r.expires);
+                }
+                while selected.next_if(|(s, _)| *s < p).is_some() {}
+                if let Some((_, (nid, _))) = selected.next_if(|(s, _)| *s == p)
+                    && let Some(r) = rs.get(nid)
+                    && !r.refresh_asked
+                    && r.metric < INFINITY
+                {
+                    at(r.refresh_time());
+                }
+            }
         }
         t
     }

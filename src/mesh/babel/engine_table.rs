@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{NeighbourId, RouteOrigin, RouteSignature, RouterId, Seqno, Time};
+use super::{INFINITY, NeighbourId, RouteOrigin, RouteSignature, RouterId, Seqno, Time};
 
 /// An originator's signature, shared between the copies of one announcement.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +76,26 @@ impl Route {
     /// The update interval the neighbour announced with it.
     pub(super) fn interval(&self) -> Duration {
         Duration::from_millis(u64::from(self.interval_ms))
+    }
+
+    /// When it asks for the engine's attention next, were it selected: its refresh time
+    /// (a Route Request before it lapses) while not asked and finite, else its expiry. A
+    /// lower bound of what `poll_timeout` takes from it.
+    pub(super) fn deadline(&self) -> Time {
+        if !self.refresh_asked && self.metric < INFINITY {
+            self.refresh_time()
+        } else {
+            self.expires
+        }
+    }
+
+    /// When a selected route is refreshed: half an interval before it expires.
+    pub(super) fn refresh_time(&self) -> Time {
+        Time::from_millis(
+            self.expires
+                .as_millis()
+                .saturating_sub(u64::from(self.interval_ms / 2)),
+        )
     }
 }
 
@@ -160,11 +180,16 @@ impl Routes {
 
 impl<'a> IntoIterator for &'a Routes {
     type Item = Pair<'a>;
-    type IntoIter = std::iter::Map<std::slice::Iter<'a, (NeighbourId, Route)>, fn(&'a (NeighbourId, Route)) -> Pair<'a>>;
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (NeighbourId, Route)>,
+        fn(&'a (NeighbourId, Route)) -> Pair<'a>,
+    >;
     fn into_iter(self) -> Self::IntoIter {
         fn pair((n, r): &(NeighbourId, Route)) -> Pair<'_> {
             (n, r)
         }
-        self.0.iter().map(pair as fn(&'a (NeighbourId, Route)) -> Pair<'a>)
+        self.0
+            .iter()
+            .map(pair as fn(&'a (NeighbourId, Route)) -> Pair<'a>)
     }
 }
