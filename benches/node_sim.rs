@@ -5,8 +5,8 @@
 //! watch and nobody polling. Printed per size:
 //! * virtual time from a cold start to full reachability (every node routes to every other);
 //! * virtual time for a parameter change, then a revocation (a new CRL), to reach every node;
-//! * wall time (one thread, so CPU time) of each phase, and live heap per node from a counting
-//!   allocator.
+//! * wall and CPU time of each phase (one thread; on a shared machine the CPU time is the
+//!   figure), live heap per node from a counting allocator, and the process's peak RSS.
 //!
 //! Run: `cargo bench --bench node_sim` (sizes 1 000 by default; set `NODE_SIM_SIZES`, e.g.
 //! `NODE_SIM_SIZES=1000,2000,3000`). The routing state of a Babel network grows as
@@ -51,6 +51,26 @@ fn random_graph(n: usize, rng: &mut ChaCha8Rng) -> Vec<BTreeSet<usize>> {
     adj
 }
 
+/// CPU time of this thread so far (Linux: `/proc/thread-self/schedstat`); `None` elsewhere.
+fn cpu_time() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// Peak resident set size of the process, in MiB (Linux: `VmHWM` in `/proc/self/status`).
+fn peak_rss_mib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// CPU time since `start` (`None` when it cannot be read).
+fn cpu_since(start: Option<Duration>) -> Option<Duration> {
+    Some(cpu_time()?.saturating_sub(start?))
+}
+
 fn run(n: usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(n as u64);
     let adj = random_graph(n, &mut rng);
@@ -75,24 +95,28 @@ fn run(n: usize) {
     }
     let setup_wall = wall.elapsed();
     let wall = Instant::now();
+    let cpu = cpu_time();
     let converged = net.run_until_true(
         Duration::from_secs(600),
         Duration::from_millis(500),
         NodeNet::fully_reachable,
     );
     let converge_wall = wall.elapsed();
+    let converge_cpu = cpu_since(cpu).unwrap_or(converge_wall);
     let heap = LIVE.load(Ordering::Relaxed).saturating_sub(heap0);
     let spread = |net: &mut NodeNet, what: &str, change: &dyn Fn(&mut NodeNet)| {
         let wall = Instant::now();
+        let cpu = cpu_time();
         change(net);
         let v = net.registry.params().version;
         let took = net.run_until_true(Duration::from_secs(30), Duration::from_millis(20), |net| {
             (0..n).all(|i| net.core(i).is_some_and(|c| c.params().version >= v))
         });
+        let wall = wall.elapsed();
         println!(
-            "  {what}: on every node after {} (virtual), {:?} wall",
+            "  {what}: on every node after {} (virtual), {wall:?} wall, {:?} CPU",
             took.map_or("never (30 s)".into(), |t| format!("{t:?}")),
-            wall.elapsed()
+            cpu_since(cpu).unwrap_or(wall)
         );
     };
     println!(
@@ -101,12 +125,14 @@ fn run(n: usize) {
         degrees.iter().sum::<usize>() as f64 / n as f64
     );
     println!(
-        "  full reachability after {} (virtual); {converge_wall:?} wall ({:.2} ms CPU per node), \
-         set-up {setup_wall:?}; {} events; ~{} KiB heap per node",
+        "  full reachability after {} (virtual); {converge_wall:?} wall, {converge_cpu:?} CPU \
+         ({:.2} ms CPU per node), set-up {setup_wall:?}; {} events; ~{} KiB heap per node, \
+         peak RSS {} MiB",
         converged.map_or("never (600 s)".into(), |t| format!("{t:?}")),
-        converge_wall.as_secs_f64() * 1000.0 / n as f64,
+        converge_cpu.as_secs_f64() * 1000.0 / n as f64,
         net.stats.events,
-        heap / n / 1024
+        heap / n / 1024,
+        peak_rss_mib().map_or("?".into(), |m| m.to_string())
     );
     spread(&mut net, "parameter change", &|net| {
         net.set_params(|p| p.tunnel.max_clients = 9)

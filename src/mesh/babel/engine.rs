@@ -29,6 +29,8 @@ pub const BABEL_MULTICAST: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 6)
 
 /// Source table entries are forgotten after this long without use (RFC 8966: 3 minutes).
 const SOURCE_GC: Duration = Duration::from_secs(180);
+/// A time no timer reaches.
+const NEVER: Time = Time::from_millis(u64::MAX);
 /// Hop count of the seqno requests this node originates.
 const SEQNO_REQUEST_HOPS: u8 = 64;
 /// Spacing of seqno request resends.
@@ -490,24 +492,6 @@ struct PendingAck {
     retries_left: u8,
 }
 
-#[derive(Clone, Debug)]
-struct Route {
-    router_id: RouterId,
-    seqno: Seqno,
-    /// Metric as advertised by the neighbour.
-    metric: u16,
-    next_hop: IpAddr,
-    interval: Duration,
-    expires: Time,
-    /// The originator's signature of (prefix, router_id, seqno), re-attached when this
-    /// route is announced.
-    sig: Option<RouteSignature>,
-    /// Whether the origin policy accepted it (unknown: not selectable).
-    origin: RouteOrigin,
-    /// A Route Request was sent because the route is about to expire.
-    refresh_asked: bool,
-}
-
 #[derive(Clone, Copy, Debug)]
 struct Source {
     seqno: Seqno,
@@ -551,7 +535,7 @@ pub struct Engine {
     ifaces: BTreeMap<IfaceId, Iface>,
     neighbours: BTreeMap<NeighbourId, Neighbour>,
     auth: BTreeMap<NeighbourId, RxAuth>,
-    routes: BTreeMap<Prefix, BTreeMap<NeighbourId, Route>>,
+    routes: BTreeMap<Prefix, Routes>,
     selected: BTreeMap<Prefix, (NeighbourId, FibRoute)>,
     local: BTreeSet<Prefix>,
     retracting: BTreeMap<Prefix, Time>,
@@ -571,6 +555,10 @@ pub struct Engine {
     budget: Budget,
     /// Origin authentication: policy, signer, verified cache (`origin.rs`).
     origin: Origin,
+    /// No route's [`Route::deadline`] is earlier (a lower bound, made exact at the end of
+    /// each `handle_timeout`): while it is later than every other timer, `poll_timeout`
+    /// skips its walk of the route table, which was the simulator's hottest loop.
+    route_deadline: Time,
 }
 
 impl Engine {
@@ -607,6 +595,7 @@ impl Engine {
             now,
             budget: Budget::default(),
             origin: Origin::default(),
+            route_deadline: NEVER,
         }
     }
 
@@ -1045,13 +1034,16 @@ impl Engine {
                 }
                 Msg::WildcardRetraction { .. } => {
                     let mut hit = Vec::new();
+                    let mut earliest = self.route_deadline;
                     for (p, rs) in self.routes.iter_mut() {
                         if let Some(r) = rs.get_mut(&nid) {
                             r.metric = INFINITY;
-                            r.expires = now + r.interval * 2;
+                            r.expires = now + r.interval() * 2;
+                            earliest = earliest.min(r.deadline());
                             hit.push(*p);
                         }
                     }
+                    self.route_deadline = earliest;
                     for p in hit {
                         self.reselect(now, p);
                     }
@@ -1084,166 +1076,6 @@ impl Engine {
         }
     }
 
-    /// Handles timer expiry: Hellos, IHUs, periodic updates, neighbour and route expiry,
-    /// request resends, garbage collection. Call it when [`Engine::poll_timeout`] is due.
-    pub fn handle_timeout(&mut self, now: Time) {
-        self.now = self.now.max(now);
-        let ids: Vec<IfaceId> = self.ifaces.keys().copied().collect();
-        for id in ids {
-            let Some(i) = self.ifaces.get_mut(&id) else {
-                continue;
-            };
-            let timers = i.cfg.timers;
-            if i.next_hello <= now {
-                i.next_hello = advance(i.next_hello, timers.hello, now);
-                self.send_hello(now, id);
-            }
-            let Some(i) = self.ifaces.get_mut(&id) else {
-                continue;
-            };
-            if i.next_update <= now {
-                let j = timers.update / 4;
-                let jitter =
-                    Duration::from_millis(self.rng.next_u64() % (j.as_millis() as u64 + 1));
-                if let Some(i) = self.ifaces.get_mut(&id) {
-                    i.next_update = now + timers.update.saturating_sub(jitter);
-                }
-                self.full_update(id, None);
-            }
-        }
-        // Neighbour Hello and IHU timers.
-        let mut costs_changed = false;
-        let mut dead = Vec::new();
-        for (nid, n) in self.neighbours.iter_mut() {
-            let mut missed = false;
-            for stream in [&mut n.hello, &mut n.uhello] {
-                if let Some(d) = stream.deadline.filter(|d| *d <= now) {
-                    stream.history.missed();
-                    missed = true;
-                    stream.deadline = if stream.interval.is_zero() {
-                        None
-                    } else {
-                        Some(advance(d, stream.interval, now))
-                    };
-                }
-            }
-            if missed {
-                costs_changed = true;
-                let tunnel = self
-                    .ifaces
-                    .get(&nid.iface)
-                    .is_some_and(|i| i.cfg.is_tunnel());
-                // Gone when neither kind of Hello was heard for 16 slots.
-                let (m, u) = (&n.hello.history, &n.uhello.history);
-                if !tunnel
-                    && m.is_empty()
-                    && u.is_empty()
-                    && m.valid().max(u.valid()) >= LAN_NEIGHBOUR_SLOTS
-                {
-                    dead.push(*nid);
-                }
-            }
-            if n.ihu_deadline.is_some_and(|d| d <= now) {
-                n.txcost = INFINITY;
-                n.ihu_deadline = None;
-                costs_changed = true;
-            }
-            if n.measured.is_some_and(|(_, at)| at + RTT_VALIDITY <= now) {
-                // No RFC 9616 sample for 3 minutes: the RTT is no longer known.
-                n.measured = None;
-                costs_changed = true;
-            }
-        }
-        for nid in dead {
-            self.drop_neighbour(now, nid);
-            self.auth.remove(&nid);
-        }
-        // Route expiry: first to a retraction that is held, then gone.
-        let mut touched = BTreeSet::new();
-        for (p, rs) in self.routes.iter_mut() {
-            rs.retain(|_, r| {
-                if r.expires > now {
-                    return true;
-                }
-                touched.insert(*p);
-                if r.metric < INFINITY {
-                    r.metric = INFINITY;
-                    r.expires = now + r.interval * 2;
-                    true
-                } else {
-                    false
-                }
-            });
-        }
-        self.routes.retain(|_, rs| !rs.is_empty());
-        self.recount_routes();
-        if costs_changed {
-            self.reselect_all(now);
-        } else {
-            for p in touched {
-                self.reselect(now, p);
-            }
-        }
-        self.retracting.retain(|_, until| *until > now);
-        self.sources.retain(|_, s| s.gc > now);
-        self.resend_unacknowledged(now);
-        // Seqno request resends.
-        let due: Vec<(Prefix, RouterId)> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| r.resend_at <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in due {
-            let Some(r) = self.requests.get_mut(&key) else {
-                continue;
-            };
-            if r.resends_left == 0 {
-                self.requests.remove(&key);
-                // Still starving? Selection asks again (at most once per resend cycle).
-                self.reselect(now, key.0);
-                continue;
-            }
-            r.resends_left -= 1;
-            r.resend_at = now + REQUEST_RESEND;
-            let (targets, seqno, hop_count) = (r.targets.clone(), r.seqno, r.hop_count);
-            for t in targets {
-                self.queue(
-                    t.iface,
-                    Some(t.addr),
-                    Msg::SeqnoRequest {
-                        prefix: key.0,
-                        seqno,
-                        hop_count,
-                        router_id: key.1,
-                    },
-                );
-            }
-        }
-        // A selected route close to expiry: ask its neighbour before it lapses
-        // (RFC 8966 3.8.2.1), once. Last, after every reselection above: a route selected
-        // by one of them may be due too (the engine proptest found a timeout left due).
-        let mut ask = Vec::new();
-        for (p, (nid, _)) in &self.selected {
-            if let Some(r) = self.routes.get_mut(p).and_then(|rs| rs.get_mut(nid))
-                && !r.refresh_asked
-                && r.metric < INFINITY
-                && r.expires <= now + r.interval / 2
-            {
-                r.refresh_asked = true;
-                ask.push((*nid, *p));
-            }
-        }
-        for (nid, p) in ask {
-            self.queue(
-                nid.iface,
-                Some(nid.addr),
-                Msg::RouteRequest { prefix: Some(p) },
-            );
-        }
-        self.flush(now);
-    }
-
     // ---------------------------------------------------------------- outputs
 
     /// Next packet to send.
@@ -1259,55 +1091,6 @@ impl Engine {
     /// Next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
-    }
-
-    /// When [`Engine::handle_timeout`] must next be called.
-    pub fn poll_timeout(&self) -> Option<Time> {
-        let mut t: Option<Time> = None;
-        let mut at = |x: Time| t = Some(t.map_or(x, |t| t.min(x)));
-        for i in self.ifaces.values() {
-            at(i.next_hello);
-            at(i.next_update);
-        }
-        for n in self.neighbours.values() {
-            n.hello.deadline.into_iter().for_each(&mut at);
-            n.uhello.deadline.into_iter().for_each(&mut at);
-            n.ihu_deadline.into_iter().for_each(&mut at);
-            if let Some((_, t)) = n.measured {
-                at(t + RTT_VALIDITY);
-            }
-        }
-        for a in self.acks.values() {
-            at(a.deadline);
-        }
-        for rs in self.routes.values() {
-            for r in rs.values() {
-                at(r.expires);
-            }
-        }
-        for (p, (nid, _)) in &self.selected {
-            if let Some(r) = self.routes.get(p).and_then(|rs| rs.get(nid))
-                && !r.refresh_asked
-                && r.metric < INFINITY
-            {
-                at(Time::from_millis(r.expires.as_millis().saturating_sub(
-                    u64::try_from((r.interval / 2).as_millis()).unwrap_or(0),
-                )));
-            }
-        }
-        for r in self.requests.values() {
-            at(r.resend_at);
-        }
-        for u in self.retracting.values() {
-            at(*u);
-        }
-        for s in self.sources.values() {
-            at(s.gc);
-        }
-        for o in self.outbox.values() {
-            at(o.due);
-        }
-        t
     }
 
     // ---------------------------------------------------------------- queries
@@ -1460,6 +1243,11 @@ mod origin_impl;
 mod routes;
 #[path = "engine_send.rs"]
 mod send;
+#[path = "engine_table.rs"]
+mod table;
+#[path = "engine_timers.rs"]
+mod timers;
+use table::{Route, Routes};
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]

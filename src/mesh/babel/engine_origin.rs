@@ -97,7 +97,7 @@ impl Engine {
         let held: Vec<(NeighbourId, RouterId, Seqno, Option<RouteSignature>)> = rs
             .iter()
             .filter(|(_, r)| r.metric < INFINITY)
-            .map(|(n, r)| (*n, r.router_id, r.seqno, r.sig))
+            .map(|(n, r)| (*n, r.router_id, r.seqno, r.sig.as_ref().map(|s| s.bytes())))
             .collect();
         let mut dropped = false;
         for (nid, rid, seqno, sig) in held {

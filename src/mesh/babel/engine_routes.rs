@@ -95,6 +95,7 @@ impl Engine {
             r.sig = None;
             r.metric = INFINITY;
             r.expires = now + interval * 2;
+            self.route_deadline = self.route_deadline.min(r.deadline());
             return true;
         }
         // Origin authentication (origin.rs): before anything else can act on the update
@@ -138,6 +139,7 @@ impl Engine {
             // losing the route on every metric increase; a seqno request brings a
             // fresh seqno that makes the new metric acceptable.
             r.expires = now + interval * 7 / 2;
+            self.route_deadline = self.route_deadline.min(r.deadline());
             let want = self
                 .sources
                 .get(&(prefix, rid))
@@ -147,20 +149,19 @@ impl Engine {
             return false;
         }
         let rs = self.routes.entry(prefix).or_default();
-        rs.insert(
-            nid,
-            Route {
-                router_id: rid,
-                seqno,
-                metric,
-                next_hop,
-                interval,
-                expires: now + interval * 7 / 2,
-                refresh_asked: false,
-                sig,
-                origin,
-            },
+        let sig = rs.share(sig);
+        let route = Route::new(
+            rid,
+            seqno,
+            metric,
+            next_hop,
+            interval,
+            now + interval * 7 / 2,
+            sig,
+            origin,
         );
+        self.route_deadline = self.route_deadline.min(route.deadline());
+        rs.insert(nid, route);
         true
     }
 

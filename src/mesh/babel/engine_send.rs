@@ -116,7 +116,12 @@ impl Engine {
                 (r.router_id, r.seqno, INFINITY, None)
             } else {
                 // Relayed as received: the originator's signature goes with it.
-                (r.router_id, r.seqno, self.route_metric(*nid, r), r.sig)
+                (
+                    r.router_id,
+                    r.seqno,
+                    self.route_metric(*nid, r),
+                    r.sig.as_ref().map(|s| s.bytes()),
+                )
             }
         } else {
             (self.router_id, self.seqno, INFINITY, None)
