@@ -392,3 +392,200 @@ fn root_exits_a_laptop_reaches_the_internet_through_an_exit_and_fails_over() {
     );
     println!("exits test: {:?} in all", test_start.elapsed());
 }
+
+/// Packets node `ns` counted in the nftables counter `name` of its table `ip6 seen`.
+fn seen(rig: &Rig, ns: &str, name: &str) -> u64 {
+    let o = rig
+        .exec_status(ns, &["nft", "list", "counter", "ip6", "seen", name])
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `--use-exit PREFIX` where the relay prefers another exit: r1 is next to e1 and two hops
+/// from e2, so it selects (and announces) only e1's exit route; l pins e2. l's internet
+/// traffic travels inside IPv6 to e2's node address and leaves by e2 (counted on the server's
+/// side by the source e2's NAT66 gives it), never by e1.
+///
+/// ```text
+///   l ── r1 ── e1 ── i (server 2001:db8:99::9)
+///         │          │
+///         r2 ─────── e2
+/// ```
+#[test]
+fn root_exits_a_pinned_exit_is_reached_through_a_relay_that_prefers_another() {
+    if !require_root("root_exits_a_pinned_exit_is_reached_through_a_relay_that_prefers_another") {
+        return;
+    }
+    let test_start = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rig = Rig::new("rmtpin").unwrap();
+    for n in ["l", "r1", "r2", "e1", "e2", "i"] {
+        rig.add_ns(n).unwrap();
+    }
+    let (l_r1, r1_l) = rig.link("l", "r1").unwrap();
+    let (r1_e1, e1_r1) = rig.link("r1", "e1").unwrap();
+    let (r1_r2, r2_r1) = rig.link("r1", "r2").unwrap();
+    let (r2_e2, e2_r2) = rig.link("r2", "e2").unwrap();
+    let (e1_i, i_e1) = rig.link("e1", "i").unwrap();
+    let (e2_i, i_e2) = rig.link("e2", "i").unwrap();
+    for (ns, dev, addr) in [
+        ("l", &l_r1, "fd99:1::1/64"),
+        ("r1", &r1_l, "fd99:1::2/64"),
+        ("r1", &r1_e1, "fd99:2::1/64"),
+        ("e1", &e1_r1, "fd99:2::2/64"),
+        ("r1", &r1_r2, "fd99:3::1/64"),
+        ("r2", &r2_r1, "fd99:3::2/64"),
+        ("r2", &r2_e2, "fd99:4::1/64"),
+        ("e2", &e2_r2, "fd99:4::2/64"),
+        ("e1", &e1_i, "2001:db8:e1::1/64"),
+        ("i", &i_e1, "2001:db8:e1::2/64"),
+        ("e2", &e2_i, "2001:db8:e2::1/64"),
+        ("i", &i_e2, "2001:db8:e2::2/64"),
+        ("i", &"lo".to_string(), "2001:db8:99::9/128"),
+    ] {
+        rig.exec(ns, &["ip", "-6", "addr", "add", addr, "dev", dev, "nodad"])
+            .unwrap();
+    }
+    // everyone reaches the registry on r1; r2 forwards e2's registry traffic; neither
+    // forwards tunnel traffic (the rig's namespaces forward IPv6), so the tunnels are the
+    // links of the drawing and r1 sees e2 two hops away
+    for (ns, args) in [
+        ("l", vec!["default", "via", "fd99:1::2"]),
+        ("e1", vec!["default", "via", "2001:db8:e1::2"]),
+        ("e2", vec!["default", "via", "2001:db8:e2::2"]),
+        ("e1", vec!["fd99:1::/64", "via", "fd99:2::1"]),
+        ("r2", vec!["fd99:1::/64", "via", "fd99:3::1"]),
+        ("e2", vec!["fd99:1::/64", "via", "fd99:4::1"]),
+        ("r1", vec!["fd99:4::/64", "via", "fd99:3::2"]),
+    ] {
+        let mut argv = vec!["ip", "-6", "route", "add"];
+        argv.extend(args);
+        rig.exec(ns, &argv).unwrap();
+    }
+    rig.exec("r2", &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+        .unwrap();
+    for ns in ["r1", "r2"] {
+        rig.exec(
+            ns,
+            &[
+                "nft",
+                "add table ip6 rmt; add chain ip6 rmt pass { type filter hook forward priority 0; }; \
+                 add rule ip6 rmt pass udp dport 6464 drop; add rule ip6 rmt pass udp sport 6464 drop",
+            ],
+        )
+        .unwrap();
+    }
+    // the server's side counts echo requests by the exit they left by (NAT66 source)
+    rig.exec(
+        "i",
+        &[
+            "nft",
+            "add table ip6 seen; add counter ip6 seen e1; add counter ip6 seen e2; \
+             add chain ip6 seen in { type filter hook input priority 0; }; \
+             add rule ip6 seen in ip6 saddr 2001:db8:e1::1 icmpv6 type echo-request counter name e1; \
+             add rule ip6 seen in ip6 saddr 2001:db8:e2::1 icmpv6 type echo-request counter name e2",
+        ],
+    )
+    .unwrap();
+
+    let reg = NsRegistry::serve(
+        &mut rig,
+        tmp.path(),
+        "r1",
+        "fd99:1::2",
+        19000 + ((std::process::id() + 300) % 1000) as u16,
+        &["--network", "fd42:e2::/48"],
+    );
+    let _logs = LogsOnPanic(tmp.path().to_path_buf());
+    let names = ["l", "r1", "r2", "e1", "e2"];
+    let prefixes: Vec<_> = names.iter().map(|n| reg.join(&rig, n, Some(n))).collect();
+    for n in ["e1", "e2"] {
+        reg.cli(&["authorize", n, "exit", "::/0"]);
+    }
+    let at = |i: usize, addr: &str| format!("{}@[{addr}]:6464", prefixes[i]);
+    let e2_prefix = prefixes[4].to_string();
+    let (r1_from_l, r1_from_e1, r1_from_r2, r2_from_e2) = (
+        at(1, "fd99:1::2"),
+        at(1, "fd99:2::1"),
+        at(1, "fd99:3::1"),
+        at(2, "fd99:4::1"),
+    );
+    for (n, peer, extra) in [
+        ("r1", None, vec![]),
+        ("e1", Some(&r1_from_e1), vec!["--exit"]),
+        ("r2", Some(&r1_from_r2), vec![]),
+        ("e2", Some(&r2_from_e2), vec!["--exit"]),
+        (
+            "l",
+            Some(&r1_from_l),
+            vec!["--use-exit", e2_prefix.as_str()],
+        ),
+    ] {
+        let mut args = vec!["--no-port-mapping"];
+        if let Some(p) = peer {
+            args.extend(["--peer", p.as_str()]);
+        }
+        args.extend(extra);
+        spawn_up(&mut rig, tmp.path(), n, &args);
+    }
+    let rid = |i: usize| {
+        re6mesh::control::router_id_text(&re6mesh::mesh::node::router_id_for(&prefixes[i]))
+    };
+    // the relay selects e1's exit route, so that is the only one it announces to l
+    let dr1 = tmp.path().join("r1");
+    let started = Instant::now();
+    wait_for(
+        "r1 to select e1's exit route",
+        Duration::from_secs(30),
+        || exit_in_use(&rig, "r1", &dr1).filter(|r| *r == rid(3)),
+    );
+    println!(
+        "r1 selected e1's exit route {:?} after start; l pins e2",
+        started.elapsed()
+    );
+    // l reaches the server, and every echo request left by e2
+    let ping = wait_for(
+        "l to reach the server through e2",
+        Duration::from_secs(20),
+        || {
+            let o = rig
+                .exec_status(
+                    "l",
+                    &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "1", SERVER],
+                )
+                .unwrap();
+            o.status
+                .success()
+                .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+        },
+    );
+    println!(
+        "l -> server: {}",
+        ping.lines().rev().nth(1).unwrap_or_default()
+    );
+    let (via_e1, via_e2) = (seen(&rig, "i", "e1"), seen(&rig, "i", "e2"));
+    assert!(
+        via_e2 >= 3 && via_e1 == 0,
+        "echo requests by e1: {via_e1}, by e2: {via_e2}"
+    );
+    println!("echo requests at the server: {via_e2} by e2, {via_e1} by e1");
+    // `mesh status` names the pinned exit
+    let dl = tmp.path().join("l");
+    let o = ns_mesh(
+        &rig,
+        "l",
+        &["status", "--json", "--state-dir", dl.to_str().unwrap()],
+    );
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(
+        st["exit"].as_str(),
+        Some(format!("{e2_prefix} (e2), pinned").as_str()),
+        "{st}"
+    );
+    println!("pinned exit test: {:?} in all", test_start.elapsed());
+}

@@ -232,6 +232,18 @@ impl DataPath {
             // IPv4 from a local application (datapath_v4.rs)
             return self.v4_from_tun(framed).await;
         }
+        if !from_tunnel
+            && let Some(exit) = framed
+                .get(frame::HEADER_LEN..)
+                .and_then(parse_header)
+                .and_then(|h| self.pinned_exit_for(&self.subnets.load(), &h.dst))
+        {
+            // for the internet, through the pinned exit (datapath_exit.rs)
+            if let Some(icmp) = self.to_pinned_exit(&mut framed, exit, fwd, Instant::now()) {
+                let _ = self.tun.send(&icmp).await;
+            }
+            return;
+        }
         let Some(pkt) = framed.get_mut(frame::HEADER_LEN..) else {
             return;
         };
@@ -291,7 +303,7 @@ impl DataPath {
         match fwd.decide(pkt, from_tunnel, lookup, now) {
             Decision::Deliver => {
                 test_hook::record("deliver", &framed[frame::HEADER_LEN..]);
-                if self.v4_deliver(&mut framed, local) {
+                if self.v4_deliver(&mut framed, local) || self.exit_deliver(&mut framed, local) {
                     return;
                 }
                 // written with the rest of the batch ([`DataPath::flush`])
@@ -387,6 +399,13 @@ impl DataPath {
                                 .filter(|p| p.contains(&src))
                                 // a host behind a node: that node's session
                                 .map(|p| subnets.owner(&p).unwrap_or(p))
+                                // the internet, from the pinned exit (which relays that
+                                // prefer another exit leave this node without a route to)
+                                .or_else(|| {
+                                    subnets.pinned_exit.filter(|e| {
+                                        !self.network.contains(&src) && subnets.is_from(e, &src)
+                                    })
+                                })
                         })
                         .map(|o| (o.deliver, o.send))
                 } else {

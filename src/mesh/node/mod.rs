@@ -18,6 +18,7 @@
 mod control_api;
 pub mod core;
 mod datapath;
+mod datapath_exit;
 mod datapath_v4;
 pub mod exit;
 mod metrics;

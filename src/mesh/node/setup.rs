@@ -343,6 +343,10 @@ pub async fn run(
                 })
                 .collect(),
             own_v4: cfg.advertise_routes_v4.clone(),
+            pinned_exit: match cfg.use_exit {
+                Some(super::exit::UseExit::Node(e)) => Some(e),
+                _ => None,
+            },
             ..Default::default()
         })),
     };

@@ -526,6 +526,7 @@ impl Shell {
                 exit: r.exit,
                 v4: r.v4.clone(),
                 own_v4: old.own_v4.clone(),
+                pinned_exit: old.pinned_exit,
             }));
         // IPv4 subnets behind other nodes (the /32s of the range are routed with it)
         let range = self.core.ipv4_range();

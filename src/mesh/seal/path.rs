@@ -42,6 +42,10 @@ pub struct Subnets {
     /// IPv4 prefixes this node advertises: IPv4 packets for them are ours (to the TUN; the
     /// OS forwards them to the LAN).
     pub own_v4: Vec<ipnet::Ipv4Net>,
+    /// `--use-exit PREFIX`: the exit node this node's internet traffic must leave by, carried
+    /// to it inside IPv6 (`node/datapath_exit.rs`) so that relays preferring another exit
+    /// cannot divert it.
+    pub pinned_exit: Option<Ipv6Net>,
 }
 
 impl Subnets {
@@ -328,6 +332,7 @@ mod tests {
             exit: None,
             v4: vec![],
             own_v4: vec![],
+            pinned_exit: None,
         };
         // plain from b, for a host on our LAN: ours to deliver
         let mut ok = framed("fd00:1:0:b::1", "2001:db8:5::9");

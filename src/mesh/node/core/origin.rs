@@ -355,6 +355,11 @@ impl CertStore {
         self.exit_only = node;
     }
 
+    /// The exit of `--use-exit PREFIX`, if any.
+    pub fn exit_only(&self) -> Option<Ipv6Net> {
+        self.exit_only
+    }
+
     /// The prefixes outside the network granted to the node of `node` prefix.
     pub fn granted_to(&self, node: &Ipv6Net) -> Vec<Ipv6Net> {
         self.grants

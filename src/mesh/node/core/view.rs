@@ -272,11 +272,20 @@ impl NodeCore {
             exit: if self.engine.local_prefixes().any(|k| k.is_source_specific()) {
                 Some("this node".into())
             } else {
-                self.exit_in_use()
-                    .map(|e| match self.name_of(&e.to_string()) {
-                        Some(n) => format!("{e} ({n})"),
-                        None => e.to_string(),
-                    })
+                // `--use-exit PREFIX`: that exit, reached inside IPv6 even where the relays
+                // route by another (node/datapath_exit.rs)
+                let pinned = self
+                    .engine
+                    .origin_policy::<origin::CertStore>()
+                    .and_then(|s| s.exit_only());
+                pinned.or_else(|| self.exit_in_use()).map(|e| {
+                    let name = self.name_of(&e.to_string());
+                    let pin = if pinned.is_some() { ", pinned" } else { "" };
+                    match name {
+                        Some(n) => format!("{e} ({n}){pin}"),
+                        None => format!("{e}{pin}"),
+                    }
+                })
             },
         }
     }
