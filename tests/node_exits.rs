@@ -16,7 +16,9 @@
 #![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
 
 mod common;
-use common::nodes::{LogsOnPanic, NsRegistry, log_file, ns_mesh, spawn_up};
+use common::nodes::{
+    LogsOnPanic, NsRegistry, add_addrs, log_file, ns_mesh, routes_json, spawn_up, status_json,
+};
 use common::wait_until;
 
 use std::path::Path;
@@ -28,24 +30,20 @@ use re6mesh::netns::{Rig, require_root};
 const SERVER: &str = "2001:db8:99::9";
 const NODES: [&str; 5] = ["l", "r1", "r2", "e1", "e2"];
 
-/// The router-id of the exit route node `ns` selected (`::/0 from …`), if any.
+/// The exit route (`::/0 from …`) node `ns` selected, if any.
+fn exit_route(rig: &Rig, ns: &str, dir: &Path) -> Option<serde_json::Value> {
+    routes_json(rig, ns, dir).into_iter().find(|r| {
+        r["prefix"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("::/0 from "))
+            && r["selected"] == true
+            && r["metric"] != 65535
+    })
+}
+
+/// The router-id of the exit route node `ns` selected, if any.
 fn exit_in_use(rig: &Rig, ns: &str, dir: &Path) -> Option<String> {
-    let o = ns_mesh(
-        rig,
-        ns,
-        &["routes", "--json", "--state-dir", dir.to_str().unwrap()],
-    );
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|r| {
-            r["prefix"]
-                .as_str()
-                .is_some_and(|p| p.starts_with("::/0 from "))
-                && r["selected"] == true
-                && r["metric"] != 65535
-        })
-        .and_then(|r| r["router_id"].as_str().map(str::to_owned))
+    exit_route(rig, ns, dir).and_then(|r| r["router_id"].as_str().map(str::to_owned))
 }
 
 /// Transmitted bytes of `dev` in `ns`.
@@ -97,24 +95,24 @@ fn root_exits_a_laptop_reaches_the_internet_through_an_exit_and_fails_over() {
     let (r2_e2, e2_r2) = rig.link("r2", "e2").unwrap();
     let (e1_i, i_e1) = rig.link("e1", "i").unwrap();
     let (e2_i, i_e2) = rig.link("e2", "i").unwrap();
-    for (ns, dev, addr) in [
-        ("l", &l_r1, "fd99:1::1/64"),
-        ("r1", &r1_l, "fd99:1::2/64"),
-        ("r1", &r1_r2, "fd99:2::1/64"),
-        ("r2", &r2_r1, "fd99:2::2/64"),
-        ("r2", &r2_e1, "fd99:3::1/64"),
-        ("e1", &e1_r2, "fd99:3::2/64"),
-        ("r2", &r2_e2, "fd99:4::1/64"),
-        ("e2", &e2_r2, "fd99:4::2/64"),
-        ("e1", &e1_i, "2001:db8:e1::1/64"),
-        ("i", &i_e1, "2001:db8:e1::2/64"),
-        ("e2", &e2_i, "2001:db8:e2::1/64"),
-        ("i", &i_e2, "2001:db8:e2::2/64"),
-        ("i", &"lo".to_string(), "2001:db8:99::9/128"),
-    ] {
-        rig.exec(ns, &["ip", "-6", "addr", "add", addr, "dev", dev, "nodad"])
-            .unwrap();
-    }
+    add_addrs(
+        &rig,
+        &[
+            ("l", &l_r1, "fd99:1::1/64"),
+            ("r1", &r1_l, "fd99:1::2/64"),
+            ("r1", &r1_r2, "fd99:2::1/64"),
+            ("r2", &r2_r1, "fd99:2::2/64"),
+            ("r2", &r2_e1, "fd99:3::1/64"),
+            ("e1", &e1_r2, "fd99:3::2/64"),
+            ("r2", &r2_e2, "fd99:4::1/64"),
+            ("e2", &e2_r2, "fd99:4::2/64"),
+            ("e1", &e1_i, "2001:db8:e1::1/64"),
+            ("i", &i_e1, "2001:db8:e1::2/64"),
+            ("e2", &e2_i, "2001:db8:e2::1/64"),
+            ("i", &i_e2, "2001:db8:e2::2/64"),
+            ("i", &"lo".to_string(), "2001:db8:99::9/128"),
+        ],
+    );
     // l's default route is its uplink r1 (its tunnel to r1 goes to r1's far address, through
     // that default route: what --use-exit must keep out of the TUN); the exits' default
     // route is the internet; everyone reaches the registry in r2 on the underlay
@@ -199,16 +197,10 @@ fn root_exits_a_laptop_reaches_the_internet_through_an_exit_and_fails_over() {
     println!("l selected an exit after {:?}", started.elapsed());
     // `mesh status` names the exit in use, and says so on an exit.
     let exit_line = |ns: &str| {
-        let dir = tmp.path().join(ns);
-        let o = ns_mesh(
-            &rig,
-            ns,
-            &["status", "--json", "--state-dir", dir.to_str().unwrap()],
-        );
-        serde_json::from_slice::<serde_json::Value>(&o.stdout)
-            .ok()
-            .and_then(|s| s["exit"].as_str().map(str::to_owned))
+        status_json(&rig, ns, &tmp.path().join(ns))["exit"]
+            .as_str()
             .unwrap_or_default()
+            .to_owned()
     };
     let shown = exit_line("l");
     assert!(
@@ -219,21 +211,7 @@ fn root_exits_a_laptop_reaches_the_internet_through_an_exit_and_fails_over() {
     println!("mesh status on l: exit {shown}");
     // `mesh routes --json` names the exit node the route leads to (`origin`; the live page
     // marks that node an exit from it).
-    let o = ns_mesh(
-        &rig,
-        "l",
-        &["routes", "--json", "--state-dir", dl.to_str().unwrap()],
-    );
-    let origin = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|r| {
-            r["prefix"]
-                .as_str()
-                .is_some_and(|p| p.starts_with("::/0 from "))
-                && r["selected"] == true
-        })
-        .and_then(|r| r["origin"].as_str().map(str::to_owned));
+    let origin = exit_route(&rig, "l", &dl).and_then(|r| r["origin"].as_str().map(str::to_owned));
     assert_eq!(
         origin.as_deref(),
         shown.split_whitespace().next(),
@@ -433,24 +411,24 @@ fn root_exits_a_pinned_exit_is_reached_through_a_relay_that_prefers_another() {
     let (r2_e2, e2_r2) = rig.link("r2", "e2").unwrap();
     let (e1_i, i_e1) = rig.link("e1", "i").unwrap();
     let (e2_i, i_e2) = rig.link("e2", "i").unwrap();
-    for (ns, dev, addr) in [
-        ("l", &l_r1, "fd99:1::1/64"),
-        ("r1", &r1_l, "fd99:1::2/64"),
-        ("r1", &r1_e1, "fd99:2::1/64"),
-        ("e1", &e1_r1, "fd99:2::2/64"),
-        ("r1", &r1_r2, "fd99:3::1/64"),
-        ("r2", &r2_r1, "fd99:3::2/64"),
-        ("r2", &r2_e2, "fd99:4::1/64"),
-        ("e2", &e2_r2, "fd99:4::2/64"),
-        ("e1", &e1_i, "2001:db8:e1::1/64"),
-        ("i", &i_e1, "2001:db8:e1::2/64"),
-        ("e2", &e2_i, "2001:db8:e2::1/64"),
-        ("i", &i_e2, "2001:db8:e2::2/64"),
-        ("i", &"lo".to_string(), "2001:db8:99::9/128"),
-    ] {
-        rig.exec(ns, &["ip", "-6", "addr", "add", addr, "dev", dev, "nodad"])
-            .unwrap();
-    }
+    add_addrs(
+        &rig,
+        &[
+            ("l", &l_r1, "fd99:1::1/64"),
+            ("r1", &r1_l, "fd99:1::2/64"),
+            ("r1", &r1_e1, "fd99:2::1/64"),
+            ("e1", &e1_r1, "fd99:2::2/64"),
+            ("r1", &r1_r2, "fd99:3::1/64"),
+            ("r2", &r2_r1, "fd99:3::2/64"),
+            ("r2", &r2_e2, "fd99:4::1/64"),
+            ("e2", &e2_r2, "fd99:4::2/64"),
+            ("e1", &e1_i, "2001:db8:e1::1/64"),
+            ("i", &i_e1, "2001:db8:e1::2/64"),
+            ("e2", &e2_i, "2001:db8:e2::1/64"),
+            ("i", &i_e2, "2001:db8:e2::2/64"),
+            ("i", &"lo".to_string(), "2001:db8:99::9/128"),
+        ],
+    );
     // everyone reaches the registry on r1; r2 forwards e2's registry traffic; neither
     // forwards tunnel traffic (the rig's namespaces forward IPv6), so the tunnels are the
     // links of the drawing and r1 sees e2 two hops away
@@ -575,13 +553,7 @@ fn root_exits_a_pinned_exit_is_reached_through_a_relay_that_prefers_another() {
     );
     println!("echo requests at the server: {via_e2} by e2, {via_e1} by e1");
     // `mesh status` names the pinned exit
-    let dl = tmp.path().join("l");
-    let o = ns_mesh(
-        &rig,
-        "l",
-        &["status", "--json", "--state-dir", dl.to_str().unwrap()],
-    );
-    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let st = status_json(&rig, "l", &tmp.path().join("l"));
     assert_eq!(
         st["exit"].as_str(),
         Some(format!("{e2_prefix} (e2), pinned").as_str()),

@@ -18,7 +18,9 @@
 #![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
 
 mod common;
-use common::nodes::{LogsOnPanic, NsRegistry, ns_mesh, spawn_up};
+use common::nodes::{
+    LogsOnPanic, NsRegistry, counter, routes_for, routes_json, spawn_up, status_json,
+};
 use common::wait_until;
 
 use std::path::Path;
@@ -33,47 +35,9 @@ const HOST: &str = "192.168.77.9";
 
 /// Node `ns` has selected a route to exactly `prefix`.
 fn has_route(rig: &Rig, ns: &str, dir: &Path, prefix: &str) -> bool {
-    let o = ns_mesh(
-        rig,
-        ns,
-        &["routes", "--json", "--state-dir", dir.to_str().unwrap()],
-    );
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    routes_json(rig, ns, dir)
+        .iter()
         .any(|r| r["prefix"].as_str() == Some(prefix) && r["selected"] == true)
-}
-
-/// The routes node `ns` holds for `prefix`: (router-id, selected).
-fn routes_for(rig: &Rig, ns: &str, dir: &Path, prefix: &str) -> Vec<(String, bool)> {
-    let o = ns_mesh(
-        rig,
-        ns,
-        &["routes", "--json", "--state-dir", dir.to_str().unwrap()],
-    );
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|r| r["prefix"].as_str() == Some(prefix) && r["metric"] != 65535)
-        .map(|r| {
-            (
-                r["router_id"].as_str().unwrap_or_default().to_owned(),
-                r["selected"] == true,
-            )
-        })
-        .collect()
-}
-
-fn counter(rig: &Rig, ns: &str, dir: &Path, name: &str) -> u64 {
-    let o = ns_mesh(
-        rig,
-        ns,
-        &["status", "--json", "--state-dir", dir.to_str().unwrap()],
-    );
-    serde_json::from_slice::<serde_json::Value>(&o.stdout)
-        .ok()
-        .and_then(|s| s["counters"][name].as_u64())
-        .unwrap_or(0)
 }
 
 const SERVER_PY: &str = r#"
@@ -255,12 +219,7 @@ fn root_ipv4_ping_tcp_and_ttl_expiry_across_two_relays() {
     assert!(r.contains(&format!("{a4}/24")), "{r}");
 
     // `mesh status` names the address
-    let o = ns_mesh(
-        &rig,
-        "a",
-        &["status", "--json", "--state-dir", da.to_str().unwrap()],
-    );
-    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let st = status_json(&rig, "a", &da);
     assert_eq!(st["ipv4"].as_str(), Some(a4.as_str()), "{st}");
 
     // ping a -> e over IPv4: sealed for e, relayed by b and c
@@ -349,14 +308,8 @@ fn root_ipv4_ping_tcp_and_ttl_expiry_across_two_relays() {
     );
     // `mesh routes --json` names the node the IPv4 subnet route leads to (the live page's
     // subnets)
-    let o = ns_mesh(
-        &rig,
-        "a",
-        &["routes", "--json", "--state-dir", da.to_str().unwrap()],
-    );
-    let origin = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    let origin = routes_json(&rig, "a", &da)
+        .into_iter()
         .find(|r| r["prefix"] == LAN && r["selected"] == true)
         .and_then(|r| r["origin"].as_str().map(str::to_owned));
     assert_eq!(

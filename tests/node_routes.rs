@@ -14,48 +14,15 @@
 #![allow(clippy::disallowed_methods)] // integration test: real processes, sockets, tasks and clocks
 
 mod common;
-use common::nodes::{LogsOnPanic, NsRegistry, ns_mesh, spawn_up};
+use common::nodes::{LogsOnPanic, NsRegistry, counter, routes_for, spawn_up};
 use common::wait_until;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use re6mesh::netns::{Rig, require_root};
 
 const LAN: &str = "2001:db8:5::/64";
 const HOST: &str = "2001:db8:5::9";
-
-/// The routes node `ns` holds for `prefix`: (router-id, selected).
-fn routes_for(rig: &Rig, ns: &str, dir: &Path, prefix: &str) -> Vec<(String, bool)> {
-    let o = ns_mesh(
-        rig,
-        ns,
-        &["routes", "--json", "--state-dir", dir.to_str().unwrap()],
-    );
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|r| r["prefix"].as_str() == Some(prefix) && r["metric"] != 65535)
-        .map(|r| {
-            (
-                r["router_id"].as_str().unwrap_or_default().to_owned(),
-                r["selected"] == true,
-            )
-        })
-        .collect()
-}
-
-fn counter(rig: &Rig, ns: &str, dir: &Path, name: &str) -> u64 {
-    let o = ns_mesh(
-        rig,
-        ns,
-        &["status", "--json", "--state-dir", dir.to_str().unwrap()],
-    );
-    serde_json::from_slice::<serde_json::Value>(&o.stdout)
-        .ok()
-        .and_then(|s| s["counters"][name].as_u64())
-        .unwrap_or(0)
-}
 
 #[test]
 fn root_routes_a_lan_behind_an_authorised_node_is_reached_and_an_unauthorised_one_ignored() {

@@ -213,3 +213,67 @@ pub fn spawn_up(rig: &mut Rig, base: &Path, ns: &str, extra: &[&str]) -> u32 {
     )
     .expect("start mesh up")
 }
+
+/// `mesh routes --json` of the node in namespace `ns` (state directory `dir`): one JSON
+/// object per route (none when it does not answer).
+pub fn routes_json(rig: &Rig, ns: &str, dir: &Path) -> Vec<serde_json::Value> {
+    let o = ns_mesh(
+        rig,
+        ns,
+        &[
+            "routes",
+            "--json",
+            "--state-dir",
+            dir.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// `mesh status --json` of the node in namespace `ns` (null when it does not answer).
+pub fn status_json(rig: &Rig, ns: &str, dir: &Path) -> serde_json::Value {
+    let o = ns_mesh(
+        rig,
+        ns,
+        &[
+            "status",
+            "--json",
+            "--state-dir",
+            dir.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or_default()
+}
+
+/// The usable routes the node in `ns` holds for exactly `prefix`: (router-id, selected).
+pub fn routes_for(rig: &Rig, ns: &str, dir: &Path, prefix: &str) -> Vec<(String, bool)> {
+    routes_json(rig, ns, dir)
+        .into_iter()
+        .filter(|r| r["prefix"].as_str() == Some(prefix) && r["metric"] != 65535)
+        .map(|r| {
+            (
+                r["router_id"].as_str().unwrap_or_default().to_owned(),
+                r["selected"] == true,
+            )
+        })
+        .collect()
+}
+
+/// One of the node's counters (`mesh status --json`), 0 when absent.
+pub fn counter(rig: &Rig, ns: &str, dir: &Path, name: &str) -> u64 {
+    status_json(rig, ns, dir)["counters"][name]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// `ip -6 addr add ADDR dev DEV nodad` in each `(namespace, device, address)`.
+pub fn add_addrs<D: AsRef<str>>(rig: &Rig, addrs: &[(&str, D, &str)]) {
+    for (ns, dev, addr) in addrs {
+        let dev = dev.as_ref();
+        rig.exec(ns, &["ip", "-6", "addr", "add", addr, "dev", dev, "nodad"])
+            .unwrap_or_else(|e| panic!("{ns}: address {addr} on {dev}: {e}"));
+    }
+}
