@@ -182,6 +182,9 @@ fn build(tag: &str, port: u16, natpmp: bool) -> Net {
     sh(&rig, "r", "sysctl -qw net.ipv4.ip_forward=1");
     // The home router: masquerade out, nothing unsolicited in (to itself or forwarded) but
     // what miniupnpd forwards; the LAN may talk to it (NAT-PMP/PCP 5351, SSDP, UPnP HTTP).
+    // The laptop may not open a tunnel to far's port itself: far's dial to the mapped port is
+    // what these tests prove (else both dial, and the laptop's own tunnel can win the race:
+    // seen once in CI, `made: direct`).
     let ruleset = format!(
         "table inet homefw {{
             chain input {{
@@ -193,6 +196,7 @@ fn build(tag: &str, port: u16, natpmp: bool) -> Net {
             chain forward {{
                 type filter hook forward priority 0; policy drop;
                 ct state established,related accept
+                iifname \"{in_r}\" ip daddr 10.99.0.20 udp dport 6464 drop
                 iifname \"{in_r}\" accept
                 jump miniupnpd
             }}
