@@ -248,24 +248,12 @@ impl CertStore {
 
     /// The nodes granted the IPv4 subnet `prefix` whose certificate is not held (to ask for).
     pub fn grantees_unknown_v4(&self, prefix: &ipnet::Ipv4Net) -> Vec<Ipv6Net> {
-        self.grants_v4
-            .get(prefix)
-            .map(|n| {
-                n.iter()
-                    .filter(|n| !self.certs.contains_key(*n))
-                    .copied()
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.not_held(self.grants_v4.get(prefix))
     }
 
     /// The IPv4 subnets granted to the node of `node` prefix.
     pub fn granted_to_v4(&self, node: &Ipv6Net) -> Vec<ipnet::Ipv4Net> {
-        self.grants_v4
-            .iter()
-            .filter(|(_, n)| n.contains(node))
-            .map(|(p, _)| *p)
-            .collect()
+        granted_in(&self.grants_v4, node)
     }
 
     /// The node (prefix) whose valid certificate names `addr` and whose router-id is `rid`.
@@ -362,24 +350,22 @@ impl CertStore {
 
     /// The prefixes outside the network granted to the node of `node` prefix.
     pub fn granted_to(&self, node: &Ipv6Net) -> Vec<Ipv6Net> {
-        self.grants
-            .iter()
-            .filter(|(_, n)| n.contains(node))
-            .map(|(p, _)| *p)
-            .collect()
+        granted_in(&self.grants, node)
     }
 
     /// The nodes granted `prefix` whose certificate is not held (to ask for).
     pub fn grantees_unknown(&self, prefix: &Ipv6Net) -> Vec<Ipv6Net> {
-        self.grants
-            .get(prefix)
-            .map(|n| {
-                n.iter()
-                    .filter(|n| !self.certs.contains_key(*n))
-                    .copied()
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.not_held(self.grants.get(prefix))
+    }
+
+    /// Those of `nodes` whose certificate is not held.
+    fn not_held(&self, nodes: Option<&Vec<Ipv6Net>>) -> Vec<Ipv6Net> {
+        nodes
+            .into_iter()
+            .flatten()
+            .filter(|n| !self.certs.contains_key(*n))
+            .copied()
+            .collect()
     }
 
     /// Checks `der` (CA signature, node prefix inside the network, validity at the store's
@@ -843,6 +829,15 @@ impl NodeCore {
             self.origin_node_known(now, p);
         }
     }
+}
+
+/// The prefixes (IPv6 or IPv4) of `grants` granted to the node of `node` prefix.
+fn granted_in<P: Copy>(grants: &BTreeMap<P, Vec<Ipv6Net>>, node: &Ipv6Net) -> Vec<P> {
+    grants
+        .iter()
+        .filter(|(_, n)| n.contains(node))
+        .map(|(p, _)| *p)
+        .collect()
 }
 
 #[cfg(test)]
