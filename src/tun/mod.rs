@@ -74,6 +74,8 @@ pub struct Tun {
     /// The device MTU when opened (the largest packet a split super-segment holds).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     mtu: u16,
+    /// Write buffers shared by every writer ([`Tun::send_pooled`]).
+    pool: std::sync::Mutex<Vec<SendBatch>>,
 }
 
 impl TunError {
@@ -164,6 +166,7 @@ impl Tun {
             given,
             offload,
             mtu,
+            pool: Default::default(),
         })
     }
 

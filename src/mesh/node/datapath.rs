@@ -34,20 +34,19 @@ use crate::mesh::seal::session::SealError;
 use crate::mesh::seal::{self, wire};
 use crate::mesh::tunnels::frame::{self, Datagram};
 use crate::mesh::tunnels::{CloseCode, SendError, TunnelLink};
-use crate::tun::{RecvBatch, SendBatch, Tun, WRITE_BATCH};
+use crate::tun::{RecvBatch, Tun, WRITE_BATCH};
 
 /// Babel packets of one tunnel waiting for the core: beyond this, the tunnel's Babel packets
 /// are dropped (counted) until the core catches up, so one flooding neighbour can neither grow
 /// this node's memory nor crowd out the others' packets.
 pub(super) const BABEL_BUDGET: usize = 64;
 
-/// Packets for this node's TUN gathered from one batch of reads, and the buffers of their
-/// write.
+/// Packets for this node's TUN gathered from one batch of reads (written with buffers from
+/// the TUN's pool, [`Tun::send_pooled`]).
 #[derive(Default)]
 pub(super) struct Deliveries {
     /// Each after [`frame::HEADER_LEN`] bytes.
     pub(super) pkts: Vec<BytesMut>,
-    batch: SendBatch,
 }
 
 /// A tunnel the data path can send on, with the prefix of the node at its other end.
@@ -102,8 +101,11 @@ impl DataPath {
                 warn!(error = %e, "TUN read failed");
                 break;
             }
+            // one clock read per batch (the rate limits and sessions need no finer time)
+            let now = Instant::now();
             for framed in packets.drain(..) {
-                self.route_packet(framed, false, &mut fwd, &mut local).await;
+                self.route_packet(framed, false, &mut fwd, &mut local, now)
+                    .await;
             }
             self.flush(&mut local).await;
         }
@@ -115,11 +117,7 @@ impl DataPath {
         if d.pkts.is_empty() {
             return;
         }
-        if let Err(e) = self
-            .tun
-            .send_batch(&mut d.batch, &d.pkts, frame::HEADER_LEN)
-            .await
-        {
+        if let Err(e) = self.tun.send_pooled(&d.pkts, frame::HEADER_LEN).await {
             for _ in 0..d.pkts.len() {
                 self.book.drops.count(DropWhy::TunWriteFailed);
             }
@@ -155,20 +153,21 @@ impl DataPath {
                     .await;
                 return;
             }
+            let now = Instant::now();
             for d in datagrams.drain(..) {
                 if matches!(
                     d.first(),
                     Some(&frame::TYPE_SEALED) | Some(&frame::TYPE_SEAL_HANDSHAKE)
                 ) {
-                    traffic.rx_data(d.len() - frame::HEADER_LEN, Instant::now());
+                    traffic.rx_data(d.len() - frame::HEADER_LEN, now);
                     let framed = d.try_into_mut().unwrap_or_else(|d| BytesMut::from(&d[..]));
-                    self.sealed_from_tunnel(framed, neighbour, &mut fwd, &mut local)
+                    self.sealed_from_tunnel(framed, neighbour, &mut fwd, &mut local, now)
                         .await;
                     continue;
                 }
                 match frame::parse(&d) {
                     Ok(Datagram::Babel(b)) => {
-                        traffic.rx_babel(b.len(), Instant::now());
+                        traffic.rx_babel(b.len(), now);
                         let sent = budget
                             .clone()
                             .try_acquire_owned()
@@ -186,7 +185,7 @@ impl DataPath {
                         }
                     }
                     Ok(Datagram::Ipv6(p)) => {
-                        traffic.rx_data(p.len(), Instant::now());
+                        traffic.rx_data(p.len(), now);
                         // Zero-copy when quinn hands us the only reference to the buffer.
                         let mut framed =
                             d.try_into_mut().unwrap_or_else(|d| BytesMut::from(&d[..]));
@@ -198,7 +197,8 @@ impl DataPath {
                             &subnets,
                         ) {
                             FromTunnel::DeliverPlain => {
-                                self.route_packet(framed, true, &mut fwd, &mut local).await;
+                                self.route_packet(framed, true, &mut fwd, &mut local, now)
+                                    .await;
                             }
                             FromTunnel::Drop(why) => self.path_drop(why, &tunnel),
                             // not for a plain packet
@@ -227,6 +227,7 @@ impl DataPath {
         from_tunnel: bool,
         fwd: &mut Forwarder,
         local: &mut Deliveries,
+        now: Instant,
     ) {
         if framed.get(frame::HEADER_LEN).map(|b| b >> 4) == Some(4) && !from_tunnel {
             // IPv4 from a local application (datapath_v4.rs)
@@ -239,7 +240,7 @@ impl DataPath {
                 .and_then(|h| self.pinned_exit_for(&self.subnets.load(), &h.dst))
         {
             // for the internet, through the pinned exit (datapath_exit.rs)
-            if let Some(icmp) = self.to_pinned_exit(&mut framed, exit, fwd, Instant::now()) {
+            if let Some(icmp) = self.to_pinned_exit(&mut framed, exit, fwd, now) {
                 let _ = self.tun.send(&icmp).await;
             }
             return;
@@ -299,7 +300,6 @@ impl DataPath {
                 }
             }
         };
-        let now = Instant::now();
         match fwd.decide(pkt, from_tunnel, lookup, now) {
             Decision::Deliver => {
                 test_hook::record("deliver", &framed[frame::HEADER_LEN..]);
@@ -380,8 +380,8 @@ impl DataPath {
         neighbour: Ipv6Net,
         fwd: &mut Forwarder,
         local: &mut Deliveries,
+        now: Instant,
     ) {
-        let now = Instant::now();
         let subnets = self.subnets.load_full();
         match seal::path::from_tunnel_with(&mut framed, self.prefix, neighbour, &subnets) {
             FromTunnel::Open => {
@@ -426,7 +426,7 @@ impl DataPath {
                             if let Some(h) = framed.get_mut(frame::HEADER_LEN + 7) {
                                 *h = h.saturating_sub(relays).max(1);
                             }
-                            self.route_packet(framed, true, fwd, local).await;
+                            self.route_packet(framed, true, fwd, local, now).await;
                         }
                     }
                     Err(e) => {
