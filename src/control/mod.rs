@@ -74,7 +74,7 @@ pub struct Status {
     /// Packets the data path dropped, by reason (`malformed`, `no_error_allowed`,
     /// `rate_limited`, `queue_full`, `send_failed`, `bad_datagram`, `tun_write_failed`,
     /// `spoofed_source`, `plain_transit`, `sealed_hop_limit`, `no_route`, `no_session`,
-    /// `open_failed`).
+    /// `open_failed`, `too_big`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drops: BTreeMap<String, u64>,
     /// Of the selected routes to other nodes, how many go straight through a tunnel to that

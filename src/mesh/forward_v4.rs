@@ -57,9 +57,23 @@ pub enum V4Decision {
     Pass,
     /// Answer the source with this ICMPv4 error (instead of the packet).
     Reply(Vec<u8>),
-    /// Drop it: malformed (`true`), or an error was due but not allowed or over the rate
-    /// limit (`false`).
-    Drop(bool),
+    /// Drop it, for this reason.
+    Drop(V4Drop),
+}
+
+/// Why an IPv4 packet is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum V4Drop {
+    /// Not a valid IPv4 packet.
+    Malformed,
+    /// An ICMPv4 error was due but is not allowed (about an error, a fragment, a broadcast;
+    /// or this node has no IPv4 address to send it from).
+    NoErrorAllowed,
+    /// An ICMPv4 error was due but the rate limit is exhausted.
+    RateLimited,
+    /// Larger than the path and without DF: fragmenting is left to the sender's path MTU
+    /// discovery.
+    TooBig,
 }
 
 /// The IPv4 forwarding state of a node: its IPv4 address (the source of its ICMPv4 errors)
@@ -83,7 +97,7 @@ impl V4Forwarder {
     /// ICMPv4 from one of its own addresses (a martian source), this node's included.
     pub fn from_tun(&mut self, pkt: &[u8], route: Option<usize>, now: Instant) -> V4Decision {
         let Some(h) = ipv4::parse(pkt) else {
-            return V4Decision::Drop(true);
+            return V4Decision::Drop(V4Drop::Malformed);
         };
         match route {
             None => self.error(
@@ -97,7 +111,7 @@ impl V4Forwarder {
             Some(mtu) if pkt.len() + ENCAP_OVERHEAD > mtu => {
                 if !h.dont_fragment {
                     // fragmenting is left to the sender's path MTU discovery
-                    return V4Decision::Drop(false);
+                    return V4Decision::Drop(V4Drop::TooBig);
                 }
                 let fits = mtu.saturating_sub(ENCAP_OVERHEAD);
                 let fits = u32::try_from(fits).unwrap_or(0).min(0xffff);
@@ -118,14 +132,14 @@ impl V4Forwarder {
     /// by that many in place, or it expired on the way (Time Exceeded).
     pub fn arrived(&mut self, pkt: &mut [u8], relays: u8, now: Instant) -> V4Decision {
         let Some(h) = ipv4::parse(pkt) else {
-            return V4Decision::Drop(true);
+            return V4Decision::Drop(V4Drop::Malformed);
         };
         if relays == 0 {
             return V4Decision::Pass;
         }
         if h.ttl <= relays {
             let Some(me) = self.me else {
-                return V4Decision::Drop(false);
+                return V4Decision::Drop(V4Drop::NoErrorAllowed);
             };
             return self.error(
                 pkt,
@@ -149,8 +163,11 @@ impl V4Forwarder {
         rest: u32,
         now: Instant,
     ) -> V4Decision {
-        if self.me.is_none() || !error_allowed(pkt, h) || !self.limit.take(now) {
-            return V4Decision::Drop(false);
+        if self.me.is_none() || !error_allowed(pkt, h) {
+            return V4Decision::Drop(V4Drop::NoErrorAllowed);
+        }
+        if !self.limit.take(now) {
+            return V4Decision::Drop(V4Drop::RateLimited);
         }
         V4Decision::Reply(icmp_error(from, h.src, ty, code, rest, pkt))
     }
@@ -281,7 +298,10 @@ mod tests {
         assert_eq!(&e[28..], &p[..]);
         // no error about an error
         let mut e2 = e.clone();
-        assert_eq!(f.arrived(&mut e2, 64, now), V4Decision::Drop(false));
+        assert_eq!(
+            f.arrived(&mut e2, 64, now),
+            V4Decision::Drop(V4Drop::NoErrorAllowed)
+        );
     }
 
     #[test]
@@ -303,10 +323,13 @@ mod tests {
         assert_eq!((e[20], e[21]), (icmp::DEST_UNREACHABLE, icmp::FRAG_NEEDED));
         assert_eq!(u16::from_be_bytes([e[26], e[27]]), 960);
         let p = packet(64, false, 1000);
-        assert_eq!(f.from_tun(&p, Some(1000), now), V4Decision::Drop(false));
+        assert_eq!(
+            f.from_tun(&p, Some(1000), now),
+            V4Decision::Drop(V4Drop::TooBig)
+        );
         assert_eq!(
             f.from_tun(&p[..30], Some(1000), now),
-            V4Decision::Drop(true)
+            V4Decision::Drop(V4Drop::Malformed)
         );
     }
 
@@ -317,9 +340,15 @@ mod tests {
         let p = packet(64, false, 10);
         assert!(matches!(f.from_tun(&p, None, now), V4Decision::Reply(_)));
         assert!(matches!(f.from_tun(&p, None, now), V4Decision::Reply(_)));
-        assert_eq!(f.from_tun(&p, None, now), V4Decision::Drop(false));
+        assert_eq!(
+            f.from_tun(&p, None, now),
+            V4Decision::Drop(V4Drop::RateLimited)
+        );
         let mut f = V4Forwarder::new(None, RateLimit::default());
-        assert_eq!(f.from_tun(&p, None, now), V4Decision::Drop(false));
+        assert_eq!(
+            f.from_tun(&p, None, now),
+            V4Decision::Drop(V4Drop::NoErrorAllowed)
+        );
     }
 
     #[test]

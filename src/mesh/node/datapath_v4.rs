@@ -86,12 +86,8 @@ impl DataPath {
         {
             V4Decision::Pass => {}
             V4Decision::Reply(icmp) => return Some(icmp),
-            V4Decision::Drop(malformed) => {
-                self.book.drops.count(if malformed {
-                    DropWhy::Malformed
-                } else {
-                    DropWhy::RateLimited
-                });
+            V4Decision::Drop(why) => {
+                self.book.drops.count(why.into());
                 return None;
             }
         }
@@ -158,11 +154,7 @@ impl DataPath {
                     debug!(len = back.len(), "no route back for an ICMPv4 error");
                 }
             }
-            V4Decision::Drop(malformed) => self.book.drops.count(if malformed {
-                DropWhy::Malformed
-            } else {
-                DropWhy::RateLimited
-            }),
+            V4Decision::Drop(why) => self.book.drops.count(why.into()),
         }
         true
     }

@@ -13,6 +13,7 @@ use ipnet::Ipv6Net;
 use super::core::TunnelId;
 use crate::control::{Peer, Traffic};
 use crate::mesh::forward::DropReason;
+use crate::mesh::forward_v4::V4Drop;
 use crate::mesh::tunnels::traffic::LinkTraffic;
 
 /// Why the data path dropped a packet.
@@ -45,11 +46,13 @@ pub(crate) enum DropWhy {
     NoSession,
     /// A sealed frame for this node that did not open (tampered, replayed, unknown session).
     OpenFailed,
+    /// An IPv4 packet larger than the path, without DF (fragmenting is left to the sender).
+    TooBig,
 }
 
 impl DropWhy {
     /// Every reason, in the order of [`Drops`].
-    pub(crate) const ALL: [DropWhy; 13] = [
+    pub(crate) const ALL: [DropWhy; 14] = [
         DropWhy::Malformed,
         DropWhy::NoErrorAllowed,
         DropWhy::RateLimited,
@@ -63,6 +66,7 @@ impl DropWhy {
         DropWhy::NoRoute,
         DropWhy::NoSession,
         DropWhy::OpenFailed,
+        DropWhy::TooBig,
     ];
 
     /// The reason's name in `mesh status` and in the metrics.
@@ -81,6 +85,18 @@ impl DropWhy {
             DropWhy::NoRoute => "no_route",
             DropWhy::NoSession => "no_session",
             DropWhy::OpenFailed => "open_failed",
+            DropWhy::TooBig => "too_big",
+        }
+    }
+}
+
+impl From<V4Drop> for DropWhy {
+    fn from(r: V4Drop) -> DropWhy {
+        match r {
+            V4Drop::Malformed => DropWhy::Malformed,
+            V4Drop::NoErrorAllowed => DropWhy::NoErrorAllowed,
+            V4Drop::RateLimited => DropWhy::RateLimited,
+            V4Drop::TooBig => DropWhy::TooBig,
         }
     }
 }
