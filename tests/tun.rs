@@ -6,6 +6,7 @@ use std::net::{Ipv6Addr, UdpSocket};
 use std::process::Command;
 
 use bytes::BytesMut;
+use re6mesh::mesh::forward::upper_layer_checksum;
 use re6mesh::netns::{Rig, require_root};
 use re6mesh::tun::{SendBatch, Tun};
 
@@ -129,22 +130,7 @@ fn tcp_segment(seq: u32, len: usize) -> Vec<u8> {
     for (i, b) in t[20..].iter_mut().enumerate() {
         *b = i as u8;
     }
-    // checksum over the pseudo-header and the segment
-    let mut sum: u32 = 0;
-    let mut add = |bytes: &[u8]| {
-        for c in bytes.chunks(2) {
-            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-        }
-    };
-    add(&src.octets());
-    add(&dst.octets());
-    add(&(tcp_len as u32).to_be_bytes());
-    add(&[0, 0, 0, 6]);
-    add(&p[40..]);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let csum = !(sum as u16);
+    let csum = upper_layer_checksum(&src, &dst, 6, &p[40..]);
     p[56..58].copy_from_slice(&csum.to_be_bytes());
     p
 }

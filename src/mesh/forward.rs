@@ -268,6 +268,12 @@ pub fn icmp_error(
 
 /// ICMPv6 checksum over the IPv6 pseudo-header and the message (checksum field zero).
 pub fn icmpv6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, msg: &[u8]) -> u16 {
+    upper_layer_checksum(src, dst, NEXT_HEADER_ICMPV6, msg)
+}
+
+/// The checksum of an upper-layer message (ICMPv6, TCP, UDP) over the IPv6 pseudo-header
+/// (RFC 8200 §8.1) and the message, its checksum field zero.
+pub fn upper_layer_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, next_header: u8, msg: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     let mut add = |bytes: &[u8]| {
         let mut chunks = bytes.chunks_exact(2);
@@ -281,7 +287,7 @@ pub fn icmpv6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, msg: &[u8]) -> u16 {
     add(&src.octets());
     add(&dst.octets());
     add(&(msg.len() as u32).to_be_bytes());
-    add(&[0, 0, 0, NEXT_HEADER_ICMPV6]);
+    add(&[0, 0, 0, next_header]);
     add(msg);
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
